@@ -1,0 +1,124 @@
+"""Pure conversions between protobuf messages and domain objects. Nothing else touches _pb2."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from attestation.appraisal import AttestationStatus
+from broker.devices import DeviceView
+from broker.domain import CircuitFormat, JobState
+from broker.errors import BrokerError, ErrorCode
+from broker.service import JobView, ResultView, SubmitRequest
+from qtestbed.v1 import devices_pb2, jobs_pb2
+
+_FORMAT_FROM_PROTO = {
+    jobs_pb2.CIRCUIT_FORMAT_OPENQASM2: CircuitFormat.OPENQASM2,
+    jobs_pb2.CIRCUIT_FORMAT_OPENQASM3: CircuitFormat.OPENQASM3,
+    jobs_pb2.CIRCUIT_FORMAT_QPY: CircuitFormat.QPY,
+}
+_STATE_TO_PROTO = {state: jobs_pb2.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
+
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
+    fmt = _FORMAT_FROM_PROTO.get(request.circuit.format)
+    if fmt is None:
+        raise BrokerError(
+            ErrorCode.INVALID_ARGUMENT,
+            "circuit.format must be OPENQASM2, OPENQASM3 or QPY",
+        )
+    if not request.device_id:
+        raise BrokerError(ErrorCode.INVALID_ARGUMENT, "device_id is required")
+    if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise BrokerError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY} characters",
+        )
+    return SubmitRequest(
+        device_id=request.device_id,
+        circuit_format=fmt,
+        payload=request.circuit.payload,
+        shots=request.shots,
+        idempotency_key=request.idempotency_key or None,
+    )
+
+
+def states_from_proto(states: list[int]) -> list[JobState]:
+    try:
+        return [_STATE_FROM_PROTO[jobs_pb2.JobState.ValueType(s)] for s in states]
+    except KeyError as exc:
+        raise BrokerError(ErrorCode.INVALID_ARGUMENT, f"unknown job state {exc.args[0]}") from exc
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def job_to_proto(view: JobView) -> jobs_pb2.Job:
+    job = view.job
+    return jobs_pb2.Job(
+        job_id=job.job_id,
+        owner=job.owner,
+        device_id=job.device_id,
+        state=_STATE_TO_PROTO[job.state],
+        shots=job.shots,
+        circuit_digest=job.circuit.digest,
+        num_qubits=job.circuit.num_qubits,
+        depth=job.circuit.depth,
+        queue_position=view.queue_position,
+        attempts=job.attempts,
+        reason=job.reason,
+        rule_id=job.rule_id,
+        created_at=_timestamp(job.created_at),
+        updated_at=_timestamp(job.updated_at),
+        finished_at=_timestamp(job.finished_at),
+    )
+
+
+def result_to_proto(view: ResultView) -> jobs_pb2.JobResult:
+    result = view.result
+    return jobs_pb2.JobResult(
+        job_id=result.job_id,
+        device_id=result.device_id,
+        counts=dict(result.counts),
+        execution_seconds=result.execution_seconds,
+        receipt=result.receipt,
+        device_certificate=view.device_certificate,
+    )
+
+
+_ATTESTATION_TO_PROTO = {
+    None: devices_pb2.ATTESTATION_STATUS_NONE,
+    AttestationStatus.AFFIRMING: devices_pb2.ATTESTATION_STATUS_AFFIRMING,
+    AttestationStatus.WARNING: devices_pb2.ATTESTATION_STATUS_WARNING,
+    AttestationStatus.CONTRAINDICATED: devices_pb2.ATTESTATION_STATUS_CONTRAINDICATED,
+}
+
+
+def device_to_proto(view: DeviceView) -> devices_pb2.Device:
+    profile = view.profile
+    reference = view.device.reference
+    return devices_pb2.Device(
+        device_id=view.device.device_id,
+        tier=view.device.tier,
+        num_qubits=profile.num_qubits if profile else reference.num_qubits,
+        basis_gates=list(profile.basis_gates) if profile else [],
+        coupling_map=[
+            devices_pb2.CouplingEdge(control=a, target=b)
+            for a, b in (profile.coupling_map if profile else ())
+        ],
+        backend=profile.backend if profile else "",
+        connected=view.connected > 0,
+        attestation_status=_ATTESTATION_TO_PROTO[view.attestation],
+        attestation_reasons=list(view.attestation_reasons),
+        attested_until=_timestamp(view.attested_until),
+        queue_depth=view.queue_depth,
+        available=view.available,
+        calibration_digest=",".join(sorted(reference.calibration_digest)),
+    )

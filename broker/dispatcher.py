@@ -1,0 +1,322 @@
+"""The dispatch gate and the lease lifecycle: queued job -> lease -> verified result.
+
+One task fills devices, so within a broker no two fills race; across broker replicas the
+store's compare-and-set on the job version decides who wins. A job leaves only when, at that
+moment, the chosen driver's attestation affirms and is unexpired and the owner's clearance
+still allows the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+
+from attestation.appraisal import AttestationResult, AttestationStatus, Reason, ReasonCode
+from attestation.dsse import Envelope, EnvelopeError
+from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
+from broker.attestor import Attestor
+from broker.clearance import Decision, decide
+from broker.domain import Job, JobResult, JobState, Lease
+from broker.facility import FacilityRef
+from broker.fleet import DriverConnection, Fleet
+from broker.ledger import JobLedger
+from broker.link import DriverLink
+from broker.settings import TimingSettings
+from broker.store.base import Store
+from qtestbed.v1 import driver_link_pb2 as link_pb
+from qtestbed.v1 import jobs_pb2
+
+log = logging.getLogger(__name__)
+
+_FORMAT_TO_PROTO = {
+    "OPENQASM2": jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,
+    "OPENQASM3": jobs_pb2.CIRCUIT_FORMAT_OPENQASM3,
+    "QPY": jobs_pb2.CIRCUIT_FORMAT_QPY,
+}
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        link: DriverLink,
+        fleet: Fleet,
+        facility: FacilityRef,
+        ledger: JobLedger,
+        timing: TimingSettings,
+        attestor: Attestor | None = None,
+    ) -> None:
+        self.link = link
+        self.fleet = fleet
+        self.facility = facility
+        self.ledger = ledger
+        self.timing = timing
+        self.attestor = attestor
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def store(self) -> Store:
+        return self.ledger.runner.store
+
+    def kick(self, device_id: str) -> None:
+        """Ask the fill loop to look at this device's queue soon."""
+        self._dirty.add(device_id)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                device_id = self._dirty.pop()
+                try:
+                    await self._fill(device_id)
+                except Exception:
+                    log.exception(
+                        "filling device %s failed; will retry on the next tick", device_id
+                    )
+
+    async def _fill(self, device_id: str) -> None:
+        while True:
+            now = self.ledger.clock.now()
+            idle = [c for c in self.fleet.for_device(device_id) if c.dispatchable(now)]
+            if not idle:
+                return
+            head = await self.ledger.runner.call(self.store.queued_jobs, device_id, 1)
+            if not head:
+                return
+            await self._dispatch_or_deny(head[0], idle[0], now)
+
+    async def _dispatch_or_deny(self, job: Job, conn: DriverConnection, now: float) -> None:
+        facility = self.facility.current
+        device = facility.devices.get(job.device_id)
+        if device is None:
+            failed = job.transition(
+                JobState.FAILED, now=now, reason=f"device {job.device_id!r} was retired"
+            )
+            await self._save(job, failed, "job.failed", {"reason": failed.reason})
+            return
+        decision = decide(facility, job.owner, device, now)
+        if not decision.allowed:
+            await self._deny(job, decision, now)
+            return
+        assert conn.attestation is not None  # dispatchable() checked it
+        lease = Lease(
+            lease_id=uuid.uuid4().hex,
+            device_id=job.device_id,
+            expires_at=now + self.timing.lease_seconds,
+            dispatch_nonce=secrets.token_bytes(32),
+        )
+        leased = job.transition(JobState.DISPATCHED, now=now, lease=lease)
+        conn.active_lease, conn.active_job = lease.lease_id, job.job_id
+        detail: dict[str, object] = {
+            "device": job.device_id,
+            "lease": lease.lease_id,
+            "attempt": leased.attempts,
+            "evidence_digest": conn.attestation.evidence_digest,
+            "rule": decision.rule_id,
+        }
+        if not await self._save(job, leased, "job.dispatched", detail):
+            conn.active_lease = conn.active_job = None
+            return
+        if leased.attempts == 1:
+            self.ledger.metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
+        if not await self.link.send(
+            conn.identity, _grant(leased, lease, self.timing.lease_seconds)
+        ):
+            await self.disconnect(conn, "driver unreachable when the lease was sent")
+
+    async def _deny(self, job: Job, decision: Decision, now: float) -> None:
+        """The clearance changed since submit: the job never leaves, and says why."""
+        denied = job.transition(
+            JobState.DENIED, now=now, reason=decision.reason, rule_id=decision.rule_id
+        )
+        detail = {"stage": "dispatch", "rule": decision.rule_id, "device": job.device_id}
+        if await self._save(job, denied, "clearance.denied", detail):
+            self.ledger.metrics.denials.labels(decision.rule_id, "dispatch").inc()
+
+    async def _save(
+        self, before: Job, after: Job, kind: str, detail: Mapping[str, object]
+    ) -> bool:
+        event = self.ledger.event(kind, "broker", before.job_id, detail)
+        return await self.ledger.save(after, expected_version=before.version, event=event)
+
+    async def release(self, job: Job, cause: str, metric_cause: str) -> None:
+        """Give a leased job back to the queue, or fail it once its attempts are used up."""
+        now = self.ledger.clock.now()
+        if job.attempts >= self.timing.max_attempts:
+            after = job.transition(
+                JobState.FAILED,
+                now=now,
+                reason=f"gave up after {job.attempts} attempts; last: {cause}",
+            )
+            kind = "job.failed"
+        else:
+            after = job.transition(JobState.QUEUED, now=now, reason=f"requeued: {cause}")
+            kind = "job.requeued"
+        if await self._save(job, after, kind, {"cause": cause, "attempts": job.attempts}):
+            self.ledger.metrics.lease_expiries.labels(job.device_id, metric_cause).inc()
+        self.kick(job.device_id)
+
+    async def _leased_job(self, conn: DriverConnection, lease_id: str, job_id: str) -> Job | None:
+        """The job only if this connection holds this lease and the store agrees."""
+        if conn.active_lease != lease_id:
+            log.info(
+                "ignoring a message for lease %s that %s does not hold", lease_id, conn.device_id
+            )
+            return None
+        job = await self.ledger.runner.call(self.store.get_job, job_id)
+        if job is None or job.lease is None or job.lease.lease_id != lease_id:
+            # The job was cancelled, or the lease expired and was reissued: free the driver.
+            conn.active_lease = conn.active_job = None
+            self.kick(conn.device_id)
+            return None
+        return job
+
+    async def on_started(self, conn: DriverConnection, msg: link_pb.LeaseStarted) -> None:
+        job = await self._leased_job(conn, msg.lease_id, msg.job_id)
+        if job is not None and job.state is JobState.DISPATCHED:
+            running = job.transition(JobState.RUNNING, now=self.ledger.clock.now(), lease=job.lease)
+            await self._save(job, running, "job.running", {"device": conn.device_id})
+
+    async def on_failure(self, conn: DriverConnection, msg: link_pb.LeaseFailure) -> None:
+        job = await self._leased_job(conn, msg.lease_id, msg.job_id)
+        conn.active_lease = conn.active_job = None
+        if job is None:
+            return
+        if msg.permanent:
+            failed = job.transition(
+                JobState.FAILED, now=self.ledger.clock.now(), reason=f"device error: {msg.error}"
+            )
+            await self._save(job, failed, "job.failed", {"reason": msg.error})
+            self.kick(conn.device_id)
+        else:
+            await self.release(job, f"device error: {msg.error}", "driver_error")
+
+    async def on_result(self, conn: DriverConnection, msg: link_pb.LeaseResult) -> None:
+        job = await self._leased_job(conn, msg.lease_id, msg.job_id)
+        if job is None:
+            return
+        conn.active_lease = conn.active_job = None
+        counts = dict(msg.counts)
+        problems = self._check_receipt(conn, job, msg.receipt, counts)
+        metrics = self.ledger.metrics
+        if problems:
+            metrics.receipts.labels(conn.device_id, "rejected").inc()
+            await self.ledger.audit(
+                self.ledger.event("receipt.rejected", "broker", job.job_id, {"problems": problems})
+            )
+            self._contraindicate(conn, "; ".join(problems))
+            await self.release(job, "result receipt failed verification", "bad_receipt")
+            return
+        metrics.receipts.labels(conn.device_id, "verified").inc()
+        now = self.ledger.clock.now()
+        result = JobResult(
+            job_id=job.job_id,
+            device_id=conn.device_id,
+            counts=counts,
+            execution_seconds=msg.execution_seconds,
+            receipt=msg.receipt,
+            stored_at=now,
+        )
+        done = job.transition(JobState.COMPLETED, now=now)
+        event = self.ledger.event(
+            "job.completed", "broker", job.job_id, {"device": conn.device_id, "shots": job.shots}
+        )
+        if await self.ledger.save(done, expected_version=job.version, event=event, result=result):
+            metrics.execution.labels(conn.device_id).observe(msg.execution_seconds)
+        self.kick(conn.device_id)
+
+    def _check_receipt(
+        self, conn: DriverConnection, job: Job, receipt: bytes, counts: dict[str, int]
+    ) -> list[str]:
+        device = self.facility.current.devices.get(conn.device_id)
+        if device is None or job.lease is None or conn.attestation is None:
+            return ["device is no longer registered or attested"]
+        problems = verify_receipt(
+            receipt,
+            device.key,
+            job_id=job.job_id,
+            circuit_digest=job.circuit.digest,
+            shots=job.shots,
+            counts=counts,
+            dispatch_nonce=job.lease.dispatch_nonce,
+        )
+        try:
+            claims = decode_receipt(Envelope.from_json(receipt))
+        except (EnvelopeError, ReceiptError) as exc:
+            return [*problems, f"receipt unreadable: {exc}"]
+        if claims.evidence_digest != conn.attestation.evidence_digest:
+            problems.append("receipt names evidence other than what the device last attested with")
+        if sum(counts.values()) != job.shots:
+            problems.append(f"counts add up to {sum(counts.values())}, expected {job.shots} shots")
+        return problems
+
+    def _contraindicate(self, conn: DriverConnection, detail: str) -> None:
+        """A device that signs a bad receipt gets no more work until it attests again."""
+        now = self.ledger.clock.now()
+        result = AttestationResult(
+            device_id=conn.device_id,
+            status=AttestationStatus.CONTRAINDICATED,
+            reasons=(Reason(code=ReasonCode.SIGNATURE_INVALID, detail=f"bad receipt: {detail}"),),
+            claims=None,
+            evidence_digest=conn.attestation.evidence_digest if conn.attestation else "",
+            issued_at=now,
+            expires_at=now,
+        )
+        if self.attestor is not None:
+            self.attestor.reject(conn, result)
+
+    async def disconnect(self, conn: DriverConnection, cause: str) -> None:
+        """Forget a driver; its lease, if any, goes back to the queue at once."""
+        if self.fleet.remove(conn.identity) is None:
+            return
+        self.ledger.metrics.drivers.labels(conn.device_id).dec()
+        log.warning("driver for %s lost: %s", conn.device_id, cause)
+        if conn.active_lease and conn.active_job:
+            job = await self.ledger.runner.call(self.store.get_job, conn.active_job)
+            if (
+                job is not None
+                and job.lease is not None
+                and job.lease.lease_id == conn.active_lease
+            ):
+                await self.release(job, f"driver lost ({cause})", "driver_lost")
+
+    async def reap(self, now: float) -> None:
+        """Requeue leases that expired, or whose driver is gone (e.g. after a broker restart)."""
+        grace = self.timing.heartbeat_seconds * self.timing.heartbeat_misses
+        for job in await self.ledger.runner.call(self.store.leased_jobs):
+            assert job.lease is not None
+            held = self.fleet.holding(job.lease.lease_id)
+            if job.lease.expires_at <= now:
+                if held is not None:
+                    held.active_lease = held.active_job = None
+                await self.release(job, "lease expired before the device answered", "expired")
+            elif held is None and now - job.updated_at > grace:
+                await self.release(job, "no connected driver holds the lease", "orphaned")
+
+    async def cancel_lease(self, lease_id: str) -> None:
+        """Tell the driver holding this lease to drop it (its job was cancelled)."""
+        conn = self.fleet.holding(lease_id)
+        if conn is not None:
+            await self.link.send(
+                conn.identity, link_pb.LinkMessage(cancel=link_pb.LeaseCancel(lease_id=lease_id))
+            )
+
+
+def _grant(job: Job, lease: Lease, lease_seconds: float) -> link_pb.LinkMessage:
+    grant = link_pb.LeaseGrant(
+        lease_id=lease.lease_id,
+        job_id=job.job_id,
+        circuit_format=_FORMAT_TO_PROTO[job.circuit.format.value],
+        circuit_payload=job.circuit.payload,
+        circuit_digest=job.circuit.digest,
+        shots=job.shots,
+        dispatch_nonce=lease.dispatch_nonce,
+        lease_seconds=lease_seconds,
+    )
+    return link_pb.LinkMessage(lease=grant)

@@ -1,0 +1,32 @@
+"""Domain errors and the one table that maps them to gRPC status codes."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    """What went wrong, in domain terms; the edge maps each to one gRPC status."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"  # the request itself is malformed or out of limits
+    UNAUTHENTICATED = "UNAUTHENTICATED"  # no or unknown caller identity
+    PERMISSION_DENIED = "PERMISSION_DENIED"  # the caller is known but a rule says no
+    NOT_FOUND = "NOT_FOUND"  # no such job/device, or one the caller may not see
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"  # quota or rate limit reached
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"  # valid request, wrong moment (e.g. no result yet)
+    UNAVAILABLE = "UNAVAILABLE"  # try again later (store down, shutting down)
+
+
+class BrokerError(Exception):
+    """An error meant for the caller: `detail` is safe to show and says what to do next."""
+
+    def __init__(self, code: ErrorCode, detail: str, *, rule_id: str = "") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.rule_id = rule_id
+
+
+def not_found(kind: str, ident: str) -> BrokerError:
+    """The same answer for 'does not exist' and 'exists but hidden from you'."""
+    return BrokerError(ErrorCode.NOT_FOUND, f"{kind} {ident!r} not found")

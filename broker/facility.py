@@ -1,0 +1,178 @@
+"""The facility registry: who the principals are, which devices exist, and what they must run.
+
+Loaded from the operator's facility TOML; reloaded on SIGHUP so a changed or revoked clearance
+takes effect for jobs that are already queued (the dispatch gate re-reads it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attestation.appraisal import ReferenceValues
+from attestation.keys import VerifyKey
+from attestation.pki import CertificateError, verify_device_certificate
+
+
+class FacilityError(ValueError):
+    """The facility file is wrong; the message names the entry and the problem."""
+
+
+class Role(enum.Enum):
+    """What a principal may do beyond submitting work."""
+
+    RESEARCHER = "researcher"  # submits jobs and reads their own
+    OPERATOR = "operator"  # manages devices, principals and jobs of others
+    SECURITY = "security"  # reads the audit log and attestation history
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Principal:
+    """A person or service, named by the common name of their client certificate."""
+
+    name: str
+    tier: str
+    roles: frozenset[Role]
+    clearance_expires_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegisteredDevice:
+    """A testbed the facility knows: its tier, attestation key and expected measurements."""
+
+    device_id: str
+    tier: str
+    certificate_pem: bytes
+    key: VerifyKey
+    reference: ReferenceValues
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Facility:
+    """An immutable snapshot of the registry; a reload swaps in a new one."""
+
+    name: str
+    tiers: tuple[str, ...]
+    principals: Mapping[str, Principal]
+    devices: Mapping[str, RegisteredDevice]
+    ca_pem: bytes
+
+    def tier_rank(self, tier: str) -> int:
+        return self.tiers.index(tier)
+
+
+def load_facility(path: Path, *, now: dt.datetime | None = None) -> Facility:
+    """Parse and check the facility file; refuses anything inconsistent instead of guessing."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FacilityError(f"cannot read facility file {path}: {exc}") from exc
+    base = path.resolve().parent
+    info = raw.get("facility", {})
+    tiers = tuple(str(t) for t in info.get("tiers", ()))
+    if not tiers or len(set(tiers)) != len(tiers):
+        raise FacilityError(f"{path}: [facility] tiers must be a non-empty list of unique names")
+    ca_pem = _read(base, info, "ca_cert", "facility")
+    when = now or dt.datetime.now(dt.UTC)
+    principals = {p.name: p for p in (_principal(e, tiers) for e in raw.get("principals", ()))}
+    devices = {
+        d.device_id: d
+        for d in (_device(e, tiers, base, ca_pem, when) for e in raw.get("devices", ()))
+    }
+    return Facility(
+        name=str(info.get("name", "qtestbed facility")),
+        tiers=tiers,
+        principals=principals,
+        devices=devices,
+        ca_pem=ca_pem,
+    )
+
+
+def _read(base: Path, table: Mapping[str, Any], key: str, where: str) -> bytes:
+    if key not in table:
+        raise FacilityError(f"{where}: missing {key!r}")
+    path = Path(str(table[key]))
+    try:
+        return (path if path.is_absolute() else base / path).read_bytes()
+    except OSError as exc:
+        raise FacilityError(f"{where}: cannot read {key} {path}: {exc}") from exc
+
+
+def _check_tier(tier: str, tiers: Sequence[str], where: str) -> str:
+    if tier not in tiers:
+        raise FacilityError(f"{where}: tier {tier!r} is not one of {', '.join(tiers)}")
+    return tier
+
+
+def _principal(entry: Mapping[str, Any], tiers: Sequence[str]) -> Principal:
+    name = str(entry.get("name", ""))
+    where = f"principal {name!r}"
+    if not name:
+        raise FacilityError("a [[principals]] entry has no name")
+    try:
+        roles = frozenset(Role(r) for r in entry.get("roles", ["researcher"]))
+    except ValueError as exc:
+        raise FacilityError(f"{where}: {exc}") from exc
+    expires = entry.get("clearance_expires_at")
+    if isinstance(expires, dt.datetime):
+        expires_at: float | None = expires.timestamp()
+    elif expires is None:
+        expires_at = None
+    else:
+        raise FacilityError(f"{where}: clearance_expires_at must be a TOML date-time")
+    return Principal(
+        name=name,
+        tier=_check_tier(str(entry.get("tier", "")), tiers, where),
+        roles=roles,
+        clearance_expires_at=expires_at,
+    )
+
+
+def _device(
+    entry: Mapping[str, Any], tiers: Sequence[str], base: Path, ca_pem: bytes, now: dt.datetime
+) -> RegisteredDevice:
+    device_id = str(entry.get("device_id", ""))
+    where = f"device {device_id!r}"
+    cert_pem = _read(base, entry, "certificate", where)
+    try:
+        cert_device, key = verify_device_certificate(cert_pem, ca_pem, now=now)
+    except CertificateError as exc:
+        raise FacilityError(f"{where}: certificate rejected: {exc}") from exc
+    if cert_device != device_id:
+        raise FacilityError(f"{where}: certificate is for device {cert_device!r}")
+    ref = entry.get("reference", {})
+    try:
+        reference = ReferenceValues(
+            firmware=frozenset(ref.get("firmware", ())),
+            control_software=frozenset(ref.get("control_software", ())),
+            driver_build=frozenset(ref.get("driver_build", ())),
+            calibration_digest=frozenset(ref.get("calibration_digest", ())),
+            num_qubits=int(ref["num_qubits"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise FacilityError(f"{where}: bad reference values: {exc}") from exc
+    return RegisteredDevice(
+        device_id=device_id,
+        tier=_check_tier(str(entry.get("tier", "")), tiers, where),
+        certificate_pem=cert_pem,
+        key=key,
+        reference=reference,
+    )
+
+
+class FacilityRef:
+    """The current facility snapshot; `reload()` swaps it atomically or keeps the old one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.current = load_facility(path)
+
+    def reload(self) -> Facility:
+        """Load the file again; on any error the old snapshot stays in force and it raises."""
+        self.current = load_facility(self.path)
+        return self.current

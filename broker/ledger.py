@@ -1,0 +1,66 @@
+"""Every job write goes through here: store (with its audit event), then metrics and watchers.
+
+Keeping the side effects in one place means no code path can change a job without it being
+audited, counted and pushed to the researcher's WatchJob stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from broker.clock import Clock
+from broker.domain import AuditEntry, AuditEvent, Job, JobResult
+from broker.metrics import BrokerMetrics
+from broker.store.runner import StoreRunner
+from broker.watch import JobWatchers
+
+
+class JobLedger:
+    def __init__(
+        self, runner: StoreRunner, metrics: BrokerMetrics, watchers: JobWatchers, clock: Clock
+    ) -> None:
+        self.runner = runner
+        self.metrics = metrics
+        self.watchers = watchers
+        self.clock = clock
+
+    def event(
+        self, kind: str, actor: str, subject: str, detail: Mapping[str, Any] | None = None
+    ) -> AuditEvent:
+        return AuditEvent(
+            kind=kind, actor=actor, subject=subject, at=self.clock.now(), detail=dict(detail or {})
+        )
+
+    async def insert(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
+        stored, created = await self.runner.call(self.runner.store.insert_job, job, event)
+        if created:
+            self._observe(stored)
+        return stored, created
+
+    async def save(
+        self,
+        job: Job,
+        *,
+        expected_version: int,
+        event: AuditEvent,
+        result: JobResult | None = None,
+    ) -> bool:
+        """Compare-and-set write; False when someone else changed the job first."""
+        saved = await self.runner.call(
+            self.runner.store.save_job,
+            job,
+            expected_version=expected_version,
+            event=event,
+            result=result,
+        )
+        if saved:
+            self._observe(job)
+        return saved
+
+    async def audit(self, event: AuditEvent) -> AuditEntry:
+        return await self.runner.call(self.runner.store.append_audit, event)
+
+    def _observe(self, job: Job) -> None:
+        self.metrics.jobs.labels(job.device_id, job.state.value).inc()
+        self.watchers.publish(job)

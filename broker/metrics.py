@@ -1,0 +1,83 @@
+"""Prometheus metrics on the broker's own registry (never the global one, so tests stay apart).
+
+Labels are bounded: device ids come from the facility registry, states/outcomes/reasons/rules
+from enums. Job ids and nonces never become labels.
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400)
+_EXEC_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800)
+
+
+class BrokerMetrics:
+    """Every metric the broker exports, created once per broker."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs = Counter(
+            "qtestbed_jobs", "Jobs entering each state, by device.", ["device", "state"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "qtestbed_queue_depth", "Jobs waiting in each device's queue.", ["device"], registry=r
+        )
+        self.queue_wait = Histogram(
+            "qtestbed_queue_wait_seconds",
+            "Time from submission to dispatch.",
+            ["device"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.execution = Histogram(
+            "qtestbed_execution_seconds",
+            "Execution time reported by the device for completed jobs.",
+            ["device"],
+            buckets=_EXEC_BUCKETS,
+            registry=r,
+        )
+        self.attestations = Counter(
+            "qtestbed_attestation_verifications",
+            "Evidence appraisals by outcome and first reason code.",
+            ["device", "outcome", "reason"],
+            registry=r,
+        )
+        self.receipts = Counter(
+            "qtestbed_receipt_verifications",
+            "Result receipts checked before storing, by outcome.",
+            ["device", "outcome"],
+            registry=r,
+        )
+        self.denials = Counter(
+            "qtestbed_clearance_denials",
+            "Jobs refused by clearance, by rule and enforcement point (submit or dispatch).",
+            ["rule", "stage"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "qtestbed_submissions_rejected",
+            "Submissions refused before storing, by the field that was wrong.",
+            ["field"],
+            registry=r,
+        )
+        self.drivers = Gauge(
+            "qtestbed_driver_connections",
+            "Driver agents connected and heartbeating, by device.",
+            ["device"],
+            registry=r,
+        )
+        self.lease_expiries = Counter(
+            "qtestbed_lease_requeues",
+            "Leases given back to the queue (driver vanished, lease expired, bad receipt).",
+            ["device", "cause"],
+            registry=r,
+        )
+
+    def serve(self, host: str, port: int) -> WSGIServer:
+        """Start the /metrics HTTP endpoint; port 0 picks a free port (read server_port)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

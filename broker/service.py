@@ -1,0 +1,231 @@
+"""The job service in domain terms: dataclasses in, dataclasses out, BrokerError on refusal.
+
+The gRPC servicers translate to and from protobuf and call only this.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from broker.circuits import CircuitLimits, CircuitRejected, validate_circuit
+from broker.clearance import decide
+from broker.dispatcher import Dispatcher
+from broker.domain import Circuit, CircuitFormat, Job, JobResult, JobState
+from broker.errors import BrokerError, ErrorCode, not_found
+from broker.facility import FacilityRef, Principal, RegisteredDevice, Role
+from broker.ledger import JobLedger
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SubmitRequest:
+    device_id: str
+    circuit_format: CircuitFormat
+    payload: bytes
+    shots: int
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobView:
+    """A job as its owner sees it: with its live queue position (0 when not queued)."""
+
+    job: Job
+    queue_position: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResultView:
+    result: JobResult
+    device_certificate: bytes
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        facility: FacilityRef,
+        ledger: JobLedger,
+        dispatcher: Dispatcher,
+        limits: CircuitLimits,
+    ) -> None:
+        self.facility = facility
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.store = ledger.runner.store
+
+    def principal(self, name: str) -> Principal:
+        principal = self.facility.current.principals.get(name)
+        if principal is None:
+            raise BrokerError(
+                ErrorCode.UNAUTHENTICATED,
+                f"{name!r} is not a registered principal of this facility; "
+                "ask an operator to register your certificate",
+            )
+        return principal
+
+    async def submit(self, caller: str, request: SubmitRequest) -> tuple[JobView, bool]:
+        self.principal(caller)
+        device = self._device(request.device_id)
+        circuit = self._validate(request, device)
+        now = self.ledger.clock.now()
+        decision = decide(self.facility.current, caller, device, now)
+        if not decision.allowed:
+            self.ledger.metrics.denials.labels(decision.rule_id, "submit").inc()
+            detail = {"stage": "submit", "rule": decision.rule_id, "device": device.device_id}
+            await self.ledger.audit(self.ledger.event("clearance.denied", caller, "", detail))
+            raise BrokerError(
+                ErrorCode.PERMISSION_DENIED,
+                f"denied by rule {decision.rule_id}: {decision.reason}",
+                rule_id=decision.rule_id,
+            )
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            owner=caller,
+            device_id=device.device_id,
+            circuit=circuit,
+            shots=request.shots,
+            state=JobState.QUEUED,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=request.idempotency_key or None,
+        )
+        event = self.ledger.event(
+            "job.submitted",
+            caller,
+            job.job_id,
+            {"device": device.device_id, "circuit_digest": circuit.digest, "shots": job.shots},
+        )
+        stored, created = await self.ledger.insert(job, event)
+        if not created:
+            _check_same_request(stored, job)
+        else:
+            self.dispatcher.kick(device.device_id)
+        return await self._view(stored), created
+
+    def _device(self, device_id: str) -> RegisteredDevice:
+        device = self.facility.current.devices.get(device_id)
+        if device is None:
+            raise not_found("device", device_id)
+        return device
+
+    def _validate(self, request: SubmitRequest, device: RegisteredDevice) -> Circuit:
+        try:
+            circuit = validate_circuit(
+                request.circuit_format, request.payload, request.shots, self.limits
+            )
+        except CircuitRejected as exc:
+            self.ledger.metrics.rejections.labels(exc.field).inc()
+            raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
+        if circuit.num_qubits > device.reference.num_qubits:
+            self.ledger.metrics.rejections.labels("circuit").inc()
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"circuit uses {circuit.num_qubits} qubits but device {device.device_id!r} has "
+                f"{device.reference.num_qubits}; choose a larger device or a smaller circuit",
+            )
+        return circuit
+
+    async def _view(self, job: Job) -> JobView:
+        position = 0
+        if job.state is JobState.QUEUED:
+            found = await self.ledger.runner.call(self.store.queue_position, job.job_id)
+            position = found or 0
+        return JobView(job=job, queue_position=position)
+
+    async def _owned(self, caller: str, job_id: str) -> Job:
+        """The job if the caller may see it; NOT_FOUND otherwise, never PERMISSION_DENIED."""
+        principal = self.principal(caller)
+        job = await self.ledger.runner.call(self.store.get_job, job_id)
+        if job is None or (job.owner != caller and Role.OPERATOR not in principal.roles):
+            raise not_found("job", job_id)
+        return job
+
+    async def get(self, caller: str, job_id: str) -> JobView:
+        return await self._view(await self._owned(caller, job_id))
+
+    async def cancel(self, caller: str, job_id: str, reason: str) -> JobView:
+        for _ in range(5):  # retry the compare-and-set if the dispatcher moved the job meanwhile
+            job = await self._owned(caller, job_id)
+            if job.state.terminal:
+                raise BrokerError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    f"job {job_id} is already {job.state.value} and cannot be cancelled",
+                )
+            why = reason or f"cancelled by {caller}"
+            cancelled = job.transition(JobState.CANCELLED, now=self.ledger.clock.now(), reason=why)
+            event = self.ledger.event("job.cancelled", caller, job_id, {"from": job.state.value})
+            if await self.ledger.save(cancelled, expected_version=job.version, event=event):
+                if job.lease is not None:
+                    await self.dispatcher.cancel_lease(job.lease.lease_id)
+                return await self._view(cancelled)
+        raise BrokerError(ErrorCode.UNAVAILABLE, f"job {job_id} kept changing; try cancel again")
+
+    async def list(
+        self,
+        caller: str,
+        *,
+        device_id: str | None,
+        states: Sequence[JobState],
+        limit: int,
+        before_seq: int | None,
+    ) -> list[tuple[int, JobView]]:
+        principal = self.principal(caller)
+        owner = None if Role.OPERATOR in principal.roles else caller
+        rows = await self.ledger.runner.call(
+            self.store.list_jobs,
+            owner=owner,
+            device_id=device_id,
+            states=states,
+            limit=limit,
+            before_seq=before_seq,
+        )
+        return [(seq, await self._view(job)) for seq, job in rows]
+
+    async def result(self, caller: str, job_id: str) -> ResultView:
+        job = await self._owned(caller, job_id)
+        if job.state is not JobState.COMPLETED:
+            raise BrokerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"job {job_id} is {job.state.value}; a result exists only once it is COMPLETED",
+            )
+        result = await self.ledger.runner.call(self.store.get_result, job_id)
+        if result is None:
+            raise BrokerError(ErrorCode.UNAVAILABLE, f"result of job {job_id} is not readable now")
+        device = self.facility.current.devices.get(result.device_id)
+        cert = device.certificate_pem if device is not None else b""
+        return ResultView(result=result, device_certificate=cert)
+
+    async def watch(self, caller: str, job_id: str) -> AsyncIterator[JobView]:
+        """The current view, then each change (state or queue position) until terminal."""
+        job = await self._owned(caller, job_id)
+        with self.ledger.watchers.subscribe(job_id, job.device_id) as sub:
+            view = await self.get(caller, job_id)
+            yield view
+            while not view.job.state.terminal:
+                item = await sub.queue.get()
+                fresh = (
+                    await self._view(item) if item is not None else await self.get(caller, job_id)
+                )
+                if (fresh.job.version, fresh.queue_position) != (
+                    view.job.version,
+                    view.queue_position,
+                ) and fresh.job.version >= view.job.version:
+                    view = fresh
+                    yield view
+
+
+def _check_same_request(stored: Job, attempted: Job) -> None:
+    """An idempotency key names one request; reusing it for another is a client bug."""
+    if (stored.device_id, stored.circuit.digest, stored.shots) != (
+        attempted.device_id,
+        attempted.circuit.digest,
+        attempted.shots,
+    ):
+        raise BrokerError(
+            ErrorCode.FAILED_PRECONDITION,
+            f"idempotency key {attempted.idempotency_key!r} was already used for job "
+            f"{stored.job_id} with a different device, circuit or shot count; use a new key",
+        )

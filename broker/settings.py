@@ -1,0 +1,111 @@
+"""Broker settings: one frozen dataclass, read from TOML, then QTESTBED_* variables, then flags.
+
+Nothing here can weaken a security check: TLS and client certificates are always required,
+attestation and receipts are always verified. Settings only say where things are and how big
+or how long they may be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.circuits import CircuitLimits
+
+
+class SettingsError(ValueError):
+    """A settings file or value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TimingSettings:
+    """How long leases, heartbeats and attestation results last (seconds)."""
+
+    lease_seconds: float = 120.0
+    max_attempts: int = 3
+    heartbeat_seconds: float = 1.0
+    heartbeat_misses: int = 3
+    nonce_ttl_seconds: float = 10.0
+    max_evidence_age_seconds: float = 30.0
+    max_clock_skew_seconds: float = 5.0
+    attestation_ttl_seconds: float = 300.0
+    tick_seconds: float = 0.5
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BrokerSettings:
+    """Everything the broker process needs to start."""
+
+    facility: Path
+    store: str
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    listen: str = "127.0.0.1:50051"
+    link_listen: str = "tcp://127.0.0.1:5555"
+    metrics_listen: str = "127.0.0.1:9464"
+    max_message_bytes: int = 4 * 1024 * 1024
+    limits: CircuitLimits = field(default_factory=CircuitLimits)
+    timing: TimingSettings = field(default_factory=TimingSettings)
+
+
+_ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen")
+
+
+def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> BrokerSettings:
+    """Read `path`, apply QTESTBED_<KEY> environment variables, then explicit overrides."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read broker settings {path}: {exc}") from exc
+    base = path.resolve().parent
+    top = dict(raw)
+    for key in _ENV_KEYS:
+        env = os.environ.get(f"QTESTBED_{key.upper()}")
+        if env:
+            top[key] = env
+    top.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return BrokerSettings(
+            facility=_path(base, top, "facility"),
+            store=_store_url(base, str(top["store"])),
+            ca_cert=_path(base, top, "ca_cert"),
+            server_cert=_path(base, top, "server_cert"),
+            server_key=_path(base, top, "server_key"),
+            listen=str(top.get("listen", "127.0.0.1:50051")),
+            link_listen=str(top.get("link_listen", "tcp://127.0.0.1:5555")),
+            metrics_listen=str(top.get("metrics_listen", "127.0.0.1:9464")),
+            max_message_bytes=int(top.get("max_message_bytes", 4 * 1024 * 1024)),
+            limits=_section(CircuitLimits, top.get("limits", {}), "limits"),
+            timing=_section(TimingSettings, top.get("timing", {}), "timing"),
+        )
+    except KeyError as exc:
+        raise SettingsError(f"{path}: missing required key {exc.args[0]!r}") from exc
+
+
+def _path(base: Path, table: Mapping[str, Any], key: str) -> Path:
+    value = Path(str(table[key]))
+    return value if value.is_absolute() else base / value
+
+
+def _store_url(base: Path, url: str) -> str:
+    """Relative SQLite paths are relative to the settings file, not the working directory."""
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        return "sqlite://" + str((base / url.removeprefix("sqlite:")).resolve())
+    return url
+
+
+def _section(cls: Any, table: Mapping[str, Any], name: str) -> Any:
+    known = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise SettingsError(f"[{name}] has unknown keys: {', '.join(sorted(unknown))}")
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise SettingsError(f"[{name}]: {exc}") from exc

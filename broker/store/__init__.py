@@ -1,0 +1,45 @@
+"""Job stores: pick one by URL with `open_store`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.store.base import GENESIS_HASH, Store, StoreError, chain_hash, verify_chain
+
+__all__ = ["GENESIS_HASH", "Store", "StoreError", "chain_hash", "open_store", "verify_chain"]
+
+_SQLITE_SUFFIXES = (".db", ".sqlite3")
+ACCEPTED_FORMS = (
+    "sqlite:///absolute/path.db, sqlite:relative/path.db, a file path ending in "
+    f"{' or '.join(_SQLITE_SUFFIXES)}, postgresql://user@host:port/dbname or postgres://..."
+)
+
+
+def open_store(url: str) -> Store:
+    """Open (but do not migrate) the store `url` names; ValueError for an unknown form."""
+    if url.startswith(("postgresql://", "postgres://")):
+        # Imported here so psycopg stays an optional dependency for SQLite-only installs.
+        from broker.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    from broker.store.sqlite import SqliteStore
+
+    return SqliteStore(sqlite_path(url))
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a SQLite store URL or bare path names."""
+    if url.startswith("sqlite:///"):
+        # Three slashes then the absolute path; SQLAlchemy's four-slash form means the same.
+        rest = url.removeprefix("sqlite://").lstrip("/")
+        if rest:
+            return Path("/" + rest)
+    elif url.startswith("sqlite:") and not url.startswith("sqlite://"):
+        rest = url.removeprefix("sqlite:")
+        if rest:
+            return Path(rest)
+    elif "://" not in url and url.endswith(_SQLITE_SUFFIXES):
+        return Path(url)
+    # Show only the scheme of a URL: what follows it may carry a password.
+    shown = url.split("://", 1)[0] + "://..." if "://" in url else url
+    raise ValueError(f"unknown store URL {shown!r}; accepted forms: {ACCEPTED_FORMS}")

@@ -1,0 +1,120 @@
+"""The storage port: one contract, implemented by SQLite (embedded default) and PostgreSQL.
+
+Stores are synchronous and are driven from one dedicated thread per store by the broker
+(`broker.store.runner`), which keeps blocking I/O off the event loop. Every write that changes
+a job also appends its audit event in the same transaction, so a job never exists without the
+record of how it got there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Protocol
+
+from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
+
+GENESIS_HASH = "0" * 64
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (connection lost, schema too new, ...)."""
+
+
+class Store(Protocol):
+    """Durable jobs, results and the audit chain."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the version this code expects; idempotent."""
+
+    def close(self) -> None: ...
+
+    def insert_job(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
+        """Persist a new QUEUED job and its audit event atomically, durable before returning.
+
+        When the owner already has a job with the same idempotency key, nothing is written and
+        `(existing_job, False)` is returned; otherwise `(job, True)`.
+        """
+
+    def save_job(
+        self,
+        job: Job,
+        *,
+        expected_version: int,
+        event: AuditEvent | None = None,
+        result: JobResult | None = None,
+    ) -> bool:
+        """Compare-and-set: write `job` only if the stored version is still `expected_version`.
+
+        The audit event and the result (if any) are written in the same transaction. Returns
+        False, writing nothing, when another writer got there first.
+        """
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def list_jobs(
+        self,
+        *,
+        owner: str | None = None,
+        device_id: str | None = None,
+        states: Sequence[JobState] = (),
+        limit: int = 100,
+        before_seq: int | None = None,
+    ) -> list[tuple[int, Job]]:
+        """Jobs newest first as (seq, job); `before_seq` pages backwards from a previous page."""
+
+    def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
+        """The device's QUEUED jobs in FIFO order (submission order), oldest first."""
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1-based place of a QUEUED job in its device's queue; None if it is not queued."""
+
+    def queue_depths(self) -> dict[str, int]:
+        """Number of QUEUED jobs per device (devices with none are absent)."""
+
+    def leased_jobs(self) -> list[Job]:
+        """All DISPATCHED or RUNNING jobs (used to reap expired leases and on restart)."""
+
+    def get_result(self, job_id: str) -> JobResult | None: ...
+
+    def append_audit(self, event: AuditEvent) -> AuditEntry:
+        """Append one event that changes no job (attestation verdicts, denials at submit...)."""
+
+    def audit_entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+
+
+def canonical_event_bytes(event: AuditEvent) -> bytes:
+    """The exact bytes the audit chain hashes: sorted-key compact JSON, so any edit shows."""
+    body = {
+        "kind": event.kind,
+        "actor": event.actor,
+        "subject": event.subject,
+        # float(): stores keep `at` as a float column, so an int here would not hash the same
+        # after a round trip and an honest entry would look tampered with.
+        "at": float(event.at),
+        "detail": event.detail,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def chain_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
+    """entry_hash = SHA-256(prev_hash || seq || canonical event); links each entry to the last."""
+    digest = hashlib.sha256()
+    digest.update(bytes.fromhex(prev_hash))
+    digest.update(seq.to_bytes(8, "big"))
+    digest.update(canonical_event_bytes(event))
+    return digest.hexdigest()
+
+
+def verify_chain(entries: Sequence[AuditEntry], prev_hash: str = GENESIS_HASH) -> int | None:
+    """Return the seq of the first entry that breaks the chain, or None when all link up."""
+    expected_seq = entries[0].seq if entries else 0
+    for entry in entries:
+        if entry.seq != expected_seq or entry.prev_hash != prev_hash:
+            return entry.seq
+        if chain_hash(prev_hash, entry.seq, entry.event) != entry.entry_hash:
+            return entry.seq
+        prev_hash = entry.entry_hash
+        expected_seq += 1
+    return None

@@ -1,0 +1,153 @@
+"""The one schema both stores share, as numbered migrations.
+
+Each migration is a list of SQL templates; `{placeholders}` stand for the few types that differ
+between SQLite and PostgreSQL, so the table definitions themselves are written once. A store
+records every applied version in `schema_migrations` and refuses a database that is newer than
+this code: an older broker writing into a newer schema could silently corrupt it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.store.base import StoreError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Dialect:
+    """What differs between the two databases, and nothing else."""
+
+    name: str
+    types: Mapping[str, str]  # template placeholder -> column type/definition
+    begin: str  # statement that starts a write transaction
+    job_seq: str  # SQL for the seq value of a new job row
+    skip_locked: str  # suffix that lets concurrent claimers pass over each other's rows
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    types={"blob": "BLOB", "real": "REAL", "bigint": "INTEGER", "job_seq": "INTEGER NOT NULL"},
+    # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
+    begin="BEGIN IMMEDIATE",
+    # Safe only because BEGIN IMMEDIATE makes this transaction the single writer.
+    job_seq="(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)",
+    skip_locked="",
+)
+
+POSTGRES = Dialect(
+    name="postgresql",
+    types={
+        "blob": "BYTEA",
+        "real": "DOUBLE PRECISION",
+        "bigint": "BIGINT",
+        "job_seq": "BIGINT GENERATED ALWAYS AS IDENTITY",
+    },
+    begin="BEGIN",
+    # A sequence, not MAX+1: several replicas insert concurrently.
+    job_seq="DEFAULT",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+    def sql(self, dialect: Dialect) -> list[str]:
+        return [stmt.format_map(dialect.types) for stmt in self.statements]
+
+
+BOOTSTRAP = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY,"
+    " description TEXT NOT NULL,"
+    " applied_at {real} NOT NULL)"
+)
+
+_V1_JOBS = """
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY,
+    seq {job_seq} UNIQUE,
+    owner TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    shots INTEGER NOT NULL,
+    circuit_format TEXT NOT NULL,
+    circuit_payload {blob} NOT NULL,
+    circuit_digest TEXT NOT NULL,
+    num_qubits INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    idempotency_key TEXT,
+    attempts INTEGER NOT NULL,
+    lease_id TEXT,
+    lease_device_id TEXT,
+    lease_expires_at {real},
+    dispatch_nonce {blob},
+    reason TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    dispatched_at {real},
+    started_at {real},
+    finished_at {real},
+    version {bigint} NOT NULL,
+    UNIQUE (owner, idempotency_key)
+)
+"""
+
+_V1_RESULTS = """
+CREATE TABLE results (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (job_id),
+    device_id TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    execution_seconds {real} NOT NULL,
+    receipt {blob} NOT NULL,
+    stored_at {real} NOT NULL
+)
+"""
+
+_V1_AUDIT = """
+CREATE TABLE audit_log (
+    seq {bigint} PRIMARY KEY,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    at {real} NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    entry_hash TEXT NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="jobs, results and the audit chain",
+        statements=(
+            _V1_JOBS,
+            _V1_RESULTS,
+            _V1_AUDIT,
+            # Serves queued_jobs, queue_position and the dispatcher's per-device scan.
+            "CREATE INDEX jobs_device_state_seq ON jobs (device_id, state, seq)",
+            # Serves list_jobs for one owner, newest first.
+            "CREATE INDEX jobs_owner_seq ON jobs (owner, seq)",
+            # Serves queue_depths and leased_jobs without scanning finished jobs.
+            "CREATE INDEX jobs_state_device ON jobs (state, device_id)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def pending(current: int) -> list[Migration]:
+    """Migrations still to apply to a database at `current`; refuses a newer database."""
+    if current > LATEST_VERSION:
+        raise StoreError(
+            f"database schema is version {current} but this qtestbed knows only up to "
+            f"{LATEST_VERSION}; upgrade qtestbed instead of running an older broker on it"
+        )
+    return [m for m in MIGRATIONS if m.version > current]

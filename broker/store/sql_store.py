@@ -1,0 +1,287 @@
+"""The queries and transactions that the SQLite and PostgreSQL stores run identically.
+
+SQL here uses `?` placeholders and only portable syntax; a subclass supplies the connection,
+its driver's error types, and the two places where the databases really differ: how a
+migration run and an audit append are serialized against other processes (see `Dialect` for
+the type and sequence differences).
+"""
+
+# S608 flags every f-string that builds SQL. Here only constant column lists, `?` markers and
+# fixed dialect fragments are ever interpolated; all values travel as bound parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
+from broker.store import rows, schema
+from broker.store.base import GENESIS_HASH, StoreError, chain_hash
+
+_QUEUED = JobState.QUEUED.value
+_LEASED = (JobState.DISPATCHED.value, JobState.RUNNING.value)
+_JOB_FIELDS = rows.JOB_SELECT
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+_UPDATE_JOB = (
+    "UPDATE jobs SET "
+    + ", ".join(f"{col} = ?" for col in rows.JOB_COLUMNS[1:])
+    + " WHERE job_id = ? AND version = ?"
+)
+_INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(6)})"
+_INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the shared code uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> object: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlStore(abc.ABC):
+    """Implements the `Store` protocol on top of `_cursor()`; subclasses own the connection."""
+
+    _dialect: schema.Dialect
+    _db_errors: tuple[type[Exception], ...]
+
+    @abc.abstractmethod
+    def _cursor(self) -> Cursor:
+        """A cursor on a live connection in autocommit mode; StoreError once closed."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; any later call raises StoreError."""
+
+    @abc.abstractmethod
+    def _describe(self, exc: Exception) -> str:
+        """An error message naming the database (never a password)."""
+
+    @abc.abstractmethod
+    def _before_migrate(self, cur: Cursor) -> None:
+        """Runs first in the migration transaction: keep concurrent migrations apart."""
+
+    @abc.abstractmethod
+    def _lock_audit(self, cur: Cursor) -> None:
+        """Runs before reading the audit head: keep concurrent appends from forking the chain."""
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._db_errors as exc:
+            raise StoreError(self._describe(exc)) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        """One write transaction: committed on normal exit, rolled back on any exception."""
+        with self._errors():
+            cur = self._cursor()
+            cur.execute(self._dialect.begin)
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                # The connection may be gone; the original error is the one worth raising.
+                with contextlib.suppress(*self._db_errors):
+                    cur.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._errors():
+            cur = self._cursor()
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def migrate(self) -> None:
+        with self._transaction() as cur:
+            self._before_migrate(cur)
+            cur.execute(schema.BOOTSTRAP.format_map(self._dialect.types))
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            current = int(cur.fetchone()[0])
+            for migration in schema.pending(current):
+                for stmt in migration.sql(self._dialect):
+                    cur.execute(stmt)
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at)"
+                    " VALUES (?, ?, ?)",
+                    (migration.version, migration.description, time.time()),
+                )
+
+    def insert_job(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
+        sql = (
+            f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
+            f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"
+            " ON CONFLICT (owner, idempotency_key) DO NOTHING"
+        )
+        with self._transaction() as cur:
+            cur.execute(sql, rows.job_to_row(job))
+            if cur.rowcount == 1:
+                self._append(cur, event)
+                return job, True
+            # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
+            cur.execute(
+                f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                (job.owner, job.idempotency_key),
+            )
+            return rows.job_from_row(cur.fetchone()), False
+
+    def save_job(
+        self,
+        job: Job,
+        *,
+        expected_version: int,
+        event: AuditEvent | None = None,
+        result: JobResult | None = None,
+    ) -> bool:
+        # A save that does not raise the version would let a second writer's CAS succeed too.
+        if job.version <= expected_version:
+            raise ValueError(f"job {job.job_id}: version {job.version} must exceed the expected")
+        if result is not None and result.job_id != job.job_id:
+            raise ValueError(f"result for {result.job_id} saved with job {job.job_id}")
+        with self._transaction() as cur:
+            if not self._update(cur, job, expected_version):
+                return False
+            if result is not None:
+                cur.execute(_INSERT_RESULT, rows.result_to_row(result))
+            if event is not None:
+                self._append(cur, event)
+        return True
+
+    def claim_next(
+        self, device_id: str, dispatch: Callable[[Job], tuple[Job, AuditEvent]]
+    ) -> Job | None:
+        """Pass the device's oldest QUEUED job to `dispatch` and save what it returns, atomically.
+
+        Not part of the `Store` protocol. Concurrent claimers (other replicas) skip a row that
+        is being claimed instead of waiting for it. `dispatch` runs inside the transaction: it
+        must be quick and must not call the store.
+        """
+        sql = (
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?"
+            f" ORDER BY seq LIMIT 1{self._dialect.skip_locked}"
+        )
+        with self._transaction() as cur:
+            cur.execute(sql, (device_id, _QUEUED))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            current = rows.job_from_row(row)
+            claimed, event = dispatch(current)
+            if not self._update(cur, claimed, current.version):
+                raise StoreError(f"job {current.job_id} changed while locked for a claim")
+            self._append(cur, event)
+        return claimed
+
+    def _update(self, cur: Cursor, job: Job, expected_version: int) -> bool:
+        cur.execute(_UPDATE_JOB, (*rows.job_to_row(job)[1:], job.job_id, expected_version))
+        return cur.rowcount == 1
+
+    def get_job(self, job_id: str) -> Job | None:
+        found = self._query(f"SELECT {_JOB_FIELDS} FROM jobs WHERE job_id = ?", (job_id,))
+        return rows.job_from_row(found[0]) if found else None
+
+    def list_jobs(
+        self,
+        *,
+        owner: str | None = None,
+        device_id: str | None = None,
+        states: Sequence[JobState] = (),
+        limit: int = 100,
+        before_seq: int | None = None,
+    ) -> list[tuple[int, Job]]:
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        clauses: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for column, value in (("owner", owner), ("device_id", device_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if states:
+            clauses.append(f"state IN ({_marks(len(states))})")
+            params.extend(state.value for state in states)
+        if before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(before_seq)
+        # Only fixed fragments and `?` markers are interpolated; every value is a parameter.
+        sql = (
+            f"SELECT seq, {_JOB_FIELDS} FROM jobs WHERE {' AND '.join(clauses)}"
+            " ORDER BY seq DESC LIMIT ?"
+        )
+        found = self._query(sql, (*params, limit))
+        return [(int(row[0]), rows.job_from_row(row[1:])) for row in found]
+
+    def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
+        found = self._query(
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?"
+            " ORDER BY seq LIMIT ?",
+            (device_id, _QUEUED, limit),
+        )
+        return [rows.job_from_row(row) for row in found]
+
+    def queue_position(self, job_id: str) -> int | None:
+        # One statement, so the count is taken from the same snapshot as the job's own state.
+        found = self._query(
+            "SELECT (SELECT COUNT(*) FROM jobs q WHERE q.device_id = j.device_id"
+            " AND q.state = j.state AND q.seq <= j.seq)"
+            " FROM jobs j WHERE j.job_id = ? AND j.state = ?",
+            (job_id, _QUEUED),
+        )
+        return int(found[0][0]) if found else None
+
+    def queue_depths(self) -> dict[str, int]:
+        found = self._query(
+            "SELECT device_id, COUNT(*) FROM jobs WHERE state = ? GROUP BY device_id", (_QUEUED,)
+        )
+        return {str(device): int(count) for device, count in found}
+
+    def leased_jobs(self) -> list[Job]:
+        found = self._query(
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE state IN (?, ?) ORDER BY seq", _LEASED
+        )
+        return [rows.job_from_row(row) for row in found]
+
+    def get_result(self, job_id: str) -> JobResult | None:
+        found = self._query(
+            f"SELECT {rows.RESULT_COLUMNS} FROM results WHERE job_id = ?", (job_id,)
+        )
+        return rows.result_from_row(found[0]) if found else None
+
+    def append_audit(self, event: AuditEvent) -> AuditEntry:
+        with self._transaction() as cur:
+            return self._append(cur, event)
+
+    def audit_entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        found = self._query(
+            f"SELECT {rows.AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [rows.audit_from_row(row) for row in found]
+
+    def _append(self, cur: Cursor, event: AuditEvent) -> AuditEntry:
+        """Link `event` after the current head, inside the caller's transaction."""
+        self._lock_audit(cur)
+        cur.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        head = cur.fetchone()
+        prev_seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+        seq = prev_seq + 1
+        entry = AuditEntry(
+            seq=seq, event=event, prev_hash=prev_hash, entry_hash=chain_hash(prev_hash, seq, event)
+        )
+        cur.execute(_INSERT_AUDIT, rows.audit_to_row(entry))
+        return entry

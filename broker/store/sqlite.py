@@ -1,0 +1,69 @@
+"""The embedded store: one SQLite file in WAL mode, one connection, one writer.
+
+Threading: the connection is opened with `check_same_thread=False` because the broker creates
+the store on one thread and then drives it from `StoreRunner`'s single worker thread. It is
+never used by two threads at once; that is the caller's promise, not something this class locks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from broker.store import schema
+from broker.store.base import StoreError
+from broker.store.sql_store import Cursor, SqlStore
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+class SqliteStore(SqlStore):
+    """`Store` on a SQLite file; see `broker.store.sql_store` for the operations."""
+
+    _dialect = schema.SQLITE
+    _db_errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        try:
+            # isolation_level=None: no implicit BEGINs; every write says BEGIN IMMEDIATE itself.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(self._describe(exc)) from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            with self._errors():
+                self._configure(conn, busy_timeout_ms)
+        except StoreError:
+            self.close()
+            raise
+
+    @staticmethod
+    def _configure(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+        # Another process (a second broker, the CLI) may hold the write lock for a moment.
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        # WAL lets readers proceed during a write and makes each commit one sequential append.
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL syncs the WAL on every commit: an acknowledged job survives power loss, which
+        # NORMAL (the usual WAL pairing) does not promise.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    def _cursor(self) -> Cursor:
+        if self._conn is None:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        return self._conn.cursor()
+
+    def _describe(self, exc: Exception) -> str:
+        return f"SQLite store {self.path}: {exc}"
+
+    def _before_migrate(self, cur: Cursor) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the file's only write lock."""
+
+    def _lock_audit(self, cur: Cursor) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the file's only write lock."""
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

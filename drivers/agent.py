@@ -1,0 +1,227 @@
+"""The driver agent: the Attester for one device, and the only place its circuits run.
+
+It connects to the broker's ROUTER with a DEALER, announces the device, answers attestation
+challenges with signed evidence, heartbeats, runs leased jobs on its backend (in a worker
+thread, so heartbeats keep flowing) and returns each result with a receipt signed by the
+device key. When the broker falls silent it reconnects with a fresh identity and attests again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+from broker.circuits import load_circuit_payload
+
+from attestation.dsse import Envelope
+from attestation.evidence import EvidenceClaims, make_evidence
+from attestation.keys import SigningKey
+from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from drivers.backends import Backend, make_backend
+from drivers.config import DriverConfig
+from drivers.measure import measure
+from qtestbed.v1 import devices_pb2
+from qtestbed.v1 import driver_link_pb2 as link_pb
+
+log = logging.getLogger(__name__)
+
+
+class DeviceNotAccepted(Exception):
+    """The broker refused this device outright (e.g. not registered); retrying will not help."""
+
+
+@dataclass(slots=True)
+class _Lease:
+    grant: link_pb.LeaseGrant
+    cancelled: bool = False
+
+
+class DriverAgent:
+    def __init__(
+        self, config: DriverConfig, key: SigningKey, backend: Backend | None = None
+    ) -> None:
+        self.config = config
+        self.key = key
+        self.backend = backend or make_backend(config.device)
+        self.boot_epoch = uuid.uuid4().hex  # new per process: counters restart with it
+        self.counter = 0
+        self.evidence_digest = ""
+        self.attested = False
+        self._ctx = zmq.asyncio.Context()
+        self._lease: _Lease | None = None
+        self._run_task: asyncio.Task[None] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""
+        try:
+            while not stop.is_set():
+                await self._session(stop)
+                if not stop.is_set():
+                    await asyncio.sleep(min(1.0, self.config.heartbeat_seconds))
+        finally:
+            self._ctx.term()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, secrets.token_bytes(16))
+        sock.connect(self.config.broker)
+        self.attested = False
+        try:
+            await self._send(sock, link_pb.LinkMessage(hello=self._hello()))
+            await self._converse(sock, stop)
+        finally:
+            if stop.is_set():
+                bye = link_pb.LinkMessage(goodbye=link_pb.Goodbye(reason="driver shutting down"))
+                with contextlib.suppress(zmq.ZMQError):
+                    await sock.send(bye.SerializeToString(), flags=zmq.NOBLOCK)
+            sock.close(linger=0)
+
+    async def _converse(self, sock: zmq.asyncio.Socket, stop: asyncio.Event) -> None:
+        beat = self.config.heartbeat_seconds
+        silence = beat * self.config.heartbeat_misses
+        last_heard = time.monotonic()
+        next_beat = 0.0
+        seq = 0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                seq += 1
+                active = self._lease.grant.lease_id if self._lease else ""
+                hb = link_pb.Heartbeat(seq=seq, active_lease_id=active)
+                await self._send(sock, link_pb.LinkMessage(heartbeat=hb))
+                next_beat = now + beat
+            if now - last_heard > silence:
+                log.warning("broker silent for %.1fs; reconnecting", silence)
+                return
+            if await sock.poll(timeout=int(min(beat, 0.2) * 1000)):
+                message = link_pb.LinkMessage()
+                message.ParseFromString(await sock.recv())
+                last_heard = time.monotonic()
+                if not await self._handle(sock, message):
+                    return
+
+    async def _handle(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> bool:
+        kind = message.WhichOneof("body")
+        if kind == "challenge":
+            await self._send(sock, link_pb.LinkMessage(evidence=self._evidence(message.challenge)))
+        elif kind == "verdict":
+            self._on_verdict(message.verdict)
+        elif kind == "lease":
+            await self._on_lease(sock, message.lease)
+        elif kind == "cancel":
+            if self._lease and self._lease.grant.lease_id == message.cancel.lease_id:
+                self._lease.cancelled = True
+        elif kind == "goodbye":
+            reason = message.goodbye.reason
+            if "not registered" in reason:
+                raise DeviceNotAccepted(reason)
+            log.warning("broker said goodbye: %s", reason)
+            return False
+        return True
+
+    def _hello(self) -> link_pb.Hello:
+        d = self.config.device
+        return link_pb.Hello(
+            device_id=d.device_id,
+            num_qubits=d.num_qubits,
+            basis_gates=list(d.basis_gates),
+            coupling_map=[devices_pb2.CouplingEdge(control=a, target=b) for a, b in d.coupling_map],
+            backend=d.backend,
+            driver_build=measure(d, self.config.firmware).driver_build,
+        )
+
+    def _evidence(self, challenge: link_pb.Challenge) -> link_pb.EvidenceMessage:
+        self.counter += 1
+        claims = EvidenceClaims(
+            device_id=self.config.device.device_id,
+            nonce=challenge.nonce,
+            issued_at=time.time(),
+            boot_epoch=self.boot_epoch,
+            counter=self.counter,
+            measurements=measure(self.config.device, self.config.firmware),
+        )
+        envelope = make_evidence(claims, self.key)
+        self._pending_digest = envelope.digest()
+        return link_pb.EvidenceMessage(envelope=envelope.to_json())
+
+    def _on_verdict(self, verdict: link_pb.AttestationVerdict) -> None:
+        self.attested = verdict.affirming
+        if verdict.affirming:
+            self.evidence_digest = self._pending_digest
+            log.info("attested for %.0fs", verdict.valid_for_seconds)
+        else:
+            log.error("attestation refused: %s", "; ".join(verdict.reasons))
+
+    async def _on_lease(self, sock: zmq.asyncio.Socket, grant: link_pb.LeaseGrant) -> None:
+        if self._lease is not None:
+            failure = link_pb.LeaseFailure(
+                lease_id=grant.lease_id, job_id=grant.job_id, error="driver busy with another lease"
+            )
+            await self._send(sock, link_pb.LinkMessage(failure=failure))
+            return
+        self._lease = _Lease(grant=grant)
+        self._run_task = asyncio.create_task(self._execute(sock, self._lease))
+
+    async def _execute(self, sock: zmq.asyncio.Socket, lease: _Lease) -> None:
+        grant = lease.grant
+        started = link_pb.LeaseStarted(lease_id=grant.lease_id, job_id=grant.job_id)
+        await self._send(sock, link_pb.LinkMessage(started=started))
+        try:
+            reply = await self._run_grant(grant)
+        except Exception as exc:  # report every failure to the broker rather than die
+            permanent = isinstance(exc, ValueError)
+            fail = link_pb.LeaseFailure(
+                lease_id=grant.lease_id, job_id=grant.job_id, error=str(exc), permanent=permanent
+            )
+            reply = link_pb.LinkMessage(failure=fail)
+        if lease.cancelled:
+            fail = link_pb.LeaseFailure(
+                lease_id=grant.lease_id, job_id=grant.job_id, error="cancelled"
+            )
+            reply = link_pb.LinkMessage(failure=fail)
+        self._lease = None
+        with contextlib.suppress(zmq.ZMQError):
+            await self._send(sock, reply)
+
+    async def _run_grant(self, grant: link_pb.LeaseGrant) -> link_pb.LinkMessage:
+        digest = hashlib.sha256(grant.circuit_payload).hexdigest()
+        if digest != grant.circuit_digest:
+            raise ValueError("circuit payload does not match its digest; refusing to run it")
+        circuit = load_circuit_payload(grant.circuit_format, grant.circuit_payload)
+        began = time.monotonic()
+        counts = await asyncio.to_thread(self.backend.run, circuit, grant.shots)
+        pad = self.config.min_execution_seconds - (time.monotonic() - began)
+        if pad > 0:
+            await asyncio.sleep(pad)
+        elapsed = time.monotonic() - began
+        claims = ReceiptClaims(
+            job_id=grant.job_id,
+            device_id=self.config.device.device_id,
+            circuit_digest=digest,
+            shots=grant.shots,
+            result_digest=result_digest(counts),
+            dispatch_nonce=grant.dispatch_nonce,
+            evidence_digest=self.evidence_digest,
+            issued_at=time.time(),
+        )
+        receipt: Envelope = sign_receipt(claims, self.key)
+        result = link_pb.LeaseResult(
+            lease_id=grant.lease_id,
+            job_id=grant.job_id,
+            counts=counts,
+            execution_seconds=elapsed,
+            receipt=receipt.to_json(),
+        )
+        return link_pb.LinkMessage(result=result)
+
+    async def _send(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> None:
+        await sock.send(message.SerializeToString())

@@ -1,0 +1,49 @@
+"""Driver agent settings, read from TOML (one file per driver process)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.device import DeviceDescription
+
+
+class DriverConfigError(ValueError):
+    """The driver's settings file is missing a key or has a bad value."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DriverConfig:
+    broker: str
+    device_key: Path
+    firmware: str
+    device: DeviceDescription
+    heartbeat_seconds: float = 1.0
+    heartbeat_misses: int = 3
+    # Simulated testbeds pad each run to at least this long, to behave like real hardware
+    # whose shots take wall-clock time (demos, queueing studies, crash tests).
+    min_execution_seconds: float = 0.0
+
+
+def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise DriverConfigError(f"cannot read driver settings {path}: {exc}") from exc
+    base = path.resolve().parent
+    try:
+        key = Path(str(raw["device_key"]))
+        return DriverConfig(
+            broker=broker or str(raw["broker"]),
+            device_key=key if key.is_absolute() else base / key,
+            firmware=str(raw["firmware"]),
+            device=DeviceDescription.from_dict(raw["device"]),
+            heartbeat_seconds=float(raw.get("heartbeat_seconds", 1.0)),
+            heartbeat_misses=int(raw.get("heartbeat_misses", 3)),
+            min_execution_seconds=float(raw.get("min_execution_seconds", 0.0)),
+        )
+    except KeyError as exc:
+        raise DriverConfigError(f"{path}: missing required key {exc.args[0]!r}") from exc
+    except ValueError as exc:
+        raise DriverConfigError(f"{path}: {exc}") from exc

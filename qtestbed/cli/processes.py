@@ -1,0 +1,129 @@
+"""Commands that create a facility or run one of its processes: init, broker, driver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from qtestbed.cli.common import fail
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("init", help="write a self-contained facility (CA, keys, configs) to DIR")
+    p.add_argument("dir", type=Path, help="folder to create; must be empty or absent")
+    p.add_argument("--grpc-port", type=int, default=50051, help="broker gRPC port (default 50051)")
+    p.add_argument("--link-port", type=int, default=5555, help="driver link port (default 5555)")
+    p.add_argument("--metrics-port", type=int, default=9464, help="metrics port (default 9464)")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("broker", help="run the broker")
+    p.add_argument("--config", type=Path, required=True, help="broker settings TOML")
+    p.add_argument("--listen", help="gRPC address host:port (port 0 picks a free one)")
+    p.add_argument("--link-listen", help="driver link endpoint, e.g. tcp://127.0.0.1:0")
+    p.add_argument("--metrics-listen", help="metrics address host:port")
+    p.add_argument("--store", help="store URL: sqlite:///path.db or postgresql://...")
+    p.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON")
+    p.set_defaults(handler=cmd_broker)
+
+    p = sub.add_parser("driver", help="run a driver agent for one device")
+    p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
+    p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
+    p.set_defaults(handler=cmd_driver)
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from qtestbed.facility_init import init_facility
+
+    try:
+        root = init_facility(
+            args.dir,
+            grpc_port=args.grpc_port,
+            link_port=args.link_port,
+            metrics_port=args.metrics_port,
+        )
+    except FileExistsError as exc:
+        return fail(str(exc))
+    print(f"facility written to {root}")
+    print(f"  broker:  qtestbed broker --config {root}/broker.toml")
+    print(f"  drivers: qtestbed driver --config {root}/drivers/sim-open.toml (and sim-restricted)")
+    print(
+        f"  submit:  qtestbed --profile {root}/users/alice.toml submit ghz.qasm --device sim-open"
+    )
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from broker.app import Broker
+    from broker.settings import SettingsError, load_settings
+
+    _logging()
+    overrides = {
+        "listen": args.listen,
+        "link_listen": args.link_listen,
+        "metrics_listen": args.metrics_listen,
+        "store": args.store,
+    }
+    try:
+        settings = load_settings(args.config, overrides)
+        broker = Broker(settings)
+    except (SettingsError, ValueError, OSError) as exc:
+        return fail(f"broker cannot start: {exc}")
+    return asyncio.run(_serve_broker(broker, args.ready_file))
+
+
+async def _serve_broker(broker: Any, ready_file: Path | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, broker.reload_facility)
+    addresses = await broker.start()
+    info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(ready_file)  # atomic: readers never see half a file
+    print(f"qtestbed broker ready {json.dumps(info)}", flush=True)
+    await stop.wait()
+    await broker.stop()
+    return 0
+
+
+def cmd_driver(args: argparse.Namespace) -> int:
+    from attestation.keys import KeyFileError, load_private_key
+    from drivers.agent import DeviceNotAccepted, DriverAgent
+    from drivers.config import DriverConfigError, load_driver_config
+
+    _logging()
+    try:
+        config = load_driver_config(args.config, broker=args.broker)
+        agent = DriverAgent(config, load_private_key(config.device_key))
+    except (DriverConfigError, KeyFileError, OSError, ValueError) as exc:
+        return fail(f"driver cannot start: {exc}")
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await agent.run(stop)
+        except DeviceNotAccepted as exc:
+            return fail(f"broker refused this device: {exc}")
+        return 0
+
+    return asyncio.run(run())

@@ -1,0 +1,195 @@
+"""The researcher's client: a blocking SDK over the broker's gRPC API with mutual TLS.
+
+Results can be checked offline: `verify_result` validates the device certificate against the
+facility root and the receipt against the result, without asking the broker anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from attestation.pki import CertificateError, verify_device_certificate
+from attestation.receipts import verify_receipt
+from qtestbed.v1 import devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+
+RULE_ID_METADATA = "qtestbed-rule-id"
+_FORMATS = {
+    "qasm2": jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,
+    "qasm3": jobs_pb2.CIRCUIT_FORMAT_OPENQASM3,
+    "qpy": jobs_pb2.CIRCUIT_FORMAT_QPY,
+}
+
+
+class QtestbedError(Exception):
+    """A refusal from the broker: its gRPC status name, its message, and any rule id."""
+
+    def __init__(self, code: str, message: str, rule_id: str = "") -> None:
+        super().__init__(f"{code}: {message}" + (f" [rule {rule_id}]" if rule_id else ""))
+        self.code = code
+        self.message = message
+        self.rule_id = rule_id
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Profile:
+    """Where the broker is and who the caller is (a client TOML written by `qtestbed init`)."""
+
+    broker: str
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        raw = tomllib.loads(path.read_text())
+        base = path.resolve().parent
+
+        def rel(key: str) -> Path:
+            value = Path(str(raw[key]))
+            return value if value.is_absolute() else base / value
+
+        return cls(
+            broker=str(raw["broker"]), ca_cert=rel("ca_cert"), cert=rel("cert"), key=rel("key")
+        )
+
+
+def detect_format(payload: bytes, filename: str = "") -> str:
+    """Guess the circuit format from the file name or its first bytes."""
+    if filename.endswith(".qpy") or payload.startswith(b"QISKIT"):
+        return "qpy"
+    head = payload[:200].decode("utf-8", "replace")
+    return "qasm3" if "OPENQASM 3" in head else "qasm2"
+
+
+def _translate(exc: grpc.RpcError) -> QtestbedError:
+    call = exc  # grpc raises objects that are both RpcError and Call
+    code = call.code().name if hasattr(call, "code") else "UNKNOWN"
+    details = call.details() if hasattr(call, "details") else str(exc)
+    rule = ""
+    trailers = call.trailing_metadata() if hasattr(call, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == RULE_ID_METADATA:
+            rule = str(value)
+    return QtestbedError(code, details or "", rule)
+
+
+class Client:
+    def __init__(self, profile: Profile, *, timeout: float = 30.0) -> None:
+        from attestation.keys import load_private_key  # refuses group/world-readable keys
+
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=profile.ca_cert.read_bytes(),
+            private_key=load_private_key(profile.key).to_pem(),
+            certificate_chain=profile.cert.read_bytes(),
+        )
+        self.ca_pem = profile.ca_cert.read_bytes()
+        self.timeout = timeout
+        self._channel = grpc.secure_channel(profile.broker, creds)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._devices = devices_pb2_grpc.DeviceServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        payload: bytes,
+        *,
+        device_id: str,
+        shots: int,
+        fmt: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> jobs_pb2.SubmitJobResponse:
+        request = jobs_pb2.SubmitJobRequest(
+            device_id=device_id,
+            circuit=jobs_pb2.Circuit(
+                format=_FORMATS[fmt or detect_format(payload)], payload=payload
+            ),
+            shots=shots,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+        )
+        try:
+            response: jobs_pb2.SubmitJobResponse = self._jobs.SubmitJob(
+                request, timeout=self.timeout
+            )
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+        return response
+
+    def _unary(self, method: object, request: object) -> object:
+        try:
+            return method(request, timeout=self.timeout)  # type: ignore[operator]
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    def get_job(self, job_id: str) -> jobs_pb2.Job:
+        return self._unary(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))  # type: ignore[return-value]
+
+    def cancel(self, job_id: str, reason: str = "") -> jobs_pb2.Job:
+        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+        return self._unary(self._jobs.CancelJob, request)  # type: ignore[return-value]
+
+    def list_jobs(self, *, device_id: str = "", page_size: int = 50) -> list[jobs_pb2.Job]:
+        request = jobs_pb2.ListJobsRequest(device_id=device_id, page_size=page_size)
+        response: jobs_pb2.ListJobsResponse = self._unary(self._jobs.ListJobs, request)  # type: ignore[assignment]
+        return list(response.jobs)
+
+    def result(self, job_id: str) -> jobs_pb2.JobResult:
+        request = jobs_pb2.GetResultRequest(job_id=job_id)
+        return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
+
+    def devices(self) -> Sequence[devices_pb2.Device]:
+        response: devices_pb2.ListDevicesResponse = self._unary(  # type: ignore[assignment]
+            self._devices.ListDevices, devices_pb2.ListDevicesRequest()
+        )
+        return list(response.devices)
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[jobs_pb2.Job]:
+        """Each state or queue-position change until the job is terminal."""
+        stream = self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=timeout)
+        try:
+            for event in stream:
+                yield event.job
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    def verify_result(self, result: jobs_pb2.JobResult, job: jobs_pb2.Job) -> list[str]:
+        """Problems with the result's receipt, checked offline; an empty list means valid."""
+        return verify_result_offline(result, job, self.ca_pem)
+
+
+def verify_result_offline(
+    result: jobs_pb2.JobResult, job: jobs_pb2.Job, ca_pem: bytes, now: dt.datetime | None = None
+) -> list[str]:
+    try:
+        device_id, key = verify_device_certificate(
+            result.device_certificate, ca_pem, now=now or dt.datetime.now(dt.UTC)
+        )
+    except CertificateError as exc:
+        return [f"device certificate rejected: {exc}"]
+    problems = []
+    if device_id != result.device_id:
+        problems.append(f"certificate is for {device_id!r}, result claims {result.device_id!r}")
+    problems += verify_receipt(
+        result.receipt,
+        key,
+        job_id=job.job_id,
+        circuit_digest=job.circuit_digest,
+        shots=job.shots,
+        counts=dict(result.counts),
+        dispatch_nonce=None,
+    )
+    return problems

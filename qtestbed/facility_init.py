@@ -1,0 +1,235 @@
+"""`qtestbed init DIR`: a self-contained facility, ready to run.
+
+Writes a CA, the broker's TLS identity, researcher credentials at two tiers plus an operator,
+two simulated testbeds with Ed25519 attestation keys and certificates, the facility registry
+with reference values measured from this installation, and broker/driver/client settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.device import DeviceDescription
+
+from attestation.keys import KeyKind, SigningKey, save_private_key
+from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
+from drivers.measure import measure
+
+TIERS = ("open", "controlled", "restricted")
+FIRMWARE = "qtestbed-simfw 1.0"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PersonSpec:
+    name: str
+    tier: str
+    roles: tuple[str, ...]
+
+
+PEOPLE = (
+    PersonSpec(name="alice", tier="open", roles=("researcher",)),
+    PersonSpec(name="bob", tier="restricted", roles=("researcher",)),
+    PersonSpec(name="olivia", tier="restricted", roles=("operator", "researcher")),
+)
+
+
+def _line(n: int) -> tuple[tuple[int, int], ...]:
+    return tuple(edge for i in range(n - 1) for edge in ((i, i + 1), (i + 1, i)))
+
+
+DEVICES = (
+    (
+        "open",
+        DeviceDescription(
+            device_id="sim-open",
+            num_qubits=5,
+            basis_gates=("cx", "id", "rz", "sx", "x"),
+            coupling_map=_line(5),
+            backend="aer",
+        ),
+    ),
+    (
+        "restricted",
+        DeviceDescription(
+            device_id="sim-restricted",
+            num_qubits=6,
+            basis_gates=("cx", "id", "rz", "sx", "x"),
+            coupling_map=_line(6),
+            backend="aer_noisy",
+            one_qubit_error=0.001,
+            two_qubit_error=0.01,
+            readout_error=0.01,
+        ),
+    ),
+)
+
+
+class Writer:
+    """Writes files under the facility folder, refusing to overwrite an existing facility."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def text(self, rel: str, content: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        return path
+
+    def key(self, rel: str, key: SigningKey) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_private_key(key, path)
+
+
+def init_facility(
+    root: Path,
+    *,
+    grpc_port: int = 50051,
+    link_port: int = 5555,
+    metrics_port: int = 9464,
+    now: dt.datetime | None = None,
+) -> Path:
+    """Create the facility in `root` (which must be empty or absent); returns the folder."""
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty; choose a new folder for the facility")
+    # Certificates start a little in the past so a peer whose clock lags slightly accepts them.
+    when = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=5)
+    out = Writer(root)
+    ca_key = SigningKey.generate(KeyKind.ECDSA_P256)
+    ca = create_ca("qtestbed facility root", ca_key, now=when, days=3650)
+    out.key("ca/ca.key", ca_key)
+    out.text("ca/ca.pem", cert_to_pem(ca).decode())
+
+    def issue(cn: str, public: SigningKey, **kw: object) -> str:
+        cert = issue_certificate(
+            ca_key=ca_key,
+            ca_cert=ca,
+            subject_cn=cn,
+            public_key=public.public_key,
+            now=when,
+            days=365,
+            **kw,  # type: ignore[arg-type]
+        )
+        return cert_to_pem(cert).decode()
+
+    broker_key = SigningKey.generate(KeyKind.ECDSA_P256)
+    out.key("broker/broker.key", broker_key)
+    out.text(
+        "broker/broker.pem",
+        issue(
+            "qtestbed-broker",
+            broker_key,
+            server=True,
+            dns_names=["localhost"],
+            ip_addresses=["127.0.0.1"],
+        ),
+    )
+    for person in PEOPLE:
+        key = SigningKey.generate(KeyKind.ECDSA_P256)
+        out.key(f"users/{person.name}.key", key)
+        out.text(f"users/{person.name}.pem", issue(person.name, key, client=True))
+        out.text(f"users/{person.name}.toml", _client_toml(grpc_port, person.name))
+    device_entries = []
+    for tier, desc in DEVICES:
+        key = SigningKey.generate(KeyKind.ED25519)
+        out.key(f"devices/{desc.device_id}.key", key)
+        out.text(
+            f"devices/{desc.device_id}.pem",
+            issue(desc.device_id, key, uris=[device_uri(desc.device_id)]),
+        )
+        out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc))
+        device_entries.append(_device_toml(tier, desc))
+    out.text("facility.toml", _facility_toml(device_entries))
+    out.text("broker.toml", _broker_toml(grpc_port, link_port, metrics_port))
+    return root
+
+
+def _client_toml(grpc_port: int, name: str) -> str:
+    return (
+        f"# Client profile for {name}: qtestbed --profile users/{name}.toml ...\n"
+        f'broker = "127.0.0.1:{grpc_port}"\n'
+        'ca_cert = "../ca/ca.pem"\n'
+        f'cert = "{name}.pem"\n'
+        f'key = "{name}.key"\n'
+    )
+
+
+def _toml_list(items: Iterable[object]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
+    lines = [
+        f"# Driver agent: qtestbed driver --config drivers/{desc.device_id}.toml",
+        f'broker = "tcp://127.0.0.1:{link_port}"',
+        f'device_key = "../devices/{desc.device_id}.key"',
+        f'firmware = "{FIRMWARE}"',
+        "heartbeat_seconds = 1.0",
+        "",
+        "[device]",
+    ]
+    for key, value in desc.as_dict().items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif key == "coupling_map":
+            lines.append(f"{key} = [" + ", ".join(f"[{a}, {b}]" for a, b in value) + "]")
+        elif isinstance(value, list | tuple):
+            lines.append(f"{key} = {_toml_list(value)}")
+        else:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _device_toml(tier: str, desc: DeviceDescription) -> str:
+    m = measure(desc, FIRMWARE)
+    return "\n".join(
+        [
+            "[[devices]]",
+            f'device_id = "{desc.device_id}"',
+            f'tier = "{tier}"',
+            f'certificate = "devices/{desc.device_id}.pem"',
+            "[devices.reference]",
+            f"firmware = {_toml_list([m.firmware])}",
+            f"control_software = {_toml_list([m.control_software])}",
+            f"driver_build = {_toml_list([m.driver_build])}",
+            f"calibration_digest = {_toml_list([m.calibration_digest])}",
+            f"num_qubits = {m.num_qubits}",
+            "",
+        ]
+    )
+
+
+def _facility_toml(device_entries: list[str]) -> str:
+    people = "\n".join(
+        f'[[principals]]\nname = "{p.name}"\ntier = "{p.tier}"\nroles = {_toml_list(p.roles)}\n'
+        for p in PEOPLE
+    )
+    return (
+        "# Who may do what, and which devices exist. Reload with SIGHUP to the broker.\n"
+        "[facility]\n"
+        'name = "qtestbed demo facility"\n'
+        f"tiers = {_toml_list(TIERS)}  # lowest to highest\n"
+        'ca_cert = "ca/ca.pem"\n\n'
+        f"{people}\n" + "\n".join(device_entries)
+    )
+
+
+def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
+    return (
+        'facility = "facility.toml"\n'
+        'store = "sqlite:broker.db"\n'
+        'ca_cert = "ca/ca.pem"\n'
+        'server_cert = "broker/broker.pem"\n'
+        'server_key = "broker/broker.key"\n'
+        f'listen = "127.0.0.1:{grpc_port}"\n'
+        f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
+        f'metrics_listen = "127.0.0.1:{metrics_port}"\n\n'
+        "[limits]\nmax_qubits = 32\nmax_shots = 100000\n\n"
+        "[timing]\nlease_seconds = 120.0\nmax_attempts = 3\nheartbeat_seconds = 1.0\n"
+    )

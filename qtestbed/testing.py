@@ -1,0 +1,193 @@
+"""A whole facility on this machine, on free ports: for the demo, the test suite and bench/.
+
+Everything is real: `qtestbed init` output, a broker (embedded in a thread, or its own process),
+driver agents as separate processes, and clients speaking mutual-TLS gRPC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from broker.app import BrokerAddresses
+from broker.embedded import EmbeddedBroker
+from broker.settings import BrokerSettings, TimingSettings, load_settings
+from qtestbed.client import Client, Profile
+from qtestbed.facility_init import init_facility
+
+T = TypeVar("T")
+
+# Short heartbeats so a lost driver is noticed in about a second, not three.
+FAST_TIMING = {"heartbeat_seconds": 0.3, "heartbeat_misses": 4, "tick_seconds": 0.2}
+
+
+def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    every: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+class LocalFacility:
+    def __init__(
+        self, root: Path, *, store: str | None = None, timing: Mapping[str, Any] | None = None
+    ) -> None:
+        self.root = root
+        if not (root / "facility.toml").exists():
+            init_facility(root)
+        self.store = store
+        self.timing = {**FAST_TIMING, **(timing or {})}
+        self.embedded: EmbeddedBroker | None = None
+        self.broker_process: subprocess.Popen[bytes] | None = None
+        self.addresses: BrokerAddresses | None = None
+        self.drivers: list[subprocess.Popen[bytes]] = []
+        self._clients: list[Client] = []
+
+    def settings(self) -> BrokerSettings:
+        overrides: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "link_listen": "tcp://127.0.0.1:0",
+            "metrics_listen": "127.0.0.1:0",
+            "store": self.store,
+        }
+        base = load_settings(self.root / "broker.toml", overrides)
+        timing = dataclasses.replace(base.timing, **self.timing)
+        return dataclasses.replace(base, timing=timing)
+
+    def start_broker(self) -> BrokerAddresses:
+        self.embedded = EmbeddedBroker(self.settings())
+        self.addresses = self.embedded.start()
+        return self.addresses
+
+    def start_broker_process(self, *, grpc_port: int = 0, link_port: int = 0) -> BrokerAddresses:
+        """The broker in its own process (so a test can SIGKILL it); fixed ports allow restarts."""
+        self._write_timing()
+        ready = self.root / "broker-ready.json"
+        ready.unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "qtestbed",
+            "broker",
+            "--config",
+            str(self.root / "broker.toml"),
+            "--listen",
+            f"127.0.0.1:{grpc_port}",
+            "--link-listen",
+            f"tcp://127.0.0.1:{link_port}",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+        ]
+        if self.store:
+            cmd += ["--store", self.store]
+        with open(self.root / "broker.log", "ab") as log:
+            self.broker_process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        proc = self.broker_process
+        info = eventually(lambda: _read_ready(ready, proc), what="the broker to report its ports")
+        self.addresses = BrokerAddresses(
+            grpc=info["grpc"], link=info["link"], metrics=info["metrics"]
+        )
+        return self.addresses
+
+    def _write_timing(self) -> None:
+        text = (self.root / "broker.toml").read_text().split("[timing]")[0]
+        body = "\n".join(
+            f"{k} = {v}" for k, v in {**dataclasses.asdict(TimingSettings()), **self.timing}.items()
+        )
+        (self.root / "broker.toml").write_text(f"{text}[timing]\n{body}\n")
+
+    def start_driver(
+        self, device_id: str, *, config: Path | None = None, extra_config: str = ""
+    ) -> subprocess.Popen[bytes]:
+        assert self.addresses is not None, "start the broker first"
+        path = config or self.root / "drivers" / f"{device_id}.toml"
+        if extra_config:
+            text = path.read_text().replace("[device]", extra_config + "\n[device]", 1)
+            path = self.root / "drivers" / f"{device_id}-{len(self.drivers)}.toml"
+            path.write_text(text)
+        cmd = [sys.executable, "-m", "qtestbed", "driver", "--config", str(path)]
+        with open(self.root / f"driver-{device_id}-{len(self.drivers)}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [*cmd, "--broker", self.addresses.link],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.drivers.append(proc)
+        return proc
+
+    def client(self, name: str) -> Client:
+        assert self.addresses is not None
+        profile = Profile.load(self.root / "users" / f"{name}.toml")
+        client = Client(dataclasses.replace(profile, broker=self.addresses.grpc))
+        self._clients.append(client)
+        return client
+
+    def wait_available(
+        self, client: Client, device_id: str, *, count: int = 1, timeout: float = 60.0
+    ) -> None:
+        def ready() -> bool:
+            return any(d.device_id == device_id and d.available for d in client.devices())
+
+        eventually(
+            ready, timeout=timeout, what=f"device {device_id} to attest and become available"
+        )
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        for proc in self.drivers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.drivers:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+        if self.broker_process is not None and self.broker_process.poll() is None:
+            self.broker_process.send_signal(signal.SIGTERM)
+            try:
+                self.broker_process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.broker_process.kill()
+                self.broker_process.wait()
+
+    def __enter__(self) -> LocalFacility:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_ready(path: Path, proc: subprocess.Popen[bytes]) -> dict[str, str] | None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"broker exited with code {proc.returncode} before it was ready")
+    if not path.exists():
+        return None
+    data: dict[str, str] = json.loads(path.read_text())
+    return data
