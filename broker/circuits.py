@@ -20,13 +20,19 @@ out of the broker's own threads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import io
+import json
 import logging
+import multiprocessing
 import re
+import resource
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from qiskit import QuantumCircuit, qasm2, qasm3, qpy
@@ -114,15 +120,13 @@ def validate_circuit(
 
 
 def load_circuit(circuit: Circuit, limits: CircuitLimits = DEFAULT_LIMITS) -> QuantumCircuit:
-    """Parse a circuit again for execution, re-checking everything the broker claimed about it."""
-    _check_size(circuit.payload, limits)
+    """Parse a validated circuit again for execution, re-checking what the broker claimed."""
     actual = hashlib.sha256(circuit.payload).hexdigest()
-    if not hmac.compare_digest(actual, circuit.digest):
+    if not hmac.compare_digest(actual.encode(), circuit.digest.encode()):
         raise CircuitRejected(
             "digest", "circuit payload does not match its digest; the job must be resubmitted"
         )
-    qc = parse_payload(circuit.format, circuit.payload, limits)
-    summary = summarize_circuit(qc, limits)
+    qc, summary = _load(circuit.format, circuit.payload, limits)
     if (summary.num_qubits, summary.depth) != (circuit.num_qubits, circuit.depth):
         raise CircuitRejected(
             "circuit",
@@ -130,6 +134,21 @@ def load_circuit(circuit: Circuit, limits: CircuitLimits = DEFAULT_LIMITS) -> Qu
             f"says {circuit.num_qubits} and {circuit.depth}; the job must be resubmitted",
         )
     return qc
+
+
+def load_circuit_payload(
+    fmt: CircuitFormat, payload: bytes, limits: CircuitLimits = DEFAULT_LIMITS
+) -> QuantumCircuit:
+    """Parse a payload for execution, applying every check `validate_circuit` applies."""
+    return _load(fmt, payload, limits)[0]
+
+
+def _load(
+    fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
+) -> tuple[QuantumCircuit, CircuitSummary]:
+    _check_size(payload, limits)
+    qc = parse_payload(fmt, payload, limits)
+    return qc, summarize_circuit(qc, limits)
 
 
 def check_shots(shots: int, limits: CircuitLimits) -> None:
@@ -157,6 +176,8 @@ def _check_size(payload: bytes, limits: CircuitLimits) -> None:
 
 def parse_payload(fmt: CircuitFormat, payload: bytes, limits: CircuitLimits) -> QuantumCircuit:
     """Parse a payload of a known size; every parser failure becomes CircuitRejected."""
+    if not isinstance(fmt, CircuitFormat):
+        raise CircuitRejected("format", f"unknown circuit format {fmt!r}; map it to CircuitFormat")
     try:
         if fmt is CircuitFormat.QPY:
             return _parse_qpy(payload)
@@ -164,8 +185,7 @@ def parse_payload(fmt: CircuitFormat, payload: bytes, limits: CircuitLimits) -> 
         _prescan_declarations(text, limits)
         if fmt is CircuitFormat.OPENQASM2:
             return _parse_qasm2(text)
-        if fmt is CircuitFormat.OPENQASM3:
-            return _parse_qasm3(text)
+        return _parse_qasm3(text)
     except CircuitRejected:
         raise
     except Exception as exc:
@@ -174,7 +194,6 @@ def parse_payload(fmt: CircuitFormat, payload: bytes, limits: CircuitLimits) -> 
         if type(exc).__name__ != "PanicException":
             raise
         raise _rejection_for(fmt, exc) from None
-    raise CircuitRejected("format", f"unknown circuit format {fmt!r}")
 
 
 def _decode_text(payload: bytes) -> str:
@@ -224,30 +243,35 @@ def _prescan_declarations(text: str, limits: CircuitLimits) -> None:
     source = _COMMENTS.sub(" ", text)
     qubits = clbits = 0
     for kind, size in (*_OLD_DECL.findall(source), *_NEW_DECL.findall(source)):
-        width = int(size) if len(size) <= 9 else 10**9
+        width = int(size) if len(size) <= 18 else 10**18
         if kind in ("q", "qubit"):
             qubits += width
         else:
             clbits += width
-    highest_physical = max((int(n) if len(n) <= 9 else 10**9 for n in _PHYSICAL.findall(source)), default=-1)
+    highest_physical = max(
+        (int(n) if len(n) <= 18 else 10**18 for n in _PHYSICAL.findall(source)), default=-1
+    )
     _check_width(max(qubits, highest_physical + 1), clbits, limits, verb="declares")
 
 
 def _check_width(qubits: int, clbits: int, limits: CircuitLimits, *, verb: str) -> None:
     if qubits > limits.max_qubits:
         raise CircuitRejected(
-            "circuit", f"circuit {verb} {qubits} qubits; this broker accepts at most {limits.max_qubits}"
+            "circuit",
+            f"circuit {verb} {qubits} qubits; this broker accepts at most {limits.max_qubits}",
         )
     if clbits > limits.max_clbits:
         raise CircuitRejected(
             "circuit",
-            f"circuit {verb} {clbits} classical bits; this broker accepts at most {limits.max_clbits}",
+            f"circuit {verb} {clbits} classical bits; "
+            f"this broker accepts at most {limits.max_clbits}",
         )
 
 
 # ------------------------------------------------------------------------- parser error messages
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# The parsers count columns from 0; messages count them from 1, as editors do.
 _QASM2_POS = re.compile(r"^[^:\n]*:(\d+),(\d+):\s*(.*)$", re.DOTALL)
 _QASM3_POS = re.compile(r"^L?(\d+)(?:,|:C)(\d+):\s*(.*)$", re.DOTALL)
 _NAMES = {
@@ -267,35 +291,37 @@ def _rejection_for(fmt: CircuitFormat, exc: BaseException) -> CircuitRejected:
             f"payload is not a QPY file this broker can read ({_first_line(exc)}); "
             "export it with qiskit.qpy.dump",
         )
+    if isinstance(exc, RecursionError):
+        return CircuitRejected("circuit", f"{name} program nests too deeply; flatten it")
     message = _first_line(exc)
-    position = (_QASM2_POS if fmt is CircuitFormat.OPENQASM2 else _QASM3_POS).match(message)
+    position = _position(fmt, message, exc)
     if position is None:
-        position = _QASM3_POS.match(_antlr_position(exc))
-    if position is None:
-        kind = "parse error" if message else "syntax error"
-        return CircuitRejected("circuit", f"{name} {kind}: {message or 'unexpected input'}")
-    line, column, detail = position.groups()
+        return CircuitRejected("circuit", f"{name} parse error: {message}")
+    line, column, detail = position
     return CircuitRejected(
         "circuit", f"{name} parse error at line {line}, column {column}: {detail or 'syntax error'}"
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception message, without terminal escapes, at most 200 characters."""
-    text = _ANSI.sub("", str(exc)).strip().strip("\"'").strip()
-    line = text.splitlines()[0].strip() if text else ""
-    line = "".join(ch for ch in line if ch.isprintable())
-    return line[:200] or type(exc).__name__
-
-
-def _antlr_position(exc: BaseException) -> str:
-    """ANTLR's bail-out error carries no message; its cause holds the offending token."""
+def _position(fmt: CircuitFormat, message: str, exc: BaseException) -> tuple[int, int, str] | None:
+    """(line, 1-based column, what) from a parser's message or, for ANTLR, its cause chain."""
+    found = (_QASM2_POS if fmt is CircuitFormat.OPENQASM2 else _QASM3_POS).match(message)
+    if found is not None:
+        return int(found[1]), int(found[2]) + 1, found[3]
     for cause in _causes(exc):
         token = getattr(cause, "offendingToken", None)
         if token is not None:
             text = "".join(ch for ch in str(token.text)[:40] if ch.isprintable())
-            return f"L{token.line}:C{token.column}: unexpected {text!r}"
-    return ""
+            return int(token.line), int(token.column) + 1, f"unexpected {text!r}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message, without terminal escapes, at most 200 characters."""
+    text = _ANSI.sub("", str(exc)).strip().strip("\"'").strip()
+    line = re.split(r"\n|\\n", text, maxsplit=1)[0].strip()
+    line = "".join(ch for ch in line if ch.isprintable())
+    return line[:200].rstrip(":") or type(exc).__name__
 
 
 def _causes(exc: BaseException) -> Iterator[object]:
@@ -308,7 +334,9 @@ def _causes(exc: BaseException) -> Iterator[object]:
         seen.add(id(item))
         yield item
         if isinstance(item, BaseException):
-            pending.extend(x for x in (item.__cause__, item.__context__, *item.args) if x is not None)
+            pending.extend(
+                x for x in (item.__cause__, item.__context__, *item.args) if x is not None
+            )
 
 
 # --------------------------------------------------------------------------------- inspection
@@ -326,6 +354,18 @@ _ONE_LAYER = frozenset(get_standard_gate_name_mapping()) | {
 
 def summarize_circuit(qc: QuantumCircuit, limits: CircuitLimits) -> CircuitSummary:
     """Check a parsed circuit against the limits and return what the broker records about it."""
+    try:
+        return _summarize(qc, limits)
+    except CircuitRejected:
+        raise
+    except Exception as exc:  # hostile structures can trip Qiskit itself (RecursionError, ...)
+        log.debug("circuit inspection failed", exc_info=exc)
+        raise CircuitRejected(
+            "circuit", f"circuit could not be inspected ({type(exc).__name__}); simplify it"
+        ) from None
+
+
+def _summarize(qc: QuantumCircuit, limits: CircuitLimits) -> CircuitSummary:
     _check_width(qc.num_qubits, qc.num_clbits, limits, verb="has")
     if qc.num_parameters:
         names = ", ".join(sorted(p.name for p in qc.parameters)[:3])
@@ -338,7 +378,7 @@ def summarize_circuit(qc: QuantumCircuit, limits: CircuitLimits) -> CircuitSumma
             "circuit has no measurement, so a run would return no counts; "
             "add measure instructions for the qubits you want read out",
         )
-    depth = _DepthCounter(limits).depth(qc)
+    depth = _DepthCounter().depth(qc)
     if depth > limits.max_depth:
         raise CircuitRejected(
             "circuit", f"circuit depth is {depth}; this broker accepts at most {limits.max_depth}"
@@ -362,11 +402,10 @@ _MAX_NESTING = 32
 
 class _DepthCounter:
     """Depth with `for` loops unrolled and user-defined gates expanded, so a short program cannot
-    hide a huge run. It stops as soon as the depth limit is passed, and it caps the instructions
-    it visits, so hostile nesting costs the broker a bounded amount of work."""
+    hide a huge run. Each loop body and each gate definition (by name) is walked once, and the
+    walk is capped in nesting and in instructions visited, so hostile input costs bounded work."""
 
-    def __init__(self, limits: CircuitLimits) -> None:
-        self._cap = limits.max_depth
+    def __init__(self) -> None:
         self._budget = _VISIT_BUDGET
         self._nesting = 0
         self._expanded: dict[tuple[str, int, int], int] = {}
@@ -390,8 +429,6 @@ class _DepthCounter:
             level = max(levels.get(wire, 0) for wire in wires) + weight
             levels.update(dict.fromkeys(wires, level))
             deepest = max(deepest, level)
-            if deepest > self._cap:
-                break
         self._nesting -= 1
         return deepest
 
@@ -400,10 +437,11 @@ class _DepthCounter:
             return 0
         if isinstance(operation, WhileLoopOp):
             raise CircuitRejected(
-                "circuit", "while loops are not accepted (their run time is unbounded); use a for loop"
+                "circuit",
+                "while loops are not accepted (their run time is unbounded); use a for loop",
             )
         if isinstance(operation, ForLoopOp):
-            return len(operation.params[0]) * self.depth(operation.blocks[0])
+            return _iterations(operation.params[0]) * self.depth(operation.blocks[0])
         if isinstance(operation, ControlFlowOp):
             return max((self.depth(block) for block in operation.blocks), default=0)
         if operation.name in _ONE_LAYER:
@@ -425,3 +463,116 @@ class _DepthCounter:
                 )
             self._expanded[key] = max(self.depth(definition), 1)
         return self._expanded[key]
+
+
+def _iterations(indexset: Any) -> int:
+    try:
+        return len(indexset)
+    except OverflowError:  # range(0, 10**30) has no len()
+        return 2**63
+
+
+# ---------------------------------------------------------------------------------- isolation
+
+
+class IsolatedDecoder:
+    """Decodes payloads in one child process with an address-space cap and a deadline.
+
+    A payload that crashes the child, exhausts its memory or runs past the deadline is rejected
+    and the child is replaced; the calling process never runs the parsers. Calls are serialized.
+    Linux only (the cap is RLIMIT_AS over the child's size after importing Qiskit).
+    """
+
+    def __init__(self, *, memory_bytes: int = 1 << 30, timeout_s: float = 10.0) -> None:
+        self._memory_bytes = memory_bytes
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> IsolatedDecoder:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the child now rather than on the first call (it takes a second or two)."""
+        with self._lock:
+            self._ensure_child()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_child()
+
+    def summarize(
+        self, fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
+    ) -> CircuitSummary:
+        request = json.dumps({"format": fmt.value, "limits": dataclasses.asdict(limits)})
+        with self._lock:
+            reply = self._exchange(self._ensure_child(), request.encode(), payload)
+        answer = json.loads(reply)
+        if "rejected" in answer:
+            raise CircuitRejected(*answer["rejected"])
+        return CircuitSummary(**answer["summary"])
+
+    def _exchange(self, conn: Connection, request: bytes, payload: bytes) -> bytes:
+        try:
+            conn.send_bytes(request)
+            conn.send_bytes(payload)
+            if conn.poll(self._timeout_s):
+                return conn.recv_bytes()
+            problem = f"took longer than {self._timeout_s:g} s to decode"
+        except (EOFError, OSError):
+            problem = "exceeded the decoder's memory or crashed it"
+        self._stop_child()
+        log.warning("isolated circuit decoder lost its child: payload %s", problem)
+        raise CircuitRejected("payload", f"payload {problem}; simplify or re-export the circuit")
+
+    def _ensure_child(self) -> Connection:
+        if self._conn is not None and self._child is not None and self._child.is_alive():
+            return self._conn
+        self._stop_child()
+        context = multiprocessing.get_context("spawn")
+        parent, child_end = context.Pipe()
+        child = context.Process(
+            target=_decoder_child, args=(child_end, self._memory_bytes), daemon=True
+        )
+        child.start()
+        child_end.close()
+        if not parent.poll(120) or parent.recv_bytes() != b"ready":
+            child.kill()
+            raise RuntimeError("isolated circuit decoder did not start")
+        self._child, self._conn = child, parent
+        return parent
+
+    def _stop_child(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._child is not None:
+            self._child.kill()
+            self._child.join()
+        self._child = self._conn = None
+
+
+def _decoder_child(conn: Connection, memory_bytes: int) -> None:
+    """Child side: cap the address space, then answer requests until the pipe closes."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        current = int(statm.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (current + memory_bytes, current + memory_bytes))
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            request, payload = json.loads(conn.recv_bytes()), conn.recv_bytes()
+        except EOFError:
+            return
+        try:
+            limits = CircuitLimits(**request["limits"])
+            summary = _IN_PROCESS.summarize(CircuitFormat(request["format"]), payload, limits)
+            answer: dict[str, object] = {"summary": dataclasses.asdict(summary)}
+        except CircuitRejected as exc:
+            answer = {"rejected": [exc.field, exc.detail]}
+        except MemoryError:
+            answer = {"rejected": ["payload", "payload exceeded the decoder's memory"]}
+        conn.send_bytes(json.dumps(answer).encode())

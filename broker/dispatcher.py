@@ -139,9 +139,7 @@ class Dispatcher:
         if await self._save(job, denied, "clearance.denied", detail):
             self.ledger.metrics.denials.labels(decision.rule_id, "dispatch").inc()
 
-    async def _save(
-        self, before: Job, after: Job, kind: str, detail: Mapping[str, object]
-    ) -> bool:
+    async def _save(self, before: Job, after: Job, kind: str, detail: Mapping[str, object]) -> bool:
         event = self.ledger.event(kind, "broker", before.job_id, detail)
         return await self.ledger.save(after, expected_version=before.version, event=event)
 

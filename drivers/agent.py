@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
-from broker.circuits import load_circuit_payload
 
 from attestation.dsse import Envelope
 from attestation.evidence import EvidenceClaims, make_evidence
 from attestation.keys import SigningKey
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from drivers.backends import Backend, make_backend
+from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
 from drivers.measure import measure
 from qtestbed.v1 import devices_pb2
@@ -196,7 +196,7 @@ class DriverAgent:
         digest = hashlib.sha256(grant.circuit_payload).hexdigest()
         if digest != grant.circuit_digest:
             raise ValueError("circuit payload does not match its digest; refusing to run it")
-        circuit = load_circuit_payload(grant.circuit_format, grant.circuit_payload)
+        circuit = decode_circuit(grant.circuit_format, grant.circuit_payload)
         began = time.monotonic()
         counts = await asyncio.to_thread(self.backend.run, circuit, grant.shots)
         pad = self.config.min_execution_seconds - (time.monotonic() - began)

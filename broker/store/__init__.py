@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 from broker.store.base import GENESIS_HASH, Store, StoreError, chain_hash, verify_chain
@@ -11,7 +12,7 @@ __all__ = ["GENESIS_HASH", "Store", "StoreError", "chain_hash", "open_store", "v
 _SQLITE_SUFFIXES = (".db", ".sqlite3")
 ACCEPTED_FORMS = (
     "sqlite:///absolute/path.db, sqlite:relative/path.db, a file path ending in "
-    f"{' or '.join(_SQLITE_SUFFIXES)}, postgresql://user@host:port/dbname or postgres://..."
+    f"{' or '.join(_SQLITE_SUFFIXES)}, postgresql://user@host:port/dbname[?schema=NAME] or postgres://..."
 )
 
 
@@ -21,10 +22,23 @@ def open_store(url: str) -> Store:
         # Imported here so psycopg stays an optional dependency for SQLite-only installs.
         from broker.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        dsn, schema = split_schema(url)
+        return PostgresStore(dsn, schema=schema) if schema else PostgresStore(dsn)
     from broker.store.sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(url))
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """Take our own `schema=NAME` query parameter (not a libpq one) out of a PostgreSQL URL.
+
+    Several brokers or test runs can then share one database, each in its own schema.
+    """
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
 
 
 def sqlite_path(url: str) -> Path:

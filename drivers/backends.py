@@ -1,0 +1,146 @@
+"""Simulator backends a driver runs circuits on, behind one small port.
+
+Every backend returns counts keyed by bitstrings as Qiskit prints them (clbit 0 rightmost) with
+the spaces Qiskit puts between classical registers removed, refuses circuits wider than the
+device, and keeps Aer to one thread: the machine has two cores and shares them with the broker.
+(Qiskit's own Rust passes size their thread pool from RAYON_NUM_THREADS, which the driver's
+entry point should set; nothing here reads or writes the environment.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit.library import get_standard_gate_name_mapping
+from qiskit.providers.basic_provider import BasicSimulator
+from qiskit.transpiler import CouplingMap
+from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
+
+from drivers.device import DeviceDescription
+
+
+class Backend(Protocol):
+    """Runs one circuit and returns its counts."""
+
+    @property
+    def name(self) -> str: ...
+
+    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        """Counts keyed by bitstrings without spaces; ValueError for a circuit it cannot run."""
+        ...
+
+
+class AerIdealBackend:
+    """Noise-free Aer simulation; Aer picks the method (stabilizer for Clifford circuits)."""
+
+    name = "aer"
+
+    def __init__(self, num_qubits: int) -> None:
+        self._num_qubits = num_qubits
+        self._simulator = AerSimulator(max_parallel_threads=1)
+
+    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_runnable(circuit, shots, self._num_qubits, self.name)
+        compiled = transpile(circuit, self._simulator, seed_transpiler=seed)
+        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed)
+        return _counts(job.result().get_counts(0))
+
+
+class AerNoisyBackend:
+    """Aer with a noise model built from the device's error figures, on the device's gates and
+    wiring: depolarizing errors on every one- and two-qubit basis gate and a readout flip."""
+
+    name = "aer_noisy"
+
+    def __init__(self, description: DeviceDescription) -> None:
+        self._description = description
+        self._coupling = (
+            CouplingMap([list(edge) for edge in description.coupling_map])
+            if description.coupling_map
+            else None
+        )
+        self._simulator = AerSimulator(
+            noise_model=build_noise_model(description), max_parallel_threads=1
+        )
+
+    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_runnable(circuit, shots, self._description.num_qubits, self.name)
+        compiled = transpile(
+            circuit,
+            basis_gates=list(self._description.basis_gates),
+            coupling_map=self._coupling,
+            seed_transpiler=seed,
+        )
+        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed)
+        return _counts(job.result().get_counts(0))
+
+
+class BasicSimulatorBackend:
+    """Qiskit's pure-Python reference simulator: slow, dependency-free, a second opinion."""
+
+    name = "basic"
+
+    def __init__(self, num_qubits: int) -> None:
+        self._num_qubits = num_qubits
+        self._simulator = BasicSimulator()
+
+    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_runnable(circuit, shots, self._num_qubits, self.name)
+        compiled = transpile(circuit, self._simulator, seed_transpiler=seed)
+        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed)
+        return _counts(job.result().get_counts(0))
+
+
+def make_backend(description: DeviceDescription) -> Backend:
+    """The backend a device description asks for."""
+    if description.backend == "aer":
+        return AerIdealBackend(description.num_qubits)
+    if description.backend == "aer_noisy":
+        return AerNoisyBackend(description)
+    if description.backend == "basic":
+        return BasicSimulatorBackend(description.num_qubits)
+    raise ValueError(f"unknown backend {description.backend!r}")
+
+
+def build_noise_model(description: DeviceDescription) -> NoiseModel:
+    """Depolarizing noise per basis gate (by its width) plus a symmetric readout error."""
+    model = NoiseModel(basis_gates=list(description.basis_gates))
+    standard = get_standard_gate_name_mapping()
+    by_width = {1: description.one_qubit_error, 2: description.two_qubit_error}
+    for width, probability in by_width.items():
+        gates = [g for g in description.basis_gates if _is_gate(standard[g], width)]
+        if probability and gates:
+            model.add_all_qubit_quantum_error(depolarizing_error(probability, width), gates)
+    flip = description.readout_error
+    if flip:
+        model.add_all_qubit_readout_error(ReadoutError([[1 - flip, flip], [flip, 1 - flip]]))
+    return model
+
+
+def _is_gate(operation: Any, width: int) -> bool:
+    return bool(operation.num_qubits == width and operation.num_clbits == 0) and (
+        operation.name not in {"delay", "reset", "measure", "barrier"}
+    )
+
+
+def _check_runnable(circuit: QuantumCircuit, shots: int, device_qubits: int, name: str) -> None:
+    if circuit.num_qubits > device_qubits:
+        raise ValueError(
+            f"circuit needs {circuit.num_qubits} qubits but the {name} device has {device_qubits}"
+        )
+    if isinstance(shots, bool) or shots < 1:
+        raise ValueError(f"shots must be a positive integer, got {shots!r}")
+    if circuit.num_clbits == 0:
+        raise ValueError("circuit has no classical bits, so it would return no counts")
+
+
+def _counts(raw: Mapping[str, Any]) -> dict[str, int]:
+    """Qiskit separates classical registers with spaces; drop them, keep Qiskit's bit order."""
+    counts: dict[str, int] = {}
+    for key, value in raw.items():
+        bits = str(key).replace(" ", "")
+        counts[bits] = counts.get(bits, 0) + int(value)
+    return counts

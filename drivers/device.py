@@ -1,0 +1,159 @@
+"""What a driver says about the device it runs: size, gates, wiring, error figures, simulator kind.
+
+Descriptions come from the driver's TOML file (`as_dict`/`from_dict` round-trip through tomllib),
+and `calibration_digest()` is the calibration-configuration measurement a driver attests to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qiskit.circuit.library import get_standard_gate_name_mapping
+
+BACKEND_KINDS = frozenset({"aer", "aer_noisy", "basic"})
+ERROR_FIELDS = ("two_qubit_error", "one_qubit_error", "readout_error")
+_REQUIRED = ("device_id", "num_qubits", "basis_gates", "coupling_map", "backend")
+_DIGEST_SCHEMA = "qtestbed.calibration.v1"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceDescription:
+    """One device as its driver describes it; invalid values raise ValueError naming the field.
+
+    `coupling_map` holds directed edges (control, target) as in Qiskit; an empty map means every
+    qubit pair is connected. Error figures are probabilities in [0, 1): depolarizing parameters
+    for one- and two-qubit basis gates and a symmetric readout flip; `aer_noisy` needs all three.
+    """
+
+    device_id: str
+    num_qubits: int
+    basis_gates: tuple[str, ...]
+    coupling_map: tuple[tuple[int, int], ...]
+    backend: str  # "aer" | "aer_noisy" | "basic"
+    two_qubit_error: float | None = None
+    one_qubit_error: float | None = None
+    readout_error: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.device_id or not self.device_id.isprintable():
+            raise ValueError("device_id must be a non-empty printable string")
+        if self.backend not in BACKEND_KINDS:
+            raise ValueError(
+                f"backend must be one of {sorted(BACKEND_KINDS)}, got {self.backend!r}"
+            )
+        if isinstance(self.num_qubits, bool) or self.num_qubits < 1:
+            raise ValueError(f"num_qubits must be a positive integer, got {self.num_qubits!r}")
+        _check_basis_gates(self.basis_gates, needed=self.backend == "aer_noisy")
+        _check_coupling_map(self.coupling_map, self.num_qubits)
+        for name in ERROR_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                if self.backend == "aer_noisy":
+                    raise ValueError(f"{name} is required for the aer_noisy backend")
+            elif isinstance(value, bool) or not (math.isfinite(value) and 0 <= value < 1):
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+    def calibration_digest(self) -> str:
+        """SHA-256 hex over canonical JSON of everything that shapes results (not the device id).
+
+        Edge and gate order do not matter, so both are sorted; floats use Python's shortest repr.
+        """
+        document = {
+            "schema": _DIGEST_SCHEMA,
+            "backend": self.backend,
+            "num_qubits": self.num_qubits,
+            "basis_gates": sorted(self.basis_gates),
+            "coupling_map": sorted([a, b] for a, b in self.coupling_map),
+            **{name: getattr(self, name) for name in ERROR_FIELDS},
+        }
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        """A TOML-friendly mapping: lists instead of tuples, absent error figures left out."""
+        data: dict[str, Any] = {
+            "device_id": self.device_id,
+            "num_qubits": self.num_qubits,
+            "basis_gates": list(self.basis_gates),
+            "coupling_map": [[a, b] for a, b in self.coupling_map],
+            "backend": self.backend,
+        }
+        data.update({n: getattr(self, n) for n in ERROR_FIELDS if getattr(self, n) is not None})
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceDescription:
+        """Build from a parsed TOML table; unknown, missing or mistyped fields raise ValueError."""
+        unknown = sorted(set(data) - set(_REQUIRED) - set(ERROR_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r} in device description")
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            raise ValueError(f"{missing[0]} is required in a device description")
+        return cls(
+            device_id=_typed(data, "device_id", str),
+            num_qubits=_typed(data, "num_qubits", int),
+            basis_gates=tuple(
+                _typed(g, "basis_gates", str) for g in _sequence(data, "basis_gates")
+            ),
+            coupling_map=tuple(_edge(edge) for edge in _sequence(data, "coupling_map")),
+            backend=_typed(data, "backend", str),
+            **{name: _error_figure(data, name) for name in ERROR_FIELDS},
+        )
+
+
+def _typed(value: Any, name: str, kind: type[Any]) -> Any:
+    """`value[name]` (or `value` itself when it is not a mapping) if it is a `kind`, not a bool."""
+    item = value[name] if isinstance(value, Mapping) else value
+    if isinstance(item, bool) or not isinstance(item, kind):
+        raise ValueError(f"{name} must be of type {kind.__name__}, got {item!r}")
+    return item
+
+
+def _sequence(data: Mapping[str, Any], name: str) -> list[Any] | tuple[Any, ...]:
+    value = data[name]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{name} must be a list, got {value!r}")
+    return value
+
+
+def _edge(edge: Any) -> tuple[int, int]:
+    if not isinstance(edge, list | tuple) or len(edge) != 2:
+        raise ValueError(f"coupling_map edges must be [control, target] pairs, got {edge!r}")
+    return (_typed(edge[0], "coupling_map", int), _typed(edge[1], "coupling_map", int))
+
+
+def _error_figure(data: Mapping[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_basis_gates(basis_gates: tuple[str, ...], *, needed: bool) -> None:
+    known = get_standard_gate_name_mapping()
+    if needed and not basis_gates:
+        raise ValueError("basis_gates must not be empty for the aer_noisy backend")
+    if len(set(basis_gates)) != len(basis_gates):
+        raise ValueError("basis_gates lists a gate twice")
+    for gate in basis_gates:
+        if gate not in known:
+            raise ValueError(f"basis_gates: {gate!r} is not a standard Qiskit gate name")
+
+
+def _check_coupling_map(edges: tuple[tuple[int, int], ...], num_qubits: int) -> None:
+    if len(set(edges)) != len(edges):
+        raise ValueError("coupling_map lists an edge twice")
+    for control, target in edges:
+        if not (0 <= control < num_qubits and 0 <= target < num_qubits) or control == target:
+            raise ValueError(
+                f"coupling_map edge ({control}, {target}) must join two different qubits "
+                f"in 0..{num_qubits - 1}"
+            )

@@ -1,0 +1,128 @@
+"""The console script as a user runs it: init, broker, driver, submit, status, result, ..."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.testing import LocalFacility
+
+
+def qtestbed(
+    *args: str, profile: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if profile is not None:
+        env["QTESTBED_PROFILE"] = str(profile)
+    return subprocess.run(
+        [sys.executable, "-m", "qtestbed", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def test_demo_runs_end_to_end_and_reports_json() -> None:
+    done = qtestbed("demo", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] is True
+    states = {job["label"]: job["state"] for job in summary["jobs"]}
+    assert states["GHZ-5"] == "COMPLETED"
+    assert states["GHZ-3 above tier"] == "PERMISSION_DENIED"
+    ghz = next(job for job in summary["jobs"] if job["label"] == "GHZ-5")
+    outcomes = {pair.split(":")[0] for pair in ghz["top_outcomes"].split()}
+    assert outcomes <= {"00000", "11111"}
+    assert summary["broker"]["metrics"].startswith("http://127.0.0.1:")
+
+
+@pytest.fixture
+def cli_facility(tmp_path: Path) -> Iterator[tuple[LocalFacility, Path]]:
+    root = tmp_path / "fac"
+    init = qtestbed("init", str(root))
+    assert init.returncode == 0, init.stderr
+    assert (root / "facility.toml").exists()
+    with LocalFacility(root) as facility:
+        addresses = facility.start_broker_process()
+        facility.start_driver("sim-open")
+        profile = root / "users" / "alice.toml"
+        text = profile.read_text().replace("127.0.0.1:50051", addresses.grpc)
+        profile.write_text(text)
+        facility.wait_available(facility.client("alice"), "sim-open")
+        yield facility, profile
+
+
+def test_init_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x")
+    done = qtestbed("init", str(tmp_path))
+    assert done.returncode != 0
+    assert "not empty" in done.stderr
+
+
+def test_researcher_commands(cli_facility: tuple[LocalFacility, Path], tmp_path: Path) -> None:
+    _facility, profile = cli_facility
+    circuit = tmp_path / "ghz.qasm"
+    circuit.write_bytes(ghz_qasm2(3))
+    submitted = qtestbed(
+        "submit",
+        str(circuit),
+        "--device",
+        "sim-open",
+        "--shots",
+        "300",
+        "--wait",
+        "--json",
+        profile=profile,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    body = json.loads(submitted.stdout)
+    job_id = body["job"]["job_id"]
+    assert body["job"]["state"] == "JOB_STATE_COMPLETED"
+    assert set(body["result"]["counts"]) <= {"000", "111"}
+    assert body["result"]["receipt_problems"] == []
+
+    status = qtestbed("status", job_id, "--json", profile=profile)
+    assert json.loads(status.stdout)["state"] == "JOB_STATE_COMPLETED"
+    result = qtestbed("result", job_id, profile=profile)
+    assert result.returncode == 0
+    assert "receipt: valid" in result.stdout
+    jobs = qtestbed("jobs", "--json", profile=profile)
+    assert [j["job_id"] for j in json.loads(jobs.stdout)] == [job_id]
+    devices = qtestbed("devices", profile=profile)
+    assert "sim-open" in devices.stdout
+    assert "AFFIRMING" in devices.stdout
+    cancel = qtestbed("cancel", job_id, profile=profile)
+    assert cancel.returncode == 1
+    assert "already COMPLETED" in cancel.stderr
+
+
+def test_submit_errors_are_clear(cli_facility: tuple[LocalFacility, Path], tmp_path: Path) -> None:
+    _facility, profile = cli_facility
+    bad = tmp_path / "bad.qasm"
+    bad.write_text("OPENQASM 2.0;\nqreg q[1];\nnotagate q[0];\n")
+    done = qtestbed("submit", str(bad), "--device", "sim-open", profile=profile)
+    assert done.returncode == 1
+    assert "INVALID_ARGUMENT" in done.stderr
+    good = tmp_path / "good.qasm"
+    good.write_bytes(ghz_qasm2(2))
+    denied = qtestbed("submit", str(good), "--device", "sim-restricted", profile=profile)
+    assert denied.returncode == 1
+    assert "PERMISSION_DENIED" in denied.stderr
+    assert "clearance.tier-below-device" in denied.stderr
+    missing = qtestbed(
+        "submit", str(tmp_path / "nope.qasm"), "--device", "sim-open", profile=profile
+    )
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
+    no_profile = qtestbed("jobs")
+    assert no_profile.returncode == 2
+    assert "QTESTBED_PROFILE" in no_profile.stderr

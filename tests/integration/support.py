@@ -1,0 +1,58 @@
+"""Helpers for integration tests: waiting on job states, reading the audit log and metrics."""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.request
+from pathlib import Path
+
+from qtestbed.client import Client
+from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import jobs_pb2
+
+
+def state_name(job: jobs_pb2.Job) -> str:
+    return jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+
+
+def wait_state(client: Client, job_id: str, *states: str, timeout: float = 60.0) -> jobs_pb2.Job:
+    def reached() -> jobs_pb2.Job | None:
+        job = client.get_job(job_id)
+        return job if state_name(job) in states else None
+
+    return eventually(reached, timeout=timeout, what=f"job {job_id} to reach {states}")
+
+
+def db_path(facility: LocalFacility) -> Path:
+    return facility.root / "broker.db"
+
+
+def audit_kinds(facility: LocalFacility, subject: str | None = None) -> list[str]:
+    """Audit event kinds straight from the SQLite file, in log order."""
+    with sqlite3.connect(db_path(facility)) as conn:
+        if subject is None:
+            rows = conn.execute("SELECT kind FROM audit_log ORDER BY seq").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT kind FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
+            ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def scrape(facility: LocalFacility) -> str:
+    assert facility.addresses is not None
+    with urllib.request.urlopen(facility.addresses.metrics, timeout=10) as response:  # noqa: S310
+        text: str = response.read().decode()
+    return text
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -1,0 +1,117 @@
+"""The two dispatch gates with real drivers: attestation evidence and clearance at dispatch."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from attestation.keys import KeyKind, SigningKey, save_private_key
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.testing import LocalFacility, eventually
+from tests.integration.support import audit_kinds, metric_value, scrape, state_name, wait_state
+
+
+def _driver_config_with(facility: LocalFacility, device_id: str, old: str, new: str) -> Path:
+    """A copy of the device's driver settings with one line changed."""
+    source = facility.root / "drivers" / f"{device_id}.toml"
+    text = source.read_text()
+    assert old in text
+    target = facility.root / "drivers" / f"{device_id}-altered.toml"
+    target.write_text(text.replace(old, new, 1))
+    return target
+
+
+def _wait_attestation_failure(facility: LocalFacility, reason: str) -> str:
+    def failed() -> str | None:
+        text = scrape(facility)
+        found = metric_value(
+            text,
+            "qtestbed_attestation_verifications_total",
+            device="sim-open",
+            outcome="contraindicated",
+            reason=reason,
+        )
+        return text if found >= 1 else None
+
+    return eventually(failed, timeout=60, what=f"an attestation failure with reason {reason}")
+
+
+def test_forged_evidence_signature_gets_no_job(facility: LocalFacility) -> None:
+    forged_key = facility.root / "devices" / "forged.key"
+    save_private_key(SigningKey.generate(KeyKind.ED25519), forged_key)
+    config = _driver_config_with(
+        facility,
+        "sim-open",
+        'device_key = "../devices/sim-open.key"',
+        f'device_key = "{forged_key}"',
+    )
+    facility.start_broker()
+    alice = facility.client("alice")
+    job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
+    facility.start_driver("sim-open", config=config)
+    _wait_attestation_failure(facility, "SIGNATURE_INVALID")
+    time.sleep(1.0)  # several dispatch ticks pass with the forged driver connected
+    assert state_name(alice.get_job(job.job_id)) == "QUEUED"
+    assert "job.dispatched" not in audit_kinds(facility)
+    assert "attestation.failed" in audit_kinds(facility, "sim-open")
+    device = next(d for d in alice.devices() if d.device_id == "sim-open")
+    assert not device.available
+    assert any("SIGNATURE_INVALID" in r for r in device.attestation_reasons)
+    # The genuine driver then attests and the same job completes.
+    facility.start_driver("sim-open")
+    assert state_name(wait_state(alice, job.job_id, "COMPLETED")) == "COMPLETED"
+
+
+def test_unexpected_firmware_measurement_gets_no_job(facility: LocalFacility) -> None:
+    config = _driver_config_with(
+        facility, "sim-open", 'firmware = "qtestbed-simfw 1.0"', 'firmware = "patched 6.6.6"'
+    )
+    facility.start_broker()
+    alice = facility.client("alice")
+    job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
+    facility.start_driver("sim-open", config=config)
+    _wait_attestation_failure(facility, "MEASUREMENT_FIRMWARE")
+    time.sleep(1.0)
+    assert state_name(alice.get_job(job.job_id)) == "QUEUED"
+    assert "job.dispatched" not in audit_kinds(facility)
+
+
+def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacility) -> None:
+    facility.start_broker()
+    alice = facility.client("alice")
+    job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
+    assert state_name(job) == "QUEUED"
+    # While the job waits (no driver yet), the operator moves the device up a tier.
+    registry = facility.root / "facility.toml"
+    text = registry.read_text()
+    registry.write_text(
+        text.replace(
+            'device_id = "sim-open"\ntier = "open"', 'device_id = "sim-open"\ntier = "restricted"'
+        )
+    )
+    assert facility.embedded is not None
+    broker = facility.embedded.broker
+    assert broker is not None
+    broker.reload_facility()
+    facility.start_driver("sim-open")
+    denied = wait_state(alice, job.job_id, "DENIED", "COMPLETED")
+    assert state_name(denied) == "DENIED"
+    assert denied.rule_id == "clearance.tier-below-device"
+    assert "job.dispatched" not in audit_kinds(facility, job.job_id)
+    assert metric_value(scrape(facility), "qtestbed_clearance_denials_total", stage="dispatch") == 1
+
+
+def test_cancel_queued_and_running_jobs(facility: LocalFacility) -> None:
+    facility.start_broker()
+    alice = facility.client("alice")
+    queued = alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+    cancelled = alice.cancel(queued.job_id)
+    assert state_name(cancelled) == "CANCELLED"
+    facility.start_driver("sim-open", extra_config="min_execution_seconds = 3.0")
+    running = alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+    wait_state(alice, running.job_id, "RUNNING")
+    assert state_name(alice.cancel(running.job_id)) == "CANCELLED"
+    follow_up = alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+    assert state_name(wait_state(alice, follow_up.job_id, "COMPLETED")) == "COMPLETED"
+    assert state_name(alice.get_job(running.job_id)) == "CANCELLED"
+    assert "job.completed" not in audit_kinds(facility, running.job_id)
