@@ -1,0 +1,113 @@
+"""A driver that holds the real device key but lies about a result: the broker's receipt check
+catches it, stores nothing, sends the job back, and keeps that connection out."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from attestation.evidence import EvidenceClaims, make_evidence
+from attestation.keys import load_private_key
+from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from drivers.config import load_driver_config
+from drivers.measure import measure
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import driver_link_pb2 as link_pb
+from tests.integration.support import audit_kinds, metric_value, scrape, state_name
+
+
+@pytest.fixture
+def dealer(facility: LocalFacility) -> Iterator[zmq.Socket[bytes]]:
+    facility.start_broker()
+    assert facility.addresses is not None
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(facility.addresses.link)
+    yield sock
+    sock.close()
+    ctx.term()
+
+
+def _exchange(
+    sock: zmq.Socket[bytes], message: link_pb.LinkMessage, want: str
+) -> link_pb.LinkMessage:
+    """Send, then read until a message of kind `want` arrives (answering heartbeats meanwhile)."""
+    sock.send(message.SerializeToString())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not sock.poll(200):
+            sock.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()).SerializeToString())
+            continue
+        reply = link_pb.LinkMessage()
+        reply.ParseFromString(sock.recv())
+        if reply.WhichOneof("body") == want:
+            return reply
+        sock.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()).SerializeToString())
+    raise TimeoutError(f"no {want} message from the broker")
+
+
+def test_tampered_receipt_is_rejected_and_the_job_requeued(
+    facility: LocalFacility, dealer: zmq.Socket[bytes]
+) -> None:
+    config = load_driver_config(facility.root / "drivers" / "sim-open.toml")
+    key = load_private_key(config.device_key)
+    alice = facility.client("alice")
+    job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
+    hello = link_pb.Hello(device_id="sim-open", num_qubits=5, backend="aer")
+    challenge = _exchange(dealer, link_pb.LinkMessage(hello=hello), "challenge").challenge
+    claims = EvidenceClaims(
+        device_id="sim-open",
+        nonce=challenge.nonce,
+        issued_at=time.time(),
+        boot_epoch=uuid.uuid4().hex,
+        counter=1,
+        measurements=measure(config.device, config.firmware),
+    )
+    envelope = make_evidence(claims, key)
+    evidence = link_pb.LinkMessage(evidence=link_pb.EvidenceMessage(envelope=envelope.to_json()))
+    verdict = _exchange(dealer, evidence, "verdict").verdict
+    assert verdict.affirming, list(verdict.reasons)
+    grant = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
+    assert grant.job_id == job.job_id
+    honest = {"000": 100}
+    receipt = sign_receipt(
+        ReceiptClaims(
+            job_id=grant.job_id,
+            device_id="sim-open",
+            circuit_digest=grant.circuit_digest,
+            shots=grant.shots,
+            result_digest=result_digest(honest),
+            dispatch_nonce=grant.dispatch_nonce,
+            evidence_digest=envelope.digest(),
+            issued_at=time.time(),
+        ),
+        key,
+    )
+    lie = link_pb.LeaseResult(
+        lease_id=grant.lease_id,
+        job_id=grant.job_id,
+        counts={"000": 30, "111": 70},
+        execution_seconds=0.01,
+        receipt=receipt.to_json(),
+    )
+    dealer.send(link_pb.LinkMessage(result=lie).SerializeToString())
+
+    def rejected() -> bool:
+        text = scrape(facility)
+        return metric_value(text, "qtestbed_receipt_verifications_total", outcome="rejected") == 1
+
+    eventually(rejected, timeout=30, what="the broker to reject the receipt")
+    back = alice.get_job(job.job_id)
+    assert state_name(back) == "QUEUED"
+    assert "receipt" in back.reason
+    kinds = audit_kinds(facility)
+    assert "receipt.rejected" in kinds
+    assert "job.completed" not in kinds
+    device = next(d for d in alice.devices() if d.device_id == "sim-open")
+    assert not device.available
