@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from attestation.keys import load_private_key
 from broker.attestor import Attestor
+from broker.circuits import IsolatedDecoder
 from broker.clock import Clock, SystemClock
 from broker.devices import DeviceDirectory
 from broker.dispatcher import Dispatcher
@@ -50,6 +51,7 @@ class Broker:
         self.runner = StoreRunner(open_store(settings.store))
         self.ledger = JobLedger(self.runner, self.metrics, JobWatchers(), self.clock)
         self.fleet = Fleet()
+        self.decoder = IsolatedDecoder()
         self._tasks: list[asyncio.Task[None]] = []
         self._server: grpc.aio.Server | None = None
         self._link: DriverLink | None = None
@@ -58,6 +60,7 @@ class Broker:
 
     async def start(self) -> BrokerAddresses:
         await self.runner.call(self.runner.store.migrate)
+        await asyncio.to_thread(self.decoder.start)
         timing = self.settings.timing
         link = self._link = DriverLink(self.settings.link_listen)
         dispatcher = Dispatcher(
@@ -81,6 +84,7 @@ class Broker:
             ledger=self.ledger,
             dispatcher=dispatcher,
             limits=self.settings.limits,
+            decoder=self.decoder,
         )
         grpc_address = await self._start_grpc(
             DeviceDirectory(facility=self.facility, fleet=self.fleet, ledger=self.ledger)
@@ -156,6 +160,7 @@ class Broker:
             http.shutdown()  # type: ignore[attr-defined]
             http.server_close()  # type: ignore[attr-defined]
         self.runner.close()
+        self.decoder.close()
 
 
 def _split(address: str) -> tuple[str, int]:

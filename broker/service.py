@@ -5,11 +5,12 @@ The gRPC servicers translate to and from protobuf and call only this.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from broker.circuits import CircuitLimits, CircuitRejected, validate_circuit
+from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.clearance import decide
 from broker.dispatcher import Dispatcher
 from broker.domain import Circuit, CircuitFormat, Job, JobResult, JobState
@@ -49,7 +50,9 @@ class JobService:
         ledger: JobLedger,
         dispatcher: Dispatcher,
         limits: CircuitLimits,
+        decoder: CircuitDecoder,
     ) -> None:
+        self.decoder = decoder
         self.facility = facility
         self.ledger = ledger
         self.dispatcher = dispatcher
@@ -69,7 +72,7 @@ class JobService:
     async def submit(self, caller: str, request: SubmitRequest) -> tuple[JobView, bool]:
         self.principal(caller)
         device = self._device(request.device_id)
-        circuit = self._validate(request, device)
+        circuit = await self._validate(request, device)
         now = self.ledger.clock.now()
         decision = decide(self.facility.current, caller, device, now)
         if not decision.allowed:
@@ -111,10 +114,16 @@ class JobService:
             raise not_found("device", device_id)
         return device
 
-    def _validate(self, request: SubmitRequest, device: RegisteredDevice) -> Circuit:
+    async def _validate(self, request: SubmitRequest, device: RegisteredDevice) -> Circuit:
+        """Parse off the event loop, in the isolated decoder: hostile payloads can't stall us."""
         try:
-            circuit = validate_circuit(
-                request.circuit_format, request.payload, request.shots, self.limits
+            circuit = await asyncio.to_thread(
+                validate_circuit,
+                request.circuit_format,
+                request.payload,
+                request.shots,
+                self.limits,
+                decoder=self.decoder,
             )
         except CircuitRejected as exc:
             self.ledger.metrics.rejections.labels(exc.field).inc()

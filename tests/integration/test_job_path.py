@@ -163,3 +163,24 @@ def test_caller_without_a_registered_certificate_is_unauthenticated(
         with pytest.raises(grpc.RpcError) as failed:
             stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake is refused
+
+
+def _hostile_qpy(num_qubits: int) -> bytes:
+    """The GHZ QPY with its header's qubit count rewritten (a few hundred bytes, gigabytes
+    of allocation for a parser that believes it)."""
+    import struct
+
+    payload = ghz_qpy(5)
+    header = struct.pack(">HcHII", 0, b"f", 8, 5, 5)[2:]
+    at = payload.index(header) + 3
+    return payload[:at] + struct.pack(">I", num_qubits) + payload[at + 4 :]
+
+
+def test_hostile_qpy_is_refused_and_the_broker_keeps_serving(running: LocalFacility) -> None:
+    alice = running.client("alice")
+    with pytest.raises(QtestbedError) as refused:
+        alice.submit(_hostile_qpy(0x7FFF_FFFF), device_id="sim-open", shots=10, fmt="qpy")
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert alice.list_jobs() == []
+    job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=50).job
+    assert state_name(wait_state(alice, job.job_id, "COMPLETED")) == "COMPLETED"
