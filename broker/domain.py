@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from qtestbed.circuits import CircuitFormat as CircuitFormat  # re-exported: part of Circuit
+
 
 class JobState(enum.Enum):
     """Where a job is in its life."""
@@ -50,14 +52,6 @@ ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.CANCELLED: frozenset(),
     JobState.DENIED: frozenset(),
 }
-
-
-class CircuitFormat(enum.Enum):
-    """How a circuit payload is encoded."""
-
-    OPENQASM2 = "OPENQASM2"  # OpenQASM 2.0 source text (UTF-8)
-    OPENQASM3 = "OPENQASM3"  # OpenQASM 3 source text (UTF-8)
-    QPY = "QPY"  # Qiskit's binary QPY serialization of exactly one circuit
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

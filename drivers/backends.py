@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.providers.basic_provider import BasicSimulator
-from qiskit.transpiler import CouplingMap
+from qiskit.transpiler import CouplingMap, TranspilerError
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
@@ -44,9 +44,8 @@ class AerIdealBackend:
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_runnable(circuit, shots, self._num_qubits, self.name)
-        compiled = transpile(circuit, self._simulator, seed_transpiler=seed)
-        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed)
-        return _counts(job.result().get_counts(0))
+        compiled = _compile(self.name, circuit, self._simulator, seed_transpiler=seed)
+        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
 
 
 class AerNoisyBackend:
@@ -68,14 +67,14 @@ class AerNoisyBackend:
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_runnable(circuit, shots, self._description.num_qubits, self.name)
-        compiled = transpile(
+        compiled = _compile(
+            self.name,
             circuit,
             basis_gates=list(self._description.basis_gates),
             coupling_map=self._coupling,
             seed_transpiler=seed,
         )
-        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed)
-        return _counts(job.result().get_counts(0))
+        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
 
 
 class BasicSimulatorBackend:
@@ -89,9 +88,8 @@ class BasicSimulatorBackend:
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_runnable(circuit, shots, self._num_qubits, self.name)
-        compiled = transpile(circuit, self._simulator, seed_transpiler=seed)
-        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed)
-        return _counts(job.result().get_counts(0))
+        compiled = _compile(self.name, circuit, self._simulator, seed_transpiler=seed)
+        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
 
 
 def make_backend(description: DeviceDescription) -> Backend:
@@ -137,8 +135,20 @@ def _check_runnable(circuit: QuantumCircuit, shots: int, device_qubits: int, nam
         raise ValueError("circuit has no classical bits, so it would return no counts")
 
 
-def _counts(raw: Mapping[str, Any]) -> dict[str, int]:
+def _compile(name: str, circuit: QuantumCircuit, *args: Any, **options: Any) -> QuantumCircuit:
+    """Transpile, turning "this backend cannot express that" into ValueError."""
+    try:
+        compiled: QuantumCircuit = transpile(circuit, *args, **options)
+    except TranspilerError as exc:
+        raise ValueError(f"the {name} backend cannot run this circuit: {exc.message}") from None
+    return compiled
+
+
+def _counts(result: Any) -> dict[str, int]:
     """Qiskit separates classical registers with spaces; drop them, keep Qiskit's bit order."""
+    if not result.success:
+        raise RuntimeError(f"simulation failed: {result.status}")
+    raw: Mapping[str, Any] = result.get_counts(0)
     counts: dict[str, int] = {}
     for key, value in raw.items():
         bits = str(key).replace(" ", "")

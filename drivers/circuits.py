@@ -1,37 +1,43 @@
-"""The driver's own circuit decoding: it runs only what it parsed itself.
+"""The driver's own circuit decoding: it runs only what it parsed and checked itself.
 
-The broker already validated the payload against its limits (in an isolated process); the
-driver does not import broker code, and re-parses rather than trusting what it was handed.
+The driver does not import broker code and does not trust the broker's parse: it re-parses the
+leased payload with the shared codec (`qtestbed.circuits`) under the default limits. That gives
+it the checks broker validation applies: payload size; OpenQASM 2 `include` of `qelib1.inc`
+only; register widths, physical qubits and range bounds scanned before parsing; parser errors
+and Rust panics turned into one-line errors; measurement required; no unbound parameters or
+`while` loops; depth counted with loops unrolled. A broker configured with larger limits than
+the defaults can lease a circuit that this driver then refuses.
+
+Parsing runs in this process, not in an isolated child, and no check bounds what Qiskit's QPY
+reader allocates for a forged length field: such a payload can exhaust or abort the driver
+process. The driver is disposable (the shipped systemd unit restarts it); the broker requeues
+the job when its lease expires and fails it once its attempts are used up.
 """
 
 from __future__ import annotations
 
-import io
+from qiskit import QuantumCircuit
 
-from qiskit import QuantumCircuit, qasm2, qasm3, qpy
-
+from qtestbed.circuits import DEFAULT_LIMITS, CircuitError, CircuitFormat, decode_payload
 from qtestbed.v1 import jobs_pb2
+
+_FORMATS: dict[int, CircuitFormat] = {
+    jobs_pb2.CIRCUIT_FORMAT_OPENQASM2: CircuitFormat.OPENQASM2,
+    jobs_pb2.CIRCUIT_FORMAT_OPENQASM3: CircuitFormat.OPENQASM3,
+    jobs_pb2.CIRCUIT_FORMAT_QPY: CircuitFormat.QPY,
+}
 
 
 def decode_circuit(fmt: int, payload: bytes) -> QuantumCircuit:
-    """Parse one circuit; ValueError (permanent for this job) when it cannot be run."""
+    """Parse and check one leased circuit (`fmt` is a `jobs_pb2.CIRCUIT_FORMAT_*` value).
+
+    Raises ValueError (a CircuitError, permanent for this job) when it cannot be run.
+    """
+    circuit_format = _FORMATS.get(fmt)
+    if circuit_format is None:
+        raise CircuitError("format", f"driver refused the circuit: unknown circuit format {fmt}")
     try:
-        if fmt == jobs_pb2.CIRCUIT_FORMAT_OPENQASM2:
-            circuit: QuantumCircuit = qasm2.loads(
-                payload.decode("utf-8"), custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS
-            )
-            return circuit
-        if fmt == jobs_pb2.CIRCUIT_FORMAT_OPENQASM3:
-            circuit = qasm3.loads(payload.decode("utf-8"))
-            return circuit
-        if fmt == jobs_pb2.CIRCUIT_FORMAT_QPY:
-            loaded = qpy.load(io.BytesIO(payload))
-            if len(loaded) != 1:
-                raise ValueError(f"QPY payload holds {len(loaded)} circuits, expected one")
-            single: QuantumCircuit = loaded[0]
-            return single
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"driver could not parse the circuit: {exc}") from None
-    raise ValueError(f"unknown circuit format {fmt}")
+        circuit, _summary = decode_payload(circuit_format, payload, DEFAULT_LIMITS)
+    except CircuitError as exc:
+        raise CircuitError(exc.field, f"driver refused the circuit: {exc}") from None
+    return circuit

@@ -120,3 +120,22 @@ def test_high_error_device_shows_other_outcomes() -> None:
     assert sum(counts.values()) == SHOTS
     others = SHOTS - sum(counts.get(key, 0) for key in GHZ_OUTCOMES)
     assert others > 0.2 * SHOTS
+
+
+def test_control_flow_runs_or_is_refused_with_value_error(
+    device: DeviceDescription, device_backend: Backend
+) -> None:
+    """Aer runs feed-forward; the basic simulator cannot, and must say so as a ValueError."""
+    qc = QuantumCircuit(2, 2)
+    qc.x(0)
+    qc.measure(0, 0)
+    with qc.if_test((qc.clbits[0], 1)):
+        qc.x(1)
+    qc.measure(1, 1)
+    if device.backend == "basic":
+        with pytest.raises(ValueError, match=r"cannot run this circuit: .*if_else"):
+            device_backend.run(qc, 100)
+    else:
+        counts = device_backend.run(qc, SHOTS, seed=2)
+        assert max(counts, key=counts.__getitem__) == "11"
+        assert sum(counts.values()) == SHOTS

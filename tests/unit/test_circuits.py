@@ -17,11 +17,11 @@ from broker.circuits import (
     CircuitRejected,
     IsolatedDecoder,
     load_circuit,
-    load_circuit_payload,
     validate_circuit,
 )
-from broker.domain import CircuitFormat
+from broker.domain import Circuit, CircuitFormat
 from broker.errors import BrokerError, ErrorCode
+from qtestbed import circuits as codec
 
 QASM2, QASM3, QPY = CircuitFormat.OPENQASM2, CircuitFormat.OPENQASM3, CircuitFormat.QPY
 LIMITS = CircuitLimits()
@@ -108,6 +108,11 @@ def test_rejection_is_an_invalid_argument_broker_error() -> None:
     assert str(error) == error.detail
 
 
+def test_domain_format_is_the_shared_codec_format() -> None:
+    assert CircuitFormat is codec.CircuitFormat
+    assert validate_circuit(QASM2, GHZ_PAYLOADS[QASM2], 10).format is codec.CircuitFormat.OPENQASM2
+
+
 def test_load_circuit_returns_the_circuit_and_checks_the_digest() -> None:
     circuit = validate_circuit(QASM2, GHZ_PAYLOADS[QASM2], 10, LIMITS)
     qc = load_circuit(circuit)
@@ -125,10 +130,13 @@ def test_load_circuit_refuses_claims_that_do_not_match_the_payload() -> None:
     assert caught.value.field == "circuit"
 
 
-def test_load_circuit_payload_revalidates() -> None:
-    assert load_circuit_payload(QPY, GHZ_PAYLOADS[QPY]).num_qubits == 5
-    with pytest.raises(CircuitRejected, match="no measurement"):
-        load_circuit_payload(QASM2, qasm2_program("h q[0];"))
+def test_load_circuit_revalidates_the_payload() -> None:
+    payload = qasm2_program("h q[0];")
+    digest = hashlib.sha256(payload).hexdigest()
+    circuit = Circuit(format=QASM2, payload=payload, digest=digest, num_qubits=2, depth=1)
+    with pytest.raises(CircuitRejected, match="no measurement") as caught:
+        load_circuit(circuit)
+    assert caught.value.field == "circuit"
 
 
 # ------------------------------------------------------------------------------ OpenQASM 2
@@ -299,13 +307,27 @@ def test_huge_declared_registers_never_reach_the_parser(payload: bytes) -> None:
 
 @pytest.mark.usefixtures("parsers_must_not_run")
 @pytest.mark.parametrize(
-    "program",
-    ["bit[100000000] c;", "h $100000000;", "qubit /* hidden */ [ 70 ] big;"],
-    ids=["bits", "physical-qubit", "commented"],
+    ("program", "expected"),
+    [
+        ("bit[100000000] c;", "declares 100000000 classical bits"),
+        ("h $100000000;", "declares 100000001 qubits"),
+        ("qubit /* hidden */ [ 70 ] big;", "declares 70 qubits"),
+        ("qubit[1000*1000] q;", "register sizes must be plain decimal numbers"),
+        ("qubit[0x100000] q;", "not [0x100000]"),
+        ("for int i in [0:1000000000*1000000000*100] { }", "range bounds must be plain decimal"),
+        ("for int i in [0:10000000000000000000] { }", "range bounds must be plain decimal"),
+    ],
+    ids=["bits", "physical-qubit", "commented", "expression", "hex", "range-expr", "range-big"],
 )
-def test_qasm3_declarations_are_bounded_before_parsing(program: str) -> None:
+def test_qasm3_allocations_are_bounded_before_parsing(program: str, expected: str) -> None:
+    """Each of these makes Qiskit allocate until memory runs out (or the process aborts)."""
     payload = f'OPENQASM 3.0;\ninclude "stdgates.inc";\n{program}'.encode()
-    assert "circuit declares" in rejected(QASM3, payload).detail
+    assert expected in rejected(QASM3, payload).detail
+
+
+def test_qasm3_nested_loops_multiply() -> None:
+    body = "for int i in [0:999] { for int j in [0:999] { h q[0]; } }\nc = measure q;"
+    assert "circuit depth is 1000001;" in rejected(QASM3, qasm3_program(body)).detail
 
 
 @pytest.mark.usefixtures("parsers_must_not_run")
