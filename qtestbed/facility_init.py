@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.device import DeviceDescription
-
 from attestation.keys import KeyKind, SigningKey, save_private_key
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
+from drivers.device import DeviceDescription
 from drivers.measure import measure
 
 TIERS = ("open", "controlled", "restricted")

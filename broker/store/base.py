@@ -14,6 +14,14 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
+from broker.registry_model import (
+    AttestationRecord,
+    Checkpoint,
+    DeviceRecord,
+    ReferenceScope,
+    ReferenceValuesRecord,
+    Revocation,
+)
 
 GENESIS_HASH = "0" * 64
 
@@ -82,6 +90,51 @@ class Store(Protocol):
         """Append one event that changes no job (attestation verdicts, denials at submit...)."""
 
     def audit_entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+
+
+class RegistryStore(Protocol):
+    """Operator-managed device security state and audit checkpoints (same database).
+
+    Every write that changes security state also appends its audit event in the same
+    transaction, exactly as job writes do.
+    """
+
+    def save_device(
+        self, record: DeviceRecord, *, expected_version: int | None, event: AuditEvent
+    ) -> bool:
+        """Insert (expected_version None; False if the id exists) or compare-and-set update
+        (False when the stored version is not `expected_version`)."""
+
+    def get_device(self, device_id: str) -> DeviceRecord | None: ...
+
+    def list_devices(self) -> list[DeviceRecord]:
+        """All registered devices, by device id."""
+
+    def add_reference_values(
+        self, record: ReferenceValuesRecord, event: AuditEvent
+    ) -> ReferenceValuesRecord:
+        """Store a new version for (scope, scope_id); the store assigns version = latest + 1
+        (1 for the first) and returns the stored record."""
+
+    def reference_values(self, scope: ReferenceScope, scope_id: str) -> list[ReferenceValuesRecord]:
+        """Every version for (scope, scope_id), newest first."""
+
+    def add_revocation(self, revocation: Revocation, event: AuditEvent) -> bool:
+        """Record a revoked serial; False (nothing written) if that serial is already revoked."""
+
+    def revocations(self) -> list[Revocation]:
+        """All revocations, oldest first."""
+
+    def add_attestation(self, record: AttestationRecord, event: AuditEvent) -> None: ...
+
+    def attestation_history(self, device_id: str, limit: int = 100) -> list[AttestationRecord]:
+        """The device's appraisals, newest first."""
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a signed checkpoint; tree sizes only grow (StoreError otherwise)."""
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """All checkpoints, smallest tree first."""
 
 
 def canonical_event_bytes(event: AuditEvent) -> bytes:
