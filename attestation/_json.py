@@ -37,7 +37,12 @@ def strict_loads(data: bytes) -> Any:
         raise StrictJSONError(f"not UTF-8: {exc}") from exc
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except json.JSONDecodeError as exc:
+    except StrictJSONError:
+        raise
+    except RecursionError as exc:
+        raise StrictJSONError("not JSON we accept: nested too deeply") from exc
+    except ValueError as exc:
+        # JSONDecodeError, and also integers over Python's 4,300-digit conversion limit.
         raise StrictJSONError(f"not JSON: {exc}") from exc
 
 
@@ -50,7 +55,10 @@ def is_number(value: object) -> bool:
     """A finite JSON number; bool is excluded although Python treats it as an int."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return math.isfinite(value)
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def is_int(value: object) -> bool:

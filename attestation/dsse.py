@@ -18,6 +18,9 @@ from attestation.keys import SigningKey, VerifyKey
 # Evidence and receipts are a few hundred bytes; the cap keeps a hostile peer from making us parse
 # megabytes of JSON before any signature has been checked.
 MAX_ENVELOPE_BYTES = 1 << 20
+# Our signers add one signature. Without a cap, one envelope could carry tens of thousands of
+# signatures under the device's (public) key id, each costing a verification.
+MAX_SIGNATURES = 4
 
 
 class EnvelopeError(ValueError):
@@ -72,9 +75,15 @@ class Envelope:
         payload_type = raw.get("payloadType")
         if not isinstance(payload_type, str) or not payload_type:
             raise EnvelopeError("envelope: 'payloadType' must be a non-empty string")
+        try:
+            payload_type.encode("utf-8")  # PAE needs it; a lone surrogate would not encode
+        except UnicodeEncodeError as exc:
+            raise EnvelopeError("envelope: 'payloadType' is not valid Unicode") from exc
         signatures = raw.get("signatures")
         if not isinstance(signatures, list) or not signatures:
             raise EnvelopeError("envelope: 'signatures' must be a non-empty list")
+        if len(signatures) > MAX_SIGNATURES:
+            raise EnvelopeError(f"envelope: more than {MAX_SIGNATURES} signatures")
         return cls(
             payload_type=payload_type,
             payload=_b64(raw.get("payload"), "payload"),

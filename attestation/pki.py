@@ -1,8 +1,10 @@
 """The facility's X.509 PKI: a CA (the RATS Endorser) that vouches for device and TLS keys.
 
 A device certificate carries the device id as a URI SAN (`urn:qtestbed:device:<id>`) and the
-device's Ed25519 attestation key; TLS certificates carry P-256 keys. All times are passed in and
-must be timezone-aware, so a naive local time can never shift a validity window by hours.
+device's attestation key (Ed25519 or P-256); the root CA signs it directly or through an
+intermediate CA. All times are passed in and must be timezone-aware, so a naive local time can
+never shift a validity window by hours. Chain validation lives in `attestation._chain` and is
+exported from here.
 """
 
 from __future__ import annotations
@@ -12,17 +14,44 @@ import ipaddress
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from attestation._chain import (
+    DEVICE_URI_PREFIX,
+    MAX_CHAIN_BYTES,
+    MAX_CHAIN_CERTIFICATES,
+    CertificateError,
+    VerifiedDevice,
+    _aware,
+    _extension,
+    fingerprint,
+    normalize_fingerprint,
+    normalize_serial,
+    serial_hex,
+    verify_device_chain,
+)
 from attestation.keys import KeyKind, SigningKey, VerifyKey
 
-DEVICE_URI_PREFIX = "urn:qtestbed:device:"
-
-
-class CertificateError(ValueError):
-    """A certificate is unusable; the message says why (issuer, validity, missing device URI)."""
+__all__ = [
+    "DEVICE_URI_PREFIX",
+    "MAX_CHAIN_BYTES",
+    "MAX_CHAIN_CERTIFICATES",
+    "CertificateError",
+    "VerifiedDevice",
+    "cert_from_pem",
+    "cert_to_pem",
+    "create_ca",
+    "create_intermediate",
+    "device_uri",
+    "fingerprint",
+    "issue_certificate",
+    "normalize_fingerprint",
+    "normalize_serial",
+    "serial_hex",
+    "verify_device_certificate",
+    "verify_device_chain",
+]
 
 
 def device_uri(device_id: str) -> str:
@@ -36,14 +65,8 @@ def cert_to_pem(cert: x509.Certificate) -> bytes:
 def cert_from_pem(data: bytes) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CertificateError(f"not a PEM certificate: {exc}") from exc
-
-
-def _aware(now: dt.datetime) -> dt.datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime (for example in dt.UTC)")
-    return now
 
 
 def _sign(builder: x509.CertificateBuilder, key: SigningKey) -> x509.Certificate:
@@ -66,26 +89,67 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def create_ca(
-    common_name: str, key: SigningKey, *, now: dt.datetime, days: int
-) -> x509.Certificate:
-    """A self-signed CA that may sign end-entity certificates only (path length 0)."""
-    start = _aware(now)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _ca_builder(
+    subject: x509.Name, issuer: x509.Name, key: SigningKey, start: dt.datetime, days: int, path: int
+) -> x509.CertificateBuilder:
     public = key.public_key.cryptography_key
-    builder = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
-    return _sign(builder, key)
+
+
+def create_ca(
+    common_name: str, key: SigningKey, *, now: dt.datetime, days: int, path_length: int = 0
+) -> x509.Certificate:
+    """A self-signed root CA; `path_length` is how many intermediate CAs may sit below it.
+
+    The default, 0, lets it sign end-entity certificates only; use 1 to sign intermediates.
+    """
+    start = _aware(now)
+    if path_length < 0:
+        raise ValueError("path_length must not be negative")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return _sign(_ca_builder(name, name, key, start, days, path_length), key)
+
+
+def create_intermediate(
+    common_name: str,
+    key: SigningKey,
+    *,
+    parent_key: SigningKey,
+    parent_cert: x509.Certificate,
+    now: dt.datetime,
+    days: int,
+) -> x509.Certificate:
+    """An intermediate CA for `key`, signed by the parent CA; it may sign device certificates
+    only (path length 0). The parent must be a CA whose path length allows an intermediate."""
+    start = _aware(now)
+    _check_parent(parent_key, parent_cert, "parent_key", "parent_cert")
+    constraints = _extension(parent_cert.extensions, x509.BasicConstraints)
+    if constraints is None or not constraints.ca or constraints.path_length == 0:
+        raise ValueError(
+            "parent_cert may not sign intermediate CAs (not a CA, or path length 0); "
+            "create the root with create_ca(..., path_length=1)"
+        )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = _ca_builder(name, parent_cert.subject, key, start, days, 0).add_extension(
+        _authority_key_id(parent_cert, parent_key), critical=False
+    )
+    return _sign(builder, parent_key)
+
+
+def _check_parent(key: SigningKey, cert: x509.Certificate, key_arg: str, cert_arg: str) -> None:
+    if VerifyKey.from_cryptography(cert.public_key()) != key.public_key:
+        raise ValueError(f"{key_arg} is not the key of {cert_arg}")
 
 
 def issue_certificate(
@@ -102,10 +166,9 @@ def issue_certificate(
     server: bool = False,
     client: bool = False,
 ) -> x509.Certificate:
-    """An end-entity certificate for `public_key`, signed by the CA."""
+    """An end-entity certificate for `public_key`, signed by the (root or intermediate) CA."""
     start = _aware(now)
-    if VerifyKey.from_cryptography(ca_cert.public_key()) != ca_key.public_key:
-        raise ValueError("ca_key is not the key of ca_cert")
+    _check_parent(ca_key, ca_cert, "ca_key", "ca_cert")
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
@@ -132,9 +195,8 @@ def issue_certificate(
 
 def _authority_key_id(ca_cert: x509.Certificate, ca_key: SigningKey) -> x509.AuthorityKeyIdentifier:
     # Reuse the CA's own SKI when it has one, so path builders match the two byte for byte.
-    try:
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
+    ski = _extension(ca_cert.extensions, x509.SubjectKeyIdentifier)
+    if ski is None:
         public = ca_key.public_key.cryptography_key
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(public)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
@@ -152,51 +214,10 @@ def _general_names(
 def verify_device_certificate(
     cert_pem: bytes, ca_pem: bytes, *, now: dt.datetime
 ) -> tuple[str, VerifyKey]:
-    """The device id and attestation key vouched for by the CA, or `CertificateError` saying why."""
-    when = _aware(now)
-    cert = cert_from_pem(cert_pem)
-    ca = cert_from_pem(ca_pem)
-    _check_ca(ca, when)
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (InvalidSignature, ValueError, TypeError) as exc:
-        raise CertificateError("certificate is not signed by this CA") from exc
-    _check_validity(cert, when, "certificate")
-    device_id = _device_id(cert)
-    try:
-        key = VerifyKey.from_cryptography(cert.public_key())
-    except ValueError as exc:
-        raise CertificateError(f"device certificate key: {exc}") from exc
-    return device_id, key
+    """The device id and attestation key vouched for by the CA, or `CertificateError` saying why.
 
-
-def _check_ca(ca: x509.Certificate, when: dt.datetime) -> None:
-    try:
-        constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
-        raise CertificateError("the trust anchor is not a CA certificate")
-    _check_validity(ca, when, "CA certificate")
-
-
-def _check_validity(cert: x509.Certificate, when: dt.datetime, what: str) -> None:
-    if when < cert.not_valid_before_utc:
-        raise CertificateError(f"{what} is not yet valid (from {cert.not_valid_before_utc})")
-    if when > cert.not_valid_after_utc:
-        raise CertificateError(f"{what} expired at {cert.not_valid_after_utc}")
-
-
-def _device_id(cert: x509.Certificate) -> str:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = x509.SubjectAlternativeName([])
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    ids = [u.removeprefix(DEVICE_URI_PREFIX) for u in uris if u.startswith(DEVICE_URI_PREFIX)]
-    if not ids or not ids[0]:
-        raise CertificateError(f"certificate has no {DEVICE_URI_PREFIX}<id> URI")
-    # Two device URIs would make the certificate vouch for two devices; refuse to choose one.
-    if len(ids) > 1:
-        raise CertificateError("certificate names more than one device")
-    return ids[0]
+    `cert_pem` may carry intermediates after the device certificate. Nothing is revoked here:
+    callers that keep a revocation list use `verify_device_chain`.
+    """
+    verified = verify_device_chain(cert_pem, ca_pem, now=now, revoked_serials=frozenset())
+    return verified.device_id, verified.key

@@ -1,4 +1,4 @@
-"""Reason codes for failed appraisals; apart from `appraisal` so `nonces` can use them too."""
+"""Reason codes for failed appraisals; apart from `appraisal` so `nonces` and `pki` can use them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import enum
 class ReasonCode(enum.Enum):
     """Why evidence was not affirmed; each value equals its name, stable for logs and the wire."""
 
-    SIGNATURE_INVALID = "SIGNATURE_INVALID"  # no signature by the device's key over the PAE
-    MALFORMED_EVIDENCE = "MALFORMED_EVIDENCE"  # not an envelope, wrong payload type, bad claims
-    UNKNOWN_DEVICE = "UNKNOWN_DEVICE"  # no key or no reference values registered for the device
-    DEVICE_MISMATCH = "DEVICE_MISMATCH"  # claims name a device other than the one connected
+    CERT_UNTRUSTED = "CERT_UNTRUSTED"  # chain malformed, badly signed, not to the anchor, bad CA
+    CERT_EXPIRED = "CERT_EXPIRED"  # a certificate of the chain (or the anchor) is past its end
+    CERT_NOT_YET_VALID = "CERT_NOT_YET_VALID"  # a certificate of the chain is not valid yet
+    CERT_REVOKED = "CERT_REVOKED"  # the device or an intermediate certificate is revoked
+    CERT_NOT_REGISTERED = "CERT_NOT_REGISTERED"  # valid chain, but not a registered certificate
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"  # no signature by the certificate's key over the PAE
+    PAYLOAD_TYPE_WRONG = "PAYLOAD_TYPE_WRONG"  # the envelope's payloadType is not evidence
+    MALFORMED_EVIDENCE = "MALFORMED_EVIDENCE"  # not a DSSE envelope, or claims that do not decode
+    UNKNOWN_DEVICE = "UNKNOWN_DEVICE"  # no certificate or no reference values registered
+    DEVICE_MISMATCH = "DEVICE_MISMATCH"  # certificate or claims name another device
     NONCE_UNKNOWN = "NONCE_UNKNOWN"  # nonce never issued here (or long forgotten)
     NONCE_REPLAYED = "NONCE_REPLAYED"  # nonce already answered once
     NONCE_EXPIRED = "NONCE_EXPIRED"  # nonce answered after its time to live
@@ -19,6 +25,8 @@ class ReasonCode(enum.Enum):
     EVIDENCE_STALE = "EVIDENCE_STALE"  # issued_at older than the policy's maximum age
     CLOCK_SKEW = "CLOCK_SKEW"  # issued_at further in the future than the allowed skew
     COUNTER_REGRESSED = "COUNTER_REGRESSED"  # counter did not grow within the same boot epoch
+    REFERENCE_NOT_YET_VALID = "REFERENCE_NOT_YET_VALID"  # now is before the values' not_before
+    REFERENCE_EXPIRED = "REFERENCE_EXPIRED"  # now is at or after the values' not_after
     MEASUREMENT_FIRMWARE = "MEASUREMENT_FIRMWARE"  # firmware not among the reference values
     MEASUREMENT_CONTROL_SOFTWARE = "MEASUREMENT_CONTROL_SOFTWARE"  # control stack not allowed
     MEASUREMENT_DRIVER_BUILD = "MEASUREMENT_DRIVER_BUILD"  # driver build not allowed

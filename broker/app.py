@@ -6,14 +6,20 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from attestation.keys import load_private_key
+from broker.admin_edge import AuditServicer, DeviceAdminServicer
+from broker.admin_service import AdminService
 from broker.attestor import Attestor
+from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
+from broker.audit.verify import iter_entries
 from broker.circuits import IsolatedDecoder
 from broker.clock import Clock, SystemClock
+from broker.device_registry import DeviceRegistry
 from broker.devices import DeviceDirectory
 from broker.dispatcher import Dispatcher
 from broker.facility import FacilityRef
@@ -23,12 +29,13 @@ from broker.hub import DriverHub
 from broker.ledger import JobLedger
 from broker.link import DriverLink
 from broker.metrics import BrokerMetrics
+from broker.registry_model import Checkpoint, DeviceStatus
 from broker.service import JobService
 from broker.settings import BrokerSettings
 from broker.store import open_store
 from broker.store.runner import StoreRunner
 from broker.watch import JobWatchers
-from qtestbed.v1 import devices_pb2_grpc, jobs_pb2_grpc
+from qtestbed.v1 import admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ class Broker:
         self.ledger = JobLedger(self.runner, self.metrics, JobWatchers(), self.clock)
         self.fleet = Fleet()
         self.decoder = IsolatedDecoder()
+        # The broker's TLS key also signs audit checkpoints: verifiable with its certificate.
+        self.broker_key = load_private_key(settings.server_key)
         self._tasks: list[asyncio.Task[None]] = []
         self._server: grpc.aio.Server | None = None
         self._link: DriverLink | None = None
@@ -61,38 +70,27 @@ class Broker:
     async def start(self) -> BrokerAddresses:
         await self.runner.call(self.runner.store.migrate)
         await asyncio.to_thread(self.decoder.start)
-        timing = self.settings.timing
+        registry = self.registry = DeviceRegistry(
+            ledger=self.ledger,
+            store=self.runner.store,
+            trust_anchor=self.facility.current.ca_pem,
+        )
+        await registry.load()
+        await registry.seed(self.facility.current.seed_devices)
+        self.checkpointer = AuditCheckpointer(
+            self.broker_key,
+            every_entries=self.settings.timing.checkpoint_every_entries,
+            every_seconds=self.settings.timing.checkpoint_every_seconds,
+            existing=await self.runner.call(self.runner.store.checkpoints),
+        )
+        await self._checkpoint()
         link = self._link = DriverLink(self.settings.link_listen)
-        dispatcher = Dispatcher(
-            link=link, fleet=self.fleet, facility=self.facility, ledger=self.ledger, timing=timing
-        )
-        attestor = Attestor(
-            link=link,
-            fleet=self.fleet,
-            facility=self.facility,
-            ledger=self.ledger,
-            timing=timing,
-            on_attested=dispatcher.kick,
-        )
-        dispatcher.attestor = attestor
-        hub = DriverHub(
-            link=link, fleet=self.fleet, attestor=attestor, dispatcher=dispatcher, timing=timing
-        )
-        hub.on_tick.append(self._refresh_queue_gauges)
-        self.jobs = JobService(
-            facility=self.facility,
-            ledger=self.ledger,
-            dispatcher=dispatcher,
-            limits=self.settings.limits,
-            decoder=self.decoder,
-        )
-        grpc_address = await self._start_grpc(
-            DeviceDirectory(facility=self.facility, fleet=self.fleet, ledger=self.ledger)
-        )
+        hub = self._wire(link, registry)
+        grpc_address = await self._start_grpc(self._servicers(registry))
         host, port = _split(self.settings.metrics_listen)
         http = self.metrics.serve(host, port)
         self._metrics_http = http
-        for coro in (hub.receive_forever(), hub.tick_forever(), dispatcher.run()):
+        for coro in (hub.receive_forever(), hub.tick_forever(), hub.dispatcher.run()):
             self._tasks.append(asyncio.create_task(coro))
         self.addresses = BrokerAddresses(
             grpc=grpc_address,
@@ -102,11 +100,61 @@ class Broker:
         log.info("broker listening: grpc %s, link %s, metrics %s", *self._addr_tuple())
         return self.addresses
 
+    def _wire(self, link: DriverLink, registry: DeviceRegistry) -> DriverHub:
+        timing = self.settings.timing
+        dispatcher = Dispatcher(
+            link=link,
+            fleet=self.fleet,
+            facility=self.facility,
+            registry=registry,
+            ledger=self.ledger,
+            timing=timing,
+        )
+        attestor = self.attestor = Attestor(
+            link=link,
+            fleet=self.fleet,
+            registry=registry,
+            ledger=self.ledger,
+            timing=timing,
+            on_attested=dispatcher.kick,
+        )
+        dispatcher.attestor = attestor
+        hub = DriverHub(
+            link=link, fleet=self.fleet, attestor=attestor, dispatcher=dispatcher, timing=timing
+        )
+        hub.on_tick.append(self._refresh_gauges)
+        hub.on_tick.append(self._checkpoint)
+        self.jobs = JobService(
+            facility=self.facility,
+            registry=registry,
+            ledger=self.ledger,
+            dispatcher=dispatcher,
+            limits=self.settings.limits,
+            decoder=self.decoder,
+        )
+        return hub
+
+    def _servicers(self, registry: DeviceRegistry) -> list[tuple[Any, Any]]:
+        admin = AdminService(
+            facility=self.facility,
+            registry=registry,
+            attestor=self.attestor,
+            ledger=self.ledger,
+            store=self.runner.store,
+        )
+        directory = DeviceDirectory(registry=registry, fleet=self.fleet, ledger=self.ledger)
+        return [
+            (jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(self.jobs)),
+            (devices_pb2_grpc.add_DeviceServiceServicer_to_server, DeviceServicer(directory)),
+            (admin_pb2_grpc.add_DeviceAdminServiceServicer_to_server, DeviceAdminServicer(admin)),
+            (admin_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(admin)),
+        ]
+
     def _addr_tuple(self) -> tuple[str, str, str]:
         assert self.addresses is not None
         return self.addresses.grpc, self.addresses.link, self.addresses.metrics
 
-    async def _start_grpc(self, directory: DeviceDirectory) -> str:
+    async def _start_grpc(self, servicers: list[tuple[Any, Any]]) -> str:
         s = self.settings
         server = grpc.aio.server(
             interceptors=[EdgeInterceptor(lambda n: n in self.facility.current.principals)],
@@ -115,11 +163,11 @@ class Broker:
                 ("grpc.max_send_message_length", s.max_message_bytes),
             ],
         )
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), server)
-        devices_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(directory), server)
+        for add, servicer in servicers:
+            add(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        key_pem = load_private_key(s.server_key).to_pem()
+        key_pem = self.broker_key.to_pem()
         creds = grpc.ssl_server_credentials(
             [(key_pem, s.server_cert.read_bytes())],
             root_certificates=s.ca_cert.read_bytes(),
@@ -128,15 +176,50 @@ class Broker:
         host, _ = _split(s.listen)
         port = server.add_secure_port(s.listen, creds)
         await server.start()
-        for service in ("", "qtestbed.v1.JobService", "qtestbed.v1.DeviceService"):
+        services = ("JobService", "DeviceService", "DeviceAdminService", "AuditService")
+        for service in ("", *(f"qtestbed.v1.{name}" for name in services)):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         return f"{host}:{port}"
 
-    async def _refresh_queue_gauges(self) -> None:
+    async def _refresh_gauges(self) -> None:
         depths = await self.runner.call(self.runner.store.queue_depths)
-        for device_id in self.facility.current.devices:
-            self.metrics.queue_depth.labels(device_id).set(depths.get(device_id, 0))
+        now = self.clock.now()
+        states: dict[tuple[str, str], int] = {}
+        for device in self.registry.all():
+            self.metrics.queue_depth.labels(device.device_id).set(depths.get(device.device_id, 0))
+            attested = any(
+                c.attestation is not None and c.attestation.affirming(now)
+                for c in self.fleet.for_device(device.device_id)
+            )
+            key = (device.status.value, "yes" if attested else "no")
+            states[key] = states.get(key, 0) + 1
+        for status in DeviceStatus:
+            for attested_label in ("yes", "no"):
+                count = states.get((status.value, attested_label), 0)
+                self.metrics.device_states.labels(status.value, attested_label).set(count)
+
+    async def _checkpoint(self, *, force: bool = False) -> None:
+        try:
+            made = await self.runner.call(self._checkpoint_step, force)
+        except AuditLogError as exc:
+            # The log no longer matches what was signed: never sign over it; shout instead.
+            log.error("audit log integrity check failed, not checkpointing: %s", exc)
+            return
+        if made is not None:
+            self.metrics.checkpoints.inc()
+
+    def _checkpoint_step(self, force: bool) -> Checkpoint | None:
+        """On the store's thread: feed the new entries, sign a checkpoint when one is due."""
+        store = self.runner.store
+        self.checkpointer.feed(iter_entries(store, after_seq=self.checkpointer.last_seq))
+        now = self.clock.now()
+        has_new = self.checkpointer.tree_size > self.checkpointer.last_checkpoint_size
+        if not (self.checkpointer.due_at(now) or (force and has_new)):
+            return None
+        checkpoint = self.checkpointer.make(now)
+        store.add_checkpoint(checkpoint)
+        return checkpoint
 
     def reload_facility(self) -> None:
         try:
@@ -153,6 +236,8 @@ class Broker:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._tasks:
+            await self._checkpoint(force=True)  # nothing written before shutdown goes unsigned
         if self._link is not None:
             self._link.close()
         http = self._metrics_http

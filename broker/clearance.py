@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from broker.facility import Facility, RegisteredDevice
+from broker.facility import Facility
+from broker.registry_model import DeviceRecord
 
 RULE_UNKNOWN_PRINCIPAL = "principal.unknown"
 RULE_CLEARANCE_EXPIRED = "clearance.expired"
@@ -26,9 +27,7 @@ class Decision:
     reason: str
 
 
-def decide(
-    facility: Facility, principal_name: str, device: RegisteredDevice, now: float
-) -> Decision:
+def decide(facility: Facility, principal_name: str, device: DeviceRecord, now: float) -> Decision:
     principal = facility.principals.get(principal_name)
     if principal is None:
         return Decision(

@@ -78,6 +78,7 @@ def job_to_proto(view: JobView) -> jobs_pb2.Job:
         created_at=_timestamp(job.created_at),
         updated_at=_timestamp(job.updated_at),
         finished_at=_timestamp(job.finished_at),
+        waiting_for=view.waiting_for,
     )
 
 
@@ -90,6 +91,7 @@ def result_to_proto(view: ResultView) -> jobs_pb2.JobResult:
         execution_seconds=result.execution_seconds,
         receipt=result.receipt,
         device_certificate=view.device_certificate,
+        evidence=view.evidence,
     )
 
 
@@ -103,11 +105,10 @@ _ATTESTATION_TO_PROTO = {
 
 def device_to_proto(view: DeviceView) -> devices_pb2.Device:
     profile = view.profile
-    reference = view.device.reference
     return devices_pb2.Device(
         device_id=view.device.device_id,
         tier=view.device.tier,
-        num_qubits=profile.num_qubits if profile else reference.num_qubits,
+        num_qubits=view.num_qubits,
         basis_gates=list(profile.basis_gates) if profile else [],
         coupling_map=[
             devices_pb2.CouplingEdge(control=a, target=b)
@@ -120,5 +121,7 @@ def device_to_proto(view: DeviceView) -> devices_pb2.Device:
         attested_until=_timestamp(view.attested_until),
         queue_depth=view.queue_depth,
         available=view.available,
-        calibration_digest=",".join(sorted(reference.calibration_digest)),
+        calibration_digest=",".join(view.calibration_digests),
+        status=view.device.status.value,
+        status_reason=view.device.status_reason,
     )

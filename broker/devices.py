@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attestation.appraisal import AttestationStatus
+from broker.device_registry import DeviceRegistry
 from broker.errors import not_found
-from broker.facility import FacilityRef, RegisteredDevice
 from broker.fleet import DeviceProfile, Fleet
 from broker.ledger import JobLedger
+from broker.registry_model import DeviceRecord, DeviceStatus
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeviceView:
-    device: RegisteredDevice
+    device: DeviceRecord
+    num_qubits: int
+    calibration_digests: tuple[str, ...]
     profile: DeviceProfile | None
     connected: int
     attestation: AttestationStatus | None
@@ -24,24 +27,23 @@ class DeviceView:
 
 
 class DeviceDirectory:
-    def __init__(self, *, facility: FacilityRef, fleet: Fleet, ledger: JobLedger) -> None:
-        self.facility = facility
+    def __init__(self, *, registry: DeviceRegistry, fleet: Fleet, ledger: JobLedger) -> None:
+        self.registry = registry
         self.fleet = fleet
         self.ledger = ledger
 
     async def list(self, caller: str) -> list[DeviceView]:
         depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
-        devices = self.facility.current.devices.values()
-        return [self._view(d, depths.get(d.device_id, 0)) for d in sorted(devices, key=_key)]
+        return [self._view(d, depths.get(d.device_id, 0)) for d in self.registry.all()]
 
     async def get(self, caller: str, device_id: str) -> DeviceView:
-        device = self.facility.current.devices.get(device_id)
+        device = self.registry.get(device_id)
         if device is None:
             raise not_found("device", device_id)
         depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
         return self._view(device, depths.get(device_id, 0))
 
-    def _view(self, device: RegisteredDevice, depth: int) -> DeviceView:
+    def _view(self, device: DeviceRecord, depth: int) -> DeviceView:
         now = self.ledger.clock.now()
         conns = self.fleet.for_device(device.device_id)
         results = [c.attestation for c in conns if c.attestation is not None]
@@ -53,8 +55,11 @@ class DeviceDirectory:
             and not best.affirming(now)
         ):
             status = None  # expired: no current result
+        reference = self.registry.reference_for(device.device_id)
         return DeviceView(
             device=device,
+            num_qubits=reference.num_qubits if reference is not None else 0,
+            calibration_digests=tuple(sorted(reference.calibration_digest)) if reference else (),
             profile=conns[0].profile if conns else None,
             connected=len(conns),
             attestation=status,
@@ -62,10 +67,7 @@ class DeviceDirectory:
             if best is not None
             else (),
             attested_until=best.expires_at if best is not None and best.affirming(now) else None,
-            available=any(c.dispatchable(now) for c in conns),
+            available=device.status is DeviceStatus.ACTIVE
+            and any(c.dispatchable(now) for c in conns),
             queue_depth=depth,
         )
-
-
-def _key(device: RegisteredDevice) -> str:
-    return device.device_id

@@ -19,11 +19,13 @@ from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
 from broker.attestor import Attestor
 from broker.clearance import Decision, decide
+from broker.device_registry import DeviceRegistry
 from broker.domain import Job, JobResult, JobState, Lease
 from broker.facility import FacilityRef
 from broker.fleet import DriverConnection, Fleet
 from broker.ledger import JobLedger
 from broker.link import DriverLink
+from broker.registry_model import DeviceStatus
 from broker.settings import TimingSettings
 from broker.store.base import Store
 from qtestbed.v1 import driver_link_pb2 as link_pb
@@ -45,10 +47,12 @@ class Dispatcher:
         link: DriverLink,
         fleet: Fleet,
         facility: FacilityRef,
+        registry: DeviceRegistry,
         ledger: JobLedger,
         timing: TimingSettings,
         attestor: Attestor | None = None,
     ) -> None:
+        self.registry = registry
         self.link = link
         self.fleet = fleet
         self.facility = facility
@@ -83,6 +87,9 @@ class Dispatcher:
     async def _fill(self, device_id: str) -> None:
         while True:
             now = self.ledger.clock.now()
+            record = self.registry.get(device_id)
+            if record is not None and record.status is not DeviceStatus.ACTIVE:
+                return  # quarantined or revoked: its queue is held, jobs say why
             idle = [c for c in self.fleet.for_device(device_id) if c.dispatchable(now)]
             if not idle:
                 return
@@ -93,7 +100,7 @@ class Dispatcher:
 
     async def _dispatch_or_deny(self, job: Job, conn: DriverConnection, now: float) -> None:
         facility = self.facility.current
-        device = facility.devices.get(job.device_id)
+        device = self.registry.get(job.device_id)
         if device is None:
             failed = job.transition(
                 JobState.FAILED, now=now, reason=f"device {job.device_id!r} was retired"
@@ -232,12 +239,18 @@ class Dispatcher:
     def _check_receipt(
         self, conn: DriverConnection, job: Job, receipt: bytes, counts: dict[str, int]
     ) -> list[str]:
-        device = self.facility.current.devices.get(conn.device_id)
-        if device is None or job.lease is None or conn.attestation is None:
-            return ["device is no longer registered or attested"]
+        device = self.registry.get(conn.device_id)
+        if (
+            device is None
+            or device.status is DeviceStatus.REVOKED
+            or job.lease is None
+            or conn.attestation is None
+            or conn.device_key is None
+        ):
+            return ["device is no longer registered, attested or trusted"]
         problems = verify_receipt(
             receipt,
-            device.key,
+            conn.device_key,
             job_id=job.job_id,
             circuit_digest=job.circuit.digest,
             shots=job.shots,

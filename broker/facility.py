@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attestation.appraisal import ReferenceValues
-from attestation.keys import VerifyKey
-from attestation.pki import CertificateError, verify_device_certificate
+from broker.device_registry import ReferenceInput, SeedDevice
+from broker.registry_model import ReferenceScope
 
 
 class FacilityError(ValueError):
@@ -42,31 +41,20 @@ class Principal:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RegisteredDevice:
-    """A testbed the facility knows: its tier, attestation key and expected measurements."""
-
-    device_id: str
-    tier: str
-    certificate_pem: bytes
-    key: VerifyKey
-    reference: ReferenceValues
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class Facility:
     """An immutable snapshot of the registry; a reload swaps in a new one."""
 
     name: str
     tiers: tuple[str, ...]
     principals: Mapping[str, Principal]
-    devices: Mapping[str, RegisteredDevice]
+    seed_devices: tuple[SeedDevice, ...]
     ca_pem: bytes
 
     def tier_rank(self, tier: str) -> int:
         return self.tiers.index(tier)
 
 
-def load_facility(path: Path, *, now: dt.datetime | None = None) -> Facility:
+def load_facility(path: Path) -> Facility:
     """Parse and check the facility file; refuses anything inconsistent instead of guessing."""
     try:
         raw = tomllib.loads(path.read_text())
@@ -78,17 +66,13 @@ def load_facility(path: Path, *, now: dt.datetime | None = None) -> Facility:
     if not tiers or len(set(tiers)) != len(tiers):
         raise FacilityError(f"{path}: [facility] tiers must be a non-empty list of unique names")
     ca_pem = _read(base, info, "ca_cert", "facility")
-    when = now or dt.datetime.now(dt.UTC)
     principals = {p.name: p for p in (_principal(e, tiers) for e in raw.get("principals", ()))}
-    devices = {
-        d.device_id: d
-        for d in (_device(e, tiers, base, ca_pem, when) for e in raw.get("devices", ()))
-    }
+    seeds = tuple(_device(e, tiers, base) for e in raw.get("devices", ()))
     return Facility(
         name=str(info.get("name", "qtestbed facility")),
         tiers=tiers,
         principals=principals,
-        devices=devices,
+        seed_devices=seeds,
         ca_pem=ca_pem,
     )
 
@@ -133,21 +117,14 @@ def _principal(entry: Mapping[str, Any], tiers: Sequence[str]) -> Principal:
     )
 
 
-def _device(
-    entry: Mapping[str, Any], tiers: Sequence[str], base: Path, ca_pem: bytes, now: dt.datetime
-) -> RegisteredDevice:
+def _device(entry: Mapping[str, Any], tiers: Sequence[str], base: Path) -> SeedDevice:
     device_id = str(entry.get("device_id", ""))
     where = f"device {device_id!r}"
-    cert_pem = _read(base, entry, "certificate", where)
-    try:
-        cert_device, key = verify_device_certificate(cert_pem, ca_pem, now=now)
-    except CertificateError as exc:
-        raise FacilityError(f"{where}: certificate rejected: {exc}") from exc
-    if cert_device != device_id:
-        raise FacilityError(f"{where}: certificate is for device {cert_device!r}")
     ref = entry.get("reference", {})
     try:
-        reference = ReferenceValues(
+        reference = ReferenceInput(
+            scope=ReferenceScope.DEVICE,
+            scope_id=device_id,
             firmware=frozenset(ref.get("firmware", ())),
             control_software=frozenset(ref.get("control_software", ())),
             driver_build=frozenset(ref.get("driver_build", ())),
@@ -156,11 +133,10 @@ def _device(
         )
     except (KeyError, ValueError) as exc:
         raise FacilityError(f"{where}: bad reference values: {exc}") from exc
-    return RegisteredDevice(
-        device_id=device_id,
+    return SeedDevice(
         tier=_check_tier(str(entry.get("tier", "")), tiers, where),
-        certificate_pem=cert_pem,
-        key=key,
+        model=str(entry.get("model", device_id)),
+        chain_pem=_read(base, entry, "certificate", where),
         reference=reference,
     )
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from attestation.appraisal import AttestationResult, AttestationStatus
+from attestation.keys import VerifyKey
 
 
 class LinkState(enum.Enum):
@@ -40,6 +41,8 @@ class DriverConnection:
     device_id: str
     profile: DeviceProfile
     last_seen: float
+    certificate_chain: bytes = b""
+    device_key: VerifyKey | None = None
     state: LinkState = LinkState.CHALLENGED
     challenge_sent_at: float = 0.0
     attestation: AttestationResult | None = None

@@ -77,6 +77,37 @@ class BrokerMetrics:
             registry=r,
         )
 
+        self.appraisal_latency = Histogram(
+            "qtestbed_attestation_appraisal_seconds",
+            "Time to appraise one piece of evidence (chain, signature, nonce, measurements).",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1),
+            registry=r,
+        )
+        self.device_states = Gauge(
+            "qtestbed_devices",
+            "Registered devices by security status and whether a connection is attested now.",
+            ["status", "attested"],
+            registry=r,
+        )
+        self.quarantines = Counter(
+            "qtestbed_device_quarantines",
+            "Devices quarantined after an authenticated attestation failure.",
+            ["device"],
+            registry=r,
+        )
+        self.revocations = Counter(
+            "qtestbed_device_revocations", "Device certificates revoked.", ["device"], registry=r
+        )
+        self.nonce_replays = Counter(
+            "qtestbed_nonce_replays",
+            "Evidence answering a nonce that had already been used.",
+            ["device"],
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
+        )
+
     def serve(self, host: str, port: int) -> WSGIServer:
         """Start the /metrics HTTP endpoint; port 0 picks a free port (read server_port)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

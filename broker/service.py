@@ -10,13 +10,17 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from attestation.dsse import Envelope
+from attestation.receipts import decode_receipt
 from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.clearance import decide
+from broker.device_registry import DeviceRegistry
 from broker.dispatcher import Dispatcher
 from broker.domain import Circuit, CircuitFormat, Job, JobResult, JobState
 from broker.errors import BrokerError, ErrorCode, not_found
-from broker.facility import FacilityRef, Principal, RegisteredDevice, Role
+from broker.facility import FacilityRef, Principal, Role
 from broker.ledger import JobLedger
+from broker.registry_model import DeviceRecord, DeviceStatus
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,12 +38,14 @@ class JobView:
 
     job: Job
     queue_position: int
+    waiting_for: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ResultView:
     result: JobResult
     device_certificate: bytes
+    evidence: bytes
 
 
 class JobService:
@@ -47,12 +53,14 @@ class JobService:
         self,
         *,
         facility: FacilityRef,
+        registry: DeviceRegistry,
         ledger: JobLedger,
         dispatcher: Dispatcher,
         limits: CircuitLimits,
         decoder: CircuitDecoder,
     ) -> None:
         self.decoder = decoder
+        self.registry = registry
         self.facility = facility
         self.ledger = ledger
         self.dispatcher = dispatcher
@@ -108,13 +116,13 @@ class JobService:
             self.dispatcher.kick(device.device_id)
         return await self._view(stored), created
 
-    def _device(self, device_id: str) -> RegisteredDevice:
-        device = self.facility.current.devices.get(device_id)
-        if device is None:
+    def _device(self, device_id: str) -> DeviceRecord:
+        device = self.registry.get(device_id)
+        if device is None or device.status is DeviceStatus.REVOKED:
             raise not_found("device", device_id)
         return device
 
-    async def _validate(self, request: SubmitRequest, device: RegisteredDevice) -> Circuit:
+    async def _validate(self, request: SubmitRequest, device: DeviceRecord) -> Circuit:
         """Parse off the event loop, in the isolated decoder: hostile payloads can't stall us."""
         try:
             circuit = await asyncio.to_thread(
@@ -128,21 +136,37 @@ class JobService:
         except CircuitRejected as exc:
             self.ledger.metrics.rejections.labels(exc.field).inc()
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
-        if circuit.num_qubits > device.reference.num_qubits:
+        capacity = self.registry.num_qubits(device.device_id) or 0
+        if circuit.num_qubits > capacity:
             self.ledger.metrics.rejections.labels("circuit").inc()
             raise BrokerError(
                 ErrorCode.INVALID_ARGUMENT,
                 f"circuit uses {circuit.num_qubits} qubits but device {device.device_id!r} has "
-                f"{device.reference.num_qubits}; choose a larger device or a smaller circuit",
+                f"{capacity}; choose a larger device or a smaller circuit",
             )
         return circuit
 
     async def _view(self, job: Job) -> JobView:
-        position = 0
-        if job.state is JobState.QUEUED:
-            found = await self.ledger.runner.call(self.store.queue_position, job.job_id)
-            position = found or 0
-        return JobView(job=job, queue_position=position)
+        if job.state is not JobState.QUEUED:
+            return JobView(job=job, queue_position=0)
+        found = await self.ledger.runner.call(self.store.queue_position, job.job_id)
+        return JobView(job=job, queue_position=found or 0, waiting_for=self._waiting_for(job))
+
+    def _waiting_for(self, job: Job) -> str:
+        """Why a queued job is not moving, in words its owner can act on (or wait out)."""
+        device = self.registry.get(job.device_id)
+        if device is not None and device.status is not DeviceStatus.ACTIVE:
+            return (
+                f"device {job.device_id} is {device.status.value.lower()} "
+                f"({device.status_reason}); the job stays queued until an operator releases it"
+            )
+        now = self.ledger.clock.now()
+        if not any(
+            c.attestation and c.attestation.affirming(now)
+            for c in self.dispatcher.fleet.for_device(job.device_id)
+        ):
+            return f"device {job.device_id} has no freshly attested driver connected"
+        return ""
 
     async def _owned(self, caller: str, job_id: str) -> Job:
         """The job if the caller may see it; NOT_FOUND otherwise, never PERMISSION_DENIED."""
@@ -203,9 +227,22 @@ class JobService:
         result = await self.ledger.runner.call(self.store.get_result, job_id)
         if result is None:
             raise BrokerError(ErrorCode.UNAVAILABLE, f"result of job {job_id} is not readable now")
-        device = self.facility.current.devices.get(result.device_id)
-        cert = device.certificate_pem if device is not None else b""
-        return ResultView(result=result, device_certificate=cert)
+        device = self.registry.get(result.device_id)
+        cert = device.certificate_chain_pem if device is not None else b""
+        return ResultView(
+            result=result, device_certificate=cert, evidence=await self._evidence(result)
+        )
+
+    async def _evidence(self, result: JobResult) -> bytes:
+        """The evidence the receipt names, from the device's attestation history."""
+        try:
+            claims = decode_receipt(Envelope.from_json(result.receipt))
+        except ValueError:
+            return b""
+        history = await self.registry.history(result.device_id, 1000)
+        return next(
+            (r.evidence for r in history if r.evidence_digest == claims.evidence_digest), b""
+        )
 
     async def watch(self, caller: str, job_id: str) -> AsyncIterator[JobView]:
         """The current view, then each change (state or queue position) until terminal."""

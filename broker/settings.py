@@ -35,6 +35,8 @@ class TimingSettings:
     max_clock_skew_seconds: float = 5.0
     attestation_ttl_seconds: float = 300.0
     tick_seconds: float = 0.5
+    checkpoint_every_entries: int = 100
+    checkpoint_every_seconds: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -51,6 +51,7 @@ class DriverAgent:
         self.config = config
         self.key = key
         self.backend = backend or make_backend(config.device)
+        self.certificate_chain = config.device_certificate.read_bytes()
         self.boot_epoch = uuid.uuid4().hex  # new per process: counters restart with it
         self.counter = 0
         self.evidence_digest = ""
@@ -137,6 +138,7 @@ class DriverAgent:
             coupling_map=[devices_pb2.CouplingEdge(control=a, target=b) for a, b in d.coupling_map],
             backend=d.backend,
             driver_build=measure(d, self.config.firmware).driver_build,
+            certificate_chain=self.certificate_chain,
         )
 
     def _evidence(self, challenge: link_pb.Challenge) -> link_pb.EvidenceMessage:

@@ -17,6 +17,8 @@ class DriverConfigError(ValueError):
 class DriverConfig:
     broker: str
     device_key: Path
+    # The device certificate and any intermediates (PEM), presented to the broker in Hello.
+    device_certificate: Path
     firmware: str
     device: DeviceDescription
     heartbeat_seconds: float = 1.0
@@ -37,6 +39,7 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
         return DriverConfig(
             broker=broker or str(raw["broker"]),
             device_key=key if key.is_absolute() else base / key,
+            device_certificate=_relative(base, str(raw["device_certificate"])),
             firmware=str(raw["firmware"]),
             device=DeviceDescription.from_dict(raw["device"]),
             heartbeat_seconds=float(raw.get("heartbeat_seconds", 1.0)),
@@ -47,3 +50,8 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
         raise DriverConfigError(f"{path}: missing required key {exc.args[0]!r}") from exc
     except ValueError as exc:
         raise DriverConfigError(f"{path}: {exc}") from exc
+
+
+def _relative(base: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path

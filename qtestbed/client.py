@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from attestation.pki import CertificateError, verify_device_certificate
 from attestation.receipts import verify_receipt
-from qtestbed.v1 import devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from qtestbed.v1 import admin_pb2_grpc, devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 RULE_ID_METADATA = "qtestbed-rule-id"
 _FORMATS = {
@@ -128,6 +129,24 @@ class Client:
         except grpc.RpcError as exc:
             raise _translate(exc) from None
         return response
+
+    def call(self, method: Any, request: Any) -> Any:
+        """Any unary RPC, with refusals raised as QtestbedError (used by the operator CLI)."""
+        return self._unary(method, request)
+
+    @property
+    def admin(self) -> admin_pb2_grpc.DeviceAdminServiceStub:
+        return admin_pb2_grpc.DeviceAdminServiceStub(self._channel)
+
+    @property
+    def audit(self) -> admin_pb2_grpc.AuditServiceStub:
+        return admin_pb2_grpc.AuditServiceStub(self._channel)
+
+    def stream(self, method: Any, request: Any, timeout: float | None = None) -> Iterator[Any]:
+        try:
+            yield from method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
 
     def _unary(self, method: object, request: object) -> object:
         try:

@@ -32,6 +32,7 @@ PEOPLE = (
     PersonSpec(name="alice", tier="open", roles=("researcher",)),
     PersonSpec(name="bob", tier="restricted", roles=("researcher",)),
     PersonSpec(name="olivia", tier="restricted", roles=("operator", "researcher")),
+    PersonSpec(name="sam", tier="open", roles=("security",)),
 )
 
 
@@ -99,7 +100,8 @@ def init_facility(
     when = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=5)
     out = Writer(root)
     ca_key = SigningKey.generate(KeyKind.ECDSA_P256)
-    ca = create_ca("qtestbed facility root", ca_key, now=when, days=3650)
+    # Path length 1: the facility may delegate device issuance to an intermediate CA.
+    ca = create_ca("qtestbed facility root", ca_key, now=when, days=3650, path_length=1)
     out.key("ca/ca.key", ca_key)
     out.text("ca/ca.pem", cert_to_pem(ca).decode())
 
@@ -166,6 +168,7 @@ def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
         f"# Driver agent: qtestbed driver --config drivers/{desc.device_id}.toml",
         f'broker = "tcp://127.0.0.1:{link_port}"',
         f'device_key = "../devices/{desc.device_id}.key"',
+        f'device_certificate = "../devices/{desc.device_id}.pem"',
         f'firmware = "{FIRMWARE}"',
         "heartbeat_seconds = 1.0",
         "",
@@ -192,6 +195,7 @@ def _device_toml(tier: str, desc: DeviceDescription) -> str:
             "[[devices]]",
             f'device_id = "{desc.device_id}"',
             f'tier = "{tier}"',
+            f'model = "qtestbed-sim-{desc.backend}"',
             f'certificate = "devices/{desc.device_id}.pem"',
             "[devices.reference]",
             f"firmware = {_toml_list([m.firmware])}",

@@ -5,9 +5,24 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
-from broker.store.base import GENESIS_HASH, Store, StoreError, chain_hash, verify_chain
+from broker.store.base import (
+    GENESIS_HASH,
+    BrokerStore,
+    Store,
+    StoreError,
+    chain_hash,
+    verify_chain,
+)
 
-__all__ = ["GENESIS_HASH", "Store", "StoreError", "chain_hash", "open_store", "verify_chain"]
+__all__ = [
+    "GENESIS_HASH",
+    "BrokerStore",
+    "Store",
+    "StoreError",
+    "chain_hash",
+    "open_store",
+    "verify_chain",
+]
 
 _SQLITE_SUFFIXES = (".db", ".sqlite3")
 ACCEPTED_FORMS = (
@@ -16,7 +31,7 @@ ACCEPTED_FORMS = (
 )
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str) -> BrokerStore:
     """Open (but do not migrate) the store `url` names; ValueError for an unknown form."""
     if url.startswith(("postgresql://", "postgres://")):
         # Imported here so psycopg stays an optional dependency for SQLite-only installs.

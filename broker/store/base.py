@@ -137,6 +137,10 @@ class RegistryStore(Protocol):
         """All checkpoints, smallest tree first."""
 
 
+class BrokerStore(Store, RegistryStore, Protocol):
+    """Everything the broker keeps: jobs, results, the audit chain and device security state."""
+
+
 def canonical_event_bytes(event: AuditEvent) -> bytes:
     """The exact bytes the audit chain hashes: sorted-key compact JSON, so any edit shows."""
     body = {

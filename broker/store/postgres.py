@@ -17,7 +17,8 @@ from psycopg import conninfo
 
 from broker.store import schema
 from broker.store.base import StoreError
-from broker.store.sql_store import Cursor, SqlStore
+from broker.store.cursor import Cursor
+from broker.store.sql_store import SqlStore
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_CONNECT_TIMEOUT_S = 10
@@ -119,6 +120,11 @@ class PostgresStore(SqlStore):
         # Held until commit: the next replica reads the head only after this entry is visible,
         # so the chain stays one line.
         cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("audit", self.schema),))
+
+    def _serialize(self, cur: Cursor, purpose: str) -> None:
+        # Held until commit or rollback. Always taken before the audit lock, never after it,
+        # so the two cannot deadlock.
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(purpose, self.schema),))
 
     def close(self) -> None:
         self._closed = True

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from broker.store.base import Store
+from broker.store.base import BrokerStore
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -21,7 +21,7 @@ T = TypeVar("T")
 class StoreRunner:
     """`await runner.call(store.method, *args)` runs the method on the store's own thread."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: BrokerStore) -> None:
         self.store = store
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="qtestbed-store"

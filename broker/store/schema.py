@@ -27,7 +27,14 @@ class Dialect:
 
 SQLITE = Dialect(
     name="sqlite",
-    types={"blob": "BLOB", "real": "REAL", "bigint": "INTEGER", "job_seq": "INTEGER NOT NULL"},
+    types={
+        "blob": "BLOB",
+        "real": "REAL",
+        "bigint": "INTEGER",
+        "job_seq": "INTEGER NOT NULL",
+        # An alias of the rowid: SQLite assigns max + 1 when the insert leaves it out.
+        "seq_pk": "INTEGER PRIMARY KEY",
+    },
     # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
     begin="BEGIN IMMEDIATE",
     # Safe only because BEGIN IMMEDIATE makes this transaction the single writer.
@@ -42,6 +49,7 @@ POSTGRES = Dialect(
         "real": "DOUBLE PRECISION",
         "bigint": "BIGINT",
         "job_seq": "BIGINT GENERATED ALWAYS AS IDENTITY",
+        "seq_pk": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     },
     begin="BEGIN",
     # A sequence, not MAX+1: several replicas insert concurrently.
@@ -122,6 +130,77 @@ CREATE TABLE audit_log (
 )
 """
 
+# Registry tables (version 2). The four measurement sets of reference_values and the reasons
+# of an attestation are JSON arrays (sets sorted, so equal sets store equal text).
+_V2_DEVICES = """
+CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY,
+    tier TEXT NOT NULL,
+    model TEXT NOT NULL,
+    certificate_chain_pem {blob} NOT NULL,
+    fingerprint TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT NOT NULL,
+    status_changed_at {real} NOT NULL,
+    registered_at {real} NOT NULL,
+    registered_by TEXT NOT NULL,
+    version {bigint} NOT NULL
+)
+"""
+
+_V2_REFERENCE_VALUES = """
+CREATE TABLE reference_values (
+    scope TEXT NOT NULL,
+    scope_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    firmware TEXT NOT NULL,
+    control_software TEXT NOT NULL,
+    driver_build TEXT NOT NULL,
+    calibration_digest TEXT NOT NULL,
+    num_qubits INTEGER NOT NULL,
+    not_before {real},
+    not_after {real},
+    created_at {real} NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (scope, scope_id, version)
+)
+"""
+
+_V2_REVOCATIONS = """
+CREATE TABLE revocations (
+    serial TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    revoked_at {real} NOT NULL,
+    revoked_by TEXT NOT NULL,
+    reason TEXT NOT NULL
+)
+"""
+
+# No foreign key to devices: failed appraisals of unregistered devices are worth keeping too.
+_V2_ATTESTATIONS = """
+CREATE TABLE attestations (
+    seq {seq_pk},
+    device_id TEXT NOT NULL,
+    at {real} NOT NULL,
+    status TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    evidence_digest TEXT NOT NULL,
+    evidence {blob} NOT NULL,
+    expires_at {real} NOT NULL
+)
+"""
+
+_V2_CHECKPOINTS = """
+CREATE TABLE audit_checkpoints (
+    tree_size {bigint} PRIMARY KEY,
+    root_hash TEXT NOT NULL,
+    at {real} NOT NULL,
+    key_id TEXT NOT NULL,
+    envelope {blob} NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -136,6 +215,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_owner_seq ON jobs (owner, seq)",
             # Serves queue_depths and leased_jobs without scanning finished jobs.
             "CREATE INDEX jobs_state_device ON jobs (state, device_id)",
+        ),
+    ),
+    Migration(
+        version=2,
+        description="device registry, reference values, revocations, attestations, checkpoints",
+        statements=(
+            _V2_DEVICES,
+            _V2_REFERENCE_VALUES,
+            _V2_REVOCATIONS,
+            _V2_ATTESTATIONS,
+            _V2_CHECKPOINTS,
+            # Serves attestation_history: one device's appraisals, newest first.
+            "CREATE INDEX attestations_device_at ON attestations (device_id, at)",
         ),
     ),
 )

@@ -1,9 +1,9 @@
 """The queries and transactions that the SQLite and PostgreSQL stores run identically.
 
 SQL here uses `?` placeholders and only portable syntax; a subclass supplies the connection,
-its driver's error types, and the two places where the databases really differ: how a
-migration run and an audit append are serialized against other processes (see `Dialect` for
-the type and sequence differences).
+its driver's error types, and the places where the databases really differ: how a migration
+run, an audit append and a registry write are serialized against other processes (see
+`Dialect` for the type and sequence differences).
 """
 
 # S608 flags every f-string that builds SQL. Here only constant column lists, `?` markers and
@@ -16,11 +16,13 @@ import abc
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
 from broker.store import rows, schema
 from broker.store.base import GENESIS_HASH, StoreError, chain_hash
+from broker.store.cursor import Cursor
+from broker.store.sql_registry import SqlRegistry
 
 _QUEUED = JobState.QUEUED.value
 _LEASED = (JobState.DISPATCHED.value, JobState.RUNNING.value)
@@ -40,21 +42,9 @@ _INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(6
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
 
-class Cursor(Protocol):
-    """The part of a DB-API cursor the shared code uses."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> object: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-class SqlStore(abc.ABC):
-    """Implements the `Store` protocol on top of `_cursor()`; subclasses own the connection."""
+class SqlStore(SqlRegistry):
+    """Implements the `Store` and `RegistryStore` protocols on top of `_cursor()`; subclasses
+    own the connection. The registry operations live in `broker.store.sql_registry`."""
 
     _dialect: schema.Dialect
     _db_errors: tuple[type[Exception], ...]

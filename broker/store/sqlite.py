@@ -12,7 +12,8 @@ from pathlib import Path
 
 from broker.store import schema
 from broker.store.base import StoreError
-from broker.store.sql_store import Cursor, SqlStore
+from broker.store.cursor import Cursor
+from broker.store.sql_store import SqlStore
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -61,6 +62,9 @@ class SqliteStore(SqlStore):
         """Nothing to do: BEGIN IMMEDIATE already holds the file's only write lock."""
 
     def _lock_audit(self, cur: Cursor) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the file's only write lock."""
+
+    def _serialize(self, cur: Cursor, purpose: str) -> None:
         """Nothing to do: BEGIN IMMEDIATE already holds the file's only write lock."""
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qtestbed.cli import demo, processes, researcher
+from qtestbed.cli import audit, demo, operator, processes, researcher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     processes.register(sub)
     researcher.register(sub)
     demo.register(sub)
+    operator.register(sub)
+    audit.register(sub)
     return parser
 
 

@@ -60,6 +60,8 @@ class Device(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     CALIBRATION_DIGEST_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     tier: _builtins.str
     num_qubits: _builtins.int
@@ -71,6 +73,11 @@ class Device(_message.Message):
     available: _builtins.bool
     """Ready to accept work now: connected, attested and not busy elsewhere."""
     calibration_digest: _builtins.str
+    status: _builtins.str
+    """ACTIVE, QUARANTINED (held after a failed attestation until an operator releases it) or
+    REVOKED; only an ACTIVE device receives work.
+    """
+    status_reason: _builtins.str
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -95,10 +102,12 @@ class Device(_message.Message):
         queue_depth: _builtins.int = ...,
         available: _builtins.bool = ...,
         calibration_digest: _builtins.str = ...,
+        status: _builtins.str = ...,
+        status_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attested_until", b"attested_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "num_qubits", b"num_qubits", "queue_depth", b"queue_depth", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "num_qubits", b"num_qubits", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -99,12 +99,17 @@ class Hello(_message.Message):
     BACKEND_FIELD_NUMBER: _builtins.int
     DRIVER_BUILD_FIELD_NUMBER: _builtins.int
     RESUMING_LEASE_ID_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_CHAIN_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     num_qubits: _builtins.int
     backend: _builtins.str
     driver_build: _builtins.str
     resuming_lease_id: _builtins.str
     """Lease the driver was running when it (re)connected, if any."""
+    certificate_chain: _builtins.bytes
+    """The device certificate followed by any intermediates (PEM): the identity the broker
+    checks against the facility root, the registry and the revocation list.
+    """
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -119,10 +124,11 @@ class Hello(_message.Message):
         backend: _builtins.str = ...,
         driver_build: _builtins.str = ...,
         resuming_lease_id: _builtins.str = ...,
+        certificate_chain: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "basis_gates", b"basis_gates", "coupling_map", b"coupling_map", "device_id", b"device_id", "driver_build", b"driver_build", "num_qubits", b"num_qubits", "resuming_lease_id", b"resuming_lease_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "basis_gates", b"basis_gates", "certificate_chain", b"certificate_chain", "coupling_map", b"coupling_map", "device_id", b"device_id", "driver_build", b"driver_build", "num_qubits", b"num_qubits", "resuming_lease_id", b"resuming_lease_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qtestbed/v1/jobs.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\x07\x43ircuit\x12*\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1a.qtestbed.v1.CircuitFormat\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"t\n\x10SubmitJobRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x07\x63ircuit\x18\x02 \x01(\x0b\x32\x14.qtestbed.v1.Circuit\x12\r\n\x05shots\x18\x03 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.qtestbed.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x83\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.qtestbed.v1.JobState\x12\r\n\x05shots\x18\x05 \x01(\r\x12\x16\n\x0e\x63ircuit_digest\x18\x06 \x01(\t\x12\x12\n\nnum_qubits\x18\x07 \x01(\r\x12\r\n\x05\x64\x65pth\x18\x08 \x01(\r\x12\x16\n\x0equeue_position\x18\t \x01(\r\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x0f\n\x07rule_id\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x08JobEvent\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.qtestbed.v1.Job\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"r\n\x0fListJobsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x06states\x18\x02 \x03(\x0e\x32\x15.qtestbed.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.qtestbed.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x32\n\nsignatures\x18\x03 \x03(\x0b\x32\x1e.qtestbed.v1.EnvelopeSignature\"/\n\x11\x45nvelopeSignature\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\"\xd9\x01\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x32\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\".qtestbed.v1.JobResult.CountsEntry\x12\x19\n\x11\x65xecution_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07receipt\x18\x05 \x01(\x0c\x12\x1a\n\x12\x64\x65vice_certificate\x18\x06 \x01(\x0c\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\x83\x01\n\rCircuitFormat\x12\x1e\n\x1a\x43IRCUIT_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43IRCUIT_FORMAT_OPENQASM2\x10\x01\x12\x1c\n\x18\x43IRCUIT_FORMAT_OPENQASM3\x10\x02\x12\x16\n\x12\x43IRCUIT_FORMAT_QPY\x10\x03*\xca\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x18\n\x14JOB_STATE_DISPATCHED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x14\n\x10JOB_STATE_DENIED\x10\x07\x32\x9e\x03\n\nJobService\x12J\n\tSubmitJob\x12\x1d.qtestbed.v1.SubmitJobRequest\x1a\x1e.qtestbed.v1.SubmitJobResponse\x12\x36\n\x06GetJob\x12\x1a.qtestbed.v1.GetJobRequest\x1a\x10.qtestbed.v1.Job\x12\x41\n\x08WatchJob\x12\x1c.qtestbed.v1.WatchJobRequest\x1a\x15.qtestbed.v1.JobEvent0\x01\x12<\n\tCancelJob\x12\x1d.qtestbed.v1.CancelJobRequest\x1a\x10.qtestbed.v1.Job\x12G\n\x08ListJobs\x12\x1c.qtestbed.v1.ListJobsRequest\x1a\x1d.qtestbed.v1.ListJobsResponse\x12\x42\n\tGetResult\x12\x1d.qtestbed.v1.GetResultRequest\x1a\x16.qtestbed.v1.JobResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16qtestbed/v1/jobs.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\x07\x43ircuit\x12*\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1a.qtestbed.v1.CircuitFormat\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"t\n\x10SubmitJobRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x07\x63ircuit\x18\x02 \x01(\x0b\x32\x14.qtestbed.v1.Circuit\x12\r\n\x05shots\x18\x03 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.qtestbed.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x98\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.qtestbed.v1.JobState\x12\r\n\x05shots\x18\x05 \x01(\r\x12\x16\n\x0e\x63ircuit_digest\x18\x06 \x01(\t\x12\x12\n\nnum_qubits\x18\x07 \x01(\r\x12\r\n\x05\x64\x65pth\x18\x08 \x01(\r\x12\x16\n\x0equeue_position\x18\t \x01(\r\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x0f\n\x07rule_id\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bwaiting_for\x18\x10 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x08JobEvent\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.qtestbed.v1.Job\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"r\n\x0fListJobsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x06states\x18\x02 \x03(\x0e\x32\x15.qtestbed.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.qtestbed.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x32\n\nsignatures\x18\x03 \x03(\x0b\x32\x1e.qtestbed.v1.EnvelopeSignature\"/\n\x11\x45nvelopeSignature\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\"\xeb\x01\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x32\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\".qtestbed.v1.JobResult.CountsEntry\x12\x19\n\x11\x65xecution_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07receipt\x18\x05 \x01(\x0c\x12\x1a\n\x12\x64\x65vice_certificate\x18\x06 \x01(\x0c\x12\x10\n\x08\x65vidence\x18\x07 \x01(\x0c\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\x83\x01\n\rCircuitFormat\x12\x1e\n\x1a\x43IRCUIT_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43IRCUIT_FORMAT_OPENQASM2\x10\x01\x12\x1c\n\x18\x43IRCUIT_FORMAT_OPENQASM3\x10\x02\x12\x16\n\x12\x43IRCUIT_FORMAT_QPY\x10\x03*\xca\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x18\n\x14JOB_STATE_DISPATCHED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x14\n\x10JOB_STATE_DENIED\x10\x07\x32\x9e\x03\n\nJobService\x12J\n\tSubmitJob\x12\x1d.qtestbed.v1.SubmitJobRequest\x1a\x1e.qtestbed.v1.SubmitJobResponse\x12\x36\n\x06GetJob\x12\x1a.qtestbed.v1.GetJobRequest\x1a\x10.qtestbed.v1.Job\x12\x41\n\x08WatchJob\x12\x1c.qtestbed.v1.WatchJobRequest\x1a\x15.qtestbed.v1.JobEvent0\x01\x12<\n\tCancelJob\x12\x1d.qtestbed.v1.CancelJobRequest\x1a\x10.qtestbed.v1.Job\x12G\n\x08ListJobs\x12\x1c.qtestbed.v1.ListJobsRequest\x1a\x1d.qtestbed.v1.ListJobsResponse\x12\x42\n\tGetResult\x12\x1d.qtestbed.v1.GetResultRequest\x1a\x16.qtestbed.v1.JobResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBRESULT_COUNTSENTRY']._loaded_options = None
   _globals['_JOBRESULT_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_CIRCUITFORMAT']._serialized_start=1486
-  _globals['_CIRCUITFORMAT']._serialized_end=1617
-  _globals['_JOBSTATE']._serialized_start=1620
-  _globals['_JOBSTATE']._serialized_end=1822
+  _globals['_CIRCUITFORMAT']._serialized_start=1525
+  _globals['_CIRCUITFORMAT']._serialized_end=1656
+  _globals['_JOBSTATE']._serialized_start=1659
+  _globals['_JOBSTATE']._serialized_end=1861
   _globals['_CIRCUIT']._serialized_start=72
   _globals['_CIRCUIT']._serialized_end=142
   _globals['_SUBMITJOBREQUEST']._serialized_start=144
@@ -45,29 +45,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITJOBRESPONSE']._serialized_start=262
   _globals['_SUBMITJOBRESPONSE']._serialized_end=329
   _globals['_JOB']._serialized_start=332
-  _globals['_JOB']._serialized_end=719
-  _globals['_GETJOBREQUEST']._serialized_start=721
-  _globals['_GETJOBREQUEST']._serialized_end=752
-  _globals['_WATCHJOBREQUEST']._serialized_start=754
-  _globals['_WATCHJOBREQUEST']._serialized_end=787
-  _globals['_JOBEVENT']._serialized_start=789
-  _globals['_JOBEVENT']._serialized_end=830
-  _globals['_CANCELJOBREQUEST']._serialized_start=832
-  _globals['_CANCELJOBREQUEST']._serialized_end=882
-  _globals['_LISTJOBSREQUEST']._serialized_start=884
-  _globals['_LISTJOBSREQUEST']._serialized_end=998
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1000
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1075
-  _globals['_GETRESULTREQUEST']._serialized_start=1077
-  _globals['_GETRESULTREQUEST']._serialized_end=1111
-  _globals['_ENVELOPE']._serialized_start=1113
-  _globals['_ENVELOPE']._serialized_end=1214
-  _globals['_ENVELOPESIGNATURE']._serialized_start=1216
-  _globals['_ENVELOPESIGNATURE']._serialized_end=1263
-  _globals['_JOBRESULT']._serialized_start=1266
-  _globals['_JOBRESULT']._serialized_end=1483
-  _globals['_JOBRESULT_COUNTSENTRY']._serialized_start=1438
-  _globals['_JOBRESULT_COUNTSENTRY']._serialized_end=1483
-  _globals['_JOBSERVICE']._serialized_start=1825
-  _globals['_JOBSERVICE']._serialized_end=2239
+  _globals['_JOB']._serialized_end=740
+  _globals['_GETJOBREQUEST']._serialized_start=742
+  _globals['_GETJOBREQUEST']._serialized_end=773
+  _globals['_WATCHJOBREQUEST']._serialized_start=775
+  _globals['_WATCHJOBREQUEST']._serialized_end=808
+  _globals['_JOBEVENT']._serialized_start=810
+  _globals['_JOBEVENT']._serialized_end=851
+  _globals['_CANCELJOBREQUEST']._serialized_start=853
+  _globals['_CANCELJOBREQUEST']._serialized_end=903
+  _globals['_LISTJOBSREQUEST']._serialized_start=905
+  _globals['_LISTJOBSREQUEST']._serialized_end=1019
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1021
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1096
+  _globals['_GETRESULTREQUEST']._serialized_start=1098
+  _globals['_GETRESULTREQUEST']._serialized_end=1132
+  _globals['_ENVELOPE']._serialized_start=1134
+  _globals['_ENVELOPE']._serialized_end=1235
+  _globals['_ENVELOPESIGNATURE']._serialized_start=1237
+  _globals['_ENVELOPESIGNATURE']._serialized_end=1284
+  _globals['_JOBRESULT']._serialized_start=1287
+  _globals['_JOBRESULT']._serialized_end=1522
+  _globals['_JOBRESULT_COUNTSENTRY']._serialized_start=1477
+  _globals['_JOBRESULT_COUNTSENTRY']._serialized_end=1522
+  _globals['_JOBSERVICE']._serialized_start=1864
+  _globals['_JOBSERVICE']._serialized_end=2278
 # @@protoc_insertion_point(module_scope)

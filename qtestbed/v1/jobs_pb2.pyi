@@ -161,6 +161,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     owner: _builtins.str
     device_id: _builtins.str
@@ -176,6 +177,8 @@ class Job(_message.Message):
     """Why the job is in its state (denial reason, failure, cancellation), for people."""
     rule_id: _builtins.str
     """The clearance rule that denied the job, when DENIED."""
+    waiting_for: _builtins.str
+    """While QUEUED: what the job is waiting for (e.g. its device is quarantined), for people."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -200,10 +203,11 @@ class Job(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        waiting_for: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,6 +445,7 @@ class JobResult(_message.Message):
     EXECUTION_SECONDS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     DEVICE_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     device_id: _builtins.str
     execution_seconds: _builtins.float
@@ -448,6 +453,10 @@ class JobResult(_message.Message):
     """The receipt the device signed, exactly as it arrived (DSSE JSON)."""
     device_certificate: _builtins.bytes
     """The device's certificate (PEM), so the receipt can be checked offline against the facility root."""
+    evidence: _builtins.bytes
+    """The attestation evidence (DSSE JSON) whose digest the receipt names, so a researcher can
+    read exactly which firmware, software and calibration produced the result.
+    """
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -459,10 +468,11 @@ class JobResult(_message.Message):
         execution_seconds: _builtins.float = ...,
         receipt: _builtins.bytes = ...,
         device_certificate: _builtins.bytes = ...,
+        evidence: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "device_certificate", b"device_certificate", "device_id", b"device_id", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "device_certificate", b"device_certificate", "device_id", b"device_id", "evidence", b"evidence", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

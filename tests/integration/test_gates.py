@@ -81,14 +81,12 @@ def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacilit
     alice = facility.client("alice")
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
     assert state_name(job) == "QUEUED"
-    # While the job waits (no driver yet), the operator moves the device up a tier.
+    # While the job waits (no driver yet), alice's clearance lapses.
     registry = facility.root / "facility.toml"
     text = registry.read_text()
-    registry.write_text(
-        text.replace(
-            'device_id = "sim-open"\ntier = "open"', 'device_id = "sim-open"\ntier = "restricted"'
-        )
-    )
+    lapsed = 'name = "alice"\ntier = "open"\nclearance_expires_at = 2020-01-01T00:00:00Z'
+    assert 'name = "alice"\ntier = "open"' in text
+    registry.write_text(text.replace('name = "alice"\ntier = "open"', lapsed))
     assert facility.embedded is not None
     broker = facility.embedded.broker
     assert broker is not None
@@ -96,7 +94,8 @@ def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacilit
     facility.start_driver("sim-open")
     denied = wait_state(alice, job.job_id, "DENIED", "COMPLETED")
     assert state_name(denied) == "DENIED"
-    assert denied.rule_id == "clearance.tier-below-device"
+    assert denied.rule_id == "clearance.expired"
+    assert "expired" in denied.reason
     assert "job.dispatched" not in audit_kinds(facility, job.job_id)
     assert metric_value(scrape(facility), "qtestbed_clearance_denials_total", stage="dispatch") == 1
 

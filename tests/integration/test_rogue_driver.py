@@ -59,7 +59,12 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
     key = load_private_key(config.device_key)
     alice = facility.client("alice")
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
-    hello = link_pb.Hello(device_id="sim-open", num_qubits=5, backend="aer")
+    hello = link_pb.Hello(
+        device_id="sim-open",
+        num_qubits=5,
+        backend="aer",
+        certificate_chain=config.device_certificate.read_bytes(),
+    )
     challenge = _exchange(dealer, link_pb.LinkMessage(hello=hello), "challenge").challenge
     claims = EvidenceClaims(
         device_id="sim-open",

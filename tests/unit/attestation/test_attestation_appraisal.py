@@ -10,78 +10,26 @@ from attestation.appraisal import (
     AttestationResult,
     AttestationStatus,
     ReasonCode,
-    ReferenceValues,
-    appraise,
 )
 from attestation.dsse import Envelope, sign_envelope
-from attestation.evidence import EvidenceClaims, Measurements, encode_claims, make_evidence
-from attestation.keys import SigningKey, VerifyKey
+from attestation.evidence import encode_claims
+from attestation.keys import SigningKey
 from attestation.nonces import NonceIssuer
-
-NOW = 1_700_000_000.0
-DEVICE = "qpu-1"
-POLICY = AppraisalPolicy(
-    max_evidence_age_seconds=30, max_clock_skew_seconds=5, result_ttl_seconds=300
-)
-REFERENCE = ReferenceValues(
-    firmware=frozenset({"fw-1.2", "fw-1.3"}),
-    control_software=frozenset({"ctl-4"}),
-    driver_build=frozenset({"drv-abc"}),
-    calibration_digest=frozenset({"c" * 64}),
-    num_qubits=5,
-)
-GOOD_MEASUREMENTS = Measurements(
-    firmware="fw-1.3",
-    control_software="ctl-4",
-    driver_build="drv-abc",
-    calibration_digest="c" * 64,
-    num_qubits=5,
-    two_qubit_error=0.01,
+from tests.unit.attestation.support import (
+    DEVICE,
+    GOOD_MEASUREMENTS,
+    NOW,
+    REFERENCE,
+    Identity,
+    make_claims,
+    run_appraisal,
+    sign_evidence,
 )
 
 
 @pytest.fixture
 def nonces() -> NonceIssuer:
     return NonceIssuer(ttl_seconds=10)
-
-
-def _claims(nonce: bytes, **changes: Any) -> EvidenceClaims:
-    measured = dataclasses.replace(GOOD_MEASUREMENTS, **changes.pop("measurements", {}))
-    fields: dict[str, Any] = {
-        "device_id": DEVICE,
-        "nonce": nonce,
-        "issued_at": NOW - 1,
-        "boot_epoch": "boot-1",
-        "counter": 5,
-        "measurements": measured,
-    }
-    return EvidenceClaims(**{**fields, **changes})
-
-
-def _appraise(
-    evidence: bytes,
-    nonces: NonceIssuer,
-    *,
-    key: VerifyKey | None,
-    reference: ReferenceValues | None = REFERENCE,
-    last_counter: tuple[str, int] | None = ("boot-1", 4),
-    now: float = NOW,
-) -> AttestationResult:
-    return appraise(
-        evidence,
-        expected_device_id=DEVICE,
-        key=key,
-        reference=reference,
-        nonces=nonces,
-        last_counter=last_counter,
-        policy=POLICY,
-        now=now,
-    )
-
-
-def _evidence(key: SigningKey, nonces: NonceIssuer, **changes: Any) -> bytes:
-    nonce = changes.pop("nonce", None) or nonces.issue(DEVICE, NOW - 2)
-    return make_evidence(_claims(nonce, **changes), key).to_json()
 
 
 def _assert_only(result: AttestationResult, code: ReasonCode) -> None:
@@ -91,9 +39,11 @@ def _assert_only(result: AttestationResult, code: ReasonCode) -> None:
     assert not result.affirming(NOW)
 
 
-def test_good_evidence_affirms(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(device_key, nonces)
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+def test_good_evidence_affirms(
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
+) -> None:
+    evidence = sign_evidence(device_key, nonces)
+    result = run_appraisal(evidence, nonces, genuine)
     assert result.status is AttestationStatus.AFFIRMING
     assert result.reasons == ()
     assert result.claims is not None
@@ -106,21 +56,23 @@ def test_good_evidence_affirms(device_key: SigningKey, nonces: NonceIssuer) -> N
 
 
 def test_signature_invalid_does_not_consume_the_nonce(
-    device_key: SigningKey, other_key: SigningKey, nonces: NonceIssuer
+    device_key: SigningKey, other_key: SigningKey, nonces: NonceIssuer, genuine: Identity
 ) -> None:
     nonce = nonces.issue(DEVICE, NOW - 2)
-    forged = _evidence(other_key, nonces, nonce=nonce)
-    result = _appraise(forged, nonces, key=device_key.public_key)
+    forged = sign_evidence(other_key, nonces, nonce=nonce)
+    result = run_appraisal(forged, nonces, genuine)
     _assert_only(result, ReasonCode.SIGNATURE_INVALID)
     assert result.claims is None  # unauthenticated claims are not handed out
-    genuine = _evidence(device_key, nonces, nonce=nonce)
-    assert _appraise(genuine, nonces, key=device_key.public_key).affirming(NOW)
+    answer = sign_evidence(device_key, nonces, nonce=nonce)
+    assert run_appraisal(answer, nonces, genuine).affirming(NOW)
 
 
-def test_tampered_payload_is_signature_invalid(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    env = Envelope.from_json(_evidence(device_key, nonces))
+def test_tampered_payload_is_signature_invalid(
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
+) -> None:
+    env = Envelope.from_json(sign_evidence(device_key, nonces))
     tampered = dataclasses.replace(env, payload=env.payload.replace(b"fw-1.3", b"fw-1.2"))
-    result = _appraise(tampered.to_json(), nonces, key=device_key.public_key)
+    result = run_appraisal(tampered.to_json(), nonces, genuine)
     _assert_only(result, ReasonCode.SIGNATURE_INVALID)
 
 
@@ -128,108 +80,124 @@ def test_tampered_payload_is_signature_invalid(device_key: SigningKey, nonces: N
     "evidence",
     [b"not json", b'{"payloadType": "x"}', b""],
 )
-def test_malformed_envelope(device_key: SigningKey, nonces: NonceIssuer, evidence: bytes) -> None:
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+def test_malformed_envelope(
+    device_key: SigningKey, nonces: NonceIssuer, evidence: bytes, genuine: Identity
+) -> None:
+    result = run_appraisal(evidence, nonces, genuine)
     _assert_only(result, ReasonCode.MALFORMED_EVIDENCE)
     assert result.claims is None
     assert len(result.evidence_digest) == 64
 
 
-def test_wrong_payload_type_is_malformed(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    claims = _claims(nonces.issue(DEVICE, NOW))
+def test_wrong_payload_type(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
+    # Was MALFORMED_EVIDENCE before PAYLOAD_TYPE_WRONG existed; the detail is unchanged.
+    nonce = nonces.issue(DEVICE, NOW)
+    claims = make_claims(nonce)
     env = sign_envelope(
         "application/vnd.qtestbed.receipt.v1+json", encode_claims(claims), device_key
     )
-    result = _appraise(env.to_json(), nonces, key=device_key.public_key)
-    _assert_only(result, ReasonCode.MALFORMED_EVIDENCE)
+    result = run_appraisal(env.to_json(), nonces, genuine)
+    _assert_only(result, ReasonCode.PAYLOAD_TYPE_WRONG)
     assert "payload type" in result.reasons[0].detail
+    # Signed by the device, but not an answer to this challenge: nothing to hold against it.
+    assert not result.authenticated
+    assert result.claims is None
+    assert nonces.check(DEVICE, nonce, NOW) is None
 
 
 def test_signed_but_undecodable_claims_are_malformed(
-    device_key: SigningKey, nonces: NonceIssuer
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
 ) -> None:
     env = sign_envelope(
         "application/vnd.qtestbed.evidence.v1+json", b'{"device_id": "qpu-1"}', device_key
     )
-    result = _appraise(env.to_json(), nonces, key=device_key.public_key)
+    result = run_appraisal(env.to_json(), nonces, genuine)
     _assert_only(result, ReasonCode.MALFORMED_EVIDENCE)
     assert "missing field" in result.reasons[0].detail
 
 
-def test_no_registered_key_is_unknown_device(device_key: SigningKey, nonces: NonceIssuer) -> None:
+def test_no_registered_key_is_unknown_device(
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
+) -> None:
     nonce = nonces.issue(DEVICE, NOW - 2)
-    result = _appraise(_evidence(device_key, nonces, nonce=nonce), nonces, key=None)
+    result = run_appraisal(
+        sign_evidence(device_key, nonces, nonce=nonce), nonces, _unregistered(genuine)
+    )
     _assert_only(result, ReasonCode.UNKNOWN_DEVICE)
     assert "no attestation key" in result.reasons[0].detail
     assert nonces.check(DEVICE, nonce, NOW) is None  # unverifiable evidence burns nothing
 
 
-def test_no_reference_values_is_unknown_device(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(device_key, nonces)
-    result = _appraise(evidence, nonces, key=device_key.public_key, reference=None)
+def test_no_reference_values_is_unknown_device(
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
+) -> None:
+    evidence = sign_evidence(device_key, nonces)
+    result = run_appraisal(evidence, nonces, genuine, reference=None)
     _assert_only(result, ReasonCode.UNKNOWN_DEVICE)
     assert "no reference values" in result.reasons[0].detail
 
 
-def test_device_mismatch(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(device_key, nonces, device_id="qpu-2")
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+def test_device_mismatch(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
+    evidence = sign_evidence(device_key, nonces, device_id="qpu-2")
+    result = run_appraisal(evidence, nonces, genuine)
     _assert_only(result, ReasonCode.DEVICE_MISMATCH)
     assert "'qpu-2'" in result.reasons[0].detail
 
 
-def test_nonce_unknown(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(device_key, nonces, nonce=b"\x01" * 32)
-    _assert_only(_appraise(evidence, nonces, key=device_key.public_key), ReasonCode.NONCE_UNKNOWN)
+def test_nonce_unknown(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
+    evidence = sign_evidence(device_key, nonces, nonce=b"\x01" * 32)
+    _assert_only(run_appraisal(evidence, nonces, genuine), ReasonCode.NONCE_UNKNOWN)
 
 
-def test_nonce_replayed(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(device_key, nonces)
-    assert _appraise(evidence, nonces, key=device_key.public_key).affirming(NOW)
-    replay = _appraise(evidence, nonces, key=device_key.public_key, last_counter=None)
+def test_nonce_replayed(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
+    evidence = sign_evidence(device_key, nonces)
+    assert run_appraisal(evidence, nonces, genuine).affirming(NOW)
+    replay = run_appraisal(evidence, nonces, genuine, last_counter=None)
     _assert_only(replay, ReasonCode.NONCE_REPLAYED)
 
 
-def test_nonce_expired(device_key: SigningKey, nonces: NonceIssuer) -> None:
+def test_nonce_expired(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
     nonce = nonces.issue(DEVICE, NOW - 10)
-    evidence = _evidence(device_key, nonces, nonce=nonce)
-    _assert_only(_appraise(evidence, nonces, key=device_key.public_key), ReasonCode.NONCE_EXPIRED)
+    evidence = sign_evidence(device_key, nonces, nonce=nonce)
+    _assert_only(run_appraisal(evidence, nonces, genuine), ReasonCode.NONCE_EXPIRED)
 
 
-def test_nonce_wrong_device(device_key: SigningKey, nonces: NonceIssuer) -> None:
+def test_nonce_wrong_device(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
     nonce = nonces.issue("qpu-2", NOW - 2)
-    evidence = _evidence(device_key, nonces, nonce=nonce)
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+    evidence = sign_evidence(device_key, nonces, nonce=nonce)
+    result = run_appraisal(evidence, nonces, genuine)
     _assert_only(result, ReasonCode.NONCE_WRONG_DEVICE)
 
 
-def test_evidence_stale(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    at_limit = _evidence(device_key, nonces, issued_at=NOW - 30)
-    assert _appraise(at_limit, nonces, key=device_key.public_key).affirming(NOW)
-    stale = _evidence(device_key, nonces, issued_at=NOW - 30.5, counter=6)
-    result = _appraise(stale, nonces, key=device_key.public_key)
+def test_evidence_stale(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
+    at_limit = sign_evidence(device_key, nonces, issued_at=NOW - 30)
+    assert run_appraisal(at_limit, nonces, genuine).affirming(NOW)
+    stale = sign_evidence(device_key, nonces, issued_at=NOW - 30.5, counter=6)
+    result = run_appraisal(stale, nonces, genuine)
     _assert_only(result, ReasonCode.EVIDENCE_STALE)
 
 
-def test_clock_skew(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    at_limit = _evidence(device_key, nonces, issued_at=NOW + 5)
-    assert _appraise(at_limit, nonces, key=device_key.public_key).affirming(NOW)
-    future = _evidence(device_key, nonces, issued_at=NOW + 5.5, counter=6)
-    _assert_only(_appraise(future, nonces, key=device_key.public_key), ReasonCode.CLOCK_SKEW)
+def test_clock_skew(device_key: SigningKey, nonces: NonceIssuer, genuine: Identity) -> None:
+    at_limit = sign_evidence(device_key, nonces, issued_at=NOW + 5)
+    assert run_appraisal(at_limit, nonces, genuine).affirming(NOW)
+    future = sign_evidence(device_key, nonces, issued_at=NOW + 5.5, counter=6)
+    _assert_only(run_appraisal(future, nonces, genuine), ReasonCode.CLOCK_SKEW)
 
 
 @pytest.mark.parametrize("counter", [4, 3, 0])
 def test_counter_regressed_within_a_boot_epoch(
-    device_key: SigningKey, nonces: NonceIssuer, counter: int
+    device_key: SigningKey, nonces: NonceIssuer, counter: int, genuine: Identity
 ) -> None:
-    evidence = _evidence(device_key, nonces, counter=counter)
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+    evidence = sign_evidence(device_key, nonces, counter=counter)
+    result = run_appraisal(evidence, nonces, genuine)
     _assert_only(result, ReasonCode.COUNTER_REGRESSED)
 
 
-def test_counter_restarts_in_a_new_boot_epoch(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(device_key, nonces, boot_epoch="boot-2", counter=0)
-    assert _appraise(evidence, nonces, key=device_key.public_key).affirming(NOW)
+def test_counter_restarts_in_a_new_boot_epoch(
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
+) -> None:
+    evidence = sign_evidence(device_key, nonces, boot_epoch="boot-2", counter=0)
+    assert run_appraisal(evidence, nonces, genuine).affirming(NOW)
 
 
 @pytest.mark.parametrize(
@@ -248,17 +216,20 @@ def test_each_measurement_is_checked(
     change: dict[str, Any],
     code: ReasonCode,
     expected: str,
+    genuine: Identity,
 ) -> None:
-    evidence = _evidence(device_key, nonces, measurements=change)
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+    evidence = sign_evidence(device_key, nonces, measurements=change)
+    result = run_appraisal(evidence, nonces, genuine)
     _assert_only(result, code)
     detail = result.reasons[0].detail
     assert expected in detail
     assert str(next(iter(change.values()))) in detail.split("got ")[1]
 
 
-def test_every_fault_is_reported_together(device_key: SigningKey, nonces: NonceIssuer) -> None:
-    evidence = _evidence(
+def test_every_fault_is_reported_together(
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
+) -> None:
+    evidence = sign_evidence(
         device_key,
         nonces,
         device_id="qpu-9",
@@ -266,7 +237,7 @@ def test_every_fault_is_reported_together(device_key: SigningKey, nonces: NonceI
         counter=2,
         measurements={"firmware": "fw-0", "driver_build": "drv-x", "num_qubits": 7},
     )
-    result = _appraise(evidence, nonces, key=device_key.public_key)
+    result = run_appraisal(evidence, nonces, genuine)
     assert [r.code for r in result.reasons] == [
         ReasonCode.DEVICE_MISMATCH,
         ReasonCode.EVIDENCE_STALE,
@@ -280,13 +251,13 @@ def test_every_fault_is_reported_together(device_key: SigningKey, nonces: NonceI
 
 
 def test_forged_evidence_reports_all_its_faults_too(
-    device_key: SigningKey, other_key: SigningKey, nonces: NonceIssuer
+    device_key: SigningKey, other_key: SigningKey, nonces: NonceIssuer, genuine: Identity
 ) -> None:
     nonce = nonces.issue("qpu-2", NOW - 2)
-    forged = _evidence(
+    forged = sign_evidence(
         other_key, nonces, nonce=nonce, issued_at=NOW + 60, measurements={"firmware": "fw-0"}
     )
-    result = _appraise(forged, nonces, key=device_key.public_key)
+    result = run_appraisal(forged, nonces, genuine)
     assert result.codes == {
         ReasonCode.SIGNATURE_INVALID,
         ReasonCode.NONCE_WRONG_DEVICE,
@@ -298,9 +269,11 @@ def test_forged_evidence_reports_all_its_faults_too(
 
 
 def test_unknown_device_with_nothing_registered_reports_both(
-    device_key: SigningKey, nonces: NonceIssuer
+    device_key: SigningKey, nonces: NonceIssuer, genuine: Identity
 ) -> None:
-    result = _appraise(_evidence(device_key, nonces), nonces, key=None, reference=None)
+    result = run_appraisal(
+        sign_evidence(device_key, nonces), nonces, _unregistered(genuine), reference=None
+    )
     assert [r.code for r in result.reasons] == [ReasonCode.UNKNOWN_DEVICE] * 2
     assert result.status is AttestationStatus.CONTRAINDICATED
 
@@ -329,3 +302,7 @@ def test_reference_values_refuse_zero_qubits() -> None:
 def test_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="appraisal policy"):
         AppraisalPolicy(**kwargs)
+
+
+def _unregistered(identity: Identity) -> Identity:
+    return dataclasses.replace(identity, registered=frozenset())

@@ -9,6 +9,7 @@ import pytest
 
 from attestation.dsse import (
     MAX_ENVELOPE_BYTES,
+    MAX_SIGNATURES,
     Envelope,
     EnvelopeError,
     Signature,
@@ -131,6 +132,10 @@ def _with(**changes: object) -> bytes:
         (_with(signatures=[{"keyid": "k"}]), r"signatures\[0\]\.sig"),
         (b'{"payloadType":"a","payloadType":"b"}', "duplicate key 'payloadType'"),
         (b'{"payloadType":NaN}', "non-finite"),
+        (b'{"payloadType":"\\ud800","payload":"","signatures":[{"sig":""}]}', "not valid Unicode"),
+        (_with(signatures=[{"keyid": "k", "sig": "AA=="}] * (MAX_SIGNATURES + 1)), "more than"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"payloadType":' + b"1" * 5000 + b"}", "not JSON"),
     ],
 )
 def test_malformed_envelopes_are_refused_with_a_reason(data: bytes, message: str) -> None:

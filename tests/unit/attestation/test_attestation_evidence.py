@@ -83,6 +83,8 @@ _DELETE = object()
         (("nonce",), "ab" * 65, "'nonce' must be 8 to 64 bytes"),
         (("issued_at",), "yesterday", "'issued_at' must be a finite number"),
         (("issued_at",), True, "'issued_at' must be a finite number"),
+        (("issued_at",), 10**400, "'issued_at' must be a finite number"),
+        (("measurements", "two_qubit_error"), -(10**400), "'two_qubit_error' must be a finite"),
         (("boot_epoch",), 7, "'boot_epoch' must be a non-empty string"),
         (("counter",), -1, "'counter' must be an integer >= 0"),
         (("counter",), 1.5, "'counter' must be an integer >= 0"),

@@ -1,0 +1,118 @@
+"""Operator and security actions in domain terms, each authorised by role.
+
+Revocation is effective at once: the registry marks the device, its connections are dropped,
+the dispatch gate refuses it, and a receipt it signs later is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from broker.attestor import Attestor
+from broker.device_registry import DeviceRegistry, ReferenceInput
+from broker.domain import AuditEntry
+from broker.errors import BrokerError, ErrorCode
+from broker.facility import FacilityRef, Role
+from broker.ledger import JobLedger
+from broker.registry_model import (
+    AttestationRecord,
+    Checkpoint,
+    DeviceRecord,
+    ReferenceScope,
+    ReferenceValuesRecord,
+)
+from broker.store.base import RegistryStore
+
+_AUDIT_PAGE = 500
+
+
+class AdminService:
+    def __init__(
+        self,
+        *,
+        facility: FacilityRef,
+        registry: DeviceRegistry,
+        attestor: Attestor,
+        ledger: JobLedger,
+        store: RegistryStore,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.facility = facility
+        self.registry = registry
+        self.attestor = attestor
+        self.ledger = ledger
+        self.store = store
+        self.poll_seconds = poll_seconds
+
+    def require(self, caller: str, *roles: Role) -> None:
+        principal = self.facility.current.principals.get(caller)
+        if principal is None or not principal.roles.intersection(roles):
+            wanted = " or ".join(r.value for r in roles)
+            raise BrokerError(
+                ErrorCode.PERMISSION_DENIED,
+                f"this action needs the {wanted} role; ask a facility operator",
+                rule_id="role.required",
+            )
+
+    async def register(self, caller: str, chain_pem: bytes, tier: str, model: str) -> DeviceRecord:
+        self.require(caller, Role.OPERATOR)
+        if tier not in self.facility.current.tiers:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"tier {tier!r} is not one of {', '.join(self.facility.current.tiers)}",
+            )
+        return await self.registry.register(caller, chain_pem, tier=tier, model=model)
+
+    async def devices(self, caller: str) -> list[DeviceRecord]:
+        self.require(caller, Role.OPERATOR, Role.SECURITY)
+        return list(self.registry.all())
+
+    async def set_reference(self, caller: str, values: ReferenceInput) -> ReferenceValuesRecord:
+        self.require(caller, Role.OPERATOR)
+        return await self.registry.set_reference(caller, values)
+
+    async def references(
+        self, caller: str, scope: ReferenceScope, scope_id: str
+    ) -> list[ReferenceValuesRecord]:
+        self.require(caller, Role.OPERATOR, Role.SECURITY)
+        return await self.registry.references(scope, scope_id)
+
+    async def revoke(self, caller: str, device_id: str, reason: str) -> DeviceRecord:
+        self.require(caller, Role.OPERATOR, Role.SECURITY)
+        record = await self.registry.revoke(caller, device_id, reason or f"revoked by {caller}")
+        self.ledger.metrics.revocations.labels(device_id).inc()
+        await self.attestor.drop_device(device_id, f"device certificate revoked: {reason}")
+        return record
+
+    async def release(self, caller: str, device_id: str, reason: str) -> DeviceRecord:
+        self.require(caller, Role.OPERATOR)
+        record = await self.registry.release(caller, device_id, reason)
+        self.attestor.on_attested(device_id)
+        return record
+
+    async def history(self, caller: str, device_id: str, limit: int) -> list[AttestationRecord]:
+        self.require(caller, Role.OPERATOR, Role.SECURITY)
+        return await self.registry.history(device_id, min(limit or 50, 1000))
+
+    async def checkpoints(self, caller: str) -> list[Checkpoint]:
+        self.require(caller, Role.SECURITY)
+        return await self.ledger.runner.call(self.store.checkpoints)
+
+    async def stream_audit(
+        self, caller: str, after_seq: int, follow: bool
+    ) -> AsyncIterator[AuditEntry]:
+        """Entries after `after_seq`; with `follow`, keep polling for new ones."""
+        self.require(caller, Role.SECURITY)
+        store = self.ledger.runner.store
+        while True:
+            page = await self.ledger.runner.call(
+                store.audit_entries, after_seq=after_seq, limit=_AUDIT_PAGE
+            )
+            for entry in page:
+                yield entry
+                after_seq = entry.seq
+            if len(page) < _AUDIT_PAGE:
+                if not follow:
+                    return
+                await asyncio.sleep(self.poll_seconds)

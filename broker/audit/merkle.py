@@ -1,0 +1,253 @@
+"""RFC 6962 / RFC 9162 Merkle trees over the audit log: roots, inclusion and consistency proofs.
+
+The tree is Certificate Transparency's: a leaf hashes as SHA-256(0x00 || leaf), an interior
+node as SHA-256(0x01 || left || right), and a tree of n > 1 leaves splits at k, the largest
+power of two smaller than n (so the left subtree is always perfect). The empty tree's root is
+SHA-256 of the empty string. The prefixes keep a leaf from being passed off as a node.
+
+Functions that build proofs take the tree's leaf *hashes* (`leaf_hash` of each leaf), so a
+caller that already stores them never hashes twice. `MerkleBuilder` appends leaves with
+O(log n) state (the roots of the perfect subtrees of the "compact range"), which is what an
+append-only log that runs forever needs: it never re-reads old leaves to compute a new root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from broker.domain import AuditEntry
+from broker.store.base import canonical_event_bytes
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+_LEAF_PREFIX = b"\x00"
+_NODE_PREFIX = b"\x01"
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    """SHA-256(0x00 || leaf)."""
+    return hashlib.sha256(_LEAF_PREFIX + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """SHA-256(0x01 || left || right)."""
+    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+
+
+def audit_leaf(entry: AuditEntry) -> bytes:
+    """The leaf bytes of an audit entry: seq (8 bytes, big-endian) || prev_hash (32 raw bytes)
+    || canonical event bytes.
+
+    `entry_hash` is left out: it is a function of exactly these fields, so committing to them
+    commits to it. Raises ValueError when seq or prev_hash cannot be encoded (a stored row an
+    honest broker never writes).
+    """
+    if not 0 <= entry.seq < 1 << 64:
+        raise ValueError(f"seq {entry.seq} does not fit in 8 unsigned bytes")
+    if not is_hash_hex(entry.prev_hash):
+        raise ValueError(f"prev_hash of seq {entry.seq} is not 64 lower-case hex digits")
+    prev = bytes.fromhex(entry.prev_hash)
+    return entry.seq.to_bytes(8, "big") + prev + canonical_event_bytes(entry.event)
+
+
+def is_hash_hex(value: str) -> bool:
+    """True iff `value` is a SHA-256 digest in its one stored spelling: 64 lower-case hex digits.
+
+    `bytes.fromhex` also takes upper case and spaces; allowing them would give one hash two
+    spellings, and an edited spelling would hash the same.
+    """
+    return len(value) == 2 * HASH_SIZE and set(value) <= _HEX_DIGITS
+
+
+def split_point(n: int) -> int:
+    """RFC 6962's k for n > 1 leaves: the largest power of two strictly smaller than n."""
+    if n < 2:
+        raise ValueError(f"a tree of {n} leaves has no split")
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root_from_hashes(hashes: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) given the n leaf hashes; the empty tree's root for n = 0."""
+    if not hashes:
+        return EMPTY_ROOT
+    builder = MerkleBuilder()
+    for value in hashes:
+        builder.append_hash(value)
+    return builder.root()
+
+
+def merkle_root(leaves: Iterable[bytes]) -> bytes:
+    """MTH over raw leaves (each is hashed with `leaf_hash` first)."""
+    builder = MerkleBuilder()
+    for leaf in leaves:
+        builder.append(leaf)
+    return builder.root()
+
+
+def inclusion_proof(index: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """PATH(index, D[n]) of RFC 6962 §2.1.1 / RFC 9162 §2.1.3.1, leaf side first."""
+    if not 0 <= index < len(hashes):
+        raise ValueError(f"leaf index {index} is outside a tree of {len(hashes)} leaves")
+    proof: list[bytes] = []
+    lo, hi = 0, len(hashes)
+    # Walk down from the root; each level adds the sibling subtree's root. Collected top-down,
+    # returned bottom-up as the RFC orders it.
+    while hi - lo > 1:
+        k = split_point(hi - lo)
+        if index < lo + k:
+            proof.append(root_from_hashes(hashes[lo + k : hi]))
+            hi = lo + k
+        else:
+            proof.append(root_from_hashes(hashes[lo : lo + k]))
+            lo += k
+    proof.reverse()
+    return proof
+
+
+def verify_inclusion(
+    index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> bool:
+    """RFC 9162 §2.1.3.2: does `proof` show leaf hash `leaf` at `index` of a tree with `root`?"""
+    if not 0 <= index < tree_size:
+        return False
+    fn, sn = index, tree_size - 1
+    r = leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]) of RFC 6962 §2.1.2 / RFC 9162 §2.1.4.1 for 0 <= m <= n = len(hashes).
+
+    Empty when m is 0 or n: the empty tree and the tree itself need no proof.
+    """
+    n = len(hashes)
+    if not 0 <= old_size <= n:
+        raise ValueError(f"old size {old_size} is outside 0..{n}")
+    if old_size in (0, n):
+        return []
+    return _subproof(old_size, hashes, complete=True)
+
+
+def _subproof(m: int, hashes: Sequence[bytes], *, complete: bool) -> list[bytes]:
+    """SUBPROOF(m, D[n], b) of RFC 6962 §2.1.2; `complete` is the RFC's flag b."""
+    n = len(hashes)
+    if m == n:
+        return [] if complete else [root_from_hashes(hashes)]
+    k = split_point(n)
+    if m <= k:
+        return [*_subproof(m, hashes[:k], complete=complete), root_from_hashes(hashes[k:])]
+    return [*_subproof(m - k, hashes[k:], complete=False), root_from_hashes(hashes[:k])]
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 §2.1.4.2: is the tree (`old_size`, `old_root`) a prefix of (`new_size`,
+    `new_root`)? Size 0 requires the empty tree's root and an empty proof."""
+    if not 0 <= old_size <= new_size:
+        return False
+    if old_size == 0:
+        return not proof and old_root == EMPTY_ROOT
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is itself a subtree
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+class MerkleBuilder:
+    """An append-only Merkle tree that keeps only the O(log n) roots of its perfect subtrees.
+
+    After n appends, `_peaks` holds one root per set bit of n, largest subtree first; the
+    RFC 6962 root folds them right to left. Appending merges equal-sized subtrees like a binary
+    counter, so each append costs O(1) hashes amortised and `root()` O(log n).
+    """
+
+    __slots__ = ("_peaks", "_size")
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._peaks: list[bytes] = []
+
+    @classmethod
+    def from_state(cls, size: int, peaks: Sequence[bytes]) -> MerkleBuilder:
+        """Resume from `state()`: the tree size and its perfect-subtree roots, largest first."""
+        if size < 0 or len(peaks) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} subtree roots")
+        if any(len(p) != HASH_SIZE for p in peaks):
+            raise ValueError(f"subtree roots must be {HASH_SIZE} bytes")
+        builder = cls()
+        builder._size = size
+        builder._peaks = list(peaks)
+        return builder
+
+    def state(self) -> tuple[int, tuple[bytes, ...]]:
+        """(size, perfect-subtree roots largest first): enough to resume with `from_state`."""
+        return self._size, tuple(self._peaks)
+
+    def copy(self) -> MerkleBuilder:
+        return MerkleBuilder.from_state(self._size, self._peaks)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def append(self, leaf: bytes) -> None:
+        """Append a raw leaf (hashed here with `leaf_hash`)."""
+        self.append_hash(leaf_hash(leaf))
+
+    def append_hash(self, value: bytes) -> None:
+        """Append a leaf given its leaf hash."""
+        if len(value) != HASH_SIZE:
+            raise ValueError(f"a leaf hash is {HASH_SIZE} bytes, not {len(value)}")
+        size = self._size
+        # Each trailing 1 bit of the old size is a subtree of the new leaf's height: merge it.
+        while size & 1:
+            value = node_hash(self._peaks.pop(), value)
+            size >>= 1
+        self._peaks.append(value)
+        self._size += 1
+
+    def root(self) -> bytes:
+        """MTH of everything appended so far."""
+        if not self._peaks:
+            return EMPTY_ROOT
+        value = self._peaks[-1]
+        for peak in reversed(self._peaks[:-1]):
+            value = node_hash(peak, value)
+        return value

@@ -1,0 +1,316 @@
+"""The device registry: which devices exist, what they must measure, and whether they may work.
+
+The store is authoritative; this object keeps an in-memory snapshot for the hot paths
+(submit, dispatch gate, appraisal) and writes every change through the store first, with its
+audit event in the same transaction. Operator actions take effect at once: the snapshot is
+updated as soon as the write commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from attestation.appraisal import ReferenceValues
+from attestation.pki import CertificateError, VerifiedDevice, verify_device_chain
+from broker.errors import BrokerError, ErrorCode, not_found
+from broker.ledger import JobLedger
+from broker.registry_model import (
+    AttestationRecord,
+    DeviceRecord,
+    DeviceStatus,
+    ReferenceScope,
+    ReferenceValuesRecord,
+    Revocation,
+)
+from broker.store.base import RegistryStore
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReferenceInput:
+    """An operator's new reference values, before the store numbers the version."""
+
+    scope: ReferenceScope
+    scope_id: str
+    firmware: frozenset[str]
+    control_software: frozenset[str]
+    driver_build: frozenset[str]
+    calibration_digest: frozenset[str]
+    num_qubits: int
+    not_before: float | None = None
+    not_after: float | None = None
+
+
+class DeviceRegistry:
+    def __init__(self, *, ledger: JobLedger, store: RegistryStore, trust_anchor: bytes) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.trust_anchor = trust_anchor
+        self.devices: dict[str, DeviceRecord] = {}
+        self._references: dict[tuple[ReferenceScope, str], ReferenceValuesRecord] = {}
+        self.revoked_serials: frozenset[str] = frozenset()
+
+    async def load(self) -> None:
+        call = self.ledger.runner.call
+        self.devices = {d.device_id: d for d in await call(self.store.list_devices)}
+        self.revoked_serials = frozenset(r.serial for r in await call(self.store.revocations))
+        for record in self.devices.values():
+            for scope, scope_id in (
+                (ReferenceScope.DEVICE, record.device_id),
+                (ReferenceScope.MODEL, record.model),
+            ):
+                await self._refresh_reference(scope, scope_id)
+
+    async def _refresh_reference(self, scope: ReferenceScope, scope_id: str) -> None:
+        versions = await self.ledger.runner.call(self.store.reference_values, scope, scope_id)
+        if versions:
+            self._references[(scope, scope_id)] = versions[0]
+
+    # ------------------------------------------------------------------ hot-path reads
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        return self.devices.get(device_id)
+
+    def reference_for(self, device_id: str) -> ReferenceValues | None:
+        """The newest reference values for the device itself, else for its model."""
+        record = self.devices.get(device_id)
+        if record is None:
+            return None
+        chosen = self._references.get((ReferenceScope.DEVICE, device_id)) or self._references.get(
+            (ReferenceScope.MODEL, record.model)
+        )
+        if chosen is None:
+            return None
+        return ReferenceValues(
+            firmware=chosen.firmware,
+            control_software=chosen.control_software,
+            driver_build=chosen.driver_build,
+            calibration_digest=chosen.calibration_digest,
+            num_qubits=chosen.num_qubits,
+            not_before=chosen.not_before,
+            not_after=chosen.not_after,
+            version=chosen.version,
+        )
+
+    def num_qubits(self, device_id: str) -> int | None:
+        reference = self.reference_for(device_id)
+        return reference.num_qubits if reference is not None else None
+
+    def registered_fingerprints(self, device_id: str) -> frozenset[str]:
+        record = self.devices.get(device_id)
+        if record is None or record.status is DeviceStatus.REVOKED:
+            return frozenset()
+        return frozenset({record.fingerprint})
+
+    # ------------------------------------------------------------------ operator actions
+
+    def _verify_chain(self, chain_pem: bytes) -> VerifiedDevice:
+        try:
+            return verify_device_chain(
+                chain_pem,
+                self.trust_anchor,
+                now=dt.datetime.fromtimestamp(self.ledger.clock.now(), dt.UTC),
+                revoked_serials=self.revoked_serials,
+            )
+        except CertificateError as exc:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"certificate chain refused ({exc.code.value}): {exc}; issue the device "
+                "certificate from this facility's CA",
+            ) from exc
+
+    async def register(
+        self, actor: str, chain_pem: bytes, *, tier: str, model: str
+    ) -> DeviceRecord:
+        verified = self._verify_chain(chain_pem)
+        now = self.ledger.clock.now()
+        old = self.devices.get(verified.device_id)
+        if old is not None and old.status is DeviceStatus.REVOKED:
+            raise BrokerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"device {verified.device_id!r} is revoked; a revoked device id stays revoked",
+            )
+        record = DeviceRecord(
+            device_id=verified.device_id,
+            tier=tier,
+            model=model or verified.device_id,
+            certificate_chain_pem=chain_pem,
+            fingerprint=verified.fingerprint,
+            serial=verified.serial,
+            status=old.status if old is not None else DeviceStatus.ACTIVE,
+            status_reason=old.status_reason if old is not None else "registered",
+            status_changed_at=old.status_changed_at if old is not None else now,
+            registered_at=now,
+            registered_by=actor,
+            version=old.version + 1 if old is not None else 1,
+        )
+        detail = {"fingerprint": record.fingerprint, "serial": record.serial, "tier": tier}
+        await self._save(record, old, "device.registered", actor, detail)
+        return record
+
+    async def _save(
+        self,
+        record: DeviceRecord,
+        old: DeviceRecord | None,
+        kind: str,
+        actor: str,
+        detail: Mapping[str, object],
+    ) -> None:
+        event = self.ledger.event(kind, actor, record.device_id, detail)
+        saved = await self.ledger.runner.call(
+            self.store.save_device,
+            record,
+            expected_version=old.version if old is not None else None,
+            event=event,
+        )
+        if not saved:
+            raise BrokerError(
+                ErrorCode.UNAVAILABLE,
+                f"device {record.device_id!r} changed concurrently; repeat the command",
+            )
+        self.devices[record.device_id] = record
+
+    async def set_reference(self, actor: str, values: ReferenceInput) -> ReferenceValuesRecord:
+        try:
+            ReferenceValues(
+                firmware=values.firmware,
+                control_software=values.control_software,
+                driver_build=values.driver_build,
+                calibration_digest=values.calibration_digest,
+                num_qubits=values.num_qubits,
+                not_before=values.not_before,
+                not_after=values.not_after,
+            )
+        except ValueError as exc:
+            raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
+        record = ReferenceValuesRecord(
+            **dataclasses.asdict(values),
+            version=0,
+            created_at=self.ledger.clock.now(),
+            created_by=actor,
+        )
+        event = self.ledger.event(
+            "reference.published",
+            actor,
+            f"{values.scope.value.lower()}:{values.scope_id}",
+            {
+                "firmware": sorted(values.firmware),
+                "control_software": sorted(values.control_software),
+                "driver_build": sorted(values.driver_build),
+                "calibration_digest": sorted(values.calibration_digest),
+                "num_qubits": values.num_qubits,
+                "not_before": values.not_before,
+                "not_after": values.not_after,
+            },
+        )
+        stored = await self.ledger.runner.call(self.store.add_reference_values, record, event)
+        self._references[(stored.scope, stored.scope_id)] = stored
+        return stored
+
+    async def references(self, scope: ReferenceScope, scope_id: str) -> list[ReferenceValuesRecord]:
+        return await self.ledger.runner.call(self.store.reference_values, scope, scope_id)
+
+    async def set_status(
+        self, actor: str, device_id: str, status: DeviceStatus, reason: str
+    ) -> DeviceRecord:
+        old = self.devices.get(device_id)
+        if old is None:
+            raise not_found("device", device_id)
+        record = dataclasses.replace(
+            old,
+            status=status,
+            status_reason=reason,
+            status_changed_at=self.ledger.clock.now(),
+            version=old.version + 1,
+        )
+        kind = {
+            DeviceStatus.ACTIVE: "device.released",
+            DeviceStatus.QUARANTINED: "device.quarantined",
+            DeviceStatus.REVOKED: "device.revoked",
+        }[status]
+        await self._save(record, old, kind, actor, {"reason": reason, "from": old.status.value})
+        return record
+
+    async def revoke(self, actor: str, device_id: str, reason: str) -> DeviceRecord:
+        old = self.devices.get(device_id)
+        if old is None:
+            raise not_found("device", device_id)
+        revocation = Revocation(
+            serial=old.serial,
+            device_id=device_id,
+            revoked_at=self.ledger.clock.now(),
+            revoked_by=actor,
+            reason=reason,
+        )
+        event = self.ledger.event("certificate.revoked", actor, device_id, {"serial": old.serial})
+        await self.ledger.runner.call(self.store.add_revocation, revocation, event)
+        self.revoked_serials = self.revoked_serials | {old.serial}
+        return await self.set_status(actor, device_id, DeviceStatus.REVOKED, reason)
+
+    async def record_attestation(self, record: AttestationRecord, kind: str) -> None:
+        detail = {
+            "status": record.status,
+            "reasons": list(record.reasons),
+            "evidence_digest": record.evidence_digest,
+            "expires_at": record.expires_at,
+        }
+        event = self.ledger.event(kind, "broker", record.device_id, detail)
+        await self.ledger.runner.call(self.store.add_attestation, record, event)
+
+    async def history(self, device_id: str, limit: int) -> list[AttestationRecord]:
+        if device_id not in self.devices:
+            raise not_found("device", device_id)
+        return await self.ledger.runner.call(self.store.attestation_history, device_id, limit)
+
+    def all(self) -> Iterable[DeviceRecord]:
+        return sorted(self.devices.values(), key=lambda d: d.device_id)
+
+    async def release(self, actor: str, device_id: str, reason: str) -> DeviceRecord:
+        """Lift a quarantine, only once the device has attested successfully since it began."""
+        old = self.devices.get(device_id)
+        if old is None:
+            raise not_found("device", device_id)
+        if old.status is not DeviceStatus.QUARANTINED:
+            raise BrokerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"device {device_id!r} is {old.status.value}; "
+                "only a quarantined device can be released",
+            )
+        latest = await self.ledger.runner.call(self.store.attestation_history, device_id, 1)
+        now = self.ledger.clock.now()
+        if (
+            not latest
+            or latest[0].status != "affirming"
+            or latest[0].at < old.status_changed_at
+            or latest[0].expires_at <= now
+        ):
+            raise BrokerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"device {device_id!r} has not passed an attestation since it was quarantined; "
+                "fix it, let its driver attest again (see `qtestbed device history`), then release",
+            )
+        return await self.set_status(
+            actor, device_id, DeviceStatus.ACTIVE, reason or f"released by {actor}"
+        )
+
+    async def seed(self, entries: Iterable[SeedDevice]) -> None:
+        """Register devices listed in the facility file that the store does not know yet."""
+        for entry in entries:
+            if entry.reference.scope_id in self.devices:
+                continue
+            await self.register(
+                "facility-file", entry.chain_pem, tier=entry.tier, model=entry.model
+            )
+            await self.set_reference("facility-file", entry.reference)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SeedDevice:
+    """A device as written in the facility file, registered on first start."""
+
+    tier: str
+    model: str
+    chain_pem: bytes
+    reference: ReferenceInput

@@ -1,0 +1,180 @@
+"""`qtestbed audit verify` as an operator runs it, on a real SQLite store of a real facility.
+
+The store is written by the store code and checkpointed with the broker's own key, then edited
+with plain SQL the way an attacker with database access (and no key) would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attestation.keys import load_private_key
+from broker.audit.checkpointer import AuditCheckpointer
+from broker.audit.verify import iter_entries
+from broker.domain import AuditEntry, AuditEvent
+from broker.settings import load_settings
+from broker.store import open_store, sqlite_path
+from broker.store.base import GENESIS_HASH, chain_hash
+from qtestbed.cli.main import build_parser
+from qtestbed.facility_init import init_facility
+
+ENTRIES = 57
+EVERY = 10  # checkpoints at 10, 20, ..., 50; seq 51 to 57 are the unprotected tail
+
+# Until `audit.register(sub)` is wired into qtestbed/cli/main.py, run the command through a
+# parser holding just it; once wired, the real console entry is used.
+_STANDALONE = (
+    "import argparse, sys\n"
+    "from qtestbed.cli import audit\n"
+    "parser = argparse.ArgumentParser(prog='qtestbed')\n"
+    "audit.register(parser.add_subparsers(dest='command', required=True))\n"
+    "args = parser.parse_args(sys.argv[1:])\n"
+    "sys.exit(args.handler(args))\n"
+)
+
+
+def _wired() -> bool:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    audit = sub.choices.get("audit")
+    if audit is None:
+        return False
+    actions = next(a for a in audit._actions if isinstance(a, argparse._SubParsersAction))
+    return "verify" in actions.choices
+
+
+def qtestbed(*args: str) -> subprocess.CompletedProcess[str]:
+    command = ["-m", "qtestbed"] if _wired() else ["-c", _STANDALONE]
+    return subprocess.run(
+        [sys.executable, *command, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def facility(tmp_path: Path) -> Path:
+    """A facility whose store holds ENTRIES audit events, checkpointed every EVERY entries."""
+    root = init_facility(tmp_path / "fac")
+    settings = load_settings(root / "broker.toml")
+    store = open_store(settings.store)
+    if not callable(getattr(store, "checkpoints", None)) or not callable(
+        getattr(store, "add_checkpoint", None)
+    ):
+        store.close()
+        pytest.skip("SqliteStore has no add_checkpoint/checkpoints yet (RegistryStore)")
+    try:
+        store.migrate()
+        checkpointer = AuditCheckpointer(load_private_key(settings.server_key))
+        for i in range(1, ENTRIES + 1):
+            event = AuditEvent(
+                kind="job.submitted",
+                actor=f"user{i % 3}",
+                subject=f"job-{i}",
+                at=1e9 + i,
+                detail={"shots": i * 10, "device": "sim-open"},
+            )
+            store.append_audit(event)
+            checkpointer.feed(iter_entries(store, after_seq=checkpointer.last_seq))
+            if i % EVERY == 0:
+                store.add_checkpoint(checkpointer.make(1e9 + i))
+    finally:
+        store.close()
+    return root / "broker.toml"
+
+
+def _db(config: Path) -> sqlite3.Connection:
+    return sqlite3.connect(sqlite_path(load_settings(config).store))
+
+
+def _rows(config: Path) -> list[AuditEntry]:
+    store = open_store(load_settings(config).store)
+    try:
+        return list(iter_entries(store))
+    finally:
+        store.close()
+
+
+def test_an_intact_log_verifies(facility: Path) -> None:
+    done = qtestbed("audit", "verify", "--config", str(facility))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"audit log OK: {ENTRIES} entries, 5 checkpoints checked")
+    assert "seq 1 to seq 50 match a signed checkpoint" in done.stdout
+    assert "7 entries after the last checkpoint" in done.stdout
+
+
+def test_json_output(facility: Path) -> None:
+    done = qtestbed("audit", "verify", "--config", str(facility), "--json")
+    assert done.returncode == 0, done.stderr
+    verdict = json.loads(done.stdout)
+    assert verdict["ok"] is True
+    assert verdict["entries_checked"] == ENTRIES
+    assert verdict["checkpoints_checked"] == 5
+    assert verdict["unprotected_tail"] == ENTRIES - 50
+
+
+def test_an_sql_edit_is_named(facility: Path) -> None:
+    with _db(facility) as db:
+        db.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 23")
+    done = qtestbed("audit", "verify", "--config", str(facility), "--json")
+    assert done.returncode == 1, done.stderr
+    verdict = json.loads(done.stdout)
+    assert verdict["first_bad_seq"] == 23
+    assert any("seq 23 was changed" in p for p in verdict["problems"])
+
+
+def test_a_deleted_row_is_named(facility: Path) -> None:
+    with _db(facility) as db:
+        db.execute("DELETE FROM audit_log WHERE seq = 31")
+    done = qtestbed("audit", "verify", "--config", str(facility))
+    assert done.returncode == 1
+    assert "first bad entry seq 31" in done.stdout
+    assert "seq 31 is missing" in done.stdout
+
+
+def test_a_rewrite_with_the_chain_recomputed_is_bounded(facility: Path) -> None:
+    entries = _rows(facility)
+    prev = GENESIS_HASH
+    with _db(facility) as db:
+        for entry in entries:
+            event = entry.event
+            if entry.seq == 34:
+                event = dataclasses.replace(event, actor="mallory")
+            entry_hash = chain_hash(prev, entry.seq, event)
+            db.execute(
+                "UPDATE audit_log SET actor = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+                (event.actor, prev, entry_hash, entry.seq),
+            )
+            prev = entry_hash
+    done = qtestbed("audit", "verify", "--config", str(facility))
+    assert done.returncode == 1
+    assert "first bad entry seq 31" in done.stdout
+    assert "the first change lies between seq 31 and seq 40" in done.stdout
+    assert "checkpoint #4 (tree size 40" in done.stdout
+
+
+def test_truncation_below_a_checkpoint_is_caught(facility: Path) -> None:
+    with _db(facility) as db:
+        db.execute("DELETE FROM audit_log WHERE seq > 45")
+    done = qtestbed("audit", "verify", "--config", str(facility))
+    assert done.returncode == 1
+    assert "entries after seq 45 are missing" in done.stdout
+
+
+def test_cannot_run_without_the_store_or_the_settings(facility: Path, tmp_path: Path) -> None:
+    sqlite_path(load_settings(facility).store).unlink()
+    done = qtestbed("audit", "verify", "--config", str(facility))
+    assert done.returncode == 2
+    assert "no SQLite store at" in done.stderr
+    done = qtestbed("audit", "verify", "--config", str(tmp_path / "absent.toml"))
+    assert done.returncode == 2
+    assert "cannot read broker settings" in done.stderr
