@@ -16,8 +16,7 @@ from typing import Any
 
 import grpc
 
-from attestation.pki import CertificateError, verify_device_certificate
-from attestation.receipts import verify_receipt
+from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.v1 import admin_pb2_grpc, devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 RULE_ID_METADATA = "qtestbed-rule-id"
@@ -190,25 +189,21 @@ class Client:
         return verify_result_offline(result, job, self.ca_pem)
 
 
-def verify_result_offline(
-    result: jobs_pb2.JobResult, job: jobs_pb2.Job, ca_pem: bytes, now: dt.datetime | None = None
-) -> list[str]:
-    try:
-        device_id, key = verify_device_certificate(
-            result.device_certificate, ca_pem, now=now or dt.datetime.now(dt.UTC)
-        )
-    except CertificateError as exc:
-        return [f"device certificate rejected: {exc}"]
-    problems = []
-    if device_id != result.device_id:
-        problems.append(f"certificate is for {device_id!r}, result claims {result.device_id!r}")
-    problems += verify_receipt(
-        result.receipt,
-        key,
+def bundle_of(result: jobs_pb2.JobResult, job: jobs_pb2.Job) -> ResultBundle:
+    """What a researcher keeps: counts, receipt, certificate chain and evidence, for `job`."""
+    return ResultBundle(
         job_id=job.job_id,
+        device_id=result.device_id,
         circuit_digest=job.circuit_digest,
         shots=job.shots,
         counts=dict(result.counts),
-        dispatch_nonce=None,
+        receipt=result.receipt,
+        device_certificate_chain=result.device_certificate,
+        evidence=result.evidence,
     )
-    return problems
+
+
+def verify_result_offline(
+    result: jobs_pb2.JobResult, job: jobs_pb2.Job, ca_pem: bytes, now: dt.datetime | None = None
+) -> list[str]:
+    return verify_bundle(bundle_of(result, job), ca_pem, now=now).problems

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qtestbed.cli import audit, demo, operator, processes, researcher
+from qtestbed.cli import audit, demo, operator, processes, receipt, researcher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     operator.register(sub)
     audit.register(sub)
+    receipt.register(sub)
     return parser
 
 

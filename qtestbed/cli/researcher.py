@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from qtestbed.cli.common import fail, open_client
-from qtestbed.client import QtestbedError
+from qtestbed.client import QtestbedError, bundle_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "DENIED"}
@@ -34,11 +34,19 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_submit)
     for name, help_text, handler in (
         ("status", "show a job's state and queue position", cmd_status),
-        ("result", "show a completed job's counts and verify its receipt", cmd_result),
+        (
+            "result",
+            "show a completed job's counts and verify its receipt (--save to keep it)",
+            cmd_result,
+        ),
         ("cancel", "cancel a queued or running job", cmd_cancel),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("job_id")
+        if name == "result":
+            p.add_argument(
+                "--save", type=Path, help="write a result bundle for `qtestbed receipt verify`"
+            )
         _common(p)
         p.set_defaults(handler=handler)
     p = sub.add_parser("jobs", help="list your jobs, newest first")
@@ -144,6 +152,8 @@ def cmd_result(args: argparse.Namespace) -> int:
         except QtestbedError as exc:
             return _refused(exc)
         problems = client.verify_result(result, job)
+        if args.save is not None:
+            args.save.write_text(bundle_of(result, job).to_json())
         if args.json:
             body = _dict(result)
             body.pop("receipt", None)

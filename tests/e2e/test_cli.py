@@ -92,9 +92,20 @@ def test_researcher_commands(cli_facility: tuple[LocalFacility, Path], tmp_path:
 
     status = qtestbed("status", job_id, "--json", profile=profile)
     assert json.loads(status.stdout)["state"] == "JOB_STATE_COMPLETED"
-    result = qtestbed("result", job_id, profile=profile)
+    bundle = tmp_path / "bundle.json"
+    result = qtestbed("result", job_id, "--save", str(bundle), profile=profile)
     assert result.returncode == 0
     assert "receipt: valid" in result.stdout
+    ca = str(_facility.root / "ca" / "ca.pem")
+    verified = qtestbed("receipt", "verify", str(bundle), "--ca", ca, "--circuit", str(circuit))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "firmware: qtestbed-simfw 1.0" in verified.stdout
+    body = json.loads(bundle.read_text())
+    body["counts"]["000"] += 1
+    bundle.write_text(json.dumps(body))
+    forged = qtestbed("receipt", "verify", str(bundle), "--ca", ca, "--json")
+    assert forged.returncode == 1
+    assert json.loads(forged.stdout)["valid"] is False
     jobs = qtestbed("jobs", "--json", profile=profile)
     assert [j["job_id"] for j in json.loads(jobs.stdout)] == [job_id]
     devices = qtestbed("devices", profile=profile)

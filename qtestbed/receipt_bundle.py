@@ -1,0 +1,155 @@
+"""A result bundle a researcher keeps, and its offline verification against the facility root.
+
+The bundle holds the counts, the device-signed receipt, the device's certificate chain and the
+attestation evidence the receipt names. Verification needs nothing but the facility's root
+certificate: it proves the counts came from the device the facility certified, for this job,
+circuit and shot count, and shows the firmware, software and calibration it attested with.
+Revocations after the fact are not visible offline; the broker refuses receipts from revoked
+devices at the time they arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from attestation.dsse import Envelope, EnvelopeError, verify_envelope
+from attestation.evidence import EVIDENCE_PAYLOAD_TYPE, EvidenceError, decode_claims
+from attestation.pki import CertificateError, verify_device_chain
+from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
+
+BUNDLE_FORMAT = "qtestbed.result-bundle.v1"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResultBundle:
+    job_id: str
+    device_id: str
+    circuit_digest: str
+    shots: int
+    counts: Mapping[str, int]
+    receipt: bytes
+    device_certificate_chain: bytes
+    evidence: bytes = b""
+
+    def to_json(self) -> str:
+        body = {
+            "format": BUNDLE_FORMAT,
+            "job_id": self.job_id,
+            "device_id": self.device_id,
+            "circuit_digest": self.circuit_digest,
+            "shots": self.shots,
+            "counts": dict(sorted(self.counts.items())),
+            "receipt": base64.b64encode(self.receipt).decode(),
+            "device_certificate_chain": self.device_certificate_chain.decode(),
+            "evidence": base64.b64encode(self.evidence).decode(),
+        }
+        return json.dumps(body, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ResultBundle:
+        try:
+            raw = json.loads(text)
+            if raw.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"not a {BUNDLE_FORMAT} file")
+            return cls(
+                job_id=str(raw["job_id"]),
+                device_id=str(raw["device_id"]),
+                circuit_digest=str(raw["circuit_digest"]),
+                shots=int(raw["shots"]),
+                counts={str(k): int(v) for k, v in raw["counts"].items()},
+                receipt=base64.b64decode(raw["receipt"], validate=True),
+                device_certificate_chain=str(raw["device_certificate_chain"]).encode(),
+                evidence=base64.b64decode(raw.get("evidence", ""), validate=True),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"result bundle is malformed: {exc}") from exc
+
+
+@dataclass(kw_only=True, slots=True)
+class BundleVerdict:
+    problems: list[str] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def verify_bundle(
+    bundle: ResultBundle,
+    ca_pem: bytes,
+    *,
+    circuit: bytes | None = None,
+    now: dt.datetime | None = None,
+) -> BundleVerdict:
+    """Every problem with the bundle, checked offline; an empty list means it holds."""
+    verdict = BundleVerdict()
+    try:
+        device = verify_device_chain(
+            bundle.device_certificate_chain,
+            ca_pem,
+            now=now or dt.datetime.now(dt.UTC),
+            revoked_serials=frozenset(),
+        )
+    except CertificateError as exc:
+        verdict.problems.append(f"device certificate chain rejected ({exc.code.value}): {exc}")
+        return verdict
+    if device.device_id != bundle.device_id:
+        verdict.problems.append(
+            f"certificate is for {device.device_id!r}, bundle claims {bundle.device_id!r}"
+        )
+    if circuit is not None and hashlib.sha256(circuit).hexdigest() != bundle.circuit_digest:
+        verdict.problems.append("the circuit file given is not the circuit this job ran")
+    verdict.problems += verify_receipt(
+        bundle.receipt,
+        device.key,
+        job_id=bundle.job_id,
+        circuit_digest=bundle.circuit_digest,
+        shots=bundle.shots,
+        counts=bundle.counts,
+        dispatch_nonce=None,
+    )
+    _check_receipt_device(bundle, verdict)
+    _check_evidence(bundle, device.key, verdict)
+    return verdict
+
+
+def _check_receipt_device(bundle: ResultBundle, verdict: BundleVerdict) -> None:
+    try:
+        claims = decode_receipt(Envelope.from_json(bundle.receipt))
+    except (EnvelopeError, ReceiptError) as exc:
+        verdict.problems.append(f"receipt unreadable: {exc}")
+        return
+    if claims.device_id != bundle.device_id:
+        verdict.problems.append(f"receipt was signed for device {claims.device_id!r}")
+
+
+def _check_evidence(bundle: ResultBundle, key: Any, verdict: BundleVerdict) -> None:
+    if not bundle.evidence:
+        verdict.problems.append("bundle carries no attestation evidence to tie the receipt to")
+        return
+    try:
+        envelope = Envelope.from_json(bundle.evidence)
+        receipt = decode_receipt(Envelope.from_json(bundle.receipt))
+    except (EnvelopeError, ReceiptError) as exc:
+        verdict.problems.append(f"evidence unreadable: {exc}")
+        return
+    if envelope.digest() != receipt.evidence_digest:
+        verdict.problems.append("evidence is not the evidence the receipt names")
+    if envelope.payload_type != EVIDENCE_PAYLOAD_TYPE or not verify_envelope(envelope, key):
+        verdict.problems.append("evidence is not signed by the device key")
+        return
+    try:
+        claims = decode_claims(envelope.payload)
+    except EvidenceError as exc:
+        verdict.problems.append(f"evidence claims unreadable: {exc}")
+        return
+    if claims.device_id != bundle.device_id:
+        verdict.problems.append(f"evidence is from device {claims.device_id!r}")
+    verdict.measurements = claims.measurements.as_dict()
