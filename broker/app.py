@@ -17,7 +17,7 @@ from broker.admin_service import AdminService
 from broker.attestor import Attestor
 from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
 from broker.audit.verify import iter_entries
-from broker.circuits import IsolatedDecoder
+from broker.circuits import BrokerDecoder, IsolatedDecoder
 from broker.clock import Clock, SystemClock
 from broker.device_registry import DeviceRegistry
 from broker.devices import DeviceDirectory
@@ -130,7 +130,7 @@ class Broker:
             ledger=self.ledger,
             dispatcher=dispatcher,
             limits=self.settings.limits,
-            decoder=self.decoder,
+            decoder=BrokerDecoder(self.decoder),
         )
         return hub
 

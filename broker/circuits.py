@@ -35,6 +35,7 @@ from qtestbed.circuits import (
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "BrokerDecoder",
     "CircuitDecoder",
     "CircuitLimits",
     "CircuitRejected",
@@ -114,3 +115,25 @@ def load_circuit(circuit: Circuit, limits: CircuitLimits = DEFAULT_LIMITS) -> Qu
             f"says {circuit.num_qubits} and {circuit.depth}; the job must be resubmitted",
         )
     return qc
+
+
+class BrokerDecoder:
+    """The broker's choice of decoder per format.
+
+    OpenQASM 2 is parsed in-process (on a worker thread): Qiskit's parser for it is Rust, the
+    include path is restricted to qelib1.inc, register sizes are pre-scanned before parsing and
+    a Rust panic is caught, so the known ways to crash or balloon it are closed. QPY (whose
+    reader can be driven to abort the process or allocate gigabytes) and OpenQASM 3 (a slow
+    pure-Python parser) go to the isolated, memory-capped child process.
+    """
+
+    def __init__(self, isolated: IsolatedDecoder) -> None:
+        self.isolated = isolated
+        self._in_process = InProcessDecoder()
+
+    def summarize(
+        self, fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
+    ) -> CircuitSummary:
+        if fmt is CircuitFormat.OPENQASM2:
+            return self._in_process.summarize(fmt, payload, limits)
+        return self.isolated.summarize(fmt, payload, limits)

@@ -32,11 +32,18 @@ class JobLedger:
             kind=kind, actor=actor, subject=subject, at=self.clock.now(), detail=dict(detail or {})
         )
 
-    async def insert(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
-        stored, created = await self.runner.call(self.runner.store.insert_job, job, event)
+    async def insert(self, job: Job, event: AuditEvent) -> tuple[Job, bool, int | None]:
+        """Insert a job; also returns its queue position, read in the same store round trip."""
+        store = self.runner.store
+
+        def insert_and_place() -> tuple[Job, bool, int | None]:
+            stored, created = store.insert_job(job, event)
+            return stored, created, store.queue_position(stored.job_id)
+
+        stored, created, position = await self.runner.call(insert_and_place)
         if created:
             self._observe(stored)
-        return stored, created
+        return stored, created, position
 
     async def save(
         self,

@@ -109,12 +109,15 @@ class JobService:
             job.job_id,
             {"device": device.device_id, "circuit_digest": circuit.digest, "shots": job.shots},
         )
-        stored, created = await self.ledger.insert(job, event)
+        stored, created, position = await self.ledger.insert(job, event)
         if not created:
             _check_same_request(stored, job)
-        else:
-            self.dispatcher.kick(device.device_id)
-        return await self._view(stored), created
+            return await self._view(stored), created
+        self.dispatcher.kick(device.device_id)
+        view = JobView(
+            job=stored, queue_position=position or 0, waiting_for=self._waiting_for(stored)
+        )
+        return view, created
 
     def _device(self, device_id: str) -> DeviceRecord:
         device = self.registry.get(device_id)

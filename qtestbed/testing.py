@@ -80,6 +80,8 @@ class LocalFacility:
 
     def start_broker_process(self, *, grpc_port: int = 0, link_port: int = 0) -> BrokerAddresses:
         """The broker in its own process (so a test can SIGKILL it); fixed ports allow restarts."""
+        if self.broker_process is not None and self.broker_process.poll() is None:
+            raise RuntimeError("a broker process is already running; stop or kill it first")
         self._write_timing()
         ready = self.root / "broker-ready.json"
         ready.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
@@ -37,6 +38,9 @@ class Store(Protocol):
         """Create or upgrade the schema to the version this code expects; idempotent."""
 
     def close(self) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group commit: the writes made inside share one transaction, durable on exit."""
 
     def insert_job(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
         """Persist a new QUEUED job and its audit event atomically, durable before returning.

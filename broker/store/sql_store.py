@@ -76,19 +76,57 @@ class SqlStore(SqlRegistry):
         except self._db_errors as exc:
             raise StoreError(self._describe(exc)) from exc
 
+    _batch_depth: int = 0
+
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
-        """One write transaction: committed on normal exit, rolled back on any exception."""
+    def batch(self) -> Iterator[None]:
+        """Group commit: every write inside shares one transaction (and one fsync).
+
+        Each write becomes a savepoint, so one that fails rolls back alone; nothing inside
+        is durable until the batch commits, so callers acknowledge only after it returns.
+        """
+        if self._batch_depth:
+            yield
+            return
         with self._errors():
             cur = self._cursor()
             cur.execute(self._dialect.begin)
+            self._batch_depth = 1
+            try:
+                yield
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(*self._db_errors):
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch_depth = 0
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        """One write transaction: committed on normal exit, rolled back on any exception.
+
+        Inside `batch()` it is a savepoint of the batch's transaction instead.
+        """
+        with self._errors():
+            cur = self._cursor()
+            begin, commit, rollback = self._dialect.begin, "COMMIT", "ROLLBACK"
+            if self._batch_depth:
+                begin, commit, rollback = (
+                    "SAVEPOINT w",
+                    "RELEASE SAVEPOINT w",
+                    "ROLLBACK TO SAVEPOINT w",
+                )
+            cur.execute(begin)
             try:
                 yield cur
-                cur.execute("COMMIT")
+                cur.execute(commit)
             except BaseException:
                 # The connection may be gone; the original error is the one worth raising.
                 with contextlib.suppress(*self._db_errors):
-                    cur.execute("ROLLBACK")
+                    cur.execute(rollback)
+                    if self._batch_depth:
+                        cur.execute("RELEASE SAVEPOINT w")
                 raise
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

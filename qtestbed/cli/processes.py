@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -104,6 +105,9 @@ async def _serve_broker(broker: Any, ready_file: Path | None) -> int:
 
 
 def cmd_driver(args: argparse.Namespace) -> int:
+    # Before Qiskit is imported: its Rust passes would otherwise take every core, competing
+    # with the simulator and, on a shared host, with the broker.
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
     from attestation.keys import KeyFileError, load_private_key
     from drivers.agent import DeviceNotAccepted, DriverAgent
     from drivers.config import DriverConfigError, load_driver_config
