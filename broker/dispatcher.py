@@ -119,7 +119,7 @@ class Dispatcher:
             dispatch_nonce=secrets.token_bytes(32),
         )
         leased = job.transition(JobState.DISPATCHED, now=now, lease=lease)
-        conn.active_lease, conn.active_job = lease.lease_id, job.job_id
+        conn.active_lease, conn.leased = lease.lease_id, leased
         detail: dict[str, object] = {
             "device": job.device_id,
             "lease": lease.lease_id,
@@ -128,7 +128,7 @@ class Dispatcher:
             "rule": decision.rule_id,
         }
         if not await self._save(job, leased, "job.dispatched", detail):
-            conn.active_lease = conn.active_job = None
+            conn.active_lease, conn.leased = None, None
             return
         if leased.attempts == 1:
             self.ledger.metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
@@ -174,10 +174,9 @@ class Dispatcher:
                 "ignoring a message for lease %s that %s does not hold", lease_id, conn.device_id
             )
             return None
-        job = await self.ledger.runner.call(self.store.get_job, job_id)
-        if job is None or job.lease is None or job.lease.lease_id != lease_id:
-            # The job was cancelled, or the lease expired and was reissued: free the driver.
-            conn.active_lease = conn.active_job = None
+        job = conn.leased
+        if job is None or job.job_id != job_id:
+            conn.active_lease, conn.leased = None, None
             self.kick(conn.device_id)
             return None
         return job
@@ -186,11 +185,12 @@ class Dispatcher:
         job = await self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is not None and job.state is JobState.DISPATCHED:
             running = job.transition(JobState.RUNNING, now=self.ledger.clock.now(), lease=job.lease)
-            await self._save(job, running, "job.running", {"device": conn.device_id})
+            if await self._save(job, running, "job.running", {"device": conn.device_id}):
+                conn.leased = running
 
     async def on_failure(self, conn: DriverConnection, msg: link_pb.LeaseFailure) -> None:
         job = await self._leased_job(conn, msg.lease_id, msg.job_id)
-        conn.active_lease = conn.active_job = None
+        conn.active_lease, conn.leased = None, None
         if job is None:
             return
         if msg.permanent:
@@ -206,7 +206,7 @@ class Dispatcher:
         job = await self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is None:
             return
-        conn.active_lease = conn.active_job = None
+        conn.active_lease, conn.leased = None, None
         counts = dict(msg.counts)
         problems = self._check_receipt(conn, job, msg.receipt, counts)
         metrics = self.ledger.metrics
@@ -234,6 +234,8 @@ class Dispatcher:
         )
         if await self.ledger.save(done, expected_version=job.version, event=event, result=result):
             metrics.execution.labels(conn.device_id).observe(msg.execution_seconds)
+        else:
+            log.info("result for job %s discarded: it was cancelled or requeued", job.job_id)
         self.kick(conn.device_id)
 
     def _check_receipt(
@@ -288,8 +290,8 @@ class Dispatcher:
             return
         self.ledger.metrics.drivers.labels(conn.device_id).dec()
         log.warning("driver for %s lost: %s", conn.device_id, cause)
-        if conn.active_lease and conn.active_job:
-            job = await self.ledger.runner.call(self.store.get_job, conn.active_job)
+        if conn.active_lease and conn.leased is not None:
+            job = await self.ledger.runner.call(self.store.get_job, conn.leased.job_id)
             if (
                 job is not None
                 and job.lease is not None
@@ -305,7 +307,7 @@ class Dispatcher:
             held = self.fleet.holding(job.lease.lease_id)
             if job.lease.expires_at <= now:
                 if held is not None:
-                    held.active_lease = held.active_job = None
+                    held.active_lease, held.leased = None, None
                 await self.release(job, "lease expired before the device answered", "expired")
             elif held is None and now - job.updated_at > grace:
                 await self.release(job, "no connected driver holds the lease", "orphaned")

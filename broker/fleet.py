@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from attestation.appraisal import AttestationResult, AttestationStatus
 from attestation.keys import VerifyKey
+from broker.domain import Job
 
 
 class LinkState(enum.Enum):
@@ -47,7 +48,9 @@ class DriverConnection:
     challenge_sent_at: float = 0.0
     attestation: AttestationResult | None = None
     last_counter: tuple[str, int] | None = None
-    active_job: str | None = None
+    # The job as leased to this driver (kept so a result needs no store read; every write is
+    # still a compare-and-set, so a job cancelled or requeued meanwhile is never overwritten).
+    leased: Job | None = None
     active_lease: str | None = None
     heartbeat_seq: int = 0
     history: list[AttestationStatus] = field(default_factory=list)

@@ -139,3 +139,19 @@ def test_control_flow_runs_or_is_refused_with_value_error(
         counts = device_backend.run(qc, SHOTS, seed=2)
         assert max(counts, key=counts.__getitem__) == "11"
         assert sum(counts.values()) == SHOTS
+
+
+def test_custom_gate_borrowing_a_standard_name_runs_its_own_definition() -> None:
+    """The ideal backend skips transpilation only for genuine standard gates."""
+    from qiskit.circuit import Gate
+
+    from drivers.backends import AerIdealBackend
+
+    flip = QuantumCircuit(1, name="h")
+    flip.x(0)
+    impostor = Gate("h", 1, [])
+    impostor.definition = flip
+    circuit = QuantumCircuit(1, 1)
+    circuit.append(impostor, [0])
+    circuit.measure(0, 0)
+    assert AerIdealBackend(1).run(circuit, 200, seed=7) == {"1": 200}
