@@ -51,6 +51,8 @@ class DeviceRegistry:
         self.devices: dict[str, DeviceRecord] = {}
         self._references: dict[tuple[ReferenceScope, str], ReferenceValuesRecord] = {}
         self.revoked_serials: frozenset[str] = frozenset()
+        # Devices being revoked: refused by the dispatch gate before the revocation commits.
+        self._revoking: set[str] = set()
 
     async def load(self) -> None:
         call = self.ledger.runner.call
@@ -72,6 +74,15 @@ class DeviceRegistry:
 
     def get(self, device_id: str) -> DeviceRecord | None:
         return self.devices.get(device_id)
+
+    def accepts_work(self, device_id: str) -> bool:
+        """The dispatch gate's view: registered, ACTIVE, and not in the middle of a revocation."""
+        record = self.devices.get(device_id)
+        return (
+            record is not None
+            and record.status is DeviceStatus.ACTIVE
+            and device_id not in self._revoking
+        )
 
     def reference_for(self, device_id: str) -> ReferenceValues | None:
         """The newest reference values for the device itself, else for its model."""
@@ -237,6 +248,14 @@ class DeviceRegistry:
         old = self.devices.get(device_id)
         if old is None:
             raise not_found("device", device_id)
+        self._revoking.add(device_id)  # effective at once, even before the writes commit
+        try:
+            return await self._revoke(actor, old, reason)
+        finally:
+            self._revoking.discard(device_id)
+
+    async def _revoke(self, actor: str, old: DeviceRecord, reason: str) -> DeviceRecord:
+        device_id = old.device_id
         revocation = Revocation(
             serial=old.serial,
             device_id=device_id,

@@ -87,8 +87,7 @@ class Dispatcher:
     async def _fill(self, device_id: str) -> None:
         while True:
             now = self.ledger.clock.now()
-            record = self.registry.get(device_id)
-            if record is not None and record.status is not DeviceStatus.ACTIVE:
+            if device_id in self.registry.devices and not self.registry.accepts_work(device_id):
                 return  # quarantined or revoked: its queue is held, jobs say why
             idle = [c for c in self.fleet.for_device(device_id) if c.dispatchable(now)]
             if not idle:
@@ -129,6 +128,11 @@ class Dispatcher:
         }
         if not await self._save(job, leased, "job.dispatched", detail):
             conn.active_lease, conn.leased = None, None
+            return
+        if not (self.registry.accepts_work(job.device_id) and conn.dispatchable_now(now)):
+            # Revoked, quarantined or dropped while the lease was being written: it never leaves.
+            conn.active_lease, conn.leased = None, None
+            await self.release(leased, "device stopped accepting work before dispatch", "gate")
             return
         if leased.attempts == 1:
             self.ledger.metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)

@@ -55,13 +55,17 @@ class DriverConnection:
     heartbeat_seq: int = 0
     history: list[AttestationStatus] = field(default_factory=list)
 
-    def dispatchable(self, now: float) -> bool:
+    def dispatchable_now(self, now: float) -> bool:
+        """Attested with an affirming, unexpired result (whatever lease it holds)."""
         return (
             self.state is LinkState.ATTESTED
-            and self.active_lease is None
             and self.attestation is not None
             and self.attestation.affirming(now)
         )
+
+    def dispatchable(self, now: float) -> bool:
+        """Attested now and idle: may be given a lease."""
+        return self.active_lease is None and self.dispatchable_now(now)
 
 
 class Fleet:

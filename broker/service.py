@@ -158,6 +158,11 @@ class JobService:
     def _waiting_for(self, job: Job) -> str:
         """Why a queued job is not moving, in words its owner can act on (or wait out)."""
         device = self.registry.get(job.device_id)
+        if device is not None and device.status is DeviceStatus.REVOKED:
+            return (
+                f"device {job.device_id} was revoked ({device.status_reason}); it will not run "
+                "again: cancel this job and submit it to another device"
+            )
         if device is not None and device.status is not DeviceStatus.ACTIVE:
             return (
                 f"device {job.device_id} is {device.status.value.lower()} "

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import urllib.request
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility, eventually
@@ -37,6 +41,39 @@ def audit_kinds(facility: LocalFacility, subject: str | None = None) -> list[str
                 "SELECT kind FROM audit_log WHERE subject = ? ORDER BY seq", (subject,)
             ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditRow:
+    """One audit entry as stored, its detail decoded from JSON."""
+
+    seq: int
+    kind: str
+    subject: str
+    detail: dict[str, Any]
+
+
+def audit_entries(
+    facility: LocalFacility, *, kind: str | None = None, after_seq: int = 0
+) -> list[AuditRow]:
+    """Audit entries after `after_seq` (of one kind, if given) straight from SQLite, in order."""
+    query = "SELECT seq, kind, subject, detail FROM audit_log WHERE seq > ?"
+    params: tuple[object, ...] = (after_seq,)
+    if kind is not None:
+        query += " AND kind = ?"
+        params += (kind,)
+    with closing(sqlite3.connect(db_path(facility))) as conn:
+        rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+    return [
+        AuditRow(seq=int(seq), kind=str(k), subject=str(subject), detail=json.loads(detail))
+        for seq, k, subject, detail in rows
+    ]
+
+
+def last_audit_seq(facility: LocalFacility) -> int:
+    with closing(sqlite3.connect(db_path(facility))) as conn:
+        (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetchone()
+    return int(seq)
 
 
 def scrape(facility: LocalFacility) -> str:

@@ -1,0 +1,208 @@
+"""A scripted Attester for integration tests: a raw ZeroMQ DEALER on the broker's driver link that
+says exactly what the test tells it to, where an honest driver agent would say the right thing.
+
+It can announce any device id with any certificate chain, sign evidence with any key, and answer
+a challenge with any bytes. While a test waits on it, it keeps the link alive (the broker drops
+drivers that fall silent) and counts the broker's heartbeats, one per broker tick, which tests
+use as a barrier: after two of them every dispatch the broker would make has been attempted.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import zmq
+
+from attestation.dsse import Envelope, sign_envelope
+from attestation.evidence import (
+    EVIDENCE_PAYLOAD_TYPE,
+    EvidenceClaims,
+    Measurements,
+    encode_claims,
+)
+from attestation.keys import SigningKey
+from qtestbed.v1 import driver_link_pb2 as link_pb
+
+T = TypeVar("T")
+
+# Well under the broker's silence limit (heartbeat_seconds x heartbeat_misses) in every test.
+_BEAT_SECONDS = 0.1
+
+
+class LinkClosed(AssertionError):
+    """The broker said Goodbye while the test expected something else."""
+
+
+class Attester:
+    """One connection to the broker, announced with a Hello as soon as it is made."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        device_id: str,
+        chain: bytes,
+        key: SigningKey,
+        measurements: Measurements,
+    ) -> None:
+        self.device_id = device_id
+        self.key = key
+        self.measurements = measurements
+        self.boot_epoch = uuid.uuid4().hex
+        self.heartbeats = 0  # broker heartbeats received so far
+        self._inbox: collections.deque[link_pb.LinkMessage] = collections.deque()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 1000)  # so the Goodbye of close() is delivered
+        self._sock.connect(endpoint)
+        self._last_sent = 0.0
+        self._closed = False
+        hello = link_pb.Hello(
+            device_id=device_id,
+            num_qubits=measurements.num_qubits,
+            backend="aer",
+            driver_build=measurements.driver_build,
+            certificate_chain=chain,
+        )
+        self.send(link_pb.LinkMessage(hello=hello))
+
+    # ------------------------------------------------------------------ the link
+
+    def send(self, message: link_pb.LinkMessage) -> None:
+        self._sock.send(message.SerializeToString())
+        self._last_sent = time.monotonic()
+
+    def _pump(self, wait: float) -> None:
+        """Read what has arrived (waiting up to `wait` seconds) and heartbeat when due."""
+        if self._sock.poll(int(wait * 1000)):
+            while self._sock.poll(0):
+                message = link_pb.LinkMessage()
+                message.ParseFromString(self._sock.recv())
+                if message.WhichOneof("body") == "heartbeat":
+                    self.heartbeats += 1
+                else:
+                    self._inbox.append(message)
+        if time.monotonic() - self._last_sent >= _BEAT_SECONDS:
+            self.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()))
+
+    def next(self, *kinds: str, timeout: float = 30.0) -> link_pb.LinkMessage:
+        """The next message of one of `kinds`, skipping others; a Goodbye not asked for raises."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while self._inbox:
+                message = self._inbox.popleft()
+                kind = message.WhichOneof("body")
+                if kind in kinds:
+                    return message
+                if kind == "goodbye":
+                    raise LinkClosed(f"broker said goodbye: {message.goodbye.reason}")
+            self._pump(_BEAT_SECONDS)
+        raise TimeoutError(f"no {' or '.join(kinds)} message from the broker in {timeout:.0f}s")
+
+    def challenge(self) -> bytes:
+        """The nonce of the next challenge."""
+        return bytes(self.next("challenge").challenge.nonce)
+
+    def answer(self, envelope: bytes) -> link_pb.AttestationVerdict:
+        """Send `envelope` (any bytes) as evidence; the broker's verdict on it."""
+        self.send(link_pb.LinkMessage(evidence=link_pb.EvidenceMessage(envelope=envelope)))
+        return self.next("verdict").verdict
+
+    def keep_alive_until(
+        self, check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition"
+    ) -> T:
+        """Heartbeat (and collect messages) until `check` returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            self._pump(_BEAT_SECONDS)
+
+    def keep_alive(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        self.keep_alive_until(lambda: time.monotonic() >= end, timeout=seconds + 5, what="time")
+
+    def wait_ticks(self, count: int, *, timeout: float = 30.0) -> None:
+        """Until `count` more broker ticks have passed (one heartbeat each)."""
+        target = self.heartbeats + count
+        self.keep_alive_until(
+            lambda: self.heartbeats >= target, timeout=timeout, what=f"{count} broker ticks"
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        bye = link_pb.LinkMessage(goodbye=link_pb.Goodbye(reason="scripted attester done"))
+        self._sock.send(bye.SerializeToString())
+        self._sock.close()
+        self._ctx.term()
+
+    # ------------------------------------------------------------------ evidence
+
+    def claims(
+        self,
+        nonce: bytes,
+        *,
+        counter: int = 1,
+        issued_at: float | None = None,
+        measurements: Measurements | None = None,
+    ) -> EvidenceClaims:
+        return EvidenceClaims(
+            device_id=self.device_id,
+            nonce=nonce,
+            issued_at=time.time() if issued_at is None else issued_at,
+            boot_epoch=self.boot_epoch,
+            counter=counter,
+            measurements=measurements or self.measurements,
+        )
+
+    def sign(
+        self,
+        claims: EvidenceClaims,
+        *,
+        key: SigningKey | None = None,
+        payload_type: str = EVIDENCE_PAYLOAD_TYPE,
+    ) -> Envelope:
+        return sign_envelope(payload_type, encode_claims(claims), key or self.key)
+
+    def evidence(
+        self,
+        nonce: bytes,
+        *,
+        counter: int = 1,
+        issued_at: float | None = None,
+        measurements: Measurements | None = None,
+    ) -> bytes:
+        """Evidence as an honest driver would send it, but for the claims changed here."""
+        claims = self.claims(nonce, counter=counter, issued_at=issued_at, measurements=measurements)
+        return self.sign(claims).to_json()
+
+
+def probe(endpoint: str, *, timeout: float = 30.0) -> None:
+    """Return once the broker has handled every link message it received before this one.
+
+    The broker handles link messages one at a time, in arrival order; a message from a
+    connection that never said Hello is answered with a Goodbye, changing nothing.
+    """
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()).SerializeToString())
+        if not sock.poll(int(timeout * 1000)):
+            raise TimeoutError("the broker did not answer a probe on the driver link")
+        reply = link_pb.LinkMessage()
+        reply.ParseFromString(sock.recv())
+        assert reply.WhichOneof("body") == "goodbye", reply
+    finally:
+        sock.close()
+        ctx.term()
