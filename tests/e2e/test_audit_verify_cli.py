@@ -6,9 +6,9 @@ with plain SQL the way an attacker with database access (and no key) would.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -23,37 +23,16 @@ from broker.domain import AuditEntry, AuditEvent
 from broker.settings import load_settings
 from broker.store import open_store, sqlite_path
 from broker.store.base import GENESIS_HASH, chain_hash
-from qtestbed.cli.main import build_parser
+from qtestbed.cli.main import main
 from qtestbed.facility_init import init_facility
 
 ENTRIES = 57
 EVERY = 10  # checkpoints at 10, 20, ..., 50; seq 51 to 57 are the unprotected tail
 
-# Until `audit.register(sub)` is wired into qtestbed/cli/main.py, run the command through a
-# parser holding just it; once wired, the real console entry is used.
-_STANDALONE = (
-    "import argparse, sys\n"
-    "from qtestbed.cli import audit\n"
-    "parser = argparse.ArgumentParser(prog='qtestbed')\n"
-    "audit.register(parser.add_subparsers(dest='command', required=True))\n"
-    "args = parser.parse_args(sys.argv[1:])\n"
-    "sys.exit(args.handler(args))\n"
-)
-
-
-def _wired() -> bool:
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    audit = sub.choices.get("audit")
-    if audit is None:
-        return False
-    actions = next(a for a in audit._actions if isinstance(a, argparse._SubParsersAction))
-    return "verify" in actions.choices
-
 
 def qtestbed(*args: str) -> subprocess.CompletedProcess[str]:
-    command = ["-m", "qtestbed"] if _wired() else ["-c", _STANDALONE]
     return subprocess.run(
-        [sys.executable, *command, *args],
+        [sys.executable, "-m", "qtestbed", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -178,3 +157,53 @@ def test_cannot_run_without_the_store_or_the_settings(facility: Path, tmp_path: 
     done = qtestbed("audit", "verify", "--config", str(tmp_path / "absent.toml"))
     assert done.returncode == 2
     assert "cannot read broker settings" in done.stderr
+
+
+def _tamper(db: sqlite3.Connection, rng: random.Random, facility: Path) -> tuple[str, int]:
+    """One random tampering an attacker with SQL access (no key) could do; returns its seq."""
+    seq = rng.randint(2, ENTRIES - 1)
+    kind = rng.choice(["edit", "delete", "swap", "insert"])
+    if kind == "edit":
+        db.execute(
+            "UPDATE audit_log SET detail = replace(detail, '\"shots\":', '\"shots\":9') "
+            "WHERE seq = ?",
+            (seq,),
+        )
+    elif kind == "delete":
+        db.execute("DELETE FROM audit_log WHERE seq = ?", (seq,))
+    elif kind == "swap":
+        db.execute("UPDATE audit_log SET seq = -1 WHERE seq = ?", (seq,))
+        db.execute("UPDATE audit_log SET seq = ? WHERE seq = ?", (seq, seq + 1))
+        db.execute("UPDATE audit_log SET seq = ? WHERE seq = -1", (seq + 1,))
+    else:
+        for later in range(ENTRIES, seq - 1, -1):
+            db.execute("UPDATE audit_log SET seq = ? WHERE seq = ?", (later + 1, later))
+        prev = db.execute("SELECT entry_hash FROM audit_log WHERE seq = ?", (seq - 1,)).fetchone()
+        forged = AuditEvent(kind="device.released", actor="mallory", subject="sim-open", at=1e9)
+        db.execute(
+            "INSERT INTO audit_log (seq, kind, actor, subject, at, detail, prev_hash, entry_hash)"
+            " VALUES (?, ?, ?, ?, ?, '{}', ?, ?)",
+            (
+                seq,
+                forged.kind,
+                forged.actor,
+                forged.subject,
+                forged.at,
+                prev[0],
+                chain_hash(prev[0], seq, forged),
+            ),
+        )
+    return kind, seq
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_tampering_is_detected_and_the_first_bad_entry_named(
+    facility: Path, seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _db(facility) as db:
+        kind, seq = _tamper(db, random.Random(seed), facility)
+    code = main(["audit", "verify", "--config", str(facility), "--json"])
+    verdict = json.loads(capsys.readouterr().out)
+    assert code == 1, (kind, seq, verdict)
+    assert verdict["ok"] is False
+    assert verdict["first_bad_seq"] == seq, (kind, verdict["problems"])
