@@ -6,6 +6,7 @@ import json
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from broker.codec import to_timestamp
 from broker.device_registry import ReferenceInput
 from broker.domain import AuditEntry
 from broker.errors import BrokerError, ErrorCode
@@ -23,14 +24,6 @@ _SCOPE_FROM_PROTO = {
     admin_pb2.REFERENCE_SCOPE_MODEL: ReferenceScope.MODEL,
 }
 _SCOPE_TO_PROTO = {v: k for k, v in _SCOPE_FROM_PROTO.items()}
-
-
-def _ts(seconds: float | None) -> Timestamp | None:
-    if seconds is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 def _seconds(stamp: Timestamp, present: bool) -> float | None:
@@ -53,8 +46,8 @@ def device_to_proto(record: DeviceRecord) -> admin_pb2.RegisteredDevice:
         serial=record.serial,
         status=admin_pb2.DeviceStatus.Value(f"DEVICE_STATUS_{record.status.value}"),
         status_reason=record.status_reason,
-        status_changed_at=_ts(record.status_changed_at),
-        registered_at=_ts(record.registered_at),
+        status_changed_at=to_timestamp(record.status_changed_at),
+        registered_at=to_timestamp(record.registered_at),
         registered_by=record.registered_by,
     )
 
@@ -85,9 +78,9 @@ def reference_to_proto(record: ReferenceValuesRecord) -> admin_pb2.ReferenceValu
         driver_build=sorted(record.driver_build),
         calibration_digest=sorted(record.calibration_digest),
         num_qubits=record.num_qubits,
-        not_before=_ts(record.not_before),
-        not_after=_ts(record.not_after),
-        created_at=_ts(record.created_at),
+        not_before=to_timestamp(record.not_before),
+        not_after=to_timestamp(record.not_after),
+        created_at=to_timestamp(record.created_at),
         created_by=record.created_by,
     )
 
@@ -95,11 +88,11 @@ def reference_to_proto(record: ReferenceValuesRecord) -> admin_pb2.ReferenceValu
 def attestation_to_proto(record: AttestationRecord) -> admin_pb2.AttestationEvent:
     return admin_pb2.AttestationEvent(
         device_id=record.device_id,
-        at=_ts(record.at),
+        at=to_timestamp(record.at),
         status=record.status,
         reasons=list(record.reasons),
         evidence_digest=record.evidence_digest,
-        expires_at=_ts(record.expires_at),
+        expires_at=to_timestamp(record.expires_at),
     )
 
 

@@ -52,7 +52,8 @@ def states_from_proto(states: list[int]) -> list[JobState]:
         raise BrokerError(ErrorCode.INVALID_ARGUMENT, f"unknown job state {exc.args[0]}") from exc
 
 
-def _timestamp(seconds: float | None) -> Timestamp | None:
+def to_timestamp(seconds: float | None) -> Timestamp | None:
+    """Epoch seconds as a protobuf Timestamp (None stays unset)."""
     if seconds is None:
         return None
     stamp = Timestamp()
@@ -75,9 +76,9 @@ def job_to_proto(view: JobView) -> jobs_pb2.Job:
         attempts=job.attempts,
         reason=job.reason,
         rule_id=job.rule_id,
-        created_at=_timestamp(job.created_at),
-        updated_at=_timestamp(job.updated_at),
-        finished_at=_timestamp(job.finished_at),
+        created_at=to_timestamp(job.created_at),
+        updated_at=to_timestamp(job.updated_at),
+        finished_at=to_timestamp(job.finished_at),
         waiting_for=view.waiting_for,
     )
 
@@ -118,7 +119,7 @@ def device_to_proto(view: DeviceView) -> devices_pb2.Device:
         connected=view.connected > 0,
         attestation_status=_ATTESTATION_TO_PROTO[view.attestation],
         attestation_reasons=list(view.attestation_reasons),
-        attested_until=_timestamp(view.attested_until),
+        attested_until=to_timestamp(view.attested_until),
         queue_depth=view.queue_depth,
         available=view.available,
         calibration_digest=",".join(view.calibration_digests),

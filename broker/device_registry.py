@@ -94,16 +94,7 @@ class DeviceRegistry:
         )
         if chosen is None:
             return None
-        return ReferenceValues(
-            firmware=chosen.firmware,
-            control_software=chosen.control_software,
-            driver_build=chosen.driver_build,
-            calibration_digest=chosen.calibration_digest,
-            num_qubits=chosen.num_qubits,
-            not_before=chosen.not_before,
-            not_after=chosen.not_after,
-            version=chosen.version,
-        )
+        return _appraisal_values(chosen, version=chosen.version)
 
     def num_qubits(self, device_id: str) -> int | None:
         reference = self.reference_for(device_id)
@@ -185,15 +176,7 @@ class DeviceRegistry:
 
     async def set_reference(self, actor: str, values: ReferenceInput) -> ReferenceValuesRecord:
         try:
-            ReferenceValues(
-                firmware=values.firmware,
-                control_software=values.control_software,
-                driver_build=values.driver_build,
-                calibration_digest=values.calibration_digest,
-                num_qubits=values.num_qubits,
-                not_before=values.not_before,
-                not_after=values.not_after,
-            )
+            _appraisal_values(values, version=1)  # the verifier's own checks, before storing
         except ValueError as exc:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
         record = ReferenceValuesRecord(
@@ -333,3 +316,19 @@ class SeedDevice:
     model: str
     chain_pem: bytes
     reference: ReferenceInput
+
+
+def _appraisal_values(
+    values: ReferenceInput | ReferenceValuesRecord, *, version: int
+) -> ReferenceValues:
+    """The verifier's view of stored or proposed reference values (it validates them)."""
+    return ReferenceValues(
+        firmware=values.firmware,
+        control_software=values.control_software,
+        driver_build=values.driver_build,
+        calibration_digest=values.calibration_digest,
+        num_qubits=values.num_qubits,
+        not_before=values.not_before,
+        not_after=values.not_after,
+        version=version,
+    )

@@ -8,9 +8,11 @@ with reference values measured from this installation, and broker/driver/client 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
 
 from attestation.keys import KeyKind, SigningKey, save_private_key
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
@@ -85,6 +87,37 @@ class Writer:
         save_private_key(key, path)
 
 
+class Issuer:
+    """The facility CA, issuing certificates that start `when` and last a year."""
+
+    def __init__(self, key: SigningKey, cert: x509.Certificate, when: dt.datetime) -> None:
+        self.key, self.cert, self.when = key, cert, when
+
+    def issue(
+        self,
+        cn: str,
+        subject: SigningKey,
+        *,
+        server: bool = False,
+        client: bool = False,
+        uris: Sequence[str] = (),
+    ) -> str:
+        cert = issue_certificate(
+            ca_key=self.key,
+            ca_cert=self.cert,
+            subject_cn=cn,
+            public_key=subject.public_key,
+            now=self.when,
+            days=365,
+            server=server,
+            client=client,
+            dns_names=["localhost"] if server else (),
+            ip_addresses=["127.0.0.1"] if server else (),
+            uris=uris,
+        )
+        return cert_to_pem(cert).decode()
+
+
 def init_facility(
     root: Path,
     *,
@@ -96,57 +129,42 @@ def init_facility(
     """Create the facility in `root` (which must be empty or absent); returns the folder."""
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; choose a new folder for the facility")
-    # Certificates start a little in the past so a peer whose clock lags slightly accepts them.
-    when = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=5)
     out = Writer(root)
-    ca_key = SigningKey.generate(KeyKind.ECDSA_P256)
-    # Path length 1: the facility may delegate device issuance to an intermediate CA.
-    ca = create_ca("qtestbed facility root", ca_key, now=when, days=3650, path_length=1)
-    out.key("ca/ca.key", ca_key)
-    out.text("ca/ca.pem", cert_to_pem(ca).decode())
-
-    def issue(cn: str, public: SigningKey, **kw: object) -> str:
-        cert = issue_certificate(
-            ca_key=ca_key,
-            ca_cert=ca,
-            subject_cn=cn,
-            public_key=public.public_key,
-            now=when,
-            days=365,
-            **kw,  # type: ignore[arg-type]
-        )
-        return cert_to_pem(cert).decode()
-
+    ca = _write_ca(out, now or dt.datetime.now(dt.UTC))
     broker_key = SigningKey.generate(KeyKind.ECDSA_P256)
     out.key("broker/broker.key", broker_key)
-    out.text(
-        "broker/broker.pem",
-        issue(
-            "qtestbed-broker",
-            broker_key,
-            server=True,
-            dns_names=["localhost"],
-            ip_addresses=["127.0.0.1"],
-        ),
-    )
+    out.text("broker/broker.pem", ca.issue("qtestbed-broker", broker_key, server=True))
     for person in PEOPLE:
         key = SigningKey.generate(KeyKind.ECDSA_P256)
         out.key(f"users/{person.name}.key", key)
-        out.text(f"users/{person.name}.pem", issue(person.name, key, client=True))
+        out.text(f"users/{person.name}.pem", ca.issue(person.name, key, client=True))
         out.text(f"users/{person.name}.toml", _client_toml(grpc_port, person.name))
-    device_entries = []
-    for tier, desc in DEVICES:
-        key = SigningKey.generate(KeyKind.ED25519)
-        out.key(f"devices/{desc.device_id}.key", key)
-        out.text(
-            f"devices/{desc.device_id}.pem",
-            issue(desc.device_id, key, uris=[device_uri(desc.device_id)]),
-        )
-        out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc))
-        device_entries.append(_device_toml(tier, desc))
+    device_entries = [_write_device(out, ca, tier, desc, link_port) for tier, desc in DEVICES]
     out.text("facility.toml", _facility_toml(device_entries))
     out.text("broker.toml", _broker_toml(grpc_port, link_port, metrics_port))
     return root
+
+
+def _write_ca(out: Writer, now: dt.datetime) -> Issuer:
+    # Certificates start a little in the past so a peer whose clock lags slightly accepts them.
+    when = now - dt.timedelta(minutes=5)
+    key = SigningKey.generate(KeyKind.ECDSA_P256)
+    # Path length 1: the facility may delegate device issuance to an intermediate CA.
+    cert = create_ca("qtestbed facility root", key, now=when, days=3650, path_length=1)
+    out.key("ca/ca.key", key)
+    out.text("ca/ca.pem", cert_to_pem(cert).decode())
+    return Issuer(key, cert, when)
+
+
+def _write_device(
+    out: Writer, ca: Issuer, tier: str, desc: DeviceDescription, link_port: int
+) -> str:
+    key = SigningKey.generate(KeyKind.ED25519)
+    out.key(f"devices/{desc.device_id}.key", key)
+    pem = ca.issue(desc.device_id, key, uris=[device_uri(desc.device_id)])
+    out.text(f"devices/{desc.device_id}.pem", pem)
+    out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc))
+    return _device_toml(tier, desc)
 
 
 def _client_toml(grpc_port: int, name: str) -> str:
