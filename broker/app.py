@@ -84,7 +84,11 @@ class Broker:
             existing=await self.runner.call(self.runner.store.checkpoints),
         )
         await self._checkpoint()
-        link = self._link = DriverLink(self.settings.link_listen)
+        link = self._link = DriverLink(
+            self.settings.link_listen,
+            secret_key=self.settings.link_secret_key,
+            clients=self.settings.link_clients,
+        )
         hub = self._wire(link, registry)
         grpc_address = await self._start_grpc(self._servicers(registry))
         host, port = _split(self.settings.metrics_listen)
@@ -224,7 +228,9 @@ class Broker:
     def reload_facility(self) -> None:
         try:
             self.facility.reload()
-            log.info("facility file reloaded")
+            if self._link is not None:
+                self._link.reload_clients()
+            log.info("facility file and driver link keys reloaded")
         except ValueError as exc:
             log.error("facility reload refused, keeping the previous one: %s", exc)
 

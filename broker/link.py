@@ -6,11 +6,14 @@ Decoding stops here: a frame that is not a LinkMessage is dropped and counted, n
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
 from google.protobuf.message import DecodeError
+from zmq.auth.asyncio import AsyncioAuthenticator
 
+from qtestbed.linkkeys import LinkKeyError, configure_server
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
 log = logging.getLogger(__name__)
@@ -22,9 +25,16 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 class DriverLink:
     """Bind once, then `recv()` (identity, message) pairs and `send()` to an identity."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, *, secret_key: Path, clients: Path) -> None:
+        """Bind with CurveZMQ: encrypted, and only drivers whose public key is in `clients`
+        may connect (checked by a ZAP authenticator before any message reaches us)."""
         self._ctx = zmq.asyncio.Context()
+        self._clients = clients
+        self._auth = AsyncioAuthenticator(self._ctx)
+        self._auth.start()
+        self.reload_clients()
         self._sock = self._ctx.socket(zmq.ROUTER)
+        configure_server(self._sock, secret_key)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         # Tell us (EHOSTUNREACH) instead of silently dropping messages to vanished drivers.
@@ -63,6 +73,13 @@ class DriverLink:
             raise
         return True
 
+    def reload_clients(self) -> None:
+        """Re-read the authorised driver keys (an operator added or removed one)."""
+        if not self._clients.is_dir():
+            raise LinkKeyError(f"driver key folder {self._clients} does not exist")
+        self._auth.configure_curve(domain="*", location=str(self._clients))
+
     def close(self) -> None:
+        self._auth.stop()
         self._sock.close(linger=0)
         self._ctx.term()

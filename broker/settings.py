@@ -48,6 +48,9 @@ class BrokerSettings:
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    # CurveZMQ: the broker's link secret key, and the folder of authorised driver public keys.
+    link_secret_key: Path
+    link_clients: Path
     listen: str = "127.0.0.1:50051"
     link_listen: str = "tcp://127.0.0.1:5555"
     metrics_listen: str = "127.0.0.1:9464"
@@ -79,6 +82,8 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             ca_cert=_path(base, top, "ca_cert"),
             server_cert=_path(base, top, "server_cert"),
             server_key=_path(base, top, "server_key"),
+            link_secret_key=_path(base, top, "link_secret_key"),
+            link_clients=_path(base, top, "link_clients"),
             listen=str(top.get("listen", "127.0.0.1:50051")),
             link_listen=str(top.get("link_listen", "tcp://127.0.0.1:5555")),
             metrics_listen=str(top.get("metrics_listen", "127.0.0.1:9464")),

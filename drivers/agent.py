@@ -28,6 +28,7 @@ from drivers.backends import Backend, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
 from drivers.measure import measure
+from qtestbed.linkkeys import configure_client
 from qtestbed.v1 import devices_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
@@ -74,6 +75,7 @@ class DriverAgent:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, secrets.token_bytes(16))
+        configure_client(sock, self.config.link_secret_key, self.config.broker_link_key)
         sock.connect(self.config.broker)
         self.attested = False
         try:

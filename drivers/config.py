@@ -19,6 +19,9 @@ class DriverConfig:
     device_key: Path
     # The device certificate and any intermediates (PEM), presented to the broker in Hello.
     device_certificate: Path
+    # CurveZMQ: this driver's link secret key and the broker's link public key.
+    link_secret_key: Path
+    broker_link_key: Path
     firmware: str
     device: DeviceDescription
     heartbeat_seconds: float = 1.0
@@ -40,6 +43,8 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
             broker=broker or str(raw["broker"]),
             device_key=key if key.is_absolute() else base / key,
             device_certificate=_relative(base, str(raw["device_certificate"])),
+            link_secret_key=_relative(base, str(raw["link_secret_key"])),
+            broker_link_key=_relative(base, str(raw["broker_link_key"])),
             firmware=str(raw["firmware"]),
             device=DeviceDescription.from_dict(raw["device"]),
             heartbeat_seconds=float(raw.get("heartbeat_seconds", 1.0)),

@@ -18,6 +18,7 @@ from attestation.keys import KeyKind, SigningKey, save_private_key
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
 from drivers.device import DeviceDescription
 from drivers.measure import measure
+from qtestbed.linkkeys import authorize_client, create_keypair
 
 TIERS = ("open", "controlled", "restricted")
 FIRMWARE = "qtestbed-simfw 1.0"
@@ -139,6 +140,8 @@ def init_facility(
         out.key(f"users/{person.name}.key", key)
         out.text(f"users/{person.name}.pem", ca.issue(person.name, key, client=True))
         out.text(f"users/{person.name}.toml", _client_toml(grpc_port, person.name))
+    create_keypair(root / "link", "broker")
+    (root / "link" / "clients").mkdir(parents=True, exist_ok=True)
     device_entries = [_write_device(out, ca, tier, desc, link_port) for tier, desc in DEVICES]
     out.text("facility.toml", _facility_toml(device_entries))
     out.text("broker.toml", _broker_toml(grpc_port, link_port, metrics_port))
@@ -164,6 +167,8 @@ def _write_device(
     pem = ca.issue(desc.device_id, key, uris=[device_uri(desc.device_id)])
     out.text(f"devices/{desc.device_id}.pem", pem)
     out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc))
+    public, _secret = create_keypair(out.root / "drivers", f"{desc.device_id}-link")
+    authorize_client(public, out.root / "link" / "clients")
     return _device_toml(tier, desc)
 
 
@@ -187,6 +192,8 @@ def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
         f'broker = "tcp://127.0.0.1:{link_port}"',
         f'device_key = "../devices/{desc.device_id}.key"',
         f'device_certificate = "../devices/{desc.device_id}.pem"',
+        f'link_secret_key = "{desc.device_id}-link.key_secret"',
+        'broker_link_key = "../link/broker.key"',
         f'firmware = "{FIRMWARE}"',
         "heartbeat_seconds = 1.0",
         "",
@@ -248,6 +255,8 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         'ca_cert = "ca/ca.pem"\n'
         'server_cert = "broker/broker.pem"\n'
         'server_key = "broker/broker.key"\n'
+        'link_secret_key = "link/broker.key_secret"\n'
+        'link_clients = "link/clients"\n'
         f'listen = "127.0.0.1:{grpc_port}"\n'
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"\n\n'

@@ -13,6 +13,8 @@ import collections
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import zmq
@@ -25,6 +27,7 @@ from attestation.evidence import (
     encode_claims,
 )
 from attestation.keys import SigningKey
+from qtestbed.linkkeys import configure_client
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
 T = TypeVar("T")
@@ -37,12 +40,25 @@ class LinkClosed(AssertionError):
     """The broker said Goodbye while the test expected something else."""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LinkEndpoint:
+    """Where the broker's driver link listens, and the CurveZMQ keys a driver connects with."""
+
+    address: str
+    secret_key: Path
+    broker_key: Path
+
+    def connect(self, sock: zmq.Socket[bytes]) -> None:
+        configure_client(sock, self.secret_key, self.broker_key)
+        sock.connect(self.address)
+
+
 class Attester:
     """One connection to the broker, announced with a Hello as soon as it is made."""
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: LinkEndpoint,
         *,
         device_id: str,
         chain: bytes,
@@ -58,7 +74,7 @@ class Attester:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 1000)  # so the Goodbye of close() is delivered
-        self._sock.connect(endpoint)
+        endpoint.connect(self._sock)
         self._last_sent = 0.0
         self._closed = False
         hello = link_pb.Hello(
@@ -186,7 +202,7 @@ class Attester:
         return self.sign(claims).to_json()
 
 
-def probe(endpoint: str, *, timeout: float = 30.0) -> None:
+def probe(endpoint: LinkEndpoint, *, timeout: float = 30.0) -> None:
     """Return once the broker has handled every link message it received before this one.
 
     The broker handles link messages one at a time, in arrival order; a message from a
@@ -196,7 +212,7 @@ def probe(endpoint: str, *, timeout: float = 30.0) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(endpoint)
+        endpoint.connect(sock)
         sock.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()).SerializeToString())
         if not sock.poll(int(timeout * 1000)):
             raise TimeoutError("the broker did not answer a probe on the driver link")

@@ -16,7 +16,7 @@ from drivers.measure import measure
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import admin_pb2, devices_pb2, jobs_pb2
-from tests.integration.attester import Attester
+from tests.integration.attester import Attester, LinkEndpoint
 from tests.integration.support import last_audit_seq, scrape, state_name
 
 DEVICE = "sim-open"
@@ -46,10 +46,13 @@ class Lab:
 
     def __init__(self, facility: LocalFacility) -> None:
         self.facility = facility
-        self.endpoint = facility.start_broker().link
+        address = facility.start_broker().link
         self.alice = facility.client("alice")
         self.olivia = facility.client("olivia")
         config = load_driver_config(facility.root / "drivers" / f"{DEVICE}.toml")
+        self.endpoint = LinkEndpoint(
+            address=address, secret_key=config.link_secret_key, broker_key=config.broker_link_key
+        )
         self.device_key = load_private_key(config.device_key)
         self.chain = config.device_certificate.read_bytes()
         self.measurements = measure(config.device, config.firmware)

@@ -16,6 +16,7 @@ from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from drivers.config import load_driver_config
 from drivers.measure import measure
 from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.linkkeys import configure_client
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import driver_link_pb2 as link_pb
 from tests.integration.support import audit_kinds, metric_value, scrape, state_name
@@ -28,6 +29,11 @@ def dealer(facility: LocalFacility) -> Iterator[zmq.Socket[bytes]]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    # The rogue holds the driver's own link key: CurveZMQ admits it, attestation is next.
+    root = facility.root
+    configure_client(
+        sock, root / "drivers" / "sim-open-link.key_secret", root / "link" / "broker.key"
+    )
     sock.connect(facility.addresses.link)
     yield sock
     sock.close()
