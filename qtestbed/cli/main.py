@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qtestbed.cli import audit, demo, operator, processes, receipt, researcher
+from qtestbed.cli import audit, demo, operator, policy, processes, receipt, researcher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.register(sub)
     audit.register(sub)
     receipt.register(sub)
+    policy.register(sub)
     return parser
 
 

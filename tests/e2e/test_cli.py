@@ -137,3 +137,16 @@ def test_submit_errors_are_clear(cli_facility: tuple[LocalFacility, Path], tmp_p
     no_profile = qtestbed("jobs")
     assert no_profile.returncode == 2
     assert "QTESTBED_PROFILE" in no_profile.stderr
+
+
+def test_policy_check_and_corpus_through_the_console_script(tmp_path: Path) -> None:
+    checked = qtestbed("policy", "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "researcher-submit" in checked.stdout
+    corpus = Path(__file__).resolve().parents[2] / "broker" / "policy" / "corpus"
+    tested = qtestbed("policy", "test", str(corpus / "default_cases.json"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    broken = tmp_path / "broken.cedar"
+    broken.write_text('@id("x")\npermit(principal, action, resource) when { principal.nope };\n')
+    refused = qtestbed("policy", "check", "--policies", str(broken))
+    assert refused.returncode != 0

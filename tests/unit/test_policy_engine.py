@@ -1,0 +1,124 @@
+"""Loading refuses bad policy sets with every error listed; decisions carry ids and reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.policy import (
+    DEFAULT_POLICIES,
+    DEFAULT_SCHEMA,
+    Action,
+    DeviceAttributes,
+    Environment,
+    JobAttributes,
+    PolicyEngine,
+    PolicyError,
+    PolicyRequest,
+    PrincipalAttributes,
+)
+from broker.policy.attributes import AttributesError
+
+SCHEMA = DEFAULT_SCHEMA.read_text()
+OK = """@id("ok") @reason("fine") @require1("tier: tier {device.tier} needed")
+permit (principal, action == Qtestbed::Action::"ViewDevice", resource)
+when { principal.tier_rank >= resource.tier_rank };
+"""
+
+
+def request(action: Action = Action.VIEW_DEVICE) -> PolicyRequest:
+    return PolicyRequest(
+        principal=PrincipalAttributes(name="a", tier="open", tier_rank=0),
+        device=DeviceAttributes(device_id="d", tier="secret", tier_rank=3),
+        action=action,
+        environment=Environment(now=1_000, attestation="affirming"),
+        job=JobAttributes(project="p") if action is not Action.VIEW_DEVICE else None,
+    )
+
+
+def test_the_shipped_policies_load() -> None:
+    engine = PolicyEngine.load_files()
+    assert {p.policy_id for p in engine.policies.values()} >= {
+        "researcher-submit",
+        "export-jurisdiction",
+        "dispatch-attestation",
+    }
+
+
+def test_a_syntax_error_is_refused_with_the_parser_message() -> None:
+    with pytest.raises(PolicyError) as caught:
+        PolicyEngine.load(OK + "permit (principal, action, resource) when { principal. };", SCHEMA)
+    assert caught.value.errors[0].startswith("syntax: ")
+    assert "unexpected token" in str(caught.value)
+
+
+def test_an_unknown_attribute_is_refused_naming_it_and_every_other_error() -> None:
+    bad = OK.replace("principal.tier_rank", "principal.clearance_level") + OK.replace(
+        '"ok"', '"ok2"'
+    ).replace("resource.tier_rank", "resource.colour")
+    with pytest.raises(PolicyError) as caught:
+        PolicyEngine.load(bad, SCHEMA)
+    text = "\n".join(caught.value.errors)
+    assert "attribute `clearance_level` on entity type `Qtestbed::Principal` not found" in text
+    assert "attribute `colour` on entity type `Qtestbed::Device` not found" in text
+    assert len(caught.value.errors) == 2
+
+
+def test_an_unknown_action_and_a_bad_schema_are_refused() -> None:
+    with pytest.raises(PolicyError, match="Launch"):
+        PolicyEngine.load(OK.replace("ViewDevice", "Launch"), SCHEMA)
+    with pytest.raises(PolicyError, match="schema: "):
+        PolicyEngine.load(OK, "namespace Qtestbed { entity }")
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        (OK.replace('@id("ok") ', ""), 'needs @id("...")'),
+        (OK.replace('@reason("fine") ', ""), 'needs @reason("...")'),
+        (OK.replace('@require1("tier: tier {device.tier} needed")', ""), "needs @require1"),
+        (OK.replace("@require1", "@require2"), "@require2 names no condition"),
+        (OK + OK.replace("ViewDevice", "SubmitJob"), "@id is used twice"),
+    ],
+)
+def test_missing_annotations_are_refused(policy: str, problem: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        PolicyEngine.load(policy, SCHEMA)
+    assert any(problem in e for e in caught.value.errors), caught.value.errors
+
+
+def test_a_default_deny_names_the_unmet_requirement_with_rendered_text() -> None:
+    decision = PolicyEngine.load(OK, SCHEMA).decide(request())
+    assert not decision.allowed
+    assert decision.policy_ids == ("ok/tier",)
+    assert decision.rule_id == "ok/tier"
+    assert decision.reasons == ("tier secret needed",)
+
+
+def test_no_permit_for_the_action_is_a_plain_default_deny() -> None:
+    decision = PolicyEngine.load(OK, SCHEMA).decide(request(Action.SUBMIT_JOB))
+    assert decision.policy_ids == ("default-deny",)
+    assert "no policy permits SubmitJob" in decision.reasons[0]
+
+
+def test_submit_without_job_attributes_is_rejected_before_deciding() -> None:
+    with pytest.raises(AttributesError, match="needs the job"):
+        PolicyRequest(
+            principal=request().principal,
+            device=request().device,
+            action=Action.DISPATCH_JOB,
+            environment=request().environment,
+        )
+
+
+def test_explain_lists_each_requirement_of_the_applicable_permits() -> None:
+    engine = PolicyEngine.load(DEFAULT_POLICIES.read_text(), SCHEMA)
+    explanation = engine.explain(request())
+    checks = {c.rule_id: c.met for c in explanation.requirements}
+    assert checks == {
+        "researcher-view/role": True,
+        "researcher-view/tier": False,
+        "researcher-view/clearance": True,
+        "operator-view/role": False,
+    }
+    assert "NOT MET] researcher-view/tier" in explanation.render()
+    assert explanation.to_dict()["decision"] == "deny"
