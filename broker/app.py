@@ -29,6 +29,7 @@ from broker.hub import DriverHub
 from broker.ledger import JobLedger
 from broker.link import DriverLink
 from broker.metrics import BrokerMetrics
+from broker.policy.export_control import load_profile
 from broker.registry_model import Checkpoint, DeviceStatus
 from broker.service import JobService
 from broker.settings import BrokerSettings
@@ -58,6 +59,8 @@ class Broker:
         self.runner = StoreRunner(open_store(settings.store))
         self.ledger = JobLedger(self.runner, self.metrics, JobWatchers(), self.clock)
         self.fleet = Fleet()
+        # Refuse to start on a bad band table rather than classify devices wrongly.
+        self.export_profile = load_profile(settings.export_control_profile)
         self.decoder = IsolatedDecoder()
         # The broker's TLS key also signs audit checkpoints: verifiable with its certificate.
         self.broker_key = load_private_key(settings.server_key)
@@ -74,6 +77,7 @@ class Broker:
             ledger=self.ledger,
             store=self.runner.store,
             trust_anchor=self.facility.current.ca_pem,
+            export_profile=self.export_profile,
         )
         await registry.load()
         await registry.seed(self.facility.current.seed_devices)

@@ -136,6 +136,10 @@ class Attestor:
             conn.device_key = self._device_key(conn)
             if result.claims is not None:
                 conn.last_counter = (result.claims.boot_epoch, result.claims.counter)
+                measured = result.claims.measurements
+                await self.registry.classify_export(
+                    conn.device_id, measured.num_qubits, measured.two_qubit_error
+                )
             self.on_attested(conn.device_id)
             return
         self.reject(conn, result)

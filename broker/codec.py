@@ -125,4 +125,6 @@ def device_to_proto(view: DeviceView) -> devices_pb2.Device:
         calibration_digest=",".join(view.calibration_digests),
         status=view.device.status.value,
         status_reason=view.device.status_reason,
+        export_class=view.export_class,
+        export_reason=view.export_reason,
     )

@@ -17,6 +17,12 @@ from attestation.appraisal import ReferenceValues
 from attestation.pki import CertificateError, VerifiedDevice, verify_device_chain
 from broker.errors import BrokerError, ErrorCode, not_found
 from broker.ledger import JobLedger
+from broker.policy.export_control import (
+    Classification,
+    ExportProfile,
+    classify,
+    crossing,
+)
 from broker.registry_model import (
     AttestationRecord,
     DeviceRecord,
@@ -44,8 +50,18 @@ class ReferenceInput:
 
 
 class DeviceRegistry:
-    def __init__(self, *, ledger: JobLedger, store: RegistryStore, trust_anchor: bytes) -> None:
+    def __init__(
+        self,
+        *,
+        ledger: JobLedger,
+        store: RegistryStore,
+        trust_anchor: bytes,
+        export_profile: ExportProfile,
+    ) -> None:
         self.ledger = ledger
+        self.export_profile = export_profile
+        # Derived from attested calibration, never typed in: see `classify_export`.
+        self.export_classes: dict[str, Classification] = {}
         self.store = store
         self.trust_anchor = trust_anchor
         self.devices: dict[str, DeviceRecord] = {}
@@ -105,6 +121,44 @@ class DeviceRegistry:
         if record is None or record.status is DeviceStatus.REVOKED:
             return frozenset()
         return frozenset({record.fingerprint})
+
+    def export_class(self, device_id: str) -> Classification:
+        """The device's class from its latest attested calibration; until it has attested,
+        from its registered qubit count with the error unknown (classified conservatively)."""
+        known = self.export_classes.get(device_id)
+        if known is not None:
+            return known
+        return classify(self.export_profile, self.num_qubits(device_id) or 0, None)
+
+    async def classify_export(self, device_id: str, num_qubits: int, error: float | None) -> None:
+        """Re-classify from fresh attested calibration; a change of class or band is audited
+        and counted at once."""
+        try:
+            new = classify(self.export_profile, num_qubits, error)
+        except ValueError as exc:
+            new = Classification(
+                export_class=self.export_profile.controlled_class,
+                band=None,
+                reason=f"calibration cannot be classified ({exc}); treated as controlled",
+            )
+        old = self.export_classes.get(device_id)
+        self.export_classes[device_id] = new
+        change = crossing(old, new)
+        if change is None:
+            return
+        detail = {
+            "from": old.export_class if old is not None else None,
+            "to": new.export_class,
+            "band": new.band.label if new.band is not None else None,
+            "reason": change,
+        }
+        await self.ledger.audit(
+            self.ledger.event("device.export_class", "broker", device_id, detail)
+        )
+        if old is not None:
+            self.ledger.metrics.export_crossings.labels(
+                device_id, old.export_class, new.export_class
+            ).inc()
 
     # ------------------------------------------------------------------ operator actions
 

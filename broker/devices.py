@@ -24,6 +24,8 @@ class DeviceView:
     attested_until: float | None
     available: bool
     queue_depth: int
+    export_class: str
+    export_reason: str
 
 
 class DeviceDirectory:
@@ -56,7 +58,10 @@ class DeviceDirectory:
         ):
             status = None  # expired: no current result
         reference = self.registry.reference_for(device.device_id)
+        exported = self.registry.export_class(device.device_id)
         return DeviceView(
+            export_class=exported.export_class,
+            export_reason=exported.reason,
             device=device,
             num_qubits=reference.num_qubits if reference is not None else 0,
             calibration_digests=tuple(sorted(reference.calibration_digest)) if reference else (),

@@ -104,6 +104,12 @@ class BrokerMetrics:
             ["device"],
             registry=r,
         )
+        self.export_crossings = Counter(
+            "qtestbed_export_class_crossings",
+            "A device's export class changed with a new attested calibration.",
+            ["device", "from_class", "to_class"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )

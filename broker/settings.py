@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.circuits import CircuitLimits
+from broker.policy.export_control import DEFAULT_PROFILE
 
 
 class SettingsError(ValueError):
@@ -51,6 +52,8 @@ class BrokerSettings:
     # CurveZMQ: the broker's link secret key, and the folder of authorised driver public keys.
     link_secret_key: Path
     link_clients: Path
+    # Export-control band table (US ECCN 4A906.a by default); devices are classified from it.
+    export_control_profile: Path = DEFAULT_PROFILE
     listen: str = "127.0.0.1:50051"
     link_listen: str = "tcp://127.0.0.1:5555"
     metrics_listen: str = "127.0.0.1:9464"
@@ -84,6 +87,9 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             server_key=_path(base, top, "server_key"),
             link_secret_key=_path(base, top, "link_secret_key"),
             link_clients=_path(base, top, "link_clients"),
+            export_control_profile=_path(base, top, "export_control_profile")
+            if "export_control_profile" in top
+            else DEFAULT_PROFILE,
             listen=str(top.get("listen", "127.0.0.1:50051")),
             link_listen=str(top.get("link_listen", "tcp://127.0.0.1:5555")),
             metrics_listen=str(top.get("metrics_listen", "127.0.0.1:9464")),

@@ -16,6 +16,7 @@ from cryptography import x509
 
 from attestation.keys import KeyKind, SigningKey, save_private_key
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
+from broker.policy.export_control import DEFAULT_PROFILE
 from drivers.device import DeviceDescription
 from drivers.measure import measure
 from qtestbed.linkkeys import authorize_client, create_keypair
@@ -144,6 +145,9 @@ def init_facility(
     (root / "link" / "clients").mkdir(parents=True, exist_ok=True)
     device_entries = [_write_device(out, ca, tier, desc, link_port) for tier, desc in DEVICES]
     out.text("facility.toml", _facility_toml(device_entries))
+    # The facility keeps its own copy of the export band table, so an operator can review and
+    # amend it (e.g. once the unverified bands are confirmed) without touching the install.
+    out.text("policy/export-control.toml", DEFAULT_PROFILE.read_text())
     out.text("broker.toml", _broker_toml(grpc_port, link_port, metrics_port))
     return root
 
@@ -257,6 +261,7 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         'server_key = "broker/broker.key"\n'
         'link_secret_key = "link/broker.key_secret"\n'
         'link_clients = "link/clients"\n'
+        'export_control_profile = "policy/export-control.toml"\n'
         f'listen = "127.0.0.1:{grpc_port}"\n'
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"\n\n'

@@ -62,6 +62,8 @@ class Device(_message.Message):
     CALIBRATION_DIGEST_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
+    EXPORT_CLASS_FIELD_NUMBER: _builtins.int
+    EXPORT_REASON_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     tier: _builtins.str
     num_qubits: _builtins.int
@@ -78,6 +80,11 @@ class Device(_message.Message):
     REVOKED; only an ACTIVE device receives work.
     """
     status_reason: _builtins.str
+    export_class: _builtins.str
+    """Export-control class derived from the device's attested qubit count and two-qubit error
+    against the facility's band table (e.g. "EAR99", "4A906.a"), and why.
+    """
+    export_reason: _builtins.str
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -104,10 +111,12 @@ class Device(_message.Message):
         calibration_digest: _builtins.str = ...,
         status: _builtins.str = ...,
         status_reason: _builtins.str = ...,
+        export_class: _builtins.str = ...,
+        export_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attested_until", b"attested_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "num_qubits", b"num_qubits", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "export_class", b"export_class", "export_reason", b"export_reason", "num_qubits", b"num_qubits", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,71 @@
+"""Export class from attested calibration: re-classified at once, audited, crossings counted."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from qtestbed.testing import LocalFacility
+from qtestbed.v1 import admin_pb2
+from tests.integration.lab import DEVICE, Lab
+from tests.integration.support import audit_entries, metric_value, scrape
+
+
+def _publish_qubits(lab: Lab, num_qubits: int) -> None:
+    admin = lab.olivia.admin
+    scope = admin_pb2.REFERENCE_SCOPE_DEVICE
+    current = lab.olivia.call(
+        admin.ListReferenceValues,
+        admin_pb2.ListReferenceValuesRequest(scope=scope, scope_id=DEVICE),
+    ).versions[0]
+    values = admin_pb2.ReferenceValues(
+        scope=scope,
+        scope_id=DEVICE,
+        firmware=current.firmware,
+        control_software=current.control_software,
+        driver_build=current.driver_build,
+        calibration_digest=current.calibration_digest,
+        num_qubits=num_qubits,
+    )
+    lab.olivia.call(admin.SetReferenceValues, admin_pb2.SetReferenceValuesRequest(values=values))
+
+
+def _attest(lab: Lab, error: float) -> None:
+    attester = lab.attester()
+    measured = dataclasses.replace(lab.measurements, num_qubits=40, two_qubit_error=error)
+    verdict = attester.answer(attester.evidence(attester.challenge(), measurements=measured))
+    assert verdict.affirming, list(verdict.reasons)
+
+
+def test_attested_calibration_classifies_the_device_and_crossings_are_audited(
+    facility: LocalFacility,
+) -> None:
+    lab = Lab(facility)
+    try:
+        assert lab.device().export_class == "EAR99"  # 5 qubits: in no controlled band
+        _publish_qubits(lab, 40)
+        # Registered as 40 qubits, error not yet attested: controlled, conservatively.
+        assert lab.device().export_class == "4A906.a"
+        _attest(lab, 5e-5)  # 34-99 qubits at or below 1e-4: controlled
+        device = lab.device()
+        assert device.export_class == "4A906.a"
+        assert "34-99" in device.export_reason
+        _attest(lab, 2e-4)  # the new calibration is worse than the band's threshold
+        assert lab.device().export_class == "EAR99"
+        crossings = [e for e in audit_entries(facility) if e.kind == "device.export_class"]
+        assert [(e.detail["from"], e.detail["to"]) for e in crossings] == [
+            (None, "4A906.a"),
+            ("4A906.a", "EAR99"),
+        ]
+        text = scrape(facility)
+        assert (
+            metric_value(
+                text,
+                "qtestbed_export_class_crossings_total",
+                device=DEVICE,
+                from_class="4A906.a",
+                to_class="EAR99",
+            )
+            == 1
+        )
+    finally:
+        lab.close_attesters()
