@@ -18,6 +18,7 @@ from broker.attestor import Attestor
 from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
 from broker.audit.verify import iter_entries
 from broker.circuits import BrokerDecoder, IsolatedDecoder
+from broker.clearance import ClearanceGate
 from broker.clock import Clock, SystemClock
 from broker.device_registry import DeviceRegistry
 from broker.devices import DeviceDirectory
@@ -29,6 +30,7 @@ from broker.hub import DriverHub
 from broker.ledger import JobLedger
 from broker.link import DriverLink
 from broker.metrics import BrokerMetrics
+from broker.policy.engine import PolicyEngine, PolicyError
 from broker.policy.export_control import load_profile
 from broker.registry_model import Checkpoint, DeviceStatus
 from broker.service import JobService
@@ -59,12 +61,14 @@ class Broker:
         self.runner = StoreRunner(open_store(settings.store))
         self.ledger = JobLedger(self.runner, self.metrics, JobWatchers(), self.clock)
         self.fleet = Fleet()
-        # Refuse to start on a bad band table rather than classify devices wrongly.
+        # Refuse to start on a bad band table or policy set rather than decide wrongly.
         self.export_profile = load_profile(settings.export_control_profile)
+        self.policy_engine = PolicyEngine.load_files(settings.policies)
         self.decoder = IsolatedDecoder()
         # The broker's TLS key also signs audit checkpoints: verifiable with its certificate.
         self.broker_key = load_private_key(settings.server_key)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reload: asyncio.Task[bool] | None = None  # the latest SIGHUP reload
         self._server: grpc.aio.Server | None = None
         self._link: DriverLink | None = None
         self._metrics_http: object | None = None
@@ -110,11 +114,15 @@ class Broker:
 
     def _wire(self, link: DriverLink, registry: DeviceRegistry) -> DriverHub:
         timing = self.settings.timing
+        gate = self.gate = ClearanceGate(
+            engine=self.policy_engine, facility=self.facility, registry=registry
+        )
         dispatcher = Dispatcher(
             link=link,
             fleet=self.fleet,
             facility=self.facility,
             registry=registry,
+            gate=gate,
             ledger=self.ledger,
             timing=timing,
         )
@@ -135,6 +143,7 @@ class Broker:
         self.jobs = JobService(
             facility=self.facility,
             registry=registry,
+            gate=gate,
             ledger=self.ledger,
             dispatcher=dispatcher,
             limits=self.settings.limits,
@@ -150,7 +159,9 @@ class Broker:
             ledger=self.ledger,
             store=self.runner.store,
         )
-        directory = DeviceDirectory(registry=registry, fleet=self.fleet, ledger=self.ledger)
+        directory = DeviceDirectory(
+            registry=registry, gate=self.gate, fleet=self.fleet, ledger=self.ledger
+        )
         return [
             (jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(self.jobs)),
             (devices_pb2_grpc.add_DeviceServiceServicer_to_server, DeviceServicer(directory)),
@@ -230,6 +241,13 @@ class Broker:
         return checkpoint
 
     def reload_facility(self) -> None:
+        """SIGHUP (on the event loop): reload everything; see `reload`."""
+        self._reload = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read the facility file, driver link keys and policies; a bad file is refused and
+        the one in force kept. True when everything reloaded."""
+        ok = True
         try:
             self.facility.reload()
             if self._link is not None:
@@ -237,6 +255,28 @@ class Broker:
             log.info("facility file and driver link keys reloaded")
         except ValueError as exc:
             log.error("facility reload refused, keeping the previous one: %s", exc)
+            ok = False
+        return await self.reload_policies() and ok
+
+    async def reload_policies(self) -> bool:
+        """Swap in the policy file if it validates; otherwise keep the old set, count, audit."""
+        try:
+            engine = PolicyEngine.load_files(self.settings.policies)
+        except PolicyError as exc:
+            self.metrics.policy_reload_failures.inc()
+            detail = {"file": str(self.settings.policies), "errors": exc.errors[:20]}
+            await self.ledger.audit(
+                self.ledger.event("policy.reload_refused", "broker", "", detail)
+            )
+            log.error("policy reload refused, keeping the policies in force: %s", exc)
+            return False
+        self.policy_engine = self.gate.engine = engine
+        await self.ledger.audit(
+            self.ledger.event(
+                "policy.reloaded", "broker", "", {"policies": sorted(engine.policies)}
+            )
+        )
+        return True
 
     async def stop(self, grace: float = 2.0) -> None:
         if self._server is not None:

@@ -1,21 +1,40 @@
-"""Clearance decisions: may this principal run work on this device now?
+"""The clearance gate: builds a Cedar request from the registries and asks the policy engine.
 
-The decision is pure (facility snapshot, principal name, device, time in; decision out) so the
-same function serves the submit check and the re-check right before dispatch. Every denial
-names the rule that decided it and tells the researcher what would grant access.
+The broker is the policy enforcement point at three places: submit (fail fast), right before
+dispatch (a clearance changed since submit means DENIED) and every read of a device (a caller
+never learns that a device above their visibility exists). The decision point is the Cedar
+engine in `broker.policy`; attribute sources are the facility file (principals), the device
+registry (tier, state) and attestation (export class, attestation status).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
 from dataclasses import dataclass
 
-from broker.facility import Facility
-from broker.registry_model import DeviceRecord
+from broker.device_registry import DeviceRegistry
+from broker.facility import FacilityRef, Principal
+from broker.policy import (
+    Action,
+    DeviceAttributes,
+    Environment,
+    JobAttributes,
+    PolicyEngine,
+    PolicyRequest,
+    PrincipalAttributes,
+)
+from broker.registry_model import DeviceRecord, DeviceStatus
+
+log = logging.getLogger(__name__)
 
 RULE_UNKNOWN_PRINCIPAL = "principal.unknown"
-RULE_CLEARANCE_EXPIRED = "clearance.expired"
-RULE_TIER_BELOW_DEVICE = "clearance.tier-below-device"
+
+_STATE = {
+    DeviceStatus.ACTIVE: "online",
+    # Quarantine holds the queue in the dispatcher and says why; it is not a policy state.
+    DeviceStatus.QUARANTINED: "online",
+    DeviceStatus.REVOKED: "retired",
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,28 +46,81 @@ class Decision:
     reason: str
 
 
-def decide(facility: Facility, principal_name: str, device: DeviceRecord, now: float) -> Decision:
-    principal = facility.principals.get(principal_name)
-    if principal is None:
-        return Decision(
-            allowed=False,
-            rule_id=RULE_UNKNOWN_PRINCIPAL,
-            reason=f"principal {principal_name!r} is no longer registered at this facility; "
-            "ask a facility operator to restore your access",
+class ClearanceGate:
+    def __init__(
+        self, *, engine: PolicyEngine, facility: FacilityRef, registry: DeviceRegistry
+    ) -> None:
+        self.engine = engine
+        self.facility = facility
+        self.registry = registry
+
+    def check(
+        self,
+        action: Action,
+        principal_name: str,
+        device: DeviceRecord,
+        *,
+        now: float,
+        job: JobAttributes | None = None,
+        attestation: str = "none",
+    ) -> Decision:
+        principal = self.facility.current.principals.get(principal_name)
+        if principal is None:
+            return Decision(
+                allowed=False,
+                rule_id=RULE_UNKNOWN_PRINCIPAL,
+                reason=f"principal {principal_name!r} is no longer registered at this facility; "
+                "ask a facility operator to restore your access",
+            )
+        request = PolicyRequest(
+            principal=self._principal(principal),
+            device=self._device(device),
+            action=action,
+            environment=Environment(
+                now=int(now),
+                attestation=attestation,
+                remote_access_is_export=self.facility.current.remote_access_is_export,
+            ),
+            job=job,
         )
-    if principal.clearance_expires_at is not None and now >= principal.clearance_expires_at:
-        expired = dt.datetime.fromtimestamp(principal.clearance_expires_at, dt.UTC)
+        decision = self.engine.decide(request)
+        if decision.errors:
+            log.error("policy evaluation errors for %s: %s", decision.rule_id, decision.errors)
         return Decision(
-            allowed=False,
-            rule_id=RULE_CLEARANCE_EXPIRED,
-            reason=f"your clearance expired at {expired.isoformat()}; "
-            "ask a facility operator to review and renew it",
+            allowed=decision.allowed,
+            rule_id=decision.rule_id,
+            reason="; ".join(decision.reasons),
         )
-    if facility.tier_rank(principal.tier) < facility.tier_rank(device.tier):
-        return Decision(
-            allowed=False,
-            rule_id=RULE_TIER_BELOW_DEVICE,
-            reason=f"device {device.device_id!r} requires clearance tier {device.tier!r} "
-            f"and yours is {principal.tier!r}; a facility operator can review your clearance",
+
+    def visible(self, principal_name: str, device: DeviceRecord, now: float) -> bool:
+        return self.check(Action.VIEW_DEVICE, principal_name, device, now=now).allowed
+
+    def _principal(self, principal: Principal) -> PrincipalAttributes:
+        facility = self.facility.current
+        return PrincipalAttributes(
+            name=principal.name,
+            tier=principal.tier,
+            tier_rank=facility.tier_rank(principal.tier),
+            affiliation=principal.affiliation,
+            nationality=principal.nationality,
+            jurisdictions=principal.jurisdictions,
+            projects=frozenset(principal.projects),
+            roles=frozenset(role.value for role in principal.roles),
+            clearance_expires_at=int(principal.clearance_expires_at or 0),
+            training={name: int(expiry) for name, expiry in principal.training.items()},
+            licences=principal.licences,
         )
-    return Decision(allowed=True, rule_id="clearance.tier-sufficient", reason="")
+
+    def _device(self, device: DeviceRecord) -> DeviceAttributes:
+        facility = self.facility.current
+        exported = self.registry.export_class(device.device_id)
+        controlled = exported.export_class != self.registry.export_profile.uncontrolled_class
+        return DeviceAttributes(
+            device_id=device.device_id,
+            tier=device.tier,
+            tier_rank=facility.tier_rank(device.tier),
+            jurisdiction=facility.jurisdiction,
+            export_class=exported.export_class,
+            export_licence=facility.export_licence if controlled else "",
+            state=_STATE[device.status],
+        )

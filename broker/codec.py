@@ -42,6 +42,7 @@ def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
         payload=request.circuit.payload,
         shots=request.shots,
         idempotency_key=request.idempotency_key or None,
+        project=request.project,
     )
 
 
@@ -80,6 +81,7 @@ def job_to_proto(view: JobView) -> jobs_pb2.Job:
         updated_at=to_timestamp(job.updated_at),
         finished_at=to_timestamp(job.finished_at),
         waiting_for=view.waiting_for,
+        project=job.project,
     )
 
 

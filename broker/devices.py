@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attestation.appraisal import AttestationStatus
+from broker.clearance import ClearanceGate
 from broker.device_registry import DeviceRegistry
 from broker.errors import not_found
 from broker.fleet import DeviceProfile, Fleet
@@ -29,18 +30,23 @@ class DeviceView:
 
 
 class DeviceDirectory:
-    def __init__(self, *, registry: DeviceRegistry, fleet: Fleet, ledger: JobLedger) -> None:
+    def __init__(
+        self, *, registry: DeviceRegistry, gate: ClearanceGate, fleet: Fleet, ledger: JobLedger
+    ) -> None:
         self.registry = registry
+        self.gate = gate
         self.fleet = fleet
         self.ledger = ledger
 
     async def list(self, caller: str) -> list[DeviceView]:
         depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
-        return [self._view(d, depths.get(d.device_id, 0)) for d in self.registry.all()]
+        now = self.ledger.clock.now()
+        visible = [d for d in self.registry.all() if self.gate.visible(caller, d, now)]
+        return [self._view(d, depths.get(d.device_id, 0)) for d in visible]
 
     async def get(self, caller: str, device_id: str) -> DeviceView:
         device = self.registry.get(device_id)
-        if device is None:
+        if device is None or not self.gate.visible(caller, device, self.ledger.clock.now()):
             raise not_found("device", device_id)
         depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
         return self._view(device, depths.get(device_id, 0))

@@ -18,13 +18,14 @@ from attestation.appraisal import AttestationResult, AttestationStatus, Reason, 
 from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
 from broker.attestor import Attestor
-from broker.clearance import Decision, decide
+from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
 from broker.domain import Job, JobResult, JobState, Lease
 from broker.facility import FacilityRef
 from broker.fleet import DriverConnection, Fleet
 from broker.ledger import JobLedger
 from broker.link import DriverLink
+from broker.policy import Action, JobAttributes
 from broker.registry_model import DeviceStatus
 from broker.settings import TimingSettings
 from broker.store.base import Store
@@ -48,11 +49,13 @@ class Dispatcher:
         fleet: Fleet,
         facility: FacilityRef,
         registry: DeviceRegistry,
+        gate: ClearanceGate,
         ledger: JobLedger,
         timing: TimingSettings,
         attestor: Attestor | None = None,
     ) -> None:
         self.registry = registry
+        self.gate = gate
         self.link = link
         self.fleet = fleet
         self.facility = facility
@@ -98,7 +101,6 @@ class Dispatcher:
             await self._dispatch_or_deny(head[0], idle[0], now)
 
     async def _dispatch_or_deny(self, job: Job, conn: DriverConnection, now: float) -> None:
-        facility = self.facility.current
         device = self.registry.get(job.device_id)
         if device is None:
             failed = job.transition(
@@ -106,7 +108,15 @@ class Dispatcher:
             )
             await self._save(job, failed, "job.failed", {"reason": failed.reason})
             return
-        decision = decide(facility, job.owner, device, now)
+        assert conn.attestation is not None  # dispatchable() checked it
+        decision = self.gate.check(
+            Action.DISPATCH_JOB,
+            job.owner,
+            device,
+            now=now,
+            job=JobAttributes(project=job.project, shots=job.shots, qubits=job.circuit.num_qubits),
+            attestation=conn.attestation.status.value,
+        )
         if not decision.allowed:
             await self._deny(job, decision, now)
             return

@@ -102,6 +102,7 @@ class Job:
     created_at: float
     updated_at: float
     idempotency_key: str | None = None
+    project: str = ""
     attempts: int = 0
     lease: Lease | None = None
     reason: str = ""

@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,13 @@ class Principal:
     tier: str
     roles: frozenset[Role]
     clearance_expires_at: float | None = None
+    affiliation: str = ""
+    nationality: str = ""
+    jurisdictions: frozenset[str] = frozenset()
+    projects: tuple[str, ...] = ()
+    # Training id -> expiry (epoch seconds) of the completed course.
+    training: Mapping[str, float] = field(default_factory=dict)
+    licences: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -49,6 +56,11 @@ class Facility:
     principals: Mapping[str, Principal]
     seed_devices: tuple[SeedDevice, ...]
     ca_pem: bytes
+    # Where the facility's devices are, for export rules; whether remote access counts as an
+    # export is a legal judgement the facility records here (true is the strict reading).
+    jurisdiction: str = ""
+    remote_access_is_export: bool = True
+    export_licence: str = "EAR-4A906"
 
     def tier_rank(self, tier: str) -> int:
         return self.tiers.index(tier)
@@ -74,6 +86,9 @@ def load_facility(path: Path) -> Facility:
         principals=principals,
         seed_devices=seeds,
         ca_pem=ca_pem,
+        jurisdiction=str(info.get("jurisdiction", "")),
+        remote_access_is_export=bool(info.get("remote_access_is_export", True)),
+        export_licence=str(info.get("export_licence", "EAR-4A906")),
     )
 
 
@@ -103,18 +118,27 @@ def _principal(entry: Mapping[str, Any], tiers: Sequence[str]) -> Principal:
     except ValueError as exc:
         raise FacilityError(f"{where}: {exc}") from exc
     expires = entry.get("clearance_expires_at")
-    if isinstance(expires, dt.datetime):
-        expires_at: float | None = expires.timestamp()
-    elif expires is None:
-        expires_at = None
-    else:
-        raise FacilityError(f"{where}: clearance_expires_at must be a TOML date-time")
+    training = entry.get("training", {})
+    if not isinstance(training, Mapping):
+        raise FacilityError(f"{where}: training must be a table of course = expiry date-time")
     return Principal(
         name=name,
         tier=_check_tier(str(entry.get("tier", "")), tiers, where),
         roles=roles,
-        clearance_expires_at=expires_at,
+        clearance_expires_at=None if expires is None else _when(expires, where, "clearance"),
+        affiliation=str(entry.get("affiliation", "")),
+        nationality=str(entry.get("nationality", "")),
+        jurisdictions=frozenset(str(j) for j in entry.get("jurisdictions", ())),
+        projects=tuple(str(p) for p in entry.get("projects", ())),
+        training={str(k): _when(v, where, f"training {k}") for k, v in training.items()},
+        licences=frozenset(str(lic) for lic in entry.get("licences", ())),
     )
+
+
+def _when(value: object, where: str, what: str) -> float:
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise FacilityError(f"{where}: {what} must be a TOML date-time with a time zone")
+    return value.timestamp()
 
 
 def _device(entry: Mapping[str, Any], tiers: Sequence[str], base: Path) -> SeedDevice:

@@ -110,6 +110,11 @@ class BrokerMetrics:
             ["device", "from_class", "to_class"],
             registry=r,
         )
+        self.policy_reload_failures = Counter(
+            "qtestbed_policy_reload_failures",
+            "Policy reloads refused because the new policies did not validate.",
+            registry=r,
+        )
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )

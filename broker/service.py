@@ -9,17 +9,19 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
 from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
-from broker.clearance import decide
+from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
 from broker.dispatcher import Dispatcher
 from broker.domain import Circuit, CircuitFormat, Job, JobResult, JobState
 from broker.errors import BrokerError, ErrorCode, not_found
 from broker.facility import FacilityRef, Principal, Role
 from broker.ledger import JobLedger
+from broker.policy import Action, JobAttributes
 from broker.registry_model import DeviceRecord, DeviceStatus
 
 
@@ -30,6 +32,7 @@ class SubmitRequest:
     payload: bytes
     shots: int
     idempotency_key: str | None = None
+    project: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -54,6 +57,7 @@ class JobService:
         *,
         facility: FacilityRef,
         registry: DeviceRegistry,
+        gate: ClearanceGate,
         ledger: JobLedger,
         dispatcher: Dispatcher,
         limits: CircuitLimits,
@@ -61,6 +65,7 @@ class JobService:
     ) -> None:
         self.decoder = decoder
         self.registry = registry
+        self.gate = gate
         self.facility = facility
         self.ledger = ledger
         self.dispatcher = dispatcher
@@ -78,20 +83,24 @@ class JobService:
         return principal
 
     async def submit(self, caller: str, request: SubmitRequest) -> tuple[JobView, bool]:
-        self.principal(caller)
-        device = self._device(request.device_id)
-        circuit = await self._validate(request, device)
+        principal = self.principal(caller)
         now = self.ledger.clock.now()
-        decision = decide(self.facility.current, caller, device, now)
+        device = self._device(request.device_id, caller, now)
+        project = _project_of(principal, request.project)
+        circuit = await self._validate(request, device)
+        job_attributes = JobAttributes(
+            project=project, shots=request.shots, qubits=circuit.num_qubits
+        )
+        decision = self.gate.check(
+            Action.SUBMIT_JOB,
+            caller,
+            device,
+            now=now,
+            job=job_attributes,
+            attestation=self._attestation(device.device_id, now),
+        )
         if not decision.allowed:
-            self.ledger.metrics.denials.labels(decision.rule_id, "submit").inc()
-            detail = {"stage": "submit", "rule": decision.rule_id, "device": device.device_id}
-            await self.ledger.audit(self.ledger.event("clearance.denied", caller, "", detail))
-            raise BrokerError(
-                ErrorCode.PERMISSION_DENIED,
-                f"denied by rule {decision.rule_id}: {decision.reason}",
-                rule_id=decision.rule_id,
-            )
+            await self._refuse(caller, device, decision)
         job = Job(
             job_id=uuid.uuid4().hex,
             owner=caller,
@@ -102,6 +111,7 @@ class JobService:
             created_at=now,
             updated_at=now,
             idempotency_key=request.idempotency_key or None,
+            project=project,
         )
         event = self.ledger.event(
             "job.submitted",
@@ -119,11 +129,39 @@ class JobService:
         )
         return view, created
 
-    def _device(self, device_id: str) -> DeviceRecord:
+    def _device(self, device_id: str, caller: str, now: float) -> DeviceRecord:
+        """The device if it exists and the caller may see it; the same NOT_FOUND otherwise."""
         device = self.registry.get(device_id)
-        if device is None or device.status is DeviceStatus.REVOKED:
+        if (
+            device is None
+            or device.status is DeviceStatus.REVOKED
+            or not self.gate.visible(caller, device, now)
+        ):
             raise not_found("device", device_id)
         return device
+
+    def _attestation(self, device_id: str, now: float) -> str:
+        fresh = [
+            c.attestation
+            for c in self.dispatcher.fleet.for_device(device_id)
+            if c.attestation is not None and c.attestation.affirming(now)
+        ]
+        return "affirming" if fresh else "none"
+
+    async def _refuse(self, caller: str, device: DeviceRecord, decision: Decision) -> NoReturn:
+        self.ledger.metrics.denials.labels(decision.rule_id, "submit").inc()
+        detail = {
+            "stage": "submit",
+            "rule": decision.rule_id,
+            "device": device.device_id,
+            "reason": decision.reason,
+        }
+        await self.ledger.audit(self.ledger.event("clearance.denied", caller, "", detail))
+        raise BrokerError(
+            ErrorCode.PERMISSION_DENIED,
+            f"denied by rule {decision.rule_id}: {decision.reason}",
+            rule_id=decision.rule_id,
+        )
 
     async def _validate(self, request: SubmitRequest, device: DeviceRecord) -> Circuit:
         """Parse off the event loop, in the isolated decoder: hostile payloads can't stall us."""
@@ -283,3 +321,16 @@ def _check_same_request(stored: Job, attempted: Job) -> None:
             f"idempotency key {attempted.idempotency_key!r} was already used for job "
             f"{stored.job_id} with a different device, circuit or shot count; use a new key",
         )
+
+
+def _project_of(principal: Principal, requested: str) -> str:
+    """The project a job runs under: as asked, or the principal's only project."""
+    if requested:
+        return requested
+    if len(principal.projects) == 1:
+        return principal.projects[0]
+    choices = ", ".join(principal.projects) or "none on record"
+    raise BrokerError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"name the project this job belongs to (your projects: {choices})",
+    )

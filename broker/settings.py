@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.circuits import CircuitLimits
+from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
 
 
@@ -54,6 +55,8 @@ class BrokerSettings:
     link_clients: Path
     # Export-control band table (US ECCN 4A906.a by default); devices are classified from it.
     export_control_profile: Path = DEFAULT_PROFILE
+    # Cedar policies deciding clearance (the shipped default set unless the facility has its own).
+    policies: Path = DEFAULT_POLICIES
     listen: str = "127.0.0.1:50051"
     link_listen: str = "tcp://127.0.0.1:5555"
     metrics_listen: str = "127.0.0.1:9464"
@@ -90,6 +93,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             export_control_profile=_path(base, top, "export_control_profile")
             if "export_control_profile" in top
             else DEFAULT_PROFILE,
+            policies=_path(base, top, "policies") if "policies" in top else DEFAULT_POLICIES,
             listen=str(top.get("listen", "127.0.0.1:50051")),
             link_listen=str(top.get("link_listen", "tcp://127.0.0.1:5555")),
             metrics_listen=str(top.get("metrics_listen", "127.0.0.1:9464")),

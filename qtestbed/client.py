@@ -112,6 +112,7 @@ class Client:
         shots: int,
         fmt: str | None = None,
         idempotency_key: str | None = None,
+        project: str = "",
     ) -> jobs_pb2.SubmitJobResponse:
         request = jobs_pb2.SubmitJobRequest(
             device_id=device_id,
@@ -120,6 +121,7 @@ class Client:
             ),
             shots=shots,
             idempotency_key=idempotency_key or uuid.uuid4().hex,
+            project=project,
         )
         try:
             response: jobs_pb2.SubmitJobResponse = self._jobs.SubmitJob(

@@ -16,6 +16,7 @@ from cryptography import x509
 
 from attestation.keys import KeyKind, SigningKey, save_private_key
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
+from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
 from drivers.device import DeviceDescription
 from drivers.measure import measure
@@ -30,13 +31,39 @@ class PersonSpec:
     name: str
     tier: str
     roles: tuple[str, ...]
+    project: str
+    affiliation: str
 
 
 PEOPLE = (
-    PersonSpec(name="alice", tier="open", roles=("researcher",)),
-    PersonSpec(name="bob", tier="restricted", roles=("researcher",)),
-    PersonSpec(name="olivia", tier="restricted", roles=("operator", "researcher")),
-    PersonSpec(name="sam", tier="open", roles=("security",)),
+    PersonSpec(
+        name="alice",
+        tier="open",
+        roles=("researcher",),
+        project="open-science",
+        affiliation="University of Example",
+    ),
+    PersonSpec(
+        name="bob",
+        tier="restricted",
+        roles=("researcher",),
+        project="quantum-sensing",
+        affiliation="National Lab of Example",
+    ),
+    PersonSpec(
+        name="olivia",
+        tier="restricted",
+        roles=("operator", "researcher"),
+        project="facility-ops",
+        affiliation="qtestbed facility",
+    ),
+    PersonSpec(
+        name="sam",
+        tier="open",
+        roles=("security",),
+        project="facility-ops",
+        affiliation="qtestbed facility",
+    ),
 )
 
 
@@ -144,10 +171,11 @@ def init_facility(
     create_keypair(root / "link", "broker")
     (root / "link" / "clients").mkdir(parents=True, exist_ok=True)
     device_entries = [_write_device(out, ca, tier, desc, link_port) for tier, desc in DEVICES]
-    out.text("facility.toml", _facility_toml(device_entries))
+    out.text("facility.toml", _facility_toml(device_entries, now or dt.datetime.now(dt.UTC)))
     # The facility keeps its own copy of the export band table, so an operator can review and
     # amend it (e.g. once the unverified bands are confirmed) without touching the install.
     out.text("policy/export-control.toml", DEFAULT_PROFILE.read_text())
+    out.text("policy/policies.cedar", DEFAULT_POLICIES.read_text())
     out.text("broker.toml", _broker_toml(grpc_port, link_port, metrics_port))
     return root
 
@@ -237,17 +265,29 @@ def _device_toml(tier: str, desc: DeviceDescription) -> str:
     )
 
 
-def _facility_toml(device_entries: list[str]) -> str:
-    people = "\n".join(
+def _principal_toml(p: PersonSpec, now: dt.datetime) -> str:
+    """A principal with the attributes the Cedar policies read (see broker/policy/schema)."""
+    review = (now + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
         f'[[principals]]\nname = "{p.name}"\ntier = "{p.tier}"\nroles = {_toml_list(p.roles)}\n'
-        for p in PEOPLE
+        f'affiliation = "{p.affiliation}"\nnationality = "US"\njurisdictions = ["US"]\n'
+        f'projects = ["{p.project}"]\nclearance_expires_at = {review}  # sunset: review yearly\n'
+        f"[principals.training]\ndual-use-awareness = {review}\n"
     )
+
+
+def _facility_toml(device_entries: list[str], now: dt.datetime) -> str:
+    people = "\n".join(_principal_toml(p, now) for p in PEOPLE)
     return (
         "# Who may do what, and which devices exist. Reload with SIGHUP to the broker.\n"
         "[facility]\n"
         'name = "qtestbed demo facility"\n'
         f"tiers = {_toml_list(TIERS)}  # lowest to highest\n"
-        'ca_cert = "ca/ca.pem"\n\n'
+        'ca_cert = "ca/ca.pem"\n'
+        'jurisdiction = "US"  # where the devices are, for export rules\n'
+        "# Whether remote access to a controlled device counts as an export: a legal judgement.\n"
+        "remote_access_is_export = true\n"
+        'export_licence = "EAR-4A906"\n\n'
         f"{people}\n" + "\n".join(device_entries)
     )
 
@@ -262,6 +302,7 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         'link_secret_key = "link/broker.key_secret"\n'
         'link_clients = "link/clients"\n'
         'export_control_profile = "policy/export-control.toml"\n'
+        'policies = "policy/policies.cedar"  # validated at start and on SIGHUP\n'
         f'listen = "127.0.0.1:{grpc_port}"\n'
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"\n\n'

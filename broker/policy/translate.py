@@ -90,7 +90,7 @@ def _fill(match: re.Match[str], request: PolicyRequest) -> str:
     if form == "date":
         return format_time(value) if isinstance(value, int) else str(value)
     if isinstance(value, frozenset):
-        return "{" + ", ".join(f"'{v}'" for v in sorted(value)) + "}" if value else "{}"
+        return ", ".join(f"'{v}'" for v in sorted(value)) if value else "none"
     return str(value)
 
 

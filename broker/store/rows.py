@@ -43,6 +43,7 @@ JOB_COLUMNS: tuple[str, ...] = (
     "started_at",
     "finished_at",
     "version",
+    "project",
 )
 JOB_SELECT = ", ".join(JOB_COLUMNS)
 
@@ -81,6 +82,7 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.started_at,
         job.finished_at,
         job.version,
+        job.project,
     )
 
 
@@ -120,6 +122,7 @@ def job_from_row(row: Row) -> Job:
         started_at=r["started_at"],
         finished_at=r["finished_at"],
         version=r["version"],
+        project=r["project"],
     )
 
 

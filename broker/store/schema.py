@@ -230,6 +230,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX attestations_device_at ON attestations (device_id, at)",
         ),
     ),
+    Migration(
+        version=3,
+        description="the project a job is submitted under (checked again at dispatch)",
+        statements=("ALTER TABLE jobs ADD COLUMN project TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

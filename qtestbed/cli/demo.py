@@ -34,6 +34,7 @@ class Submission:
     fmt: str
     payload: bytes
     shots: int
+    project: str = ""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -105,6 +106,15 @@ def _submissions() -> list[Submission]:
             shots=1000,
         ),
         Submission(
+            label="GHZ-3, other project",
+            researcher="alice",
+            device="sim-open",
+            fmt="qasm2",
+            payload=ghz_qasm2(3),
+            shots=100,
+            project="quantum-sensing",
+        ),
+        Submission(
             label="GHZ-3 above tier",
             researcher="alice",
             device="sim-restricted",
@@ -120,7 +130,9 @@ def _run_one(client: Client, sub: Submission) -> Outcome:
         label=sub.label, researcher=sub.researcher, device=sub.device, format=sub.fmt, state=""
     )
     try:
-        job = client.submit(sub.payload, device_id=sub.device, shots=sub.shots, fmt=sub.fmt).job
+        job = client.submit(
+            sub.payload, device_id=sub.device, shots=sub.shots, fmt=sub.fmt, project=sub.project
+        ).job
     except QtestbedError as exc:
         out.state, out.refusal, out.rule_id = exc.code, exc.message, exc.rule_id
         return out
@@ -162,9 +174,13 @@ def run_demo(root: Path) -> dict[str, Any]:
             facility.wait_available(clients["bob"], device)
         outcomes = [_run_one(clients[s.researcher], s) for s in _submissions()]
         metrics = _scrape(addresses.metrics)
+    # The refused job names its rule; the device above alice's tier is invisible to her,
+    # answered exactly as a device that does not exist.
     ok = (
         all(o.state == "COMPLETED" and o.receipt == "valid" for o in outcomes[:3])
         and outcomes[3].state == "PERMISSION_DENIED"
+        and outcomes[3].rule_id != ""
+        and outcomes[4].state == "NOT_FOUND"
     )
     return {
         "facility": str(root),
@@ -179,10 +195,10 @@ def _print_table(summary: dict[str, Any]) -> None:
     print(f"facility: {summary['facility']}")
     print(f"broker gRPC {summary['broker']['grpc']}, driver link {summary['broker']['link']}")
     print(f"metrics: {summary['broker']['metrics']}  (served while the demo ran)\n")
-    print(f"{'JOB':<20}{'WHO':<7}{'DEVICE':<16}{'STATE':<19}{'TOP OUTCOMES':<32}RECEIPT")
+    print(f"{'JOB':<22}{'WHO':<7}{'DEVICE':<16}{'STATE':<19}{'TOP OUTCOMES':<32}RECEIPT")
     for job in summary["jobs"]:
         print(
-            f"{job['label']:<20}{job['researcher']:<7}{job['device']:<16}{job['state']:<19}"
+            f"{job['label']:<22}{job['researcher']:<7}{job['device']:<16}{job['state']:<19}"
             f"{job['top_outcomes']:<32}{job['receipt']}"
         )
         if job["refusal"]:

@@ -30,6 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=["qasm2", "qasm3", "qpy"], help="override format detection")
     p.add_argument("--wait", action="store_true", help="follow the job live until it finishes")
     p.add_argument("--idempotency-key", help="reuse to make a retried submit safe")
+    p.add_argument("--project", default="", help="project the job is for (if you have several)")
     _common(p)
     p.set_defaults(handler=cmd_submit)
     for name, help_text, handler in (
@@ -98,6 +99,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 shots=args.shots,
                 fmt=args.format,
                 idempotency_key=args.idempotency_key,
+                project=args.project,
             )
             job = response.job
             if args.wait:

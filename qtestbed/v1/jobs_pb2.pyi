@@ -96,10 +96,13 @@ class SubmitJobRequest(_message.Message):
     CIRCUIT_FIELD_NUMBER: _builtins.int
     SHOTS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     shots: _builtins.int
     idempotency_key: _builtins.str
     """Client-chosen key (e.g. a UUID); a retry with the same key returns the same job."""
+    project: _builtins.str
+    """The project the job is for; may be empty when the caller belongs to exactly one."""
     @_builtins.property
     def circuit(self) -> Global___Circuit: ...
     def __init__(
@@ -109,10 +112,11 @@ class SubmitJobRequest(_message.Message):
         circuit: Global___Circuit | None = ...,
         shots: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
+        project: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "device_id", b"device_id", "idempotency_key", b"idempotency_key", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "device_id", b"device_id", "idempotency_key", b"idempotency_key", "project", b"project", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,6 +166,7 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     WAITING_FOR_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     owner: _builtins.str
     device_id: _builtins.str
@@ -179,6 +184,7 @@ class Job(_message.Message):
     """The clearance rule that denied the job, when DENIED."""
     waiting_for: _builtins.str
     """While QUEUED: what the job is waiting for (e.g. its device is quarantined), for people."""
+    project: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -204,10 +210,11 @@ class Job(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         waiting_for: _builtins.str = ...,
+        project: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "project", b"project", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,6 +20,7 @@ from broker.registry_model import (
     Revocation,
 )
 from broker.store import StoreError, verify_chain
+from broker.store import rows as rows_module
 from broker.store import schema as schema_module
 from broker.store.base import RegistryStore, Store
 from broker.store.sql_store import SqlStore
@@ -408,8 +409,20 @@ def test_a_version_1_database_upgrades_in_place(
         patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
         patch.setattr(schema_module, "LATEST_VERSION", 1)
         old.migrate()
-    job, created = old.insert_job(_v1_job(), event("job.submitted", "j-v1"))
-    assert created
+    # The job row as version-1 code wrote it: every column but those added later.
+    job = _v1_job()
+    v1_columns = [c for c in rows_module.JOB_COLUMNS if c != "project"]
+    values = dict(zip(rows_module.JOB_COLUMNS, rows_module.job_to_row(job), strict=True))
+    if backend.name == "sqlite":  # PostgreSQL numbers seq itself (an identity column)
+        v1_columns.append("seq")
+        values["seq"] = 1
+    backend.raw(
+        f"INSERT INTO jobs ({', '.join(v1_columns)}) VALUES ("  # noqa: S608
+        + ", ".join("?" * len(v1_columns))
+        + ")",
+        [values[c] for c in v1_columns],
+    )
+    old.append_audit(event("job.submitted", "j-v1"))
     assert [row[0] for row in backend.raw("SELECT version FROM schema_migrations")] == [1]
     with pytest.raises(StoreError):
         old.get_device("dev-a")  # no registry tables yet
@@ -418,7 +431,7 @@ def test_a_version_1_database_upgrades_in_place(
     upgraded = backend.open()
     upgraded.migrate()
     versions = backend.raw("SELECT version FROM schema_migrations ORDER BY version")
-    assert [row[0] for row in versions] == [1, 2]
+    assert [row[0] for row in versions] == [m.version for m in schema_module.MIGRATIONS]
     assert upgraded.get_job("j-v1") == job
     assert upgraded.insert_job(_v1_job(), event("x", "j-v1")) == (job, False)
     device = register(upgraded, "dev-a")

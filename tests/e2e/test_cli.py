@@ -38,7 +38,8 @@ def test_demo_runs_end_to_end_and_reports_json() -> None:
     assert summary["ok"] is True
     states = {job["label"]: job["state"] for job in summary["jobs"]}
     assert states["GHZ-5"] == "COMPLETED"
-    assert states["GHZ-3 above tier"] == "PERMISSION_DENIED"
+    assert states["GHZ-3, other project"] == "PERMISSION_DENIED"
+    assert states["GHZ-3 above tier"] == "NOT_FOUND"
     ghz = next(job for job in summary["jobs"] if job["label"] == "GHZ-5")
     outcomes = {pair.split(":")[0] for pair in ghz["top_outcomes"].split()}
     assert outcomes <= {"00000", "11111"}
@@ -125,10 +126,15 @@ def test_submit_errors_are_clear(cli_facility: tuple[LocalFacility, Path], tmp_p
     assert "INVALID_ARGUMENT" in done.stderr
     good = tmp_path / "good.qasm"
     good.write_bytes(ghz_qasm2(2))
-    denied = qtestbed("submit", str(good), "--device", "sim-restricted", profile=profile)
+    hidden = qtestbed("submit", str(good), "--device", "sim-restricted", profile=profile)
+    assert hidden.returncode == 1
+    assert "NOT_FOUND" in hidden.stderr
+    denied = qtestbed(
+        "submit", str(good), "--device", "sim-open", "--project", "nuclear", profile=profile
+    )
     assert denied.returncode == 1
     assert "PERMISSION_DENIED" in denied.stderr
-    assert "clearance.tier-below-device" in denied.stderr
+    assert "researcher-submit/project" in denied.stderr
     missing = qtestbed(
         "submit", str(tmp_path / "nope.qasm"), "--device", "sim-open", profile=profile
     )

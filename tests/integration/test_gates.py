@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from attestation.keys import KeyKind, SigningKey, save_private_key
 from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.client import QtestbedError
 from qtestbed.testing import LocalFacility, eventually
 from tests.integration.support import audit_kinds, metric_value, scrape, state_name, wait_state
 
@@ -84,17 +87,19 @@ def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacilit
     # While the job waits (no driver yet), alice's clearance lapses.
     registry = facility.root / "facility.toml"
     text = registry.read_text()
-    lapsed = 'name = "alice"\ntier = "open"\nclearance_expires_at = 2020-01-01T00:00:00Z'
-    assert 'name = "alice"\ntier = "open"' in text
-    registry.write_text(text.replace('name = "alice"\ntier = "open"', lapsed))
+    alice_entry = text.index('name = "alice"')
+    expiry = text.index("clearance_expires_at = ", alice_entry)
+    end = text.index("\n", expiry)
+    lapsed = "clearance_expires_at = 2020-01-01T00:00:00Z"
+    registry.write_text(text[:expiry] + lapsed + text[end:])
     assert facility.embedded is not None
     broker = facility.embedded.broker
     assert broker is not None
-    broker.reload_facility()
+    assert facility.embedded.run(broker.reload())
     facility.start_driver("sim-open")
     denied = wait_state(alice, job.job_id, "DENIED", "COMPLETED")
     assert state_name(denied) == "DENIED"
-    assert denied.rule_id == "clearance.expired"
+    assert denied.rule_id == "researcher-dispatch/clearance"
     assert "expired" in denied.reason
     assert "job.dispatched" not in audit_kinds(facility, job.job_id)
     assert metric_value(scrape(facility), "qtestbed_clearance_denials_total", stage="dispatch") == 1
@@ -114,3 +119,26 @@ def test_cancel_queued_and_running_jobs(facility: LocalFacility) -> None:
     assert state_name(wait_state(alice, follow_up.job_id, "COMPLETED")) == "COMPLETED"
     assert state_name(alice.get_job(running.job_id)) == "CANCELLED"
     assert "job.completed" not in audit_kinds(facility, running.job_id)
+
+
+def test_an_invalid_policy_reload_is_refused_and_the_old_policies_kept(
+    facility: LocalFacility,
+) -> None:
+    facility.start_broker()
+    alice = facility.client("alice")
+    policies = facility.root / "policy" / "policies.cedar"
+    policies.write_text(
+        '@id("broken")\n@reason("x")\npermit (principal, action, resource)'
+        " when { principal.clearance_level > 3 };\n"
+    )
+    assert facility.embedded is not None
+    broker = facility.embedded.broker
+    assert broker is not None
+    assert not facility.embedded.run(broker.reload())
+    assert metric_value(scrape(facility), "qtestbed_policy_reload_failures_total") == 1
+    assert "policy.reload_refused" in audit_kinds(facility)
+    # The policies in force still decide: alice may submit, and under another project may not.
+    assert state_name(alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job) == "QUEUED"
+    with pytest.raises(QtestbedError) as refused:
+        alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10, project="other")
+    assert refused.value.rule_id == "researcher-submit/project"

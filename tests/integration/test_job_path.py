@@ -44,17 +44,31 @@ def test_tampered_counts_fail_offline_receipt_check(running: LocalFacility) -> N
     assert any("result digest" in p for p in problems)
 
 
-def test_job_above_tier_is_denied_with_rule_and_never_dispatched(
+def test_device_above_tier_is_hidden_exactly_like_a_missing_one(running: LocalFacility) -> None:
+    running.start_driver("sim-restricted")
+    bob, alice = running.client("bob"), running.client("alice")
+    running.wait_available(bob, "sim-restricted")
+    assert "sim-restricted" not in {d.device_id for d in alice.devices()}
+    answers = []
+    for device in ("sim-restricted", "no-such-device"):
+        with pytest.raises(QtestbedError) as refused:
+            alice.submit(ghz_qasm2(3), device_id=device, shots=100)
+        answers.append((refused.value.code, refused.value.message.replace(device, "X")))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == "NOT_FOUND"
+    assert alice.list_jobs() == []
+    assert "job.dispatched" not in audit_kinds(running)
+
+
+def test_job_outside_the_callers_projects_is_denied_with_rule_and_reason(
     running: LocalFacility,
 ) -> None:
-    running.start_driver("sim-restricted")
     alice = running.client("alice")
-    running.wait_available(alice, "sim-restricted")
     with pytest.raises(QtestbedError) as refused:
-        alice.submit(ghz_qasm2(3), device_id="sim-restricted", shots=100)
+        alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100, project="quantum-sensing")
     assert refused.value.code == "PERMISSION_DENIED"
-    assert refused.value.rule_id == "clearance.tier-below-device"
-    assert "restricted" in refused.value.message
+    assert refused.value.rule_id == "researcher-submit/project"
+    assert "not a member of project 'quantum-sensing'" in refused.value.message
     assert alice.list_jobs() == []
     assert "job.dispatched" not in audit_kinds(running)
     assert audit_kinds(running).count("clearance.denied") == 1
@@ -63,7 +77,7 @@ def test_job_above_tier_is_denied_with_rule_and_never_dispatched(
         metric_value(
             metrics,
             "qtestbed_clearance_denials_total",
-            rule="clearance.tier-below-device",
+            rule="researcher-submit/project",
             stage="submit",
         )
         == 1
