@@ -131,15 +131,16 @@ class Attestor:
         conn.challenge_sent_at = 0.0
         await self._record(conn, result, evidence.envelope)
         if result.affirming(now):
-            conn.state = LinkState.ATTESTED
-            conn.attestation = result
-            conn.device_key = self._device_key(conn)
             if result.claims is not None:
-                conn.last_counter = (result.claims.boot_epoch, result.claims.counter)
+                # Classify before the connection can take work: the gate reads the class.
                 measured = result.claims.measurements
                 await self.registry.classify_export(
                     conn.device_id, measured.num_qubits, measured.two_qubit_error
                 )
+                conn.last_counter = (result.claims.boot_epoch, result.claims.counter)
+            conn.state = LinkState.ATTESTED
+            conn.attestation = result
+            conn.device_key = self._device_key(conn)
             self.on_attested(conn.device_id)
             return
         self.reject(conn, result)
