@@ -166,6 +166,10 @@ class DriverAgent:
             log.error("attestation refused: %s", "; ".join(verdict.reasons))
 
     async def _on_lease(self, sock: zmq.asyncio.Socket, grant: link_pb.LeaseGrant) -> None:
+        # The device operator's own record of every job this testbed was handed.
+        log.info(
+            "lease %s received for job %s (%d shots)", grant.lease_id, grant.job_id, grant.shots
+        )
         if self._lease is not None:
             failure = link_pb.LeaseFailure(
                 lease_id=grant.lease_id, job_id=grant.job_id, error="driver busy with another lease"

@@ -102,6 +102,13 @@ def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacilit
     assert denied.rule_id == "researcher-dispatch/clearance"
     assert "expired" in denied.reason
     assert "job.dispatched" not in audit_kinds(facility, job.job_id)
+    # ...and at the driver: a later job reaches it (so it was listening), the denied one never.
+    bob = facility.client("bob")
+    later = bob.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+    wait_state(bob, later.job_id, "COMPLETED")
+    driver_log = "".join(p.read_text() for p in facility.root.glob("driver-sim-open-*.log"))
+    assert f"for job {later.job_id}" in driver_log
+    assert job.job_id not in driver_log
     assert metric_value(scrape(facility), "qtestbed_clearance_denials_total", stage="dispatch") == 1
 
 
