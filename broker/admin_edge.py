@@ -59,6 +59,21 @@ class DeviceAdminServicer(admin_pb2_grpc.DeviceAdminServiceServicer):
             events=[codec.attestation_to_proto(r) for r in records]
         )
 
+    async def ExplainAccess(self, request: admin_pb2.ExplainAccessRequest, context: Any) -> Any:
+        explained = self.service.explain(
+            CALLER.get(), request.principal, request.device_id, request.action, request.project
+        )
+        return admin_pb2.ExplainAccessResponse(
+            allowed=explained.allowed,
+            policy_ids=list(explained.policy_ids),
+            reasons=list(explained.reasons),
+            errors=list(explained.errors),
+            requirements=[
+                admin_pb2.PolicyRequirement(rule_id=r.rule_id, met=r.met, text=r.text)
+                for r in explained.requirements
+            ],
+        )
+
 
 class AuditServicer(admin_pb2_grpc.AuditServiceServicer):
     def __init__(self, service: AdminService) -> None:

@@ -10,11 +10,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from broker.attestor import Attestor
+from broker.clearance import ClearanceGate
 from broker.device_registry import DeviceRegistry, ReferenceInput
 from broker.domain import AuditEntry
-from broker.errors import BrokerError, ErrorCode
+from broker.errors import BrokerError, ErrorCode, not_found
 from broker.facility import FacilityRef, Role
 from broker.ledger import JobLedger
+from broker.policy import Action, JobAttributes
+from broker.policy.explain import Explanation
 from broker.registry_model import (
     AttestationRecord,
     Checkpoint,
@@ -33,6 +36,7 @@ class AdminService:
         *,
         facility: FacilityRef,
         registry: DeviceRegistry,
+        gate: ClearanceGate,
         attestor: Attestor,
         ledger: JobLedger,
         store: RegistryStore,
@@ -40,6 +44,7 @@ class AdminService:
     ) -> None:
         self.facility = facility
         self.registry = registry
+        self.gate = gate
         self.attestor = attestor
         self.ledger = ledger
         self.store = store
@@ -94,6 +99,30 @@ class AdminService:
     async def history(self, caller: str, device_id: str, limit: int) -> list[AttestationRecord]:
         self.require(caller, Role.OPERATOR, Role.SECURITY)
         return await self.registry.history(device_id, min(limit or 50, 1000))
+
+    def explain(
+        self, caller: str, principal_name: str, device_id: str, action: str, project: str
+    ) -> Explanation:
+        self.require(caller, Role.OPERATOR, Role.SECURITY)
+        principal = self.facility.current.principals.get(principal_name)
+        device = self.registry.get(device_id)
+        if principal is None:
+            raise not_found("principal", principal_name)
+        if device is None:
+            raise not_found("device", device_id)
+        try:
+            chosen = Action(action or Action.SUBMIT_JOB.value)
+        except ValueError as exc:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT, "action must be SubmitJob, DispatchJob or ViewDevice"
+            ) from exc
+        job = None
+        if chosen is not Action.VIEW_DEVICE:
+            job = JobAttributes(project=project or next(iter(principal.projects), ""))
+        request = self.gate.request(
+            chosen, principal, device, now=self.ledger.clock.now(), job=job, attestation="affirming"
+        )
+        return self.gate.engine.explain(request)
 
     async def checkpoints(self, caller: str) -> list[Checkpoint]:
         self.require(caller, Role.SECURITY)

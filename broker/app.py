@@ -155,6 +155,7 @@ class Broker:
         admin = AdminService(
             facility=self.facility,
             registry=registry,
+            gate=self.gate,
             attestor=self.attestor,
             ledger=self.ledger,
             store=self.runner.store,

@@ -72,7 +72,28 @@ class ClearanceGate:
                 reason=f"principal {principal_name!r} is no longer registered at this facility; "
                 "ask a facility operator to restore your access",
             )
-        request = PolicyRequest(
+        request = self.request(action, principal, device, now=now, job=job, attestation=attestation)
+        decision = self.engine.decide(request)
+        if decision.errors:
+            log.error("policy evaluation errors for %s: %s", decision.rule_id, decision.errors)
+        return Decision(
+            allowed=decision.allowed,
+            rule_id=decision.rule_id,
+            reason="; ".join(decision.reasons),
+        )
+
+    def request(
+        self,
+        action: Action,
+        principal: Principal,
+        device: DeviceRecord,
+        *,
+        now: float,
+        job: JobAttributes | None = None,
+        attestation: str = "none",
+    ) -> PolicyRequest:
+        """The Cedar question for this principal and device, from the live registries."""
+        return PolicyRequest(
             principal=self._principal(principal),
             device=self._device(device),
             action=action,
@@ -82,14 +103,6 @@ class ClearanceGate:
                 remote_access_is_export=self.facility.current.remote_access_is_export,
             ),
             job=job,
-        )
-        decision = self.engine.decide(request)
-        if decision.errors:
-            log.error("policy evaluation errors for %s: %s", decision.rule_id, decision.errors)
-        return Decision(
-            allowed=decision.allowed,
-            rule_id=decision.rule_id,
-            reason="; ".join(decision.reasons),
         )
 
     def visible(self, principal_name: str, device: DeviceRecord, now: float) -> bool:

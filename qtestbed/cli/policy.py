@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+
 from broker.policy import (
     Action,
     AttributesError,
@@ -29,7 +31,9 @@ from broker.policy import (
     PrincipalAttributes,
 )
 from broker.policy.corpus import CorpusError, load_corpus, run_corpus, summary
-from qtestbed.cli.common import fail
+from qtestbed.cli.common import fail, open_client
+from qtestbed.client import QtestbedError
+from qtestbed.v1 import admin_pb2
 
 
 def register(sub: Any) -> None:
@@ -47,12 +51,15 @@ def register(sub: Any) -> None:
 
     explain = commands.add_parser("explain", help="show a decision and every requirement")
     _files(explain)
-    explain.add_argument(
-        "--principal-json", type=Path, required=True, help="principal attributes (JSON object)"
+    live = explain.add_argument_group(
+        "live", "ask the running broker about a registered principal and device (operator role)"
     )
-    explain.add_argument(
-        "--device-json", type=Path, required=True, help="device attributes (JSON object)"
-    )
+    live.add_argument("--principal", help="principal name, as in the facility file")
+    live.add_argument("--device", help="device id")
+    live.add_argument("--project", default="", help="project of the job (default: their first)")
+    live.add_argument("--profile", type=Path, help="client profile (or set QTESTBED_PROFILE)")
+    explain.add_argument("--principal-json", type=Path, help="principal attributes (JSON object)")
+    explain.add_argument("--device-json", type=Path, help="device attributes (JSON object)")
     explain.add_argument(
         "--job-json",
         type=Path,
@@ -106,6 +113,10 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if args.principal or args.device:
+        return _explain_live(args)
+    if args.principal_json is None or args.device_json is None:
+        return fail("give --principal and --device (live), or --principal-json and --device-json")
     try:
         engine = PolicyEngine.load_files(args.policies, args.schema)
         request = _request(args)
@@ -146,3 +157,27 @@ def _epoch_or_iso(value: int | str) -> int | str:
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def _explain_live(args: argparse.Namespace) -> int:
+    if not (args.principal and args.device):
+        return fail("--principal and --device go together")
+    request = admin_pb2.ExplainAccessRequest(
+        principal=args.principal, device_id=args.device, action=args.action, project=args.project
+    )
+    with open_client(args.profile) as client:
+        try:
+            reply = client.call(client.admin.ExplainAccess, request)
+        except QtestbedError as exc:
+            return fail(str(exc), code=1)
+    if args.json:
+        print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+    else:
+        decision = "ALLOW" if reply.allowed else "DENY"
+        print(f"decision: {decision} ({', '.join(reply.policy_ids)})")
+        for reason in reply.reasons:
+            print(f"  because: {reason}")
+        for requirement in reply.requirements:
+            mark = "met" if requirement.met else "NOT met"
+            print(f"  [{mark}] {requirement.rule_id}: {requirement.text}")
+    return 0 if reply.allowed else 1

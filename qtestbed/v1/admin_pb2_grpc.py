@@ -71,6 +71,11 @@ class DeviceAdminServiceStub(object):
                 request_serializer=qtestbed_dot_v1_dot_admin__pb2.GetAttestationHistoryRequest.SerializeToString,
                 response_deserializer=qtestbed_dot_v1_dot_admin__pb2.GetAttestationHistoryResponse.FromString,
                 _registered_method=True)
+        self.ExplainAccess = channel.unary_unary(
+                '/qtestbed.v1.DeviceAdminService/ExplainAccess',
+                request_serializer=qtestbed_dot_v1_dot_admin__pb2.ExplainAccessRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_admin__pb2.ExplainAccessResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceAdminServiceServicer(object):
@@ -126,6 +131,14 @@ class DeviceAdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainAccess(self, request, context):
+        """How the policies decide for a principal and a device right now, requirement by
+        requirement, from the live registries. Operator or security role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +176,11 @@ def add_DeviceAdminServiceServicer_to_server(servicer, server):
                     servicer.GetAttestationHistory,
                     request_deserializer=qtestbed_dot_v1_dot_admin__pb2.GetAttestationHistoryRequest.FromString,
                     response_serializer=qtestbed_dot_v1_dot_admin__pb2.GetAttestationHistoryResponse.SerializeToString,
+            ),
+            'ExplainAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainAccess,
+                    request_deserializer=qtestbed_dot_v1_dot_admin__pb2.ExplainAccessRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_admin__pb2.ExplainAccessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +374,33 @@ class DeviceAdminService(object):
             '/qtestbed.v1.DeviceAdminService/GetAttestationHistory',
             qtestbed_dot_v1_dot_admin__pb2.GetAttestationHistoryRequest.SerializeToString,
             qtestbed_dot_v1_dot_admin__pb2.GetAttestationHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.DeviceAdminService/ExplainAccess',
+            qtestbed_dot_v1_dot_admin__pb2.ExplainAccessRequest.SerializeToString,
+            qtestbed_dot_v1_dot_admin__pb2.ExplainAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

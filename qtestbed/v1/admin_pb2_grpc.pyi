@@ -49,6 +49,10 @@ class DeviceAdminServiceStub:
     """Release a quarantined device; refused unless its latest attestation affirms."""
     GetAttestationHistory: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAttestationHistoryRequest, _admin_pb2.GetAttestationHistoryResponse]
     """Operator or security role."""
+    ExplainAccess: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ExplainAccessRequest, _admin_pb2.ExplainAccessResponse]
+    """How the policies decide for a principal and a device right now, requirement by
+    requirement, from the live registries. Operator or security role.
+    """
 
 @_typing.type_check_only
 class DeviceAdminServiceAsyncStub(DeviceAdminServiceStub):
@@ -71,6 +75,10 @@ class DeviceAdminServiceAsyncStub(DeviceAdminServiceStub):
     """Release a quarantined device; refused unless its latest attestation affirms."""
     GetAttestationHistory: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAttestationHistoryRequest, _admin_pb2.GetAttestationHistoryResponse]  # type: ignore[assignment]
     """Operator or security role."""
+    ExplainAccess: _aio.UnaryUnaryMultiCallable[_admin_pb2.ExplainAccessRequest, _admin_pb2.ExplainAccessResponse]  # type: ignore[assignment]
+    """How the policies decide for a principal and a device right now, requirement by
+    requirement, from the live registries. Operator or security role.
+    """
 
 class DeviceAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operators manage device identity and reference values; security teams read attestation
@@ -132,6 +140,16 @@ class DeviceAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetAttestationHistoryResponse, _abc.Awaitable[_admin_pb2.GetAttestationHistoryResponse]]:
         """Operator or security role."""
+
+    @_abc_1.abstractmethod
+    def ExplainAccess(
+        self,
+        request: _admin_pb2.ExplainAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ExplainAccessResponse, _abc.Awaitable[_admin_pb2.ExplainAccessResponse]]:
+        """How the policies decide for a principal and a device right now, requirement by
+        requirement, from the live registries. Operator or security role.
+        """
 
 def add_DeviceAdminServiceServicer_to_server(servicer: DeviceAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

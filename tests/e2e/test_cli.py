@@ -156,3 +156,33 @@ def test_policy_check_and_corpus_through_the_console_script(tmp_path: Path) -> N
     broken.write_text('@id("x")\npermit(principal, action, resource) when { principal.nope };\n')
     refused = qtestbed("policy", "check", "--policies", str(broken))
     assert refused.returncode != 0
+
+
+def test_live_policy_explain_for_operators_only(cli_facility: tuple[LocalFacility, Path]) -> None:
+    facility, _alice = cli_facility
+    olivia = facility.root / "users" / "olivia.toml"
+    assert facility.addresses is not None
+    olivia.write_text(olivia.read_text().replace("127.0.0.1:50051", facility.addresses.grpc))
+    explained = qtestbed(
+        "policy", "explain", "--principal", "alice", "--device", "sim-restricted", profile=olivia
+    )
+    assert explained.returncode == 1, explained.stderr
+    assert "decision: DENY" in explained.stdout
+    assert "[NOT met] researcher-submit/tier" in explained.stdout
+    allowed = qtestbed(
+        "policy",
+        "explain",
+        "--principal",
+        "alice",
+        "--device",
+        "sim-open",
+        "--json",
+        profile=olivia,
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert json.loads(allowed.stdout)["allowed"] is True
+    refused = qtestbed(
+        "policy", "explain", "--principal", "bob", "--device", "sim-open", profile=_alice
+    )
+    assert refused.returncode == 1
+    assert "PERMISSION_DENIED" in refused.stderr
