@@ -120,7 +120,6 @@ class Broker:
         dispatcher = Dispatcher(
             link=link,
             fleet=self.fleet,
-            facility=self.facility,
             registry=registry,
             gate=gate,
             ledger=self.ledger,
@@ -208,10 +207,7 @@ class Broker:
         states: dict[tuple[str, str], int] = {}
         for device in self.registry.all():
             self.metrics.queue_depth.labels(device.device_id).set(depths.get(device.device_id, 0))
-            attested = any(
-                c.attestation is not None and c.attestation.affirming(now)
-                for c in self.fleet.for_device(device.device_id)
-            )
+            attested = self.fleet.attested(device.device_id, now)
             key = (device.status.value, "yes" if attested else "no")
             states[key] = states.get(key, 0) + 1
         for status in DeviceStatus:

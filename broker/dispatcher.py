@@ -21,7 +21,6 @@ from broker.attestor import Attestor
 from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
 from broker.domain import Job, JobResult, JobState, Lease
-from broker.facility import FacilityRef
 from broker.fleet import DriverConnection, Fleet
 from broker.ledger import JobLedger
 from broker.link import DriverLink
@@ -47,7 +46,6 @@ class Dispatcher:
         *,
         link: DriverLink,
         fleet: Fleet,
-        facility: FacilityRef,
         registry: DeviceRegistry,
         gate: ClearanceGate,
         ledger: JobLedger,
@@ -58,7 +56,6 @@ class Dispatcher:
         self.gate = gate
         self.link = link
         self.fleet = fleet
-        self.facility = facility
         self.ledger = ledger
         self.timing = timing
         self.attestor = attestor

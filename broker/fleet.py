@@ -98,5 +98,12 @@ class Fleet:
     def __iter__(self) -> Iterator[DriverConnection]:
         return iter(list(self._by_identity.values()))
 
+    def attested(self, device_id: str, now: float) -> bool:
+        """Some connection of the device holds an affirming, unexpired attestation result."""
+        return any(
+            c.attestation is not None and c.attestation.affirming(now)
+            for c in self.for_device(device_id)
+        )
+
     def device_ids(self) -> set[str]:
         return {c.device_id for c in self._by_identity.values()}

@@ -141,12 +141,7 @@ class JobService:
         return device
 
     def _attestation(self, device_id: str, now: float) -> str:
-        fresh = [
-            c.attestation
-            for c in self.dispatcher.fleet.for_device(device_id)
-            if c.attestation is not None and c.attestation.affirming(now)
-        ]
-        return "affirming" if fresh else "none"
+        return "affirming" if self.dispatcher.fleet.attested(device_id, now) else "none"
 
     async def _refuse(self, caller: str, device: DeviceRecord, decision: Decision) -> NoReturn:
         self.ledger.metrics.denials.labels(decision.rule_id, "submit").inc()
@@ -207,10 +202,7 @@ class JobService:
                 f"({device.status_reason}); the job stays queued until an operator releases it"
             )
         now = self.ledger.clock.now()
-        if not any(
-            c.attestation and c.attestation.affirming(now)
-            for c in self.dispatcher.fleet.for_device(job.device_id)
-        ):
+        if not self.dispatcher.fleet.attested(job.device_id, now):
             return f"device {job.device_id} has no freshly attested driver connected"
         return ""
 
