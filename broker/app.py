@@ -12,6 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from attestation.keys import load_private_key
+from broker.access import AccessRegistry
+from broker.access_edge import AccessAdminServicer
 from broker.admin_edge import AuditServicer, DeviceAdminServicer
 from broker.admin_service import AdminService
 from broker.attestor import Attestor
@@ -38,7 +40,7 @@ from broker.settings import BrokerSettings
 from broker.store import open_store
 from broker.store.runner import StoreRunner
 from broker.watch import JobWatchers
-from qtestbed.v1 import admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
+from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,15 @@ class Broker:
         )
         await registry.load()
         await registry.seed(self.facility.current.seed_devices)
+        self.access = AccessRegistry(
+            self.runner,
+            facility=lambda: self.facility.current,
+            device_exists=lambda device_id: registry.get(device_id) is not None,
+            now=self.clock.now,
+            metrics=self.metrics,
+        )
+        await self.access.load()
+        await self.access.seed(self.facility.current)
         self.checkpointer = AuditCheckpointer(
             self.broker_key,
             every_entries=self.settings.timing.checkpoint_every_entries,
@@ -115,13 +126,14 @@ class Broker:
     def _wire(self, link: DriverLink, registry: DeviceRegistry) -> DriverHub:
         timing = self.settings.timing
         gate = self.gate = ClearanceGate(
-            engine=self.policy_engine, facility=self.facility, registry=registry
+            engine=self.policy_engine, facility=self.facility, registry=registry, access=self.access
         )
         dispatcher = Dispatcher(
             link=link,
             fleet=self.fleet,
             registry=registry,
             gate=gate,
+            access=self.access,
             ledger=self.ledger,
             timing=timing,
         )
@@ -139,6 +151,8 @@ class Broker:
         )
         hub.on_tick.append(self._refresh_gauges)
         hub.on_tick.append(self._checkpoint)
+        hub.on_tick.append(self._access_tick)
+        self.access.on_change.append(lambda: self._kick_all(dispatcher))
         self.jobs = JobService(
             facility=self.facility,
             registry=registry,
@@ -147,8 +161,21 @@ class Broker:
             dispatcher=dispatcher,
             limits=self.settings.limits,
             decoder=BrokerDecoder(self.decoder),
+            access=self.access,
         )
         return hub
+
+    def _kick_all(self, dispatcher: Dispatcher) -> None:
+        for device in self.registry.all():
+            dispatcher.kick(device.device_id)
+
+    async def _access_tick(self) -> None:
+        """Pick up changes other replicas made, and move queues whose windows opened or closed."""
+        if await self.access.refresh():
+            return  # the reload already kicked every device
+        now = self.clock.now()
+        for device_id in self.access.scheduled_devices(now):
+            self.jobs.dispatcher.kick(device_id)
 
     def _servicers(self, registry: DeviceRegistry) -> list[tuple[Any, Any]]:
         admin = AdminService(
@@ -167,6 +194,10 @@ class Broker:
             (devices_pb2_grpc.add_DeviceServiceServicer_to_server, DeviceServicer(directory)),
             (admin_pb2_grpc.add_DeviceAdminServiceServicer_to_server, DeviceAdminServicer(admin)),
             (admin_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(admin)),
+            (
+                access_pb2_grpc.add_AccessAdminServiceServicer_to_server,
+                AccessAdminServicer(self.access, registry),
+            ),
         ]
 
     def _addr_tuple(self) -> tuple[str, str, str]:
@@ -176,7 +207,7 @@ class Broker:
     async def _start_grpc(self, servicers: list[tuple[Any, Any]]) -> str:
         s = self.settings
         server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(lambda n: n in self.facility.current.principals)],
+            interceptors=[EdgeInterceptor(self.access.principal)],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
@@ -195,7 +226,13 @@ class Broker:
         host, _ = _split(s.listen)
         port = server.add_secure_port(s.listen, creds)
         await server.start()
-        services = ("JobService", "DeviceService", "DeviceAdminService", "AuditService")
+        services = (
+            "JobService",
+            "DeviceService",
+            "DeviceAdminService",
+            "AuditService",
+            "AccessAdminService",
+        )
         for service in ("", *(f"qtestbed.v1.{name}" for name in services)):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
@@ -249,7 +286,8 @@ class Broker:
             self.facility.reload()
             if self._link is not None:
                 self._link.reload_clients()
-            log.info("facility file and driver link keys reloaded")
+            added = await self.access.seed(self.facility.current)
+            log.info("facility file and driver link keys reloaded (%d new access records)", added)
         except ValueError as exc:
             log.error("facility reload refused, keeping the previous one: %s", exc)
             ok = False

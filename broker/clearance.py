@@ -3,8 +3,9 @@
 The broker is the policy enforcement point at three places: submit (fail fast), right before
 dispatch (a clearance changed since submit means DENIED) and every read of a device (a caller
 never learns that a device above their visibility exists). The decision point is the Cedar
-engine in `broker.policy`; attribute sources are the facility file (principals), the device
-registry (tier, state) and attestation (export class, attestation status).
+engine in `broker.policy`; attribute sources are the access registry (principals, device
+operating state and reservations), the device registry (tier, status) and attestation (export
+class, attestation status).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from broker.access import AccessRegistry
+from broker.access_model import OperatingState, Principal
 from broker.device_registry import DeviceRegistry
-from broker.facility import FacilityRef, Principal
+from broker.facility import FacilityRef
 from broker.policy import (
     Action,
     DeviceAttributes,
@@ -29,13 +32,6 @@ log = logging.getLogger(__name__)
 
 RULE_UNKNOWN_PRINCIPAL = "principal.unknown"
 
-_STATE = {
-    DeviceStatus.ACTIVE: "online",
-    # Quarantine holds the queue in the dispatcher and says why; it is not a policy state.
-    DeviceStatus.QUARANTINED: "online",
-    DeviceStatus.REVOKED: "retired",
-}
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Decision:
@@ -48,11 +44,17 @@ class Decision:
 
 class ClearanceGate:
     def __init__(
-        self, *, engine: PolicyEngine, facility: FacilityRef, registry: DeviceRegistry
+        self,
+        *,
+        engine: PolicyEngine,
+        facility: FacilityRef,
+        registry: DeviceRegistry,
+        access: AccessRegistry,
     ) -> None:
         self.engine = engine
         self.facility = facility
         self.registry = registry
+        self.access = access
 
     def check(
         self,
@@ -64,7 +66,7 @@ class ClearanceGate:
         job: JobAttributes | None = None,
         attestation: str = "none",
     ) -> Decision:
-        principal = self.facility.current.principals.get(principal_name)
+        principal = self.access.principal(principal_name)
         if principal is None:
             return Decision(
                 allowed=False,
@@ -95,7 +97,7 @@ class ClearanceGate:
         """The Cedar question for this principal and device, from the live registries."""
         return PolicyRequest(
             principal=self._principal(principal),
-            device=self._device(device),
+            device=self._device(device, now),
             action=action,
             environment=Environment(
                 now=int(now),
@@ -124,8 +126,17 @@ class ClearanceGate:
             licences=principal.licences,
         )
 
-    def _device(self, device: DeviceRecord) -> DeviceAttributes:
+    def _device(self, device: DeviceRecord, now: float) -> DeviceAttributes:
         facility = self.facility.current
+        ops = self.access.operations(device.device_id)
+        # A revoked certificate retires the device whatever its operator state says; quarantine
+        # holds the queue in the dispatcher and says why, so it is not a policy state.
+        state = (
+            OperatingState.RETIRED
+            if device.status is DeviceStatus.REVOKED
+            else ops.effective_state(now)
+        )
+        reservation = ops.reservation_at(now)
         exported = self.registry.export_class(device.device_id)
         controlled = exported.export_class != self.registry.export_profile.uncontrolled_class
         return DeviceAttributes(
@@ -135,5 +146,8 @@ class ClearanceGate:
             jurisdiction=facility.jurisdiction,
             export_class=exported.export_class,
             export_licence=facility.export_licence if controlled else "",
-            state=_STATE[device.status],
+            state=state.value,
+            reserved_for=frozenset({reservation.project}) if reservation else frozenset(),
+            reserved_from=int(reservation.starts_at) if reservation else 0,
+            reserved_until=int(reservation.ends_at) if reservation else 0,
         )

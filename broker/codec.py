@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from attestation.appraisal import AttestationStatus
+from broker.access import QuotaStatus
 from broker.devices import DeviceView
 from broker.domain import CircuitFormat, JobState
 from broker.errors import BrokerError, ErrorCode
@@ -129,4 +130,34 @@ def device_to_proto(view: DeviceView) -> devices_pb2.Device:
         status_reason=view.device.status_reason,
         export_class=view.export_class,
         export_reason=view.export_reason,
+        operating_state=view.operating_state,
+        operating_note=view.operating_note,
+    )
+
+
+_UINT32_MAX = 2**32 - 1
+_UINT64_MAX = 2**64 - 1
+
+
+def quota_to_proto(status: QuotaStatus) -> jobs_pb2.QuotaUsage:
+    usage = status.usage
+    jobs_left = (
+        max(status.max_active_jobs - usage.active_jobs, 0)
+        if status.max_active_jobs
+        else _UINT32_MAX
+    )
+    shots_left = (
+        max(status.max_shots_per_day - usage.shots_last_day, 0)
+        if status.max_shots_per_day
+        else _UINT64_MAX
+    )
+    return jobs_pb2.QuotaUsage(
+        scope=status.scope,
+        name=status.name,
+        max_active_jobs=status.max_active_jobs,
+        max_shots_per_day=status.max_shots_per_day,
+        active_jobs=usage.active_jobs,
+        shots_last_day=usage.shots_last_day,
+        remaining_active_jobs=jobs_left,
+        remaining_shots=shots_left,
     )

@@ -27,11 +27,18 @@ class DeviceView:
     queue_depth: int
     export_class: str
     export_reason: str
+    operating_state: str = "online"
+    operating_note: str = ""
 
 
 class DeviceDirectory:
     def __init__(
-        self, *, registry: DeviceRegistry, gate: ClearanceGate, fleet: Fleet, ledger: JobLedger
+        self,
+        *,
+        registry: DeviceRegistry,
+        gate: ClearanceGate,
+        fleet: Fleet,
+        ledger: JobLedger,
     ) -> None:
         self.registry = registry
         self.gate = gate
@@ -64,6 +71,8 @@ class DeviceDirectory:
         ):
             status = None  # expired: no current result
         reference = self.registry.reference_for(device.device_id)
+        ops = self.gate.access.operations(device.device_id)
+        availability = self.gate.access.availability(device.device_id, now)
         exported = self.registry.export_class(device.device_id)
         return DeviceView(
             export_class=exported.export_class,
@@ -81,4 +90,6 @@ class DeviceDirectory:
             available=device.status is DeviceStatus.ACTIVE
             and any(c.dispatchable(now) for c in conns),
             queue_depth=depth,
+            operating_state=ops.effective_state(now).value,
+            operating_note=availability.why,
         )

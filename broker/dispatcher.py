@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from attestation.appraisal import AttestationResult, AttestationStatus, Reason, ReasonCode
 from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
+from broker.access import AccessRegistry
 from broker.attestor import Attestor
 from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
@@ -48,12 +49,14 @@ class Dispatcher:
         fleet: Fleet,
         registry: DeviceRegistry,
         gate: ClearanceGate,
+        access: AccessRegistry,
         ledger: JobLedger,
         timing: TimingSettings,
         attestor: Attestor | None = None,
     ) -> None:
         self.registry = registry
         self.gate = gate
+        self.access = access
         self.link = link
         self.fleet = fleet
         self.ledger = ledger
@@ -89,10 +92,16 @@ class Dispatcher:
             now = self.ledger.clock.now()
             if device_id in self.registry.devices and not self.registry.accepts_work(device_id):
                 return  # quarantined or revoked: its queue is held, jobs say why
+            available = self.access.availability(device_id, now)
+            if not available.runs_jobs:
+                return  # maintenance or retired: the queue waits, jobs say why
             idle = [c for c in self.fleet.for_device(device_id) if c.dispatchable(now)]
             if not idle:
                 return
-            head = await self.ledger.runner.call(self.store.queued_jobs, device_id, 1)
+            # In a reservation window only the reserving project's jobs move; the rest wait.
+            head = await self.ledger.runner.call(
+                self.store.queued_jobs, device_id, 1, available.projects
+            )
             if not head:
                 return
             await self._dispatch_or_deny(head[0], idle[0], now)
@@ -153,7 +162,12 @@ class Dispatcher:
         denied = job.transition(
             JobState.DENIED, now=now, reason=decision.reason, rule_id=decision.rule_id
         )
-        detail = {"stage": "dispatch", "rule": decision.rule_id, "device": job.device_id}
+        detail = {
+            "stage": "dispatch",
+            "rule": decision.rule_id,
+            "device": job.device_id,
+            "reason": decision.reason,
+        }
         if await self._save(job, denied, "clearance.denied", detail):
             self.ledger.metrics.denials.labels(decision.rule_id, "dispatch").inc()
 

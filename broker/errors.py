@@ -14,6 +14,7 @@ class ErrorCode(enum.Enum):
     NOT_FOUND = "NOT_FOUND"  # no such job/device, or one the caller may not see
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"  # quota or rate limit reached
     FAILED_PRECONDITION = "FAILED_PRECONDITION"  # valid request, wrong moment (e.g. no result yet)
+    ABORTED = "ABORTED"  # a compare-and-set lost to a concurrent change: read again and retry
     UNAVAILABLE = "UNAVAILABLE"  # try again later (store down, shutting down)
 
 

@@ -1,19 +1,28 @@
-"""The facility registry: who the principals are, which devices exist, and what they must run.
+"""The facility file: tiers, the CA, where the devices are, and the seeds of the registries.
 
-Loaded from the operator's facility TOML; reloaded on SIGHUP so a changed or revoked clearance
-takes effect for jobs that are already queued (the dispatch gate re-reads it).
+Principals, projects and devices listed here seed the store-backed registries on first start
+(and on SIGHUP, for entries not yet in the store); from then on operators manage them through
+the access API, which versions and audits every change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.access_model import (
+    AccessError,
+    Principal,
+    Project,
+    Quota,
+    Role,
+    project_from_doc,
+    quota_from_doc,
+)
 from broker.device_registry import ReferenceInput, SeedDevice
 from broker.registry_model import ReferenceScope
 
@@ -22,38 +31,15 @@ class FacilityError(ValueError):
     """The facility file is wrong; the message names the entry and the problem."""
 
 
-class Role(enum.Enum):
-    """What a principal may do beyond submitting work."""
-
-    RESEARCHER = "researcher"  # submits jobs and reads their own
-    OPERATOR = "operator"  # manages devices, principals and jobs of others
-    SECURITY = "security"  # reads the audit log and attestation history
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Principal:
-    """A person or service, named by the common name of their client certificate."""
-
-    name: str
-    tier: str
-    roles: frozenset[Role]
-    clearance_expires_at: float | None = None
-    affiliation: str = ""
-    nationality: str = ""
-    jurisdictions: frozenset[str] = frozenset()
-    projects: tuple[str, ...] = ()
-    # Training id -> expiry (epoch seconds) of the completed course.
-    training: Mapping[str, float] = field(default_factory=dict)
-    licences: frozenset[str] = frozenset()
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Facility:
     """An immutable snapshot of the registry; a reload swaps in a new one."""
 
     name: str
     tiers: tuple[str, ...]
+    # Seeds for the access registry: the store holds the live records (see broker.access).
     principals: Mapping[str, Principal]
+    projects: tuple[Project, ...]
     seed_devices: tuple[SeedDevice, ...]
     ca_pem: bytes
     # Where the facility's devices are, for export rules; whether remote access counts as an
@@ -84,6 +70,7 @@ def load_facility(path: Path) -> Facility:
         name=str(info.get("name", "qtestbed facility")),
         tiers=tiers,
         principals=principals,
+        projects=tuple(_project(e) for e in raw.get("projects", ())),
         seed_devices=seeds,
         ca_pem=ca_pem,
         jurisdiction=str(info.get("jurisdiction", "")),
@@ -132,7 +119,25 @@ def _principal(entry: Mapping[str, Any], tiers: Sequence[str]) -> Principal:
         projects=tuple(str(p) for p in entry.get("projects", ())),
         training={str(k): _when(v, where, f"training {k}") for k, v in training.items()},
         licences=frozenset(str(lic) for lic in entry.get("licences", ())),
+        quota=_quota(entry.get("quota"), where),
     )
+
+
+def _quota(raw: object, where: str) -> Quota:
+    try:
+        return quota_from_doc(raw, f"{where} quota")
+    except AccessError as exc:
+        raise FacilityError(str(exc)) from exc
+
+
+def _project(entry: Mapping[str, Any]) -> Project:
+    name = str(entry.get("name", ""))
+    if not name:
+        raise FacilityError("a [[projects]] entry has no name")
+    try:
+        return project_from_doc(name, {k: v for k, v in entry.items() if k != "name"})
+    except AccessError as exc:
+        raise FacilityError(str(exc)) from exc
 
 
 def _when(value: object, where: str, what: str) -> float:

@@ -15,8 +15,10 @@ from typing import Any
 import grpc
 
 from broker import codec
+from broker.access_model import Principal
 from broker.devices import DeviceDirectory
 from broker.errors import BrokerError, ErrorCode
+from broker.roles import authorize
 from broker.service import JobService
 from qtestbed.v1 import devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
@@ -32,6 +34,7 @@ STATUS_FOR: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.ABORTED: grpc.StatusCode.ABORTED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)
@@ -62,8 +65,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates every call and applies the error table, in one place for all methods."""
 
-    def __init__(self, is_registered: Callable[[str], bool]) -> None:
-        self._is_registered = is_registered
+    def __init__(self, principal_of: Callable[[str], Principal | None]) -> None:
+        self._principal_of = principal_of
 
     async def intercept_service(
         self,
@@ -73,33 +76,38 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN_METHODS):
             return handler
+        method = details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary),
+                self._wrap_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream),
+                self._wrap_stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         caller = _caller_of(context)
-        if not self._is_registered(caller):
+        principal = self._principal_of(caller)
+        if principal is None:
             raise BrokerError(
                 ErrorCode.UNAUTHENTICATED,
                 f"certificate subject {caller!r} is not a registered principal of this facility",
             )
+        authorize(method, principal)
         CALLER.set(caller)
 
-    def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    def _wrap_unary(
+        self, method: str, behaviour: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                self._authenticate(context)
+                self._authenticate(method, context)
                 return await behaviour(request, context)
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
@@ -108,10 +116,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return call
 
-    def _wrap_stream(self, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    def _wrap_stream(
+        self, method: str, behaviour: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                self._authenticate(context)
+                self._authenticate(method, context)
                 async for item in behaviour(request, context):
                     yield item
             except (BrokerError, Exception) as exc:
@@ -158,6 +168,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetResult(self, request: jobs_pb2.GetResultRequest, context: Any) -> Any:
         return codec.result_to_proto(await self.service.result(CALLER.get(), request.job_id))
+
+    async def GetQuota(self, request: jobs_pb2.GetQuotaRequest, context: Any) -> Any:
+        statuses = await self.service.quota(CALLER.get(), request.project)
+        return jobs_pb2.GetQuotaResponse(quotas=[codec.quota_to_proto(q) for q in statuses])
 
 
 def _page_token(token: str) -> int | None:

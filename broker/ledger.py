@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from broker.access_model import QuotaCheck
 from broker.clock import Clock
 from broker.domain import AuditEntry, AuditEvent, Job, JobResult
 from broker.metrics import BrokerMetrics
@@ -32,12 +33,15 @@ class JobLedger:
             kind=kind, actor=actor, subject=subject, at=self.clock.now(), detail=dict(detail or {})
         )
 
-    async def insert(self, job: Job, event: AuditEvent) -> tuple[Job, bool, int | None]:
-        """Insert a job; also returns its queue position, read in the same store round trip."""
+    async def insert(
+        self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
+    ) -> tuple[Job, bool, int | None]:
+        """Insert a job; also returns its queue position, read in the same store round trip.
+        Raises QuotaExceeded (nothing written) when `quota` would be exceeded."""
         store = self.runner.store
 
         def insert_and_place() -> tuple[Job, bool, int | None]:
-            stored, created = store.insert_job(job, event)
+            stored, created = store.insert_job(job, event, quota)
             return stored, created, store.queue_position(stored.job_id)
 
         stored, created, position = await self.runner.call(insert_and_place)

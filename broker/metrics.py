@@ -83,6 +83,18 @@ class BrokerMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1),
             registry=r,
         )
+        self.quota_rejections = Counter(
+            "qtestbed_quota_rejections",
+            "Submissions refused because a quota was reached, by scope and limit.",
+            ["scope", "limit"],
+            registry=r,
+        )
+        self.access_changes = Counter(
+            "qtestbed_access_changes",
+            "Operator changes to principals, projects and device operations, by record kind.",
+            ["kind"],
+            registry=r,
+        )
         self.device_states = Gauge(
             "qtestbed_devices",
             "Registered devices by security status and whether a connection is attested now.",

@@ -13,13 +13,15 @@ from typing import NoReturn
 
 from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
+from broker.access import AccessRegistry, QuotaStatus
+from broker.access_model import Principal, QuotaExceeded, Role
 from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
 from broker.dispatcher import Dispatcher
 from broker.domain import Circuit, CircuitFormat, Job, JobResult, JobState
 from broker.errors import BrokerError, ErrorCode, not_found
-from broker.facility import FacilityRef, Principal, Role
+from broker.facility import FacilityRef
 from broker.ledger import JobLedger
 from broker.policy import Action, JobAttributes
 from broker.registry_model import DeviceRecord, DeviceStatus
@@ -62,7 +64,9 @@ class JobService:
         dispatcher: Dispatcher,
         limits: CircuitLimits,
         decoder: CircuitDecoder,
+        access: AccessRegistry,
     ) -> None:
+        self.access = access
         self.decoder = decoder
         self.registry = registry
         self.gate = gate
@@ -73,7 +77,7 @@ class JobService:
         self.store = ledger.runner.store
 
     def principal(self, name: str) -> Principal:
-        principal = self.facility.current.principals.get(name)
+        principal = self.access.principal(name)
         if principal is None:
             raise BrokerError(
                 ErrorCode.UNAUTHENTICATED,
@@ -119,7 +123,11 @@ class JobService:
             job.job_id,
             {"device": device.device_id, "circuit_digest": circuit.digest, "shots": job.shots},
         )
-        stored, created, position = await self.ledger.insert(job, event)
+        quota = self.access.quota_check(principal, project, now)
+        try:
+            stored, created, position = await self.ledger.insert(job, event, quota)
+        except QuotaExceeded as exc:
+            await self._over_quota(caller, exc)
         if not created:
             _check_same_request(stored, job)
             return await self._view(stored), created
@@ -157,6 +165,33 @@ class JobService:
             f"denied by rule {decision.rule_id}: {decision.reason}",
             rule_id=decision.rule_id,
         )
+
+    async def _over_quota(self, caller: str, exc: QuotaExceeded) -> NoReturn:
+        limit = "active_jobs" if exc.what == "active jobs" else "shots_per_day"
+        self.ledger.metrics.quota_rejections.labels(exc.scope, limit).inc()
+        detail = {"scope": exc.scope, "name": exc.name, "limit": limit, "max": exc.limit}
+        await self.ledger.audit(self.ledger.event("quota.exceeded", caller, "", detail))
+        if limit == "active_jobs":
+            advice = "wait for one of them to finish or cancel one"
+        else:
+            advice = (
+                f"{max(exc.limit - exc.used, 0)} shots remain in the rolling 24 hours; "
+                "submit fewer shots or wait"
+            )
+        raise BrokerError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"quota reached for {exc.scope} {exc.name!r}: at most {exc.limit} {exc.what} "
+            f"({exc.used} in use); {advice}; 'qtestbed quota' shows what remains",
+            rule_id=f"quota.{exc.scope}.{limit}",
+        )
+
+    async def quota(self, caller: str, project: str) -> list[QuotaStatus]:
+        """The caller's own and their project's quotas with current usage."""
+        principal = self.principal(caller)
+        chosen = _project_of(principal, project)
+        if chosen not in principal.projects:
+            raise not_found("project", chosen)
+        return await self.access.quota_status(principal, chosen, self.ledger.clock.now())
 
     async def _validate(self, request: SubmitRequest, device: DeviceRecord) -> Circuit:
         """Parse off the event loop, in the isolated decoder: hostile payloads can't stall us."""
@@ -202,6 +237,11 @@ class JobService:
                 f"({device.status_reason}); the job stays queued until an operator releases it"
             )
         now = self.ledger.clock.now()
+        available = self.access.availability(job.device_id, now)
+        if not available.runs_jobs or (
+            available.projects is not None and job.project not in available.projects
+        ):
+            return available.why
         if not self.dispatcher.fleet.attested(job.device_id, now):
             return f"device {job.device_id} has no freshly attested driver connected"
         return ""

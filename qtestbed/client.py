@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
-from qtestbed.v1 import admin_pb2_grpc, devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 RULE_ID_METADATA = "qtestbed-rule-id"
 _FORMATS = {
@@ -131,6 +131,11 @@ class Client:
             raise _translate(exc) from None
         return response
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """The mutual-TLS channel, for stubs of services this class has no shortcut for."""
+        return self._channel
+
     def call(self, method: Any, request: Any) -> Any:
         """Any unary RPC, with refusals raised as QtestbedError (used by the operator CLI)."""
         return self._unary(method, request)
@@ -138,6 +143,10 @@ class Client:
     @property
     def admin(self) -> admin_pb2_grpc.DeviceAdminServiceStub:
         return admin_pb2_grpc.DeviceAdminServiceStub(self._channel)
+
+    @property
+    def access(self) -> access_pb2_grpc.AccessAdminServiceStub:
+        return access_pb2_grpc.AccessAdminServiceStub(self._channel)
 
     @property
     def audit(self) -> admin_pb2_grpc.AuditServiceStub:
@@ -170,6 +179,12 @@ class Client:
     def result(self, job_id: str) -> jobs_pb2.JobResult:
         request = jobs_pb2.GetResultRequest(job_id=job_id)
         return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
+
+    def quota(self, project: str = "") -> list[jobs_pb2.QuotaUsage]:
+        """The caller's and the project's quotas with what remains: check before submitting."""
+        request = jobs_pb2.GetQuotaRequest(project=project)
+        response: jobs_pb2.GetQuotaResponse = self._unary(self._jobs.GetQuota, request)  # type: ignore[assignment]
+        return list(response.quotas)
 
     def devices(self) -> Sequence[devices_pb2.Device]:
         response: devices_pb2.ListDevicesResponse = self._unary(  # type: ignore[assignment]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from broker.access_model import AccessRecord, QuotaCheck, RecordKind, Usage
 from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
 from broker.registry_model import (
     AttestationRecord,
@@ -42,11 +43,15 @@ class Store(Protocol):
     def batch(self) -> AbstractContextManager[None]:
         """Group commit: the writes made inside share one transaction, durable on exit."""
 
-    def insert_job(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
+    def insert_job(
+        self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
+    ) -> tuple[Job, bool]:
         """Persist a new QUEUED job and its audit event atomically, durable before returning.
 
         When the owner already has a job with the same idempotency key, nothing is written and
-        `(existing_job, False)` is returned; otherwise `(job, True)`.
+        `(existing_job, False)` is returned; otherwise `(job, True)`. With `quota`, the usage
+        of the owner and the project (this job included) is counted in the same transaction,
+        after the audit lock, and `QuotaExceeded` is raised, writing nothing, when over.
         """
 
     def save_job(
@@ -76,8 +81,11 @@ class Store(Protocol):
     ) -> list[tuple[int, Job]]:
         """Jobs newest first as (seq, job); `before_seq` pages backwards from a previous page."""
 
-    def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
-        """The device's QUEUED jobs in FIFO order (submission order), oldest first."""
+    def queued_jobs(
+        self, device_id: str, limit: int, projects: Sequence[str] | None = None
+    ) -> list[Job]:
+        """The device's QUEUED jobs in FIFO order (submission order), oldest first; with
+        `projects`, only jobs of those projects."""
 
     def queue_position(self, job_id: str) -> int | None:
         """1-based place of a QUEUED job in its device's queue; None if it is not queued."""
@@ -141,8 +149,33 @@ class RegistryStore(Protocol):
         """All checkpoints, smallest tree first."""
 
 
-class BrokerStore(Store, RegistryStore, Protocol):
-    """Everything the broker keeps: jobs, results, the audit chain and device security state."""
+class AccessStore(Protocol):
+    """Operator-managed access records and the job usage that quotas count (same database)."""
+
+    def put_access(
+        self, record: AccessRecord, *, expected_version: int | None, event: AuditEvent
+    ) -> bool:
+        """Insert (expected_version None; False if (kind, name) exists) or compare-and-set
+        update (False when the stored version is not `expected_version`), with its audit event."""
+
+    def delete_access(
+        self, kind: RecordKind, name: str, *, expected_version: int, event: AuditEvent
+    ) -> bool:
+        """Delete if the stored version is `expected_version`; False (nothing written) if not."""
+
+    def access_records(self, kind: RecordKind | None = None) -> list[AccessRecord]:
+        """Every record (of one kind), by kind and name."""
+
+    def access_fingerprint(self) -> tuple[int, int, float]:
+        """A value that changes whenever any access record changes."""
+
+    def job_usage(self, *, owner: str | None, project: str | None, since: float) -> Usage:
+        """Active jobs, and shots submitted since `since` (jobs never run are not counted)."""
+
+
+class BrokerStore(Store, RegistryStore, AccessStore, Protocol):
+    """Everything the broker keeps: jobs, results, the audit chain, device security state and
+    access records."""
 
 
 def canonical_event_bytes(event: AuditEvent) -> bytes:

@@ -201,6 +201,19 @@ CREATE TABLE audit_checkpoints (
 )
 """
 
+# Access records (version 4): principals, projects and device operations as JSON documents.
+_V4_ACCESS = """
+CREATE TABLE access_records (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    version {bigint} NOT NULL,
+    updated_at {real} NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -234,6 +247,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=3,
         description="the project a job is submitted under (checked again at dispatch)",
         statements=("ALTER TABLE jobs ADD COLUMN project TEXT NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        version=4,
+        description="principals, projects and device operations managed by operators",
+        statements=(
+            _V4_ACCESS,
+            # Serve the quota counts (active jobs, shots in the last day) per owner and project.
+            "CREATE INDEX jobs_owner_state_created ON jobs (owner, state, created_at)",
+            "CREATE INDEX jobs_project_state_created ON jobs (project, state, created_at)",
+        ),
     ),
 )
 

@@ -1,8 +1,8 @@
 """The `RegistryStore` half of the shared SQL store: device security state and checkpoints.
 
-A mixin of `SqlStore`, which supplies the transaction, query and audit-append helpers declared
-abstract below, so every registry write links its audit event into the same chain, in the same
-transaction, by the same code as a job write. Subclasses supply `_serialize`: what keeps two
+A mixin of `SqlStore`, which supplies the helpers declared in `sql_parts`, so every registry
+write links its audit event into the same chain, in the same transaction, by the same code as a
+job write. Subclasses supply `_serialize`: what keeps two
 processes from assigning the same reference-values version or growing checkpoints out of order.
 """
 
@@ -11,13 +11,9 @@ processes from assigning the same reference-values version or growing checkpoint
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
 
-from broker.domain import AuditEntry, AuditEvent
+from broker.domain import AuditEvent
 from broker.registry_model import (
     AttestationRecord,
     Checkpoint,
@@ -28,57 +24,30 @@ from broker.registry_model import (
 )
 from broker.store import registry_rows as rr
 from broker.store.base import StoreError
-from broker.store.cursor import Cursor
+from broker.store.sql_parts import SqlParts, columns, insert_sql
 
+_DEVICES = columns(rr.DEVICE_COLUMNS)
+_REFERENCES = columns(rr.REFERENCE_COLUMNS)
+_REVOCATIONS = columns(rr.REVOCATION_COLUMNS)
+_ATTESTATIONS = columns(rr.ATTESTATION_COLUMNS)
+_CHECKPOINTS = columns(rr.CHECKPOINT_COLUMNS)
 
-def _columns(columns: Sequence[str]) -> str:
-    return ", ".join(columns)
-
-
-def _insert(table: str, columns: Sequence[str], suffix: str = "") -> str:
-    marks = ", ".join("?" * len(columns))
-    return f"INSERT INTO {table} ({_columns(columns)}) VALUES ({marks}){suffix}"
-
-
-_DEVICES = _columns(rr.DEVICE_COLUMNS)
-_REFERENCES = _columns(rr.REFERENCE_COLUMNS)
-_REVOCATIONS = _columns(rr.REVOCATION_COLUMNS)
-_ATTESTATIONS = _columns(rr.ATTESTATION_COLUMNS)
-_CHECKPOINTS = _columns(rr.CHECKPOINT_COLUMNS)
-
-_INSERT_DEVICE = _insert("devices", rr.DEVICE_COLUMNS, " ON CONFLICT (device_id) DO NOTHING")
+_INSERT_DEVICE = insert_sql("devices", rr.DEVICE_COLUMNS, " ON CONFLICT (device_id) DO NOTHING")
 _UPDATE_DEVICE = (
     "UPDATE devices SET "
     + ", ".join(f"{col} = ?" for col in rr.DEVICE_COLUMNS[1:])
     + " WHERE device_id = ? AND version = ?"
 )
-_INSERT_REFERENCE = _insert("reference_values", rr.REFERENCE_COLUMNS)
-_INSERT_REVOCATION = _insert(
+_INSERT_REFERENCE = insert_sql("reference_values", rr.REFERENCE_COLUMNS)
+_INSERT_REVOCATION = insert_sql(
     "revocations", rr.REVOCATION_COLUMNS, " ON CONFLICT (serial) DO NOTHING"
 )
-_INSERT_ATTESTATION = _insert("attestations", rr.ATTESTATION_COLUMNS)
-_INSERT_CHECKPOINT = _insert("audit_checkpoints", rr.CHECKPOINT_COLUMNS)
+_INSERT_ATTESTATION = insert_sql("attestations", rr.ATTESTATION_COLUMNS)
+_INSERT_CHECKPOINT = insert_sql("audit_checkpoints", rr.CHECKPOINT_COLUMNS)
 
 
-class SqlRegistry(abc.ABC):
+class SqlRegistry(SqlParts):
     """Implements `RegistryStore` with the helpers of `SqlStore`."""
-
-    @abc.abstractmethod
-    def _transaction(self) -> contextlib.AbstractContextManager[Cursor]:
-        """One write transaction: committed on normal exit, rolled back on any exception."""
-
-    @abc.abstractmethod
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run one read statement and return its rows."""
-
-    @abc.abstractmethod
-    def _append(self, cur: Cursor, event: AuditEvent) -> AuditEntry:
-        """Link `event` after the current audit head, inside the caller's transaction."""
-
-    @abc.abstractmethod
-    def _serialize(self, cur: Cursor, purpose: str) -> None:
-        """Runs first in a write transaction: other writers for the same `purpose` wait for
-        this transaction to end, so a read-then-write inside it cannot race them."""
 
     def save_device(
         self, record: DeviceRecord, *, expected_version: int | None, event: AuditEvent

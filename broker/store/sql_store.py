@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from broker.access_model import QuotaCheck, check_quota
 from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
 from broker.store import rows, schema
 from broker.store.base import GENESIS_HASH, StoreError, chain_hash
 from broker.store.cursor import Cursor
+from broker.store.sql_access import SqlAccess
 from broker.store.sql_registry import SqlRegistry
 
 _QUEUED = JobState.QUEUED.value
@@ -42,7 +44,7 @@ _INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(6
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
 
-class SqlStore(SqlRegistry):
+class SqlStore(SqlRegistry, SqlAccess):
     """Implements the `Store` and `RegistryStore` protocols on top of `_cursor()`; subclasses
     own the connection. The registry operations live in `broker.store.sql_registry`."""
 
@@ -150,7 +152,9 @@ class SqlStore(SqlRegistry):
                     (migration.version, migration.description, time.time()),
                 )
 
-    def insert_job(self, job: Job, event: AuditEvent) -> tuple[Job, bool]:
+    def insert_job(
+        self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
+    ) -> tuple[Job, bool]:
         sql = (
             f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
             f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"
@@ -159,7 +163,11 @@ class SqlStore(SqlRegistry):
         with self._transaction() as cur:
             cur.execute(sql, rows.job_to_row(job))
             if cur.rowcount == 1:
+                # After the append: it holds the audit lock, which every job insert of every
+                # replica takes, so the counts below see all other committed inserts.
                 self._append(cur, event)
+                if quota is not None:
+                    self._check_quota(quota, job.shots)
                 return job, True
             # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
             cur.execute(
@@ -167,6 +175,20 @@ class SqlStore(SqlRegistry):
                 (job.owner, job.idempotency_key),
             )
             return rows.job_from_row(cur.fetchone()), False
+
+    def _check_quota(self, quota: QuotaCheck, shots: int) -> None:
+        """Raises QuotaExceeded inside the insert's transaction, which then writes nothing."""
+        for scope, name, limits in (
+            ("principal", quota.owner, quota.owner_quota),
+            ("project", quota.project, quota.project_quota),
+        ):
+            if limits.limited:
+                usage = self.job_usage(
+                    owner=name if scope == "principal" else None,
+                    project=name if scope == "project" else None,
+                    since=quota.since,
+                )
+                check_quota(scope, name, limits, usage, shots=shots)
 
     def save_job(
         self,
@@ -254,11 +276,16 @@ class SqlStore(SqlRegistry):
         found = self._query(sql, (*params, limit))
         return [(int(row[0]), rows.job_from_row(row[1:])) for row in found]
 
-    def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
+    def queued_jobs(
+        self, device_id: str, limit: int, projects: Sequence[str] | None = None
+    ) -> list[Job]:
+        only = "" if projects is None else f" AND project IN ({_marks(len(projects))})"
+        if projects is not None and not projects:
+            return []
         found = self._query(
-            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?"
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?{only}"
             " ORDER BY seq LIMIT ?",
-            (device_id, _QUEUED, limit),
+            (device_id, _QUEUED, *(projects or ()), limit),
         )
         return [rows.job_from_row(row) for row in found]
 

@@ -64,6 +64,8 @@ class Device(_message.Message):
     STATUS_REASON_FIELD_NUMBER: _builtins.int
     EXPORT_CLASS_FIELD_NUMBER: _builtins.int
     EXPORT_REASON_FIELD_NUMBER: _builtins.int
+    OPERATING_STATE_FIELD_NUMBER: _builtins.int
+    OPERATING_NOTE_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     tier: _builtins.str
     num_qubits: _builtins.int
@@ -85,6 +87,12 @@ class Device(_message.Message):
     against the facility's band table (e.g. "EAR99", "4A906.a"), and why.
     """
     export_reason: _builtins.str
+    operating_state: _builtins.str
+    """What operators say the device is doing now: online, draining (runs queued jobs, accepts
+    none), maintenance (inside a maintenance window, too) or retired.
+    """
+    operating_note: _builtins.str
+    """Why, and any reservation in force: e.g. "reserved for project X until ..."."""
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -113,10 +121,12 @@ class Device(_message.Message):
         status_reason: _builtins.str = ...,
         export_class: _builtins.str = ...,
         export_reason: _builtins.str = ...,
+        operating_state: _builtins.str = ...,
+        operating_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attested_until", b"attested_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "export_class", b"export_class", "export_reason", b"export_reason", "num_qubits", b"num_qubits", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "export_class", b"export_class", "export_reason", b"export_reason", "num_qubits", b"num_qubits", "operating_note", b"operating_note", "operating_state", b"operating_state", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

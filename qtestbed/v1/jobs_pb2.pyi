@@ -67,6 +67,90 @@ JOB_STATE_DENIED: JobState.ValueType  # 7
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
+class GetQuotaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """May be empty when the caller belongs to exactly one project."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaRequest: _TypeAlias = GetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class QuotaUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_ACTIVE_JOBS_FIELD_NUMBER: _builtins.int
+    MAX_SHOTS_PER_DAY_FIELD_NUMBER: _builtins.int
+    ACTIVE_JOBS_FIELD_NUMBER: _builtins.int
+    SHOTS_LAST_DAY_FIELD_NUMBER: _builtins.int
+    REMAINING_ACTIVE_JOBS_FIELD_NUMBER: _builtins.int
+    REMAINING_SHOTS_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    """"principal" or "project"."""
+    name: _builtins.str
+    max_active_jobs: _builtins.int
+    """0 = no limit."""
+    max_shots_per_day: _builtins.int
+    active_jobs: _builtins.int
+    shots_last_day: _builtins.int
+    """Shots submitted in the rolling 24 hours (jobs denied or cancelled before running excluded)."""
+    remaining_active_jobs: _builtins.int
+    """What may still be submitted now; unset limits report the maximum value."""
+    remaining_shots: _builtins.int
+    def __init__(
+        self,
+        *,
+        scope: _builtins.str = ...,
+        name: _builtins.str = ...,
+        max_active_jobs: _builtins.int = ...,
+        max_shots_per_day: _builtins.int = ...,
+        active_jobs: _builtins.int = ...,
+        shots_last_day: _builtins.int = ...,
+        remaining_active_jobs: _builtins.int = ...,
+        remaining_shots: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs", b"active_jobs", "max_active_jobs", b"max_active_jobs", "max_shots_per_day", b"max_shots_per_day", "name", b"name", "remaining_active_jobs", b"remaining_active_jobs", "remaining_shots", b"remaining_shots", "scope", b"scope", "shots_last_day", b"shots_last_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaUsage: _TypeAlias = QuotaUsage  # noqa: Y015
+
+@_typing.final
+class GetQuotaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def quotas(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotaUsage]: ...
+    def __init__(
+        self,
+        *,
+        quotas: _abc.Iterable[Global___QuotaUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quotas", b"quotas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaResponse: _TypeAlias = GetQuotaResponse  # noqa: Y015
+
+@_typing.final
 class Circuit(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -65,6 +65,11 @@ class JobServiceStub(object):
                 request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.JobResult.FromString,
                 _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/qtestbed.v1.JobService/GetQuota',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer(object):
@@ -110,6 +115,13 @@ class JobServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuota(self, request, context):
+        """The caller's own quota and their project's, with what is used now: check before submitting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +154,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetResultRequest.FromString,
                     response_serializer=qtestbed_dot_v1_dot_jobs__pb2.JobResult.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class JobService(object):
             '/qtestbed.v1.JobService/GetResult',
             qtestbed_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
             qtestbed_dot_v1_dot_jobs__pb2.JobResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/GetQuota',
+            qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.GetQuotaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class JobServiceStub:
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     GetResult: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]
+    GetQuota: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]
+    """The caller's own quota and their project's, with what is used now: check before submitting."""
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -59,6 +61,8 @@ class JobServiceAsyncStub(JobServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     GetResult: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]  # type: ignore[assignment]
+    GetQuota: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]  # type: ignore[assignment]
+    """The caller's own quota and their project's, with what is used now: check before submitting."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """Researchers submit circuits, watch them, and fetch results with device-signed receipts."""
@@ -108,5 +112,13 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.GetResultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.JobResult, _abc.Awaitable[_jobs_pb2.JobResult]]: ...
+
+    @_abc_1.abstractmethod
+    def GetQuota(
+        self,
+        request: _jobs_pb2.GetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetQuotaResponse, _abc.Awaitable[_jobs_pb2.GetQuotaResponse]]:
+        """The caller's own quota and their project's, with what is used now: check before submitting."""
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -11,7 +11,15 @@ from attestation.keys import KeyKind, SigningKey, save_private_key
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import QtestbedError
 from qtestbed.testing import LocalFacility, eventually
-from tests.integration.support import audit_kinds, metric_value, scrape, state_name, wait_state
+from qtestbed.v1 import access_pb2
+from tests.integration.support import (
+    audit_entries,
+    audit_kinds,
+    metric_value,
+    scrape,
+    state_name,
+    wait_state,
+)
 
 
 def _driver_config_with(facility: LocalFacility, device_id: str, old: str, new: str) -> Path:
@@ -84,18 +92,16 @@ def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacilit
     alice = facility.client("alice")
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
     assert state_name(job) == "QUEUED"
-    # While the job waits (no driver yet), alice's clearance lapses.
-    registry = facility.root / "facility.toml"
-    text = registry.read_text()
-    alice_entry = text.index('name = "alice"')
-    expiry = text.index("clearance_expires_at = ", alice_entry)
-    end = text.index("\n", expiry)
-    lapsed = "clearance_expires_at = 2020-01-01T00:00:00Z"
-    registry.write_text(text[:expiry] + lapsed + text[end:])
-    assert facility.embedded is not None
-    broker = facility.embedded.broker
-    assert broker is not None
-    assert facility.embedded.run(broker.reload())
+    # While the job waits (no driver yet), an operator ends alice's clearance.
+    olivia = facility.client("olivia")
+    record = olivia.call(olivia.access.GetPrincipal, access_pb2.GetPrincipalRequest(name="alice"))
+    record.principal.clearance_expires_at.FromSeconds(1_577_836_800)  # 2020-01-01
+    olivia.call(
+        olivia.access.PutPrincipal,
+        access_pb2.PutPrincipalRequest(
+            principal=record.principal, expected_version=record.meta.version
+        ),
+    )
     facility.start_driver("sim-open")
     denied = wait_state(alice, job.job_id, "DENIED", "COMPLETED")
     assert state_name(denied) == "DENIED"
@@ -110,6 +116,15 @@ def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacilit
     assert f"for job {later.job_id}" in driver_log
     assert job.job_id not in driver_log
     assert metric_value(scrape(facility), "qtestbed_clearance_denials_total", stage="dispatch") == 1
+    # The audit log says who changed the clearance, and why the job was denied.
+    changed = audit_entries(facility, kind="access.principal.updated")
+    assert [(e.subject, e.detail["record"]["clearance_expires_at"]) for e in changed] == [
+        ("alice", 1_577_836_800.0)
+    ]
+    denial = audit_entries(facility, kind="clearance.denied")[-1]
+    assert denial.subject == job.job_id
+    assert denial.detail["rule"] == "researcher-dispatch/clearance"
+    assert "expired on 2020-01-01" in denial.detail["reason"]
 
 
 def test_cancel_queued_and_running_jobs(facility: LocalFacility) -> None:
