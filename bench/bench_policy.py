@@ -1,4 +1,5 @@
-"""Policy decision throughput with the shipped Cedar policy set, beside a JSON baseline.
+"""Policy decision throughput with the shipped Cedar policy set, beside a JSON baseline, and
+the policy's share of SubmitJob time in a running broker.
 
     .venv/bin/python bench/bench_policy.py [--quick]
 
@@ -8,6 +9,12 @@ Three request shapes against broker/policy/default.cedar (loaded once):
   deny     a default deny whose reason comes from the per-clause probes (two Cedar calls).
 Baseline: one `json.dumps` of the same request's Cedar entities and context, the serialisation
 cedarpy does on every call anyway, so `RATIO` says how many JSON encodings one decision costs.
+
+Share of SubmitJob: an embedded broker (SQLite, the `qtestbed init` facility, no driver so
+jobs stay queued) serves sequential SubmitJob calls from this process; the clearance gate is
+timed around each call (attributes from the registries, the Cedar decision, the reason), and
+`RATIO gate/SubmitJob` is the gate's time over the SubmitJob round trips' in the same window.
+Each SubmitJob asks the gate twice: ViewDevice (is the device visible?) and SubmitJob.
 
 Every loop stops at a count or a time limit, whichever comes first. Rates are per CPU second of
 this process (time.process_time); each is the median of the rounds, wall-clock median beside it.
@@ -22,8 +29,11 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from broker.policy import (
     Action,
@@ -35,6 +45,8 @@ from broker.policy import (
     PrincipalAttributes,
 )
 from broker.policy.translate import to_cedar
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.testing import LocalFacility
 
 NOW = 1_790_000_000
 
@@ -114,6 +126,55 @@ def main(argv: list[str] | None = None) -> int:
             f"RATIO json.dumps/decide {name:<8} = {json_cpu / cpu:,.1f}  "
             f"(decide {cpu:,.0f}/CPU-s, {1e6 / cpu:,.1f} us per decision)"
         )
+    submits, seconds = (40, 5.0) if args.quick else (1500, 60.0)
+    return submit_share(submits, seconds)
+
+
+def submit_share(count: int, limit_s: float) -> int:
+    """Time the clearance gate inside a real broker while it serves SubmitJob."""
+    with (
+        tempfile.TemporaryDirectory(prefix="qtestbed-bench-policy-") as tmp,
+        LocalFacility(Path(tmp) / "facility") as facility,
+    ):
+        facility.start_broker()
+        assert facility.embedded is not None
+        assert facility.embedded.broker is not None
+        gate = facility.embedded.broker.gate
+        spent: list[float] = []
+        check = gate.check
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return check(*args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - began)
+
+        setattr(gate, "check", timed)  # noqa: B010 - instrument this instance only
+        client = facility.client("alice")
+        payload = ghz_qasm2(3)
+        for _ in range(20):  # warm the channel, the decoder and the store
+            client.submit(payload, device_id="sim-open", shots=10)
+        spent.clear()
+        latencies: list[float] = []
+        deadline = time.perf_counter() + limit_s
+        while len(latencies) < count and time.perf_counter() < deadline:
+            began = time.perf_counter()
+            client.submit(payload, device_id="sim-open", shots=10)
+            latencies.append(time.perf_counter() - began)
+    gate_total, submit_total = sum(spent), sum(latencies)
+    per_submit = len(spent) / max(len(latencies), 1)
+    p50_ms = statistics.median(latencies) * 1e3
+    print(
+        f"SUBMIT {len(latencies)} sequential SubmitJob: p50 {p50_ms:.2f} ms,"
+        f" gate calls per submit {per_submit:.1f},"
+        f" gate p50 {statistics.median(spent) * 1e6:,.0f} us per call"
+        f" ({len(spent) / max(gate_total, 1e-9):,.0f} gate decisions per second of gate time)"
+    )
+    print(
+        f"RATIO gate/SubmitJob = {gate_total / max(submit_total, 1e-9):.3f}  "
+        f"(share of SubmitJob round-trip time spent in clearance decisions)"
+    )
     return 0
 
 

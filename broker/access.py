@@ -278,7 +278,7 @@ class AccessRegistry:
         if unknown:
             raise _invalid(
                 f"project(s) {', '.join(unknown)} do not exist; create them first with "
-                "'qtestbed admin project set'"
+                "'qtestbed project set'"
             )
         return await self._put(
             caller,
@@ -444,9 +444,10 @@ class AccessRegistry:
         event_kind: str = "",
         detail: dict[str, Any] | None = None,
     ) -> AccessRecord:
-        """Write `doc` as the next version; `expected_version` 0 skips the version check."""
+        """Write `doc` as the next version of the record read at `expected_version` (0: create;
+        ABORTED if it exists by now, so two operators creating one name cannot overwrite)."""
         current = self.record(kind, name)
-        created = current is None and expected_version == 0
+        created = current is None
         record = AccessRecord(
             kind=kind,
             name=name,
@@ -455,7 +456,13 @@ class AccessRegistry:
             updated_at=self.now(),
             updated_by=caller,
         )
-        if current is not None and expected_version not in (0, current.version):
+        if current is not None and expected_version == 0:
+            raise BrokerError(
+                ErrorCode.ABORTED,
+                f"{kind.value} {name!r} already exists (version {current.version}); read it "
+                "and pass its version to change it",
+            )
+        if (current.version if current is not None else 0) != expected_version:
             raise _conflict(kind, name)
         event = self._event(
             event_kind or f"access.{kind.value}.{'created' if created else 'updated'}",

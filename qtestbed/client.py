@@ -17,7 +17,14 @@ from typing import Any
 import grpc
 
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
-from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from qtestbed.v1 import (
+    access_pb2_grpc,
+    admin_pb2_grpc,
+    devices_pb2,
+    devices_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
 
 RULE_ID_METADATA = "qtestbed-rule-id"
 _FORMATS = {

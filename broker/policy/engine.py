@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_POLICIES = HERE / "default.cedar"
 DEFAULT_SCHEMA = HERE / "schema.cedarschema"
 DEFAULT_DENY_ID = "default-deny"
+_ENTITY_CACHE_SIZE = 4096
 
 
 class PolicyError(ValueError):
@@ -64,6 +65,10 @@ class PolicyEngine:
         self._schema = schema
         self._info = dict(info)
         self._probes = Probes(self._info, schema)
+        # Parsed, schema-validated entity sets by their exact JSON: the same principal and
+        # device recur on every submit and dispatch, and parsing is over half a decision's cost.
+        # Any attribute change gives a new key, so a cached handle is never stale.
+        self._entities: dict[str, cedarpy.Entities] = {}
 
     @classmethod
     def load(cls, policy_text: str, schema_text: str) -> PolicyEngine:
@@ -103,9 +108,24 @@ class PolicyEngine:
         """Every policy by its @id."""
         return {p.policy_id: p for p in self._info.values()}
 
+    def _parsed(self, entities: list[dict[str, Any]]) -> cedarpy.Entities | list[dict[str, Any]]:
+        key = json.dumps(entities, sort_keys=True, separators=(",", ":"))
+        handle = self._entities.get(key)
+        if handle is None:
+            try:
+                handle = cedarpy.Entities.from_json_str(key, self._schema)
+            except ValueError:
+                return entities  # let is_authorized report the problem as a diagnostic
+            if len(self._entities) >= _ENTITY_CACHE_SIZE:
+                self._entities.clear()
+            self._entities[key] = handle
+        return handle
+
     def decide(self, request: PolicyRequest) -> PolicyDecision:
         cedar_request, entities = to_cedar(request)
-        result = cedarpy.is_authorized(cedar_request, self._policies, entities, self._schema)
+        result = cedarpy.is_authorized(
+            cedar_request, self._policies, self._parsed(entities), self._schema
+        )
         errors = tuple(str(e) for e in result.diagnostics.errors)
         fired = set(result.diagnostics.reasons)
         determining = [p for cedar_id, p in self._info.items() if cedar_id in fired]  # file order

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from qtestbed.client import Client, Profile
 
@@ -29,3 +32,30 @@ def open_client(explicit: Path | None) -> Client:
         return Client(Profile.load(path))
     except (OSError, KeyError, ValueError) as exc:
         raise SystemExit(fail(f"cannot use client profile {path}: {exc}")) from exc
+
+
+def parse_time(text: str, option: str = "time") -> Timestamp:
+    """An ISO 8601 time with its zone as a protobuf Timestamp; exits with advice otherwise.
+
+    A time without a zone is refused rather than guessed: the broker and the operator may not
+    share a clock zone, and an access window an hour off is a real incident.
+    """
+    example = "e.g. 2030-01-31T09:00:00+00:00 or 2030-01-31T09:00Z"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(
+            fail(f"{option} {text!r} is not an ISO 8601 time; write one with its zone, {example}")
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise SystemExit(
+            fail(f"{option} {text!r} has no time zone; add one, {example} (+00:00 is UTC)")
+        )
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def format_time(stamp: Timestamp) -> str:
+    """A protobuf Timestamp as ISO 8601 in UTC, to the second."""
+    return stamp.ToDatetime(dt.UTC).isoformat(timespec="seconds")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qtestbed.cli import audit, demo, operator, policy, processes, receipt, researcher
+from qtestbed.cli import access, audit, demo, operator, policy, processes, receipt, researcher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     researcher.register(sub)
     demo.register(sub)
     operator.register(sub)
+    access.register(sub)
     audit.register(sub)
     receipt.register(sub)
     policy.register(sub)

@@ -1,5 +1,6 @@
-"""Operator and security commands: device register|list|revoke|release|history,
-reference set|list, audit stream."""
+"""Operator and security commands: device register|list|revoke|release|history (and, from
+`qtestbed.cli.access`, state|maintenance|reserve|unschedule|schedule), reference set|list,
+audit stream."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from qtestbed.cli.common import fail, open_client
+from qtestbed.cli import access
+from qtestbed.cli.common import fail, open_client, parse_time
 from qtestbed.client import QtestbedError
 from qtestbed.v1 import admin_pb2
 
@@ -24,7 +26,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     device = sub.add_parser(
-        "device", help="operator: register, revoke, release devices"
+        "device", help="operator: register, revoke, release and schedule devices"
     ).add_subparsers(dest="device_command", required=True, metavar="ACTION")
     p = device.add_parser("register", help="register a device certificate (chain PEM)")
     p.add_argument("chain", type=Path, help="device certificate followed by any intermediates")
@@ -49,6 +51,7 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=20)
     _common(p)
     p.set_defaults(handler=cmd_history)
+    access.register_device_actions(device)
     _register_reference(sub)
     _register_audit_stream(sub)
 
@@ -176,14 +179,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def _timestamp(text: str | None) -> Timestamp | None:
-    if not text:
-        return None
-    when = dt.datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        raise SystemExit(fail(f"{text!r} has no time zone; add one, e.g. +00:00"))
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
+    return parse_time(text) if text else None
 
 
 def _scope(args: argparse.Namespace) -> tuple[admin_pb2.ReferenceScope.ValueType, str]:

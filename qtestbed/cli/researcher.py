@@ -1,4 +1,4 @@
-"""Researcher commands: submit, status, result, cancel, jobs, devices (each with --json)."""
+"""Researcher commands: submit, status, result, cancel, jobs, devices, quota (each with --json)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from qtestbed.cli import access
 from qtestbed.cli.common import fail, open_client
 from qtestbed.client import QtestbedError, bundle_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
@@ -58,6 +59,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list the devices you may use")
     _common(p)
     p.set_defaults(handler=cmd_devices)
+    access.register_quota(sub)
 
 
 def _dict(message: Any) -> dict[str, Any]:

@@ -391,6 +391,7 @@ class PutProjectRequest(_message.Message):
     PROJECT_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     expected_version: _builtins.int
+    """As for PutPrincipal: 0 = create, otherwise the version read."""
     @_builtins.property
     def project(self) -> Global___Project: ...
     def __init__(

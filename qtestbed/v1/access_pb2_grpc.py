@@ -98,8 +98,8 @@ class AccessAdminServiceServicer(object):
     """
 
     def PutPrincipal(self, request, context):
-        """Create or replace a principal. expected_version: 0 = create, or replace whatever is
-        stored; otherwise the version read (ABORTED if it changed since).
+        """Create or update a principal. expected_version: 0 = create (ABORTED if the name exists);
+        otherwise the version read (ABORTED if it changed since): no update is ever lost.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,8 +38,8 @@ class AccessAdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AccessAdminServiceAsyncStub: ...
     PutPrincipal: _grpc.UnaryUnaryMultiCallable[_access_pb2.PutPrincipalRequest, _access_pb2.PrincipalRecord]
-    """Create or replace a principal. expected_version: 0 = create, or replace whatever is
-    stored; otherwise the version read (ABORTED if it changed since).
+    """Create or update a principal. expected_version: 0 = create (ABORTED if the name exists);
+    otherwise the version read (ABORTED if it changed since): no update is ever lost.
     """
     GetPrincipal: _grpc.UnaryUnaryMultiCallable[_access_pb2.GetPrincipalRequest, _access_pb2.PrincipalRecord]
     ListPrincipals: _grpc.UnaryUnaryMultiCallable[_access_pb2.ListPrincipalsRequest, _access_pb2.ListPrincipalsResponse]
@@ -64,8 +64,8 @@ class AccessAdminServiceAsyncStub(AccessAdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     PutPrincipal: _aio.UnaryUnaryMultiCallable[_access_pb2.PutPrincipalRequest, _access_pb2.PrincipalRecord]  # type: ignore[assignment]
-    """Create or replace a principal. expected_version: 0 = create, or replace whatever is
-    stored; otherwise the version read (ABORTED if it changed since).
+    """Create or update a principal. expected_version: 0 = create (ABORTED if the name exists);
+    otherwise the version read (ABORTED if it changed since): no update is ever lost.
     """
     GetPrincipal: _aio.UnaryUnaryMultiCallable[_access_pb2.GetPrincipalRequest, _access_pb2.PrincipalRecord]  # type: ignore[assignment]
     ListPrincipals: _aio.UnaryUnaryMultiCallable[_access_pb2.ListPrincipalsRequest, _access_pb2.ListPrincipalsResponse]  # type: ignore[assignment]
@@ -93,8 +93,8 @@ class AccessAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _access_pb2.PutPrincipalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.PrincipalRecord, _abc.Awaitable[_access_pb2.PrincipalRecord]]:
-        """Create or replace a principal. expected_version: 0 = create, or replace whatever is
-        stored; otherwise the version read (ABORTED if it changed since).
+        """Create or update a principal. expected_version: 0 = create (ABORTED if the name exists);
+        otherwise the version read (ABORTED if it changed since): no update is ever lost.
         """
 
     @_abc_1.abstractmethod

@@ -33,3 +33,5 @@ def test_quick_policy_bench_exits_cleanly_and_prints_the_ratios() -> None:
         assert re.search(ratio, out, re.M), (name, out)
     assert re.search(rf"^  json.dumps +{NUMBER} /CPU-s", out, re.M), out
     assert "ERRORS" not in out, out
+    assert re.search(rf"^SUBMIT {NUMBER} sequential SubmitJob: p50 {NUMBER} ms", out, re.M), out
+    assert re.search(rf"^RATIO gate/SubmitJob = {NUMBER} ", out, re.M), out

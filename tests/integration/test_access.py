@@ -115,12 +115,13 @@ def test_quotas_refuse_with_resource_exhausted_and_show_what_remains(
     assert _principal_quota(alice).remaining_shots == 0
 
     # Project quotas apply to everyone in the project.
+    projects = olivia.call(olivia.access.ListProjects, access_pb2.ListProjectsRequest())
+    sensing = next(p for p in projects.projects if p.project.name == "quantum-sensing")
+    sensing.project.quota.max_active_jobs = 1
     olivia.call(
         olivia.access.PutProject,
         access_pb2.PutProjectRequest(
-            project=access_pb2.Project(
-                name="quantum-sensing", weight=1, quota=access_pb2.Quota(max_active_jobs=1)
-            )
+            project=sensing.project, expected_version=sensing.meta.version
         ),
     )
     bob = facility.client("bob")
@@ -295,6 +296,9 @@ def test_operators_manage_principals_with_versions_and_audit(facility: LocalFaci
     assert updated.meta.updated_by == "olivia"
     record.principal.affiliation = "someone else's edit"
     _refused(lambda: _put(olivia, record), "ABORTED")
+    # Creating a name that exists is refused too: two operators cannot overwrite each other.
+    record.meta.version = 0
+    assert "already exists" in _refused(lambda: _put(olivia, record), "ABORTED").message
 
     bad = access_pb2.PrincipalRecord()
     bad.CopyFrom(updated)
