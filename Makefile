@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+	bash deploy/prometheus/install-promtool.sh $(BIN)
 
 demo: setup
 	$(BIN)/qtestbed demo
@@ -36,6 +37,8 @@ protos: setup
 
 bench: setup
 	$(BIN)/python bench/bench_broker.py
+	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,9 @@ from broker.access import AccessRegistry
 from broker.access_edge import AccessAdminServicer
 from broker.admin_edge import AuditServicer, DeviceAdminServicer
 from broker.admin_service import AdminService
+from broker.anomaly.canary import CanaryRunner
+from broker.anomaly.detectors import DEVICE_DETECTORS
+from broker.anomaly.monitor import AnomalyMonitor
 from broker.attestor import Attestor
 from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
 from broker.audit.verify import iter_entries
@@ -39,6 +42,7 @@ from broker.service import JobService
 from broker.settings import BrokerSettings
 from broker.store import open_store
 from broker.store.runner import StoreRunner
+from broker.usage import UsageTracker
 from broker.watch import JobWatchers
 from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
 
@@ -96,6 +100,14 @@ class Broker:
         )
         await self.access.load()
         await self.access.seed(self.facility.current)
+        self.anomalies = AnomalyMonitor(self.ledger, self.settings.anomaly)
+        registry.on_export_crossing.append(self.anomalies.export_crossing)
+        self.usage = UsageTracker(
+            self.metrics,
+            window_seconds=self.settings.anomaly.utilization_window_seconds,
+            tier_of=lambda device_id: d.tier if (d := registry.get(device_id)) else "",
+        )
+        self.ledger.on_finished.append(self.usage.job_finished)
         self.checkpointer = AuditCheckpointer(
             self.broker_key,
             every_entries=self.settings.timing.checkpoint_every_entries,
@@ -136,6 +148,7 @@ class Broker:
             access=self.access,
             ledger=self.ledger,
             timing=timing,
+            canary=CanaryRunner(self.settings.anomaly, self.anomalies, self.metrics),
         )
         attestor = self.attestor = Attestor(
             link=link,
@@ -144,6 +157,7 @@ class Broker:
             ledger=self.ledger,
             timing=timing,
             on_attested=dispatcher.kick,
+            anomalies=self.anomalies,
         )
         dispatcher.attestor = attestor
         hub = DriverHub(
@@ -162,6 +176,7 @@ class Broker:
             limits=self.settings.limits,
             decoder=BrokerDecoder(self.decoder),
             access=self.access,
+            anomalies=self.anomalies,
         )
         return hub
 
@@ -187,7 +202,11 @@ class Broker:
             store=self.runner.store,
         )
         directory = DeviceDirectory(
-            registry=registry, gate=self.gate, fleet=self.fleet, ledger=self.ledger
+            registry=registry,
+            gate=self.gate,
+            fleet=self.fleet,
+            ledger=self.ledger,
+            anomalies=self.anomalies,
         )
         return [
             (jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(self.jobs)),
@@ -244,6 +263,7 @@ class Broker:
         states: dict[tuple[str, str], int] = {}
         for device in self.registry.all():
             self.metrics.queue_depth.labels(device.device_id).set(depths.get(device.device_id, 0))
+            self._zero_series(device.device_id)
             attested = self.fleet.attested(device.device_id, now)
             key = (device.status.value, "yes" if attested else "no")
             states[key] = states.get(key, 0) + 1
@@ -251,6 +271,18 @@ class Broker:
             for attested_label in ("yes", "no"):
                 count = states.get((status.value, attested_label), 0)
                 self.metrics.device_states.labels(status.value, attested_label).set(count)
+        running = [c.leased for c in self.fleet if c.leased is not None and not c.running_canary]
+        self.usage.refresh(now, [d.device_id for d in self.registry.all()], running)
+
+    def _zero_series(self, device_id: str) -> None:
+        """Export per-device event counters at 0 before their first event, so that alerting on
+        `increase()` sees the first quarantine or anomaly of a device too."""
+        m = self.metrics
+        m.quarantines.labels(device_id)
+        m.revocations.labels(device_id)
+        m.nonce_replays.labels(device_id)
+        for detector in DEVICE_DETECTORS:
+            m.anomalies.labels(detector, device_id)
 
     async def _checkpoint(self, *, force: bool = False) -> None:
         try:
@@ -322,6 +354,7 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._tasks:
+            await self.anomalies.drain()
             await self._checkpoint(force=True)  # nothing written before shutdown goes unsigned
         if self._link is not None:
             self._link.close()

@@ -22,6 +22,8 @@ from attestation.appraisal import (
 from attestation.keys import VerifyKey
 from attestation.nonces import NonceIssuer
 from attestation.pki import CertificateError, verify_device_chain
+from broker.anomaly.detectors import Measured
+from broker.anomaly.monitor import AnomalyMonitor
 from broker.device_registry import DeviceRegistry
 from broker.fleet import DeviceProfile, DriverConnection, Fleet, LinkState
 from broker.ledger import JobLedger
@@ -37,6 +39,8 @@ MAX_KEPT_EVIDENCE = 64 * 1024
 
 # Re-challenge when this fraction of a result's lifetime is left, so it never lapses in use.
 _REFRESH_FRACTION = 0.25
+# What must not change between appraisals unless the operator publishes new reference values.
+_DRIFT_MEASUREMENTS = ("firmware", "control_software", "driver_build", "calibration_digest")
 
 
 class Attestor:
@@ -49,7 +53,9 @@ class Attestor:
         ledger: JobLedger,
         timing: TimingSettings,
         on_attested: Callable[[str], None],
+        anomalies: AnomalyMonitor,
     ) -> None:
+        self.anomalies = anomalies
         self.link = link
         self.fleet = fleet
         self.registry = registry
@@ -92,6 +98,7 @@ class Attestor:
     async def _refuse_unknown(self, identity: bytes, device_id: str) -> None:
         # The label is fixed: unregistered ids are attacker-chosen and must not grow the metrics.
         self.metrics.attestations.labels("unregistered", "contraindicated", "UNKNOWN_DEVICE").inc()
+        self.anomalies.attestation_failed(device_id[:128], registered=False)
         detail = {"reasons": ["UNKNOWN_DEVICE"], "details": ["device is not registered"]}
         await self.ledger.audit(
             self.ledger.event("attestation.failed", "broker", device_id[:128], detail)
@@ -130,6 +137,17 @@ class Attestor:
         self.metrics.appraisal_latency.observe(time.perf_counter() - started)
         conn.challenge_sent_at = 0.0
         await self._record(conn, result, evidence.envelope)
+        if result.authenticated and result.claims is not None:
+            measured = result.claims.measurements
+            self.anomalies.measured(
+                conn.device_id,
+                Measured(
+                    measurements=tuple(
+                        sorted((name, str(getattr(measured, name))) for name in _DRIFT_MEASUREMENTS)
+                    ),
+                    reference=self.registry.reference_label(conn.device_id),
+                ),
+            )
         if result.affirming(now):
             if result.claims is not None:
                 # Classify before the connection can take work: the gate reads the class.
@@ -185,6 +203,8 @@ class Attestor:
         if ReasonCode.NONCE_REPLAYED in result.codes:
             self.metrics.nonce_replays.labels(conn.device_id).inc()
         passed = result.status is AttestationStatus.AFFIRMING
+        if not passed:
+            self.anomalies.attestation_failed(conn.device_id, registered=True)
         record = AttestationRecord(
             device_id=conn.device_id,
             at=result.issued_at,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from attestation.appraisal import ReferenceValues
@@ -69,6 +69,8 @@ class DeviceRegistry:
         self.revoked_serials: frozenset[str] = frozenset()
         # Devices being revoked: refused by the dispatch gate before the revocation commits.
         self._revoking: set[str] = set()
+        # Told (device, old class, new class) when attested calibration crosses a band.
+        self.on_export_crossing: list[Callable[[str, str, str], None]] = []
 
     async def load(self) -> None:
         call = self.ledger.runner.call
@@ -100,17 +102,27 @@ class DeviceRegistry:
             and device_id not in self._revoking
         )
 
-    def reference_for(self, device_id: str) -> ReferenceValues | None:
-        """The newest reference values for the device itself, else for its model."""
+    def _chosen_reference(self, device_id: str) -> ReferenceValuesRecord | None:
         record = self.devices.get(device_id)
         if record is None:
             return None
-        chosen = self._references.get((ReferenceScope.DEVICE, device_id)) or self._references.get(
+        return self._references.get((ReferenceScope.DEVICE, device_id)) or self._references.get(
             (ReferenceScope.MODEL, record.model)
         )
+
+    def reference_for(self, device_id: str) -> ReferenceValues | None:
+        """The newest reference values for the device itself, else for its model."""
+        chosen = self._chosen_reference(device_id)
         if chosen is None:
             return None
         return _appraisal_values(chosen, version=chosen.version)
+
+    def reference_label(self, device_id: str) -> str:
+        """Which reference values are in force for the device: scope, id and version."""
+        chosen = self._chosen_reference(device_id)
+        if chosen is None:
+            return ""
+        return f"{chosen.scope.value.lower()}:{chosen.scope_id}:v{chosen.version}"
 
     def num_qubits(self, device_id: str) -> int | None:
         reference = self.reference_for(device_id)
@@ -159,6 +171,8 @@ class DeviceRegistry:
             self.ledger.metrics.export_crossings.labels(
                 device_id, old.export_class, new.export_class
             ).inc()
+            for callback in self.on_export_crossing:
+                callback(device_id, old.export_class, new.export_class)
 
     # ------------------------------------------------------------------ operator actions
 

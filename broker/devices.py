@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attestation.appraisal import AttestationStatus
+from broker.anomaly.monitor import AnomalyMonitor
 from broker.clearance import ClearanceGate
 from broker.device_registry import DeviceRegistry
 from broker.errors import not_found
@@ -39,7 +40,9 @@ class DeviceDirectory:
         gate: ClearanceGate,
         fleet: Fleet,
         ledger: JobLedger,
+        anomalies: AnomalyMonitor,
     ) -> None:
+        self.anomalies = anomalies
         self.registry = registry
         self.gate = gate
         self.fleet = fleet
@@ -54,6 +57,7 @@ class DeviceDirectory:
     async def get(self, caller: str, device_id: str) -> DeviceView:
         device = self.registry.get(device_id)
         if device is None or not self.gate.visible(caller, device, self.ledger.clock.now()):
+            self.anomalies.refusal(caller)
             raise not_found("device", device_id)
         depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
         return self._view(device, depths.get(device_id, 0))

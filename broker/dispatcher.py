@@ -18,6 +18,7 @@ from attestation.appraisal import AttestationResult, AttestationStatus, Reason, 
 from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
 from broker.access import AccessRegistry
+from broker.anomaly.canary import CanaryRunner
 from broker.attestor import Attestor
 from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
@@ -53,7 +54,9 @@ class Dispatcher:
         ledger: JobLedger,
         timing: TimingSettings,
         attestor: Attestor | None = None,
+        canary: CanaryRunner | None = None,
     ) -> None:
+        self.canary = canary
         self.registry = registry
         self.gate = gate
         self.access = access
@@ -98,6 +101,9 @@ class Dispatcher:
             idle = [c for c in self.fleet.for_device(device_id) if c.dispatchable(now)]
             if not idle:
                 return
+            if self.canary is not None and self.canary.due(device_id, now):
+                await self._send_canary(idle[0], now)
+                continue
             # In a reservation window only the reserving project's jobs move; the rest wait.
             head = await self.ledger.runner.call(
                 self.store.queued_jobs, device_id, 1, available.projects
@@ -157,6 +163,43 @@ class Dispatcher:
         ):
             await self.disconnect(conn, "driver unreachable when the lease was sent")
 
+    async def _send_canary(self, conn: DriverConnection, now: float) -> None:
+        assert self.canary is not None
+        job = self.canary.lease(
+            conn.device_id, conn.profile.num_qubits, now, self.timing.lease_seconds
+        )
+        assert job.lease is not None
+        conn.active_lease, conn.leased, conn.canary_lease = (
+            job.lease.lease_id,
+            job,
+            job.lease.lease_id,
+        )
+        if not await self.link.send(
+            conn.identity, _grant(job, job.lease, self.timing.lease_seconds)
+        ):
+            await self.disconnect(conn, "driver unreachable when a canary was sent")
+
+    def _is_canary(self, conn: DriverConnection, lease_id: str) -> bool:
+        return conn.running_canary and conn.active_lease == lease_id
+
+    def _end_canary(self, conn: DriverConnection) -> None:
+        conn.active_lease, conn.leased, conn.canary_lease = None, None, None
+        self.kick(conn.device_id)
+
+    async def _canary_result(self, conn: DriverConnection, msg: link_pb.LeaseResult) -> None:
+        job = conn.leased
+        self._end_canary(conn)
+        if job is None or self.canary is None:
+            return
+        counts = dict(msg.counts)
+        problems = self._check_receipt(conn, job, msg.receipt, counts)
+        if problems:
+            await self.ledger.audit(
+                self.ledger.event("receipt.rejected", "broker", job.job_id, {"problems": problems})
+            )
+            self._contraindicate(conn, "; ".join(problems))
+        self.canary.finished(job, counts, problems)
+
     async def _deny(self, job: Job, decision: Decision, now: float) -> None:
         """The clearance changed since submit: the job never leaves, and says why."""
         denied = job.transition(
@@ -207,6 +250,8 @@ class Dispatcher:
         return job
 
     async def on_started(self, conn: DriverConnection, msg: link_pb.LeaseStarted) -> None:
+        if self._is_canary(conn, msg.lease_id):
+            return
         job = await self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is not None and job.state is JobState.DISPATCHED:
             running = job.transition(JobState.RUNNING, now=self.ledger.clock.now(), lease=job.lease)
@@ -214,6 +259,11 @@ class Dispatcher:
                 conn.leased = running
 
     async def on_failure(self, conn: DriverConnection, msg: link_pb.LeaseFailure) -> None:
+        if self._is_canary(conn, msg.lease_id):
+            self._end_canary(conn)
+            if self.canary is not None:
+                self.canary.failed(conn.device_id)
+            return
         job = await self._leased_job(conn, msg.lease_id, msg.job_id)
         conn.active_lease, conn.leased = None, None
         if job is None:
@@ -228,6 +278,9 @@ class Dispatcher:
             await self.release(job, f"device error: {msg.error}", "driver_error")
 
     async def on_result(self, conn: DriverConnection, msg: link_pb.LeaseResult) -> None:
+        if self._is_canary(conn, msg.lease_id):
+            await self._canary_result(conn, msg)
+            return
         job = await self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is None:
             return
@@ -315,7 +368,7 @@ class Dispatcher:
             return
         self.ledger.metrics.drivers.labels(conn.device_id).dec()
         log.warning("driver for %s lost: %s", conn.device_id, cause)
-        if conn.active_lease and conn.leased is not None:
+        if conn.active_lease and conn.leased is not None and not conn.running_canary:
             job = await self.ledger.runner.call(self.store.get_job, conn.leased.job_id)
             if (
                 job is not None
@@ -327,6 +380,12 @@ class Dispatcher:
     async def reap(self, now: float) -> None:
         """Requeue leases that expired, or whose driver is gone (e.g. after a broker restart)."""
         grace = self.timing.heartbeat_seconds * self.timing.heartbeat_misses
+        for conn in self.fleet:
+            canary = conn.leased if conn.running_canary else None
+            if canary is not None and canary.lease is not None and canary.lease.expires_at <= now:
+                self._end_canary(conn)
+                if self.canary is not None:
+                    self.canary.failed(conn.device_id)
         for job in await self.ledger.runner.call(self.store.leased_jobs):
             assert job.lease is not None
             held = self.fleet.holding(job.lease.lease_id)

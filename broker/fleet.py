@@ -52,6 +52,8 @@ class DriverConnection:
     # still a compare-and-set, so a job cancelled or requeued meanwhile is never overwritten).
     leased: Job | None = None
     active_lease: str | None = None
+    # The lease id of a canary circuit in flight (the broker's own probe, never stored).
+    canary_lease: str | None = None
     heartbeat_seq: int = 0
     history: list[AttestationStatus] = field(default_factory=list)
 
@@ -62,6 +64,10 @@ class DriverConnection:
             and self.attestation is not None
             and self.attestation.affirming(now)
         )
+
+    @property
+    def running_canary(self) -> bool:
+        return self.canary_lease is not None and self.canary_lease == self.active_lease
 
     def dispatchable(self, now: float) -> bool:
         """Attested now and idle: may be given a lease."""

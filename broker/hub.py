@@ -73,7 +73,9 @@ class DriverHub:
             await self.dispatcher.on_failure(conn, message.failure)
         elif kind == "goodbye":
             await self.dispatcher.disconnect(conn, f"driver said goodbye: {message.goodbye.reason}")
-        elif kind != "heartbeat":
+        elif kind == "heartbeat":
+            self.dispatcher.ledger.metrics.heartbeats.labels(conn.device_id).inc()
+        else:
             log.warning("ignoring unexpected %s message from %s", kind, conn.device_id)
 
     async def tick_forever(self) -> None:

@@ -6,7 +6,7 @@ audited, counted and pushed to the researcher's WatchJob stream.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from broker.access_model import QuotaCheck
@@ -25,6 +25,8 @@ class JobLedger:
         self.metrics = metrics
         self.watchers = watchers
         self.clock = clock
+        # Told once about every job that reaches a terminal state (usage metrics).
+        self.on_finished: list[Callable[[Job], None]] = []
 
     def event(
         self, kind: str, actor: str, subject: str, detail: Mapping[str, Any] | None = None
@@ -74,4 +76,7 @@ class JobLedger:
 
     def _observe(self, job: Job) -> None:
         self.metrics.jobs.labels(job.device_id, job.state.value).inc()
+        if job.state.terminal:
+            for callback in self.on_finished:
+                callback(job)
         self.watchers.publish(job)

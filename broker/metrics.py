@@ -23,6 +23,55 @@ class BrokerMetrics:
         self.jobs = Counter(
             "qtestbed_jobs", "Jobs entering each state, by device.", ["device", "state"], registry=r
         )
+        self.job_outcomes = Counter(
+            "qtestbed_job_outcomes",
+            "Jobs that ended, by device, project, device tier and outcome "
+            "(completed, failed, cancelled, denied).",
+            ["device", "project", "tier", "outcome"],
+            registry=r,
+        )
+        self.shots = Counter(
+            "qtestbed_shots",
+            "Shots of jobs that ended, by device, project, device tier and outcome.",
+            ["device", "project", "tier", "outcome"],
+            registry=r,
+        )
+        self.busy = Counter(
+            "qtestbed_device_busy_seconds",
+            "Time devices spent holding a job (dispatch to result or failure).",
+            ["device"],
+            registry=r,
+        )
+        self.utilization = Gauge(
+            "qtestbed_device_utilization_ratio",
+            "Share of the last utilization window (default 300 s) the device was busy.",
+            ["device"],
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "qtestbed_driver_heartbeats",
+            "Heartbeats received from driver agents, by device.",
+            ["device"],
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "qtestbed_anomalies",
+            "Anomalies raised, by detector and device (empty for principal and facility ones).",
+            ["detector", "device"],
+            registry=r,
+        )
+        self.canary_fidelity = Gauge(
+            "qtestbed_canary_fidelity_ratio",
+            "Hellinger fidelity of the latest canary circuit's counts to its ideal distribution.",
+            ["device"],
+            registry=r,
+        )
+        self.canary_runs = Counter(
+            "qtestbed_canary_runs",
+            "Canary circuits run by the broker on each device, by outcome (ok, low, failed).",
+            ["device", "outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "qtestbed_queue_depth", "Jobs waiting in each device's queue.", ["device"], registry=r
         )

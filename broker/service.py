@@ -15,6 +15,7 @@ from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
 from broker.access import AccessRegistry, QuotaStatus
 from broker.access_model import Principal, QuotaExceeded, Role
+from broker.anomaly.monitor import AnomalyMonitor
 from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
@@ -65,8 +66,10 @@ class JobService:
         limits: CircuitLimits,
         decoder: CircuitDecoder,
         access: AccessRegistry,
+        anomalies: AnomalyMonitor,
     ) -> None:
         self.access = access
+        self.anomalies = anomalies
         self.decoder = decoder
         self.registry = registry
         self.gate = gate
@@ -88,6 +91,7 @@ class JobService:
 
     async def submit(self, caller: str, request: SubmitRequest) -> tuple[JobView, bool]:
         principal = self.principal(caller)
+        self.anomalies.submission(caller)
         now = self.ledger.clock.now()
         device = self._device(request.device_id, caller, now)
         project = _project_of(principal, request.project)
@@ -145,6 +149,7 @@ class JobService:
             or device.status is DeviceStatus.REVOKED
             or not self.gate.visible(caller, device, now)
         ):
+            self.anomalies.refusal(caller)
             raise not_found("device", device_id)
         return device
 
@@ -153,6 +158,7 @@ class JobService:
 
     async def _refuse(self, caller: str, device: DeviceRecord, decision: Decision) -> NoReturn:
         self.ledger.metrics.denials.labels(decision.rule_id, "submit").inc()
+        self.anomalies.refusal(caller)
         detail = {
             "stage": "submit",
             "rule": decision.rule_id,

@@ -42,6 +42,31 @@ class TimingSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AnomalySettings:
+    """Thresholds of the anomaly detectors (see docs/anomalies.md for each method)."""
+
+    # Per-principal submissions per window against that principal's own EWMA baseline.
+    rate_window_seconds: float = 60.0
+    rate_sigmas: float = 4.0
+    rate_floor: int = 60  # never alarm below this many submissions in one window
+    rate_smoothing: float = 0.2
+    # Denials and device-lookup misses (probing) per principal in a sliding window.
+    denial_window_seconds: float = 300.0
+    denial_threshold: int = 10
+    # Attestation failures per device, and across the facility, in a sliding window.
+    attestation_window_seconds: float = 300.0
+    attestation_device_threshold: int = 3
+    attestation_facility_threshold: int = 10
+    # Canary circuits: a GHZ state on each attested device every interval; alarm below floor.
+    canary_interval_seconds: float = 600.0
+    canary_shots: int = 1000
+    canary_qubits: int = 3
+    canary_fidelity_floor: float = 0.9
+    # Busy share of each device over this window feeds qtestbed_device_utilization_ratio.
+    utilization_window_seconds: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BrokerSettings:
     """Everything the broker process needs to start."""
 
@@ -63,6 +88,7 @@ class BrokerSettings:
     max_message_bytes: int = 4 * 1024 * 1024
     limits: CircuitLimits = field(default_factory=CircuitLimits)
     timing: TimingSettings = field(default_factory=TimingSettings)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)
 
 
 _ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen")
@@ -100,6 +126,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             max_message_bytes=int(top.get("max_message_bytes", 4 * 1024 * 1024)),
             limits=_section(CircuitLimits, top.get("limits", {}), "limits"),
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),
+            anomaly=_section(AnomalySettings, top.get("anomaly", {}), "anomaly"),
         )
     except KeyError as exc:
         raise SettingsError(f"{path}: missing required key {exc.args[0]!r}") from exc

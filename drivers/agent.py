@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -24,7 +25,7 @@ from attestation.dsse import Envelope
 from attestation.evidence import EvidenceClaims, make_evidence
 from attestation.keys import SigningKey
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
-from drivers.backends import Backend, make_backend
+from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
 from drivers.measure import measure
@@ -207,6 +208,9 @@ class DriverAgent:
         circuit = decode_circuit(grant.circuit_format, grant.circuit_payload)
         began = time.monotonic()
         counts = await asyncio.to_thread(self.backend.run, circuit, grant.shots)
+        if self.config.simulated_drift:
+            # Noise simulation, not cryptography.
+            counts = flip_bits(counts, self.config.simulated_drift, random.Random())  # noqa: S311
         pad = self.config.min_execution_seconds - (time.monotonic() - began)
         if pad > 0:
             await asyncio.sleep(pad)

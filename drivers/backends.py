@@ -9,6 +9,7 @@ entry point should set; nothing here reads or writes the environment.)
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -206,3 +207,15 @@ def _inline_impostors(circuit: QuantumCircuit) -> QuantumCircuit:
         body = _inline_impostors(operation.definition)
         out.compose(body, qubits=list(item.qubits), clbits=list(item.clbits), inplace=True)
     return out
+
+
+def flip_bits(counts: dict[str, int], probability: float, rng: random.Random) -> dict[str, int]:
+    """Each measured bit of each shot flips with `probability` (simulated drift)."""
+    drifted: dict[str, int] = {}
+    for bits, count in counts.items():
+        for _ in range(count):
+            flipped = "".join(
+                ("1" if b == "0" else "0") if rng.random() < probability else b for b in bits
+            )
+            drifted[flipped] = drifted.get(flipped, 0) + 1
+    return drifted

@@ -29,6 +29,14 @@ class DriverConfig:
     # Simulated testbeds pad each run to at least this long, to behave like real hardware
     # whose shots take wall-clock time (demos, queueing studies, crash tests).
     min_execution_seconds: float = 0.0
+    # Simulated testbeds only: each measured bit flips with this probability after the run,
+    # modelling hardware that drifted away from its attested calibration (which the evidence
+    # therefore does not show). The broker's canary circuits are what catch it.
+    simulated_drift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.simulated_drift < 1.0:
+            raise ValueError(f"simulated_drift must be in [0, 1), got {self.simulated_drift!r}")
 
 
 def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig:
@@ -50,6 +58,7 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
             heartbeat_seconds=float(raw.get("heartbeat_seconds", 1.0)),
             heartbeat_misses=int(raw.get("heartbeat_misses", 3)),
             min_execution_seconds=float(raw.get("min_execution_seconds", 0.0)),
+            simulated_drift=float(raw.get("simulated_drift", 0.0)),
         )
     except KeyError as exc:
         raise DriverConfigError(f"{path}: missing required key {exc.args[0]!r}") from exc

@@ -193,6 +193,10 @@ class Client:
         response: jobs_pb2.GetQuotaResponse = self._unary(self._jobs.GetQuota, request)  # type: ignore[assignment]
         return list(response.quotas)
 
+    def device(self, device_id: str) -> devices_pb2.Device:
+        request = devices_pb2.GetDeviceRequest(device_id=device_id)
+        return self._unary(self._devices.GetDevice, request)  # type: ignore[return-value]
+
     def devices(self) -> Sequence[devices_pb2.Device]:
         response: devices_pb2.ListDevicesResponse = self._unary(  # type: ignore[assignment]
             self._devices.ListDevices, devices_pb2.ListDevicesRequest()

@@ -49,13 +49,19 @@ def eventually(
 
 class LocalFacility:
     def __init__(
-        self, root: Path, *, store: str | None = None, timing: Mapping[str, Any] | None = None
+        self,
+        root: Path,
+        *,
+        store: str | None = None,
+        timing: Mapping[str, Any] | None = None,
+        anomaly: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = root
         if not (root / "facility.toml").exists():
             init_facility(root)
         self.store = store
         self.timing = {**FAST_TIMING, **(timing or {})}
+        self.anomaly = dict(anomaly or {})
         self.embedded: EmbeddedBroker | None = None
         self.broker_process: subprocess.Popen[bytes] | None = None
         self.addresses: BrokerAddresses | None = None
@@ -71,7 +77,8 @@ class LocalFacility:
         }
         base = load_settings(self.root / "broker.toml", overrides)
         timing = dataclasses.replace(base.timing, **self.timing)
-        return dataclasses.replace(base, timing=timing)
+        anomaly = dataclasses.replace(base.anomaly, **self.anomaly)
+        return dataclasses.replace(base, timing=timing, anomaly=anomaly)
 
     def start_broker(self) -> BrokerAddresses:
         self.embedded = EmbeddedBroker(self.settings())

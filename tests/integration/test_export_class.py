@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from qtestbed.testing import LocalFacility
+from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import admin_pb2
 from tests.integration.lab import DEVICE, Lab
 from tests.integration.support import audit_entries, metric_value, scrape
@@ -64,6 +64,27 @@ def test_attested_calibration_classifies_the_device_and_crossings_are_audited(
                 device=DEVICE,
                 from_class="4A906.a",
                 to_class="EAR99",
+            )
+            == 1
+        )
+        # The crossing is also an anomaly for the security team: counted and audited.
+        anomaly = eventually(
+            lambda: [
+                e
+                for e in audit_entries(facility, kind="anomaly.raised")
+                if e.detail["detector"] == "export_class_crossing"
+            ],
+            what="the export-class crossing anomaly",
+        )
+        assert [(e.subject, e.detail["from"], e.detail["to"]) for e in anomaly] == [
+            (DEVICE, "4A906.a", "EAR99")
+        ]
+        assert (
+            metric_value(
+                scrape(facility),
+                "qtestbed_anomalies_total",
+                detector="export_class_crossing",
+                device=DEVICE,
             )
             == 1
         )

@@ -1,0 +1,1 @@
+"""Anomaly detection: detectors (pure), the monitor that records findings, and canaries."""

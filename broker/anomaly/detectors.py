@@ -1,0 +1,211 @@
+"""The anomaly detectors: small state machines fed with events and a time, no I/O.
+
+Each returns a `Finding` when it fires and None otherwise; the monitor (`broker.anomaly.monitor`)
+turns findings into a metric, an audit entry and a log line. Every method is documented with
+its false-positive figure in docs/anomalies.md, and the figures are measured by the unit tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Detector names: the `detector` label of qtestbed_anomalies_total and the alert rules.
+SUBMISSION_RATE_SPIKE = "submission_rate_spike"
+DENIAL_BURST = "denial_burst"
+ATTESTATION_FAILURE_BURST = "attestation_failure_burst"
+ATTESTATION_FAILURE_BURST_FACILITY = "attestation_failure_burst_facility"
+MEASUREMENT_DRIFT = "measurement_drift"
+CANARY_FIDELITY_LOW = "canary_fidelity_low"
+EXPORT_CLASS_CROSSING = "export_class_crossing"
+# Detectors whose findings carry a device label (the rest are about principals or the facility).
+DEVICE_DETECTORS = (
+    ATTESTATION_FAILURE_BURST,
+    MEASUREMENT_DRIFT,
+    CANARY_FIDELITY_LOW,
+    EXPORT_CLASS_CROSSING,
+)
+
+# Past this many idle windows a baseline has decayed to nothing anyway; stop iterating.
+_MAX_IDLE_WINDOWS = 64
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Finding:
+    """One anomaly: which detector, about what, and the numbers that made it fire."""
+
+    detector: str
+    device: str = ""  # the device label ("" for principal and facility findings)
+    subject: str = ""  # principal or device the finding is about
+    message: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Baseline:
+    window_start: float
+    count: int = 0
+    mean: float = 0.0
+    variance: float = 0.0
+    windows: int = 0
+    fired: bool = False
+
+
+class RateSpikeDetector:
+    """Per-key submissions per fixed window against that key's own history.
+
+    The baseline is an exponentially weighted mean and variance of past windows' counts
+    (idle windows count as zero). A window fires once, as soon as its count exceeds
+    max(floor, mean + sigmas * max(stddev, sqrt(mean))): the floor keeps a quiet principal's
+    first busy minute from alarming, the baseline lets a habitually busy one stay busy.
+    """
+
+    def __init__(self, *, window: float, sigmas: float, floor: int, smoothing: float) -> None:
+        self.window = window
+        self.sigmas = sigmas
+        self.floor = floor
+        self.smoothing = smoothing
+        self._state: dict[Hashable, _Baseline] = {}
+
+    def threshold(self, key: Hashable) -> float:
+        state = self._state.get(key)
+        if state is None:
+            return float(self.floor)
+        # Counts of independent arrivals are at least Poisson-noisy: never trust a spread below
+        # sqrt(mean), or a perfectly regular batch job would alarm one submission above usual.
+        spread = max(math.sqrt(state.variance), math.sqrt(state.mean))
+        return max(float(self.floor), state.mean + self.sigmas * spread)
+
+    def observe(self, key: Hashable, now: float) -> Finding | None:
+        state = self._state.get(key)
+        if state is None:
+            state = self._state[key] = _Baseline(window_start=now)
+        self._roll(state, now)
+        state.count += 1
+        limit = self.threshold(key)
+        if state.fired or state.count <= limit:
+            return None
+        state.fired = True
+        return Finding(
+            detector=SUBMISSION_RATE_SPIKE,
+            subject=str(key),
+            message=f"{key} submitted {state.count} jobs within {self.window:.0f} s; their usual "
+            f"rate is {state.mean:.1f} per window (alarm above {limit:.1f})",
+            detail={
+                "count": state.count,
+                "window_seconds": self.window,
+                "baseline_mean": round(state.mean, 3),
+                "baseline_stddev": round(math.sqrt(state.variance), 3),
+                "threshold": round(limit, 3),
+            },
+        )
+
+    def _roll(self, state: _Baseline, now: float) -> None:
+        elapsed = int((now - state.window_start) // self.window)
+        if elapsed <= 0:
+            return
+        for n in range(min(elapsed, _MAX_IDLE_WINDOWS)):
+            self._learn(state, state.count if n == 0 else 0)
+        state.window_start += elapsed * self.window
+        state.count = 0
+        state.fired = False
+
+    def _learn(self, state: _Baseline, count: int) -> None:
+        """EWMA update of mean and variance (West 1979, incremental form)."""
+        if state.windows == 0:
+            state.mean, state.variance = float(count), 0.0
+        else:
+            delta = count - state.mean
+            state.mean += self.smoothing * delta
+            state.variance = (1 - self.smoothing) * (state.variance + self.smoothing * delta**2)
+        state.windows += 1
+
+
+class BurstDetector:
+    """Fires when `threshold` events for one key fall within a sliding `window`.
+
+    It fires once per burst and re-arms when the window holds fewer than half the threshold,
+    so a sustained attack raises one finding per burst, not one per event.
+    """
+
+    def __init__(self, detector: str, *, window: float, threshold: int) -> None:
+        self.detector = detector
+        self.window = window
+        self.threshold = threshold
+        self._events: dict[Hashable, deque[float]] = {}
+        self._armed: dict[Hashable, bool] = {}
+
+    def observe(self, key: Hashable, now: float, *, device: str = "") -> Finding | None:
+        events = self._events.setdefault(key, deque(maxlen=self.threshold))
+        events.append(now)
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        armed = self._armed.get(key, True)
+        if not armed and len(events) < max(1, self.threshold // 2):
+            armed = True
+        if armed and len(events) >= self.threshold:
+            self._armed[key] = False
+            return Finding(
+                detector=self.detector,
+                device=device,
+                subject=str(key),
+                message=f"{len(events)} events for {key} within {self.window:.0f} s "
+                f"(alarm at {self.threshold})",
+                detail={"count": len(events), "window_seconds": self.window},
+            )
+        self._armed[key] = armed
+        return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Measured:
+    """What a device reported, and which reference values it was appraised against."""
+
+    measurements: tuple[tuple[str, str], ...]  # (name, value) pairs, sorted
+    reference: str  # scope, id and version of the reference values in force ("" if none)
+
+
+class MeasurementDriftDetector:
+    """A device's measurements changed between two authenticated appraisals while the reference
+    values it was appraised against did not: someone changed firmware, software or calibration
+    without the operator publishing a matching update (even to another already-accepted value).
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, Measured] = {}
+
+    def observe(self, device_id: str, measured: Measured) -> Finding | None:
+        previous = self._last.get(device_id)
+        self._last[device_id] = measured
+        if previous is None or previous.reference != measured.reference:
+            return None
+        before, after = dict(previous.measurements), dict(measured.measurements)
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        if not changed:
+            return None
+        return Finding(
+            detector=MEASUREMENT_DRIFT,
+            device=device_id,
+            subject=device_id,
+            message=f"device {device_id} now reports different {', '.join(changed)} with no "
+            f"reference-value update ({measured.reference or 'no reference values'})",
+            detail={
+                "changed": changed,
+                "before": {k: before.get(k, "") for k in changed},
+                "after": {k: after.get(k, "") for k in changed},
+                "reference": measured.reference,
+            },
+        )
+
+
+def hellinger_fidelity(counts: Mapping[str, int], ideal: Mapping[str, float]) -> float:
+    """(sum_i sqrt(p_i q_i))^2 between measured frequencies and an ideal distribution;
+    1.0 for identical distributions, 0.0 for disjoint ones (as qiskit's hellinger_fidelity)."""
+    total = sum(counts.values())
+    if total <= 0:
+        return 0.0
+    overlap = sum(math.sqrt(counts.get(k, 0) / total * p) for k, p in ideal.items())
+    return overlap**2
