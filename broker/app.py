@@ -28,6 +28,7 @@ from broker.clock import Clock, SystemClock
 from broker.device_registry import DeviceRegistry
 from broker.devices import DeviceDirectory
 from broker.dispatcher import Dispatcher
+from broker.domain import Job, JobState
 from broker.facility import FacilityRef
 from broker.fleet import Fleet
 from broker.grpc_edge import DeviceServicer, EdgeInterceptor, JobServicer
@@ -38,7 +39,10 @@ from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine, PolicyError
 from broker.policy.export_control import load_profile
 from broker.registry_model import Checkpoint, DeviceStatus
+from broker.scheduler import Scheduler
 from broker.service import JobService
+from broker.sessions import SessionManager
+from broker.sessions_model import Session
 from broker.settings import BrokerSettings
 from broker.store import open_store
 from broker.store.runner import StoreRunner
@@ -47,6 +51,9 @@ from broker.watch import JobWatchers
 from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# Most queued jobs of one device read back when re-syncing the scheduler with the store.
+_MAX_QUEUE_READ = 100_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -108,6 +115,14 @@ class Broker:
             tier_of=lambda device_id: d.tier if (d := registry.get(device_id)) else "",
         )
         self.ledger.on_finished.append(self.usage.job_finished)
+        self.scheduler = Scheduler(
+            self.settings.scheduling,
+            weight_of=lambda project: p.weight if (p := self.access.project(project)) else 1,
+            now=self.clock.now,
+        )
+        self.scheduler.load(await self._queued_jobs())
+        self.ledger.on_change.append(self.scheduler.observe)
+        self.ledger.on_finished.append(self.scheduler.finished)
         self.checkpointer = AuditCheckpointer(
             self.broker_key,
             every_entries=self.settings.timing.checkpoint_every_entries,
@@ -121,6 +136,7 @@ class Broker:
             clients=self.settings.link_clients,
         )
         hub = self._wire(link, registry)
+        await self.sessions.load()
         grpc_address = await self._start_grpc(self._servicers(registry))
         host, port = _split(self.settings.metrics_listen)
         http = self.metrics.serve(host, port)
@@ -148,7 +164,18 @@ class Broker:
             access=self.access,
             ledger=self.ledger,
             timing=timing,
+            scheduler=self.scheduler,
             canary=CanaryRunner(self.settings.anomaly, self.anomalies, self.metrics),
+        )
+        sessions = self.sessions = SessionManager(
+            self.ledger,
+            self.settings.scheduling,
+            busy=self._session_busy,
+            on_change=dispatcher.kick,
+        )
+        dispatcher.sessions = sessions
+        self.ledger.on_finished.append(
+            lambda job: sessions.touch(job.session_id) if job.session_id else None
         )
         attestor = self.attestor = Attestor(
             link=link,
@@ -166,6 +193,7 @@ class Broker:
         hub.on_tick.append(self._refresh_gauges)
         hub.on_tick.append(self._checkpoint)
         hub.on_tick.append(self._access_tick)
+        hub.on_tick.append(sessions.expire)
         self.access.on_change.append(lambda: self._kick_all(dispatcher))
         self.jobs = JobService(
             facility=self.facility,
@@ -177,8 +205,33 @@ class Broker:
             decoder=BrokerDecoder(self.decoder),
             access=self.access,
             anomalies=self.anomalies,
+            scheduler=self.scheduler,
+            sessions=sessions,
         )
         return hub
+
+    def _session_busy(self, session: Session) -> bool:
+        """Whether the session has a job waiting or running (then it is not idle)."""
+        if self.scheduler.has_session_jobs(session.device_id, session.session_id):
+            return True
+        return any(
+            c.leased is not None and c.leased.session_id == session.session_id
+            for c in self.fleet.for_device(session.device_id)
+        )
+
+    async def _queued_jobs(self) -> list[Job]:
+        """Every QUEUED job in the store (pages of 1,000, newest first)."""
+        store = self.runner.store
+        found: list[Job] = []
+        before: int | None = None
+        while True:
+            page = await self.runner.call(
+                store.list_jobs, states=[JobState.QUEUED], limit=1000, before_seq=before
+            )
+            found.extend(job for _, job in page)
+            if len(page) < 1000:
+                return found
+            before = page[-1][0]
 
     def _kick_all(self, dispatcher: Dispatcher) -> None:
         for device in self.registry.all():
@@ -262,8 +315,15 @@ class Broker:
         now = self.clock.now()
         states: dict[tuple[str, str], int] = {}
         for device in self.registry.all():
-            self.metrics.queue_depth.labels(device.device_id).set(depths.get(device.device_id, 0))
+            depth = depths.get(device.device_id, 0)
+            self.metrics.queue_depth.labels(device.device_id).set(depth)
             self._zero_series(device.device_id)
+            if depth != self.scheduler.depth(device.device_id):
+                # Another replica queued or took jobs: the store is the truth.
+                queued = await self.runner.call(
+                    self.runner.store.queued_jobs, device.device_id, _MAX_QUEUE_READ
+                )
+                self.scheduler.replace_device(device.device_id, queued)
             attested = self.fleet.attested(device.device_id, now)
             key = (device.status.value, "yes" if attested else "no")
             states[key] = states.get(key, 0) + 1

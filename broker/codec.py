@@ -9,7 +9,8 @@ from broker.access import QuotaStatus
 from broker.devices import DeviceView
 from broker.domain import CircuitFormat, JobState
 from broker.errors import BrokerError, ErrorCode
-from broker.service import JobView, ResultView, SubmitRequest
+from broker.service import DeviceSelector, JobView, ResultView, SubmitRequest
+from broker.sessions_model import Session
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
 _FORMAT_FROM_PROTO = {
@@ -30,8 +31,19 @@ def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
             ErrorCode.INVALID_ARGUMENT,
             "circuit.format must be OPENQASM2, OPENQASM3 or QPY",
         )
-    if not request.device_id:
-        raise BrokerError(ErrorCode.INVALID_ARGUMENT, "device_id is required")
+    selector = None
+    if request.HasField("selector"):
+        sel = request.selector
+        if sel.max_two_qubit_error < 0 or sel.max_two_qubit_error >= 1:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT, "selector.max_two_qubit_error must be in [0, 1)"
+            )
+        selector = DeviceSelector(
+            min_qubits=sel.min_qubits,
+            basis_gates=frozenset(sel.basis_gates),
+            tier=sel.tier,
+            max_two_qubit_error=sel.max_two_qubit_error,
+        )
     if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise BrokerError(
             ErrorCode.INVALID_ARGUMENT,
@@ -44,6 +56,9 @@ def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
         shots=request.shots,
         idempotency_key=request.idempotency_key or None,
         project=request.project,
+        priority=request.priority or jobs_pb2.JOB_PRIORITY_NORMAL,
+        selector=selector,
+        session_id=request.session_id,
     )
 
 
@@ -83,6 +98,29 @@ def job_to_proto(view: JobView) -> jobs_pb2.Job:
         finished_at=to_timestamp(job.finished_at),
         waiting_for=view.waiting_for,
         project=job.project,
+        priority=job.priority,  # type: ignore[arg-type]
+        session_id=job.session_id,
+        eta=to_timestamp(view.eta),
+        device_queue_depth=view.device_queue_depth,
+        evidence_digest=job.evidence_digest,
+        calibration_digest=job.calibration_digest,
+    )
+
+
+def session_to_proto(session: Session) -> jobs_pb2.Session:
+    return jobs_pb2.Session(
+        session_id=session.session_id,
+        owner=session.owner,
+        device_id=session.device_id,
+        project=session.project,
+        state=jobs_pb2.SESSION_STATE_OPEN if session.open else jobs_pb2.SESSION_STATE_CLOSED,
+        opened_at=to_timestamp(session.opened_at),
+        last_activity_at=to_timestamp(session.last_activity_at),
+        closes_at=to_timestamp(session.closes_at),
+        idle_timeout_seconds=session.idle_timeout_seconds,
+        closed_reason=session.closed_reason,
+        jobs=session.jobs,
+        closed_at=to_timestamp(session.closed_at),
     )
 
 
@@ -132,6 +170,7 @@ def device_to_proto(view: DeviceView) -> devices_pb2.Device:
         export_reason=view.export_reason,
         operating_state=view.operating_state,
         operating_note=view.operating_note,
+        two_qubit_error=view.two_qubit_error or 0.0,
     )
 
 

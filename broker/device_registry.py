@@ -69,6 +69,8 @@ class DeviceRegistry:
         self.revoked_serials: frozenset[str] = frozenset()
         # Devices being revoked: refused by the dispatch gate before the revocation commits.
         self._revoking: set[str] = set()
+        # Two-qubit gate error from each device's latest attested calibration.
+        self.attested_errors: dict[str, float | None] = {}
         # Told (device, old class, new class) when attested calibration crosses a band.
         self.on_export_crossing: list[Callable[[str, str, str], None]] = []
 
@@ -134,6 +136,9 @@ class DeviceRegistry:
             return frozenset()
         return frozenset({record.fingerprint})
 
+    def attested_two_qubit_error(self, device_id: str) -> float | None:
+        return self.attested_errors.get(device_id)
+
     def export_class(self, device_id: str) -> Classification:
         """The device's class from its latest attested calibration; until it has attested,
         from its registered qubit count with the error unknown (classified conservatively)."""
@@ -155,6 +160,7 @@ class DeviceRegistry:
             )
         old = self.export_classes.get(device_id)
         self.export_classes[device_id] = new
+        self.attested_errors[device_id] = error
         change = crossing(old, new)
         if change is None:
             return

@@ -30,6 +30,7 @@ class DeviceView:
     export_reason: str
     operating_state: str = "online"
     operating_note: str = ""
+    two_qubit_error: float | None = None
 
 
 class DeviceDirectory:
@@ -96,4 +97,5 @@ class DeviceDirectory:
             queue_depth=depth,
             operating_state=ops.effective_state(now).value,
             operating_note=availability.why,
+            two_qubit_error=self.registry.attested_two_qubit_error(device.device_id),
         )

@@ -9,6 +9,7 @@ still allows the device.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import uuid
@@ -28,6 +29,8 @@ from broker.ledger import JobLedger
 from broker.link import DriverLink
 from broker.policy import Action, JobAttributes
 from broker.registry_model import DeviceStatus
+from broker.scheduler import Scheduler
+from broker.sessions import SessionManager
 from broker.settings import TimingSettings
 from broker.store.base import Store
 from qtestbed.v1 import driver_link_pb2 as link_pb
@@ -53,9 +56,12 @@ class Dispatcher:
         access: AccessRegistry,
         ledger: JobLedger,
         timing: TimingSettings,
+        scheduler: Scheduler,
         attestor: Attestor | None = None,
         canary: CanaryRunner | None = None,
     ) -> None:
+        self.scheduler = scheduler
+        self.sessions: SessionManager | None = None  # set once the session manager exists
         self.canary = canary
         self.registry = registry
         self.gate = gate
@@ -104,22 +110,31 @@ class Dispatcher:
             if self.canary is not None and self.canary.due(device_id, now):
                 await self._send_canary(idle[0], now)
                 continue
-            # In a reservation window only the reserving project's jobs move; the rest wait.
-            head = await self.ledger.runner.call(
-                self.store.queued_jobs, device_id, 1, available.projects
+            # In a reservation window only the reserving project's jobs move, and while a
+            # session holds the device only its jobs do; the rest wait and say why.
+            session = self.sessions.active(device_id) if self.sessions is not None else None
+            head = self.scheduler.next_job(
+                device_id,
+                available.projects,
+                session=session.session_id if session is not None else None,
             )
-            if not head:
+            if head is None:
                 return
-            await self._dispatch_or_deny(head[0], idle[0], now)
+            if not await self._dispatch_or_deny(head, idle[0], now):
+                # Another writer (a replica, a cancel) changed the job: take the store's word.
+                fresh = await self.ledger.runner.call(self.store.get_job, head.job_id)
+                self.scheduler.forget(head.job_id)
+                if fresh is not None:
+                    self.scheduler.observe(fresh)
 
-    async def _dispatch_or_deny(self, job: Job, conn: DriverConnection, now: float) -> None:
+    async def _dispatch_or_deny(self, job: Job, conn: DriverConnection, now: float) -> bool:
+        """Dispatch (or deny) `job`; False when its stored version had moved on meanwhile."""
         device = self.registry.get(job.device_id)
         if device is None:
             failed = job.transition(
                 JobState.FAILED, now=now, reason=f"device {job.device_id!r} was retired"
             )
-            await self._save(job, failed, "job.failed", {"reason": failed.reason})
-            return
+            return await self._save(job, failed, "job.failed", {"reason": failed.reason})
         assert conn.attestation is not None  # dispatchable() checked it
         decision = self.gate.check(
             Action.DISPATCH_JOB,
@@ -130,16 +145,19 @@ class Dispatcher:
             attestation=conn.attestation.status.value,
         )
         if not decision.allowed:
-            await self._deny(job, decision, now)
-            return
-        assert conn.attestation is not None  # dispatchable() checked it
+            return await self._deny(job, decision, now)
         lease = Lease(
             lease_id=uuid.uuid4().hex,
             device_id=job.device_id,
             expires_at=now + self.timing.lease_seconds,
             dispatch_nonce=secrets.token_bytes(32),
         )
-        leased = job.transition(JobState.DISPATCHED, now=now, lease=lease)
+        claims = conn.attestation.claims
+        leased = dataclasses.replace(
+            job.transition(JobState.DISPATCHED, now=now, lease=lease),
+            evidence_digest=conn.attestation.evidence_digest,
+            calibration_digest=claims.measurements.calibration_digest if claims else "",
+        )
         conn.active_lease, conn.leased = lease.lease_id, leased
         detail: dict[str, object] = {
             "device": job.device_id,
@@ -150,18 +168,20 @@ class Dispatcher:
         }
         if not await self._save(job, leased, "job.dispatched", detail):
             conn.active_lease, conn.leased = None, None
-            return
+            return False
+        self.scheduler.charge(job.device_id, job.project, self.scheduler.estimate(job.device_id))
         if not (self.registry.accepts_work(job.device_id) and conn.dispatchable_now(now)):
             # Revoked, quarantined or dropped while the lease was being written: it never leaves.
             conn.active_lease, conn.leased = None, None
             await self.release(leased, "device stopped accepting work before dispatch", "gate")
-            return
+            return True
         if leased.attempts == 1:
             self.ledger.metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
         if not await self.link.send(
             conn.identity, _grant(leased, lease, self.timing.lease_seconds)
         ):
             await self.disconnect(conn, "driver unreachable when the lease was sent")
+        return True
 
     async def _send_canary(self, conn: DriverConnection, now: float) -> None:
         assert self.canary is not None
@@ -200,7 +220,7 @@ class Dispatcher:
             self._contraindicate(conn, "; ".join(problems))
         self.canary.finished(job, counts, problems)
 
-    async def _deny(self, job: Job, decision: Decision, now: float) -> None:
+    async def _deny(self, job: Job, decision: Decision, now: float) -> bool:
         """The clearance changed since submit: the job never leaves, and says why."""
         denied = job.transition(
             JobState.DENIED, now=now, reason=decision.reason, rule_id=decision.rule_id
@@ -211,8 +231,10 @@ class Dispatcher:
             "device": job.device_id,
             "reason": decision.reason,
         }
-        if await self._save(job, denied, "clearance.denied", detail):
-            self.ledger.metrics.denials.labels(decision.rule_id, "dispatch").inc()
+        if not await self._save(job, denied, "clearance.denied", detail):
+            return False
+        self.ledger.metrics.denials.labels(decision.rule_id, "dispatch").inc()
+        return True
 
     async def _save(self, before: Job, after: Job, kind: str, detail: Mapping[str, object]) -> bool:
         event = self.ledger.event(kind, "broker", before.job_id, detail)

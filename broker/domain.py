@@ -85,6 +85,12 @@ class IllegalTransition(Exception):
         self.target = target
 
 
+# Priority classes within a project (the proto's JobPriority values).
+PRIORITY_LOW = 1
+PRIORITY_NORMAL = 2
+PRIORITY_HIGH = 3
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Job:
     """One researcher's request to run a circuit on a device.
@@ -111,6 +117,11 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     version: int = 1
+    priority: int = PRIORITY_NORMAL
+    session_id: str = ""
+    # Set at dispatch: the evidence the device last attested with and its calibration digest.
+    evidence_digest: str = ""
+    calibration_digest: str = ""
 
     def transition(
         self,

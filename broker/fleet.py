@@ -77,6 +77,12 @@ class DriverConnection:
 class Fleet:
     """Index of live connections by ZeroMQ identity and by device id."""
 
+    def profile(self, device_id: str, now: float) -> DeviceProfile | None:
+        """What an attested connection of the device announced; None when none is attested."""
+        return next(
+            (c.profile for c in self.for_device(device_id) if c.dispatchable_now(now)), None
+        )
+
     def __init__(self) -> None:
         self._by_identity: dict[bytes, DriverConnection] = {}
 

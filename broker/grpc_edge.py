@@ -169,6 +169,27 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetResult(self, request: jobs_pb2.GetResultRequest, context: Any) -> Any:
         return codec.result_to_proto(await self.service.result(CALLER.get(), request.job_id))
 
+    async def OpenSession(self, request: jobs_pb2.OpenSessionRequest, context: Any) -> Any:
+        session = await self.service.open_session(
+            CALLER.get(), request.device_id, request.project, request.max_seconds
+        )
+        return codec.session_to_proto(session)
+
+    async def GetSession(self, request: jobs_pb2.GetSessionRequest, context: Any) -> Any:
+        return codec.session_to_proto(
+            await self.service.get_session(CALLER.get(), request.session_id)
+        )
+
+    async def CloseSession(self, request: jobs_pb2.CloseSessionRequest, context: Any) -> Any:
+        session = await self.service.close_session(CALLER.get(), request.session_id, request.reason)
+        return codec.session_to_proto(session)
+
+    async def ListSessions(self, request: jobs_pb2.ListSessionsRequest, context: Any) -> Any:
+        sessions = await self.service.list_sessions(
+            CALLER.get(), request.device_id, request.include_closed
+        )
+        return jobs_pb2.ListSessionsResponse(sessions=[codec.session_to_proto(s) for s in sessions])
+
     async def GetQuota(self, request: jobs_pb2.GetQuotaRequest, context: Any) -> Any:
         statuses = await self.service.quota(CALLER.get(), request.project)
         return jobs_pb2.GetQuotaResponse(quotas=[codec.quota_to_proto(q) for q in statuses])

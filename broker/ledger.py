@@ -25,6 +25,8 @@ class JobLedger:
         self.metrics = metrics
         self.watchers = watchers
         self.clock = clock
+        # Told about every job write, before watchers (the scheduler's queue book).
+        self.on_change: list[Callable[[Job], None]] = []
         # Told once about every job that reaches a terminal state (usage metrics).
         self.on_finished: list[Callable[[Job], None]] = []
 
@@ -37,19 +39,13 @@ class JobLedger:
 
     async def insert(
         self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
-    ) -> tuple[Job, bool, int | None]:
-        """Insert a job; also returns its queue position, read in the same store round trip.
+    ) -> tuple[Job, bool]:
+        """Insert a job (durable on return); `(existing, False)` for a repeated idempotency key.
         Raises QuotaExceeded (nothing written) when `quota` would be exceeded."""
-        store = self.runner.store
-
-        def insert_and_place() -> tuple[Job, bool, int | None]:
-            stored, created = store.insert_job(job, event, quota)
-            return stored, created, store.queue_position(stored.job_id)
-
-        stored, created, position = await self.runner.call(insert_and_place)
+        stored, created = await self.runner.call(self.runner.store.insert_job, job, event, quota)
         if created:
             self._observe(stored)
-        return stored, created, position
+        return stored, created
 
     async def save(
         self,
@@ -76,6 +72,8 @@ class JobLedger:
 
     def _observe(self, job: Job) -> None:
         self.metrics.jobs.labels(job.device_id, job.state.value).inc()
+        for callback in self.on_change:
+            callback(job)
         if job.state.terminal:
             for callback in self.on_finished:
                 callback(job)

@@ -31,6 +31,11 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
         {
             "SubmitJob": frozenset({_R}),
             "GetQuota": frozenset({_R}),
+            "OpenSession": frozenset({_R}),
+            # Operators see and close any session; researchers only their own.
+            "GetSession": frozenset({_R, _O}),
+            "CloseSession": frozenset({_R, _O}),
+            "ListSessions": frozenset({_R, _O}),
             # Operators manage other people's jobs; researchers see only their own.
             "GetJob": frozenset({_R, _O}),
             "WatchJob": frozenset({_R, _O}),

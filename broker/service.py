@@ -6,6 +6,7 @@ The gRPC servicers translate to and from protobuf and call only this.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,24 @@ from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, vali
 from broker.clearance import ClearanceGate, Decision
 from broker.device_registry import DeviceRegistry
 from broker.dispatcher import Dispatcher
-from broker.domain import Circuit, CircuitFormat, Job, JobResult, JobState
+from broker.domain import (
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_NORMAL,
+    Circuit,
+    CircuitFormat,
+    Job,
+    JobResult,
+    JobState,
+)
 from broker.errors import BrokerError, ErrorCode, not_found
 from broker.facility import FacilityRef
 from broker.ledger import JobLedger
 from broker.policy import Action, JobAttributes
 from broker.registry_model import DeviceRecord, DeviceStatus
+from broker.scheduler import Scheduler, eta_seconds
+from broker.sessions import SessionManager
+from broker.sessions_model import Session
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -36,6 +49,19 @@ class SubmitRequest:
     shots: int
     idempotency_key: str | None = None
     project: str = ""
+    priority: int = PRIORITY_NORMAL
+    selector: DeviceSelector | None = None
+    session_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceSelector:
+    """Choose a device by what it offers; the broker picks among eligible, attested ones."""
+
+    min_qubits: int = 0
+    basis_gates: frozenset[str] = frozenset()
+    tier: str = ""
+    max_two_qubit_error: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +71,8 @@ class JobView:
     job: Job
     queue_position: int
     waiting_for: str = ""
+    eta: float | None = None
+    device_queue_depth: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,7 +95,11 @@ class JobService:
         decoder: CircuitDecoder,
         access: AccessRegistry,
         anomalies: AnomalyMonitor,
+        scheduler: Scheduler,
+        sessions: SessionManager,
     ) -> None:
+        self.scheduler = scheduler
+        self.sessions = sessions
         self.access = access
         self.anomalies = anomalies
         self.decoder = decoder
@@ -93,8 +125,31 @@ class JobService:
         principal = self.principal(caller)
         self.anomalies.submission(caller)
         now = self.ledger.clock.now()
-        device = self._device(request.device_id, caller, now)
-        project = _project_of(principal, request.project)
+        session = (
+            self.sessions.for_submit(caller, request.session_id) if request.session_id else None
+        )
+        if session is not None:
+            if request.device_id and request.device_id != session.device_id:
+                raise BrokerError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"session {session.session_id} holds device {session.device_id}, not "
+                    f"{request.device_id}; leave device_id empty or name the session's device",
+                )
+            device = self._device(session.device_id, caller, now)
+            project = session.project
+        elif request.device_id:
+            device = self._device(request.device_id, caller, now)
+            project = _project_of(principal, request.project)
+        elif request.selector is not None:
+            project = _project_of(principal, request.project)
+            device = self._select(caller, request.selector, project, now)
+        else:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT,
+                "name a device (device_id), describe one (selector) or give a session_id",
+            )
+        if request.priority not in (PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH):
+            raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
         circuit = await self._validate(request, device)
         job_attributes = JobAttributes(
             project=project, shots=request.shots, qubits=circuit.num_qubits
@@ -120,26 +175,30 @@ class JobService:
             updated_at=now,
             idempotency_key=request.idempotency_key or None,
             project=project,
+            priority=request.priority,
+            session_id=session.session_id if session is not None else "",
         )
-        event = self.ledger.event(
-            "job.submitted",
-            caller,
-            job.job_id,
-            {"device": device.device_id, "circuit_digest": circuit.digest, "shots": job.shots},
-        )
+        detail: dict[str, object] = {
+            "device": device.device_id,
+            "circuit_digest": circuit.digest,
+            "shots": job.shots,
+            "project": project,
+        }
+        if session is not None:
+            detail["session"] = session.session_id
+        event = self.ledger.event("job.submitted", caller, job.job_id, detail)
         quota = self.access.quota_check(principal, project, now)
         try:
-            stored, created, position = await self.ledger.insert(job, event, quota)
+            stored, created = await self.ledger.insert(job, event, quota)
         except QuotaExceeded as exc:
             await self._over_quota(caller, exc)
         if not created:
             _check_same_request(stored, job)
             return await self._view(stored), created
+        if session is not None:
+            self.sessions.touch(session.session_id, submitted=True)
         self.dispatcher.kick(device.device_id)
-        view = JobView(
-            job=stored, queue_position=position or 0, waiting_for=self._waiting_for(stored)
-        )
-        return view, created
+        return self._queued_view(stored), created
 
     def _device(self, device_id: str, caller: str, now: float) -> DeviceRecord:
         """The device if it exists and the caller may see it; the same NOT_FOUND otherwise."""
@@ -226,8 +285,80 @@ class JobService:
     async def _view(self, job: Job) -> JobView:
         if job.state is not JobState.QUEUED:
             return JobView(job=job, queue_position=0)
-        found = await self.ledger.runner.call(self.store.queue_position, job.job_id)
-        return JobView(job=job, queue_position=found or 0, waiting_for=self._waiting_for(job))
+        return self._queued_view(job)
+
+    def _queued_view(self, job: Job) -> JobView:
+        """Position and ETA from the scheduler's order: the order the dispatcher follows."""
+        position = self.scheduler.position(job) or 0
+        now = self.ledger.clock.now()
+        eta = None
+        if position:
+            estimate = self.scheduler.estimate(job.device_id)
+            fleet = self.dispatcher.fleet
+            conns = fleet.for_device(job.device_id)
+            running = [
+                max(0.0, estimate - (now - c.leased.dispatched_at))
+                for c in conns
+                if c.leased is not None and c.leased.dispatched_at is not None
+            ]
+            busy = min(running) if running and len(running) >= len(conns) else 0.0
+            eta = now + eta_seconds(position, estimate, busy, len(conns))
+        return JobView(
+            job=job,
+            queue_position=position,
+            waiting_for=self._waiting_for(job),
+            eta=eta,
+            device_queue_depth=self.scheduler.depth(job.device_id),
+        )
+
+    def _select(
+        self, caller: str, selector: DeviceSelector, project: str, now: float
+    ) -> DeviceRecord:
+        """The eligible device with the shortest expected wait; NOT_FOUND (naming what was
+        asked, never what exists) when none the caller may use satisfies the selector."""
+        candidates = []
+        for device in self.registry.all():
+            if device.status is not DeviceStatus.ACTIVE or not self.gate.visible(
+                caller, device, now
+            ):
+                continue
+            profile = self.dispatcher.fleet.profile(device.device_id, now)
+            if profile is None:
+                continue  # no attested driver now
+            error = self.registry.attested_two_qubit_error(device.device_id)
+            if (
+                (selector.min_qubits and profile.num_qubits < selector.min_qubits)
+                or not selector.basis_gates <= set(profile.basis_gates)
+                or (selector.tier and device.tier != selector.tier)
+                or (
+                    selector.max_two_qubit_error
+                    and (error is None or error > selector.max_two_qubit_error)
+                )
+                or not self.access.availability(device.device_id, now).runs_jobs
+            ):
+                continue
+            decision = self.gate.check(
+                Action.SUBMIT_JOB,
+                caller,
+                device,
+                now=now,
+                job=JobAttributes(project=project),
+                attestation="affirming",
+            )
+            if decision.allowed:
+                wait = self.scheduler.depth(device.device_id) * self.scheduler.estimate(
+                    device.device_id
+                )
+                candidates.append((wait, device.device_id, device))
+        if not candidates:
+            raise BrokerError(
+                ErrorCode.NOT_FOUND,
+                "no attested device you may use matches the selector now "
+                f"(min_qubits={selector.min_qubits}, basis_gates={sorted(selector.basis_gates)}, "
+                f"tier={selector.tier or 'any'}, max_two_qubit_error="
+                f"{selector.max_two_qubit_error or 'any'}); relax it or try later",
+            )
+        return min(candidates, key=lambda c: (c[0], c[1]))[2]
 
     def _waiting_for(self, job: Job) -> str:
         """Why a queued job is not moving, in words its owner can act on (or wait out)."""
@@ -248,6 +379,12 @@ class JobService:
             available.projects is not None and job.project not in available.projects
         ):
             return available.why
+        session = self.sessions.active(job.device_id)
+        if session is not None and session.session_id != job.session_id:
+            return (
+                f"device {job.device_id} is held by a session until at most "
+                f"{_iso(session.closes_at)}; the job runs when it closes"
+            )
         if not self.dispatcher.fleet.attested(job.device_id, now):
             return f"device {job.device_id} has no freshly attested driver connected"
         return ""
@@ -328,6 +465,43 @@ class JobService:
             (r.evidence for r in history if r.evidence_digest == claims.evidence_digest), b""
         )
 
+    # --- sessions -----------------------------------------------------------------------
+
+    def _is_operator(self, caller: str) -> bool:
+        return Role.OPERATOR in self.principal(caller).roles
+
+    async def open_session(
+        self, caller: str, device_id: str, project: str, max_seconds: float
+    ) -> Session:
+        principal = self.principal(caller)
+        now = self.ledger.clock.now()
+        device = self._device(device_id, caller, now)
+        chosen = _project_of(principal, project)
+        decision = self.gate.check(
+            Action.SUBMIT_JOB,
+            caller,
+            device,
+            now=now,
+            job=JobAttributes(project=chosen),
+            attestation=self._attestation(device.device_id, now),
+        )
+        if not decision.allowed:
+            await self._refuse(caller, device, decision)
+        return await self.sessions.open(caller, device.device_id, chosen, max_seconds)
+
+    async def get_session(self, caller: str, session_id: str) -> Session:
+        return await self.sessions.get(caller, session_id, operator=self._is_operator(caller))
+
+    async def close_session(self, caller: str, session_id: str, reason: str) -> Session:
+        return await self.sessions.close(
+            caller, session_id, reason, operator=self._is_operator(caller)
+        )
+
+    async def list_sessions(self, caller: str, device_id: str, closed: bool) -> Sequence[Session]:
+        return await self.sessions.sessions(
+            caller, operator=self._is_operator(caller), device_id=device_id, closed=closed
+        )
+
     async def watch(self, caller: str, job_id: str) -> AsyncIterator[JobView]:
         """The current view, then each change (state or queue position) until terminal."""
         job = await self._owned(caller, job_id)
@@ -345,6 +519,10 @@ class JobService:
                 ) and fresh.job.version >= view.job.version:
                     view = fresh
                     yield view
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_same_request(stored: Job, attempted: Job) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from broker.circuits import CircuitLimits
 from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
+from broker.scheduler import SchedulerSettings
 
 
 class SettingsError(ValueError):
@@ -89,6 +90,7 @@ class BrokerSettings:
     limits: CircuitLimits = field(default_factory=CircuitLimits)
     timing: TimingSettings = field(default_factory=TimingSettings)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
+    scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
 
 
 _ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen")
@@ -127,6 +129,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             limits=_section(CircuitLimits, top.get("limits", {}), "limits"),
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),
             anomaly=_section(AnomalySettings, top.get("anomaly", {}), "anomaly"),
+            scheduling=_section(SchedulerSettings, top.get("scheduling", {}), "scheduling"),
         )
     except KeyError as exc:
         raise SettingsError(f"{path}: missing required key {exc.args[0]!r}") from exc

@@ -24,6 +24,7 @@ from broker.registry_model import (
     ReferenceValuesRecord,
     Revocation,
 )
+from broker.sessions_model import Session
 
 GENESIS_HASH = "0" * 64
 
@@ -173,7 +174,31 @@ class AccessStore(Protocol):
         """Active jobs, and shots submitted since `since` (jobs never run are not counted)."""
 
 
-class BrokerStore(Store, RegistryStore, AccessStore, Protocol):
+class SessionStore(Protocol):
+    """Sessions: at most one open per device, enforced by the store."""
+
+    def insert_session(self, session: Session, event: AuditEvent) -> bool:
+        """Store a new open session with its audit event; False (nothing written) if the device
+        already has an open session."""
+
+    def save_session(
+        self, session: Session, *, expected_version: int, event: AuditEvent | None = None
+    ) -> bool:
+        """Compare-and-set update; False when the stored version is not `expected_version`."""
+
+    def get_session(self, session_id: str) -> Session | None: ...
+
+    def list_sessions(
+        self,
+        *,
+        owner: str | None = None,
+        device_id: str | None = None,
+        include_closed: bool = False,
+    ) -> list[Session]:
+        """Sessions (open ones only unless `include_closed`), oldest first."""
+
+
+class BrokerStore(Store, RegistryStore, AccessStore, SessionStore, Protocol):
     """Everything the broker keeps: jobs, results, the audit chain, device security state and
     access records."""
 

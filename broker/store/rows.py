@@ -44,6 +44,10 @@ JOB_COLUMNS: tuple[str, ...] = (
     "finished_at",
     "version",
     "project",
+    "priority",
+    "session_id",
+    "evidence_digest",
+    "calibration_digest",
 )
 JOB_SELECT = ", ".join(JOB_COLUMNS)
 
@@ -83,6 +87,10 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.finished_at,
         job.version,
         job.project,
+        job.priority,
+        job.session_id,
+        job.evidence_digest,
+        job.calibration_digest,
     )
 
 
@@ -123,6 +131,10 @@ def job_from_row(row: Row) -> Job:
         finished_at=r["finished_at"],
         version=r["version"],
         project=r["project"],
+        priority=r["priority"],
+        session_id=r["session_id"],
+        evidence_digest=r["evidence_digest"],
+        calibration_digest=r["calibration_digest"],
     )
 
 

@@ -214,6 +214,25 @@ CREATE TABLE access_records (
 )
 """
 
+# Sessions (version 5): a researcher's hold on one device for back-to-back jobs.
+_V5_SESSIONS = """
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    project TEXT NOT NULL,
+    state TEXT NOT NULL,
+    opened_at {real} NOT NULL,
+    last_activity_at {real} NOT NULL,
+    closes_at {real} NOT NULL,
+    idle_timeout_seconds {real} NOT NULL,
+    closed_reason TEXT NOT NULL,
+    closed_at {real},
+    jobs INTEGER NOT NULL,
+    version {bigint} NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -256,6 +275,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Serve the quota counts (active jobs, shots in the last day) per owner and project.
             "CREATE INDEX jobs_owner_state_created ON jobs (owner, state, created_at)",
             "CREATE INDEX jobs_project_state_created ON jobs (project, state, created_at)",
+        ),
+    ),
+    Migration(
+        version=5,
+        description="priorities, sessions, and the evidence and calibration a job ran under",
+        statements=(
+            "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 2",
+            "ALTER TABLE jobs ADD COLUMN session_id TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE jobs ADD COLUMN evidence_digest TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE jobs ADD COLUMN calibration_digest TEXT NOT NULL DEFAULT ''",
+            _V5_SESSIONS,
+            "CREATE INDEX sessions_device_state ON sessions (device_id, state)",
         ),
     ),
 )

@@ -25,6 +25,7 @@ from broker.store.base import GENESIS_HASH, StoreError, chain_hash
 from broker.store.cursor import Cursor
 from broker.store.sql_access import SqlAccess
 from broker.store.sql_registry import SqlRegistry
+from broker.store.sql_sessions import SqlSessions
 
 _QUEUED = JobState.QUEUED.value
 _LEASED = (JobState.DISPATCHED.value, JobState.RUNNING.value)
@@ -44,7 +45,7 @@ _INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(6
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
 
-class SqlStore(SqlRegistry, SqlAccess):
+class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
     """Implements the `Store` and `RegistryStore` protocols on top of `_cursor()`; subclasses
     own the connection. The registry operations live in `broker.store.sql_registry`."""
 

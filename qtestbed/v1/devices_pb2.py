@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19qtestbed/v1/devices.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x03\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x12\n\nnum_qubits\x18\x03 \x01(\r\x12\x13\n\x0b\x62\x61sis_gates\x18\x04 \x03(\t\x12/\n\x0c\x63oupling_map\x18\x05 \x03(\x0b\x32\x19.qtestbed.v1.CouplingEdge\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12:\n\x12\x61ttestation_status\x18\x08 \x01(\x0e\x32\x1e.qtestbed.v1.AttestationStatus\x12\x1b\n\x13\x61ttestation_reasons\x18\t \x03(\t\x12\x32\n\x0e\x61ttested_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bqueue_depth\x18\x0b \x01(\r\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12\x1a\n\x12\x63\x61libration_digest\x18\r \x01(\t\x12\x0e\n\x06status\x18\x0e \x01(\t\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x14\n\x0c\x65xport_class\x18\x10 \x01(\t\x12\x15\n\rexport_reason\x18\x11 \x01(\t\x12\x17\n\x0foperating_state\x18\x12 \x01(\t\x12\x16\n\x0eoperating_note\x18\x13 \x01(\t\"/\n\x0c\x43ouplingEdge\x12\x0f\n\x07\x63ontrol\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\r\"\x14\n\x12ListDevicesRequest\";\n\x13ListDevicesResponse\x12$\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x13.qtestbed.v1.Device\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t*\xbe\x01\n\x11\x41ttestationStatus\x12\"\n\x1e\x41TTESTATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTESTATION_STATUS_NONE\x10\x01\x12 \n\x1c\x41TTESTATION_STATUS_AFFIRMING\x10\x02\x12\x1e\n\x1a\x41TTESTATION_STATUS_WARNING\x10\x03\x12&\n\"ATTESTATION_STATUS_CONTRAINDICATED\x10\x04\x32\xa2\x01\n\rDeviceService\x12P\n\x0bListDevices\x12\x1f.qtestbed.v1.ListDevicesRequest\x1a .qtestbed.v1.ListDevicesResponse\x12?\n\tGetDevice\x12\x1d.qtestbed.v1.GetDeviceRequest\x1a\x13.qtestbed.v1.Deviceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19qtestbed/v1/devices.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x04\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x12\n\nnum_qubits\x18\x03 \x01(\r\x12\x13\n\x0b\x62\x61sis_gates\x18\x04 \x03(\t\x12/\n\x0c\x63oupling_map\x18\x05 \x03(\x0b\x32\x19.qtestbed.v1.CouplingEdge\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12:\n\x12\x61ttestation_status\x18\x08 \x01(\x0e\x32\x1e.qtestbed.v1.AttestationStatus\x12\x1b\n\x13\x61ttestation_reasons\x18\t \x03(\t\x12\x32\n\x0e\x61ttested_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bqueue_depth\x18\x0b \x01(\r\x12\x11\n\tavailable\x18\x0c \x01(\x08\x12\x1a\n\x12\x63\x61libration_digest\x18\r \x01(\t\x12\x0e\n\x06status\x18\x0e \x01(\t\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x14\n\x0c\x65xport_class\x18\x10 \x01(\t\x12\x15\n\rexport_reason\x18\x11 \x01(\t\x12\x17\n\x0foperating_state\x18\x12 \x01(\t\x12\x16\n\x0eoperating_note\x18\x13 \x01(\t\x12\x17\n\x0ftwo_qubit_error\x18\x14 \x01(\x01\"/\n\x0c\x43ouplingEdge\x12\x0f\n\x07\x63ontrol\x18\x01 \x01(\r\x12\x0e\n\x06target\x18\x02 \x01(\r\"\x14\n\x12ListDevicesRequest\";\n\x13ListDevicesResponse\x12$\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x13.qtestbed.v1.Device\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t*\xbe\x01\n\x11\x41ttestationStatus\x12\"\n\x1e\x41TTESTATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTESTATION_STATUS_NONE\x10\x01\x12 \n\x1c\x41TTESTATION_STATUS_AFFIRMING\x10\x02\x12\x1e\n\x1a\x41TTESTATION_STATUS_WARNING\x10\x03\x12&\n\"ATTESTATION_STATUS_CONTRAINDICATED\x10\x04\x32\xa2\x01\n\rDeviceService\x12P\n\x0bListDevices\x12\x1f.qtestbed.v1.ListDevicesRequest\x1a .qtestbed.v1.ListDevicesResponse\x12?\n\tGetDevice\x12\x1d.qtestbed.v1.GetDeviceRequest\x1a\x13.qtestbed.v1.Deviceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qtestbed.v1.devices_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ATTESTATIONSTATUS']._serialized_start=759
-  _globals['_ATTESTATIONSTATUS']._serialized_end=949
+  _globals['_ATTESTATIONSTATUS']._serialized_start=784
+  _globals['_ATTESTATIONSTATUS']._serialized_end=974
   _globals['_DEVICE']._serialized_start=76
-  _globals['_DEVICE']._serialized_end=585
-  _globals['_COUPLINGEDGE']._serialized_start=587
-  _globals['_COUPLINGEDGE']._serialized_end=634
-  _globals['_LISTDEVICESREQUEST']._serialized_start=636
-  _globals['_LISTDEVICESREQUEST']._serialized_end=656
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=658
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=717
-  _globals['_GETDEVICEREQUEST']._serialized_start=719
-  _globals['_GETDEVICEREQUEST']._serialized_end=756
-  _globals['_DEVICESERVICE']._serialized_start=952
-  _globals['_DEVICESERVICE']._serialized_end=1114
+  _globals['_DEVICE']._serialized_end=610
+  _globals['_COUPLINGEDGE']._serialized_start=612
+  _globals['_COUPLINGEDGE']._serialized_end=659
+  _globals['_LISTDEVICESREQUEST']._serialized_start=661
+  _globals['_LISTDEVICESREQUEST']._serialized_end=681
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=683
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=742
+  _globals['_GETDEVICEREQUEST']._serialized_start=744
+  _globals['_GETDEVICEREQUEST']._serialized_end=781
+  _globals['_DEVICESERVICE']._serialized_start=977
+  _globals['_DEVICESERVICE']._serialized_end=1139
 # @@protoc_insertion_point(module_scope)

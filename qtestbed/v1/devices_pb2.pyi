@@ -66,6 +66,7 @@ class Device(_message.Message):
     EXPORT_REASON_FIELD_NUMBER: _builtins.int
     OPERATING_STATE_FIELD_NUMBER: _builtins.int
     OPERATING_NOTE_FIELD_NUMBER: _builtins.int
+    TWO_QUBIT_ERROR_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     tier: _builtins.str
     num_qubits: _builtins.int
@@ -93,6 +94,8 @@ class Device(_message.Message):
     """
     operating_note: _builtins.str
     """Why, and any reservation in force: e.g. "reserved for project X until ..."."""
+    two_qubit_error: _builtins.float
+    """Two-qubit gate error from the device's latest attested calibration (0: not yet attested)."""
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -123,10 +126,11 @@ class Device(_message.Message):
         export_reason: _builtins.str = ...,
         operating_state: _builtins.str = ...,
         operating_note: _builtins.str = ...,
+        two_qubit_error: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attested_until", b"attested_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "export_class", b"export_class", "export_reason", b"export_reason", "num_qubits", b"num_qubits", "operating_note", b"operating_note", "operating_state", b"operating_state", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_reasons", b"attestation_reasons", "attestation_status", b"attestation_status", "attested_until", b"attested_until", "available", b"available", "backend", b"backend", "basis_gates", b"basis_gates", "calibration_digest", b"calibration_digest", "connected", b"connected", "coupling_map", b"coupling_map", "device_id", b"device_id", "export_class", b"export_class", "export_reason", b"export_reason", "num_qubits", b"num_qubits", "operating_note", b"operating_note", "operating_state", b"operating_state", "queue_depth", b"queue_depth", "status", b"status", "status_reason", b"status_reason", "tier", b"tier", "two_qubit_error", b"two_qubit_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

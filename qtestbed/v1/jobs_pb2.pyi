@@ -20,6 +20,47 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _JobPriority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobPriority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_PRIORITY_UNSPECIFIED: _JobPriority.ValueType  # 0
+    """NORMAL"""
+    JOB_PRIORITY_LOW: _JobPriority.ValueType  # 1
+    JOB_PRIORITY_NORMAL: _JobPriority.ValueType  # 2
+    JOB_PRIORITY_HIGH: _JobPriority.ValueType  # 3
+
+class JobPriority(_JobPriority, metaclass=_JobPriorityEnumTypeWrapper):
+    """Within a project, higher classes go first; waiting raises a job's class over time, so a low
+    priority job still runs (no starvation). Between projects, fair share decides.
+    """
+
+JOB_PRIORITY_UNSPECIFIED: JobPriority.ValueType  # 0
+"""NORMAL"""
+JOB_PRIORITY_LOW: JobPriority.ValueType  # 1
+JOB_PRIORITY_NORMAL: JobPriority.ValueType  # 2
+JOB_PRIORITY_HIGH: JobPriority.ValueType  # 3
+Global___JobPriority: _TypeAlias = JobPriority  # noqa: Y015
+
+class _SessionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SessionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SESSION_STATE_UNSPECIFIED: _SessionState.ValueType  # 0
+    SESSION_STATE_OPEN: _SessionState.ValueType  # 1
+    SESSION_STATE_CLOSED: _SessionState.ValueType  # 2
+
+class SessionState(_SessionState, metaclass=_SessionStateEnumTypeWrapper): ...
+
+SESSION_STATE_UNSPECIFIED: SessionState.ValueType  # 0
+SESSION_STATE_OPEN: SessionState.ValueType  # 1
+SESSION_STATE_CLOSED: SessionState.ValueType  # 2
+Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
+
 class _CircuitFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -65,6 +106,212 @@ JOB_STATE_FAILED: JobState.ValueType  # 5
 JOB_STATE_CANCELLED: JobState.ValueType  # 6
 JOB_STATE_DENIED: JobState.ValueType  # 7
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
+
+@_typing.final
+class DeviceSelector(_message.Message):
+    """Choose a device by what it must offer instead of by name: the broker picks among the
+    attested devices the caller may use (the shortest expected wait first).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_QUBITS_FIELD_NUMBER: _builtins.int
+    BASIS_GATES_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    MAX_TWO_QUBIT_ERROR_FIELD_NUMBER: _builtins.int
+    min_qubits: _builtins.int
+    tier: _builtins.str
+    """Only devices of exactly this tier (empty: any the caller may use)."""
+    max_two_qubit_error: _builtins.float
+    """Attested two-qubit error at most this (0: no limit)."""
+    @_builtins.property
+    def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every gate listed must be in the device's basis."""
+
+    def __init__(
+        self,
+        *,
+        min_qubits: _builtins.int = ...,
+        basis_gates: _abc.Iterable[_builtins.str] | None = ...,
+        tier: _builtins.str = ...,
+        max_two_qubit_error: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis_gates", b"basis_gates", "max_two_qubit_error", b"max_two_qubit_error", "min_qubits", b"min_qubits", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceSelector: _TypeAlias = DeviceSelector  # noqa: Y015
+
+@_typing.final
+class Session(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVITY_AT_FIELD_NUMBER: _builtins.int
+    CLOSES_AT_FIELD_NUMBER: _builtins.int
+    IDLE_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    CLOSED_REASON_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    owner: _builtins.str
+    device_id: _builtins.str
+    project: _builtins.str
+    state: Global___SessionState.ValueType
+    idle_timeout_seconds: _builtins.float
+    closed_reason: _builtins.str
+    """Why it closed: idle, maximum length, closed by its owner or by an operator."""
+    jobs: _builtins.int
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_activity_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def closes_at(self) -> _timestamp_pb2.Timestamp:
+        """The session closes at this time whatever happens (the facility's maximum length)."""
+
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        project: _builtins.str = ...,
+        state: Global___SessionState.ValueType = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        last_activity_at: _timestamp_pb2.Timestamp | None = ...,
+        closes_at: _timestamp_pb2.Timestamp | None = ...,
+        idle_timeout_seconds: _builtins.float = ...,
+        closed_reason: _builtins.str = ...,
+        jobs: _builtins.int = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "closes_at", b"closes_at", "last_activity_at", b"last_activity_at", "opened_at", b"opened_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "closed_reason", b"closed_reason", "closes_at", b"closes_at", "device_id", b"device_id", "idle_timeout_seconds", b"idle_timeout_seconds", "jobs", b"jobs", "last_activity_at", b"last_activity_at", "opened_at", b"opened_at", "owner", b"owner", "project", b"project", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class OpenSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    project: _builtins.str
+    """May be empty when the caller belongs to exactly one project."""
+    max_seconds: _builtins.float
+    """Requested maximum length in seconds; 0 or above the facility's limit means the limit."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        project: _builtins.str = ...,
+        max_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "max_seconds", b"max_seconds", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenSessionRequest: _TypeAlias = OpenSessionRequest  # noqa: Y015
+
+@_typing.final
+class GetSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionRequest: _TypeAlias = GetSessionRequest  # noqa: Y015
+
+@_typing.final
+class CloseSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseSessionRequest: _TypeAlias = CloseSessionRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_CLOSED_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    include_closed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        include_closed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "include_closed", b"include_closed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionsRequest: _TypeAlias = ListSessionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]: ...
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___Session] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
 
 @_typing.final
 class GetQuotaRequest(_message.Message):
@@ -181,14 +428,24 @@ class SubmitJobRequest(_message.Message):
     SHOTS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PROJECT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     shots: _builtins.int
     idempotency_key: _builtins.str
     """Client-chosen key (e.g. a UUID); a retry with the same key returns the same job."""
     project: _builtins.str
     """The project the job is for; may be empty when the caller belongs to exactly one."""
+    priority: Global___JobPriority.ValueType
+    session_id: _builtins.str
+    """Run inside this open session (its device; device_id may then be empty)."""
     @_builtins.property
     def circuit(self) -> Global___Circuit: ...
+    @_builtins.property
+    def selector(self) -> Global___DeviceSelector:
+        """Instead of device_id: the broker picks a device that satisfies this."""
+
     def __init__(
         self,
         *,
@@ -197,10 +454,13 @@ class SubmitJobRequest(_message.Message):
         shots: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
         project: _builtins.str = ...,
+        priority: Global___JobPriority.ValueType = ...,
+        selector: Global___DeviceSelector | None = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "device_id", b"device_id", "idempotency_key", b"idempotency_key", "project", b"project", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "device_id", b"device_id", "idempotency_key", b"idempotency_key", "priority", b"priority", "project", b"project", "selector", b"selector", "session_id", b"session_id", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,6 +511,12 @@ class Job(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     WAITING_FOR_FIELD_NUMBER: _builtins.int
     PROJECT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
+    DEVICE_QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
+    EVIDENCE_DIGEST_FIELD_NUMBER: _builtins.int
+    CALIBRATION_DIGEST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     owner: _builtins.str
     device_id: _builtins.str
@@ -269,12 +535,27 @@ class Job(_message.Message):
     waiting_for: _builtins.str
     """While QUEUED: what the job is waiting for (e.g. its device is quarantined), for people."""
     project: _builtins.str
+    priority: Global___JobPriority.ValueType
+    session_id: _builtins.str
+    device_queue_depth: _builtins.int
+    """Jobs waiting for this device in all (the caller's and everyone else's)."""
+    evidence_digest: _builtins.str
+    """Once dispatched: the digest of the attestation evidence the device had last presented
+    (the receipt names the same digest) and the calibration digest that evidence measured.
+    """
+    calibration_digest: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def eta(self) -> _timestamp_pb2.Timestamp:
+        """While QUEUED: when the job is expected to start, from the device's recent execution times
+        and the jobs ahead of it in the scheduler's order.
+        """
+
     def __init__(
         self,
         *,
@@ -295,10 +576,16 @@ class Job(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         waiting_for: _builtins.str = ...,
         project: _builtins.str = ...,
+        priority: Global___JobPriority.ValueType = ...,
+        session_id: _builtins.str = ...,
+        eta: _timestamp_pb2.Timestamp | None = ...,
+        device_queue_depth: _builtins.int = ...,
+        evidence_digest: _builtins.str = ...,
+        calibration_digest: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "eta", b"eta", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "project", b"project", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calibration_digest", b"calibration_digest", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "device_queue_depth", b"device_queue_depth", "eta", b"eta", "evidence_digest", b"evidence_digest", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "priority", b"priority", "project", b"project", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "session_id", b"session_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -70,6 +70,26 @@ class JobServiceStub(object):
                 request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.SerializeToString,
                 response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaResponse.FromString,
                 _registered_method=True)
+        self.OpenSession = channel.unary_unary(
+                '/qtestbed.v1.JobService/OpenSession',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.OpenSessionRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.Session.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/qtestbed.v1.JobService/GetSession',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.Session.FromString,
+                _registered_method=True)
+        self.CloseSession = channel.unary_unary(
+                '/qtestbed.v1.JobService/CloseSession',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.CloseSessionRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.Session.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/qtestbed.v1.JobService/ListSessions',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer(object):
@@ -122,6 +142,34 @@ class JobServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenSession(self, request, context):
+        """A session reserves a device for one researcher's iterative work: the session's jobs run
+        back to back while it is open; it closes when idle too long, at its maximum length (both
+        set by the facility), or when its owner or an operator closes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Researchers see their own sessions; operators see every session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +207,26 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetQuota,
                     request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.FromString,
                     response_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaResponse.SerializeToString,
+            ),
+            'OpenSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenSession,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.OpenSessionRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.Session.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetSessionRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.Session.SerializeToString,
+            ),
+            'CloseSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSession,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.CloseSessionRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.Session.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.ListSessionsRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +419,114 @@ class JobService(object):
             '/qtestbed.v1.JobService/GetQuota',
             qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.SerializeToString,
             qtestbed_dot_v1_dot_jobs__pb2.GetQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/OpenSession',
+            qtestbed_dot_v1_dot_jobs__pb2.OpenSessionRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/GetSession',
+            qtestbed_dot_v1_dot_jobs__pb2.GetSessionRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/CloseSession',
+            qtestbed_dot_v1_dot_jobs__pb2.CloseSessionRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/ListSessions',
+            qtestbed_dot_v1_dot_jobs__pb2.ListSessionsRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,15 @@ class JobServiceStub:
     GetResult: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]
     GetQuota: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]
     """The caller's own quota and their project's, with what is used now: check before submitting."""
+    OpenSession: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.OpenSessionRequest, _jobs_pb2.Session]
+    """A session reserves a device for one researcher's iterative work: the session's jobs run
+    back to back while it is open; it closes when idle too long, at its maximum length (both
+    set by the facility), or when its owner or an operator closes it.
+    """
+    GetSession: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetSessionRequest, _jobs_pb2.Session]
+    CloseSession: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CloseSessionRequest, _jobs_pb2.Session]
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListSessionsRequest, _jobs_pb2.ListSessionsResponse]
+    """Researchers see their own sessions; operators see every session."""
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -63,6 +72,15 @@ class JobServiceAsyncStub(JobServiceStub):
     GetResult: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]  # type: ignore[assignment]
     GetQuota: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]  # type: ignore[assignment]
     """The caller's own quota and their project's, with what is used now: check before submitting."""
+    OpenSession: _aio.UnaryUnaryMultiCallable[_jobs_pb2.OpenSessionRequest, _jobs_pb2.Session]  # type: ignore[assignment]
+    """A session reserves a device for one researcher's iterative work: the session's jobs run
+    back to back while it is open; it closes when idle too long, at its maximum length (both
+    set by the facility), or when its owner or an operator closes it.
+    """
+    GetSession: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetSessionRequest, _jobs_pb2.Session]  # type: ignore[assignment]
+    CloseSession: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CloseSessionRequest, _jobs_pb2.Session]  # type: ignore[assignment]
+    ListSessions: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListSessionsRequest, _jobs_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Researchers see their own sessions; operators see every session."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """Researchers submit circuits, watch them, and fetch results with device-signed receipts."""
@@ -120,5 +138,38 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.GetQuotaResponse, _abc.Awaitable[_jobs_pb2.GetQuotaResponse]]:
         """The caller's own quota and their project's, with what is used now: check before submitting."""
+
+    @_abc_1.abstractmethod
+    def OpenSession(
+        self,
+        request: _jobs_pb2.OpenSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.Session, _abc.Awaitable[_jobs_pb2.Session]]:
+        """A session reserves a device for one researcher's iterative work: the session's jobs run
+        back to back while it is open; it closes when idle too long, at its maximum length (both
+        set by the facility), or when its owner or an operator closes it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSession(
+        self,
+        request: _jobs_pb2.GetSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.Session, _abc.Awaitable[_jobs_pb2.Session]]: ...
+
+    @_abc_1.abstractmethod
+    def CloseSession(
+        self,
+        request: _jobs_pb2.CloseSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.Session, _abc.Awaitable[_jobs_pb2.Session]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _jobs_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListSessionsResponse, _abc.Awaitable[_jobs_pb2.ListSessionsResponse]]:
+        """Researchers see their own sessions; operators see every session."""
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
