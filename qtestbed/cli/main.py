@@ -6,7 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qtestbed.cli import access, audit, demo, operator, policy, processes, receipt, researcher
+from qtestbed.cli import (
+    access,
+    audit,
+    demo,
+    operator,
+    policy,
+    processes,
+    receipt,
+    report,
+    researcher,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)
     receipt.register(sub)
     policy.register(sub)
+    report.register(sub)
     return parser
 
 
