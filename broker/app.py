@@ -118,7 +118,6 @@ class Broker:
         self.scheduler = Scheduler(
             self.settings.scheduling,
             weight_of=lambda project: p.weight if (p := self.access.project(project)) else 1,
-            now=self.clock.now,
         )
         self.scheduler.load(await self._queued_jobs())
         self.ledger.on_change.append(self.scheduler.observe)

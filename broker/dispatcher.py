@@ -169,7 +169,6 @@ class Dispatcher:
         if not await self._save(job, leased, "job.dispatched", detail):
             conn.active_lease, conn.leased = None, None
             return False
-        self.scheduler.charge(job.device_id, job.project, self.scheduler.estimate(job.device_id))
         if not (self.registry.accepts_work(job.device_id) and conn.dispatchable_now(now)):
             # Revoked, quarantined or dropped while the lease was being written: it never leaves.
             conn.active_lease, conn.leased = None, None

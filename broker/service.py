@@ -293,7 +293,7 @@ class JobService:
         now = self.ledger.clock.now()
         eta = None
         if position:
-            estimate = self.scheduler.estimate(job.device_id)
+            estimate = self.scheduler.seconds_per_job(job.device_id)
             fleet = self.dispatcher.fleet
             conns = fleet.for_device(job.device_id)
             running = [
@@ -346,7 +346,7 @@ class JobService:
                 attestation="affirming",
             )
             if decision.allowed:
-                wait = self.scheduler.depth(device.device_id) * self.scheduler.estimate(
+                wait = self.scheduler.depth(device.device_id) * self.scheduler.seconds_per_job(
                     device.device_id
                 )
                 candidates.append((wait, device.device_id, device))

@@ -115,14 +115,21 @@ class Client:
         self,
         payload: bytes,
         *,
-        device_id: str,
+        device_id: str = "",
         shots: int,
         fmt: str | None = None,
         idempotency_key: str | None = None,
         project: str = "",
+        priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+        selector: jobs_pb2.DeviceSelector | None = None,
+        session_id: str = "",
     ) -> jobs_pb2.SubmitJobResponse:
+        """Submit a circuit to `device_id`, to a device matching `selector`, or into a session."""
         request = jobs_pb2.SubmitJobRequest(
             device_id=device_id,
+            priority=priority,
+            selector=selector,
+            session_id=session_id,
             circuit=jobs_pb2.Circuit(
                 format=_FORMATS[fmt or detect_format(payload)], payload=payload
             ),
@@ -186,6 +193,29 @@ class Client:
     def result(self, job_id: str) -> jobs_pb2.JobResult:
         request = jobs_pb2.GetResultRequest(job_id=job_id)
         return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
+
+    def open_session(
+        self, device_id: str, *, project: str = "", max_seconds: float = 0.0
+    ) -> jobs_pb2.Session:
+        request = jobs_pb2.OpenSessionRequest(
+            device_id=device_id, project=project, max_seconds=max_seconds
+        )
+        return self._unary(self._jobs.OpenSession, request)  # type: ignore[return-value]
+
+    def close_session(self, session_id: str, reason: str = "") -> jobs_pb2.Session:
+        request = jobs_pb2.CloseSessionRequest(session_id=session_id, reason=reason)
+        return self._unary(self._jobs.CloseSession, request)  # type: ignore[return-value]
+
+    def session(self, session_id: str) -> jobs_pb2.Session:
+        request = jobs_pb2.GetSessionRequest(session_id=session_id)
+        return self._unary(self._jobs.GetSession, request)  # type: ignore[return-value]
+
+    def sessions(
+        self, *, device_id: str = "", include_closed: bool = False
+    ) -> list[jobs_pb2.Session]:
+        request = jobs_pb2.ListSessionsRequest(device_id=device_id, include_closed=include_closed)
+        response: jobs_pb2.ListSessionsResponse = self._unary(self._jobs.ListSessions, request)  # type: ignore[assignment]
+        return list(response.sessions)
 
     def quota(self, project: str = "") -> list[jobs_pb2.QuotaUsage]:
         """The caller's and the project's quotas with what remains: check before submitting."""

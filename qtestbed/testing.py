@@ -55,6 +55,7 @@ class LocalFacility:
         store: str | None = None,
         timing: Mapping[str, Any] | None = None,
         anomaly: Mapping[str, Any] | None = None,
+        scheduling: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = root
         if not (root / "facility.toml").exists():
@@ -62,6 +63,7 @@ class LocalFacility:
         self.store = store
         self.timing = {**FAST_TIMING, **(timing or {})}
         self.anomaly = dict(anomaly or {})
+        self.scheduling = dict(scheduling or {})
         self.embedded: EmbeddedBroker | None = None
         self.broker_process: subprocess.Popen[bytes] | None = None
         self.addresses: BrokerAddresses | None = None
@@ -78,7 +80,8 @@ class LocalFacility:
         base = load_settings(self.root / "broker.toml", overrides)
         timing = dataclasses.replace(base.timing, **self.timing)
         anomaly = dataclasses.replace(base.anomaly, **self.anomaly)
-        return dataclasses.replace(base, timing=timing, anomaly=anomaly)
+        scheduling = dataclasses.replace(base.scheduling, **self.scheduling)
+        return dataclasses.replace(base, timing=timing, anomaly=anomaly, scheduling=scheduling)
 
     def start_broker(self) -> BrokerAddresses:
         self.embedded = EmbeddedBroker(self.settings())

@@ -16,6 +16,7 @@ from qtestbed.cli import (
     receipt,
     report,
     researcher,
+    sessions,
 )
 
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     processes.register(sub)
     researcher.register(sub)
+    sessions.register(sub)
     demo.register(sub)
     operator.register(sub)
     access.register(sub)

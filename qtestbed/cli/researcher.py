@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from qtestbed.cli import access
-from qtestbed.cli.common import fail, open_client
+from qtestbed.cli.common import fail, format_time, open_client
 from qtestbed.client import QtestbedError, bundle_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
@@ -26,16 +26,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit a circuit file (OpenQASM 2/3 or QPY)")
     p.add_argument("file", type=Path, help="circuit file: .qasm (2 or 3) or .qpy")
-    p.add_argument("--device", required=True, help="device id (see `qtestbed devices`)")
+    p.add_argument("--device", default="", help="device id (see `qtestbed devices`)")
     p.add_argument("--shots", type=int, default=1024, help="number of shots (default 1024)")
     p.add_argument("--format", choices=["qasm2", "qasm3", "qpy"], help="override format detection")
     p.add_argument("--wait", action="store_true", help="follow the job live until it finishes")
     p.add_argument("--idempotency-key", help="reuse to make a retried submit safe")
     p.add_argument("--project", default="", help="project the job is for (if you have several)")
+    p.add_argument(
+        "--priority",
+        choices=sorted(_PRIORITIES),
+        default="normal",
+        help="class within your project",
+    )
+    p.add_argument("--session", default="", help="run inside this open session (its device)")
+    chooser = p.add_argument_group("device selection, instead of --device")
+    chooser.add_argument("--min-qubits", type=int, default=0)
+    chooser.add_argument("--basis-gate", action="append", default=[], help="repeatable")
+    chooser.add_argument("--tier", default="", help="only devices of this tier")
+    chooser.add_argument("--max-two-qubit-error", type=float, default=0.0)
     _common(p)
     p.set_defaults(handler=cmd_submit)
     for name, help_text, handler in (
-        ("status", "show a job's state and queue position", cmd_status),
+        ("status", "show a job's state, queue position and ETA", cmd_status),
+        ("watch", "follow a job live: every state and queue-position change", cmd_watch),
         (
             "result",
             "show a completed job's counts and verify its receipt (--save to keep it)",
@@ -71,16 +84,34 @@ def _state(job: jobs_pb2.Job) -> str:
     return jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
 
 
+_PRIORITIES = {
+    "low": jobs_pb2.JOB_PRIORITY_LOW,
+    "normal": jobs_pb2.JOB_PRIORITY_NORMAL,
+    "high": jobs_pb2.JOB_PRIORITY_HIGH,
+}
+
+
 def describe(job: jobs_pb2.Job) -> str:
     line = f"{job.job_id}  {_state(job):<10} device={job.device_id} shots={job.shots}"
     if job.queue_position:
-        line += f" queue_position={job.queue_position}"
+        line += f" queue_position={job.queue_position} of {job.device_queue_depth}"
+        if job.HasField("eta"):
+            line += f" eta={format_time(job.eta)}"
+    if job.session_id:
+        line += f" session={job.session_id[:12]}"
     if job.attempts > 1:
         line += f" attempts={job.attempts}"
     if job.reason:
         line += f"\n  reason: {job.reason}"
     if job.rule_id:
         line += f"\n  rule: {job.rule_id}"
+    if job.waiting_for:
+        line += f"\n  waiting for: {job.waiting_for}"
+    if job.evidence_digest:
+        line += (
+            f"\n  ran under evidence {job.evidence_digest[:16]}..., "
+            f"calibration {job.calibration_digest[:16]}..."
+        )
     return line
 
 
@@ -102,6 +133,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 fmt=args.format,
                 idempotency_key=args.idempotency_key,
                 project=args.project,
+                priority=_PRIORITIES[args.priority],
+                selector=_selector(args),
+                session_id=args.session,
             )
             job = response.job
             if args.wait:
@@ -112,6 +146,29 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except QtestbedError as exc:
             return _refused(exc)
         return _print_job(client, job, args.json, with_result=args.wait)
+
+
+def _selector(args: argparse.Namespace) -> jobs_pb2.DeviceSelector | None:
+    if not (args.min_qubits or args.basis_gate or args.tier or args.max_two_qubit_error):
+        return None
+    return jobs_pb2.DeviceSelector(
+        min_qubits=args.min_qubits,
+        basis_gates=args.basis_gate,
+        tier=args.tier,
+        max_two_qubit_error=args.max_two_qubit_error,
+    )
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with open_client(args.profile) as client:
+        try:
+            job = client.get_job(args.job_id)
+            for update in client.watch(args.job_id):
+                job = update
+                print(json.dumps(_dict(job)) if args.json else describe(job), flush=True)
+        except QtestbedError as exc:
+            return _refused(exc)
+    return 0 if _state(job) == "COMPLETED" else 1
 
 
 def _print_job(client: Any, job: jobs_pb2.Job, as_json: bool, *, with_result: bool) -> int:

@@ -186,3 +186,53 @@ def test_live_policy_explain_for_operators_only(cli_facility: tuple[LocalFacilit
     )
     assert refused.returncode == 1
     assert "PERMISSION_DENIED" in refused.stderr
+
+
+def test_sessions_priorities_selectors_and_live_watch_from_the_cli(
+    cli_facility: tuple[LocalFacility, Path], tmp_path: Path
+) -> None:
+    _facility, profile = cli_facility
+    circuit = tmp_path / "ghz.qasm"
+    circuit.write_bytes(ghz_qasm2(3))
+    opened = qtestbed("session", "open", "sim-open", "--json", profile=profile)
+    assert opened.returncode == 0, opened.stderr
+    session_id = json.loads(opened.stdout)["session_id"]
+    submitted = qtestbed(
+        "submit",
+        str(circuit),
+        "--session",
+        session_id,
+        "--priority",
+        "high",
+        "--json",
+        profile=profile,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)["job"]
+    assert job["session_id"] == session_id
+    assert job["priority"] == "JOB_PRIORITY_HIGH"
+    watched = qtestbed("watch", job["job_id"], profile=profile)
+    assert watched.returncode == 0, watched.stderr
+    last = [line for line in watched.stdout.splitlines() if not line.startswith(" ")][-1]
+    assert "COMPLETED" in last
+    assert "ran under evidence" in watched.stdout
+    listed = qtestbed("session", "list", profile=profile)
+    assert session_id in listed.stdout
+    closed = qtestbed("session", "close", session_id, "--reason", "done", profile=profile)
+    assert closed.returncode == 0
+    assert "closed" in closed.stdout
+    assert "done" in closed.stdout
+    chosen = qtestbed(
+        "submit",
+        str(circuit),
+        "--min-qubits",
+        "3",
+        "--basis-gate",
+        "cx",
+        "--json",
+        profile=profile,
+    )
+    assert json.loads(chosen.stdout)["job"]["device_id"] == "sim-open"
+    none = qtestbed("submit", str(circuit), "--min-qubits", "50", profile=profile)
+    assert none.returncode == 1
+    assert "no attested device you may use matches" in none.stderr

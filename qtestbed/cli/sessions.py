@@ -1,0 +1,108 @@
+"""Session commands: `qtestbed session open|show|close|list` (researchers: their own;
+operators: every session, and they may close any)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from qtestbed.cli.common import fail, format_time, open_client
+from qtestbed.client import Client, QtestbedError
+from qtestbed.v1 import jobs_pb2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", type=Path, help="client profile TOML (or set QTESTBED_PROFILE)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def register(sub: Any) -> None:
+    actions = sub.add_parser(
+        "session", help="hold a device for back-to-back jobs (iterative algorithms)"
+    ).add_subparsers(dest="session_command", required=True, metavar="ACTION")
+    p = actions.add_parser("open", help="open a session on a device; prints its id")
+    p.add_argument("device_id")
+    p.add_argument("--project", default="", help="project (if you have several)")
+    p.add_argument(
+        "--max-seconds", type=float, default=0.0, help="shorter than the facility's maximum"
+    )
+    _common(p)
+    p.set_defaults(handler=cmd_open)
+    p = actions.add_parser("show", help="one session")
+    p.add_argument("session_id")
+    _common(p)
+    p.set_defaults(handler=cmd_show)
+    p = actions.add_parser("close", help="close a session (yours; operators: any)")
+    p.add_argument("session_id")
+    p.add_argument("--reason", default="", help="kept in the audit log")
+    _common(p)
+    p.set_defaults(handler=cmd_close)
+    p = actions.add_parser("list", help="open sessions (yours; operators: all)")
+    p.add_argument("--device", default="", help="only this device")
+    p.add_argument("--all", action="store_true", help="include closed sessions")
+    _common(p)
+    p.set_defaults(handler=cmd_list)
+
+
+def describe(s: jobs_pb2.Session) -> str:
+    state = jobs_pb2.SessionState.Name(s.state).removeprefix("SESSION_STATE_")
+    line = (
+        f"{s.session_id}  {state:<6} device={s.device_id} owner={s.owner} project={s.project}"
+        f" jobs={s.jobs}"
+    )
+    if s.state == jobs_pb2.SESSION_STATE_OPEN:
+        line += (
+            f"\n  closes at {format_time(s.closes_at)} at the latest, or after "
+            f"{s.idle_timeout_seconds:.0f} s idle"
+        )
+    else:
+        line += f"\n  closed {format_time(s.closed_at)}: {s.closed_reason}"
+    return line
+
+
+def _show(session: jobs_pb2.Session, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(MessageToDict(session, preserving_proto_field_name=True), indent=2))
+    else:
+        print(describe(session))
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    with open_client(args.profile) as client:
+        try:
+            body(client)
+        except QtestbedError as exc:
+            return fail(str(exc), code=1)
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    def body(c: Client) -> None:
+        session = c.open_session(args.device_id, project=args.project, max_seconds=args.max_seconds)
+        _show(session, args.json)
+
+    return _run(args, body)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    return _run(args, lambda c: _show(c.session(args.session_id), args.json))
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    return _run(args, lambda c: _show(c.close_session(args.session_id, args.reason), args.json))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    def body(c: Client) -> None:
+        found = c.sessions(device_id=args.device, include_closed=args.all)
+        if args.json:
+            rows = [MessageToDict(s, preserving_proto_field_name=True) for s in found]
+            print(json.dumps(rows, indent=2))
+        else:
+            print("\n".join(describe(s) for s in found) or "no sessions")
+
+    return _run(args, body)

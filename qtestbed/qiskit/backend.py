@@ -1,0 +1,197 @@
+"""`QtestbedBackend`: one broker device as a Qiskit `BackendV2`.
+
+The target comes from the device description the broker serves (`refresh()` reads it again);
+`run` submits each circuit as its own broker job, all before it returns, and gives back one
+`QtestbedJob` for them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import suppress
+from numbers import Integral
+from typing import TYPE_CHECKING
+
+from qiskit import QuantumCircuit
+from qiskit.providers import BackendV2, JobError, Options
+from qiskit.transpiler import Target
+
+from qtestbed.client import QtestbedError
+from qtestbed.qiskit.connection import Connection
+from qtestbed.qiskit.encoding import encode_circuit
+from qtestbed.qiskit.job import QtestbedJob, Submitted
+from qtestbed.qiskit.layout import ClassicalLayout
+from qtestbed.qiskit.target import build_target
+from qtestbed.v1 import devices_pb2, jobs_pb2
+
+if TYPE_CHECKING:
+    from qtestbed.qiskit.session import QtestbedSession
+
+DEFAULT_SHOTS = 1024
+DEFAULT_MAX_CIRCUITS: int | None = None  # no limit of our own: quotas count jobs
+PRIORITIES = {
+    "low": jobs_pb2.JOB_PRIORITY_LOW,
+    "normal": jobs_pb2.JOB_PRIORITY_NORMAL,
+    "high": jobs_pb2.JOB_PRIORITY_HIGH,
+}
+
+
+class QtestbedBackend(BackendV2):  # type: ignore[misc]
+    def __init__(
+        self,
+        device: devices_pb2.Device,
+        connection: Connection,
+        *,
+        provider: object = None,
+        max_circuits: int | None = DEFAULT_MAX_CIRCUITS,
+    ) -> None:
+        super().__init__(
+            provider=provider,
+            name=device.device_id,
+            description=f"{device.backend} device at tier {device.tier} through qtestbed",
+            backend_version=device.calibration_digest or "unattested",
+        )
+        self._connection = connection
+        self._max_circuits = max_circuits
+        self._device = device
+        self._target = build_target(device)
+
+    @classmethod
+    def _default_options(cls) -> Options:
+        return Options(shots=DEFAULT_SHOTS, project="", priority=None)
+
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @property
+    def max_circuits(self) -> int | None:
+        """Circuits per `run` call, None for no limit. Each circuit is one broker job, counted
+        against the caller's and the project's quotas; a batch the broker refuses part of is
+        withdrawn whole."""
+        return self._max_circuits
+
+    @property
+    def device(self) -> devices_pb2.Device:
+        """The broker's description of the device when this backend was made or refreshed:
+        tier, availability, queue depth, attestation, calibration and export class."""
+        return self._device
+
+    @property
+    def connection(self) -> Connection:
+        return self._connection
+
+    def refresh(self) -> devices_pb2.Device:
+        """Read the device again (state, queue, calibration) and rebuild the target."""
+        self._device = self._connection.client.device(self.name)
+        self._target = build_target(self._device)
+        self.backend_version = self._device.calibration_digest or "unattested"
+        return self._device
+
+    def run(
+        self,
+        run_input: QuantumCircuit | Sequence[QuantumCircuit],
+        *,
+        shots: int | None = None,
+        project: str | None = None,
+        priority: str | None = None,
+        session: QtestbedSession | None = None,
+    ) -> QtestbedJob:
+        """Submit one circuit or a batch, `shots` each, and return the job for all of them.
+
+        `project` may be omitted when the caller belongs to one project; `priority` is "low",
+        "normal" or "high"; `session` must be open on this device. Circuits must be bound and
+        measure into classical registers; transpile them for this backend first.
+        """
+        circuits = [run_input] if isinstance(run_input, QuantumCircuit) else list(run_input)
+        count = self.options.shots if shots is None else shots
+        return self.run_batch(
+            [(circuit, count) for circuit in circuits],
+            project=project,
+            priority=priority,
+            session=session,
+        )
+
+    def run_batch(
+        self,
+        items: Sequence[tuple[QuantumCircuit, int]],
+        *,
+        project: str | None = None,
+        priority: str | None = None,
+        session: QtestbedSession | None = None,
+    ) -> QtestbedJob:
+        """Like `run`, with shots per circuit. Either every circuit is queued or none stays
+        queued: if one submission is refused, those already queued are cancelled."""
+        if not items:
+            raise ValueError("nothing to run: no circuits given")
+        if self._max_circuits is not None and len(items) > self._max_circuits:
+            raise ValueError(
+                f"{len(items)} circuits in one run; this backend takes at most "
+                f"{self._max_circuits} (max_circuits)"
+            )
+        for _, shots in items:
+            if isinstance(shots, bool) or not isinstance(shots, Integral) or shots < 1:
+                raise ValueError(f"shots must be a positive integer, got {shots!r}")
+        session_id = self._session_id(session)
+        template = jobs_pb2.SubmitJobRequest(
+            device_id=self.name,
+            project=self.options.project if project is None else project,
+            priority=_priority(self.options.priority if priority is None else priority),
+            session_id=session_id,
+        )
+        encoded = [(encode_circuit(circuit), circuit, shots) for circuit, shots in items]
+        submitted: list[Submitted] = []
+        try:
+            for circuit, original, shots in encoded:
+                request = jobs_pb2.SubmitJobRequest()
+                request.CopyFrom(template)
+                request.circuit.CopyFrom(circuit.message())
+                request.shots = int(shots)
+                request.idempotency_key = uuid.uuid4().hex
+                job = self._connection.submit(request)
+                submitted.append(
+                    Submitted(
+                        job=job,
+                        circuit=circuit,
+                        layout=ClassicalLayout.of(original),
+                        shots=int(shots),
+                    )
+                )
+                if job.device_id != self.name or job.session_id != session_id:
+                    raise JobError(
+                        f"the broker queued job {job.job_id} on device {job.device_id!r} in "
+                        f"session {job.session_id!r}, not on {self.name!r} in {session_id!r}"
+                    )
+        except BaseException as exc:
+            self._withdraw(submitted, exc)
+            raise
+        return QtestbedJob(self, self._connection, submitted)
+
+    def _session_id(self, session: QtestbedSession | None) -> str:
+        if session is None:
+            return ""
+        if session.backend.name != self.name:
+            raise ValueError(f"session is on device {session.backend.name!r}, not {self.name!r}")
+        if session.session_id is None:
+            raise ValueError("the session is not open: use it as a context manager or open() it")
+        return session.session_id
+
+    def _withdraw(self, submitted: Sequence[Submitted], cause: BaseException) -> None:
+        """Best effort: cancel what a failed batch already queued."""
+        for item in submitted:
+            with suppress(QtestbedError):
+                self._connection.client.cancel(
+                    item.job.job_id, reason=f"rest of the batch was refused: {cause}"[:500]
+                )
+
+
+def _priority(value: str | None) -> jobs_pb2.JobPriority.ValueType:
+    if value is None:
+        return jobs_pb2.JOB_PRIORITY_UNSPECIFIED
+    try:
+        return PRIORITIES[value.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(
+            f"priority must be one of {sorted(PRIORITIES)} or None, got {value!r}"
+        ) from None

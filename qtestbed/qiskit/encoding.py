@@ -1,0 +1,73 @@
+"""A circuit as the broker takes it: OpenQASM 2 when that keeps it exact, else QPY.
+
+OpenQASM 2 is validated in the broker's own process and is readable in audits; QPY carries what
+OpenQASM 2 cannot (control flow, some instructions, bits outside registers). The driver returns
+counts keyed by classical bit order (clbit 0 rightmost), so OpenQASM 2 is used only when its
+register declarations reproduce the circuit's qubit and clbit order exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qiskit import QuantumCircuit, qasm2, qpy
+from qiskit.exceptions import QiskitError
+
+from qtestbed.v1 import jobs_pb2
+
+_FORMATS = {"qasm2": jobs_pb2.CIRCUIT_FORMAT_OPENQASM2, "qpy": jobs_pb2.CIRCUIT_FORMAT_QPY}
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedCircuit:
+    payload: bytes
+    fmt: str  # "qasm2" | "qpy", as `Client.submit` names them
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 hex of the payload: the circuit digest the receipt must name."""
+        return hashlib.sha256(self.payload).hexdigest()
+
+    def message(self) -> jobs_pb2.Circuit:
+        return jobs_pb2.Circuit(format=_FORMATS[self.fmt], payload=self.payload)
+
+
+def check_submittable(circuit: QuantumCircuit) -> None:
+    """ValueError naming what stops the broker from running `circuit` or the provider from
+    reading its counts back."""
+    if not isinstance(circuit, QuantumCircuit):
+        raise TypeError(f"expected a QuantumCircuit, got {type(circuit).__name__}")
+    if circuit.parameters:
+        names = ", ".join(sorted(p.name for p in circuit.parameters))
+        raise ValueError(
+            f"circuit {circuit.name!r} has unbound parameters ({names}); bind them first "
+            "(assign_parameters) or use the Sampler with parameter values"
+        )
+    if circuit.num_clbits == 0:
+        raise ValueError(f"circuit {circuit.name!r} measures nothing, so it would return no counts")
+    if not _in_register_order(circuit.clbits, circuit.cregs):
+        raise ValueError(
+            f"circuit {circuit.name!r} has classical bits outside its registers or shared between "
+            "registers; the device reports counts per register, so give every classical bit "
+            "exactly one ClassicalRegister"
+        )
+
+
+def encode_circuit(circuit: QuantumCircuit) -> EncodedCircuit:
+    check_submittable(circuit)
+    if _in_register_order(circuit.qubits, circuit.qregs):
+        try:
+            return EncodedCircuit(qasm2.dumps(circuit).encode(), "qasm2")
+        except QiskitError:
+            pass  # something OpenQASM 2 cannot express: fall back to QPY
+    buffer = io.BytesIO()
+    qpy.dump(circuit, buffer)
+    return EncodedCircuit(buffer.getvalue(), "qpy")
+
+
+def _in_register_order(bits: Sequence[object], registers: Sequence[Sequence[object]]) -> bool:
+    """Every bit in exactly one register, and the registers in declaration order give `bits`."""
+    return [bit for register in registers for bit in register] == list(bits)
