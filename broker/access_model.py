@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from broker.jsonfields import JsonFields
 
 DAY_SECONDS = 86_400.0
 
@@ -214,7 +216,7 @@ def quota_to_doc(quota: Quota) -> dict[str, int]:
 def quota_from_doc(raw: Any, where: str) -> Quota:
     if raw is None:
         return Quota()
-    doc = _Fields(raw, where)
+    doc = _fields(raw, where)
     return Quota(
         max_active_jobs=doc.count("max_active_jobs"),
         max_shots_per_day=doc.count("max_shots_per_day"),
@@ -237,7 +239,7 @@ def principal_to_doc(p: Principal) -> dict[str, Any]:
 
 
 def principal_from_doc(name: str, raw: Mapping[str, Any]) -> Principal:
-    doc = _Fields(raw, f"principal {name!r}")
+    doc = _fields(raw, f"principal {name!r}")
     expires = raw.get("clearance_expires_at")
     try:
         roles = frozenset(Role(r) for r in doc.names("roles"))
@@ -270,7 +272,7 @@ def project_to_doc(p: Project) -> dict[str, Any]:
 
 
 def project_from_doc(name: str, raw: Mapping[str, Any]) -> Project:
-    doc = _Fields(raw, f"project {name!r}")
+    doc = _fields(raw, f"project {name!r}")
     weight = doc.count("weight", 1)
     if weight < 1:
         raise AccessError(f"project {name!r}: weight must be at least 1")
@@ -304,7 +306,7 @@ def operations_to_doc(ops: DeviceOperations) -> dict[str, Any]:
 
 def operations_from_doc(device_id: str, raw: Mapping[str, Any]) -> DeviceOperations:
     where = f"device {device_id!r}"
-    doc = _Fields(raw, where)
+    doc = _fields(raw, where)
     try:
         state = OperatingState(doc.text("state", "online"))
         windows = tuple(
@@ -326,45 +328,5 @@ def operations_from_doc(device_id: str, raw: Mapping[str, Any]) -> DeviceOperati
     )
 
 
-_MISSING: Any = object()
-
-
-class _Fields:
-    """Typed reads from one JSON object, with errors that name the field."""
-
-    def __init__(self, raw: Any, where: str) -> None:
-        if not isinstance(raw, Mapping):
-            raise AccessError(f"{where}: expected an object")
-        self.raw = raw
-        self.where = where
-
-    def _get(self, key: str, default: Any) -> Any:
-        if key in self.raw:
-            return self.raw[key]
-        if default is _MISSING:
-            raise AccessError(f"{self.where}: {key} is required")
-        return default
-
-    def text(self, key: str, default: Any = _MISSING) -> str:
-        value = self._get(key, default)
-        if not isinstance(value, str):
-            raise AccessError(f"{self.where}: {key} must be a string")
-        return value
-
-    def number(self, key: str) -> float:
-        value = self._get(key, _MISSING)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise AccessError(f"{self.where}: {key} must be a number")
-        return float(value)
-
-    def count(self, key: str, default: int = 0) -> int:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise AccessError(f"{self.where}: {key} must be a whole number, 0 or more")
-        return value
-
-    def names(self, key: str) -> Sequence[str]:
-        value = self._get(key, [])
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise AccessError(f"{self.where}: {key} must be a list of strings")
-        return list(value)
+def _fields(raw: Any, where: str) -> JsonFields:
+    return JsonFields(raw, where, AccessError)

@@ -1,7 +1,8 @@
 """The request a policy decision is about: subject, object, action and environment attributes.
 
-Plain frozen dataclasses with no broker imports, so the decision point can be tested and run
-from the CLI on its own; the broker builds these from its registries when it is wired in.
+Plain frozen dataclasses importing nothing of the broker but the stdlib-only `jsonfields`, so
+the decision point can be tested and run from the CLI on its own; the broker builds these from
+its registries when it is wired in.
 `from_json` reads the JSON form used by the corpus and `qtestbed policy explain`; times there
 are epoch seconds or ISO 8601 strings ("2026-10-01T00:00:00Z").
 """
@@ -13,6 +14,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from broker.jsonfields import MISSING, JsonFields
 
 
 class AttributesError(ValueError):
@@ -52,12 +55,12 @@ class PrincipalAttributes:
             tier_rank=doc.integer("tier_rank"),
             affiliation=doc.text("affiliation", ""),
             nationality=doc.text("nationality", ""),
-            jurisdictions=doc.names("jurisdictions"),
-            projects=doc.names("projects"),
-            roles=doc.names("roles", frozenset({"researcher"})),
+            jurisdictions=doc.name_set("jurisdictions"),
+            projects=doc.name_set("projects"),
+            roles=doc.name_set("roles", frozenset({"researcher"})),
             clearance_expires_at=doc.time("clearance_expires_at", 0),
             training=doc.times("training"),
-            licences=doc.names("licences"),
+            licences=doc.name_set("licences"),
         )
 
 
@@ -87,7 +90,7 @@ class DeviceAttributes:
             export_class=doc.text("export_class", "EAR99"),
             export_licence=doc.text("export_licence", ""),
             state=doc.text("state", "online"),
-            reserved_for=doc.names("reserved_for"),
+            reserved_for=doc.name_set("reserved_for"),
             reserved_from=doc.time("reserved_from", 0),
             reserved_until=doc.time("reserved_until", 0),
         )
@@ -146,56 +149,20 @@ class PolicyRequest:
             raise AttributesError(f"{self.action.value} needs the job's attributes")
 
 
-_MISSING: Any = object()
-
-
-class _Doc:
-    """Typed reads from one JSON object, with errors that name the field."""
+class _Doc(JsonFields):
+    """Typed reads with the attribute documents' own error, times and name sets."""
 
     def __init__(self, raw: Mapping[str, Any], where: str) -> None:
-        if not isinstance(raw, Mapping):
-            raise AttributesError(f"{where}: expected an object, got {type(raw).__name__}")
-        self.raw = raw
-        self.where = where
+        super().__init__(raw, where, AttributesError)
 
-    def _get(self, key: str, default: Any) -> Any:
-        if key in self.raw:
-            return self.raw[key]
-        if default is _MISSING:
-            raise AttributesError(f"{self.where}.{key} is required")
-        return default
+    def name_set(self, key: str, default: frozenset[str] = frozenset()) -> frozenset[str]:
+        return frozenset(self.names(key, default))
 
-    def text(self, key: str, default: Any = _MISSING) -> str:
-        value = self._get(key, default)
-        if not isinstance(value, str):
-            raise AttributesError(f"{self.where}.{key} must be a string")
-        return value
-
-    def integer(self, key: str, default: Any = _MISSING) -> int:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise AttributesError(f"{self.where}.{key} must be an integer")
-        return value
-
-    def flag(self, key: str, default: Any = _MISSING) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            raise AttributesError(f"{self.where}.{key} must be true or false")
-        return value
-
-    def names(self, key: str, default: frozenset[str] = frozenset()) -> frozenset[str]:
-        value = self._get(key, default)
-        if not isinstance(value, list | tuple | frozenset | set) or not all(
-            isinstance(v, str) for v in value
-        ):
-            raise AttributesError(f"{self.where}.{key} must be a list of strings")
-        return frozenset(value)
-
-    def time(self, key: str, default: Any = _MISSING) -> int:
-        return parse_time(self._get(key, default), f"{self.where}.{key}")
+    def time(self, key: str, default: Any = MISSING) -> int:
+        return parse_time(self.get(key, default), f"{self.where}.{key}")
 
     def times(self, key: str) -> dict[str, int]:
-        value = self._get(key, {})
+        value = self.get(key, {})
         if not isinstance(value, Mapping):
             raise AttributesError(f"{self.where}.{key} must map names to expiry times")
         return {str(k): parse_time(v, f"{self.where}.{key}.{k}") for k, v in value.items()}

@@ -7,13 +7,12 @@ import argparse
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from qtestbed.cli.common import fail, format_time, open_client, parse_time
+from qtestbed.cli.common import client_options, fail, format_time, open_client, parse_time
 from qtestbed.client import Client, QtestbedError
 from qtestbed.v1 import access_pb2, jobs_pb2
 
@@ -29,11 +28,6 @@ _ADVICE = {
 }
 _LIST_PRINCIPALS = "see 'qtestbed principal list' for the principals on record"
 _LIST_DEVICES = "see 'qtestbed device list' for the registered devices"
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", type=Path, help="client profile TOML (or set QTESTBED_PROFILE)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def _count(text: str) -> int:
@@ -61,11 +55,11 @@ def _register_principal(sub: Any) -> None:
         "principal", help="operator: who may use the facility (clearance, training, quota)"
     ).add_subparsers(dest="principal_command", required=True, metavar="ACTION")
     p = principal.add_parser("list", help="every principal on record")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_principal_list)
     p = principal.add_parser("show", help="one principal with every field and its version")
     p.add_argument("name", help="the common name of the principal's client certificate")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_principal_show)
     p = principal.add_parser(
         "set",
@@ -124,13 +118,13 @@ def _register_principal(sub: Any) -> None:
         metavar="N",
         help="shots in any rolling 24 hours (0 = no limit)",
     )
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_principal_set)
     p = principal.add_parser(
         "remove", help="remove a principal at once (their queued jobs are denied at dispatch)"
     )
     p.add_argument("name")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_principal_remove)
 
 
@@ -139,7 +133,7 @@ def _register_project(sub: Any) -> None:
         "project", help="operator: projects, their share of device time and quotas"
     ).add_subparsers(dest="project_command", required=True, metavar="ACTION")
     p = project.add_parser("list", help="every project on record")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_project_list)
     p = project.add_parser(
         "set", help="create a project or change some of its fields (others are kept)"
@@ -156,7 +150,7 @@ def _register_project(sub: Any) -> None:
         metavar="N",
         help="shots in any rolling 24 hours (0 = no limit)",
     )
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_project_set)
 
 
@@ -168,7 +162,7 @@ def register_device_actions(device: Any) -> None:
     p.add_argument("device_id")
     p.add_argument("state", choices=STATES)
     p.add_argument("--reason", default="", help="why (shown to operators, kept in the audit log)")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_device_state)
     for name, help_text in (
         ("maintenance", "schedule a maintenance window: no jobs run on the device during it"),
@@ -193,16 +187,16 @@ def register_device_actions(device: Any) -> None:
             help="ISO 8601 time with zone when it closes",
         )
         p.add_argument("--note", default="", help="shown next to the window")
-        _common(p)
+        client_options(p)
         p.set_defaults(handler=cmd_device_window, kind=name)
     p = device.add_parser("unschedule", help="remove a maintenance window or reservation")
     p.add_argument("device_id")
     p.add_argument("window_id", help="as shown by 'qtestbed device schedule'")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_device_unschedule)
     p = device.add_parser("schedule", help="operating states, maintenance windows and reservations")
     p.add_argument("device_id", nargs="?", help="only this device")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_device_schedule)
 
 
@@ -210,7 +204,7 @@ def register_quota(sub: Any) -> None:
     """The researcher's `quota` command."""
     p = sub.add_parser("quota", help="your quota and your project's, with what remains")
     p.add_argument("--project", default="", help="the project (if you have several)")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_quota)
 
 

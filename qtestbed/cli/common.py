@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import sys
@@ -10,6 +11,12 @@ from pathlib import Path
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from qtestbed.client import Client, Profile
+
+
+def client_options(p: argparse.ArgumentParser) -> None:
+    """--profile and --json, which every command that talks to the broker takes."""
+    p.add_argument("--profile", type=Path, help="client profile TOML (or set QTESTBED_PROFILE)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -14,14 +14,9 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from qtestbed.cli import access
-from qtestbed.cli.common import fail, open_client, parse_time
+from qtestbed.cli.common import client_options, fail, open_client, parse_time
 from qtestbed.client import QtestbedError
 from qtestbed.v1 import admin_pb2
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", type=Path, help="client profile TOML (or set QTESTBED_PROFILE)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def register(sub: Any) -> None:
@@ -32,10 +27,10 @@ def register(sub: Any) -> None:
     p.add_argument("chain", type=Path, help="device certificate followed by any intermediates")
     p.add_argument("--tier", required=True, help="clearance tier needed to use the device")
     p.add_argument("--model", default="", help="device model (reference values may be per model)")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_register)
     p = device.add_parser("list", help="registered devices with their security status")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_list)
     for name, help_text, handler in (
         ("revoke", "revoke a device's certificate: it receives nothing more, at once", cmd_revoke),
@@ -44,12 +39,12 @@ def register(sub: Any) -> None:
         p = device.add_parser(name, help=help_text)
         p.add_argument("device_id")
         p.add_argument("--reason", default="", help="why (kept in the audit log)")
-        _common(p)
+        client_options(p)
         p.set_defaults(handler=handler)
     p = device.add_parser("history", help="a device's attestation history, newest first")
     p.add_argument("device_id")
     p.add_argument("--limit", type=int, default=20)
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_history)
     access.register_device_actions(device)
     _register_reference(sub)
@@ -74,13 +69,13 @@ def _register_reference(sub: Any) -> None:
     p.add_argument("--num-qubits", type=int, required=True)
     p.add_argument("--not-before", help="ISO 8601 time from which this version is valid")
     p.add_argument("--not-after", help="ISO 8601 time at which this version stops being valid")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_reference_set)
     p = ref.add_parser("list", help="every version, newest first")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--device")
     target.add_argument("--model")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_reference_list)
 
 
@@ -93,7 +88,7 @@ def _register_audit_stream(sub: Any) -> None:
     p = actions.add_parser("stream", help="print audit entries from the broker (security role)")
     p.add_argument("--after", type=int, default=0, help="start after this sequence number")
     p.add_argument("--follow", action="store_true", help="keep printing new entries")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_audit_stream)
 
 

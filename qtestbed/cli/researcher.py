@@ -11,16 +11,11 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from qtestbed.cli import access
-from qtestbed.cli.common import fail, format_time, open_client
+from qtestbed.cli.common import client_options, fail, format_time, open_client
 from qtestbed.client import QtestbedError, bundle_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "DENIED"}
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", type=Path, help="client profile TOML (or set QTESTBED_PROFILE)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def register(sub: Any) -> None:
@@ -44,7 +39,7 @@ def register(sub: Any) -> None:
     chooser.add_argument("--basis-gate", action="append", default=[], help="repeatable")
     chooser.add_argument("--tier", default="", help="only devices of this tier")
     chooser.add_argument("--max-two-qubit-error", type=float, default=0.0)
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_submit)
     for name, help_text, handler in (
         ("status", "show a job's state, queue position and ETA", cmd_status),
@@ -62,15 +57,15 @@ def register(sub: Any) -> None:
             p.add_argument(
                 "--save", type=Path, help="write a result bundle for `qtestbed receipt verify`"
             )
-        _common(p)
+        client_options(p)
         p.set_defaults(handler=handler)
     p = sub.add_parser("jobs", help="list your jobs, newest first")
     p.add_argument("--device", default="", help="only jobs for this device")
     p.add_argument("--limit", type=int, default=20)
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_jobs)
     p = sub.add_parser("devices", help="list the devices you may use")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_devices)
     access.register_quota(sub)
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from qtestbed.cli.common import fail, format_time, open_client
+from qtestbed.cli.common import client_options, fail, format_time, open_client
 from qtestbed.client import Client, QtestbedError
 from qtestbed.v1 import jobs_pb2
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", type=Path, help="client profile TOML (or set QTESTBED_PROFILE)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def register(sub: Any) -> None:
@@ -30,21 +24,21 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--max-seconds", type=float, default=0.0, help="shorter than the facility's maximum"
     )
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_open)
     p = actions.add_parser("show", help="one session")
     p.add_argument("session_id")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_show)
     p = actions.add_parser("close", help="close a session (yours; operators: any)")
     p.add_argument("session_id")
     p.add_argument("--reason", default="", help="kept in the audit log")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_close)
     p = actions.add_parser("list", help="open sessions (yours; operators: all)")
     p.add_argument("--device", default="", help="only this device")
     p.add_argument("--all", action="store_true", help="include closed sessions")
-    _common(p)
+    client_options(p)
     p.set_defaults(handler=cmd_list)
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,24 +14,9 @@ import pytest
 
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.testing import LocalFacility
+from tests.e2e.console import qtestbed
 
 USERS = ("alice", "bob", "olivia", "sam")
-
-
-def qtestbed(
-    *args: str, profile: Path | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if profile is not None:
-        env["QTESTBED_PROFILE"] = str(profile)
-    return subprocess.run(
-        [sys.executable, "-m", "qtestbed", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> Any:

@@ -10,8 +10,6 @@ import dataclasses
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,19 +23,10 @@ from broker.store import open_store, sqlite_path
 from broker.store.base import GENESIS_HASH, chain_hash
 from qtestbed.cli.main import main
 from qtestbed.facility_init import init_facility
+from tests.e2e.console import qtestbed
 
 ENTRIES = 57
 EVERY = 10  # checkpoints at 10, 20, ..., 50; seq 51 to 57 are the unprotected tail
-
-
-def qtestbed(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qtestbed", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,22 +10,7 @@ import pytest
 
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.testing import LocalFacility
-
-
-def qtestbed(
-    *args: str, profile: Path | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if profile is not None:
-        env["QTESTBED_PROFILE"] = str(profile)
-    return subprocess.run(
-        [sys.executable, "-m", "qtestbed", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+from tests.e2e.console import qtestbed
 
 
 def test_demo_runs_end_to_end_and_reports_json() -> None:

@@ -12,10 +12,8 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -44,6 +42,7 @@ from qtestbed.client import Client, QtestbedError
 from qtestbed.facility_init import init_facility
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import access_pb2
+from tests.e2e.console import qtestbed
 from tests.integration.support import wait_state
 
 OUTCOMES = ("completed", "failed", "cancelled", "denied", "waiting")
@@ -56,17 +55,6 @@ OUTCOME_OF_STATE = {
     "DISPATCHED": "waiting",
     "RUNNING": "waiting",
 }
-
-
-def qtestbed(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qtestbed", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def iso(epoch: float) -> str:
