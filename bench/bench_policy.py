@@ -3,7 +3,9 @@ the policy's share of SubmitJob time in a running broker.
 
     .venv/bin/python bench/bench_policy.py [--quick]
 
-Three request shapes against broker/policy/default.cedar (loaded once):
+Three request shapes against broker/policy/default.cedar (loaded once), each evaluated by Cedar
+every time (`PolicyEngine.evaluate`; the broker's `decide` also answers repeats of the same
+request within the same second from a cache, which the SubmitJob section below includes):
   allow    a cleared researcher submits to an export-controlled device (one Cedar call);
   forbid   a dispatch forbidden by the export-jurisdiction rule (one Cedar call);
   deny     a default deny whose reason comes from the per-clause probes (two Cedar calls).
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = PolicyEngine.load_files()
     cases = requests()
     expected = {"allow": True, "forbid": False, "deny": False}
-    errors = [n for n, r in cases.items() if engine.decide(r).allowed != expected[n]]
+    errors = [n for n, r in cases.items() if engine.evaluate(r).allowed != expected[n]]
     print(f"python {platform.python_version()}  cedarpy {_cedarpy_version()}  rounds {rounds}")
     if errors:
         print(f"ERRORS: unexpected decisions for {errors}")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[str, list[tuple[float, float]]] = {n: [] for n in [*cases, "json"]}
     for _ in range(rounds):
         for name, request in cases.items():
-            measured[name].append(rate(functools.partial(engine.decide, request), count, limit))
+            measured[name].append(rate(functools.partial(engine.evaluate, request), count, limit))
         measured["json"].append(rate(lambda: json.dumps(allow_cedar), count * 20, limit))
     medians = {n: _median(v) for n, v in measured.items()}
     for name in cases:

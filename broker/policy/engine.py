@@ -30,6 +30,7 @@ DEFAULT_POLICIES = HERE / "default.cedar"
 DEFAULT_SCHEMA = HERE / "schema.cedarschema"
 DEFAULT_DENY_ID = "default-deny"
 _ENTITY_CACHE_SIZE = 4096
+_DECISION_CACHE_SIZE = 8192
 
 
 class PolicyError(ValueError):
@@ -69,6 +70,10 @@ class PolicyEngine:
         # device recur on every submit and dispatch, and parsing is over half a decision's cost.
         # Any attribute change gives a new key, so a cached handle is never stale.
         self._entities: dict[str, cedarpy.Entities] = {}
+        # Decisions by the whole request (attributes, action, job, environment with `now` in
+        # whole seconds). A decision is a pure function of the policy set and the request, so a
+        # repeat within the same second is answered without Cedar; a reload builds a new engine.
+        self._decisions: dict[str, PolicyDecision] = {}
 
     @classmethod
     def load(cls, policy_text: str, schema_text: str) -> PolicyEngine:
@@ -122,6 +127,17 @@ class PolicyEngine:
         return handle
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
+        key = repr(request)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self.evaluate(request)
+            if len(self._decisions) >= _DECISION_CACHE_SIZE:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def evaluate(self, request: PolicyRequest) -> PolicyDecision:
+        """Ask Cedar, always (`decide` answers repeats from its cache)."""
         cedar_request, entities = to_cedar(request)
         result = cedarpy.is_authorized(
             cedar_request, self._policies, self._parsed(entities), self._schema

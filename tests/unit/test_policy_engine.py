@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from broker.policy import (
@@ -122,3 +124,26 @@ def test_explain_lists_each_requirement_of_the_applicable_permits() -> None:
     }
     assert "NOT MET] researcher-view/tier" in explanation.render()
     assert explanation.to_dict()["decision"] == "deny"
+
+
+def test_cached_decisions_are_exactly_the_uncached_ones() -> None:
+    """decide() answers repeats from a cache keyed by the whole request: a change of any
+    attribute, or of the second, is a new question."""
+    from broker.policy.corpus import SHIPPED_CORPUS, load_corpus
+
+    engine = PolicyEngine.load_files()
+    cases = load_corpus(SHIPPED_CORPUS).cases
+    for case in cases:
+        first = engine.decide(case.request)
+        assert first == engine.evaluate(case.request)
+        assert engine.decide(case.request) == first
+    # The same principal and device a second before and after the clearance lapses.
+    expiring = next(c for c in cases if "expires the second after now" in c.desc)
+    lapsed = dataclasses.replace(
+        expiring.request,
+        environment=dataclasses.replace(
+            expiring.request.environment, now=expiring.request.environment.now + 1
+        ),
+    )
+    assert engine.decide(expiring.request).allowed
+    assert not engine.decide(lapsed).allowed
