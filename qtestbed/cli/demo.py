@@ -10,11 +10,13 @@ import argparse
 import io
 import json
 import tempfile
+import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.settings import BrokerSettings
 from qtestbed.client import Client, QtestbedError
 from qtestbed.v1 import jobs_pb2
 
@@ -165,6 +167,7 @@ def _scrape(url: str) -> list[str]:
 def run_demo(root: Path) -> dict[str, Any]:
     from qtestbed.testing import LocalFacility
 
+    started = time.time() - 1
     with LocalFacility(root) as facility:
         addresses = facility.start_broker()
         for device in ("sim-open", "sim-restricted"):
@@ -173,7 +176,10 @@ def run_demo(root: Path) -> dict[str, Any]:
         for device in ("sim-open", "sim-restricted"):
             facility.wait_available(clients["bob"], device)
         outcomes = [_run_one(clients[s.researcher], s) for s in _submissions()]
+        outcomes.append(_through_qiskit(clients["alice"]))
         metrics = _scrape(addresses.metrics)
+        settings = facility.settings()
+    report = _report_summary(settings, started)
     # The refused job names its rule; the device above alice's tier is invisible to her,
     # answered exactly as a device that does not exist.
     ok = (
@@ -181,14 +187,52 @@ def run_demo(root: Path) -> dict[str, Any]:
         and outcomes[3].state == "PERMISSION_DENIED"
         and outcomes[3].rule_id != ""
         and outcomes[4].state == "NOT_FOUND"
+        and outcomes[5].state == "COMPLETED"
+        and outcomes[5].receipt == "valid"
     )
     return {
         "facility": str(root),
         "broker": asdict(addresses),
         "jobs": [asdict(o) for o in outcomes],
         "metrics_sample": metrics,
+        "report": report,
         "ok": ok,
     }
+
+
+def _through_qiskit(client: Client) -> Outcome:
+    """What a researcher writes in Qiskit: transpile for the backend, run in a session."""
+    from qiskit import QuantumCircuit, transpile
+
+    from qtestbed.qiskit import QtestbedProvider, QtestbedSession
+
+    out = Outcome(
+        label="GHZ-3 via Qiskit", researcher="alice", device="sim-open", format="qiskit", state=""
+    )
+    circuit = QuantumCircuit(3)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.cx(1, 2)
+    circuit.measure_all()
+    backend = QtestbedProvider(client).backend("sim-open")
+    with QtestbedSession(backend, max_seconds=120) as session:
+        job = backend.run(transpile(circuit, backend), shots=500, session=session)
+        counts = job.result().get_counts()  # receipts verified before counts are handed out
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    out.state, out.receipt = "COMPLETED", "valid"
+    out.job_id = job.job_id()
+    out.top_outcomes = " ".join(f"{bits}:{n}" for bits, n in top)
+    return out
+
+
+def _report_summary(settings: BrokerSettings, since: float) -> list[str]:
+    """The transparency report's first lines for the demo's own activity."""
+    from qtestbed.report.collect import collect
+    from qtestbed.report.render_md import render_markdown
+
+    report = collect(settings, since=since, until=time.time() + 1, min_count=1)
+    lines = [line for line in render_markdown(report).splitlines() if line.strip()]
+    return lines[:12]
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -206,6 +250,9 @@ def _print_table(summary: dict[str, Any]) -> None:
             print(f"  refused{rule}: {job['refusal']}")
     print("\nsample of the metrics scrape:")
     for line in summary["metrics_sample"]:
+        print(f"  {line}")
+    print("\nthe start of the transparency report (qtestbed report --since ...):")
+    for line in summary["report"]:
         print(f"  {line}")
     print("\ndemo " + ("succeeded" if summary["ok"] else "FAILED"))
 

@@ -26,6 +26,11 @@ def test_demo_runs_end_to_end_and_reports_json() -> None:
     outcomes = {pair.split(":")[0] for pair in ghz["top_outcomes"].split()}
     assert outcomes <= {"00000", "11111"}
     assert summary["broker"]["metrics"].startswith("http://127.0.0.1:")
+    qiskit = next(job for job in summary["jobs"] if job["label"] == "GHZ-3 via Qiskit")
+    assert qiskit["receipt"] == "valid"
+    assert {pair.split(":")[0] for pair in qiskit["top_outcomes"].split()} <= {"000", "111"}
+    assert summary["report"][0].startswith("# Transparency report")
+    assert any("Audit log:** verified" in line for line in summary["report"])
 
 
 @pytest.fixture
