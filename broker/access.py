@@ -25,6 +25,7 @@ from broker.access_model import (
     OperatingState,
     Principal,
     Project,
+    Quota,
     QuotaCheck,
     RecordKind,
     Usage,
@@ -152,14 +153,14 @@ class AccessRegistry:
 
     def quota_check(self, owner: Principal, project: str, now: float) -> QuotaCheck | None:
         found = self.project(project)
-        project_quota = found.quota if found is not None else None
-        if not owner.quota.limited and not (project_quota and project_quota.limited):
+        project_quota = found.quota if found is not None else Quota()
+        if not owner.quota.limited and not project_quota.limited:
             return None
         return QuotaCheck(
             owner=owner.name,
             owner_quota=owner.quota,
             project=project,
-            project_quota=project_quota or owner.quota.__class__(),
+            project_quota=project_quota,
             since=now - DAY_SECONDS,
         )
 
