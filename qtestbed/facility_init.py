@@ -307,5 +307,11 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"\n\n'
         "[limits]\nmax_qubits = 32\nmax_shots = 100000\n\n"
+        "[scheduling]\n"
+        "aging_seconds = 300.0  # one priority class moves a job this far ahead in its project\n"
+        "session_max_seconds = 3600.0\nsession_idle_seconds = 300.0\n\n"
+        "[anomaly]  # detector thresholds; methods in docs/anomalies.md\n"
+        "rate_floor = 60\ndenial_threshold = 10\nattestation_device_threshold = 3\n"
+        "canary_interval_seconds = 600.0\ncanary_fidelity_floor = 0.9\n\n"
         "[timing]\nlease_seconds = 120.0\nmax_attempts = 3\nheartbeat_seconds = 1.0\n"
     )
