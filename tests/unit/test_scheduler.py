@@ -54,9 +54,7 @@ def scheduler(aging: float = 10.0) -> Scheduler:
 def drain_order(s: Scheduler) -> list[str]:
     """The order next_job yields if nothing else happens (dispatching each in turn)."""
     taken = []
-    clone = Scheduler(s.settings, weight_of=s.weight_of)
-    clone._devices = {k: _copy_state(v) for k, v in s._devices.items()}
-    clone._where = dict(s._where)
+    clone = copy.deepcopy(s)
     at = 1e6
     while (head := clone.next_job("dev")) is not None:
         taken.append(head.job_id)
