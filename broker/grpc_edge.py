@@ -140,6 +140,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         view, created = await self.service.submit(CALLER.get(), codec.submit_from_proto(request))
         return jobs_pb2.SubmitJobResponse(job=codec.job_to_proto(view), created=created)
 
+    async def SubmitJobs(self, request: jobs_pb2.SubmitJobsRequest, context: Any) -> Any:
+        submitted = await self.service.submit_many(
+            CALLER.get(), [codec.submit_from_proto(r) for r in request.jobs]
+        )
+        return jobs_pb2.SubmitJobsResponse(
+            jobs=[
+                jobs_pb2.SubmitJobResponse(job=codec.job_to_proto(view), created=created)
+                for view, created in submitted
+            ]
+        )
+
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Any) -> Any:
         return codec.job_to_proto(await self.service.get(CALLER.get(), request.job_id))
 

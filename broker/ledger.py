@@ -37,15 +37,15 @@ class JobLedger:
             kind=kind, actor=actor, subject=subject, at=self.clock.now(), detail=dict(detail or {})
         )
 
-    async def insert(
-        self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
-    ) -> tuple[Job, bool]:
-        """Insert a job (durable on return); `(existing, False)` for a repeated idempotency key.
-        Raises QuotaExceeded (nothing written) when `quota` would be exceeded."""
-        stored, created = await self.runner.call(self.runner.store.insert_job, job, event, quota)
-        if created:
-            self._observe(stored)
-        return stored, created
+    async def insert_many(
+        self, items: list[tuple[Job, AuditEvent, QuotaCheck | None]]
+    ) -> list[tuple[Job, bool]]:
+        """Insert several jobs atomically (all or none); QuotaExceeded writes nothing."""
+        stored = await self.runner.call(self.runner.store.insert_jobs, items)
+        for job, created in stored:
+            if created:
+                self._observe(job)
+        return stored
 
     async def save(
         self,

@@ -30,6 +30,7 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
         "JobService",
         {
             "SubmitJob": frozenset({_R}),
+            "SubmitJobs": frozenset({_R}),
             "GetQuota": frozenset({_R}),
             "OpenSession": frozenset({_R}),
             # Operators see and close any session; researchers only their own.

@@ -15,7 +15,7 @@ from typing import NoReturn
 from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
 from broker.access import AccessRegistry, QuotaStatus
-from broker.access_model import Principal, QuotaExceeded, Role
+from broker.access_model import Principal, QuotaCheck, QuotaExceeded, Role
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.clearance import ClearanceGate, Decision
@@ -25,6 +25,7 @@ from broker.domain import (
     PRIORITY_HIGH,
     PRIORITY_LOW,
     PRIORITY_NORMAL,
+    AuditEvent,
     Circuit,
     CircuitFormat,
     Job,
@@ -76,6 +77,20 @@ class JobView:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class _Prepared:
+    """A request that passed every check, ready to be stored with its audit event."""
+
+    job: Job
+    event: AuditEvent
+    quota: QuotaCheck | None
+    session_id: str
+
+
+# Most jobs in one SubmitJobs call (a batch is validated, decided and stored as a unit).
+MAX_BATCH = 100
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ResultView:
     result: JobResult
     device_certificate: bytes
@@ -122,7 +137,50 @@ class JobService:
         return principal
 
     async def submit(self, caller: str, request: SubmitRequest) -> tuple[JobView, bool]:
+        return (await self.submit_many(caller, [request]))[0]
+
+    async def submit_many(
+        self, caller: str, requests: Sequence[SubmitRequest]
+    ) -> list[tuple[JobView, bool]]:
+        """Validate and decide every request, then store them all in one transaction: a batch
+        is queued whole or not at all. A refusal names the request's place in the batch."""
+        if not requests:
+            raise BrokerError(ErrorCode.INVALID_ARGUMENT, "the batch is empty")
+        if len(requests) > MAX_BATCH:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"a batch holds at most {MAX_BATCH} jobs; this one has {len(requests)}",
+            )
         principal = self.principal(caller)
+        prepared = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append(await self._prepare(caller, principal, request))
+            except BrokerError as exc:
+                if len(requests) == 1:
+                    raise
+                where = f"job {index + 1} of {len(requests)} (nothing in the batch was queued)"
+                raise BrokerError(exc.code, f"{where}: {exc.detail}", rule_id=exc.rule_id) from exc
+        try:
+            stored = await self.ledger.insert_many([(p.job, p.event, p.quota) for p in prepared])
+        except QuotaExceeded as exc:
+            await self._over_quota(caller, exc)
+        views = []
+        for p, (job, created) in zip(prepared, stored, strict=True):
+            if not created:
+                _check_same_request(job, p.job)
+                views.append((await self._view(job), False))
+                continue
+            if p.session_id:
+                self.sessions.touch(p.session_id, submitted=True)
+            self.dispatcher.kick(job.device_id)
+            views.append((self._queued_view(job), True))
+        return views
+
+    async def _prepare(
+        self, caller: str, principal: Principal, request: SubmitRequest
+    ) -> _Prepared:
+        """Everything short of storing: device, project, circuit, clearance, quota check."""
         self.anomalies.submission(caller)
         now = self.ledger.clock.now()
         session = (
@@ -186,19 +244,12 @@ class JobService:
         }
         if session is not None:
             detail["session"] = session.session_id
-        event = self.ledger.event("job.submitted", caller, job.job_id, detail)
-        quota = self.access.quota_check(principal, project, now)
-        try:
-            stored, created = await self.ledger.insert(job, event, quota)
-        except QuotaExceeded as exc:
-            await self._over_quota(caller, exc)
-        if not created:
-            _check_same_request(stored, job)
-            return await self._view(stored), created
-        if session is not None:
-            self.sessions.touch(session.session_id, submitted=True)
-        self.dispatcher.kick(device.device_id)
-        return self._queued_view(stored), created
+        return _Prepared(
+            job=job,
+            event=self.ledger.event("job.submitted", caller, job.job_id, detail),
+            quota=self.access.quota_check(principal, project, now),
+            session_id=job.session_id,
+        )
 
     def _device(self, device_id: str, caller: str, now: float) -> DeviceRecord:
         """The device if it exists and the caller may see it; the same NOT_FOUND otherwise."""

@@ -87,6 +87,31 @@ def _translate(exc: grpc.RpcError) -> QtestbedError:
     return QtestbedError(code, details or "", rule)
 
 
+def submit_request(
+    payload: bytes,
+    *,
+    device_id: str = "",
+    shots: int,
+    fmt: str | None = None,
+    idempotency_key: str | None = None,
+    project: str = "",
+    priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+    selector: jobs_pb2.DeviceSelector | None = None,
+    session_id: str = "",
+) -> jobs_pb2.SubmitJobRequest:
+    """One SubmitJob request; a fresh idempotency key unless given (reuse it to retry)."""
+    return jobs_pb2.SubmitJobRequest(
+        device_id=device_id,
+        priority=priority,
+        selector=selector,
+        session_id=session_id,
+        circuit=jobs_pb2.Circuit(format=_FORMATS[fmt or detect_format(payload)], payload=payload),
+        shots=shots,
+        idempotency_key=idempotency_key or uuid.uuid4().hex,
+        project=project,
+    )
+
+
 class Client:
     def __init__(self, profile: Profile, *, timeout: float = 30.0) -> None:
         from attestation.keys import load_private_key  # refuses group/world-readable keys
@@ -125,17 +150,16 @@ class Client:
         session_id: str = "",
     ) -> jobs_pb2.SubmitJobResponse:
         """Submit a circuit to `device_id`, to a device matching `selector`, or into a session."""
-        request = jobs_pb2.SubmitJobRequest(
+        request = submit_request(
+            payload,
             device_id=device_id,
+            shots=shots,
+            fmt=fmt,
+            idempotency_key=idempotency_key,
+            project=project,
             priority=priority,
             selector=selector,
             session_id=session_id,
-            circuit=jobs_pb2.Circuit(
-                format=_FORMATS[fmt or detect_format(payload)], payload=payload
-            ),
-            shots=shots,
-            idempotency_key=idempotency_key or uuid.uuid4().hex,
-            project=project,
         )
         try:
             response: jobs_pb2.SubmitJobResponse = self._jobs.SubmitJob(
@@ -193,6 +217,14 @@ class Client:
     def result(self, job_id: str) -> jobs_pb2.JobResult:
         request = jobs_pb2.GetResultRequest(job_id=job_id)
         return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
+
+    def submit_many(
+        self, requests: Sequence[jobs_pb2.SubmitJobRequest]
+    ) -> list[jobs_pb2.SubmitJobResponse]:
+        """Several jobs queued as a unit (all or none); build requests with `submit_request`."""
+        batch = jobs_pb2.SubmitJobsRequest(jobs=list(requests))
+        response: jobs_pb2.SubmitJobsResponse = self._unary(self._jobs.SubmitJobs, batch)  # type: ignore[assignment]
+        return list(response.jobs)
 
     def open_session(
         self, device_id: str, *, project: str = "", max_seconds: float = 0.0

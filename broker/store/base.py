@@ -55,6 +55,12 @@ class Store(Protocol):
         after the audit lock, and `QuotaExceeded` is raised, writing nothing, when over.
         """
 
+    def insert_jobs(
+        self, items: Sequence[tuple[Job, AuditEvent, QuotaCheck | None]]
+    ) -> list[tuple[Job, bool]]:
+        """`insert_job` for each item in one transaction: all are stored or, if any raises
+        (QuotaExceeded included), none is."""
+
     def save_job(
         self,
         job: Job,

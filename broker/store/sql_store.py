@@ -156,26 +156,38 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
     def insert_job(
         self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
     ) -> tuple[Job, bool]:
+        with self._transaction() as cur:
+            return self._insert_one(cur, job, event, quota)
+
+    def insert_jobs(
+        self, items: Sequence[tuple[Job, AuditEvent, QuotaCheck | None]]
+    ) -> list[tuple[Job, bool]]:
+        """`insert_job` for several jobs in one transaction: all are stored, or none is."""
+        with self._transaction() as cur:
+            return [self._insert_one(cur, job, event, quota) for job, event, quota in items]
+
+    def _insert_one(
+        self, cur: Cursor, job: Job, event: AuditEvent, quota: QuotaCheck | None
+    ) -> tuple[Job, bool]:
         sql = (
             f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
             f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"
             " ON CONFLICT (owner, idempotency_key) DO NOTHING"
         )
-        with self._transaction() as cur:
-            cur.execute(sql, rows.job_to_row(job))
-            if cur.rowcount == 1:
-                # After the append: it holds the audit lock, which every job insert of every
-                # replica takes, so the counts below see all other committed inserts.
-                self._append(cur, event)
-                if quota is not None:
-                    self._check_quota(quota, job.shots)
-                return job, True
-            # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
-            cur.execute(
-                f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
-                (job.owner, job.idempotency_key),
-            )
-            return rows.job_from_row(cur.fetchone()), False
+        cur.execute(sql, rows.job_to_row(job))
+        if cur.rowcount == 1:
+            # After the append: it holds the audit lock, which every job insert of every
+            # replica takes, so the counts below see all other committed inserts.
+            self._append(cur, event)
+            if quota is not None:
+                self._check_quota(quota, job.shots)
+            return job, True
+        # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
+        cur.execute(
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
+            (job.owner, job.idempotency_key),
+        )
+        return rows.job_from_row(cur.fetchone()), False
 
     def _check_quota(self, quota: QuotaCheck, shots: int) -> None:
         """Raises QuotaExceeded inside the insert's transaction, which then writes nothing."""

@@ -121,8 +121,8 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
         priority: str | None = None,
         session: QtestbedSession | None = None,
     ) -> QtestbedJob:
-        """Like `run`, with shots per circuit. Either every circuit is queued or none stays
-        queued: if one submission is refused, those already queued are cancelled."""
+        """Like `run`, with shots per circuit. The broker queues every circuit or none (one
+        SubmitJobs call); a refusal names the circuit's place in the batch."""
         if not items:
             raise ValueError("nothing to run: no circuits given")
         if self._max_circuits is not None and len(items) > self._max_circuits:
@@ -141,31 +141,32 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
             session_id=session_id,
         )
         encoded = [(encode_circuit(circuit), circuit, shots) for circuit, shots in items]
-        submitted: list[Submitted] = []
-        try:
-            for circuit, original, shots in encoded:
-                request = jobs_pb2.SubmitJobRequest()
-                request.CopyFrom(template)
-                request.circuit.CopyFrom(circuit.message())
-                request.shots = int(shots)
-                request.idempotency_key = uuid.uuid4().hex
-                job = self._connection.submit(request)
-                submitted.append(
-                    Submitted(
-                        job=job,
-                        circuit=circuit,
-                        layout=ClassicalLayout.of(original),
-                        shots=int(shots),
-                    )
+        requests = []
+        for circuit, _, shots in encoded:
+            request = jobs_pb2.SubmitJobRequest()
+            request.CopyFrom(template)
+            request.circuit.CopyFrom(circuit.message())
+            request.shots = int(shots)
+            request.idempotency_key = uuid.uuid4().hex
+            requests.append(request)
+        # One SubmitJobs call: the broker queues the whole batch or none of it.
+        jobs = self._connection.submit_batch(requests)
+        submitted = [
+            Submitted(
+                job=job,
+                circuit=circuit,
+                layout=ClassicalLayout.of(original),
+                shots=int(shots),
+            )
+            for job, (circuit, original, shots) in zip(jobs, encoded, strict=True)
+        ]
+        for job in jobs:
+            if job.device_id != self.name or job.session_id != session_id:
+                self._withdraw(submitted, JobError("unexpected placement"))
+                raise JobError(
+                    f"the broker queued job {job.job_id} on device {job.device_id!r} in "
+                    f"session {job.session_id!r}, not on {self.name!r} in {session_id!r}"
                 )
-                if job.device_id != self.name or job.session_id != session_id:
-                    raise JobError(
-                        f"the broker queued job {job.job_id} on device {job.device_id!r} in "
-                        f"session {job.session_id!r}, not on {self.name!r} in {session_id!r}"
-                    )
-        except BaseException as exc:
-            self._withdraw(submitted, exc)
-            raise
         return QtestbedJob(self, self._connection, submitted)
 
     def _session_id(self, session: QtestbedSession | None) -> str:

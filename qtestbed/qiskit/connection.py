@@ -1,8 +1,8 @@
 """One mutual-TLS connection to the broker, shared by a provider, its backends, jobs and sessions.
 
-`qtestbed.client.Client` covers devices, jobs and results; the JobService calls it has no
-shortcut for (SubmitJob with a priority or a session, and the session RPCs) go through a stub on
-the client's channel, with refusals raised as `QtestbedError` like every other call.
+`qtestbed.client.Client` covers devices, jobs and results; batches (SubmitJobs, retried under
+the same idempotency keys) and the session RPCs go through a stub on the client's channel, with
+refusals raised as `QtestbedError` like every other call.
 """
 
 from __future__ import annotations
@@ -51,19 +51,20 @@ class Connection:
         if self._owned:
             self.client.close()
 
-    def submit(self, request: jobs_pb2.SubmitJobRequest) -> jobs_pb2.Job:
-        """SubmitJob, retried on transient failures under the request's idempotency key."""
-        if not request.idempotency_key:
-            raise ValueError("a submission needs an idempotency key so that retries are safe")
+    def submit_batch(self, requests: list[jobs_pb2.SubmitJobRequest]) -> list[jobs_pb2.Job]:
+        """SubmitJobs (all or none), retried on transient failures under the same keys."""
+        if not all(r.idempotency_key for r in requests):
+            raise ValueError("every submission needs an idempotency key so that retries are safe")
+        batch = jobs_pb2.SubmitJobsRequest(jobs=requests)
         for attempt in range(_SUBMIT_ATTEMPTS):
             try:
-                answer = self.client.call(self._jobs.SubmitJob, request)
+                answer = self.client.call(self._jobs.SubmitJobs, batch)
             except QtestbedError as exc:
                 if exc.code not in _TRANSIENT or attempt == _SUBMIT_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2 * 2**attempt)
                 continue
-            return expect(answer, jobs_pb2.SubmitJobResponse).job
+            return [r.job for r in expect(answer, jobs_pb2.SubmitJobsResponse).jobs]
         raise AssertionError("unreachable")
 
     def open_session(self, device_id: str, *, project: str, max_seconds: float) -> jobs_pb2.Session:

@@ -40,6 +40,11 @@ class JobServiceStub(object):
                 request_serializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/qtestbed.v1.JobService/SubmitJobs',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/qtestbed.v1.JobService/GetJob',
                 request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
@@ -99,6 +104,14 @@ class JobServiceServicer(object):
     def SubmitJob(self, request, context):
         """Validate, check clearance, and durably queue a job. Retries with the same
         idempotency_key return the original job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request, context):
+        """Several jobs in one call, queued as a unit: every job is validated and checked first, then
+        all are stored in one transaction, or none is (the refusal names the job). At most 100.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +190,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobRequest.FromString,
                     response_serializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -257,6 +275,33 @@ class JobService(object):
             '/qtestbed.v1.JobService/SubmitJob',
             qtestbed_dot_v1_dot_jobs__pb2.SubmitJobRequest.SerializeToString,
             qtestbed_dot_v1_dot_jobs__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/SubmitJobs',
+            qtestbed_dot_v1_dot_jobs__pb2.SubmitJobsRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class JobServiceStub:
     """Validate, check clearance, and durably queue a job. Retries with the same
     idempotency_key return the original job.
     """
+    SubmitJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.SubmitJobsRequest, _jobs_pb2.SubmitJobsResponse]
+    """Several jobs in one call, queued as a unit: every job is validated and checked first, then
+    all are stored in one transaction, or none is (the refusal names the job). At most 100.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.JobEvent]
     """Streams the job's current state, then every change, until it is terminal."""
@@ -63,6 +67,10 @@ class JobServiceAsyncStub(JobServiceStub):
     SubmitJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.SubmitJobRequest, _jobs_pb2.SubmitJobResponse]  # type: ignore[assignment]
     """Validate, check clearance, and durably queue a job. Retries with the same
     idempotency_key return the original job.
+    """
+    SubmitJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.SubmitJobsRequest, _jobs_pb2.SubmitJobsResponse]  # type: ignore[assignment]
+    """Several jobs in one call, queued as a unit: every job is validated and checked first, then
+    all are stored in one transaction, or none is (the refusal names the job). At most 100.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.JobEvent]  # type: ignore[assignment]
@@ -93,6 +101,16 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_pb2.SubmitJobResponse, _abc.Awaitable[_jobs_pb2.SubmitJobResponse]]:
         """Validate, check clearance, and durably queue a job. Retries with the same
         idempotency_key return the original job.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitJobs(
+        self,
+        request: _jobs_pb2.SubmitJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.SubmitJobsResponse, _abc.Awaitable[_jobs_pb2.SubmitJobsResponse]]:
+        """Several jobs in one call, queued as a unit: every job is validated and checked first, then
+        all are stored in one transaction, or none is (the refusal names the job). At most 100.
         """
 
     @_abc_1.abstractmethod

@@ -189,3 +189,27 @@ def test_a_quota_holds_between_two_connections(backend: Backend) -> None:
     assert len(accepted) == 5
     assert len(refused) == 15
     assert stores[1].job_usage(owner="alice", project=None, since=T0 - 60).active_jobs == 5
+
+
+def test_a_batch_over_quota_is_not_stored_at_all(store: SqlStore) -> None:
+    quota = _limits(jobs=2)
+
+    def batch(attempt: str, names: tuple[str, ...]) -> list[Any]:
+        return [
+            (
+                dataclasses.replace(_job(f"{name}-{attempt}"), idempotency_key=f"key-{name}"),
+                event("job.submitted", name),
+                quota,
+            )
+            for name in names
+        ]
+
+    with pytest.raises(QuotaExceeded):
+        store.insert_jobs(batch("1", ("a", "b", "c")))
+    assert [store.get_job(f"{n}-1") for n in ("a", "b", "c")] == [None, None, None]
+    assert store.audit_entries() == []
+    stored = store.insert_jobs(batch("2", ("a", "b")))
+    assert [(job.job_id, created) for job, created in stored] == [("a-2", True), ("b-2", True)]
+    # A retried batch (new job ids, the same keys) returns the jobs already stored.
+    again = store.insert_jobs(batch("3", ("a", "b")))
+    assert [(job.job_id, created) for job, created in again] == [("a-2", False), ("b-2", False)]

@@ -208,11 +208,12 @@ def test_a_queued_job_reports_status_place_and_cancels(lab: LocalFacility) -> No
         assert second.cancel() is True
         assert second.status() == JobStatus.CANCELLED
 
-        # A batch the broker refuses part of is withdrawn whole.
-        with pytest.raises(QtestbedError, match="shots"):
+        # A batch the broker refuses part of is not queued at all (one SubmitJobs call).
+        with pytest.raises(QtestbedError, match="shots") as refused:
             backend.run_batch([(ghz(3), 10), (ghz(3), 10**7)])
+        assert "job 2 of 2 (nothing in the batch was queued)" in refused.value.message
         jobs = bob.connection.client.list_jobs(device_id="sim-restricted")
-        assert len(jobs) == 4
+        assert len(jobs) == 3  # first, and the two of second: nothing from the refused batch
         assert {job.state for job in jobs} == {jobs_pb2.JOB_STATE_CANCELLED}
     with (
         QtestbedProvider(profile(lab, "bob"), max_circuits=1) as limited,
