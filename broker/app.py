@@ -44,7 +44,7 @@ from broker.service import JobService
 from broker.sessions import SessionManager
 from broker.sessions_model import Session
 from broker.settings import BrokerSettings
-from broker.store import open_store
+from broker.store import StoreError, open_store
 from broker.store.runner import StoreRunner
 from broker.usage import UsageTracker
 from broker.watch import JobWatchers
@@ -349,6 +349,11 @@ class Broker:
         except AuditLogError as exc:
             # The log no longer matches what was signed: never sign over it; shout instead.
             log.error("audit log integrity check failed, not checkpointing: %s", exc)
+            return
+        except StoreError as exc:
+            # With several replicas on one database another may have signed this tree size
+            # first; the log is covered either way, and the next checkpoint will be larger.
+            log.warning("checkpoint not stored (%s); the next one will cover these entries", exc)
             return
         if made is not None:
             self.metrics.checkpoints.inc()

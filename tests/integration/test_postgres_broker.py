@@ -9,8 +9,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from broker.embedded import EmbeddedBroker
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.testing import LocalFacility
+from qtestbed.client import Client, Profile, QtestbedError
+from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import access_pb2
 from tests.integration.support import state_name, wait_state
 
 pytestmark = pytest.mark.postgres
@@ -42,3 +45,64 @@ def test_ghz_completes_on_postgres_and_survives_a_broker_restart(
     result = alice.result(done.job_id)
     assert set(result.counts) <= {"000", "111"}
     assert alice.verify_result(result, done) == []
+
+
+def test_two_broker_replicas_share_queues_access_and_sessions(
+    pg_facility: LocalFacility,
+) -> None:
+    """Two brokers on one PostgreSQL schema; the driver is connected to the first only."""
+    first = pg_facility.start_broker()
+    second = EmbeddedBroker(pg_facility.settings())
+    second_address = second.start().grpc
+    try:
+        root = pg_facility.root
+
+        def via_second(name: str) -> Client:
+            return Client(
+                Profile(
+                    broker=second_address,
+                    ca_cert=root / "ca" / "ca.pem",
+                    cert=root / "users" / f"{name}.pem",
+                    key=root / "users" / f"{name}.key",
+                )
+            )
+
+        alice_b = via_second("alice")
+        assert first.grpc != second_address
+        pg_facility.start_driver("sim-open")
+        # Jobs queued through the replica without the driver run through the one with it.
+        jobs = [alice_b.submit(ghz_qasm2(3), device_id="sim-open", shots=50).job for _ in range(3)]
+        for job in jobs:
+            assert state_name(wait_state(alice_b, job.job_id, "COMPLETED")) == "COMPLETED"
+        # An operator's change made on the first replica is enforced by the second.
+        olivia = pg_facility.client("olivia")
+        record = olivia.call(
+            olivia.access.GetPrincipal, access_pb2.GetPrincipalRequest(name="alice")
+        )
+        record.principal.clearance_expires_at.FromSeconds(1_577_836_800)
+        olivia.call(
+            olivia.access.PutPrincipal,
+            access_pb2.PutPrincipalRequest(
+                principal=record.principal, expected_version=record.meta.version
+            ),
+        )
+
+        def refused() -> str | None:
+            try:
+                alice_b.device("sim-open")
+            except QtestbedError as exc:
+                return exc.code
+            return None
+
+        # An expired clearance hides the device: NOT_FOUND, as for one that does not exist.
+        assert eventually(refused, what="the second replica to see the change") == "NOT_FOUND"
+        # One session per device across replicas.
+        bob_a, bob_b = pg_facility.client("bob"), via_second("bob")
+        bob_a.open_session("sim-open")
+        with pytest.raises(QtestbedError) as busy:
+            bob_b.open_session("sim-open")
+        assert busy.value.code == "FAILED_PRECONDITION"
+        for client in (alice_b, bob_b):
+            client.close()
+    finally:
+        second.stop()
