@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qtestbed.cli.demo import bell_qasm3, ghz_qasm2, ghz_qpy
-from qtestbed.client import QtestbedError, verify_result_offline
+from qtestbed.client import QtestbedError, submit_request, verify_result_offline
 from qtestbed.testing import LocalFacility
 from tests.integration.support import audit_kinds, metric_value, scrape, state_name, wait_state
 
@@ -198,3 +198,33 @@ def test_hostile_qpy_is_refused_and_the_broker_keeps_serving(running: LocalFacil
     assert alice.list_jobs() == []
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=50).job
     assert state_name(wait_state(alice, job.job_id, "COMPLETED")) == "COMPLETED"
+
+
+def test_a_batch_is_queued_whole_or_not_at_all(running: LocalFacility) -> None:
+    alice = running.client("alice")
+    good = submit_request(ghz_qasm2(3), device_id="sim-open", shots=100)
+    bad = submit_request(
+        b"OPENQASM 2.0;\nqreg q[2];\nnot a gate q[0];\n",
+        device_id="sim-open",
+        shots=100,
+        fmt="qasm2",
+    )
+    with pytest.raises(QtestbedError) as refused:
+        alice.submit_many([good, bad, good])
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert refused.value.message.startswith("job 2 of 3 (nothing in the batch was queued): ")
+    assert alice.list_jobs() == []
+    for requests, wanted in (([], "the batch is empty"), ([good] * 101, "at most 100 jobs")):
+        with pytest.raises(QtestbedError) as wrong:
+            alice.submit_many(requests)
+        assert wrong.value.code == "INVALID_ARGUMENT"
+        assert wanted in wrong.value.message
+    second = submit_request(ghz_qasm2(2), device_id="sim-open", shots=50)
+    answers = alice.submit_many([good, second])
+    assert [a.created for a in answers] == [True, True]
+    for answer in answers:
+        assert state_name(wait_state(alice, answer.job.job_id, "COMPLETED")) == "COMPLETED"
+    # Retrying the same batch (same idempotency keys) returns the same jobs, queued once.
+    again = alice.submit_many([good, second])
+    assert [a.job.job_id for a in again] == [a.job.job_id for a in answers]
+    assert [a.created for a in again] == [False, False]
