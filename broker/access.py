@@ -10,7 +10,6 @@ record's version and audited in the same transaction.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -39,9 +38,11 @@ from broker.access_model import (
     project_to_doc,
 )
 from broker.domain import AuditEvent
-from broker.errors import BrokerError, ErrorCode, not_found
+from broker.errors import BrokerError, ErrorCode, invalid, not_found
 from broker.facility import Facility
 from broker.metrics import BrokerMetrics
+from broker.policy.attributes import format_time
+from broker.registry_model import DeviceRecord, DeviceStatus
 from broker.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,21 @@ class AccessRegistry:
             if any(w.ends_at > now - 60 for w in ops.windows)
         ]
 
+    def operating_state(self, device: DeviceRecord, now: float) -> OperatingState:
+        """What the device is doing now: a revoked certificate retires it whatever its operator
+        state; otherwise the operator's state, or maintenance inside a maintenance window."""
+        if device.status is DeviceStatus.REVOKED:
+            return OperatingState.RETIRED
+        return self.operations(device.device_id).effective_state(now)
+
     def availability(self, device_id: str, now: float) -> Availability:
         ops = self.operations(device_id)
         state = ops.effective_state(now)
         if state in (OperatingState.MAINTENANCE, OperatingState.RETIRED):
             window = ops.maintenance_at(now)
             if window is not None:
-                why = f"device {device_id} is in a maintenance window until {_iso(window.ends_at)}"
+                until = format_time(window.ends_at)
+                why = f"device {device_id} is in a maintenance window until {until}"
             else:
                 why = f"device {device_id} is {state.value}" + (
                     f" ({ops.reason})" if ops.reason else ""
@@ -147,7 +156,7 @@ class AccessRegistry:
                 runs_jobs=True,
                 projects=(reservation.project,),
                 why=f"device {device_id} is reserved for project {reservation.project} until "
-                f"{_iso(reservation.ends_at)}",
+                f"{format_time(reservation.ends_at)}",
             )
         return Availability(runs_jobs=True, projects=None, why="")
 
@@ -270,14 +279,14 @@ class AccessRegistry:
     ) -> AccessRecord:
         facility = self._facility()
         if not principal.name:
-            raise _invalid("a principal needs a name (the common name of its certificate)")
+            raise invalid("a principal needs a name (the common name of its certificate)")
         if principal.tier not in facility.tiers:
-            raise _invalid(f"tier {principal.tier!r} is not one of {', '.join(facility.tiers)}")
+            raise invalid(f"tier {principal.tier!r} is not one of {', '.join(facility.tiers)}")
         if not principal.roles:
-            raise _invalid("give the principal at least one role: researcher, operator, security")
+            raise invalid("give the principal at least one role: researcher, operator, security")
         unknown = [p for p in principal.projects if p not in self.snapshot.projects]
         if unknown:
-            raise _invalid(
+            raise invalid(
                 f"project(s) {', '.join(unknown)} do not exist; create them first with "
                 "'qtestbed project set'"
             )
@@ -316,9 +325,9 @@ class AccessRegistry:
         self, caller: str, project: Project, expected_version: int
     ) -> AccessRecord:
         if not project.name:
-            raise _invalid("a project needs a name")
+            raise invalid("a project needs a name")
         if project.weight < 1:
-            raise _invalid("a project's weight must be at least 1")
+            raise invalid("a project's weight must be at least 1")
         return await self._put(
             caller, RecordKind.PROJECT, project.name, project_to_doc(project), expected_version
         )
@@ -346,15 +355,15 @@ class AccessRegistry:
         note: str = "",
     ) -> tuple[DeviceOperations, Window]:
         if ends_at <= starts_at:
-            raise _invalid("a window must end after it starts")
+            raise invalid("a window must end after it starts")
         if ends_at - starts_at > MAX_WINDOW_SECONDS:
-            raise _invalid("a window may last at most 366 days; add another one after it")
+            raise invalid("a window may last at most 366 days; add another one after it")
         if ends_at <= self.now():
-            raise _invalid("that window has already ended")
+            raise invalid("that window has already ended")
         if kind is WindowKind.RESERVATION and project not in self.snapshot.projects:
-            raise _invalid(f"project {project!r} does not exist; reservations are per project")
+            raise invalid(f"project {project!r} does not exist; reservations are per project")
         if kind is WindowKind.MAINTENANCE and project:
-            raise _invalid("a maintenance window is for the whole device; drop the project")
+            raise invalid("a maintenance window is for the whole device; drop the project")
         window = Window(
             window_id=uuid.uuid4().hex[:12],
             kind=kind,
@@ -376,8 +385,9 @@ class AccessRegistry:
                         raise BrokerError(
                             ErrorCode.FAILED_PRECONDITION,
                             f"device {device_id} is already reserved for project {other.project}"
-                            f" from {_iso(other.starts_at)} until {_iso(other.ends_at)}"
-                            f" (window {other.window_id}); choose another time",
+                            f" from {format_time(other.starts_at)} until "
+                            f"{format_time(other.ends_at)} (window {other.window_id}); "
+                            "choose another time",
                         )
             return dataclasses.replace(ops, windows=(*ops.windows, window))
 
@@ -494,16 +504,8 @@ class AccessRegistry:
         )
 
 
-def _invalid(message: str) -> BrokerError:
-    return BrokerError(ErrorCode.INVALID_ARGUMENT, message)
-
-
 def _conflict(kind: RecordKind, name: str) -> BrokerError:
     return BrokerError(
         ErrorCode.ABORTED,
         f"{kind.value} {name!r} changed since you read it; read it again and retry",
     )
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,7 +23,7 @@ from broker.access_model import (
 )
 from broker.codec import to_timestamp
 from broker.device_registry import DeviceRegistry
-from broker.errors import BrokerError, ErrorCode, not_found
+from broker.errors import invalid, not_found
 from broker.grpc_edge import CALLER
 from qtestbed.v1 import access_pb2 as pb
 from qtestbed.v1 import access_pb2_grpc
@@ -46,10 +46,6 @@ def _seconds(stamp: Timestamp) -> float:
     return stamp.ToNanoseconds() / 1e9
 
 
-def _invalid(message: str) -> BrokerError:
-    return BrokerError(ErrorCode.INVALID_ARGUMENT, message)
-
-
 def quota_from_proto(q: pb.Quota) -> Quota:
     return Quota(max_active_jobs=q.max_active_jobs, max_shots_per_day=q.max_shots_per_day)
 
@@ -62,7 +58,7 @@ def principal_from_proto(p: pb.Principal) -> Principal:
     try:
         roles = frozenset(Role(r) for r in p.roles)
     except ValueError as exc:
-        raise _invalid(f"{exc}; roles are researcher, operator, security") from exc
+        raise invalid(f"{exc}; roles are researcher, operator, security") from exc
     return Principal(
         name=p.name,
         tier=p.tier,
@@ -155,9 +151,11 @@ class AccessAdminServicer(access_pb2_grpc.AccessAdminServiceServicer):
     def _operations(self, ops: DeviceOperations) -> pb.DeviceOperations:
         now = self.access.now()
         device = self.registry.get(ops.device_id)
-        effective = ops.effective_state(now)
-        if device is not None and device.status.value == "REVOKED":
-            effective = OperatingState.RETIRED
+        effective = (
+            self.access.operating_state(device, now)
+            if device is not None
+            else ops.effective_state(now)
+        )
         return pb.DeviceOperations(
             device_id=ops.device_id,
             state=_STATE_TO_PROTO[ops.state],
@@ -201,7 +199,7 @@ class AccessAdminServicer(access_pb2_grpc.AccessAdminServiceServicer):
     async def SetDeviceState(self, request: pb.SetDeviceStateRequest, context: Any) -> Any:
         state = _STATE_FROM_PROTO.get(request.state)
         if state is None:
-            raise _invalid("state must be online, draining, maintenance or retired")
+            raise invalid("state must be online, draining, maintenance or retired")
         ops = await self.access.set_device_state(
             CALLER.get(), request.device_id, state, request.reason
         )
@@ -210,9 +208,9 @@ class AccessAdminServicer(access_pb2_grpc.AccessAdminServiceServicer):
     async def AddDeviceWindow(self, request: pb.AddDeviceWindowRequest, context: Any) -> Any:
         kind = _KIND_FROM_PROTO.get(request.kind)
         if kind is None:
-            raise _invalid("kind must be maintenance or reservation")
+            raise invalid("kind must be maintenance or reservation")
         if not (request.HasField("starts_at") and request.HasField("ends_at")):
-            raise _invalid("give both starts_at and ends_at")
+            raise invalid("give both starts_at and ends_at")
         ops, _ = await self.access.add_window(
             CALLER.get(),
             request.device_id,

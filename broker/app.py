@@ -82,6 +82,7 @@ class Broker:
         self.broker_key = load_private_key(settings.server_key)
         self._tasks: list[asyncio.Task[None]] = []
         self._reload: asyncio.Task[bool] | None = None  # the latest SIGHUP reload
+        self._zeroed: set[str] = set()  # devices whose event counters are exported
         self._server: grpc.aio.Server | None = None
         self._link: DriverLink | None = None
         self._metrics_http: object | None = None
@@ -336,6 +337,9 @@ class Broker:
     def _zero_series(self, device_id: str) -> None:
         """Export per-device event counters at 0 before their first event, so that alerting on
         `increase()` sees the first quarantine or anomaly of a device too."""
+        if device_id in self._zeroed:
+            return
+        self._zeroed.add(device_id)
         m = self.metrics
         m.quarantines.labels(device_id)
         m.revocations.labels(device_id)

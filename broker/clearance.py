@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from broker.access import AccessRegistry
-from broker.access_model import OperatingState, Principal
+from broker.access_model import Principal
 from broker.device_registry import DeviceRegistry
 from broker.facility import FacilityRef
 from broker.policy import (
@@ -26,7 +26,7 @@ from broker.policy import (
     PolicyRequest,
     PrincipalAttributes,
 )
-from broker.registry_model import DeviceRecord, DeviceStatus
+from broker.registry_model import DeviceRecord
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +128,9 @@ class ClearanceGate:
 
     def _device(self, device: DeviceRecord, now: float) -> DeviceAttributes:
         facility = self.facility.current
-        ops = self.access.operations(device.device_id)
-        # A revoked certificate retires the device whatever its operator state says; quarantine
-        # holds the queue in the dispatcher and says why, so it is not a policy state.
-        state = (
-            OperatingState.RETIRED
-            if device.status is DeviceStatus.REVOKED
-            else ops.effective_state(now)
-        )
-        reservation = ops.reservation_at(now)
+        # Quarantine holds the queue in the dispatcher and says why, so it is not a policy state.
+        state = self.access.operating_state(device, now)
+        reservation = self.access.operations(device.device_id).reservation_at(now)
         exported = self.registry.export_class(device.device_id)
         controlled = exported.export_class != self.registry.export_profile.uncontrolled_class
         return DeviceAttributes(

@@ -76,7 +76,6 @@ class DeviceDirectory:
         ):
             status = None  # expired: no current result
         reference = self.registry.reference_for(device.device_id)
-        ops = self.gate.access.operations(device.device_id)
         availability = self.gate.access.availability(device.device_id, now)
         exported = self.registry.export_class(device.device_id)
         return DeviceView(
@@ -95,7 +94,7 @@ class DeviceDirectory:
             available=device.status is DeviceStatus.ACTIVE
             and any(c.dispatchable(now) for c in conns),
             queue_depth=depth,
-            operating_state=ops.effective_state(now).value,
+            operating_state=self.gate.access.operating_state(device, now).value,
             operating_note=availability.why,
             two_qubit_error=self.registry.attested_two_qubit_error(device.device_id),
         )

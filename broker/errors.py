@@ -31,3 +31,8 @@ class BrokerError(Exception):
 def not_found(kind: str, ident: str) -> BrokerError:
     """The same answer for 'does not exist' and 'exists but hidden from you'."""
     return BrokerError(ErrorCode.NOT_FOUND, f"{kind} {ident!r} not found")
+
+
+def invalid(detail: str) -> BrokerError:
+    """The request itself is wrong; `detail` says what and how to put it right."""
+    return BrokerError(ErrorCode.INVALID_ARGUMENT, detail)

@@ -6,7 +6,6 @@ The gRPC servicers translate to and from protobuf and call only this.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from broker.errors import BrokerError, ErrorCode, not_found
 from broker.facility import FacilityRef
 from broker.ledger import JobLedger
 from broker.policy import Action, JobAttributes
+from broker.policy.attributes import format_time
 from broker.registry_model import DeviceRecord, DeviceStatus
 from broker.scheduler import Scheduler, eta_seconds
 from broker.sessions import SessionManager
@@ -434,7 +434,7 @@ class JobService:
         if session is not None and session.session_id != job.session_id:
             return (
                 f"device {job.device_id} is held by a session until at most "
-                f"{_iso(session.closes_at)}; the job runs when it closes"
+                f"{format_time(session.closes_at)}; the job runs when it closes"
             )
         if not self.dispatcher.fleet.attested(job.device_id, now):
             return f"device {job.device_id} has no freshly attested driver connected"
@@ -570,10 +570,6 @@ class JobService:
                 ) and fresh.job.version >= view.job.version:
                     view = fresh
                     yield view
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_same_request(stored: Job, attempted: Job) -> None:

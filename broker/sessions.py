@@ -10,7 +10,6 @@ which the store enforces across broker replicas.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from broker.domain import AuditEvent
 from broker.errors import BrokerError, ErrorCode, not_found
 from broker.ledger import JobLedger
+from broker.policy.attributes import format_time
 from broker.scheduler import SchedulerSettings
 from broker.sessions_model import Session, SessionState
 
@@ -66,7 +66,7 @@ class SessionManager:
         event = self._event("session.opened", caller, session.session_id, detail)
         if not await self.ledger.runner.call(self.store.insert_session, session, event):
             held = self._open.get(device_id)
-            until = f" until at most {_iso(held.closes_at)}" if held else ""
+            until = f" until at most {format_time(held.closes_at)}" if held else ""
             raise BrokerError(
                 ErrorCode.FAILED_PRECONDITION,
                 f"device {device_id} is held by another session{until}; try again later or "
@@ -166,7 +166,3 @@ class SessionManager:
         return AuditEvent(
             kind=kind, actor=actor, subject=subject, at=self.ledger.clock.now(), detail=detail
         )
-
-
-def _iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

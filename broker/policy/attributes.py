@@ -183,6 +183,6 @@ def parse_time(value: Any, where: str) -> int:
     raise AttributesError(f"{where} must be epoch seconds or an ISO 8601 time")
 
 
-def format_time(epoch: int) -> str:
+def format_time(epoch: float) -> str:
     """UTC ISO 8601 with a Z, as shown in reasons."""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -88,11 +88,8 @@ class Store(Protocol):
     ) -> list[tuple[int, Job]]:
         """Jobs newest first as (seq, job); `before_seq` pages backwards from a previous page."""
 
-    def queued_jobs(
-        self, device_id: str, limit: int, projects: Sequence[str] | None = None
-    ) -> list[Job]:
-        """The device's QUEUED jobs in FIFO order (submission order), oldest first; with
-        `projects`, only jobs of those projects."""
+    def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
+        """The device's QUEUED jobs in FIFO order (submission order), oldest first."""
 
     def queue_position(self, job_id: str) -> int | None:
         """1-based place of a QUEUED job in its device's queue; None if it is not queued."""

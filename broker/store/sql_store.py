@@ -289,16 +289,11 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         found = self._query(sql, (*params, limit))
         return [(int(row[0]), rows.job_from_row(row[1:])) for row in found]
 
-    def queued_jobs(
-        self, device_id: str, limit: int, projects: Sequence[str] | None = None
-    ) -> list[Job]:
-        only = "" if projects is None else f" AND project IN ({_marks(len(projects))})"
-        if projects is not None and not projects:
-            return []
+    def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
         found = self._query(
-            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?{only}"
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?"
             " ORDER BY seq LIMIT ?",
-            (device_id, _QUEUED, *(projects or ()), limit),
+            (device_id, _QUEUED, limit),
         )
         return [rows.job_from_row(row) for row in found]
 

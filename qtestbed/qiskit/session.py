@@ -33,7 +33,7 @@ class QtestbedSession:
     def open(self) -> jobs_pb2.Session:
         if self.session_id is not None:
             raise RuntimeError(f"session {self.session_id} is already open")
-        session = self.backend.connection.open_session(
+        session = self.backend.connection.client.open_session(
             self.backend.name, project=self.project, max_seconds=self.max_seconds
         )
         if session.state != jobs_pb2.SESSION_STATE_OPEN or not session.session_id:
@@ -43,10 +43,10 @@ class QtestbedSession:
 
     def details(self) -> jobs_pb2.Session:
         """The broker's record: state, closing time, idle timeout, jobs, why it closed."""
-        return self.backend.connection.get_session(self._require_id())
+        return self.backend.connection.client.session(self._require_id())
 
     def close(self, reason: str = "") -> jobs_pb2.Session:
-        session = self.backend.connection.close_session(self._require_id(), reason)
+        session = self.backend.connection.client.close_session(self._require_id(), reason)
         self.session_id = None
         return session
 

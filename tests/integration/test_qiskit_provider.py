@@ -240,5 +240,5 @@ def test_jobs_and_sampler_run_inside_a_session(alice: QtestbedProvider) -> None:
         assert details.jobs == 2
         opened = session.session_id
     assert session.session_id is None
-    closed = alice.connection.get_session(opened)
+    closed = alice.connection.client.session(opened)
     assert closed.state == jobs_pb2.SESSION_STATE_CLOSED
