@@ -6,6 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
+# In CI the PostgreSQL tests must run (and fail if the server is unreachable); the CI machine's
+# server is the default when no DSN is given.
+ifeq ($(CI),true)
+QTESTBED_TEST_PG_DSN ?= postgresql://postgres@127.0.0.1:5432/test
+export QTESTBED_TEST_PG_DSN
+endif
+
 .PHONY: setup demo test lint typecheck unit protos bench clean
 
 $(STAMP): pyproject.toml
