@@ -12,42 +12,43 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from attestation.keys import load_private_key
-from broker.access import AccessRegistry
-from broker.access_edge import AccessAdminServicer
-from broker.admin_edge import AuditServicer, DeviceAdminServicer
-from broker.admin_service import AdminService
+from broker.access.clearance import ClearanceGate
+from broker.access.facility import FacilityRef
+from broker.access.registry import AccessRegistry
 from broker.anomaly.canary import CanaryRunner
 from broker.anomaly.detectors import DEVICE_DETECTORS
 from broker.anomaly.monitor import AnomalyMonitor
-from broker.attestor import Attestor
 from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
+from broker.audit.model import Checkpoint
 from broker.audit.verify import iter_entries
-from broker.circuits import BrokerDecoder, IsolatedDecoder
-from broker.clearance import ClearanceGate
 from broker.clock import Clock, SystemClock
-from broker.device_registry import DeviceRegistry
-from broker.devices import DeviceDirectory
-from broker.dispatcher import Dispatcher
-from broker.domain import Job, JobState
-from broker.facility import FacilityRef
-from broker.fleet import Fleet
-from broker.grpc_edge import DeviceServicer, EdgeInterceptor, JobServicer
-from broker.hub import DriverHub
-from broker.ledger import JobLedger
-from broker.link import DriverLink
+from broker.devices.admin import AdminService
+from broker.devices.directory import DeviceDirectory
+from broker.devices.model import DeviceStatus
+from broker.devices.registry import DeviceRegistry
+from broker.grpc.access import AccessAdminServicer
+from broker.grpc.admin import AuditServicer, DeviceAdminServicer
+from broker.grpc.interceptor import DeviceServicer, EdgeInterceptor, JobServicer
+from broker.jobs.circuits import BrokerDecoder, IsolatedDecoder
+from broker.jobs.ledger import JobLedger
+from broker.jobs.model import Job, JobState
+from broker.jobs.scheduler import Scheduler
+from broker.jobs.service import JobService
+from broker.jobs.session_model import Session
+from broker.jobs.sessions import SessionManager
+from broker.jobs.usage import UsageTracker
+from broker.jobs.watch import JobWatchers
+from broker.link.attestor import Attestor
+from broker.link.dispatcher import Dispatcher
+from broker.link.fleet import Fleet
+from broker.link.hub import DriverHub
+from broker.link.socket import DriverLink
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine, PolicyError
 from broker.policy.export_control import load_profile
-from broker.registry_model import Checkpoint, DeviceStatus
-from broker.scheduler import Scheduler
-from broker.service import JobService
-from broker.sessions import SessionManager
-from broker.sessions_model import Session
 from broker.settings import BrokerSettings
 from broker.store import StoreError, open_store
 from broker.store.runner import StoreRunner
-from broker.usage import UsageTracker
-from broker.watch import JobWatchers
 from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)

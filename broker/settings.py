@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.circuits import CircuitLimits
+from broker.jobs.circuits import CircuitLimits
+from broker.jobs.scheduler import SchedulerSettings
 from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
-from broker.scheduler import SchedulerSettings
 
 
 class SettingsError(ValueError):

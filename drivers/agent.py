@@ -29,7 +29,7 @@ from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
 from drivers.measure import measure
-from qtestbed.linkkeys import configure_client
+from qtestbed.shared.linkkeys import configure_client
 from qtestbed.v1 import devices_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
 

@@ -1,12 +1,12 @@
 """The driver's own circuit decoding: it runs only what it parsed and checked itself.
 
 The driver does not import broker code and does not trust the broker's parse: it re-parses the
-leased payload with the shared codec (`qtestbed.circuits`) under the default limits. That gives
-it the checks broker validation applies: payload size; OpenQASM 2 `include` of `qelib1.inc`
-only; register widths, physical qubits and range bounds scanned before parsing; parser errors
-and Rust panics turned into one-line errors; measurement required; no unbound parameters or
-`while` loops; depth counted with loops unrolled. A broker configured with larger limits than
-the defaults can lease a circuit that this driver then refuses.
+leased payload with the shared codec (`qtestbed.shared.circuits`) under the default limits. That
+gives it the checks broker validation applies: payload size; OpenQASM 2 `include` of
+`qelib1.inc` only; register widths, physical qubits and range bounds scanned before parsing;
+parser errors and Rust panics turned into one-line errors; measurement required; no unbound
+parameters or `while` loops; depth counted with loops unrolled. A broker configured with larger
+limits than the defaults can lease a circuit that this driver then refuses.
 
 Parsing runs in this process, not in an isolated child, and no check bounds what Qiskit's QPY
 reader allocates for a forged length field: such a payload can exhaust or abort the driver
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from qiskit import QuantumCircuit
 
-from qtestbed.circuits import DEFAULT_LIMITS, CircuitError, CircuitFormat, decode_payload
+from qtestbed.shared.circuits import DEFAULT_LIMITS, CircuitError, CircuitFormat, decode_payload
 from qtestbed.v1 import jobs_pb2
 
 _FORMATS: dict[int, CircuitFormat] = {

@@ -20,7 +20,7 @@ from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
 from drivers.device import DeviceDescription
 from drivers.measure import measure
-from qtestbed.linkkeys import authorize_client, create_keypair
+from qtestbed.shared.linkkeys import authorize_client, create_keypair
 
 TIERS = ("open", "controlled", "restricted")
 FIRMWARE = "qtestbed-simfw 1.0"

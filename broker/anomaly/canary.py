@@ -17,9 +17,10 @@ from collections.abc import Mapping
 
 from broker.anomaly.detectors import hellinger_fidelity
 from broker.anomaly.monitor import AnomalyMonitor
-from broker.domain import Circuit, CircuitFormat, Job, JobState, Lease
+from broker.jobs.model import Circuit, Job, JobState, Lease
 from broker.metrics import BrokerMetrics
 from broker.settings import AnomalySettings
+from qtestbed.shared.circuits import CircuitFormat
 
 CANARY_OWNER = "qtestbed-canary"
 # The first canary of a newly attested device runs after this long at most.

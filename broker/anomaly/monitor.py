@@ -23,8 +23,8 @@ from broker.anomaly.detectors import (
     MeasurementDriftDetector,
     RateSpikeDetector,
 )
-from broker.domain import AuditEvent
-from broker.ledger import JobLedger
+from broker.audit.model import AuditEvent
+from broker.jobs.ledger import JobLedger
 from broker.settings import AnomalySettings
 
 log = logging.getLogger(__name__)

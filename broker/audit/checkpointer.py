@@ -28,9 +28,8 @@ from collections.abc import Iterable, Sequence
 
 from attestation.keys import SigningKey
 from broker.audit.checkpoints import sign_checkpoint
+from broker.audit.model import AuditEntry, Checkpoint
 from broker.audit.verify import LogVerifier
-from broker.domain import AuditEntry
-from broker.registry_model import Checkpoint
 
 
 class AuditLogError(Exception):

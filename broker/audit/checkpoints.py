@@ -21,7 +21,7 @@ from attestation._json import (
 from attestation.dsse import Envelope, EnvelopeError, sign_envelope, verify_envelope
 from attestation.keys import SigningKey, VerifyKey
 from broker.audit.merkle import HASH_SIZE, is_hash_hex
-from broker.registry_model import Checkpoint
+from broker.audit.model import Checkpoint
 
 CHECKPOINT_PAYLOAD_TYPE = "application/vnd.qtestbed.audit-checkpoint.v1+json"
 _FIELDS = frozenset({"tree_size", "root_hash", "at"})

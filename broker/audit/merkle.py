@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from broker.domain import AuditEntry
-from broker.store.base import canonical_event_bytes
+from broker.audit.chain import canonical_event_bytes
+from broker.audit.model import AuditEntry
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()

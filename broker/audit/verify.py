@@ -63,11 +63,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from attestation.keys import VerifyKey
+from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.checkpoints import verify_checkpoint
 from broker.audit.merkle import MerkleBuilder, audit_leaf, is_hash_hex, leaf_hash
-from broker.domain import AuditEntry
-from broker.registry_model import Checkpoint
-from broker.store.base import GENESIS_HASH, chain_hash
+from broker.audit.model import AuditEntry, Checkpoint
 
 # How many recent entry hashes are remembered to recognise an inserted run of entries.
 RECENT_WINDOW = 4096

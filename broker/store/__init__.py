@@ -5,14 +5,8 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
-from broker.store.base import (
-    GENESIS_HASH,
-    BrokerStore,
-    Store,
-    StoreError,
-    chain_hash,
-    verify_chain,
-)
+from broker.audit.chain import GENESIS_HASH, chain_hash, verify_chain
+from broker.store.base import BrokerStore, Store, StoreError
 
 __all__ = [
     "GENESIS_HASH",

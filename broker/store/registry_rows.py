@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from broker.registry_model import (
+from broker.audit.model import Checkpoint
+from broker.devices.model import (
     AttestationRecord,
-    Checkpoint,
     DeviceRecord,
     DeviceStatus,
     ReferenceScope,

@@ -6,16 +6,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from broker.domain import (
-    AuditEntry,
-    AuditEvent,
-    Circuit,
-    CircuitFormat,
-    Job,
-    JobResult,
-    JobState,
-    Lease,
-)
+from broker.audit.model import AuditEntry, AuditEvent
+from broker.jobs.model import Circuit, Job, JobResult, JobState, Lease
+from qtestbed.shared.circuits import CircuitFormat
 
 # Column order of every job SELECT and INSERT; `seq` is assigned by the database.
 JOB_COLUMNS: tuple[str, ...] = (

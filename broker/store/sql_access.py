@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 
-from broker.access_model import AccessRecord, RecordKind, Usage, canonical
-from broker.domain import AuditEvent, JobState
+from broker.access.documents import canonical
+from broker.access.model import AccessRecord, RecordKind, Usage
+from broker.audit.model import AuditEvent
+from broker.jobs.model import JobState
 from broker.store.sql_parts import SqlParts, columns, insert_sql
 
 ACCESS_COLUMNS = ("kind", "name", "doc", "version", "updated_at", "updated_by")

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from broker.domain import AuditEntry, AuditEvent
+from broker.audit.model import AuditEntry, AuditEvent
 from broker.store.cursor import Cursor
 
 

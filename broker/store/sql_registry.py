@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from broker.domain import AuditEvent
-from broker.registry_model import (
+from broker.audit.model import AuditEvent, Checkpoint
+from broker.devices.model import (
     AttestationRecord,
-    Checkpoint,
     DeviceRecord,
     ReferenceScope,
     ReferenceValuesRecord,

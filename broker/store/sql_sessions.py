@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.domain import AuditEvent
-from broker.sessions_model import Session, SessionState
+from broker.audit.model import AuditEvent
+from broker.jobs.session_model import Session, SessionState
 from broker.store.sql_parts import SqlParts, columns, insert_sql
 
 SESSION_COLUMNS = (

@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from broker.access_model import QuotaCheck, check_quota
-from broker.domain import AuditEntry, AuditEvent, Job, JobResult, JobState
+from broker.access.model import QuotaCheck, check_quota
+from broker.audit.chain import GENESIS_HASH, chain_hash
+from broker.audit.model import AuditEntry, AuditEvent
+from broker.jobs.model import Job, JobResult, JobState
 from broker.store import rows, schema
-from broker.store.base import GENESIS_HASH, StoreError, chain_hash
+from broker.store.base import StoreError
 from broker.store.cursor import Cursor
 from broker.store.sql_access import SqlAccess
 from broker.store.sql_registry import SqlRegistry

@@ -14,8 +14,8 @@ from typing import Any
 
 from attestation.keys import VerifyKey
 from attestation.pki import CertificateError, cert_from_pem
+from broker.audit.model import Checkpoint
 from broker.audit.verify import LogVerdict, iter_entries, verify_log
-from broker.registry_model import Checkpoint
 from broker.settings import BrokerSettings, SettingsError, load_settings
 from broker.store import StoreError, open_store, sqlite_path
 from qtestbed.cli.common import fail

@@ -227,8 +227,8 @@ def _through_qiskit(client: Client) -> Outcome:
 
 def _report_summary(settings: BrokerSettings, since: float) -> list[str]:
     """The transparency report's first lines for the demo's own activity."""
-    from qtestbed.report.collect import collect
-    from qtestbed.report.render_md import render_markdown
+    from broker.report.collect import collect
+    from broker.report.render_md import render_markdown
 
     report = collect(settings, since=since, until=time.time() + 1, min_count=1)
     lines = [line for line in render_markdown(report).splitlines() if line.strip()]

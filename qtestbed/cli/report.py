@@ -70,8 +70,8 @@ def _epoch(text: str, option: str) -> float:
 
 def cmd_report(args: argparse.Namespace) -> int:
     # Imported here: the report reads the store directly, which the other commands never do.
+    from broker.report import RENDERERS, ReportError, collect
     from broker.settings import SettingsError, load_settings
-    from qtestbed.report import RENDERERS, ReportError, collect
 
     since = _epoch(args.since, "--since")
     until = _epoch(args.until, "--until") if args.until else time.time()

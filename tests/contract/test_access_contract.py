@@ -9,16 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from broker.access_model import (
-    AccessRecord,
-    Quota,
-    QuotaCheck,
-    QuotaExceeded,
-    RecordKind,
-    Usage,
-)
-from broker.domain import AuditEvent, JobState
-from broker.store import verify_chain
+from broker.access.model import AccessRecord, Quota, QuotaCheck, QuotaExceeded, RecordKind, Usage
+from broker.audit.chain import verify_chain
+from broker.audit.model import AuditEvent
+from broker.jobs.model import JobState
 from broker.store.base import AccessStore
 from broker.store.sql_store import SqlStore
 from tests.contract.test_store_contract import T0, make_job

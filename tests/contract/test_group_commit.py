@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from broker.registry_model import Checkpoint
-from broker.store import StoreError, verify_chain
+from broker.audit.chain import verify_chain
+from broker.audit.model import Checkpoint
+from broker.store import StoreError
 from broker.store.runner import StoreRunner
 from broker.store.sql_store import SqlStore
 from tests.contract.conftest import Backend

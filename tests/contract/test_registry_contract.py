@@ -9,21 +9,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from broker.domain import AuditEvent, Circuit, CircuitFormat, Job, JobState
-from broker.registry_model import (
+from broker.audit.chain import verify_chain
+from broker.audit.model import AuditEvent, Checkpoint
+from broker.devices.model import (
     AttestationRecord,
-    Checkpoint,
     DeviceRecord,
     DeviceStatus,
     ReferenceScope,
     ReferenceValuesRecord,
     Revocation,
 )
-from broker.store import StoreError, verify_chain
+from broker.jobs.model import Circuit, Job, JobState
+from broker.store import StoreError
 from broker.store import rows as rows_module
 from broker.store import schema as schema_module
 from broker.store.base import RegistryStore, Store
 from broker.store.sql_store import SqlStore
+from qtestbed.shared.circuits import CircuitFormat
 
 if TYPE_CHECKING:
     from tests.contract.conftest import Backend

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from broker.domain import AuditEvent
-from broker.sessions_model import Session, SessionState
-from broker.store import verify_chain
+from broker.audit.chain import verify_chain
+from broker.audit.model import AuditEvent
+from broker.jobs.session_model import Session, SessionState
 from broker.store.base import SessionStore
 from broker.store.sql_store import SqlStore
 from tests.contract.test_store_contract import T0

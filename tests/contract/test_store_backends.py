@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from broker.domain import AuditEvent, Circuit, CircuitFormat, Job, JobState, Lease
-from broker.store import StoreError, open_store, verify_chain
+from broker.audit.chain import verify_chain
+from broker.audit.model import AuditEvent
+from broker.jobs.model import Circuit, Job, JobState, Lease
+from broker.store import StoreError, open_store
 from broker.store.sqlite import SqliteStore
+from qtestbed.shared.circuits import CircuitFormat
 
 if TYPE_CHECKING:
     from broker.store.postgres import PostgresStore
@@ -27,7 +30,9 @@ _INSERT_THEN_DIE = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from broker.domain import AuditEvent, Circuit, CircuitFormat, Job, JobState
+    from broker.audit.model import AuditEvent
+    from broker.jobs.model import Circuit, Job, JobState
+    from qtestbed.shared.circuits import CircuitFormat
     from broker.store.sqlite import SqliteStore
 
     store = SqliteStore(Path(sys.argv[1]))

@@ -8,19 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from broker.domain import (
-    AuditEvent,
-    Circuit,
-    CircuitFormat,
-    Job,
-    JobResult,
-    JobState,
-    Lease,
-)
-from broker.store import GENESIS_HASH, StoreError, verify_chain
+from broker.audit.chain import GENESIS_HASH, verify_chain
+from broker.audit.model import AuditEvent
+from broker.jobs.model import Circuit, Job, JobResult, JobState, Lease
+from broker.store import StoreError
 from broker.store.base import Store
 from broker.store.schema import LATEST_VERSION
 from broker.store.sql_store import SqlStore
+from qtestbed.shared.circuits import CircuitFormat
 
 if TYPE_CHECKING:
     from tests.contract.conftest import Backend

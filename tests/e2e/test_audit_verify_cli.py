@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from attestation.keys import load_private_key
+from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.checkpointer import AuditCheckpointer
+from broker.audit.model import AuditEntry, AuditEvent
 from broker.audit.verify import iter_entries
-from broker.domain import AuditEntry, AuditEvent
 from broker.settings import load_settings
 from broker.store import open_store, sqlite_path
-from broker.store.base import GENESIS_HASH, chain_hash
 from qtestbed.cli.main import main
 from qtestbed.facility_init import init_facility
 from tests.e2e.console import qtestbed

@@ -24,22 +24,19 @@ from typing import Any
 import pytest
 
 from attestation.keys import load_private_key
-from broker.access_model import (
-    AccessRecord,
-    Principal,
-    RecordKind,
-    Role,
-    principal_to_doc,
-)
+from broker.access.documents import principal_to_doc
+from broker.access.model import AccessRecord, Principal, RecordKind, Role
 from broker.audit.checkpointer import AuditCheckpointer
+from broker.audit.model import AuditEvent
 from broker.audit.verify import iter_entries
-from broker.domain import AuditEvent, Circuit, CircuitFormat, Job, JobState, Lease
-from broker.registry_model import DeviceRecord, DeviceStatus
+from broker.devices.model import DeviceRecord, DeviceStatus
+from broker.jobs.model import Circuit, Job, JobState, Lease
 from broker.settings import load_settings
 from broker.store import BrokerStore, open_store
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError
 from qtestbed.facility_init import init_facility
+from qtestbed.shared.circuits import CircuitFormat
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import access_pb2
 from tests.e2e.console import qtestbed

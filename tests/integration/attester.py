@@ -27,7 +27,7 @@ from attestation.evidence import (
     encode_claims,
 )
 from attestation.keys import SigningKey
-from qtestbed.linkkeys import configure_client
+from qtestbed.shared.linkkeys import configure_client
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from qtestbed.linkkeys import LinkKeyError, configure_client, create_keypair
+from qtestbed.shared.linkkeys import LinkKeyError, configure_client, create_keypair
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import driver_link_pb2 as link_pb
 from tests.integration.support import metric_value, scrape

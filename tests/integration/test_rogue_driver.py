@@ -16,7 +16,7 @@ from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from drivers.config import load_driver_config
 from drivers.measure import measure
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.linkkeys import configure_client
+from qtestbed.shared.linkkeys import configure_client
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import driver_link_pb2 as link_pb
 from tests.integration.support import audit_kinds, metric_value, scrape, state_name

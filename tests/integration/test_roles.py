@@ -10,8 +10,8 @@ import pytest
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
-from broker.access_model import Role
-from broker.roles import RPC_ROLES
+from broker.access.model import Role
+from broker.access.roles import RPC_ROLES
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import access_pb2, admin_pb2, devices_pb2, jobs_pb2

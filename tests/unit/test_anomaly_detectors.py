@@ -17,8 +17,8 @@ from broker.anomaly.detectors import (
     RateSpikeDetector,
     hellinger_fidelity,
 )
+from broker.jobs.usage import _covered
 from broker.settings import AnomalySettings
-from broker.usage import _covered
 
 DEFAULTS = AnomalySettings()
 DAY_WINDOWS = 1440  # one day of 60 s windows

@@ -21,6 +21,7 @@ import pytest
 
 from attestation.dsse import Envelope, sign_envelope
 from attestation.keys import KeyKind, SigningKey
+from broker.audit.chain import GENESIS_HASH, canonical_event_bytes, chain_hash, verify_chain
 from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
 from broker.audit.checkpoints import (
     CHECKPOINT_PAYLOAD_TYPE,
@@ -29,10 +30,8 @@ from broker.audit.checkpoints import (
     verify_checkpoint,
 )
 from broker.audit.merkle import audit_leaf, merkle_root
+from broker.audit.model import AuditEntry, AuditEvent, Checkpoint
 from broker.audit.verify import LogVerdict, LogVerifier, iter_entries, verify_log
-from broker.domain import AuditEntry, AuditEvent
-from broker.registry_model import Checkpoint
-from broker.store.base import GENESIS_HASH, canonical_event_bytes, chain_hash, verify_chain
 from qtestbed.cli.audit import render
 
 SEEDS = range(200)

@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 from qiskit import QuantumCircuit, qasm2, qasm3, qpy
 
-from broker.circuits import (
+from broker.errors import BrokerError, ErrorCode
+from broker.jobs.circuits import (
     CircuitLimits,
     CircuitRejected,
     IsolatedDecoder,
     load_circuit,
     validate_circuit,
 )
-from broker.domain import Circuit, CircuitFormat
-from broker.errors import BrokerError, ErrorCode
-from qtestbed import circuits as codec
+from broker.jobs.model import Circuit
+from qtestbed.shared import circuits as codec
+from qtestbed.shared.circuits import CircuitFormat
 
 QASM2, QASM3, QPY = CircuitFormat.OPENQASM2, CircuitFormat.OPENQASM3, CircuitFormat.QPY
 LIMITS = CircuitLimits()

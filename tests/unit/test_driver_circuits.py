@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from qiskit import QuantumCircuit, qasm2, qasm3, qpy
 
-import qtestbed.circuits
+import qtestbed.shared.circuits
 from drivers.circuits import decode_circuit
-from qtestbed.circuits import CircuitError
+from qtestbed.shared.circuits import CircuitError
 from qtestbed.v1 import jobs_pb2
 
 QASM2 = jobs_pb2.CIRCUIT_FORMAT_OPENQASM2
@@ -130,7 +130,7 @@ def test_unknown_format_is_refused() -> None:
 
 def test_the_shared_codec_imports_only_the_standard_library_and_qiskit() -> None:
     """Both the broker and the drivers use it, so it may import nothing else of ours."""
-    package = Path(qtestbed.circuits.__file__).parent
+    package = Path(qtestbed.shared.circuits.__file__).parent
     for module in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
             if isinstance(node, ast.Import):
@@ -142,4 +142,4 @@ def test_the_shared_codec_imports_only_the_standard_library_and_qiskit() -> None
             for name in names:
                 top = name.partition(".")[0]
                 allowed = top in sys.stdlib_module_names or top == "qiskit"
-                assert allowed or name.startswith("qtestbed.circuits"), (module.name, name)
+                assert allowed or name.startswith("qtestbed.shared.circuits"), (module.name, name)

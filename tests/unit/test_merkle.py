@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from broker.audit.chain import GENESIS_HASH, canonical_event_bytes
 from broker.audit.merkle import (
     EMPTY_ROOT,
     MerkleBuilder,
@@ -27,8 +28,7 @@ from broker.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from broker.domain import AuditEntry, AuditEvent
-from broker.store.base import GENESIS_HASH, canonical_event_bytes
+from broker.audit.model import AuditEntry, AuditEvent
 
 LEAVES = [
     bytes.fromhex(h)

@@ -9,17 +9,17 @@ import random
 
 import pytest
 
-from broker.domain import (
+from broker.jobs.model import (
     PRIORITY_HIGH,
     PRIORITY_LOW,
     PRIORITY_NORMAL,
     Circuit,
-    CircuitFormat,
     Job,
     JobState,
     Lease,
 )
-from broker.scheduler import Scheduler, SchedulerSettings
+from broker.jobs.scheduler import Scheduler, SchedulerSettings
+from qtestbed.shared.circuits import CircuitFormat
 
 CIRCUIT = Circuit(format=CircuitFormat.OPENQASM2, payload=b"x", digest="d", num_qubits=2, depth=2)
 WEIGHTS = {"a": 1, "b": 1, "c": 2}

@@ -8,15 +8,16 @@ import json
 
 import pytest
 
-from broker.domain import AuditEvent, Circuit, CircuitFormat, Job, JobState
-from qtestbed.report.build import Settings, build_report, quarantines, reason_codes
-from qtestbed.report.model import OTHER, OUTCOMES, Report
-from qtestbed.report.privacy import Group, Relation, group_jobs, merge_small, suppress
-from qtestbed.report.reasons import RuleReasons
-from qtestbed.report.render_csv import render_csv
-from qtestbed.report.render_json import report_to_dict
-from qtestbed.report.render_md import duration, render_markdown, text
-from qtestbed.report.source import (
+from broker.audit.model import AuditEvent
+from broker.jobs.model import Circuit, Job, JobState
+from broker.report.build import Settings, build_report, quarantines, reason_codes
+from broker.report.model import OTHER, OUTCOMES, Report
+from broker.report.privacy import Group, Relation, group_jobs, merge_small, suppress
+from broker.report.reasons import RuleReasons
+from broker.report.render_csv import render_csv
+from broker.report.render_json import report_to_dict
+from broker.report.render_md import duration, render_markdown, text
+from broker.report.source import (
     ORDER_SLACK_SECONDS,
     Facts,
     History,
@@ -24,7 +25,8 @@ from qtestbed.report.source import (
     PrincipalFacts,
     read_jobs,
 )
-from qtestbed.report.stats import median, queue_wait
+from broker.report.stats import median, queue_wait
+from qtestbed.shared.circuits import CircuitFormat
 
 ROW = (Relation(total="jobs", parts=OUTCOMES),)
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

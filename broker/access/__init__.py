@@ -1,0 +1,1 @@
+"""Access: principals, projects, quotas, clearance, roles and facility seeding."""

@@ -1,0 +1,138 @@
+"""The JSON documents that access records are stored as: one function a direction per kind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from broker.access.model import AccessError, Principal, Project, Quota, Role
+from broker.devices.model import DeviceOperations, OperatingState, Window, WindowKind
+from broker.jsonfields import JsonFields
+
+
+def canonical(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def quota_to_doc(quota: Quota) -> dict[str, int]:
+    return {"max_active_jobs": quota.max_active_jobs, "max_shots_per_day": quota.max_shots_per_day}
+
+
+def quota_from_doc(raw: Any, where: str) -> Quota:
+    if raw is None:
+        return Quota()
+    doc = _fields(raw, where)
+    return Quota(
+        max_active_jobs=doc.count("max_active_jobs"),
+        max_shots_per_day=doc.count("max_shots_per_day"),
+    )
+
+
+def principal_to_doc(p: Principal) -> dict[str, Any]:
+    return {
+        "tier": p.tier,
+        "roles": sorted(r.value for r in p.roles),
+        "clearance_expires_at": p.clearance_expires_at,
+        "affiliation": p.affiliation,
+        "nationality": p.nationality,
+        "jurisdictions": sorted(p.jurisdictions),
+        "projects": list(p.projects),
+        "training": dict(sorted(p.training.items())),
+        "licences": sorted(p.licences),
+        "quota": quota_to_doc(p.quota),
+    }
+
+
+def principal_from_doc(name: str, raw: Mapping[str, Any]) -> Principal:
+    doc = _fields(raw, f"principal {name!r}")
+    expires = raw.get("clearance_expires_at")
+    try:
+        roles = frozenset(Role(r) for r in doc.names("roles"))
+    except ValueError as exc:
+        raise AccessError(
+            f"principal {name!r}: {exc}; roles are researcher, operator, security"
+        ) from exc
+    training = raw.get("training", {})
+    if not isinstance(training, Mapping) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in training.values()
+    ):
+        raise AccessError(f"principal {name!r}: training must map course names to expiry times")
+    return Principal(
+        name=name,
+        tier=doc.text("tier"),
+        roles=roles,
+        clearance_expires_at=None if expires is None else doc.number("clearance_expires_at"),
+        affiliation=doc.text("affiliation", ""),
+        nationality=doc.text("nationality", ""),
+        jurisdictions=frozenset(doc.names("jurisdictions")),
+        projects=tuple(doc.names("projects")),
+        training={str(k): float(v) for k, v in training.items()},
+        licences=frozenset(doc.names("licences")),
+        quota=quota_from_doc(raw.get("quota"), f"principal {name!r} quota"),
+    )
+
+
+def project_to_doc(p: Project) -> dict[str, Any]:
+    return {"description": p.description, "weight": p.weight, "quota": quota_to_doc(p.quota)}
+
+
+def project_from_doc(name: str, raw: Mapping[str, Any]) -> Project:
+    doc = _fields(raw, f"project {name!r}")
+    weight = doc.count("weight", 1)
+    if weight < 1:
+        raise AccessError(f"project {name!r}: weight must be at least 1")
+    return Project(
+        name=name,
+        description=doc.text("description", ""),
+        weight=weight,
+        quota=quota_from_doc(raw.get("quota"), f"project {name!r} quota"),
+    )
+
+
+def window_to_doc(w: Window) -> dict[str, Any]:
+    return {
+        "window_id": w.window_id,
+        "kind": w.kind.value,
+        "starts_at": w.starts_at,
+        "ends_at": w.ends_at,
+        "project": w.project,
+        "note": w.note,
+        "created_by": w.created_by,
+    }
+
+
+def operations_to_doc(ops: DeviceOperations) -> dict[str, Any]:
+    return {
+        "state": ops.state.value,
+        "reason": ops.reason,
+        "windows": [window_to_doc(w) for w in ops.windows],
+    }
+
+
+def operations_from_doc(device_id: str, raw: Mapping[str, Any]) -> DeviceOperations:
+    where = f"device {device_id!r}"
+    doc = _fields(raw, where)
+    try:
+        state = OperatingState(doc.text("state", "online"))
+        windows = tuple(
+            Window(
+                window_id=str(w["window_id"]),
+                kind=WindowKind(w["kind"]),
+                starts_at=float(w["starts_at"]),
+                ends_at=float(w["ends_at"]),
+                project=str(w.get("project", "")),
+                note=str(w.get("note", "")),
+                created_by=str(w.get("created_by", "")),
+            )
+            for w in raw.get("windows", ())
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AccessError(f"{where}: malformed operations record: {exc}") from exc
+    return DeviceOperations(
+        device_id=device_id, state=state, reason=doc.text("reason", ""), windows=windows
+    )
+
+
+def _fields(raw: Any, where: str) -> JsonFields:
+    return JsonFields(raw, where, AccessError)

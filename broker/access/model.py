@@ -1,0 +1,131 @@
+"""Who may use the facility: principals, projects, roles and quotas. Plain data.
+
+Operators change these at run time through the access API; every change is versioned
+(compare-and-set) and audited in the same transaction. The facility file only seeds them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DAY_SECONDS = 86_400.0
+
+
+class AccessError(ValueError):
+    """An access record is malformed or inconsistent; the message names the field."""
+
+
+class Role(enum.Enum):
+    """What a principal may do; enforced per RPC at the edge (`broker.roles`)."""
+
+    RESEARCHER = "researcher"  # submits jobs and reads their own
+    OPERATOR = "operator"  # manages devices, principals, projects and other people's jobs
+    SECURITY = "security"  # reads the audit log and attestation history
+
+
+class RecordKind(enum.Enum):
+    PRINCIPAL = "principal"
+    PROJECT = "project"
+    DEVICE = "device"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Quota:
+    """Limits per principal or per project; 0 means no limit."""
+
+    max_active_jobs: int = 0  # queued, dispatched or running at once
+    max_shots_per_day: int = 0  # shots submitted in any rolling 24 hours
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.max_active_jobs or self.max_shots_per_day)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Principal:
+    """A person or service, named by the common name of their client certificate."""
+
+    name: str
+    tier: str
+    roles: frozenset[Role]
+    clearance_expires_at: float | None = None
+    affiliation: str = ""
+    nationality: str = ""
+    jurisdictions: frozenset[str] = frozenset()
+    projects: tuple[str, ...] = ()
+    # Training id -> expiry (epoch seconds) of the completed course.
+    training: Mapping[str, float] = field(default_factory=dict)
+    licences: frozenset[str] = frozenset()
+    quota: Quota = Quota()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Project:
+    """A body of work that principals belong to; the unit of reservations and fair share."""
+
+    name: str
+    description: str = ""
+    weight: int = 1  # share of device time relative to other projects
+    quota: Quota = Quota()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccessRecord:
+    """One stored access document with its compare-and-set version and who changed it last."""
+
+    kind: RecordKind
+    name: str
+    doc: Mapping[str, Any]
+    version: int
+    updated_at: float
+    updated_by: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Usage:
+    """What counts against a quota right now."""
+
+    active_jobs: int
+    shots_last_day: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuotaCheck:
+    """Limits the store enforces atomically with a job insert (the job itself included)."""
+
+    owner: str
+    owner_quota: Quota
+    project: str
+    project_quota: Quota
+    since: float  # start of the rolling day
+
+
+class QuotaExceeded(Exception):
+    """A job would exceed a quota; nothing was written."""
+
+    def __init__(self, scope: str, name: str, what: str, limit: int, used: int) -> None:
+        super().__init__(f"{scope} {name!r}: {what} limit {limit} reached ({used} in use)")
+        self.scope = scope
+        self.name = name
+        self.what = what
+        self.limit = limit
+        self.used = used
+
+
+def check_quota(scope: str, name: str, quota: Quota, usage: Usage, *, shots: int) -> None:
+    """Raise QuotaExceeded if `usage` (which includes the new job) is over `quota`."""
+    if quota.max_active_jobs and usage.active_jobs > quota.max_active_jobs:
+        raise QuotaExceeded(
+            scope, name, "active jobs", quota.max_active_jobs, usage.active_jobs - 1
+        )
+    if quota.max_shots_per_day and usage.shots_last_day > quota.max_shots_per_day:
+        raise QuotaExceeded(
+            scope,
+            name,
+            "shots per 24 hours",
+            quota.max_shots_per_day,
+            usage.shots_last_day - shots,
+        )

@@ -1,0 +1,1 @@
+"""The gRPC edge: interceptor, servicers and codecs. Protobuf stops here."""

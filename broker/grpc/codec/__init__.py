@@ -1,0 +1,1 @@
+"""Pure protobuf <-> domain conversions, one module per service."""

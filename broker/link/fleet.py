@@ -1,0 +1,121 @@
+"""What the broker knows, live, about each connected driver agent.
+
+A device id may have several driver agents (for example a pool of simulators for one model);
+each connection attests on its own and is dispatched to only while its own result affirms.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from attestation.appraisal import AttestationResult, AttestationStatus
+from attestation.keys import VerifyKey
+from broker.jobs.model import Job
+
+
+class LinkState(enum.Enum):
+    """Where a driver connection is in its attestation handshake."""
+
+    CHALLENGED = "CHALLENGED"  # a nonce was sent; waiting for evidence
+    ATTESTED = "ATTESTED"  # latest evidence affirmed and unexpired
+    REJECTED = "REJECTED"  # latest evidence failed appraisal; gets no work
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceProfile:
+    """The capabilities a driver announced in its Hello."""
+
+    num_qubits: int
+    basis_gates: tuple[str, ...]
+    coupling_map: tuple[tuple[int, int], ...]
+    backend: str
+    driver_build: str
+
+
+@dataclass(kw_only=True, slots=True, eq=False)
+class DriverConnection:
+    """Mutable, event-loop-only state of one connected driver."""
+
+    identity: bytes
+    device_id: str
+    profile: DeviceProfile
+    last_seen: float
+    certificate_chain: bytes = b""
+    device_key: VerifyKey | None = None
+    state: LinkState = LinkState.CHALLENGED
+    challenge_sent_at: float = 0.0
+    attestation: AttestationResult | None = None
+    last_counter: tuple[str, int] | None = None
+    # The job as leased to this driver (kept so a result needs no store read; every write is
+    # still a compare-and-set, so a job cancelled or requeued meanwhile is never overwritten).
+    leased: Job | None = None
+    active_lease: str | None = None
+    # The lease id of a canary circuit in flight (the broker's own probe, never stored).
+    canary_lease: str | None = None
+    heartbeat_seq: int = 0
+    history: list[AttestationStatus] = field(default_factory=list)
+
+    def dispatchable_now(self, now: float) -> bool:
+        """Attested with an affirming, unexpired result (whatever lease it holds)."""
+        return (
+            self.state is LinkState.ATTESTED
+            and self.attestation is not None
+            and self.attestation.affirming(now)
+        )
+
+    @property
+    def running_canary(self) -> bool:
+        return self.canary_lease is not None and self.canary_lease == self.active_lease
+
+    def dispatchable(self, now: float) -> bool:
+        """Attested now and idle: may be given a lease."""
+        return self.active_lease is None and self.dispatchable_now(now)
+
+
+class Fleet:
+    """Index of live connections by ZeroMQ identity and by device id."""
+
+    def profile(self, device_id: str, now: float) -> DeviceProfile | None:
+        """What an attested connection of the device announced; None when none is attested."""
+        return next(
+            (c.profile for c in self.for_device(device_id) if c.dispatchable_now(now)), None
+        )
+
+    def __init__(self) -> None:
+        self._by_identity: dict[bytes, DriverConnection] = {}
+
+    def add(self, conn: DriverConnection) -> DriverConnection | None:
+        """Register a connection; returns the one it replaces (same identity reconnecting)."""
+        old = self._by_identity.get(conn.identity)
+        self._by_identity[conn.identity] = conn
+        return old
+
+    def remove(self, identity: bytes) -> DriverConnection | None:
+        return self._by_identity.pop(identity, None)
+
+    def get(self, identity: bytes) -> DriverConnection | None:
+        return self._by_identity.get(identity)
+
+    def for_device(self, device_id: str) -> list[DriverConnection]:
+        return [c for c in self._by_identity.values() if c.device_id == device_id]
+
+    def holding(self, lease_id: str) -> DriverConnection | None:
+        for conn in self._by_identity.values():
+            if conn.active_lease == lease_id:
+                return conn
+        return None
+
+    def __iter__(self) -> Iterator[DriverConnection]:
+        return iter(list(self._by_identity.values()))
+
+    def attested(self, device_id: str, now: float) -> bool:
+        """Some connection of the device holds an affirming, unexpired attestation result."""
+        return any(
+            c.attestation is not None and c.attestation.affirming(now)
+            for c in self.for_device(device_id)
+        )
+
+    def device_ids(self) -> set[str]:
+        return {c.device_id for c in self._by_identity.values()}

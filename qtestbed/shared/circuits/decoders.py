@@ -1,0 +1,48 @@
+"""Turning a payload into a checked circuit in the calling process, and the decoder port."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from qiskit import QuantumCircuit
+
+from qtestbed.shared.circuits.inspect import summarize_circuit
+from qtestbed.shared.circuits.model import (
+    DEFAULT_LIMITS,
+    CircuitFormat,
+    CircuitLimits,
+    CircuitSummary,
+    check_size,
+)
+from qtestbed.shared.circuits.parse import parse_payload
+
+
+class CircuitDecoder(Protocol):
+    """Turns a payload into a checked summary, or raises CircuitError."""
+
+    def summarize(
+        self, fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
+    ) -> CircuitSummary: ...
+
+
+def decode_payload(
+    fmt: CircuitFormat, payload: bytes, limits: CircuitLimits = DEFAULT_LIMITS
+) -> tuple[QuantumCircuit, CircuitSummary]:
+    """Check the size, parse and inspect a payload in this process; raise CircuitError if not.
+
+    Every check runs, but the parsers run here: a QPY payload with a forged length field can
+    still exhaust this process's memory or abort it (see `IsolatedDecoder`).
+    """
+    check_size(payload, limits)
+    circuit = parse_payload(fmt, payload, limits)
+    return circuit, summarize_circuit(circuit, limits)
+
+
+class InProcessDecoder:
+    """Parses in the calling process: fine for disposable processes and tests, not for a server
+    that must survive hostile QPY (use `IsolatedDecoder` there)."""
+
+    def summarize(
+        self, fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
+    ) -> CircuitSummary:
+        return decode_payload(fmt, payload, limits)[1]
