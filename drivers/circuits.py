@@ -18,14 +18,8 @@ from __future__ import annotations
 
 from qiskit import QuantumCircuit
 
-from qtestbed.shared.circuits import DEFAULT_LIMITS, CircuitError, CircuitFormat, decode_payload
-from qtestbed.v1 import jobs_pb2
-
-_FORMATS: dict[int, CircuitFormat] = {
-    jobs_pb2.CIRCUIT_FORMAT_OPENQASM2: CircuitFormat.OPENQASM2,
-    jobs_pb2.CIRCUIT_FORMAT_OPENQASM3: CircuitFormat.OPENQASM3,
-    jobs_pb2.CIRCUIT_FORMAT_QPY: CircuitFormat.QPY,
-}
+from qtestbed.shared.circuits import DEFAULT_LIMITS, CircuitError, decode_payload
+from qtestbed.shared.wire import format_from_proto
 
 
 def decode_circuit(fmt: int, payload: bytes) -> QuantumCircuit:
@@ -33,7 +27,7 @@ def decode_circuit(fmt: int, payload: bytes) -> QuantumCircuit:
 
     Raises ValueError (a CircuitError, permanent for this job) when it cannot be run.
     """
-    circuit_format = _FORMATS.get(fmt)
+    circuit_format = format_from_proto(fmt)
     if circuit_format is None:
         raise CircuitError("format", f"driver refused the circuit: unknown circuit format {fmt}")
     try:

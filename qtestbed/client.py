@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
+from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
 from qtestbed.v1 import (
     access_pb2_grpc,
     admin_pb2_grpc,
@@ -25,13 +26,6 @@ from qtestbed.v1 import (
     jobs_pb2,
     jobs_pb2_grpc,
 )
-
-RULE_ID_METADATA = "qtestbed-rule-id"
-_FORMATS = {
-    "qasm2": jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,
-    "qasm3": jobs_pb2.CIRCUIT_FORMAT_OPENQASM3,
-    "qpy": jobs_pb2.CIRCUIT_FORMAT_QPY,
-}
 
 
 class QtestbedError(Exception):
@@ -105,7 +99,9 @@ def submit_request(
         priority=priority,
         selector=selector,
         session_id=session_id,
-        circuit=jobs_pb2.Circuit(format=_FORMATS[fmt or detect_format(payload)], payload=payload),
+        circuit=jobs_pb2.Circuit(
+            format=format_to_proto(FORMAT_NAMES[fmt or detect_format(payload)]), payload=payload
+        ),
         shots=shots,
         idempotency_key=idempotency_key or uuid.uuid4().hex,
         project=project,

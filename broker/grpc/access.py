@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from broker.access.model import AccessRecord, Principal, Project, Quota, RecordKind, Role
 from broker.access.registry import AccessRegistry
 from broker.devices.model import DeviceOperations, OperatingState, Window, WindowKind
 from broker.devices.registry import DeviceRegistry
 from broker.errors import invalid, not_found
-from broker.grpc.codec.jobs import to_timestamp
 from broker.grpc.interceptor import CALLER
+from qtestbed.shared.wire import seconds, stamp, to_timestamp
 from qtestbed.v1 import access_pb2 as pb
 from qtestbed.v1 import access_pb2_grpc
 
@@ -30,10 +28,6 @@ _KIND_TO_PROTO = {
     WindowKind.RESERVATION: pb.WINDOW_KIND_RESERVATION,
 }
 _KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
-
-
-def _seconds(stamp: Timestamp) -> float:
-    return stamp.ToNanoseconds() / 1e9
 
 
 def quota_from_proto(q: pb.Quota) -> Quota:
@@ -54,13 +48,13 @@ def principal_from_proto(p: pb.Principal) -> Principal:
         tier=p.tier,
         roles=roles,
         clearance_expires_at=(
-            _seconds(p.clearance_expires_at) if p.HasField("clearance_expires_at") else None
+            seconds(p.clearance_expires_at) if p.HasField("clearance_expires_at") else None
         ),
         affiliation=p.affiliation,
         nationality=p.nationality,
         jurisdictions=frozenset(p.jurisdictions),
         projects=tuple(dict.fromkeys(p.projects)),
-        training={name: _seconds(when) for name, when in p.training.items()},
+        training={name: seconds(when) for name, when in p.training.items()},
         licences=frozenset(p.licences),
         quota=quota_from_proto(p.quota),
     )
@@ -76,16 +70,10 @@ def principal_to_proto(p: Principal) -> pb.Principal:
         nationality=p.nationality,
         jurisdictions=sorted(p.jurisdictions),
         projects=list(p.projects),
-        training={name: _stamp(when) for name, when in p.training.items()},
+        training={name: stamp(when) for name, when in p.training.items()},
         licences=sorted(p.licences),
         quota=quota_to_proto(p.quota),
     )
-
-
-def _stamp(seconds: float) -> Timestamp:
-    stamp = to_timestamp(seconds)
-    assert stamp is not None
-    return stamp
 
 
 def meta_to_proto(record: AccessRecord | None) -> pb.RecordMeta:
@@ -205,8 +193,8 @@ class AccessAdminServicer(access_pb2_grpc.AccessAdminServiceServicer):
             CALLER.get(),
             request.device_id,
             kind=kind,
-            starts_at=_seconds(request.starts_at),
-            ends_at=_seconds(request.ends_at),
+            starts_at=seconds(request.starts_at),
+            ends_at=seconds(request.ends_at),
             project=request.project,
             note=request.note,
         )

@@ -20,12 +20,12 @@ from broker.devices.directory import DeviceDirectory
 from broker.errors import BrokerError, ErrorCode
 from broker.grpc.codec import jobs as codec
 from broker.jobs.service import JobService
+from qtestbed.shared.wire import RULE_ID_METADATA
 from qtestbed.v1 import devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("qtestbed_caller")
-RULE_ID_METADATA = "qtestbed-rule-id"
 
 STATUS_FOR: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,

@@ -33,16 +33,10 @@ from broker.link.socket import DriverLink
 from broker.policy import Action, JobAttributes
 from broker.settings import TimingSettings
 from broker.store.base import Store
+from qtestbed.shared.wire import format_to_proto
 from qtestbed.v1 import driver_link_pb2 as link_pb
-from qtestbed.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
-
-_FORMAT_TO_PROTO = {
-    "OPENQASM2": jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,
-    "OPENQASM3": jobs_pb2.CIRCUIT_FORMAT_OPENQASM3,
-    "QPY": jobs_pb2.CIRCUIT_FORMAT_QPY,
-}
 
 
 class Dispatcher:
@@ -430,7 +424,7 @@ def _grant(job: Job, lease: Lease, lease_seconds: float) -> link_pb.LinkMessage:
     grant = link_pb.LeaseGrant(
         lease_id=lease.lease_id,
         job_id=job.job_id,
-        circuit_format=_FORMAT_TO_PROTO[job.circuit.format.value],
+        circuit_format=format_to_proto(job.circuit.format),
         circuit_payload=job.circuit.payload,
         circuit_digest=job.circuit.digest,
         shots=job.shots,

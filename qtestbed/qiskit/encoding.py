@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from qiskit import QuantumCircuit, qasm2, qpy
 from qiskit.exceptions import QiskitError
 
+from qtestbed.shared.wire import FORMAT_NAMES, format_to_proto
 from qtestbed.v1 import jobs_pb2
-
-_FORMATS = {"qasm2": jobs_pb2.CIRCUIT_FORMAT_OPENQASM2, "qpy": jobs_pb2.CIRCUIT_FORMAT_QPY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,9 @@ class EncodedCircuit:
         return hashlib.sha256(self.payload).hexdigest()
 
     def message(self) -> jobs_pb2.Circuit:
-        return jobs_pb2.Circuit(format=_FORMATS[self.fmt], payload=self.payload)
+        return jobs_pb2.Circuit(
+            format=format_to_proto(FORMAT_NAMES[self.fmt]), payload=self.payload
+        )
 
 
 def check_submittable(circuit: QuantumCircuit) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from broker.audit.model import AuditEntry, Checkpoint
 from broker.devices.model import (
     AttestationRecord,
@@ -15,7 +13,7 @@ from broker.devices.model import (
 )
 from broker.devices.registry import ReferenceInput
 from broker.errors import BrokerError, ErrorCode
-from broker.grpc.codec.jobs import to_timestamp
+from qtestbed.shared.wire import seconds, to_timestamp
 from qtestbed.v1 import admin_pb2
 
 _SCOPE_FROM_PROTO = {
@@ -23,10 +21,6 @@ _SCOPE_FROM_PROTO = {
     admin_pb2.REFERENCE_SCOPE_MODEL: ReferenceScope.MODEL,
 }
 _SCOPE_TO_PROTO = {v: k for k, v in _SCOPE_FROM_PROTO.items()}
-
-
-def _seconds(stamp: Timestamp, present: bool) -> float | None:
-    return stamp.ToNanoseconds() / 1e9 if present else None
 
 
 def scope_from_proto(scope: int) -> ReferenceScope:
@@ -62,8 +56,8 @@ def reference_from_proto(values: admin_pb2.ReferenceValues) -> ReferenceInput:
         driver_build=frozenset(values.driver_build),
         calibration_digest=frozenset(values.calibration_digest),
         num_qubits=values.num_qubits,
-        not_before=_seconds(values.not_before, values.HasField("not_before")),
-        not_after=_seconds(values.not_after, values.HasField("not_after")),
+        not_before=seconds(values.not_before) if values.HasField("not_before") else None,
+        not_after=seconds(values.not_after) if values.HasField("not_after") else None,
     )
 
 

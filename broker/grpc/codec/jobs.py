@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from attestation.appraisal import AttestationStatus
 from broker.access.registry import QuotaStatus
 from broker.devices.directory import DeviceView
@@ -11,14 +9,9 @@ from broker.errors import BrokerError, ErrorCode
 from broker.jobs.model import JobState
 from broker.jobs.service import DeviceSelector, JobView, ResultView, SubmitRequest
 from broker.jobs.session_model import Session
-from qtestbed.shared.circuits import CircuitFormat
+from qtestbed.shared.wire import format_from_proto, to_timestamp
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
-_FORMAT_FROM_PROTO = {
-    jobs_pb2.CIRCUIT_FORMAT_OPENQASM2: CircuitFormat.OPENQASM2,
-    jobs_pb2.CIRCUIT_FORMAT_OPENQASM3: CircuitFormat.OPENQASM3,
-    jobs_pb2.CIRCUIT_FORMAT_QPY: CircuitFormat.QPY,
-}
 _STATE_TO_PROTO = {state: jobs_pb2.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
 _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
 
@@ -26,7 +19,7 @@ MAX_IDEMPOTENCY_KEY = 128
 
 
 def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
-    fmt = _FORMAT_FROM_PROTO.get(request.circuit.format)
+    fmt = format_from_proto(request.circuit.format)
     if fmt is None:
         raise BrokerError(
             ErrorCode.INVALID_ARGUMENT,
@@ -68,15 +61,6 @@ def states_from_proto(states: list[int]) -> list[JobState]:
         return [_STATE_FROM_PROTO[jobs_pb2.JobState.ValueType(s)] for s in states]
     except KeyError as exc:
         raise BrokerError(ErrorCode.INVALID_ARGUMENT, f"unknown job state {exc.args[0]}") from exc
-
-
-def to_timestamp(seconds: float | None) -> Timestamp | None:
-    """Epoch seconds as a protobuf Timestamp (None stays unset)."""
-    if seconds is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 def job_to_proto(view: JobView) -> jobs_pb2.Job:

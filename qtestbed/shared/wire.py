@@ -1,0 +1,62 @@
+"""Wire constants both ends of the gRPC API and the driver link agree on, defined once.
+
+The circuit-format enum of the stubs against the codec's `CircuitFormat`, the short names the
+CLI and SDK use for them, protobuf Timestamps against epoch seconds, and the trailing-metadata
+key that carries a refusal's rule id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from qtestbed.shared.circuits import CircuitFormat
+from qtestbed.v1 import jobs_pb2
+
+# Trailing metadata of a refused call: the policy or rule that refused it.
+RULE_ID_METADATA = "qtestbed-rule-id"
+
+_FORMAT_TO_PROTO: Mapping[CircuitFormat, jobs_pb2.CircuitFormat.ValueType] = {
+    CircuitFormat.OPENQASM2: jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,
+    CircuitFormat.OPENQASM3: jobs_pb2.CIRCUIT_FORMAT_OPENQASM3,
+    CircuitFormat.QPY: jobs_pb2.CIRCUIT_FORMAT_QPY,
+}
+_FORMAT_FROM_PROTO = {value: fmt for fmt, value in _FORMAT_TO_PROTO.items()}
+
+# The short names a person types (`qtestbed submit --format qasm3`).
+FORMAT_NAMES: Mapping[str, CircuitFormat] = {
+    "qasm2": CircuitFormat.OPENQASM2,
+    "qasm3": CircuitFormat.OPENQASM3,
+    "qpy": CircuitFormat.QPY,
+}
+
+
+def format_to_proto(fmt: CircuitFormat) -> jobs_pb2.CircuitFormat.ValueType:
+    return _FORMAT_TO_PROTO[fmt]
+
+
+def format_from_proto(value: int) -> CircuitFormat | None:
+    """The codec's format for a wire value; None for UNSPECIFIED or a value this build lacks."""
+    return _FORMAT_FROM_PROTO.get(jobs_pb2.CircuitFormat.ValueType(value))
+
+
+def to_timestamp(seconds: float | None) -> Timestamp | None:
+    """Epoch seconds as a protobuf Timestamp (None stays unset)."""
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def stamp(seconds: float) -> Timestamp:
+    """Epoch seconds as a protobuf Timestamp, for a field that is always set."""
+    out = Timestamp()
+    out.FromNanoseconds(int(seconds * 1e9))
+    return out
+
+
+def seconds(stamp: Timestamp) -> float:
+    """A protobuf Timestamp as epoch seconds."""
+    return stamp.ToNanoseconds() / 1e9
