@@ -87,9 +87,6 @@ class Store(Protocol):
     def queued_jobs(self, device_id: str, limit: int) -> list[Job]:
         """The device's QUEUED jobs in FIFO order (submission order), oldest first."""
 
-    def queue_position(self, job_id: str) -> int | None:
-        """1-based place of a QUEUED job in its device's queue; None if it is not queued."""
-
     def queue_depths(self) -> dict[str, int]:
         """Number of QUEUED jobs per device (devices with none are absent)."""
 

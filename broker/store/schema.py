@@ -22,7 +22,6 @@ class Dialect:
     types: Mapping[str, str]  # template placeholder -> column type/definition
     begin: str  # statement that starts a write transaction
     job_seq: str  # SQL for the seq value of a new job row
-    skip_locked: str  # suffix that lets concurrent claimers pass over each other's rows
 
 
 SQLITE = Dialect(
@@ -39,7 +38,6 @@ SQLITE = Dialect(
     begin="BEGIN IMMEDIATE",
     # Safe only because BEGIN IMMEDIATE makes this transaction the single writer.
     job_seq="(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)",
-    skip_locked="",
 )
 
 POSTGRES = Dialect(
@@ -54,7 +52,6 @@ POSTGRES = Dialect(
     begin="BEGIN",
     # A sequence, not MAX+1: several replicas insert concurrently.
     job_seq="DEFAULT",
-    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 
@@ -241,7 +238,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             _V1_JOBS,
             _V1_RESULTS,
             _V1_AUDIT,
-            # Serves queued_jobs, queue_position and the dispatcher's per-device scan.
+            # Serves queued_jobs (each device's queue in submission order).
             "CREATE INDEX jobs_device_state_seq ON jobs (device_id, state, seq)",
             # Serves list_jobs for one owner, newest first.
             "CREATE INDEX jobs_owner_seq ON jobs (owner, seq)",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from broker.access.model import QuotaCheck, check_quota
@@ -227,31 +227,6 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
                 self._append(cur, event)
         return True
 
-    def claim_next(
-        self, device_id: str, dispatch: Callable[[Job], tuple[Job, AuditEvent]]
-    ) -> Job | None:
-        """Pass the device's oldest QUEUED job to `dispatch` and save what it returns, atomically.
-
-        Not part of the `Store` protocol. Concurrent claimers (other replicas) skip a row that
-        is being claimed instead of waiting for it. `dispatch` runs inside the transaction: it
-        must be quick and must not call the store.
-        """
-        sql = (
-            f"SELECT {_JOB_FIELDS} FROM jobs WHERE device_id = ? AND state = ?"
-            f" ORDER BY seq LIMIT 1{self._dialect.skip_locked}"
-        )
-        with self._transaction() as cur:
-            cur.execute(sql, (device_id, _QUEUED))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            current = rows.job_from_row(row)
-            claimed, event = dispatch(current)
-            if not self._update(cur, claimed, current.version):
-                raise StoreError(f"job {current.job_id} changed while locked for a claim")
-            self._append(cur, event)
-        return claimed
-
     def _update(self, cur: Cursor, job: Job, expected_version: int) -> bool:
         cur.execute(_UPDATE_JOB, (*rows.job_to_row(job)[1:], job.job_id, expected_version))
         return cur.rowcount == 1
@@ -298,16 +273,6 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
             (device_id, _QUEUED, limit),
         )
         return [rows.job_from_row(row) for row in found]
-
-    def queue_position(self, job_id: str) -> int | None:
-        # One statement, so the count is taken from the same snapshot as the job's own state.
-        found = self._query(
-            "SELECT (SELECT COUNT(*) FROM jobs q WHERE q.device_id = j.device_id"
-            " AND q.state = j.state AND q.seq <= j.seq)"
-            " FROM jobs j WHERE j.job_id = ? AND j.state = ?",
-            (job_id, _QUEUED),
-        )
-        return int(found[0][0]) if found else None
 
     def queue_depths(self) -> dict[str, int]:
         found = self._query(

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from broker.audit.chain import verify_chain
 from broker.audit.model import AuditEvent
-from broker.jobs.model import Circuit, Job, JobState, Lease
+from broker.jobs.model import Circuit, Job, JobState
 from broker.store import StoreError, open_store
 from broker.store.sqlite import SqliteStore
 from qtestbed.shared.circuits import CircuitFormat
@@ -186,37 +185,6 @@ def test_postgres_reconnects_after_the_server_drops_it(
     # ... and the next one runs on a new connection.
     assert store.insert_job(_job("j1"), _submitted("j1"))[1]
     assert store.get_job("j1") == _job("j1")
-
-
-def _dispatch(job: Job) -> tuple[Job, AuditEvent]:
-    lease = Lease(lease_id=job.job_id, device_id=job.device_id, expires_at=9.0, dispatch_nonce=b"n")
-    return job.transition(JobState.DISPATCHED, now=2.0, lease=lease), _submitted(job.job_id)
-
-
-@pytest.mark.postgres
-def test_postgres_concurrent_claims_skip_each_other(
-    pg_stores: Callable[[], PostgresStore],
-) -> None:
-    first, second = pg_stores(), pg_stores()
-    first.migrate()
-    for job_id in ("a1", "a2"):
-        first.insert_job(_job(job_id), _submitted(job_id))
-    inner: list[Job | None] = []
-
-    def claim_while_a1_is_locked(job: Job) -> tuple[Job, AuditEvent]:
-        # Runs inside the first claim's transaction; another connection must pass over the
-        # locked a1 rather than wait for it (it would time out the join, then find nothing).
-        worker = threading.Thread(
-            target=lambda: inner.append(second.claim_next("dev-a", _dispatch))
-        )
-        worker.start()
-        worker.join(timeout=10)
-        return _dispatch(job)
-
-    outer = first.claim_next("dev-a", claim_while_a1_is_locked)
-    assert outer is not None
-    assert [outer.job_id, *(j.job_id for j in inner if j)] == ["a1", "a2"]
-    assert verify_chain(first.audit_entries()) is None
 
 
 @pytest.mark.parametrize(

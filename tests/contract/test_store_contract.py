@@ -172,20 +172,18 @@ def test_save_refuses_a_job_whose_version_did_not_move(store: SqlStore) -> None:
         store.save_job(dataclasses.replace(job, reason="x"), expected_version=job.version)
 
 
-def test_queue_is_fifo_per_device_and_positions_move(store: SqlStore) -> None:
+def test_queue_is_fifo_per_device(store: SqlStore) -> None:
     for job_id, device in [("a1", "dev-a"), ("b1", "dev-b"), ("a2", "dev-a"), ("a3", "dev-a")]:
         submit(store, job_id, device=device)
     assert [j.job_id for j in store.queued_jobs("dev-a", 10)] == ["a1", "a2", "a3"]
     assert [j.job_id for j in store.queued_jobs("dev-a", 2)] == ["a1", "a2"]
-    assert [store.queue_position(j) for j in ("a1", "a2", "a3", "b1")] == [1, 2, 3, 1]
+    assert [j.job_id for j in store.queued_jobs("dev-b", 10)] == ["b1"]
 
     a1 = store.get_job("a1")
     assert a1 is not None
     move(store, a1, JobState.DISPATCHED)
-    assert store.queue_position("a1") is None
-    assert [store.queue_position(j) for j in ("a2", "a3")] == [1, 2]
     assert [j.job_id for j in store.queued_jobs("dev-a", 10)] == ["a2", "a3"]
-    assert store.queue_position("nope") is None
+    assert store.queued_jobs("dev-none", 10) == []
 
 
 def test_queue_depths_count_only_queued_jobs(store: SqlStore) -> None:
@@ -355,21 +353,3 @@ def test_closed_store_raises_store_error(store: SqlStore) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.get_job("j1")
-
-
-def test_claim_next_dispatches_the_oldest_queued_job(store: SqlStore) -> None:
-    a1, a2 = submit(store, "a1"), submit(store, "a2")
-
-    def dispatch(job: Job) -> tuple[Job, AuditEvent]:
-        return job.transition(JobState.DISPATCHED, now=T0, lease=lease_for(job)), event(
-            "job.dispatched", job.job_id
-        )
-
-    claimed = store.claim_next("dev-a", dispatch)
-    assert claimed is not None
-    assert claimed.job_id == a1.job_id
-    assert store.get_job("a1") == claimed
-    assert store.queue_position("a2") == 1
-    assert store.audit_entries()[-1].event.kind == "job.dispatched"
-    assert store.claim_next("dev-b", dispatch) is None
-    assert store.get_job("a2") == a2
