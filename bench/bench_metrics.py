@@ -67,8 +67,10 @@ def strip(broker: Broker) -> None:
     for name, value in list(vars(metrics).items()):
         if hasattr(value, "labels") or hasattr(value, "inc") or hasattr(value, "observe"):
             setattr(metrics, name, _NullMetric())
+    assert broker.components is not None
+    anomalies = broker.components.registries.anomalies
     for name in MONITOR_ENTRY_POINTS:
-        setattr(broker.anomalies, name, lambda *args, **kwargs: None)
+        setattr(anomalies, name, lambda *args, **kwargs: None)
 
 
 def one_arm(children: Children, root: Path, plan: Plan, *, bare: bool) -> Throughput:

@@ -141,7 +141,8 @@ def submit_share(count: int, limit_s: float) -> int:
         facility.start_broker()
         assert facility.embedded is not None
         assert facility.embedded.broker is not None
-        gate = facility.embedded.broker.gate
+        assert facility.embedded.broker.components is not None
+        gate = facility.embedded.broker.components.registries.gate
         spent: list[float] = []
         check = gate.check
 

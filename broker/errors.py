@@ -1,4 +1,6 @@
-"""Domain errors and the one table that maps them to gRPC status codes."""
+"""The one error catalog: domain error codes, what each means to a caller, and the errors the
+broker raises for conditions that are not the caller's fault. `broker.grpc.status` maps each
+code to one gRPC status."""
 
 from __future__ import annotations
 
@@ -36,3 +38,13 @@ def not_found(kind: str, ident: str) -> BrokerError:
 def invalid(detail: str) -> BrokerError:
     """The request itself is wrong; `detail` says what and how to put it right."""
     return BrokerError(ErrorCode.INVALID_ARGUMENT, detail)
+
+
+def store_unavailable() -> BrokerError:
+    """The store could not be reached or failed mid-call. Nothing was acknowledged, so a retry
+    is safe (submissions carry an idempotency key); the database's own words stay in the log."""
+    return BrokerError(
+        ErrorCode.UNAVAILABLE,
+        "the broker's database is not answering; nothing was changed, try again in a few "
+        "seconds (a retried submission with the same idempotency key is queued once)",
+    )

@@ -84,7 +84,11 @@ class DriverAgent:
             await self._converse(sock, stop)
         finally:
             if stop.is_set():
-                bye = link_pb.LinkMessage(goodbye=link_pb.Goodbye(reason="driver shutting down"))
+                bye = link_pb.LinkMessage(
+                    goodbye=link_pb.Goodbye(
+                        reason="driver shutting down", code=link_pb.GOODBYE_CODE_SHUTTING_DOWN
+                    )
+                )
                 with contextlib.suppress(zmq.ZMQError):
                     await sock.send(bye.SerializeToString(), flags=zmq.NOBLOCK)
             sock.close(linger=0)
@@ -126,7 +130,7 @@ class DriverAgent:
                 self._lease.cancelled = True
         elif kind == "goodbye":
             reason = message.goodbye.reason
-            if "not registered" in reason:
+            if message.goodbye.code == link_pb.GOODBYE_CODE_UNKNOWN_DEVICE:
                 raise DeviceNotAccepted(reason)
             log.warning("broker said goodbye: %s", reason)
             return False

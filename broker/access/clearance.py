@@ -3,9 +3,9 @@
 The broker is the policy enforcement point at three places: submit (fail fast), right before
 dispatch (a clearance changed since submit means DENIED) and every read of a device (a caller
 never learns that a device above their visibility exists). The decision point is the Cedar
-engine in `broker.policy`; attribute sources are the access registry (principals, device
-operating state and reservations), the device registry (tier, status) and attestation (export
-class, attestation status).
+engine in `broker.policy`; attribute sources are the access registry (principals), the device
+schedule (operating state and reservations), the device registry (tier, status) and
+attestation (export class, attestation status).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from broker.access.facility import FacilityRef
+from broker.access.facility import Facility, FacilityRef
 from broker.access.model import Principal
 from broker.access.registry import AccessRegistry
+from broker.devices.export_class import ExportClasses
 from broker.devices.model import DeviceRecord
-from broker.devices.registry import DeviceRegistry
+from broker.devices.operations import DeviceSchedule
+from broker.errors import BrokerError, ErrorCode, not_found
 from broker.policy import (
     Action,
     DeviceAttributes,
@@ -27,6 +29,7 @@ from broker.policy import (
     PolicyRequest,
     PrincipalAttributes,
 )
+from broker.policy.explain import Explanation
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +45,46 @@ class Decision:
     reason: str
 
 
+def principal_attributes(principal: Principal, facility: Facility) -> PrincipalAttributes:
+    """The Cedar form of a principal: the one model, with its tier's rank at this facility."""
+    return PrincipalAttributes(
+        name=principal.name,
+        tier=principal.tier,
+        tier_rank=facility.tier_rank(principal.tier),
+        affiliation=principal.affiliation,
+        nationality=principal.nationality,
+        jurisdictions=principal.jurisdictions,
+        projects=frozenset(principal.projects),
+        roles=frozenset(role.value for role in principal.roles),
+        clearance_expires_at=int(principal.clearance_expires_at or 0),
+        training={name: int(expiry) for name, expiry in principal.training.items()},
+        licences=principal.licences,
+    )
+
+
 class ClearanceGate:
     def __init__(
         self,
         *,
         engine: PolicyEngine,
         facility: FacilityRef,
-        registry: DeviceRegistry,
         access: AccessRegistry,
+        schedule: DeviceSchedule,
+        exports: ExportClasses,
     ) -> None:
-        self.engine = engine
-        self.facility = facility
-        self.registry = registry
-        self.access = access
+        self._engine = engine
+        self._facility = facility
+        self._access = access
+        self._schedule = schedule
+        self._exports = exports
+
+    @property
+    def engine(self) -> PolicyEngine:
+        return self._engine
+
+    def use_engine(self, engine: PolicyEngine) -> None:
+        """Decide with a new, validated policy set from now on (SIGHUP reload)."""
+        self._engine = engine
 
     def check(
         self,
@@ -66,7 +96,7 @@ class ClearanceGate:
         job: JobAttributes | None = None,
         attestation: str = "none",
     ) -> Decision:
-        principal = self.access.principal(principal_name)
+        principal = self._access.principal(principal_name)
         if principal is None:
             return Decision(
                 allowed=False,
@@ -75,7 +105,7 @@ class ClearanceGate:
                 "ask a facility operator to restore your access",
             )
         request = self.request(action, principal, device, now=now, job=job, attestation=attestation)
-        decision = self.engine.decide(request)
+        decision = self._engine.decide(request)
         if decision.errors:
             log.error("policy evaluation errors for %s: %s", decision.rule_id, decision.errors)
         return Decision(
@@ -83,6 +113,9 @@ class ClearanceGate:
             rule_id=decision.rule_id,
             reason="; ".join(decision.reasons),
         )
+
+    def visible(self, principal_name: str, device: DeviceRecord, now: float) -> bool:
+        return self.check(Action.VIEW_DEVICE, principal_name, device, now=now).allowed
 
     def request(
         self,
@@ -95,52 +128,64 @@ class ClearanceGate:
         attestation: str = "none",
     ) -> PolicyRequest:
         """The Cedar question for this principal and device, from the live registries."""
+        facility = self._facility.current
         return PolicyRequest(
-            principal=self._principal(principal),
+            principal=principal_attributes(principal, facility),
             device=self._device(device, now),
             action=action,
             environment=Environment(
                 now=int(now),
                 attestation=attestation,
-                remote_access_is_export=self.facility.current.remote_access_is_export,
+                remote_access_is_export=facility.remote_access_is_export,
             ),
             job=job,
         )
 
-    def visible(self, principal_name: str, device: DeviceRecord, now: float) -> bool:
-        return self.check(Action.VIEW_DEVICE, principal_name, device, now=now).allowed
-
-    def _principal(self, principal: Principal) -> PrincipalAttributes:
-        facility = self.facility.current
-        return PrincipalAttributes(
-            name=principal.name,
-            tier=principal.tier,
-            tier_rank=facility.tier_rank(principal.tier),
-            affiliation=principal.affiliation,
-            nationality=principal.nationality,
-            jurisdictions=principal.jurisdictions,
-            projects=frozenset(principal.projects),
-            roles=frozenset(role.value for role in principal.roles),
-            clearance_expires_at=int(principal.clearance_expires_at or 0),
-            training={name: int(expiry) for name, expiry in principal.training.items()},
-            licences=principal.licences,
-        )
+    def explain(
+        self,
+        principal_name: str,
+        device_id: str,
+        device: DeviceRecord | None,
+        *,
+        action: str,
+        project: str,
+        now: float,
+    ) -> Explanation:
+        """Which requirement allows or refuses the principal on the device (as if attested);
+        `device` is the registry's record of `device_id`, None when there is none."""
+        principal = self._access.principal(principal_name)
+        if principal is None:
+            raise not_found("principal", principal_name)
+        if device is None:
+            raise not_found("device", device_id)
+        try:
+            chosen = Action(action or Action.SUBMIT_JOB.value)
+        except ValueError as exc:
+            raise BrokerError(
+                ErrorCode.INVALID_ARGUMENT, "action must be SubmitJob, DispatchJob or ViewDevice"
+            ) from exc
+        job = None
+        if chosen is not Action.VIEW_DEVICE:
+            job = JobAttributes(project=project or next(iter(principal.projects), ""))
+        request = self.request(chosen, principal, device, now=now, job=job, attestation="affirming")
+        return self._engine.explain(request)
 
     def _device(self, device: DeviceRecord, now: float) -> DeviceAttributes:
-        facility = self.facility.current
+        facility = self._facility.current
         # Quarantine holds the queue in the dispatcher and says why, so it is not a policy state.
-        state = self.access.operating_state(device, now)
-        reservation = self.access.operations(device.device_id).reservation_at(now)
-        exported = self.registry.export_class(device.device_id)
-        controlled = exported.export_class != self.registry.export_profile.uncontrolled_class
+        state = self._schedule.state(device)
+        reservation = state.operations.reservation_at(now)
+        exported = self._exports.of(device.device_id)
         return DeviceAttributes(
             device_id=device.device_id,
             tier=device.tier,
             tier_rank=facility.tier_rank(device.tier),
             jurisdiction=facility.jurisdiction,
             export_class=exported.export_class,
-            export_licence=facility.export_licence if controlled else "",
-            state=state.value,
+            export_licence=facility.export_licence
+            if self._exports.controlled(device.device_id)
+            else "",
+            state=state.operating_state(now).value,
             reserved_for=frozenset({reservation.project}) if reservation else frozenset(),
             reserved_from=int(reservation.starts_at) if reservation else 0,
             reserved_until=int(reservation.ends_at) if reservation else 0,

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from broker.access.model import AccessError, Principal, Project, Quota, Role
+from broker.access.model import AccessError, Principal, Project, Quota, parse_roles
 from broker.devices.model import DeviceOperations, OperatingState, Window, WindowKind
 from broker.jsonfields import JsonFields
 
@@ -45,23 +45,19 @@ def principal_to_doc(p: Principal) -> dict[str, Any]:
 
 
 def principal_from_doc(name: str, raw: Mapping[str, Any]) -> Principal:
-    doc = _fields(raw, f"principal {name!r}")
+    """The principal a stored (or seeded) document describes; AccessError naming the field."""
+    where = f"principal {name!r}"
+    doc = _fields(raw, where)
     expires = raw.get("clearance_expires_at")
-    try:
-        roles = frozenset(Role(r) for r in doc.names("roles"))
-    except ValueError as exc:
-        raise AccessError(
-            f"principal {name!r}: {exc}; roles are researcher, operator, security"
-        ) from exc
     training = raw.get("training", {})
     if not isinstance(training, Mapping) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in training.values()
     ):
-        raise AccessError(f"principal {name!r}: training must map course names to expiry times")
+        raise AccessError(f"{where}: training must map course names to expiry times")
     return Principal(
         name=name,
         tier=doc.text("tier"),
-        roles=roles,
+        roles=parse_roles(doc.names("roles"), where),
         clearance_expires_at=None if expires is None else doc.number("clearance_expires_at"),
         affiliation=doc.text("affiliation", ""),
         nationality=doc.text("nationality", ""),
@@ -79,13 +75,10 @@ def project_to_doc(p: Project) -> dict[str, Any]:
 
 def project_from_doc(name: str, raw: Mapping[str, Any]) -> Project:
     doc = _fields(raw, f"project {name!r}")
-    weight = doc.count("weight", 1)
-    if weight < 1:
-        raise AccessError(f"project {name!r}: weight must be at least 1")
     return Project(
         name=name,
         description=doc.text("description", ""),
-        weight=weight,
+        weight=doc.count("weight", 1),
         quota=quota_from_doc(raw.get("quota"), f"project {name!r} quota"),
     )
 

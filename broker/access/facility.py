@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.access.documents import project_from_doc, quota_from_doc
-from broker.access.model import AccessError, Principal, Project, Quota, Role
+from broker.access.documents import principal_from_doc, project_from_doc
+from broker.access.model import AccessError, Principal, Project
 from broker.devices.model import ReferenceScope
 from broker.devices.registry import ReferenceInput, SeedDevice
 
@@ -30,7 +30,7 @@ class Facility:
 
     name: str
     tiers: tuple[str, ...]
-    # Seeds for the access registry: the store holds the live records (see broker.access).
+    # Seeds for the access registry: the store holds the live records (broker.access.registry).
     principals: Mapping[str, Principal]
     projects: tuple[Project, ...]
     seed_devices: tuple[SeedDevice, ...]
@@ -89,36 +89,23 @@ def _check_tier(tier: str, tiers: Sequence[str], where: str) -> str:
 
 
 def _principal(entry: Mapping[str, Any], tiers: Sequence[str]) -> Principal:
+    """A [[principals]] entry: its TOML form is the stored JSON document with date-times for
+    times and `researcher` as the default role, so it is read by the same code."""
     name = str(entry.get("name", ""))
-    where = f"principal {name!r}"
     if not name:
         raise FacilityError("a [[principals]] entry has no name")
-    try:
-        roles = frozenset(Role(r) for r in entry.get("roles", ["researcher"]))
-    except ValueError as exc:
-        raise FacilityError(f"{where}: {exc}") from exc
-    expires = entry.get("clearance_expires_at")
-    training = entry.get("training", {})
+    where = f"principal {name!r}"
+    doc = {key: value for key, value in entry.items() if key != "name"}
+    doc.setdefault("roles", ["researcher"])
+    expires = doc.get("clearance_expires_at")
+    if expires is not None:
+        doc["clearance_expires_at"] = _when(expires, where, "clearance")
+    training = doc.get("training", {})
     if not isinstance(training, Mapping):
         raise FacilityError(f"{where}: training must be a table of course = expiry date-time")
-    return Principal(
-        name=name,
-        tier=_check_tier(str(entry.get("tier", "")), tiers, where),
-        roles=roles,
-        clearance_expires_at=None if expires is None else _when(expires, where, "clearance"),
-        affiliation=str(entry.get("affiliation", "")),
-        nationality=str(entry.get("nationality", "")),
-        jurisdictions=frozenset(str(j) for j in entry.get("jurisdictions", ())),
-        projects=tuple(str(p) for p in entry.get("projects", ())),
-        training={str(k): _when(v, where, f"training {k}") for k, v in training.items()},
-        licences=frozenset(str(lic) for lic in entry.get("licences", ())),
-        quota=_quota(entry.get("quota"), where),
-    )
-
-
-def _quota(raw: object, where: str) -> Quota:
+    doc["training"] = {str(k): _when(v, where, f"training {k}") for k, v in training.items()}
     try:
-        return quota_from_doc(raw, f"{where} quota")
+        return principal_from_doc(name, doc).check_tier(tiers)
     except AccessError as exc:
         raise FacilityError(str(exc)) from exc
 

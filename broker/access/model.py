@@ -7,7 +7,7 @@ Operators change these at run time through the access API; every change is versi
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ class AccessError(ValueError):
 
 
 class Role(enum.Enum):
-    """What a principal may do; enforced per RPC at the edge (`broker.roles`)."""
+    """What a principal may do; enforced per RPC at the edge (`broker.access.roles`)."""
 
     RESEARCHER = "researcher"  # submits jobs and reads their own
     OPERATOR = "operator"  # manages devices, principals, projects and other people's jobs
@@ -32,12 +32,38 @@ class RecordKind(enum.Enum):
     DEVICE = "device"
 
 
+_MAX_NAME = 128
+
+
+def _check_name(kind: str, name: str) -> None:
+    """A name becomes a certificate identity, an audit actor and a Cedar entity id: it must
+    be printable, without surrounding blanks, and short."""
+    if not name or len(name) > _MAX_NAME or not name.isprintable() or name != name.strip():
+        raise AccessError(
+            f"{kind} name {name!r} must be 1-{_MAX_NAME} printable characters without "
+            "surrounding spaces"
+        )
+
+
+def parse_roles(names: Iterable[str], where: str) -> frozenset[Role]:
+    """Role names as roles; AccessError naming the unknown one and the known ones."""
+    try:
+        return frozenset(Role(name) for name in names)
+    except ValueError as exc:
+        known = ", ".join(r.value for r in Role)
+        raise AccessError(f"{where}: {exc}; roles are {known}") from exc
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Quota:
     """Limits per principal or per project; 0 means no limit."""
 
     max_active_jobs: int = 0  # queued, dispatched or running at once
     max_shots_per_day: int = 0  # shots submitted in any rolling 24 hours
+
+    def __post_init__(self) -> None:
+        if self.max_active_jobs < 0 or self.max_shots_per_day < 0:
+            raise AccessError("quota limits must be 0 (no limit) or more")
 
     @property
     def limited(self) -> bool:
@@ -46,7 +72,14 @@ class Quota:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Principal:
-    """A person or service, named by the common name of their client certificate."""
+    """A person or service, named by the common name of their client certificate.
+
+    This is the one model of a principal: the TOML seed (`broker.access.facility`), the stored
+    JSON document (`broker.access.documents`), the protobuf message (`broker.grpc.codec.access`)
+    and the Cedar entity (`broker.access.clearance`) are all made from or into it, and it checks
+    itself here, once, whichever form it came from. Whether its tier exists is the facility's
+    to say: `check_tier`.
+    """
 
     name: str
     tier: str
@@ -61,6 +94,28 @@ class Principal:
     licences: frozenset[str] = frozenset()
     quota: Quota = Quota()
 
+    def __post_init__(self) -> None:
+        _check_name("principal", self.name)
+        where = f"principal {self.name!r}"
+        if not self.tier:
+            raise AccessError(f"{where}: a tier is required")
+        if not self.roles:
+            raise AccessError(f"{where}: give at least one role: researcher, operator, security")
+        if len(set(self.projects)) != len(self.projects):
+            raise AccessError(f"{where}: a project is listed twice")
+        if any(
+            not isinstance(v, int | float) or isinstance(v, bool) for v in self.training.values()
+        ):
+            raise AccessError(f"{where}: training must map course names to expiry times")
+
+    def check_tier(self, tiers: Sequence[str]) -> Principal:
+        """This principal, if its tier is one of the facility's; AccessError otherwise."""
+        if self.tier not in tiers:
+            raise AccessError(
+                f"principal {self.name!r}: tier {self.tier!r} is not one of {', '.join(tiers)}"
+            )
+        return self
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Project:
@@ -70,6 +125,11 @@ class Project:
     description: str = ""
     weight: int = 1  # share of device time relative to other projects
     quota: Quota = Quota()
+
+    def __post_init__(self) -> None:
+        _check_name("project", self.name)
+        if self.weight < 1:
+            raise AccessError(f"project {self.name!r}: weight must be at least 1")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

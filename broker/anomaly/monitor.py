@@ -23,8 +23,10 @@ from broker.anomaly.detectors import (
     MeasurementDriftDetector,
     RateSpikeDetector,
 )
+from broker.audit.log import AuditLog
 from broker.audit.model import AuditEvent
-from broker.jobs.ledger import JobLedger
+from broker.clock import Clock
+from broker.metrics import BrokerMetrics
 from broker.settings import AnomalySettings
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,12 @@ _FACILITY = "facility"
 
 
 class AnomalyMonitor:
-    def __init__(self, ledger: JobLedger, settings: AnomalySettings) -> None:
-        self.ledger = ledger
+    def __init__(
+        self, *, audit: AuditLog, clock: Clock, metrics: BrokerMetrics, settings: AnomalySettings
+    ) -> None:
+        self._log = audit
+        self._clock = clock
+        self._metrics = metrics
         self.settings = settings
         self.rate = RateSpikeDetector(
             window=settings.rate_window_seconds,
@@ -61,14 +67,14 @@ class AnomalyMonitor:
         self._pending: set[asyncio.Task[None]] = set()
 
     def submission(self, principal: str) -> None:
-        self._raise(self.rate.observe(principal, self.ledger.clock.now()))
+        self._raise(self.rate.observe(principal, self._clock.now()))
 
     def refusal(self, principal: str) -> None:
         """A denial, or a lookup of a device the caller cannot see (probing looks like this)."""
-        self._raise(self.denials.observe(principal, self.ledger.clock.now()))
+        self._raise(self.denials.observe(principal, self._clock.now()))
 
     def attestation_failed(self, device_id: str, *, registered: bool) -> None:
-        now = self.ledger.clock.now()
+        now = self._clock.now()
         if registered:  # unregistered ids are attacker-chosen: they must not grow detector state
             self._raise(self.device_failures.observe(device_id, now, device=device_id))
         self._raise(self.facility_failures.observe(_FACILITY, now))
@@ -105,7 +111,7 @@ class AnomalyMonitor:
     def _raise(self, finding: Finding | None) -> None:
         if finding is None:
             return
-        self.ledger.metrics.anomalies.labels(finding.detector, finding.device).inc()
+        self._metrics.anomalies.labels(finding.detector, finding.device).inc()
         log.warning("anomaly %s: %s", finding.detector, finding.message)
         detail = {
             "detector": finding.detector,
@@ -113,14 +119,14 @@ class AnomalyMonitor:
             "message": finding.message,
             **finding.detail,
         }
-        event = self.ledger.event("anomaly.raised", "broker", finding.subject, detail)
+        event = self._log.event("anomaly.raised", "broker", finding.subject, detail)
         task = asyncio.get_running_loop().create_task(self._audit(event))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _audit(self, event: AuditEvent) -> None:
         try:
-            await self.ledger.audit(event)
+            await self._log.append(event)
         except Exception:
             log.exception("could not audit an anomaly; the metric still counts it")
 

@@ -1,5 +1,5 @@
-"""Operator and security actions in domain terms; which role may call each is decided at the
-edge by the one table in `broker.roles`.
+"""Operator and security actions on devices in domain terms; which role may call each is
+decided at the edge by the one table in `broker.access.roles`.
 
 Revocation is effective at once: the registry marks the device, its connections are dropped,
 the dispatch gate refuses it, and a receipt it signs later is refused.
@@ -7,12 +7,11 @@ the dispatch gate refuses it, and a receipt it signs later is refused.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from typing import Protocol
 
 from broker.access.clearance import ClearanceGate
 from broker.access.facility import FacilityRef
-from broker.audit.model import AuditEntry, Checkpoint
+from broker.clock import Clock
 from broker.devices.model import (
     AttestationRecord,
     DeviceRecord,
@@ -20,108 +19,72 @@ from broker.devices.model import (
     ReferenceValuesRecord,
 )
 from broker.devices.registry import DeviceRegistry, ReferenceInput
-from broker.errors import BrokerError, ErrorCode, not_found
-from broker.jobs.ledger import JobLedger
-from broker.link.attestor import Attestor
-from broker.policy import Action, JobAttributes
+from broker.errors import BrokerError, ErrorCode
+from broker.jobs.wakeups import DispatchWakeups
+from broker.metrics import BrokerMetrics
 from broker.policy.explain import Explanation
-from broker.store.base import RegistryStore
-
-_AUDIT_PAGE = 500
 
 
-class AdminService:
+class Connections(Protocol):
+    """The live driver connections, as revocation needs them (the attestor)."""
+
+    async def drop_device(self, device_id: str, reason: str) -> None:
+        """Tell every connection of the device that it is out, and reject it at once."""
+
+
+class DeviceAdmin:
     def __init__(
         self,
         *,
         facility: FacilityRef,
         registry: DeviceRegistry,
         gate: ClearanceGate,
-        attestor: Attestor,
-        ledger: JobLedger,
-        store: RegistryStore,
-        poll_seconds: float = 0.5,
+        connections: Connections,
+        wakeups: DispatchWakeups,
+        clock: Clock,
+        metrics: BrokerMetrics,
     ) -> None:
-        self.facility = facility
-        self.registry = registry
-        self.gate = gate
-        self.attestor = attestor
-        self.ledger = ledger
-        self.store = store
-        self.poll_seconds = poll_seconds
+        self._facility = facility
+        self._registry = registry
+        self._gate = gate
+        self._connections = connections
+        self._wakeups = wakeups
+        self._clock = clock
+        self._metrics = metrics
 
     async def register(self, caller: str, chain_pem: bytes, tier: str, model: str) -> DeviceRecord:
-        if tier not in self.facility.current.tiers:
+        tiers = self._facility.current.tiers
+        if tier not in tiers:
             raise BrokerError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"tier {tier!r} is not one of {', '.join(self.facility.current.tiers)}",
+                ErrorCode.INVALID_ARGUMENT, f"tier {tier!r} is not one of {', '.join(tiers)}"
             )
-        return await self.registry.register(caller, chain_pem, tier=tier, model=model)
+        return await self._registry.register(caller, chain_pem, tier=tier, model=model)
 
-    async def devices(self, caller: str) -> list[DeviceRecord]:
-        return list(self.registry.all())
+    def devices(self) -> list[DeviceRecord]:
+        return list(self._registry.all())
 
     async def set_reference(self, caller: str, values: ReferenceInput) -> ReferenceValuesRecord:
-        return await self.registry.set_reference(caller, values)
+        return await self._registry.set_reference(caller, values)
 
-    async def references(
-        self, caller: str, scope: ReferenceScope, scope_id: str
-    ) -> list[ReferenceValuesRecord]:
-        return await self.registry.references(scope, scope_id)
+    async def references(self, scope: ReferenceScope, scope_id: str) -> list[ReferenceValuesRecord]:
+        return await self._registry.references(scope, scope_id)
 
     async def revoke(self, caller: str, device_id: str, reason: str) -> DeviceRecord:
-        record = await self.registry.revoke(caller, device_id, reason or f"revoked by {caller}")
-        self.ledger.metrics.revocations.labels(device_id).inc()
-        await self.attestor.drop_device(device_id, f"device certificate revoked: {reason}")
+        record = await self._registry.revoke(caller, device_id, reason or f"revoked by {caller}")
+        self._metrics.revocations.labels(device_id).inc()
+        await self._connections.drop_device(device_id, f"device certificate revoked: {reason}")
         return record
 
     async def release(self, caller: str, device_id: str, reason: str) -> DeviceRecord:
-        record = await self.registry.release(caller, device_id, reason)
-        self.attestor.on_attested(device_id)
+        record = await self._registry.release(caller, device_id, reason)
+        self._wakeups.kick(device_id)
         return record
 
-    async def history(self, caller: str, device_id: str, limit: int) -> list[AttestationRecord]:
-        return await self.registry.history(device_id, min(limit or 50, 1000))
+    async def history(self, device_id: str, limit: int) -> list[AttestationRecord]:
+        return await self._registry.history(device_id, min(limit or 50, 1000))
 
-    def explain(
-        self, caller: str, principal_name: str, device_id: str, action: str, project: str
-    ) -> Explanation:
-        principal = self.gate.access.principal(principal_name)
-        device = self.registry.get(device_id)
-        if principal is None:
-            raise not_found("principal", principal_name)
-        if device is None:
-            raise not_found("device", device_id)
-        try:
-            chosen = Action(action or Action.SUBMIT_JOB.value)
-        except ValueError as exc:
-            raise BrokerError(
-                ErrorCode.INVALID_ARGUMENT, "action must be SubmitJob, DispatchJob or ViewDevice"
-            ) from exc
-        job = None
-        if chosen is not Action.VIEW_DEVICE:
-            job = JobAttributes(project=project or next(iter(principal.projects), ""))
-        request = self.gate.request(
-            chosen, principal, device, now=self.ledger.clock.now(), job=job, attestation="affirming"
+    def explain(self, principal: str, device_id: str, action: str, project: str) -> Explanation:
+        device = self._registry.get(device_id)
+        return self._gate.explain(
+            principal, device_id, device, action=action, project=project, now=self._clock.now()
         )
-        return self.gate.engine.explain(request)
-
-    async def checkpoints(self, caller: str) -> list[Checkpoint]:
-        return await self.ledger.runner.call(self.store.checkpoints)
-
-    async def stream_audit(
-        self, caller: str, after_seq: int, follow: bool
-    ) -> AsyncIterator[AuditEntry]:
-        """Entries after `after_seq`; with `follow`, keep polling for new ones."""
-        store = self.ledger.runner.store
-        while True:
-            page = await self.ledger.runner.call(
-                store.audit_entries, after_seq=after_seq, limit=_AUDIT_PAGE
-            )
-            for entry in page:
-                yield entry
-                after_seq = entry.seq
-            if len(page) < _AUDIT_PAGE:
-                if not follow:
-                    return
-                await asyncio.sleep(self.poll_seconds)

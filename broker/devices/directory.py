@@ -1,17 +1,34 @@
-"""What callers may learn about devices: registry facts joined with live link state."""
+"""What callers may learn about devices: registry facts joined with live driver state, and
+only for devices the caller may see (the same NOT_FOUND for hidden and absent ones)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from attestation.appraisal import AttestationStatus
+from attestation.appraisal import AttestationResult, AttestationStatus
 from broker.access.clearance import ClearanceGate
 from broker.anomaly.monitor import AnomalyMonitor
-from broker.devices.model import DeviceRecord, DeviceStatus
+from broker.clock import Clock
+from broker.devices.export_class import ExportClasses
+from broker.devices.model import DeviceProfile, DeviceRecord, DeviceStatus
+from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
 from broker.errors import not_found
-from broker.jobs.ledger import JobLedger
-from broker.link.fleet import DeviceProfile, Fleet
+from broker.store.runner import StoreRunner
+
+
+class LiveDrivers(Protocol):
+    """The connected drivers of a device, as far as the directory shows them (the fleet)."""
+
+    def connections(self, device_id: str, now: float) -> list[ConnectionView]: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConnectionView:
+    profile: DeviceProfile
+    attestation: AttestationResult | None
+    dispatchable: bool
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -38,46 +55,47 @@ class DeviceDirectory:
         self,
         *,
         registry: DeviceRegistry,
+        exports: ExportClasses,
+        schedule: DeviceSchedule,
         gate: ClearanceGate,
-        fleet: Fleet,
-        ledger: JobLedger,
+        drivers: LiveDrivers,
+        runner: StoreRunner,
+        clock: Clock,
         anomalies: AnomalyMonitor,
     ) -> None:
-        self.anomalies = anomalies
-        self.registry = registry
-        self.gate = gate
-        self.fleet = fleet
-        self.ledger = ledger
+        self._registry = registry
+        self._exports = exports
+        self._schedule = schedule
+        self._gate = gate
+        self._drivers = drivers
+        self._runner = runner
+        self._clock = clock
+        self._anomalies = anomalies
 
     async def list(self, caller: str) -> list[DeviceView]:
-        depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
-        now = self.ledger.clock.now()
-        visible = [d for d in self.registry.all() if self.gate.visible(caller, d, now)]
-        return [self._view(d, depths.get(d.device_id, 0)) for d in visible]
+        depths = await self._runner.call(self._runner.store.queue_depths)
+        now = self._clock.now()
+        visible = [d for d in self._registry.all() if self._gate.visible(caller, d, now)]
+        return [self._view(d, depths.get(d.device_id, 0), now) for d in visible]
 
     async def get(self, caller: str, device_id: str) -> DeviceView:
-        device = self.registry.get(device_id)
-        if device is None or not self.gate.visible(caller, device, self.ledger.clock.now()):
-            self.anomalies.refusal(caller)
+        now = self._clock.now()
+        device = self._registry.get(device_id)
+        if device is None or not self._gate.visible(caller, device, now):
+            self._anomalies.refusal(caller)
             raise not_found("device", device_id)
-        depths = await self.ledger.runner.call(self.ledger.runner.store.queue_depths)
-        return self._view(device, depths.get(device_id, 0))
+        depths = await self._runner.call(self._runner.store.queue_depths)
+        return self._view(device, depths.get(device_id, 0), now)
 
-    def _view(self, device: DeviceRecord, depth: int) -> DeviceView:
-        now = self.ledger.clock.now()
-        conns = self.fleet.for_device(device.device_id)
+    def _view(self, device: DeviceRecord, depth: int, now: float) -> DeviceView:
+        conns = self._drivers.connections(device.device_id, now)
         results = [c.attestation for c in conns if c.attestation is not None]
         best = max(results, key=lambda r: (r.affirming(now), r.issued_at), default=None)
         status = best.status if best is not None else None
-        if (
-            best is not None
-            and best.status is AttestationStatus.AFFIRMING
-            and not best.affirming(now)
-        ):
+        if status is AttestationStatus.AFFIRMING and best is not None and not best.affirming(now):
             status = None  # expired: no current result
-        reference = self.registry.reference_for(device.device_id)
-        availability = self.gate.access.availability(device.device_id, now)
-        exported = self.registry.export_class(device.device_id)
+        reference = self._registry.reference_for(device.device_id)
+        exported = self._exports.of(device.device_id)
         return DeviceView(
             export_class=exported.export_class,
             export_reason=exported.reason,
@@ -91,10 +109,9 @@ class DeviceDirectory:
             if best is not None
             else (),
             attested_until=best.expires_at if best is not None and best.affirming(now) else None,
-            available=device.status is DeviceStatus.ACTIVE
-            and any(c.dispatchable(now) for c in conns),
+            available=device.status is DeviceStatus.ACTIVE and any(c.dispatchable for c in conns),
             queue_depth=depth,
-            operating_state=self.gate.access.operating_state(device, now).value,
-            operating_note=availability.why,
-            two_qubit_error=self.registry.attested_two_qubit_error(device.device_id),
+            operating_state=self._schedule.state(device).operating_state(now).value,
+            operating_note=self._schedule.availability(device.device_id, now).why,
+            two_qubit_error=self._exports.attested_two_qubit_error(device.device_id),
         )

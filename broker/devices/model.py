@@ -161,3 +161,30 @@ class DeviceOperations:
     def pruned(self, now: float) -> DeviceOperations:
         """Without windows that have ended: they no longer decide anything."""
         return replace(self, windows=tuple(w for w in self.windows if w.ends_at > now))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceState:
+    """One device's whole state: its security status from the registry and its operator's
+    schedule, joined here and nowhere else."""
+
+    record: DeviceRecord
+    operations: DeviceOperations
+
+    def operating_state(self, now: float) -> OperatingState:
+        """What the device is doing now: a revoked certificate retires it whatever its
+        operator state; otherwise the operator's state, or maintenance inside a window."""
+        if self.record.status is DeviceStatus.REVOKED:
+            return OperatingState.RETIRED
+        return self.operations.effective_state(now)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceProfile:
+    """What a device can run, as its driver announced it in Hello."""
+
+    num_qubits: int
+    basis_gates: tuple[str, ...]
+    coupling_map: tuple[tuple[int, int], ...]
+    backend: str
+    driver_build: str

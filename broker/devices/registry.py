@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from attestation.appraisal import ReferenceValues
 from attestation.pki import CertificateError, VerifiedDevice, verify_device_chain
+from broker.audit.log import AuditLog
+from broker.clock import Clock
 from broker.devices.model import (
     AttestationRecord,
     DeviceRecord,
@@ -24,14 +26,7 @@ from broker.devices.model import (
     Revocation,
 )
 from broker.errors import BrokerError, ErrorCode, not_found
-from broker.jobs.ledger import JobLedger
-from broker.policy.export_control import (
-    Classification,
-    ExportProfile,
-    classify,
-    crossing,
-)
-from broker.store.base import RegistryStore
+from broker.store.runner import StoreRunner
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,31 +48,26 @@ class DeviceRegistry:
     def __init__(
         self,
         *,
-        ledger: JobLedger,
-        store: RegistryStore,
+        runner: StoreRunner,
+        clock: Clock,
+        audit: AuditLog,
         trust_anchor: bytes,
-        export_profile: ExportProfile,
     ) -> None:
-        self.ledger = ledger
-        self.export_profile = export_profile
-        # Derived from attested calibration, never typed in: see `classify_export`.
-        self.export_classes: dict[str, Classification] = {}
-        self.store = store
+        self._runner = runner
+        self._clock = clock
+        self._audit = audit
         self.trust_anchor = trust_anchor
         self.devices: dict[str, DeviceRecord] = {}
         self._references: dict[tuple[ReferenceScope, str], ReferenceValuesRecord] = {}
         self.revoked_serials: frozenset[str] = frozenset()
         # Devices being revoked: refused by the dispatch gate before the revocation commits.
         self._revoking: set[str] = set()
-        # Two-qubit gate error from each device's latest attested calibration.
-        self.attested_errors: dict[str, float | None] = {}
-        # Told (device, old class, new class) when attested calibration crosses a band.
-        self.on_export_crossing: list[Callable[[str, str, str], None]] = []
 
     async def load(self) -> None:
-        call = self.ledger.runner.call
-        self.devices = {d.device_id: d for d in await call(self.store.list_devices)}
-        self.revoked_serials = frozenset(r.serial for r in await call(self.store.revocations))
+        store = self._runner.store
+        self.devices = {d.device_id: d for d in await self._runner.call(store.list_devices)}
+        revoked = await self._runner.call(store.revocations)
+        self.revoked_serials = frozenset(r.serial for r in revoked)
         for record in self.devices.values():
             for scope, scope_id in (
                 (ReferenceScope.DEVICE, record.device_id),
@@ -86,7 +76,7 @@ class DeviceRegistry:
                 await self._refresh_reference(scope, scope_id)
 
     async def _refresh_reference(self, scope: ReferenceScope, scope_id: str) -> None:
-        versions = await self.ledger.runner.call(self.store.reference_values, scope, scope_id)
+        versions = await self._runner.call(self._runner.store.reference_values, scope, scope_id)
         if versions:
             self._references[(scope, scope_id)] = versions[0]
 
@@ -136,50 +126,6 @@ class DeviceRegistry:
             return frozenset()
         return frozenset({record.fingerprint})
 
-    def attested_two_qubit_error(self, device_id: str) -> float | None:
-        return self.attested_errors.get(device_id)
-
-    def export_class(self, device_id: str) -> Classification:
-        """The device's class from its latest attested calibration; until it has attested,
-        from its registered qubit count with the error unknown (classified conservatively)."""
-        known = self.export_classes.get(device_id)
-        if known is not None:
-            return known
-        return classify(self.export_profile, self.num_qubits(device_id) or 0, None)
-
-    async def classify_export(self, device_id: str, num_qubits: int, error: float | None) -> None:
-        """Re-classify from fresh attested calibration; a change of class or band is audited
-        and counted at once."""
-        try:
-            new = classify(self.export_profile, num_qubits, error)
-        except ValueError as exc:
-            new = Classification(
-                export_class=self.export_profile.controlled_class,
-                band=None,
-                reason=f"calibration cannot be classified ({exc}); treated as controlled",
-            )
-        old = self.export_classes.get(device_id)
-        self.export_classes[device_id] = new
-        self.attested_errors[device_id] = error
-        change = crossing(old, new)
-        if change is None:
-            return
-        detail = {
-            "from": old.export_class if old is not None else None,
-            "to": new.export_class,
-            "band": new.band.label if new.band is not None else None,
-            "reason": change,
-        }
-        await self.ledger.audit(
-            self.ledger.event("device.export_class", "broker", device_id, detail)
-        )
-        if old is not None:
-            self.ledger.metrics.export_crossings.labels(
-                device_id, old.export_class, new.export_class
-            ).inc()
-            for callback in self.on_export_crossing:
-                callback(device_id, old.export_class, new.export_class)
-
     # ------------------------------------------------------------------ operator actions
 
     def _verify_chain(self, chain_pem: bytes) -> VerifiedDevice:
@@ -187,7 +133,7 @@ class DeviceRegistry:
             return verify_device_chain(
                 chain_pem,
                 self.trust_anchor,
-                now=dt.datetime.fromtimestamp(self.ledger.clock.now(), dt.UTC),
+                now=dt.datetime.fromtimestamp(self._clock.now(), dt.UTC),
                 revoked_serials=self.revoked_serials,
             )
         except CertificateError as exc:
@@ -201,7 +147,7 @@ class DeviceRegistry:
         self, actor: str, chain_pem: bytes, *, tier: str, model: str
     ) -> DeviceRecord:
         verified = self._verify_chain(chain_pem)
-        now = self.ledger.clock.now()
+        now = self._clock.now()
         old = self.devices.get(verified.device_id)
         if old is not None and old.status is DeviceStatus.REVOKED:
             raise BrokerError(
@@ -234,9 +180,9 @@ class DeviceRegistry:
         actor: str,
         detail: Mapping[str, object],
     ) -> None:
-        event = self.ledger.event(kind, actor, record.device_id, detail)
-        saved = await self.ledger.runner.call(
-            self.store.save_device,
+        event = self._audit.event(kind, actor, record.device_id, detail)
+        saved = await self._runner.call(
+            self._runner.store.save_device,
             record,
             expected_version=old.version if old is not None else None,
             event=event,
@@ -256,10 +202,10 @@ class DeviceRegistry:
         record = ReferenceValuesRecord(
             **dataclasses.asdict(values),
             version=0,
-            created_at=self.ledger.clock.now(),
+            created_at=self._clock.now(),
             created_by=actor,
         )
-        event = self.ledger.event(
+        event = self._audit.event(
             "reference.published",
             actor,
             f"{values.scope.value.lower()}:{values.scope_id}",
@@ -273,12 +219,12 @@ class DeviceRegistry:
                 "not_after": values.not_after,
             },
         )
-        stored = await self.ledger.runner.call(self.store.add_reference_values, record, event)
+        stored = await self._runner.call(self._runner.store.add_reference_values, record, event)
         self._references[(stored.scope, stored.scope_id)] = stored
         return stored
 
     async def references(self, scope: ReferenceScope, scope_id: str) -> list[ReferenceValuesRecord]:
-        return await self.ledger.runner.call(self.store.reference_values, scope, scope_id)
+        return await self._runner.call(self._runner.store.reference_values, scope, scope_id)
 
     async def set_status(
         self, actor: str, device_id: str, status: DeviceStatus, reason: str
@@ -290,7 +236,7 @@ class DeviceRegistry:
             old,
             status=status,
             status_reason=reason,
-            status_changed_at=self.ledger.clock.now(),
+            status_changed_at=self._clock.now(),
             version=old.version + 1,
         )
         kind = {
@@ -316,12 +262,12 @@ class DeviceRegistry:
         revocation = Revocation(
             serial=old.serial,
             device_id=device_id,
-            revoked_at=self.ledger.clock.now(),
+            revoked_at=self._clock.now(),
             revoked_by=actor,
             reason=reason,
         )
-        event = self.ledger.event("certificate.revoked", actor, device_id, {"serial": old.serial})
-        await self.ledger.runner.call(self.store.add_revocation, revocation, event)
+        event = self._audit.event("certificate.revoked", actor, device_id, {"serial": old.serial})
+        await self._runner.call(self._runner.store.add_revocation, revocation, event)
         self.revoked_serials = self.revoked_serials | {old.serial}
         return await self.set_status(actor, device_id, DeviceStatus.REVOKED, reason)
 
@@ -332,13 +278,13 @@ class DeviceRegistry:
             "evidence_digest": record.evidence_digest,
             "expires_at": record.expires_at,
         }
-        event = self.ledger.event(kind, "broker", record.device_id, detail)
-        await self.ledger.runner.call(self.store.add_attestation, record, event)
+        event = self._audit.event(kind, "broker", record.device_id, detail)
+        await self._runner.call(self._runner.store.add_attestation, record, event)
 
     async def history(self, device_id: str, limit: int) -> list[AttestationRecord]:
         if device_id not in self.devices:
             raise not_found("device", device_id)
-        return await self.ledger.runner.call(self.store.attestation_history, device_id, limit)
+        return await self._runner.call(self._runner.store.attestation_history, device_id, limit)
 
     def all(self) -> Iterable[DeviceRecord]:
         return sorted(self.devices.values(), key=lambda d: d.device_id)
@@ -354,8 +300,8 @@ class DeviceRegistry:
                 f"device {device_id!r} is {old.status.value}; "
                 "only a quarantined device can be released",
             )
-        latest = await self.ledger.runner.call(self.store.attestation_history, device_id, 1)
-        now = self.ledger.clock.now()
+        latest = await self._runner.call(self._runner.store.attestation_history, device_id, 1)
+        now = self._clock.now()
         if (
             not latest
             or latest[0].status != "affirming"

@@ -92,6 +92,7 @@ PRIORITY_NORMAL = 2
 
 
 PRIORITY_HIGH = 3
+PRIORITIES = frozenset({PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

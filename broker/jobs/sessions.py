@@ -14,12 +14,14 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from broker.audit.model import AuditEvent
+from broker.audit.log import AuditLog
+from broker.clock import Clock
 from broker.errors import BrokerError, ErrorCode, not_found
-from broker.jobs.ledger import JobLedger
 from broker.jobs.scheduler import SchedulerSettings
 from broker.jobs.session_model import Session, SessionState
+from broker.jobs.wakeups import DispatchWakeups
 from broker.policy.attributes import format_time
+from broker.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
 
@@ -27,28 +29,31 @@ log = logging.getLogger(__name__)
 class SessionManager:
     def __init__(
         self,
-        ledger: JobLedger,
-        settings: SchedulerSettings,
         *,
+        runner: StoreRunner,
+        clock: Clock,
+        audit: AuditLog,
+        settings: SchedulerSettings,
         busy: Callable[[Session], bool],
-        on_change: Callable[[str], None],
+        wakeups: DispatchWakeups,
     ) -> None:
-        self.ledger = ledger
-        self.store = ledger.runner.store
+        self._runner = runner
+        self._clock = clock
+        self._audit = audit
         self.settings = settings
         self._busy = busy  # whether the session has a job queued or running
-        self._on_change = on_change  # device id whose hold changed
+        self._wakeups = wakeups  # told the device whose hold changed
         self._open: dict[str, Session] = {}  # device id -> its open session
 
     async def load(self) -> None:
-        for session in await self.ledger.runner.call(self.store.list_sessions):
+        for session in await self._runner.call(self._runner.store.list_sessions):
             self._open[session.device_id] = session
 
     def active(self, device_id: str) -> Session | None:
         return self._open.get(device_id)
 
     async def open(self, caller: str, device_id: str, project: str, max_seconds: float) -> Session:
-        now = self.ledger.clock.now()
+        now = self._clock.now()
         limit = self.settings.session_max_seconds
         length = limit if max_seconds <= 0 or max_seconds > limit else max_seconds
         session = Session(
@@ -63,8 +68,8 @@ class SessionManager:
             idle_timeout_seconds=self.settings.session_idle_seconds,
         )
         detail = {"device": device_id, "project": project, "max_seconds": length}
-        event = self._event("session.opened", caller, session.session_id, detail)
-        if not await self.ledger.runner.call(self.store.insert_session, session, event):
+        event = self._audit.event("session.opened", caller, session.session_id, detail)
+        if not await self._runner.call(self._runner.store.insert_session, session, event):
             held = self._open.get(device_id)
             until = f" until at most {format_time(held.closes_at)}" if held else ""
             raise BrokerError(
@@ -73,11 +78,11 @@ class SessionManager:
                 "submit without a session",
             )
         self._open[device_id] = session
-        self._on_change(device_id)
+        self._wakeups.kick(device_id)
         return session
 
     async def get(self, caller: str, session_id: str, *, operator: bool) -> Session:
-        session = await self.ledger.runner.call(self.store.get_session, session_id)
+        session = await self._runner.call(self._runner.store.get_session, session_id)
         if session is None or (session.owner != caller and not operator):
             raise not_found("session", session_id)
         return self._open.get(session.device_id, session) if session.open else session
@@ -85,8 +90,8 @@ class SessionManager:
     async def sessions(
         self, caller: str, *, operator: bool, device_id: str, closed: bool
     ) -> list[Session]:
-        found = await self.ledger.runner.call(
-            self.store.list_sessions,
+        found = await self._runner.call(
+            self._runner.store.list_sessions,
             owner=None if operator else caller,
             device_id=device_id or None,
             include_closed=closed,
@@ -109,7 +114,7 @@ class SessionManager:
             if session.session_id == session_id:
                 self._open[device_id] = dataclasses.replace(
                     session,
-                    last_activity_at=self.ledger.clock.now(),
+                    last_activity_at=self._clock.now(),
                     jobs=session.jobs + (1 if submitted else 0),
                 )
                 return
@@ -123,7 +128,7 @@ class SessionManager:
 
     async def expire(self) -> None:
         """Close sessions past their maximum length, or idle past their timeout (every tick)."""
-        now = self.ledger.clock.now()
+        now = self._clock.now()
         for session in list(self._open.values()):
             if now >= session.closes_at:
                 await self._close(session, "reached its maximum length", "broker")
@@ -135,8 +140,8 @@ class SessionManager:
                 self.touch(session.session_id)
 
     async def _close(self, session: Session, reason: str, actor: str) -> Session:
-        now = self.ledger.clock.now()
-        current = await self.ledger.runner.call(self.store.get_session, session.session_id)
+        now = self._clock.now()
+        current = await self._runner.call(self._runner.store.get_session, session.session_id)
         if current is None or not current.open:
             self._open.pop(session.device_id, None)
             return current or session
@@ -147,22 +152,17 @@ class SessionManager:
             closed_at=now,
             version=current.version + 1,
         )
-        event = self._event(
+        event = self._audit.event(
             "session.closed",
             actor,
             session.session_id,
             {"device": session.device_id, "reason": reason, "jobs": session.jobs},
         )
-        saved = await self.ledger.runner.call(
-            self.store.save_session, closed, expected_version=current.version, event=event
+        saved = await self._runner.call(
+            self._runner.store.save_session, closed, expected_version=current.version, event=event
         )
         if saved:
             self._open.pop(session.device_id, None)
-            self._on_change(session.device_id)
+            self._wakeups.kick(session.device_id)
             log.info("session %s on %s closed: %s", session.session_id, session.device_id, reason)
         return closed
-
-    def _event(self, kind: str, actor: str, subject: str, detail: dict[str, object]) -> AuditEvent:
-        return AuditEvent(
-            kind=kind, actor=actor, subject=subject, at=self.ledger.clock.now(), detail=detail
-        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
 
 from attestation.appraisal import (
     AppraisalPolicy,
@@ -24,13 +23,17 @@ from attestation.nonces import NonceIssuer
 from attestation.pki import CertificateError, verify_device_chain
 from broker.anomaly.detectors import Measured
 from broker.anomaly.monitor import AnomalyMonitor
-from broker.devices.model import AttestationRecord, DeviceStatus
+from broker.audit.log import AuditLog
+from broker.clock import Clock
+from broker.devices.export_class import ExportClasses
+from broker.devices.model import AttestationRecord, DeviceProfile, DeviceStatus
 from broker.devices.registry import DeviceRegistry
-from broker.jobs.ledger import JobLedger
-from broker.link.fleet import DeviceProfile, DriverConnection, Fleet, LinkState
-from broker.link.socket import DriverLink
+from broker.jobs.wakeups import DispatchWakeups
+from broker.link import messages as m
+from broker.link.fleet import DriverConnection, Fleet, LinkState
+from broker.link.port import LinkPort
+from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
-from qtestbed.v1 import driver_link_pb2 as link_pb
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +50,27 @@ class Attestor:
     def __init__(
         self,
         *,
-        link: DriverLink,
+        link: LinkPort,
         fleet: Fleet,
         registry: DeviceRegistry,
-        ledger: JobLedger,
+        exports: ExportClasses,
+        clock: Clock,
+        audit: AuditLog,
+        metrics: BrokerMetrics,
         timing: TimingSettings,
-        on_attested: Callable[[str], None],
+        wakeups: DispatchWakeups,
         anomalies: AnomalyMonitor,
     ) -> None:
-        self.anomalies = anomalies
-        self.link = link
-        self.fleet = fleet
-        self.registry = registry
-        self.ledger = ledger
-        self.metrics = ledger.metrics
-        self.timing = timing
-        self.on_attested = on_attested
+        self._link = link
+        self._fleet = fleet
+        self._registry = registry
+        self._exports = exports
+        self._clock = clock
+        self._audit = audit
+        self._metrics = metrics
+        self._timing = timing
+        self._wakeups = wakeups
+        self._anomalies = anomalies
         self.nonces = NonceIssuer(ttl_seconds=timing.nonce_ttl_seconds)
         self.policy = AppraisalPolicy(
             max_evidence_age_seconds=timing.max_evidence_age_seconds,
@@ -70,16 +78,15 @@ class Attestor:
             result_ttl_seconds=timing.attestation_ttl_seconds,
         )
 
-    async def on_hello(self, identity: bytes, hello: link_pb.Hello) -> None:
-        now = self.ledger.clock.now()
+    async def on_hello(self, identity: bytes, hello: m.Hello) -> None:
         device_id = hello.device_id
-        if self.registry.get(device_id) is None:
+        if self._registry.get(device_id) is None:
             await self._refuse_unknown(identity, device_id)
             return
         profile = DeviceProfile(
             num_qubits=hello.num_qubits,
-            basis_gates=tuple(hello.basis_gates),
-            coupling_map=tuple((e.control, e.target) for e in hello.coupling_map),
+            basis_gates=hello.basis_gates,
+            coupling_map=hello.coupling_map,
             backend=hello.backend,
             driver_build=hello.driver_build,
         )
@@ -87,91 +94,98 @@ class Attestor:
             identity=identity,
             device_id=device_id,
             profile=profile,
-            last_seen=now,
+            last_seen=self._clock.now(),
             certificate_chain=hello.certificate_chain,
         )
-        self.fleet.add(conn)
-        self.metrics.drivers.labels(device_id).inc()
+        self._fleet.add(conn)
+        self._metrics.drivers.labels(device_id).inc()
         log.info("driver for %s connected (%s)", device_id, identity.hex())
         await self.challenge(conn)
 
     async def _refuse_unknown(self, identity: bytes, device_id: str) -> None:
         # The label is fixed: unregistered ids are attacker-chosen and must not grow the metrics.
-        self.metrics.attestations.labels("unregistered", "contraindicated", "UNKNOWN_DEVICE").inc()
-        self.anomalies.attestation_failed(device_id[:128], registered=False)
+        self._metrics.attestations.labels("unregistered", "contraindicated", "UNKNOWN_DEVICE").inc()
+        self._anomalies.attestation_failed(device_id[:128], registered=False)
         detail = {"reasons": ["UNKNOWN_DEVICE"], "details": ["device is not registered"]}
-        await self.ledger.audit(
-            self.ledger.event("attestation.failed", "broker", device_id[:128], detail)
-        )
-        goodbye = link_pb.Goodbye(
+        await self._audit.record("attestation.failed", "broker", device_id[:128], detail)
+        goodbye = m.Goodbye(
+            code=m.GoodbyeCode.UNKNOWN_DEVICE,
             reason=f"device {device_id!r} is not registered at this facility; an operator must "
-            "register its certificate (qtestbed device register)"
+            "register its certificate (qtestbed device register)",
         )
-        await self.link.send(identity, link_pb.LinkMessage(goodbye=goodbye))
+        await self._link.send(identity, goodbye)
 
     async def challenge(self, conn: DriverConnection) -> None:
-        now = self.ledger.clock.now()
+        now = self._clock.now()
         nonce = self.nonces.issue(conn.device_id, now)
         conn.challenge_sent_at = now
         if conn.state is not LinkState.ATTESTED:
             conn.state = LinkState.CHALLENGED
-        msg = link_pb.Challenge(nonce=nonce, deadline_seconds=self.timing.nonce_ttl_seconds)
-        await self.link.send(conn.identity, link_pb.LinkMessage(challenge=msg))
+        challenge = m.Challenge(nonce=nonce, deadline_seconds=self._timing.nonce_ttl_seconds)
+        await self._link.send(conn.identity, challenge)
 
-    async def on_evidence(self, conn: DriverConnection, evidence: link_pb.EvidenceMessage) -> None:
-        started = time.perf_counter()
-        now = self.ledger.clock.now()
-        result = appraise(
-            evidence.envelope,
-            expected_device_id=conn.device_id,
-            certificate_chain=conn.certificate_chain,
-            trust_anchor=self.registry.trust_anchor,
-            registered_fingerprints=self.registry.registered_fingerprints(conn.device_id),
-            revoked_serials=self.registry.revoked_serials,
-            reference=self.registry.reference_for(conn.device_id),
-            nonces=self.nonces,
-            last_counter=conn.last_counter,
-            policy=self.policy,
-            now=now,
-        )
-        self.metrics.appraisal_latency.observe(time.perf_counter() - started)
+    async def on_evidence(self, conn: DriverConnection, evidence: m.Evidence) -> None:
+        result = self._appraise(conn, evidence.envelope)
         conn.challenge_sent_at = 0.0
         await self._record(conn, result, evidence.envelope)
         if result.authenticated and result.claims is not None:
-            measured = result.claims.measurements
-            self.anomalies.measured(
-                conn.device_id,
-                Measured(
-                    measurements=tuple(
-                        sorted((name, str(getattr(measured, name))) for name in _DRIFT_MEASUREMENTS)
-                    ),
-                    reference=self.registry.reference_label(conn.device_id),
-                ),
-            )
-        if result.affirming(now):
-            if result.claims is not None:
-                # Classify before the connection can take work: the gate reads the class.
-                measured = result.claims.measurements
-                await self.registry.classify_export(
-                    conn.device_id, measured.num_qubits, measured.two_qubit_error
-                )
-                conn.last_counter = (result.claims.boot_epoch, result.claims.counter)
-            conn.state = LinkState.ATTESTED
-            conn.attestation = result
-            conn.device_key = self._device_key(conn)
-            self.on_attested(conn.device_id)
+            self._anomalies.measured(conn.device_id, self._measured(conn.device_id, result))
+        if result.affirming(self._clock.now()):
+            await self._affirm(conn, result)
             return
         self.reject(conn, result)
         if result.authenticated:
             await self.quarantine(conn.device_id, result)
 
+    def _appraise(self, conn: DriverConnection, envelope: bytes) -> AttestationResult:
+        started = time.perf_counter()
+        registry = self._registry
+        result = appraise(
+            envelope,
+            expected_device_id=conn.device_id,
+            certificate_chain=conn.certificate_chain,
+            trust_anchor=registry.trust_anchor,
+            registered_fingerprints=registry.registered_fingerprints(conn.device_id),
+            revoked_serials=registry.revoked_serials,
+            reference=registry.reference_for(conn.device_id),
+            nonces=self.nonces,
+            last_counter=conn.last_counter,
+            policy=self.policy,
+            now=self._clock.now(),
+        )
+        self._metrics.appraisal_latency.observe(time.perf_counter() - started)
+        return result
+
+    def _measured(self, device_id: str, result: AttestationResult) -> Measured:
+        assert result.claims is not None
+        measured = result.claims.measurements
+        return Measured(
+            measurements=tuple(
+                sorted((name, str(getattr(measured, name))) for name in _DRIFT_MEASUREMENTS)
+            ),
+            reference=self._registry.reference_label(device_id),
+        )
+
+    async def _affirm(self, conn: DriverConnection, result: AttestationResult) -> None:
+        if result.claims is not None:
+            # Classify before the connection can take work: the gate reads the class.
+            measured = result.claims.measurements
+            await self._exports.classify(
+                conn.device_id, measured.num_qubits, measured.two_qubit_error
+            )
+            conn.last_counter = (result.claims.boot_epoch, result.claims.counter)
+        conn.state = LinkState.ATTESTED
+        conn.attestation = result
+        conn.device_key = self._device_key(conn)
+        self._wakeups.kick(conn.device_id)
+
     def _device_key(self, conn: DriverConnection) -> VerifyKey | None:
         try:
             verified = verify_device_chain(
                 conn.certificate_chain,
-                self.registry.trust_anchor,
-                now=dt.datetime.fromtimestamp(self.ledger.clock.now(), dt.UTC),
-                revoked_serials=self.registry.revoked_serials,
+                self._registry.trust_anchor,
+                now=dt.datetime.fromtimestamp(self._clock.now(), dt.UTC),
+                revoked_serials=self._registry.revoked_serials,
             )
         except CertificateError:
             return None
@@ -179,14 +193,14 @@ class Attestor:
 
     async def quarantine(self, device_id: str, result: AttestationResult) -> None:
         """Evidence the device itself signed failed: keep it out until an operator releases it."""
-        record = self.registry.get(device_id)
+        record = self._registry.get(device_id)
         if record is None or record.status is not DeviceStatus.ACTIVE:
             return
         codes = ", ".join(r.code.value for r in result.reasons)
-        await self.registry.set_status(
+        await self._registry.set_status(
             "broker", device_id, DeviceStatus.QUARANTINED, f"attestation failed: {codes}"
         )
-        self.metrics.quarantines.labels(device_id).inc()
+        self._metrics.quarantines.labels(device_id).inc()
         log.error("device %s quarantined: %s", device_id, codes)
 
     def reject(self, conn: DriverConnection, result: AttestationResult) -> None:
@@ -199,12 +213,14 @@ class Attestor:
     ) -> None:
         codes = [r.code.value for r in result.reasons]
         outcome = result.status.value.lower()
-        self.metrics.attestations.labels(conn.device_id, outcome, codes[0] if codes else "OK").inc()
+        self._metrics.attestations.labels(
+            conn.device_id, outcome, codes[0] if codes else "OK"
+        ).inc()
         if ReasonCode.NONCE_REPLAYED in result.codes:
-            self.metrics.nonce_replays.labels(conn.device_id).inc()
+            self._metrics.nonce_replays.labels(conn.device_id).inc()
         passed = result.status is AttestationStatus.AFFIRMING
         if not passed:
-            self.anomalies.attestation_failed(conn.device_id, registered=True)
+            self._anomalies.attestation_failed(conn.device_id, registered=True)
         record = AttestationRecord(
             device_id=conn.device_id,
             at=result.issued_at,
@@ -214,32 +230,33 @@ class Attestor:
             evidence=evidence[:MAX_KEPT_EVIDENCE],
             expires_at=result.expires_at,
         )
-        await self.registry.record_attestation(
+        await self._registry.record_attestation(
             record, "attestation.passed" if passed else "attestation.failed"
         )
         if codes:
             log.warning("attestation of %s failed: %s", conn.device_id, ", ".join(codes))
-        verdict = link_pb.AttestationVerdict(
+        verdict = m.Verdict(
             affirming=passed,
-            reasons=list(record.reasons),
+            reasons=record.reasons,
             valid_for_seconds=max(0.0, result.expires_at - result.issued_at),
         )
-        await self.link.send(conn.identity, link_pb.LinkMessage(verdict=verdict))
+        await self._link.send(conn.identity, verdict)
 
     async def drop_device(self, device_id: str, reason: str) -> None:
         """Revocation: every connection of the device is told and rejected at once."""
-        for conn in self.fleet.for_device(device_id):
+        for conn in self._fleet.for_device(device_id):
             conn.state = LinkState.REJECTED
-            bye = link_pb.Goodbye(reason=reason)
-            await self.link.send(conn.identity, link_pb.LinkMessage(goodbye=bye))
+            await self._link.send(
+                conn.identity, m.Goodbye(reason=reason, code=m.GoodbyeCode.REVOKED)
+            )
 
     async def maintain(self, now: float) -> None:
         """Re-challenge attested connections before their results lapse; retry lost challenges."""
-        ttl = self.timing.attestation_ttl_seconds
-        for conn in self.fleet:
+        ttl = self._timing.attestation_ttl_seconds
+        for conn in self._fleet:
             if (
                 conn.challenge_sent_at
-                and now - conn.challenge_sent_at < self.timing.nonce_ttl_seconds
+                and now - conn.challenge_sent_at < self._timing.nonce_ttl_seconds
             ):
                 continue  # a challenge is outstanding and still answerable
             if conn.state is LinkState.ATTESTED and conn.attestation is not None:

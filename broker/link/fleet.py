@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from attestation.appraisal import AttestationResult, AttestationStatus
 from attestation.keys import VerifyKey
+from broker.devices.directory import ConnectionView
+from broker.devices.model import DeviceProfile
 from broker.jobs.model import Job
 
 
@@ -21,17 +23,6 @@ class LinkState(enum.Enum):
     CHALLENGED = "CHALLENGED"  # a nonce was sent; waiting for evidence
     ATTESTED = "ATTESTED"  # latest evidence affirmed and unexpired
     REJECTED = "REJECTED"  # latest evidence failed appraisal; gets no work
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeviceProfile:
-    """The capabilities a driver announced in its Hello."""
-
-    num_qubits: int
-    basis_gates: tuple[str, ...]
-    coupling_map: tuple[tuple[int, int], ...]
-    backend: str
-    driver_build: str
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -77,14 +68,14 @@ class DriverConnection:
 class Fleet:
     """Index of live connections by ZeroMQ identity and by device id."""
 
+    def __init__(self) -> None:
+        self._by_identity: dict[bytes, DriverConnection] = {}
+
     def profile(self, device_id: str, now: float) -> DeviceProfile | None:
         """What an attested connection of the device announced; None when none is attested."""
         return next(
             (c.profile for c in self.for_device(device_id) if c.dispatchable_now(now)), None
         )
-
-    def __init__(self) -> None:
-        self._by_identity: dict[bytes, DriverConnection] = {}
 
     def add(self, conn: DriverConnection) -> DriverConnection | None:
         """Register a connection; returns the one it replaces (same identity reconnecting)."""
@@ -114,6 +105,33 @@ class Fleet:
         """Some connection of the device holds an affirming, unexpired attestation result."""
         return any(
             c.attestation is not None and c.attestation.affirming(now)
+            for c in self.for_device(device_id)
+        )
+
+    def connections(self, device_id: str, now: float) -> list[ConnectionView]:
+        """The device's connections as the device directory shows them."""
+        return [
+            ConnectionView(
+                profile=c.profile, attestation=c.attestation, dispatchable=c.dispatchable(now)
+            )
+            for c in self.for_device(device_id)
+        ]
+
+    def lanes(self, device_id: str, per_job: float, now: float) -> tuple[float, int]:
+        """(seconds until a busy device frees a driver, how many drivers it has): what the
+        ETA of a queued job waits for before its place in the queue counts."""
+        conns = self.for_device(device_id)
+        running = [
+            max(0.0, per_job - (now - c.leased.dispatched_at))
+            for c in conns
+            if c.leased is not None and c.leased.dispatched_at is not None
+        ]
+        busy = min(running) if running and len(running) >= len(conns) else 0.0
+        return busy, len(conns)
+
+    def runs_session(self, device_id: str, session_id: str) -> bool:
+        return any(
+            c.leased is not None and c.leased.session_id == session_id
             for c in self.for_device(device_id)
         )
 

@@ -1,6 +1,7 @@
 """The broker's end of the driver link: a ZeroMQ ROUTER carrying one LinkMessage per frame.
 
-Decoding stops here: a frame that is not a LinkMessage is dropped and counted, never passed on.
+Frames are decoded by `broker.link.codec`: one that is not a message for the broker is dropped
+and counted, never passed on.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from google.protobuf.message import DecodeError
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from broker.link import codec
+from broker.link.messages import Inbound, Outbound
 from qtestbed.shared.linkkeys import LinkKeyError, configure_server
-from qtestbed.v1 import driver_link_pb2 as link_pb
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class DriverLink:
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.malformed_frames = 0
 
-    async def recv(self) -> tuple[bytes, link_pb.LinkMessage]:
+    async def recv(self) -> tuple[bytes, Inbound]:
         while True:
             frames = await self._sock.recv_multipart()
             if len(frames) != 2:
@@ -51,22 +52,17 @@ class DriverLink:
                 log.warning("dropped a link message with %d frames (expected 2)", len(frames))
                 continue
             identity, payload = frames
-            message = link_pb.LinkMessage()
-            try:
-                message.ParseFromString(payload)
-            except DecodeError:
+            message = codec.decode(payload)
+            if message is None:
                 self.malformed_frames += 1
                 log.warning("dropped an undecodable link frame from %s", identity.hex())
                 continue
-            if message.WhichOneof("body") is None:
-                self.malformed_frames += 1
-                continue
             return identity, message
 
-    async def send(self, identity: bytes, message: link_pb.LinkMessage) -> bool:
+    async def send(self, identity: bytes, message: Outbound) -> bool:
         """False when the driver is no longer connected (the message was not delivered)."""
         try:
-            await self._sock.send_multipart([identity, message.SerializeToString()])
+            await self._sock.send_multipart([identity, codec.encode(message)])
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 return False

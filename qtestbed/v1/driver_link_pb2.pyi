@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from qtestbed.v1 import devices_pb2 as _devices_pb2
 from qtestbed.v1 import jobs_pb2 as _jobs_pb2
 import builtins as _builtins
@@ -19,6 +20,36 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _GoodbyeCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GoodbyeCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GoodbyeCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GOODBYE_CODE_UNSPECIFIED: _GoodbyeCode.ValueType  # 0
+    GOODBYE_CODE_UNKNOWN_DEVICE: _GoodbyeCode.ValueType  # 1
+    """Broker -> driver: the device id is not registered here; reconnecting will not help."""
+    GOODBYE_CODE_HELLO_FIRST: _GoodbyeCode.ValueType  # 2
+    """Broker -> driver: a message came before Hello; say Hello again."""
+    GOODBYE_CODE_REVOKED: _GoodbyeCode.ValueType  # 3
+    """Broker -> driver: the device's certificate was revoked; reconnecting will not help."""
+    GOODBYE_CODE_SHUTTING_DOWN: _GoodbyeCode.ValueType  # 4
+    """Either way: the sender is shutting down."""
+
+class GoodbyeCode(_GoodbyeCode, metaclass=_GoodbyeCodeEnumTypeWrapper):
+    """Why a Goodbye was sent, so the other end acts on a code rather than on words."""
+
+GOODBYE_CODE_UNSPECIFIED: GoodbyeCode.ValueType  # 0
+GOODBYE_CODE_UNKNOWN_DEVICE: GoodbyeCode.ValueType  # 1
+"""Broker -> driver: the device id is not registered here; reconnecting will not help."""
+GOODBYE_CODE_HELLO_FIRST: GoodbyeCode.ValueType  # 2
+"""Broker -> driver: a message came before Hello; say Hello again."""
+GOODBYE_CODE_REVOKED: GoodbyeCode.ValueType  # 3
+"""Broker -> driver: the device's certificate was revoked; reconnecting will not help."""
+GOODBYE_CODE_SHUTTING_DOWN: GoodbyeCode.ValueType  # 4
+"""Either way: the sender is shutting down."""
+Global___GoodbyeCode: _TypeAlias = GoodbyeCode  # noqa: Y015
 
 @_typing.final
 class LinkMessage(_message.Message):
@@ -403,15 +434,19 @@ class Goodbye(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    """Words for a person reading the log; `code` is what software acts on."""
+    code: Global___GoodbyeCode.ValueType
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
+        code: Global___GoodbyeCode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

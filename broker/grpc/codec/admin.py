@@ -13,6 +13,7 @@ from broker.devices.model import (
 )
 from broker.devices.registry import ReferenceInput
 from broker.errors import BrokerError, ErrorCode
+from broker.policy.explain import Explanation
 from qtestbed.shared.wire import seconds, to_timestamp
 from qtestbed.v1 import admin_pb2
 
@@ -109,4 +110,17 @@ def checkpoint_to_proto(checkpoint: Checkpoint) -> admin_pb2.Checkpoint:
         at=checkpoint.at,
         key_id=checkpoint.key_id,
         envelope=checkpoint.envelope,
+    )
+
+
+def explanation_to_proto(explained: Explanation) -> admin_pb2.ExplainAccessResponse:
+    return admin_pb2.ExplainAccessResponse(
+        allowed=explained.allowed,
+        policy_ids=list(explained.policy_ids),
+        reasons=list(explained.reasons),
+        errors=list(explained.errors),
+        requirements=[
+            admin_pb2.PolicyRequirement(rule_id=r.rule_id, met=r.met, text=r.text)
+            for r in explained.requirements
+        ],
     )

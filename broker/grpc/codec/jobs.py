@@ -1,16 +1,17 @@
-"""Pure conversions between protobuf messages and domain objects. Nothing else touches _pb2."""
+"""JobService messages <-> domain objects: pure functions, the only place jobs_pb2 is read."""
 
 from __future__ import annotations
 
-from attestation.appraisal import AttestationStatus
-from broker.access.registry import QuotaStatus
-from broker.devices.directory import DeviceView
+from broker.access.quota import QuotaStatus
 from broker.errors import BrokerError, ErrorCode
 from broker.jobs.model import JobState
-from broker.jobs.service import DeviceSelector, JobView, ResultView, SubmitRequest
+from broker.jobs.selection import DeviceSelector
+from broker.jobs.service import ResultView
 from broker.jobs.session_model import Session
+from broker.jobs.submit import SubmitRequest
+from broker.jobs.views import JobView
 from qtestbed.shared.wire import format_from_proto, to_timestamp
-from qtestbed.v1 import devices_pb2, jobs_pb2
+from qtestbed.v1 import jobs_pb2
 
 _STATE_TO_PROTO = {state: jobs_pb2.JobState.Value(f"JOB_STATE_{state.value}") for state in JobState}
 _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
@@ -119,43 +120,6 @@ def result_to_proto(view: ResultView) -> jobs_pb2.JobResult:
         receipt=result.receipt,
         device_certificate=view.device_certificate,
         evidence=view.evidence,
-    )
-
-
-_ATTESTATION_TO_PROTO = {
-    None: devices_pb2.ATTESTATION_STATUS_NONE,
-    AttestationStatus.AFFIRMING: devices_pb2.ATTESTATION_STATUS_AFFIRMING,
-    AttestationStatus.WARNING: devices_pb2.ATTESTATION_STATUS_WARNING,
-    AttestationStatus.CONTRAINDICATED: devices_pb2.ATTESTATION_STATUS_CONTRAINDICATED,
-}
-
-
-def device_to_proto(view: DeviceView) -> devices_pb2.Device:
-    profile = view.profile
-    return devices_pb2.Device(
-        device_id=view.device.device_id,
-        tier=view.device.tier,
-        num_qubits=view.num_qubits,
-        basis_gates=list(profile.basis_gates) if profile else [],
-        coupling_map=[
-            devices_pb2.CouplingEdge(control=a, target=b)
-            for a, b in (profile.coupling_map if profile else ())
-        ],
-        backend=profile.backend if profile else "",
-        connected=view.connected > 0,
-        attestation_status=_ATTESTATION_TO_PROTO[view.attestation],
-        attestation_reasons=list(view.attestation_reasons),
-        attested_until=to_timestamp(view.attested_until),
-        queue_depth=view.queue_depth,
-        available=view.available,
-        calibration_digest=",".join(view.calibration_digests),
-        status=view.device.status.value,
-        status_reason=view.device.status_reason,
-        export_class=view.export_class,
-        export_reason=view.export_reason,
-        operating_state=view.operating_state,
-        operating_note=view.operating_note,
-        two_qubit_error=view.two_qubit_error or 0.0,
     )
 
 

@@ -1,0 +1,186 @@
+"""Access records, live from the store: the snapshot every decision reads, and the one
+compare-and-set write path every change takes.
+
+Reads come from memory (the clearance gate asks on every submit, dispatch and device read, so
+it must not cost a database round trip). The snapshot is replaced after each write made here
+and, for writes made by other broker replicas, when the store's access fingerprint changes
+(`refresh`, polled on the broker's tick). Each write is compare-and-set on the record's version
+and carries its audit event into the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker.access.documents import operations_from_doc, principal_from_doc, project_from_doc
+from broker.access.model import AccessError, AccessRecord, Principal, Project, RecordKind
+from broker.audit.log import AuditLog
+from broker.clock import Clock
+from broker.devices.model import DeviceOperations
+from broker.errors import BrokerError, ErrorCode
+from broker.metrics import BrokerMetrics
+from broker.store.runner import StoreRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Snapshot:
+    principals: Mapping[str, Principal]
+    projects: Mapping[str, Project]
+    operations: Mapping[str, DeviceOperations]
+    records: Mapping[tuple[RecordKind, str], AccessRecord]
+
+
+_EMPTY = Snapshot(principals={}, projects={}, operations={}, records={})
+
+
+class AccessRecords:
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        clock: Clock,
+        audit: AuditLog,
+        metrics: BrokerMetrics,
+        on_change: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        self._runner = runner
+        self._clock = clock
+        self._audit = audit
+        self._metrics = metrics
+        # Told after every reload, so queues move at once when a device comes back online.
+        self._on_change = tuple(on_change)
+        self._fingerprint: tuple[int, int, float] | None = None
+        self.snapshot = _EMPTY
+
+    def record(self, kind: RecordKind, name: str) -> AccessRecord | None:
+        return self.snapshot.records.get((kind, name))
+
+    def version(self, kind: RecordKind, name: str) -> int:
+        record = self.record(kind, name)
+        return record.version if record is not None else 0
+
+    # --- loading -----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        store = self._runner.store
+        fingerprint = await self._runner.call(store.access_fingerprint)
+        self._install(await self._runner.call(store.access_records))
+        self._fingerprint = fingerprint
+
+    async def refresh(self) -> bool:
+        """Reload if another writer (a broker replica) changed any record; True if reloaded."""
+        current = await self._runner.call(self._runner.store.access_fingerprint)
+        if current == self._fingerprint:
+            return False
+        await self.load()
+        return True
+
+    def _install(self, records: Iterable[AccessRecord]) -> None:
+        principals: dict[str, Principal] = {}
+        projects: dict[str, Project] = {}
+        operations: dict[str, DeviceOperations] = {}
+        by_key: dict[tuple[RecordKind, str], AccessRecord] = {}
+        for record in records:
+            try:
+                if record.kind is RecordKind.PRINCIPAL:
+                    principals[record.name] = principal_from_doc(record.name, record.doc)
+                elif record.kind is RecordKind.PROJECT:
+                    projects[record.name] = project_from_doc(record.name, record.doc)
+                else:
+                    operations[record.name] = operations_from_doc(record.name, record.doc)
+            except AccessError as exc:
+                # Fail closed for this record only: an unreadable principal has no access.
+                log.error("ignoring unreadable access record %s: %s", record.name, exc)
+                continue
+            by_key[(record.kind, record.name)] = record
+        self.snapshot = Snapshot(
+            principals=principals, projects=projects, operations=operations, records=by_key
+        )
+        for callback in self._on_change:
+            callback()
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def insert(self, actor: str, kind: RecordKind, name: str, doc: dict[str, Any]) -> bool:
+        """Create a record unless one exists; no reload (seeding inserts several, then loads)."""
+        record = AccessRecord(
+            kind=kind, name=name, doc=doc, version=1, updated_at=self._clock.now(), updated_by=actor
+        )
+        event = self._audit.event(f"access.{kind.value}.seeded", actor, name, {"record": doc})
+        store = self._runner.store
+        return await self._runner.call(store.put_access, record, expected_version=None, event=event)
+
+    async def put(
+        self,
+        caller: str,
+        kind: RecordKind,
+        name: str,
+        doc: dict[str, Any],
+        expected_version: int,
+        *,
+        event_kind: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> AccessRecord:
+        """Write `doc` as the next version of the record read at `expected_version` (0: create;
+        ABORTED if it exists by now, so two operators creating one name cannot overwrite)."""
+        current = self.record(kind, name)
+        if current is not None and expected_version == 0:
+            raise BrokerError(
+                ErrorCode.ABORTED,
+                f"{kind.value} {name!r} already exists (version {current.version}); read it "
+                "and pass its version to change it",
+            )
+        if (current.version if current is not None else 0) != expected_version:
+            raise conflict(kind, name)
+        record = AccessRecord(
+            kind=kind,
+            name=name,
+            doc=doc,
+            version=expected_version + 1,
+            updated_at=self._clock.now(),
+            updated_by=caller,
+        )
+        verb = "created" if current is None else "updated"
+        event = self._audit.event(
+            event_kind or f"access.{kind.value}.{verb}",
+            caller,
+            name,
+            detail if detail is not None else {"record": doc, "version": record.version},
+        )
+        store = self._runner.store
+        previous = None if current is None else current.version
+        if not await self._runner.call(
+            store.put_access, record, expected_version=previous, event=event
+        ):
+            await self.load()
+            raise conflict(kind, name)
+        await self._changed(kind)
+        return record
+
+    async def delete(self, caller: str, kind: RecordKind, name: str, expected_version: int) -> None:
+        """Remove the record if it is still at `expected_version`; ABORTED otherwise."""
+        event = self._audit.event(
+            f"access.{kind.value}.removed", caller, name, {"version": expected_version}
+        )
+        store = self._runner.store
+        if not await self._runner.call(
+            store.delete_access, kind, name, expected_version=expected_version, event=event
+        ):
+            raise conflict(kind, name)
+        await self._changed(kind)
+
+    async def _changed(self, kind: RecordKind) -> None:
+        self._metrics.access_changes.labels(kind.value).inc()
+        await self.load()
+
+
+def conflict(kind: RecordKind, name: str) -> BrokerError:
+    return BrokerError(
+        ErrorCode.ABORTED,
+        f"{kind.value} {name!r} changed since you read it; read it again and retry",
+    )

@@ -1,0 +1,77 @@
+"""The broker's periodic audit signing: feed new entries to the checkpointer on the store's
+thread and store a signed checkpoint whenever one is due (and at shutdown)."""
+
+from __future__ import annotations
+
+import logging
+
+from attestation.keys import SigningKey
+from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
+from broker.audit.model import Checkpoint
+from broker.audit.verify import iter_entries
+from broker.clock import Clock
+from broker.metrics import BrokerMetrics
+from broker.settings import TimingSettings
+from broker.store import StoreError
+from broker.store.runner import StoreRunner
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointSigner:
+    def __init__(
+        self,
+        *,
+        key: SigningKey,
+        runner: StoreRunner,
+        clock: Clock,
+        metrics: BrokerMetrics,
+        timing: TimingSettings,
+    ) -> None:
+        self._key = key
+        self._runner = runner
+        self._clock = clock
+        self._metrics = metrics
+        self._timing = timing
+        self._checkpointer: AuditCheckpointer | None = None
+
+    async def start(self) -> None:
+        """Load the stored checkpoints; the first tick then verifies the whole log against
+        them before anything new is signed."""
+        self._checkpointer = AuditCheckpointer(
+            self._key,
+            every_entries=self._timing.checkpoint_every_entries,
+            every_seconds=self._timing.checkpoint_every_seconds,
+            existing=await self._runner.call(self._runner.store.checkpoints),
+        )
+        await self.tick()
+
+    async def tick(self, *, force: bool = False) -> None:
+        try:
+            made = await self._runner.call(self._step, force)
+        except AuditLogError as exc:
+            # The log no longer matches what was signed: never sign over it; shout instead.
+            log.error("audit log integrity check failed, not checkpointing: %s", exc)
+            return
+        except StoreError as exc:
+            # With several replicas on one database another may have signed this tree size
+            # first; the log is covered either way, and the next checkpoint will be larger.
+            log.warning("checkpoint not stored (%s); the next one will cover these entries", exc)
+            return
+        if made is not None:
+            self._metrics.checkpoints.inc()
+
+    def _step(self, force: bool) -> Checkpoint | None:
+        """On the store's thread: feed the new entries, sign a checkpoint when one is due."""
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            raise RuntimeError("CheckpointSigner.start() was not awaited")
+        store = self._runner.store
+        checkpointer.feed(iter_entries(store, after_seq=checkpointer.last_seq))
+        now = self._clock.now()
+        has_new = checkpointer.tree_size > checkpointer.last_checkpoint_size
+        if not (checkpointer.due_at(now) or (force and has_new)):
+            return None
+        checkpoint = checkpointer.make(now)
+        store.add_checkpoint(checkpoint)
+        return checkpoint

@@ -1,0 +1,54 @@
+"""Domain errors to gRPC statuses, in one table, applied in one place (the interceptor).
+
+A refusal's rule id travels in trailing metadata; anything unexpected becomes INTERNAL with a
+reference to the log, never its text.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import grpc
+
+from broker.errors import BrokerError, ErrorCode, store_unavailable
+from broker.store import StoreError
+from qtestbed.shared.wire import RULE_ID_METADATA
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.ABORTED: grpc.StatusCode.ABORTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def as_broker_error(exc: BaseException) -> BrokerError | None:
+    """The caller-facing error for `exc`, or None when it is a bug (INTERNAL)."""
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, StoreError):
+        log.warning("store unavailable: %s", exc)
+        return store_unavailable()
+    return None
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    """End the call with the status the catalog gives `exc` (this raises AbortError)."""
+    error = as_broker_error(exc)
+    if error is not None:
+        if error.rule_id:
+            context.set_trailing_metadata(((RULE_ID_METADATA, error.rule_id),))
+        await context.abort(STATUS_FOR[error.code], error.detail)
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error (ref %s)", ref, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error; the broker logged the details under ref {ref}"
+    )

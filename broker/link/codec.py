@@ -1,0 +1,127 @@
+"""Driver-link frames <-> domain messages: the one place link protobuf is read or written.
+
+A frame that is not a LinkMessage, or carries no body, decodes to None and is counted by the
+socket; nothing undecoded reaches the hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.protobuf.message import DecodeError
+
+from broker.link import messages as m
+from qtestbed.shared.wire import format_to_proto
+from qtestbed.v1 import driver_link_pb2 as pb
+
+_GOODBYE_TO_PROTO: Mapping[m.GoodbyeCode, pb.GoodbyeCode.ValueType] = {
+    m.GoodbyeCode.UNSPECIFIED: pb.GOODBYE_CODE_UNSPECIFIED,
+    m.GoodbyeCode.UNKNOWN_DEVICE: pb.GOODBYE_CODE_UNKNOWN_DEVICE,
+    m.GoodbyeCode.HELLO_FIRST: pb.GOODBYE_CODE_HELLO_FIRST,
+    m.GoodbyeCode.REVOKED: pb.GOODBYE_CODE_REVOKED,
+    m.GoodbyeCode.SHUTTING_DOWN: pb.GOODBYE_CODE_SHUTTING_DOWN,
+}
+_GOODBYE_FROM_PROTO = {value: code for code, value in _GOODBYE_TO_PROTO.items()}
+
+
+def decode(frame: bytes) -> m.Inbound | None:
+    """The message a driver sent, or None when the frame is not one (or not one for us)."""
+    message = pb.LinkMessage()
+    try:
+        message.ParseFromString(frame)
+    except DecodeError:
+        return None
+    kind = message.WhichOneof("body")
+    if kind == "hello":
+        return _hello(message.hello)
+    if kind == "evidence":
+        return m.Evidence(envelope=message.evidence.envelope)
+    if kind == "started":
+        return m.LeaseStarted(lease_id=message.started.lease_id, job_id=message.started.job_id)
+    if kind == "result":
+        return _result(message.result)
+    if kind == "failure":
+        f = message.failure
+        return m.LeaseFailure(
+            lease_id=f.lease_id, job_id=f.job_id, error=f.error, permanent=f.permanent
+        )
+    if kind == "heartbeat":
+        return m.Heartbeat(
+            seq=message.heartbeat.seq, active_lease_id=message.heartbeat.active_lease_id
+        )
+    if kind == "goodbye":
+        return _goodbye(message.goodbye)
+    return None  # no body, or one only the broker sends
+
+
+def _hello(h: pb.Hello) -> m.Hello:
+    return m.Hello(
+        device_id=h.device_id,
+        num_qubits=h.num_qubits,
+        basis_gates=tuple(h.basis_gates),
+        coupling_map=tuple((e.control, e.target) for e in h.coupling_map),
+        backend=h.backend,
+        driver_build=h.driver_build,
+        certificate_chain=h.certificate_chain,
+        resuming_lease_id=h.resuming_lease_id,
+    )
+
+
+def _result(r: pb.LeaseResult) -> m.LeaseResult:
+    return m.LeaseResult(
+        lease_id=r.lease_id,
+        job_id=r.job_id,
+        counts=dict(r.counts),
+        execution_seconds=r.execution_seconds,
+        receipt=r.receipt,
+    )
+
+
+def _goodbye(g: pb.Goodbye) -> m.Goodbye:
+    code = _GOODBYE_FROM_PROTO.get(g.code, m.GoodbyeCode.UNSPECIFIED)
+    return m.Goodbye(reason=g.reason, code=code)
+
+
+def encode(message: m.Outbound) -> bytes:
+    """The frame for one message to a driver."""
+    return _wrap(message).SerializeToString()
+
+
+def _wrap(message: m.Outbound) -> pb.LinkMessage:
+    match message:
+        case m.Challenge():
+            return pb.LinkMessage(
+                challenge=pb.Challenge(
+                    nonce=message.nonce, deadline_seconds=message.deadline_seconds
+                )
+            )
+        case m.Verdict():
+            verdict = pb.AttestationVerdict(
+                affirming=message.affirming,
+                reasons=list(message.reasons),
+                valid_for_seconds=message.valid_for_seconds,
+            )
+            return pb.LinkMessage(verdict=verdict)
+        case m.LeaseGrant():
+            return pb.LinkMessage(lease=_grant(message))
+        case m.LeaseCancel():
+            return pb.LinkMessage(cancel=pb.LeaseCancel(lease_id=message.lease_id))
+        case m.Heartbeat():
+            beat = pb.Heartbeat(seq=message.seq, active_lease_id=message.active_lease_id)
+            return pb.LinkMessage(heartbeat=beat)
+        case m.Goodbye():
+            bye = pb.Goodbye(reason=message.reason, code=_GOODBYE_TO_PROTO[message.code])
+            return pb.LinkMessage(goodbye=bye)
+
+
+def _grant(grant: m.LeaseGrant) -> pb.LeaseGrant:
+    return pb.LeaseGrant(
+        lease_id=grant.lease_id,
+        job_id=grant.job_id,
+        circuit_format=format_to_proto(grant.circuit.format),
+        circuit_payload=grant.circuit.payload,
+        circuit_digest=grant.circuit.digest,
+        shots=grant.shots,
+        dispatch_nonce=grant.dispatch_nonce,
+        lease_seconds=grant.lease_seconds,
+    )

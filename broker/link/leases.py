@@ -1,0 +1,219 @@
+"""The lease lifecycle after a job leaves: started, result (receipt checked before anything is
+stored), failure, a driver lost, a lease expired. Every job write is a compare-and-set, so a
+late message from an old driver, a cancel or another replica can never make a job complete
+twice; a lease that ends without a result gives the job back, up to the retry limit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from broker.anomaly.canary import CanaryRunner
+from broker.audit.log import AuditLog
+from broker.clock import Clock
+from broker.devices.registry import DeviceRegistry
+from broker.jobs.ledger import JobLedger
+from broker.jobs.model import Job, JobResult, JobState
+from broker.jobs.wakeups import DispatchWakeups
+from broker.link import messages as m
+from broker.link.attestor import Attestor
+from broker.link.fleet import DriverConnection, Fleet
+from broker.link.port import LinkPort
+from broker.link.receipts import contraindicated, receipt_problems
+from broker.metrics import BrokerMetrics
+from broker.settings import TimingSettings
+from broker.store.runner import StoreRunner
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        *,
+        link: LinkPort,
+        fleet: Fleet,
+        registry: DeviceRegistry,
+        attestor: Attestor,
+        ledger: JobLedger,
+        runner: StoreRunner,
+        clock: Clock,
+        audit: AuditLog,
+        metrics: BrokerMetrics,
+        timing: TimingSettings,
+        canary: CanaryRunner,
+        wakeups: DispatchWakeups,
+    ) -> None:
+        self._link = link
+        self._fleet = fleet
+        self._registry = registry
+        self._attestor = attestor
+        self._ledger = ledger
+        self._runner = runner
+        self._clock = clock
+        self._audit = audit
+        self._metrics = metrics
+        self._timing = timing
+        self._canary = canary
+        self._wakeups = wakeups
+
+    async def save(self, before: Job, after: Job, kind: str, detail: Mapping[str, object]) -> bool:
+        """Compare-and-set `after` over `before` with a broker audit event."""
+        event = self._audit.event(kind, "broker", before.job_id, detail)
+        return await self._ledger.save(after, expected_version=before.version, event=event)
+
+    async def release(self, job: Job, cause: str, metric_cause: str) -> None:
+        """Give a leased job back to the queue, or fail it once its attempts are used up."""
+        now = self._clock.now()
+        if job.attempts >= self._timing.max_attempts:
+            after = job.transition(
+                JobState.FAILED,
+                now=now,
+                reason=f"gave up after {job.attempts} attempts; last: {cause}",
+            )
+            kind = "job.failed"
+        else:
+            after = job.transition(JobState.QUEUED, now=now, reason=f"requeued: {cause}")
+            kind = "job.requeued"
+        if await self.save(job, after, kind, {"cause": cause, "attempts": job.attempts}):
+            self._metrics.lease_expiries.labels(job.device_id, metric_cause).inc()
+        self._wakeups.kick(job.device_id)
+
+    def _leased_job(self, conn: DriverConnection, lease_id: str, job_id: str) -> Job | None:
+        """The job only if this connection holds this lease and names the job it was given."""
+        if conn.active_lease != lease_id:
+            log.info(
+                "ignoring a message for lease %s that %s does not hold", lease_id, conn.device_id
+            )
+            return None
+        job = conn.leased
+        if job is None or job.job_id != job_id:
+            conn.active_lease, conn.leased = None, None
+            self._wakeups.kick(conn.device_id)
+            return None
+        return job
+
+    def _is_canary(self, conn: DriverConnection, lease_id: str) -> bool:
+        return conn.running_canary and conn.active_lease == lease_id
+
+    def _end_canary(self, conn: DriverConnection) -> None:
+        conn.active_lease, conn.leased, conn.canary_lease = None, None, None
+        self._wakeups.kick(conn.device_id)
+
+    async def on_started(self, conn: DriverConnection, msg: m.LeaseStarted) -> None:
+        if self._is_canary(conn, msg.lease_id):
+            return
+        job = self._leased_job(conn, msg.lease_id, msg.job_id)
+        if job is not None and job.state is JobState.DISPATCHED:
+            running = job.transition(JobState.RUNNING, now=self._clock.now(), lease=job.lease)
+            if await self.save(job, running, "job.running", {"device": conn.device_id}):
+                conn.leased = running
+
+    async def on_failure(self, conn: DriverConnection, msg: m.LeaseFailure) -> None:
+        if self._is_canary(conn, msg.lease_id):
+            self._end_canary(conn)
+            self._canary.failed(conn.device_id)
+            return
+        job = self._leased_job(conn, msg.lease_id, msg.job_id)
+        conn.active_lease, conn.leased = None, None
+        if job is None:
+            return
+        if msg.permanent:
+            failed = job.transition(
+                JobState.FAILED, now=self._clock.now(), reason=f"device error: {msg.error}"
+            )
+            await self.save(job, failed, "job.failed", {"reason": msg.error})
+            self._wakeups.kick(conn.device_id)
+        else:
+            await self.release(job, f"device error: {msg.error}", "driver_error")
+
+    async def on_result(self, conn: DriverConnection, msg: m.LeaseResult) -> None:
+        if self._is_canary(conn, msg.lease_id):
+            await self._canary_result(conn, msg)
+            return
+        job = self._leased_job(conn, msg.lease_id, msg.job_id)
+        if job is None:
+            return
+        conn.active_lease, conn.leased = None, None
+        problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
+        if problems:
+            self._metrics.receipts.labels(conn.device_id, "rejected").inc()
+            await self._reject_receipt(conn, job, problems)
+            await self.release(job, "result receipt failed verification", "bad_receipt")
+            return
+        self._metrics.receipts.labels(conn.device_id, "verified").inc()
+        await self._complete(conn, job, msg)
+        self._wakeups.kick(conn.device_id)
+
+    async def _complete(self, conn: DriverConnection, job: Job, msg: m.LeaseResult) -> None:
+        now = self._clock.now()
+        result = JobResult(
+            job_id=job.job_id,
+            device_id=conn.device_id,
+            counts=dict(msg.counts),
+            execution_seconds=msg.execution_seconds,
+            receipt=msg.receipt,
+            stored_at=now,
+        )
+        done = job.transition(JobState.COMPLETED, now=now)
+        detail = {"device": conn.device_id, "shots": job.shots}
+        event = self._audit.event("job.completed", "broker", job.job_id, detail)
+        if await self._ledger.save(done, expected_version=job.version, event=event, result=result):
+            self._metrics.execution.labels(conn.device_id).observe(msg.execution_seconds)
+        else:
+            log.info("result for job %s discarded: it was cancelled or requeued", job.job_id)
+
+    async def _canary_result(self, conn: DriverConnection, msg: m.LeaseResult) -> None:
+        job = conn.leased
+        self._end_canary(conn)
+        if job is None:
+            return
+        problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
+        if problems:
+            await self._reject_receipt(conn, job, problems)
+        self._canary.finished(job, msg.counts, problems)
+
+    async def _reject_receipt(self, conn: DriverConnection, job: Job, problems: list[str]) -> None:
+        """A device that signs a bad receipt gets no more work until it attests again."""
+        await self._audit.record("receipt.rejected", "broker", job.job_id, {"problems": problems})
+        result = contraindicated(conn, "; ".join(problems), self._clock.now())
+        self._attestor.reject(conn, result)
+
+    async def disconnect(self, conn: DriverConnection, cause: str) -> None:
+        """Forget a driver; its lease, if any, goes back to the queue at once."""
+        if self._fleet.remove(conn.identity) is None:
+            return
+        self._metrics.drivers.labels(conn.device_id).dec()
+        log.warning("driver for %s lost: %s", conn.device_id, cause)
+        if conn.active_lease and conn.leased is not None and not conn.running_canary:
+            job = await self._ledger.get(conn.leased.job_id)
+            if (
+                job is not None
+                and job.lease is not None
+                and job.lease.lease_id == conn.active_lease
+            ):
+                await self.release(job, f"driver lost ({cause})", "driver_lost")
+
+    async def reap(self, now: float) -> None:
+        """Requeue leases that expired, or whose driver is gone (e.g. after a broker restart)."""
+        grace = self._timing.heartbeat_seconds * self._timing.heartbeat_misses
+        for conn in self._fleet:
+            canary = conn.leased if conn.running_canary else None
+            if canary is not None and canary.lease is not None and canary.lease.expires_at <= now:
+                self._end_canary(conn)
+                self._canary.failed(conn.device_id)
+        for job in await self._runner.call(self._runner.store.leased_jobs):
+            assert job.lease is not None
+            held = self._fleet.holding(job.lease.lease_id)
+            if job.lease.expires_at <= now:
+                if held is not None:
+                    held.active_lease, held.leased = None, None
+                await self.release(job, "lease expired before the device answered", "expired")
+            elif held is None and now - job.updated_at > grace:
+                await self.release(job, "no connected driver holds the lease", "orphaned")
+
+    async def cancel_lease(self, lease_id: str) -> None:
+        """Tell the driver holding this lease to drop it (its job was cancelled)."""
+        conn = self._fleet.holding(lease_id)
+        if conn is not None:
+            await self._link.send(conn.identity, m.LeaseCancel(lease_id=lease_id))

@@ -1,0 +1,66 @@
+"""Checking a result's receipt before it is stored: signed by the attested device's key over
+this job, this lease's dispatch nonce and exactly these counts, naming the evidence the
+connection last attested with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attestation.appraisal import AttestationResult, AttestationStatus, Reason, ReasonCode
+from attestation.dsse import Envelope, EnvelopeError
+from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
+from broker.devices.model import DeviceStatus
+from broker.devices.registry import DeviceRegistry
+from broker.jobs.model import Job
+from broker.link.fleet import DriverConnection
+
+
+def receipt_problems(
+    registry: DeviceRegistry,
+    conn: DriverConnection,
+    job: Job,
+    receipt: bytes,
+    counts: Mapping[str, int],
+) -> list[str]:
+    """Every reason the receipt cannot be trusted for this job (empty when it holds)."""
+    device = registry.get(conn.device_id)
+    if (
+        device is None
+        or device.status is DeviceStatus.REVOKED
+        or job.lease is None
+        or conn.attestation is None
+        or conn.device_key is None
+    ):
+        return ["device is no longer registered, attested or trusted"]
+    problems = verify_receipt(
+        receipt,
+        conn.device_key,
+        job_id=job.job_id,
+        circuit_digest=job.circuit.digest,
+        shots=job.shots,
+        counts=dict(counts),
+        dispatch_nonce=job.lease.dispatch_nonce,
+    )
+    try:
+        claims = decode_receipt(Envelope.from_json(receipt))
+    except (EnvelopeError, ReceiptError) as exc:
+        return [*problems, f"receipt unreadable: {exc}"]
+    if claims.evidence_digest != conn.attestation.evidence_digest:
+        problems.append("receipt names evidence other than what the device last attested with")
+    if sum(counts.values()) != job.shots:
+        problems.append(f"counts add up to {sum(counts.values())}, expected {job.shots} shots")
+    return problems
+
+
+def contraindicated(conn: DriverConnection, detail: str, now: float) -> AttestationResult:
+    """The result that keeps a connection that signed a bad receipt out until it attests
+    again."""
+    return AttestationResult(
+        device_id=conn.device_id,
+        status=AttestationStatus.CONTRAINDICATED,
+        reasons=(Reason(code=ReasonCode.SIGNATURE_INVALID, detail=f"bad receipt: {detail}"),),
+        claims=None,
+        evidence_digest=conn.attestation.evidence_digest if conn.attestation else "",
+        issued_at=now,
+        expires_at=now,
+    )
