@@ -3,6 +3,10 @@
 Writes a CA, the broker's TLS identity, researcher credentials at two tiers plus an operator,
 two simulated testbeds with Ed25519 attestation keys and certificates, the facility registry
 with reference values measured from this installation, and broker/driver/client settings.
+
+`init` runs broker and driver code on this machine (the shipped policies and band table, the
+driver build measurement), so it imports them inside the functions that need them: importing
+the client package never loads the broker or a driver.
 """
 
 from __future__ import annotations
@@ -11,16 +15,16 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from attestation.keys import KeyKind, SigningKey, save_private_key
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
-from broker.policy.engine import DEFAULT_POLICIES
-from broker.policy.export_control import DEFAULT_PROFILE
-from drivers.device import DeviceDescription
-from drivers.measure import measure
 from qtestbed.shared.linkkeys import authorize_client, create_keypair
+
+if TYPE_CHECKING:
+    from drivers.device import DeviceDescription
 
 TIERS = ("open", "controlled", "restricted")
 FIRMWARE = "qtestbed-simfw 1.0"
@@ -71,31 +75,35 @@ def _line(n: int) -> tuple[tuple[int, int], ...]:
     return tuple(edge for i in range(n - 1) for edge in ((i, i + 1), (i + 1, i)))
 
 
-DEVICES = (
-    (
-        "open",
-        DeviceDescription(
-            device_id="sim-open",
-            num_qubits=5,
-            basis_gates=("cx", "id", "rz", "sx", "x"),
-            coupling_map=_line(5),
-            backend="aer",
+def demo_devices() -> tuple[tuple[str, DeviceDescription], ...]:
+    """The two simulated testbeds of a new facility, with their tiers."""
+    from drivers.device import DeviceDescription
+
+    return (
+        (
+            "open",
+            DeviceDescription(
+                device_id="sim-open",
+                num_qubits=5,
+                basis_gates=("cx", "id", "rz", "sx", "x"),
+                coupling_map=_line(5),
+                backend="aer",
+            ),
         ),
-    ),
-    (
-        "restricted",
-        DeviceDescription(
-            device_id="sim-restricted",
-            num_qubits=6,
-            basis_gates=("cx", "id", "rz", "sx", "x"),
-            coupling_map=_line(6),
-            backend="aer_noisy",
-            one_qubit_error=0.001,
-            two_qubit_error=0.01,
-            readout_error=0.01,
+        (
+            "restricted",
+            DeviceDescription(
+                device_id="sim-restricted",
+                num_qubits=6,
+                basis_gates=("cx", "id", "rz", "sx", "x"),
+                coupling_map=_line(6),
+                backend="aer_noisy",
+                one_qubit_error=0.001,
+                two_qubit_error=0.01,
+                readout_error=0.01,
+            ),
         ),
-    ),
-)
+    )
 
 
 class Writer:
@@ -170,10 +178,15 @@ def init_facility(
         out.text(f"users/{person.name}.toml", _client_toml(grpc_port, person.name))
     create_keypair(root / "link", "broker")
     (root / "link" / "clients").mkdir(parents=True, exist_ok=True)
-    device_entries = [_write_device(out, ca, tier, desc, link_port) for tier, desc in DEVICES]
+    device_entries = [
+        _write_device(out, ca, tier, desc, link_port) for tier, desc in demo_devices()
+    ]
     out.text("facility.toml", _facility_toml(device_entries, now or dt.datetime.now(dt.UTC)))
     # The facility keeps its own copy of the export band table, so an operator can review and
     # amend it (e.g. once the unverified bands are confirmed) without touching the install.
+    from broker.policy.engine import DEFAULT_POLICIES
+    from broker.policy.export_control import DEFAULT_PROFILE
+
     out.text("policy/export-control.toml", DEFAULT_PROFILE.read_text())
     out.text("policy/policies.cedar", DEFAULT_POLICIES.read_text())
     out.text("broker.toml", _broker_toml(grpc_port, link_port, metrics_port))
@@ -246,6 +259,8 @@ def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
 
 
 def _device_toml(tier: str, desc: DeviceDescription) -> str:
+    from drivers.measure import measure
+
     m = measure(desc, FIRMWARE)
     return "\n".join(
         [

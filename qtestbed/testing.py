@@ -15,13 +15,15 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from broker.app import BrokerAddresses
-from broker.embedded import EmbeddedBroker
-from broker.settings import BrokerSettings, TimingSettings, load_settings
 from qtestbed.client import Client, Profile
 from qtestbed.facility_init import init_facility
+
+if TYPE_CHECKING:
+    from broker.app import BrokerAddresses
+    from broker.embedded import EmbeddedBroker
+    from broker.settings import BrokerSettings
 
 T = TypeVar("T")
 
@@ -71,6 +73,8 @@ class LocalFacility:
         self._clients: list[Client] = []
 
     def settings(self) -> BrokerSettings:
+        from broker.settings import load_settings
+
         overrides: dict[str, Any] = {
             "listen": "127.0.0.1:0",
             "link_listen": "tcp://127.0.0.1:0",
@@ -84,6 +88,9 @@ class LocalFacility:
         return dataclasses.replace(base, timing=timing, anomaly=anomaly, scheduling=scheduling)
 
     def start_broker(self) -> BrokerAddresses:
+        """The broker on a thread of this process (see `broker.embedded`)."""
+        from broker.embedded import EmbeddedBroker
+
         self.embedded = EmbeddedBroker(self.settings())
         self.addresses = self.embedded.start()
         return self.addresses
@@ -116,6 +123,8 @@ class LocalFacility:
         with open(self.root / "broker.log", "ab") as log:
             self.broker_process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         proc = self.broker_process
+        from broker.app import BrokerAddresses
+
         info = eventually(lambda: _read_ready(ready, proc), what="the broker to report its ports")
         self.addresses = BrokerAddresses(
             grpc=info["grpc"], link=info["link"], metrics=info["metrics"]
@@ -123,6 +132,8 @@ class LocalFacility:
         return self.addresses
 
     def _write_timing(self) -> None:
+        from broker.settings import TimingSettings
+
         text = (self.root / "broker.toml").read_text().split("[timing]")[0]
         body = "\n".join(
             f"{k} = {v}" for k, v in {**dataclasses.asdict(TimingSettings()), **self.timing}.items()
