@@ -115,11 +115,24 @@ class LinkParts:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Services:
+    """The domain services the gRPC servicers call (and unit tests call directly)."""
+
+    submission: Submission
+    jobs: JobService
+    sessions: SessionService
+    directory: DeviceDirectory
+    device_admin: DeviceAdmin
+    audit: AuditReader
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Components:
     base: Foundation
     registries: Registries
     jobs: JobParts
     link: LinkParts
+    services: Services
     servicers: Servicers
 
 
@@ -127,12 +140,14 @@ def build(base: Foundation) -> Components:
     registries = _registries(base)
     jobs = _jobs(base, registries)
     link = _link(base, registries, jobs)
+    services = _services(base, registries, jobs, link)
     return Components(
         base=base,
         registries=registries,
         jobs=jobs,
         link=link,
-        servicers=_servicers(base, registries, jobs, link),
+        services=services,
+        servicers=_servicers(base, registries, services),
     )
 
 
@@ -321,7 +336,7 @@ def _link(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
     )
 
 
-def _servicers(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> Servicers:
+def _services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> Services:
     clock = base.clock
     guard = CallerGuard(
         access=r.access,
@@ -400,12 +415,23 @@ def _servicers(base: Foundation, r: Registries, j: JobParts, link: LinkParts) ->
         clock=clock,
         metrics=base.metrics,
     )
+    return Services(
+        submission=submission,
+        jobs=jobs,
+        sessions=sessions,
+        directory=directory,
+        device_admin=admin,
+        audit=AuditReader(base.runner),
+    )
+
+
+def _servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
     return Servicers(
-        jobs=JobServicer(jobs=jobs, submission=submission, sessions=sessions),
-        devices=DeviceServicer(directory),
-        device_admin=DeviceAdminServicer(admin),
-        audit=AuditServicer(AuditReader(base.runner)),
+        jobs=JobServicer(jobs=s.jobs, submission=s.submission, sessions=s.sessions),
+        devices=DeviceServicer(s.directory),
+        device_admin=DeviceAdminServicer(s.device_admin),
+        audit=AuditServicer(s.audit),
         access_admin=AccessAdminServicer(
-            access=r.access, schedule=r.schedule, registry=r.devices, clock=clock
+            access=r.access, schedule=r.schedule, registry=r.devices, clock=base.clock
         ),
     )

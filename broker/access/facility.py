@@ -153,9 +153,10 @@ def _device(entry: Mapping[str, Any], tiers: Sequence[str], base: Path) -> SeedD
 class FacilityRef:
     """The current facility snapshot; `reload()` swaps it atomically or keeps the old one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, current: Facility | None = None) -> None:
+        """The facility file at `path`, loaded now unless `current` is given (unit tests)."""
         self.path = path
-        self.current = load_facility(path)
+        self.current = current if current is not None else load_facility(path)
 
     def reload(self) -> Facility:
         """Load the file again; on any error the old snapshot stays in force and it raises."""
