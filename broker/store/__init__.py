@@ -19,9 +19,11 @@ __all__ = [
 ]
 
 _SQLITE_SUFFIXES = (".db", ".sqlite3")
+MEMORY_URL = "memory:"
 ACCEPTED_FORMS = (
     "sqlite:///absolute/path.db, sqlite:relative/path.db, a file path ending in "
-    f"{' or '.join(_SQLITE_SUFFIXES)}, postgresql://user@host:port/dbname[?schema=NAME] or postgres://..."
+    f"{' or '.join(_SQLITE_SUFFIXES)}, postgresql://user@host:port/dbname[?schema=NAME], "
+    f"postgres://..., or {MEMORY_URL} (an empty in-memory store, gone when the process exits)"
 )
 
 
@@ -33,6 +35,12 @@ def open_store(url: str) -> BrokerStore:
 
         dsn, schema = split_schema(url)
         return PostgresStore(dsn, schema=schema) if schema else PostgresStore(dsn)
+    if url.startswith(MEMORY_URL):
+        if url != MEMORY_URL:
+            raise _unknown(url)
+        from broker.store.memory import MemoryStore
+
+        return MemoryStore()
     from broker.store.sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(url))
@@ -63,6 +71,10 @@ def sqlite_path(url: str) -> Path:
             return Path(rest)
     elif "://" not in url and url.endswith(_SQLITE_SUFFIXES):
         return Path(url)
+    raise _unknown(url)
+
+
+def _unknown(url: str) -> ValueError:
     # Show only the scheme of a URL: what follows it may carry a password.
     shown = url.split("://", 1)[0] + "://..." if "://" in url else url
-    raise ValueError(f"unknown store URL {shown!r}; accepted forms: {ACCEPTED_FORMS}")
+    return ValueError(f"unknown store URL {shown!r}; accepted forms: {ACCEPTED_FORMS}")

@@ -1,4 +1,5 @@
-"""What only one implementation promises (SQLite durability, PostgreSQL connections), and URLs."""
+"""What only one implementation promises (SQLite durability, PostgreSQL connections), and the
+store URLs that `open_store` accepts."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from broker.audit.chain import verify_chain
 from broker.audit.model import AuditEvent
 from broker.jobs.model import Circuit, Job, JobState
 from broker.store import StoreError, open_store
+from broker.store.memory import MemoryStore
 from broker.store.sqlite import SqliteStore
 from qtestbed.shared.circuits import CircuitFormat
 
@@ -222,8 +224,29 @@ def test_open_store_postgres_forms() -> None:
             open_store(f"{scheme}://u:pw@127.0.0.1:1/x?connect_timeout=3")
 
 
-@pytest.mark.parametrize("url", ["mysql://u:s3cret@h/db", "sqlite:", "sqlite://host/x.db", "x.txt"])
+def test_open_store_memory_opens_a_new_empty_database_each_time() -> None:
+    first, second = open_store("memory:"), open_store("memory:")
+    assert isinstance(first, MemoryStore)
+    for store in (first, second):
+        store.migrate()
+    first.insert_job(_job("j1"), _submitted("j1"))
+    assert first.get_job("j1") == _job("j1")
+    assert second.get_job("j1") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:s3cret@h/db",
+        "sqlite:",
+        "sqlite://host/x.db",
+        "x.txt",
+        "memory:named",
+        "memory:x.db",  # not a SQLite file named "memory:x.db"
+        ":memory:",
+    ],
+)
 def test_open_store_rejects_other_forms(url: str) -> None:
-    with pytest.raises(ValueError, match="accepted forms: sqlite:///") as info:
+    with pytest.raises(ValueError, match=r"accepted forms: sqlite:///.*, or memory: \(") as info:
         open_store(url)
     assert "s3cret" not in str(info.value)
