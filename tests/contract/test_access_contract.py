@@ -1,5 +1,5 @@
 """The `AccessStore` contract and the quota check in `insert_job`; every test runs against
-SQLite and PostgreSQL (see conftest.py)."""
+SQLite, PostgreSQL and the memory store (see conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,11 @@ from broker.access.model import AccessRecord, Quota, QuotaCheck, QuotaExceeded, 
 from broker.audit.chain import verify_chain
 from broker.audit.model import AuditEvent
 from broker.jobs.model import JobState
-from broker.store.base import AccessStore
-from broker.store.sql_store import SqlStore
+from broker.store.base import BrokerStore
 from tests.contract.test_store_contract import T0, make_job
 
 if TYPE_CHECKING:
     from tests.contract.conftest import Backend
-
-
-def _conforms(store: SqlStore) -> AccessStore:
-    """Never called: mypy checks here that the SQL store satisfies the protocol."""
-    return store
 
 
 def event(kind: str, subject: str) -> AuditEvent:
@@ -41,7 +35,7 @@ def record(name: str, version: int = 1, **doc: Any) -> AccessRecord:
     )
 
 
-def test_records_round_trip_and_update_by_compare_and_set(store: SqlStore) -> None:
+def test_records_round_trip_and_update_by_compare_and_set(store: BrokerStore) -> None:
     first = record("alice", training={"dual-use": T0 + 0.25})
     assert store.put_access(first, expected_version=None, event=event("created", "alice"))
     assert not store.put_access(first, expected_version=None, event=event("again", "alice"))
@@ -68,7 +62,15 @@ def test_records_round_trip_and_update_by_compare_and_set(store: SqlStore) -> No
     assert verify_chain(store.audit_entries()) is None
 
 
-def test_the_fingerprint_changes_with_every_write(store: SqlStore) -> None:
+def test_callers_cannot_change_a_stored_document(store: BrokerStore) -> None:
+    first = record("alice")
+    assert store.put_access(first, expected_version=None, event=event("created", "alice"))
+    first.doc["roles"].append("operator")
+    store.access_records()[0].doc["roles"].append("security")
+    assert store.access_records()[0].doc == {"tier": "open", "roles": ["researcher"]}
+
+
+def test_the_fingerprint_changes_with_every_write(store: BrokerStore) -> None:
     seen = {store.access_fingerprint()}
     store.put_access(record("a"), expected_version=None, event=event("c", "a"))
     seen.add(store.access_fingerprint())
@@ -85,7 +87,7 @@ def _job(job_id: str, *, owner: str = "alice", project: str = "p", shots: int = 
     return dataclasses.replace(make_job(job_id, owner=owner), project=project, shots=shots)
 
 
-def test_usage_counts_active_jobs_and_shots_of_the_rolling_day(store: SqlStore) -> None:
+def test_usage_counts_active_jobs_and_shots_of_the_rolling_day(store: BrokerStore) -> None:
     since = T0 - 10
     old = dataclasses.replace(_job("old", shots=5000), created_at=since - 1, updated_at=since)
     for job in (old, _job("q1"), _job("q2", project="other"), _job("done", shots=7)):
@@ -126,7 +128,7 @@ def _limits(jobs: int = 0, shots: int = 0, *, project_jobs: int = 0) -> QuotaChe
     )
 
 
-def test_insert_over_quota_writes_nothing(store: SqlStore) -> None:
+def test_insert_over_quota_writes_nothing(store: BrokerStore) -> None:
     quota = _limits(jobs=2, shots=250)
     store.insert_job(_job("a"), event("job.submitted", "a"), quota)
     store.insert_job(_job("b"), event("job.submitted", "b"), quota)
@@ -160,7 +162,7 @@ def test_a_quota_holds_between_two_connections(backend: Backend) -> None:
     errors: list[BaseException] = []
     quota = _limits(jobs=5)
 
-    def submit_many(target: SqlStore, name: str) -> None:
+    def submit_many(target: BrokerStore, name: str) -> None:
         try:
             for i in range(10):
                 job_id = f"{name}-{i}"
@@ -185,7 +187,7 @@ def test_a_quota_holds_between_two_connections(backend: Backend) -> None:
     assert stores[1].job_usage(owner="alice", project=None, since=T0 - 60).active_jobs == 5
 
 
-def test_a_batch_over_quota_is_not_stored_at_all(store: SqlStore) -> None:
+def test_a_batch_over_quota_is_not_stored_at_all(store: BrokerStore) -> None:
     quota = _limits(jobs=2)
 
     def batch(attempt: str, names: tuple[str, ...]) -> list[Any]:

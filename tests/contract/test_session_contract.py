@@ -1,4 +1,5 @@
-"""The sessions part of the store contract; every test runs against SQLite and PostgreSQL."""
+"""The sessions part of the store contract; every test runs against SQLite,
+PostgreSQL and the memory store (see conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,11 @@ import pytest
 from broker.audit.chain import verify_chain
 from broker.audit.model import AuditEvent
 from broker.jobs.session_model import Session, SessionState
-from broker.store.base import SessionStore
-from broker.store.sql_store import SqlStore
+from broker.store.base import BrokerStore
 from tests.contract.test_store_contract import T0
 
 if TYPE_CHECKING:
     from tests.contract.conftest import Backend
-
-
-def _conforms(store: SqlStore) -> SessionStore:
-    """Never called: mypy checks here that the SQL store satisfies the protocol."""
-    return store
 
 
 def event(kind: str, subject: str) -> AuditEvent:
@@ -42,13 +37,16 @@ def session(session_id: str, device: str = "dev-a", owner: str = "alice") -> Ses
     )
 
 
-def test_one_open_session_per_device_and_compare_and_set_close(store: SqlStore) -> None:
+def test_one_open_session_per_device_and_compare_and_set_close(store: BrokerStore) -> None:
     first = session("s1")
     assert store.insert_session(first, event("session.opened", "s1"))
     assert not store.insert_session(session("s2"), event("session.opened", "s2"))
     assert store.insert_session(session("s3", device="dev-b"), event("session.opened", "s3"))
     assert store.get_session("s1") == first
     assert store.get_session("s2") is None
+    # A session id is taken once, whatever the device.
+    assert not store.insert_session(session("s1", device="dev-c"), event("session.opened", "s1"))
+    assert store.get_session("s1") == first
 
     closed = dataclasses.replace(
         first, state=SessionState.CLOSED, closed_reason="idle", closed_at=T0 + 400, version=2
@@ -78,7 +76,7 @@ def test_two_writers_cannot_both_open_a_session_on_one_device(backend: Backend) 
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
-    def open_one(target: SqlStore, name: str) -> None:
+    def open_one(target: BrokerStore, name: str) -> None:
         try:
             barrier.wait(5)
             won.append(target.insert_session(session(name), event("session.opened", name)))

@@ -1,0 +1,140 @@
+"""The part of the store contract that only a SQL database can be held to: tampering behind
+the store's back is detected, migrations are recorded and refused when too new, an old schema
+upgrades in place, and sets are stored in one canonical text. Every test runs against SQLite
+and PostgreSQL through `sql_backend.raw()` (see conftest.py); a memory database has no back
+door to tamper through and no schema to migrate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from broker.audit.chain import verify_chain
+from broker.devices.model import ReferenceScope
+from broker.jobs.model import Circuit, Job, JobState
+from broker.store import StoreError
+from broker.store import rows as rows_module
+from broker.store import schema as schema_module
+from broker.store.schema import LATEST_VERSION
+from qtestbed.shared.circuits import CircuitFormat
+from tests.contract.test_registry_contract import (
+    T0,
+    event,
+    make_attestation,
+    make_checkpoint,
+    make_reference,
+    register,
+)
+
+if TYPE_CHECKING:
+    from broker.store.sql_store import SqlStore
+    from tests.contract.conftest import SqlBackend
+
+
+def test_audit_edit_is_detected_at_its_seq(sql_backend: SqlBackend, sql_store: SqlStore) -> None:
+    for i in range(4):
+        sql_store.append_audit(event("clearance.denied", f"j{i}", rule="r1"))
+    sql_backend.raw("UPDATE audit_log SET detail = ? WHERE seq = ?", ('{"rule":"r2"}', 3))
+    assert verify_chain(sql_store.audit_entries()) == 3
+
+
+def test_audit_deletion_is_detected(sql_backend: SqlBackend, sql_store: SqlStore) -> None:
+    for i in range(4):
+        sql_store.append_audit(event("clearance.denied", f"j{i}"))
+    sql_backend.raw("DELETE FROM audit_log WHERE seq = ?", (2,))
+    assert verify_chain(sql_store.audit_entries()) == 3
+
+
+def test_migrations_are_recorded_once(sql_backend: SqlBackend, sql_store: SqlStore) -> None:
+    sql_store.migrate()
+    sql_backend.open().migrate()
+    versions = sql_backend.raw("SELECT version FROM schema_migrations ORDER BY version")
+    assert [row[0] for row in versions] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_migrate_refuses_a_newer_schema(sql_backend: SqlBackend, sql_store: SqlStore) -> None:
+    sql_backend.raw(
+        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+        (LATEST_VERSION + 1, "from the future", T0),
+    )
+    with pytest.raises(StoreError, match=f"version {LATEST_VERSION + 1}"):
+        sql_backend.open().migrate()
+
+
+def test_reference_sets_are_stored_sorted(sql_backend: SqlBackend, sql_store: SqlStore) -> None:
+    """Equal sets always store as equal text, whatever order the caller's set iterates in."""
+    record = make_reference(ReferenceScope.MODEL, "m", firmware=frozenset({"fw-b", "fw-a", "fw-c"}))
+    sql_store.add_reference_values(record, event("reference.added", "m"))
+    raw = sql_backend.raw("SELECT firmware FROM reference_values WHERE scope = ?", ("MODEL",))
+    assert raw == [('["fw-a","fw-b","fw-c"]',)]
+
+
+def _v1_job() -> Job:
+    circuit = Circuit(
+        format=CircuitFormat.QPY, payload=b"QISKIT\x00\xff", digest="ab" * 32, num_qubits=2, depth=3
+    )
+    return Job(
+        job_id="j-v1",
+        owner="alice",
+        device_id="dev-a",
+        circuit=circuit,
+        shots=100,
+        state=JobState.QUEUED,
+        created_at=T0,
+        updated_at=T0,
+        idempotency_key="k-1",
+    )
+
+
+def test_a_version_1_database_upgrades_in_place(
+    sql_backend: SqlBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = sql_backend
+    old = backend.open()
+    with monkeypatch.context() as patch:  # the code as it was before the registry existed
+        patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
+        patch.setattr(schema_module, "LATEST_VERSION", 1)
+        old.migrate()
+    # The job row as version-1 code wrote it: every column but those added later.
+    job = _v1_job()
+    later = {"project", "priority", "session_id", "evidence_digest", "calibration_digest"}
+    v1_columns = [c for c in rows_module.JOB_COLUMNS if c not in later]
+    values = dict(zip(rows_module.JOB_COLUMNS, rows_module.job_to_row(job), strict=True))
+    if backend.name == "sqlite":  # PostgreSQL numbers seq itself (an identity column)
+        v1_columns.append("seq")
+        values["seq"] = 1
+    backend.raw(
+        f"INSERT INTO jobs ({', '.join(v1_columns)}) VALUES ("  # noqa: S608
+        + ", ".join("?" * len(v1_columns))
+        + ")",
+        [values[c] for c in v1_columns],
+    )
+    old.append_audit(event("job.submitted", "j-v1"))
+    assert [row[0] for row in backend.raw("SELECT version FROM schema_migrations")] == [1]
+    with pytest.raises(StoreError):
+        old.get_device("dev-a")  # no registry tables yet
+    old.close()
+
+    upgraded = backend.open()
+    upgraded.migrate()
+    versions = backend.raw("SELECT version FROM schema_migrations ORDER BY version")
+    assert [row[0] for row in versions] == [m.version for m in schema_module.MIGRATIONS]
+    assert upgraded.get_job("j-v1") == job
+    assert upgraded.insert_job(_v1_job(), event("x", "j-v1")) == (job, False)
+    device = register(upgraded, "dev-a")
+    assert upgraded.get_device("dev-a") == device
+    upgraded.add_attestation(make_attestation("dev-a", T0), event("appraised", "dev-a"))
+    assert upgraded.attestation_history("dev-a") == [make_attestation("dev-a", T0)]
+    ref = upgraded.add_reference_values(make_reference(ReferenceScope.MODEL, "m"), event("r", "m"))
+    assert ref.version == 1
+    upgraded.add_checkpoint(make_checkpoint(1))
+    entries = upgraded.audit_entries()
+    assert [e.event.kind for e in entries] == [
+        "job.submitted",
+        "device.registered",
+        "appraised",
+        "r",
+    ]
+    assert verify_chain(entries) is None
