@@ -19,6 +19,7 @@ from broker.jobs.circuits import CircuitLimits
 from broker.jobs.scheduler import SchedulerSettings
 from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
+from broker.store import MEMORY_URL
 
 
 class SettingsError(ValueError):
@@ -141,7 +142,15 @@ def _path(base: Path, table: Mapping[str, Any], key: str) -> Path:
 
 
 def _store_url(base: Path, url: str) -> str:
-    """Relative SQLite paths are relative to the settings file, not the working directory."""
+    """Relative SQLite paths are relative to the settings file, not the working directory.
+
+    The in-memory store is for tests that build the core themselves: a broker on it would lose
+    every acknowledged job when it stops, so settings refuse it."""
+    if url.strip() == MEMORY_URL:
+        raise SettingsError(
+            f"store {url!r} keeps nothing once the broker stops; give a SQLite file "
+            "(sqlite:broker.db) or a PostgreSQL URL"
+        )
     if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
         return "sqlite://" + str((base / url.removeprefix("sqlite:")).resolve())
     return url

@@ -1,0 +1,37 @@
+"""Broker settings refuse what would break the broker's promises, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.settings import SettingsError, load_settings
+
+_REQUIRED = """
+facility = "facility.toml"
+ca_cert = "ca.pem"
+server_cert = "broker.pem"
+server_key = "broker.key"
+link_secret_key = "link.key_secret"
+link_clients = "clients"
+"""
+
+
+def _settings(tmp_path: Path, store: str) -> Path:
+    path = tmp_path / "broker.toml"
+    path.write_text(f'store = "{store}"\n{_REQUIRED}')
+    return path
+
+
+def test_an_in_memory_store_is_refused_because_it_would_lose_acknowledged_jobs(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(SettingsError, match="keeps nothing once the broker stops"):
+        load_settings(_settings(tmp_path, "memory:"))
+
+
+def test_a_relative_sqlite_path_is_relative_to_the_settings_file(tmp_path: Path) -> None:
+    settings = load_settings(_settings(tmp_path, "sqlite:state/broker.db"))
+    assert settings.store == f"sqlite://{tmp_path / 'state' / 'broker.db'}"
+    assert settings.facility == tmp_path / "facility.toml"
