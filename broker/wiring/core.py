@@ -1,0 +1,121 @@
+"""The lower floors of the graph: registries, the clearance gate and the job parts."""
+
+from __future__ import annotations
+
+from broker.access.clearance import ClearanceGate
+from broker.access.quota import Quotas
+from broker.access.records import AccessRecords
+from broker.access.registry import AccessRegistry
+from broker.anomaly.monitor import AnomalyMonitor
+from broker.audit.log import AuditLog
+from broker.devices.export_class import ExportClasses
+from broker.devices.operations import DeviceSchedule
+from broker.devices.registry import DeviceRegistry
+from broker.jobs.ledger import JobLedger, JobObservers
+from broker.jobs.model import Job
+from broker.jobs.queue_sync import QueueSync
+from broker.jobs.scheduler import Scheduler
+from broker.jobs.session_model import Session
+from broker.jobs.sessions import SessionManager
+from broker.jobs.usage import UsageTracker
+from broker.jobs.wakeups import DispatchWakeups
+from broker.jobs.watch import JobWatchers
+from broker.link.fleet import Fleet
+from broker.wiring.parts import Foundation, JobParts, Registries
+
+
+def registries(base: Foundation) -> Registries:
+    clock, metrics, runner = base.clock, base.metrics, base.runner
+    audit = AuditLog(runner, clock)
+    anomalies = AnomalyMonitor(
+        audit=audit, clock=clock, metrics=metrics, settings=base.settings.anomaly
+    )
+    wakeups = DispatchWakeups()
+    devices = DeviceRegistry(
+        runner=runner, clock=clock, audit=audit, trust_anchor=base.facility.current.ca_pem
+    )
+    exports = ExportClasses(
+        profile=base.export_profile,
+        registry=devices,
+        audit=audit,
+        metrics=metrics,
+        on_crossing=anomalies.export_crossing,
+    )
+
+    def kick_all() -> None:  # an access change may let any queue move
+        for device in devices.all():
+            wakeups.kick(device.device_id)
+
+    records = AccessRecords(
+        runner=runner, clock=clock, audit=audit, metrics=metrics, on_change=[kick_all]
+    )
+    access = AccessRegistry(records, facility=lambda: base.facility.current)
+    schedule = DeviceSchedule(
+        records, clock=clock, device_exists=lambda device_id: devices.get(device_id) is not None
+    )
+    gate = ClearanceGate(
+        engine=base.policy,
+        facility=base.facility,
+        access=access,
+        schedule=schedule,
+        exports=exports,
+    )
+    return Registries(
+        audit=audit,
+        anomalies=anomalies,
+        wakeups=wakeups,
+        devices=devices,
+        exports=exports,
+        records=records,
+        access=access,
+        schedule=schedule,
+        quotas=Quotas(access, runner),
+        gate=gate,
+    )
+
+
+def job_parts(base: Foundation, r: Registries) -> JobParts:
+    settings = base.settings
+    scheduler = Scheduler(
+        settings.scheduling,
+        weight_of=lambda project: p.weight if (p := r.access.project(project)) else 1,
+    )
+    fleet = Fleet()
+
+    def busy(session: Session) -> bool:  # a job of it waits or runs: the session is not idle
+        return scheduler.has_session_jobs(
+            session.device_id, session.session_id
+        ) or fleet.runs_session(session.device_id, session.session_id)
+
+    sessions = SessionManager(
+        runner=base.runner,
+        clock=base.clock,
+        audit=r.audit,
+        settings=settings.scheduling,
+        busy=busy,
+        wakeups=r.wakeups,
+    )
+    usage = UsageTracker(
+        base.metrics,
+        window_seconds=settings.anomaly.utilization_window_seconds,
+        tier_of=lambda device_id: d.tier if (d := r.devices.get(device_id)) else "",
+    )
+
+    def touch_session(job: Job) -> None:
+        if job.session_id:
+            sessions.touch(job.session_id)
+
+    watchers = JobWatchers()
+    observers = JobObservers(
+        on_change=[scheduler.observe],
+        on_finished=[usage.job_finished, scheduler.finished, touch_session],
+    )
+    return JobParts(
+        scheduler=scheduler,
+        fleet=fleet,
+        sessions=sessions,
+        usage=usage,
+        watchers=watchers,
+        ledger=JobLedger(base.runner, base.metrics, watchers, observers),
+        queue_sync=QueueSync(base.runner, scheduler),
+    )

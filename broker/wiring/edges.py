@@ -1,0 +1,216 @@
+"""The upper floors of the graph: the driver link, the domain services and the gRPC servicers."""
+
+from __future__ import annotations
+
+from broker.anomaly.canary import CanaryRunner
+from broker.audit.service import AuditReader
+from broker.audit.signer import CheckpointSigner
+from broker.devices.admin import DeviceAdmin
+from broker.devices.directory import DeviceDirectory
+from broker.gauges import DeviceGauges
+from broker.grpc.access import AccessAdminServicer
+from broker.grpc.admin import DeviceAdminServicer
+from broker.grpc.audit import AuditServicer
+from broker.grpc.devices import DeviceServicer
+from broker.grpc.jobs import JobServicer
+from broker.grpc.server import Servicers
+from broker.jobs.guard import CallerGuard
+from broker.jobs.selection import DeviceSelection
+from broker.jobs.service import JobService
+from broker.jobs.session_service import SessionService
+from broker.jobs.submit import Submission, SubmitDeps
+from broker.jobs.views import JobViews
+from broker.link.attestor import Attestor
+from broker.link.dispatcher import Dispatcher
+from broker.link.hub import DriverHub
+from broker.link.leases import LeaseKeeper
+from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Services
+
+
+def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
+    clock, metrics, timing = base.clock, base.metrics, base.settings.timing
+    attestor = Attestor(
+        link=base.link,
+        fleet=j.fleet,
+        registry=r.devices,
+        exports=r.exports,
+        clock=clock,
+        audit=r.audit,
+        metrics=metrics,
+        timing=timing,
+        wakeups=r.wakeups,
+        anomalies=r.anomalies,
+    )
+    canary = CanaryRunner(base.settings.anomaly, r.anomalies, metrics)
+    leases = LeaseKeeper(
+        link=base.link,
+        fleet=j.fleet,
+        registry=r.devices,
+        attestor=attestor,
+        ledger=j.ledger,
+        runner=base.runner,
+        clock=clock,
+        audit=r.audit,
+        metrics=metrics,
+        timing=timing,
+        canary=canary,
+        wakeups=r.wakeups,
+    )
+    dispatcher = Dispatcher(
+        link=base.link,
+        fleet=j.fleet,
+        registry=r.devices,
+        gate=r.gate,
+        schedule=r.schedule,
+        scheduler=j.scheduler,
+        sessions=j.sessions,
+        ledger=j.ledger,
+        leases=leases,
+        canary=canary,
+        clock=clock,
+        metrics=metrics,
+        timing=timing,
+        wakeups=r.wakeups,
+    )
+    signer = CheckpointSigner(
+        key=base.audit_key, runner=base.runner, clock=clock, metrics=metrics, timing=timing
+    )
+    gauges = DeviceGauges(
+        runner=base.runner,
+        registry=r.devices,
+        fleet=j.fleet,
+        usage=j.usage,
+        clock=clock,
+        metrics=metrics,
+    )
+
+    async def sync_queues() -> None:  # other replicas queue and take jobs too
+        await j.queue_sync.sync(d.device_id for d in r.devices.all())
+
+    async def access_tick() -> None:
+        """Pick up changes other replicas made; move queues whose windows opened or closed."""
+        if await r.records.refresh():
+            return  # the reload already kicked every device
+        for device_id in r.schedule.scheduled_devices(clock.now()):
+            r.wakeups.kick(device_id)
+
+    hub = DriverHub(
+        link=base.link,
+        fleet=j.fleet,
+        attestor=attestor,
+        leases=leases,
+        clock=clock,
+        metrics=metrics,
+        timing=timing,
+        wakeups=r.wakeups,
+        ticks=[gauges.refresh, sync_queues, signer.tick, access_tick, j.sessions.expire],
+    )
+    return LinkParts(
+        attestor=attestor,
+        leases=leases,
+        dispatcher=dispatcher,
+        hub=hub,
+        signer=signer,
+        gauges=gauges,
+    )
+
+
+def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> Services:
+    clock = base.clock
+    guard = CallerGuard(
+        access=r.access,
+        registry=r.devices,
+        gate=r.gate,
+        anomalies=r.anomalies,
+        audit=r.audit,
+        metrics=base.metrics,
+    )
+    views = JobViews(
+        clock=clock,
+        scheduler=j.scheduler,
+        registry=r.devices,
+        schedule=r.schedule,
+        sessions=j.sessions,
+        drivers=j.fleet,
+    )
+    submission = Submission(
+        SubmitDeps(
+            clock=clock,
+            metrics=base.metrics,
+            audit=r.audit,
+            guard=guard,
+            registry=r.devices,
+            gate=r.gate,
+            selection=DeviceSelection(
+                registry=r.devices,
+                gate=r.gate,
+                schedule=r.schedule,
+                exports=r.exports,
+                scheduler=j.scheduler,
+                drivers=j.fleet,
+            ),
+            sessions=j.sessions,
+            quotas=r.quotas,
+            ledger=j.ledger,
+            views=views,
+            drivers=j.fleet,
+            wakeups=r.wakeups,
+            anomalies=r.anomalies,
+            decoder=base.decoder,
+            limits=base.settings.limits,
+        )
+    )
+    jobs = JobService(
+        clock=clock,
+        runner=base.runner,
+        audit=r.audit,
+        guard=guard,
+        ledger=j.ledger,
+        views=views,
+        watchers=j.watchers,
+        registry=r.devices,
+        quotas=r.quotas,
+        leases=link.leases,
+    )
+    sessions = SessionService(
+        clock=clock, guard=guard, gate=r.gate, sessions=j.sessions, drivers=j.fleet
+    )
+    directory = DeviceDirectory(
+        registry=r.devices,
+        exports=r.exports,
+        schedule=r.schedule,
+        gate=r.gate,
+        drivers=j.fleet,
+        runner=base.runner,
+        clock=clock,
+        anomalies=r.anomalies,
+    )
+    admin = DeviceAdmin(
+        facility=base.facility,
+        registry=r.devices,
+        gate=r.gate,
+        connections=link.attestor,
+        wakeups=r.wakeups,
+        clock=clock,
+        metrics=base.metrics,
+    )
+    return Services(
+        submission=submission,
+        jobs=jobs,
+        sessions=sessions,
+        directory=directory,
+        device_admin=admin,
+        audit=AuditReader(base.runner),
+    )
+
+
+def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
+    return Servicers(
+        jobs=JobServicer(jobs=s.jobs, submission=s.submission, sessions=s.sessions),
+        devices=DeviceServicer(s.directory),
+        device_admin=DeviceAdminServicer(s.device_admin),
+        audit=AuditServicer(s.audit),
+        access_admin=AccessAdminServicer(
+            access=r.access, schedule=r.schedule, registry=r.devices, clock=base.clock
+        ),
+    )

@@ -1,0 +1,120 @@
+"""The parts of the broker's object graph as typed records: what `build` returns, and what the
+process (`broker.app`) and the unit-test harness reach into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attestation.keys import SigningKey
+from broker.access.clearance import ClearanceGate
+from broker.access.facility import FacilityRef
+from broker.access.quota import Quotas
+from broker.access.records import AccessRecords
+from broker.access.registry import AccessRegistry
+from broker.anomaly.monitor import AnomalyMonitor
+from broker.audit.log import AuditLog
+from broker.audit.service import AuditReader
+from broker.audit.signer import CheckpointSigner
+from broker.clock import Clock
+from broker.devices.admin import DeviceAdmin
+from broker.devices.directory import DeviceDirectory
+from broker.devices.export_class import ExportClasses
+from broker.devices.operations import DeviceSchedule
+from broker.devices.registry import DeviceRegistry
+from broker.gauges import DeviceGauges
+from broker.grpc.server import Servicers
+from broker.jobs.circuits import CircuitDecoder
+from broker.jobs.ledger import JobLedger
+from broker.jobs.queue_sync import QueueSync
+from broker.jobs.scheduler import Scheduler
+from broker.jobs.service import JobService
+from broker.jobs.session_service import SessionService
+from broker.jobs.sessions import SessionManager
+from broker.jobs.submit import Submission
+from broker.jobs.usage import UsageTracker
+from broker.jobs.wakeups import DispatchWakeups
+from broker.jobs.watch import JobWatchers
+from broker.link.attestor import Attestor
+from broker.link.dispatcher import Dispatcher
+from broker.link.fleet import Fleet
+from broker.link.hub import DriverHub
+from broker.link.leases import LeaseKeeper
+from broker.link.port import LinkPort
+from broker.metrics import BrokerMetrics
+from broker.policy.engine import PolicyEngine
+from broker.policy.export_control import ExportProfile
+from broker.settings import BrokerSettings
+from broker.store.runner import StoreRunner
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Foundation:
+    """What the graph stands on, made by the caller: settings, time, storage, keys, policy."""
+
+    settings: BrokerSettings
+    clock: Clock
+    metrics: BrokerMetrics
+    runner: StoreRunner
+    facility: FacilityRef
+    audit_key: SigningKey
+    policy: PolicyEngine
+    export_profile: ExportProfile
+    decoder: CircuitDecoder
+    link: LinkPort
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Registries:
+    audit: AuditLog
+    anomalies: AnomalyMonitor
+    wakeups: DispatchWakeups
+    devices: DeviceRegistry
+    exports: ExportClasses
+    records: AccessRecords
+    access: AccessRegistry
+    schedule: DeviceSchedule
+    quotas: Quotas
+    gate: ClearanceGate
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobParts:
+    scheduler: Scheduler
+    fleet: Fleet
+    sessions: SessionManager
+    usage: UsageTracker
+    watchers: JobWatchers
+    ledger: JobLedger
+    queue_sync: QueueSync
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LinkParts:
+    attestor: Attestor
+    leases: LeaseKeeper
+    dispatcher: Dispatcher
+    hub: DriverHub
+    signer: CheckpointSigner
+    gauges: DeviceGauges
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Services:
+    """The domain services the gRPC servicers call (and unit tests call directly)."""
+
+    submission: Submission
+    jobs: JobService
+    sessions: SessionService
+    directory: DeviceDirectory
+    device_admin: DeviceAdmin
+    audit: AuditReader
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Components:
+    base: Foundation
+    registries: Registries
+    jobs: JobParts
+    link: LinkParts
+    services: Services
+    servicers: Servicers
