@@ -41,20 +41,16 @@ def format_from_proto(value: int) -> CircuitFormat | None:
     return _FORMAT_FROM_PROTO.get(jobs_pb2.CircuitFormat.ValueType(value))
 
 
-def to_timestamp(seconds: float | None) -> Timestamp | None:
-    """Epoch seconds as a protobuf Timestamp (None stays unset)."""
-    if seconds is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
 def stamp(seconds: float) -> Timestamp:
     """Epoch seconds as a protobuf Timestamp, for a field that is always set."""
     out = Timestamp()
     out.FromNanoseconds(int(seconds * 1e9))
     return out
+
+
+def to_timestamp(seconds: float | None) -> Timestamp | None:
+    """Epoch seconds as a protobuf Timestamp (None stays unset)."""
+    return None if seconds is None else stamp(seconds)
 
 
 def seconds(stamp: Timestamp) -> float:
