@@ -7,18 +7,18 @@ certificate or store unusable).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attestation.keys import VerifyKey
-from attestation.pki import CertificateError, cert_from_pem
-from broker.audit.model import Checkpoint
-from broker.audit.verify import LogVerdict, iter_entries, verify_log
-from broker.settings import BrokerSettings, SettingsError, load_settings
-from broker.store import StoreError, open_store, sqlite_path
-from qtestbed.cli.common import fail
+from qtestbed.cli.errors import CommandError, guarded
+from qtestbed.cli.output import print_json
+
+if TYPE_CHECKING:
+    from attestation.keys import VerifyKey
+    from broker.audit.model import Checkpoint
+    from broker.audit.verify import LogVerdict
+    from broker.settings import BrokerSettings
 
 
 def register(sub: Any) -> None:
@@ -44,18 +44,23 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_verify)
 
 
+@guarded()
 def cmd_verify(args: argparse.Namespace) -> int:
+    # Imported here: only this command reads the broker's store; the others never load it.
+    from attestation.pki import CertificateError
+    from broker.settings import SettingsError, load_settings
+
     try:
         settings = load_settings(args.config)
         key = broker_key(settings)
     except (SettingsError, CertificateError, OSError, ValueError) as exc:
-        return fail(f"cannot verify the audit log: {exc}")
+        raise CommandError(f"cannot verify the audit log: {exc}") from exc
     try:
         verdict = _verify_store(settings.store, key)
     except _CannotRun as exc:
-        return fail(f"cannot verify the audit log: {exc}")
+        raise CommandError(f"cannot verify the audit log: {exc}") from exc
     if args.json:
-        print(json.dumps({**verdict.to_dict(), "key_id": key.key_id}, indent=2))
+        print_json({**verdict.to_dict(), "key_id": key.key_id})
     else:
         print(render(verdict))
     return 0 if verdict.ok else 1
@@ -63,6 +68,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def broker_key(settings: BrokerSettings) -> VerifyKey:
     """The public key of the broker certificate, which signs the checkpoints."""
+    from attestation.keys import VerifyKey
+    from attestation.pki import cert_from_pem
+
     try:
         pem = settings.server_cert.read_bytes()
     except OSError as exc:
@@ -76,6 +84,9 @@ class _CannotRun(Exception):
 
 
 def _verify_store(url: str, key: VerifyKey) -> LogVerdict:
+    from broker.audit.verify import iter_entries, verify_log
+    from broker.store import StoreError, open_store
+
     _refuse_missing_sqlite(url)
     try:
         store = open_store(url)
@@ -94,6 +105,8 @@ def _verify_store(url: str, key: VerifyKey) -> LogVerdict:
 
 def _refuse_missing_sqlite(url: str) -> None:
     """Opening a missing SQLite file would create an empty one, which then 'verifies'."""
+    from broker.store import sqlite_path
+
     if url.startswith(("postgresql://", "postgres://")):
         return
     try:

@@ -1,16 +1,14 @@
-"""Helpers shared by the CLI commands."""
+"""Helpers shared by the CLI commands: the common options, files and times."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import sys
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from qtestbed.client import Client, Profile
+from qtestbed.cli.errors import CommandError
 
 
 def client_options(p: argparse.ArgumentParser) -> None:
@@ -19,30 +17,24 @@ def client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def fail(message: str, code: int = 2) -> int:
-    print(f"qtestbed: {message}", file=sys.stderr)
-    return code
+def limit_count(text: str) -> int:
+    """An argparse type for a quota limit: a count of 0 or more, where 0 means no limit."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 for no limit")
+    return value
 
 
-def profile_path(explicit: Path | None) -> Path:
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("QTESTBED_PROFILE")
-    if env:
-        return Path(env)
-    raise SystemExit(fail("no client profile: pass --profile FILE or set QTESTBED_PROFILE"))
-
-
-def open_client(explicit: Path | None) -> Client:
-    path = profile_path(explicit)
+def read_input(path: Path) -> bytes:
+    """The bytes of a file the person named; a CommandError saying why it cannot be read."""
     try:
-        return Client(Profile.load(path))
-    except (OSError, KeyError, ValueError) as exc:
-        raise SystemExit(fail(f"cannot use client profile {path}: {exc}")) from exc
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
 
 
 def parse_time(text: str, option: str = "time") -> Timestamp:
-    """An ISO 8601 time with its zone as a protobuf Timestamp; exits with advice otherwise.
+    """An ISO 8601 time with its zone as a protobuf Timestamp; a CommandError with advice otherwise.
 
     A time without a zone is refused rather than guessed: the broker and the operator may not
     share a clock zone, and an access window an hour off is a real incident.
@@ -51,12 +43,12 @@ def parse_time(text: str, option: str = "time") -> Timestamp:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise SystemExit(
-            fail(f"{option} {text!r} is not an ISO 8601 time; write one with its zone, {example}")
+        raise CommandError(
+            f"{option} {text!r} is not an ISO 8601 time; write one with its zone, {example}"
         ) from None
     if when.tzinfo is None or when.utcoffset() is None:
-        raise SystemExit(
-            fail(f"{option} {text!r} has no time zone; add one, {example} (+00:00 is UTC)")
+        raise CommandError(
+            f"{option} {text!r} has no time zone; add one, {example} (+00:00 is UTC)"
         )
     stamp = Timestamp()
     stamp.FromDatetime(when)

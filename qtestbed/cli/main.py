@@ -7,12 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from qtestbed.cli import (
-    access,
     audit,
     demo,
     operator,
     policy,
+    principals,
     processes,
+    projects,
     receipt,
     report,
     researcher,
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.register(sub)
     demo.register(sub)
     operator.register(sub)
-    access.register(sub)
+    principals.register(sub)
+    projects.register(sub)
     audit.register(sub)
     receipt.register(sub)
     policy.register(sub)

@@ -1,21 +1,21 @@
 """Operator and security commands: device register|list|revoke|release|history (and, from
-`qtestbed.cli.access`, state|maintenance|reserve|unschedule|schedule), reference set|list,
+`qtestbed.cli.schedule`, state|maintenance|reserve|unschedule|schedule), reference set|list,
 audit stream."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from qtestbed.cli import access
-from qtestbed.cli.common import client_options, fail, open_client, parse_time
-from qtestbed.client import QtestbedError
+from qtestbed.cli import schedule
+from qtestbed.cli.common import client_options, format_time, parse_time, read_input
+from qtestbed.cli.errors import guarded
+from qtestbed.cli.output import print_json, show
+from qtestbed.cli.runner import broker_command, using_client
+from qtestbed.client import Client
 from qtestbed.v1 import admin_pb2
 
 
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=20)
     client_options(p)
     p.set_defaults(handler=cmd_history)
-    access.register_device_actions(device)
+    schedule.register(device)
     _register_reference(sub)
     _register_audit_stream(sub)
 
@@ -92,85 +92,59 @@ def _register_audit_stream(sub: Any) -> None:
     p.set_defaults(handler=cmd_audit_stream)
 
 
-def _print(message: Any, as_json: bool, text: str) -> None:
-    print(
-        json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2)
-        if as_json
-        else text
-    )
-
-
 def _device_line(d: admin_pb2.RegisteredDevice) -> str:
     status = admin_pb2.DeviceStatus.Name(d.status).removeprefix("DEVICE_STATUS_")
     line = f"{d.device_id:<18}{d.tier:<12}{status:<13}{d.model:<22}serial {d.serial[:16]}"
     return line + (f"\n  {d.status_reason}" if d.status_reason else "")
 
 
-def _run(args: argparse.Namespace, body: Any) -> int:
-    with open_client(args.profile) as client:
-        try:
-            body(client)
-        except QtestbedError as exc:
-            return fail(str(exc), code=1)
+@guarded()
+def cmd_register(args: argparse.Namespace) -> int:
+    request = admin_pb2.RegisterDeviceRequest(
+        certificate_chain_pem=read_input(args.chain), tier=args.tier, model=args.model
+    )
+
+    def register_device(c: Client) -> int:
+        device = c.call(c.admin.RegisterDevice, request)
+        show(device, as_json=args.json, text=_device_line(device))
+        return 0
+
+    return using_client(args, register_device)
+
+
+@broker_command()
+def cmd_list(args: argparse.Namespace, c: Client) -> int:
+    reply = c.call(c.admin.ListRegisteredDevices, admin_pb2.ListRegisteredDevicesRequest())
+    show(reply, as_json=args.json, text="\n".join(_device_line(d) for d in reply.devices))
     return 0
 
 
-def cmd_register(args: argparse.Namespace) -> int:
-    try:
-        chain = args.chain.read_bytes()
-    except OSError as exc:
-        return fail(f"cannot read {args.chain}: {exc}")
-    request = admin_pb2.RegisterDeviceRequest(
-        certificate_chain_pem=chain, tier=args.tier, model=args.model
-    )
-    return _run(
-        args,
-        lambda c: (lambda d: _print(d, args.json, _device_line(d)))(
-            c.call(c.admin.RegisterDevice, request)
-        ),
-    )
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    def body(c: Any) -> None:
-        reply = c.call(c.admin.ListRegisteredDevices, admin_pb2.ListRegisteredDevicesRequest())
-        _print(reply, args.json, "\n".join(_device_line(d) for d in reply.devices))
-
-    return _run(args, body)
-
-
-def cmd_revoke(args: argparse.Namespace) -> int:
+@broker_command()
+def cmd_revoke(args: argparse.Namespace, c: Client) -> int:
     request = admin_pb2.RevokeDeviceRequest(device_id=args.device_id, reason=args.reason)
-    return _run(
-        args,
-        lambda c: (lambda d: _print(d, args.json, _device_line(d)))(
-            c.call(c.admin.RevokeDevice, request)
-        ),
-    )
+    device = c.call(c.admin.RevokeDevice, request)
+    show(device, as_json=args.json, text=_device_line(device))
+    return 0
 
 
-def cmd_release(args: argparse.Namespace) -> int:
+@broker_command()
+def cmd_release(args: argparse.Namespace, c: Client) -> int:
     request = admin_pb2.ReleaseDeviceRequest(device_id=args.device_id, reason=args.reason)
-    return _run(
-        args,
-        lambda c: (lambda d: _print(d, args.json, _device_line(d)))(
-            c.call(c.admin.ReleaseDevice, request)
-        ),
-    )
+    device = c.call(c.admin.ReleaseDevice, request)
+    show(device, as_json=args.json, text=_device_line(device))
+    return 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    def body(c: Any) -> None:
-        request = admin_pb2.GetAttestationHistoryRequest(device_id=args.device_id, limit=args.limit)
-        reply = c.call(c.admin.GetAttestationHistory, request)
-        lines = []
-        for e in reply.events:
-            when = e.at.ToDatetime(dt.UTC).isoformat(timespec="seconds")
-            lines.append(f"{when}  {e.status:<16}{e.evidence_digest[:16]}")
-            lines += [f"    {r}" for r in e.reasons]
-        _print(reply, args.json, "\n".join(lines) or "no attestations yet")
-
-    return _run(args, body)
+@broker_command()
+def cmd_history(args: argparse.Namespace, c: Client) -> int:
+    request = admin_pb2.GetAttestationHistoryRequest(device_id=args.device_id, limit=args.limit)
+    reply = c.call(c.admin.GetAttestationHistory, request)
+    lines = []
+    for e in reply.events:
+        lines.append(f"{format_time(e.at)}  {e.status:<16}{e.evidence_digest[:16]}")
+        lines += [f"    {r}" for r in e.reasons]
+    show(reply, as_json=args.json, text="\n".join(lines) or "no attestations yet")
+    return 0
 
 
 def _timestamp(text: str | None) -> Timestamp | None:
@@ -183,6 +157,7 @@ def _scope(args: argparse.Namespace) -> tuple[admin_pb2.ReferenceScope.ValueType
     return admin_pb2.REFERENCE_SCOPE_MODEL, args.model
 
 
+@guarded()
 def cmd_reference_set(args: argparse.Namespace) -> int:
     scope, scope_id = _scope(args)
     values = admin_pb2.ReferenceValues(
@@ -193,48 +168,42 @@ def cmd_reference_set(args: argparse.Namespace) -> int:
         driver_build=args.driver_build,
         calibration_digest=args.calibration_digest,
         num_qubits=args.num_qubits,
-        not_before=_timestamp(args.not_before),
+        not_before=_timestamp(args.not_before),  # a bad time is refused before connecting
         not_after=_timestamp(args.not_after),
     )
-    request = admin_pb2.SetReferenceValuesRequest(values=values)
-    return _run(
-        args,
-        lambda c: (lambda r: _print(r, args.json, f"{scope_id}: version {r.version}"))(
-            c.call(c.admin.SetReferenceValues, request)
-        ),
-    )
+
+    def publish(c: Client) -> int:
+        stored = c.call(
+            c.admin.SetReferenceValues, admin_pb2.SetReferenceValuesRequest(values=values)
+        )
+        show(stored, as_json=args.json, text=f"{scope_id}: version {stored.version}")
+        return 0
+
+    return using_client(args, publish)
 
 
-def cmd_reference_list(args: argparse.Namespace) -> int:
+@broker_command()
+def cmd_reference_list(args: argparse.Namespace, c: Client) -> int:
     scope, scope_id = _scope(args)
-
-    def body(c: Any) -> None:
-        reply = c.call(
-            c.admin.ListReferenceValues,
-            admin_pb2.ListReferenceValuesRequest(scope=scope, scope_id=scope_id),
-        )
-        text = "\n".join(
-            f"v{r.version} firmware={list(r.firmware)} qubits={r.num_qubits}"
-            for r in reply.versions
-        )
-        _print(reply, args.json, text or "no reference values")
-
-    return _run(args, body)
+    request = admin_pb2.ListReferenceValuesRequest(scope=scope, scope_id=scope_id)
+    reply = c.call(c.admin.ListReferenceValues, request)
+    text = "\n".join(
+        f"v{r.version} firmware={list(r.firmware)} qubits={r.num_qubits}" for r in reply.versions
+    )
+    show(reply, as_json=args.json, text=text or "no reference values")
+    return 0
 
 
-def cmd_audit_stream(args: argparse.Namespace) -> int:
-    def body(c: Any) -> None:
-        request = admin_pb2.StreamAuditRequest(after_seq=args.after, follow=args.follow)
-        for entry in c.stream(c.audit.StreamAudit, request):
-            if args.json:
-                print(
-                    json.dumps(MessageToDict(entry, preserving_proto_field_name=True)), flush=True
-                )
-            else:
-                print(
-                    f"{entry.seq:>7} {entry.kind:<22}{entry.actor:<14}{entry.subject:<34}"
-                    f"{entry.detail_json}",
-                    flush=True,
-                )
-
-    return _run(args, body)
+@broker_command()
+def cmd_audit_stream(args: argparse.Namespace, c: Client) -> int:
+    request = admin_pb2.StreamAuditRequest(after_seq=args.after, follow=args.follow)
+    for entry in c.stream(c.audit.StreamAudit, request):
+        if args.json:
+            print_json(entry, stream=True)
+        else:
+            print(
+                f"{entry.seq:>7} {entry.kind:<22}{entry.actor:<14}{entry.subject:<34}"
+                f"{entry.detail_json}",
+                flush=True,
+            )
+    return 0

@@ -15,25 +15,20 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.json_format import MessageToDict
-
-from broker.policy import (
-    Action,
-    AttributesError,
-    DeviceAttributes,
-    Environment,
-    JobAttributes,
-    PolicyEngine,
-    PolicyError,
-    PolicyRequest,
-    PrincipalAttributes,
-)
-from broker.policy.corpus import CorpusError, load_corpus, run_corpus, summary
-from qtestbed.cli.common import fail, open_client
-from qtestbed.client import QtestbedError
+from qtestbed.cli.errors import CommandError, guarded
+from qtestbed.cli.output import print_json
+from qtestbed.cli.runner import using_client
+from qtestbed.client import Client
 from qtestbed.v1 import admin_pb2
+
+if TYPE_CHECKING:
+    from broker.policy import PolicyRequest
+
+# The policy actions (broker.policy.Action), spelled out so that building the parser does not
+# load the policy engine; tests/e2e/test_cli_imports.py fails if the two lists drift apart.
+ACTIONS = ("SubmitJob", "DispatchJob", "ViewDevice")
 
 
 def register(sub: Any) -> None:
@@ -67,8 +62,8 @@ def register(sub: Any) -> None:
     )
     explain.add_argument(
         "--action",
-        choices=[a.value for a in Action],
-        default=Action.SUBMIT_JOB.value,
+        choices=ACTIONS,
+        default="SubmitJob",
         help="what the principal asks to do (default SubmitJob)",
     )
     explain.add_argument(
@@ -86,7 +81,10 @@ def _files(p: argparse.ArgumentParser, default_note: str = "the shipped default"
     p.add_argument("--schema", type=Path, help=f"Cedar schema file (default: {default_note})")
 
 
+@guarded()
 def cmd_check(args: argparse.Namespace) -> int:
+    from broker.policy import PolicyEngine, PolicyError
+
     try:
         engine = PolicyEngine.load_files(args.policies, args.schema)
     except PolicyError as exc:
@@ -99,40 +97,59 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+@guarded()
 def cmd_test(args: argparse.Namespace) -> int:
+    from broker.policy import PolicyEngine, PolicyError
+    from broker.policy.corpus import CorpusError, load_corpus, run_corpus, summary
+
     try:
         corpus = load_corpus(args.cases)
         engine = PolicyEngine.load_files(
             args.policies or corpus.policies, args.schema or corpus.schema
         )
     except (CorpusError, PolicyError) as exc:
-        return fail(f"cannot run the corpus: {exc}")
+        raise CommandError(f"cannot run the corpus: {exc}") from exc
     results = run_corpus(engine, corpus.cases)
     print(summary(results))
     return 0 if all(r.passed for r in results) else 1
 
 
+@guarded()
 def cmd_explain(args: argparse.Namespace) -> int:
     if args.principal or args.device:
-        return _explain_live(args)
+        return _explain_live(args)  # the broker decides; nothing of it is loaded here
     if args.principal_json is None or args.device_json is None:
-        return fail("give --principal and --device (live), or --principal-json and --device-json")
+        raise CommandError(
+            "give --principal and --device (live), or --principal-json and --device-json"
+        )
+    from broker.policy import AttributesError, PolicyEngine, PolicyError
+
     try:
         engine = PolicyEngine.load_files(args.policies, args.schema)
         request = _request(args)
     except PolicyError as exc:
-        return fail(str(exc))
+        raise CommandError(str(exc)) from exc
     except (AttributesError, OSError, json.JSONDecodeError) as exc:
-        return fail(f"cannot build the request: {exc}")
+        raise CommandError(f"cannot build the request: {exc}") from exc
     explanation = engine.explain(request)
     if args.json:
-        print(json.dumps(explanation.to_dict(), indent=2))
+        print_json(explanation.to_dict())
     else:
         print(explanation.render())
     return 0 if explanation.allowed else 1
 
 
 def _request(args: argparse.Namespace) -> PolicyRequest:
+    from broker.policy import (
+        Action,
+        AttributesError,
+        DeviceAttributes,
+        Environment,
+        JobAttributes,
+        PolicyRequest,
+        PrincipalAttributes,
+    )
+
     principal = PrincipalAttributes.from_json(_read_json(args.principal_json))
     device = DeviceAttributes.from_json(_read_json(args.device_json))
     action = Action(args.action)
@@ -161,17 +178,19 @@ def _read_json(path: Path) -> Any:
 
 def _explain_live(args: argparse.Namespace) -> int:
     if not (args.principal and args.device):
-        return fail("--principal and --device go together")
+        raise CommandError("--principal and --device go together")
     request = admin_pb2.ExplainAccessRequest(
         principal=args.principal, device_id=args.device, action=args.action, project=args.project
     )
-    with open_client(args.profile) as client:
-        try:
-            reply = client.call(client.admin.ExplainAccess, request)
-        except QtestbedError as exc:
-            return fail(str(exc), code=1)
+    return using_client(args, lambda client: _print_explained(args, client, request))
+
+
+def _print_explained(
+    args: argparse.Namespace, client: Client, request: admin_pb2.ExplainAccessRequest
+) -> int:
+    reply = client.call(client.admin.ExplainAccess, request)
     if args.json:
-        print(json.dumps(MessageToDict(reply, preserving_proto_field_name=True), indent=2))
+        print_json(reply)
     else:
         decision = "ALLOW" if reply.allowed else "DENY"
         print(f"decision: {decision} ({', '.join(reply.policy_ids)})")

@@ -7,12 +7,12 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from qtestbed.cli.common import fail
+from qtestbed.cli.errors import CommandError, guarded
+from qtestbed.cli.runner import run_until_signalled
 
 
 def register(sub: Any) -> None:
@@ -46,6 +46,7 @@ def _logging() -> None:
     )
 
 
+@guarded()
 def cmd_init(args: argparse.Namespace) -> int:
     from qtestbed.facility_init import init_facility
 
@@ -57,7 +58,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
         )
     except FileExistsError as exc:
-        return fail(str(exc))
+        raise CommandError(str(exc)) from exc
     print(f"facility written to {root}")
     print(f"  broker:  qtestbed broker --config {root}/broker.toml")
     print(f"  drivers: qtestbed driver --config {root}/drivers/sim-open.toml (and sim-restricted)")
@@ -67,6 +68,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+@guarded()
 def cmd_broker(args: argparse.Namespace) -> int:
     from broker.app import Broker
     from broker.settings import SettingsError, load_settings
@@ -82,28 +84,28 @@ def cmd_broker(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, overrides)
         broker = Broker(settings)
     except (SettingsError, ValueError, OSError) as exc:
-        return fail(f"broker cannot start: {exc}")
-    return asyncio.run(_serve_broker(broker, args.ready_file))
+        raise CommandError(f"broker cannot start: {exc}") from exc
+
+    async def serve(stop: asyncio.Event) -> int:
+        addresses = await broker.start()
+        info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
+        if args.ready_file is not None:
+            _write_atomically(args.ready_file, json.dumps(info))
+        print(f"qtestbed broker ready {json.dumps(info)}", flush=True)
+        await stop.wait()
+        await broker.stop()
+        return 0
+
+    return run_until_signalled(serve, on_hangup=broker.reload_facility)
 
 
-async def _serve_broker(broker: Any, ready_file: Path | None) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, broker.reload_facility)
-    addresses = await broker.start()
-    info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
-    if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(ready_file)  # atomic: readers never see half a file
-    print(f"qtestbed broker ready {json.dumps(info)}", flush=True)
-    await stop.wait()
-    await broker.stop()
-    return 0
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # readers never see half a file
 
 
+@guarded()
 def cmd_driver(args: argparse.Namespace) -> int:
     # Before Qiskit is imported: its Rust passes would otherwise take every core, competing
     # with the simulator and, on a shared host, with the broker.
@@ -117,17 +119,13 @@ def cmd_driver(args: argparse.Namespace) -> int:
         config = load_driver_config(args.config, broker=args.broker)
         agent = DriverAgent(config, load_private_key(config.device_key))
     except (DriverConfigError, KeyFileError, OSError, ValueError) as exc:
-        return fail(f"driver cannot start: {exc}")
+        raise CommandError(f"driver cannot start: {exc}") from exc
 
-    async def run() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def serve(stop: asyncio.Event) -> int:
         try:
             await agent.run(stop)
         except DeviceNotAccepted as exc:
-            return fail(f"broker refused this device: {exc}")
+            raise CommandError(f"broker refused this device: {exc}") from exc
         return 0
 
-    return asyncio.run(run())
+    return run_until_signalled(serve)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from qtestbed.cli.common import fail
+from qtestbed.cli.errors import CommandError, guarded
+from qtestbed.cli.output import print_json
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 
 
@@ -23,13 +23,14 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_verify)
 
 
+@guarded()
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         bundle = ResultBundle.from_json(args.bundle.read_text())
         ca_pem = args.ca.read_bytes()
         circuit = args.circuit.read_bytes() if args.circuit is not None else None
     except (OSError, ValueError) as exc:
-        return fail(f"cannot verify: {exc}")
+        raise CommandError(f"cannot verify: {exc}") from exc
     verdict = verify_bundle(bundle, ca_pem, circuit=circuit)
     if args.json:
         body = {
@@ -39,7 +40,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "device_id": bundle.device_id,
             "measurements": verdict.measurements,
         }
-        print(json.dumps(body, indent=2))
+        print_json(body)
     elif verdict.valid:
         print(
             f"receipt valid: job {bundle.job_id} ran on {bundle.device_id}, "

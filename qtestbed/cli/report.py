@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qtestbed.cli.common import fail, parse_time
+from qtestbed.cli.common import parse_time
+from qtestbed.cli.errors import CommandError, guarded
 
 DEFAULT_MIN_COUNT = 5
 
@@ -64,10 +65,11 @@ def register(sub: Any) -> None:
 
 
 def _epoch(text: str, option: str) -> float:
-    stamp = parse_time(text, option)  # exits 2 with advice when there is no zone
+    stamp = parse_time(text, option)  # a CommandError (exit 2) with advice when there is no zone
     return stamp.seconds + stamp.nanos / 1e9
 
 
+@guarded()
 def cmd_report(args: argparse.Namespace) -> int:
     # Imported here: the report reads the store directly, which the other commands never do.
     from broker.report import RENDERERS, ReportError, collect
@@ -76,17 +78,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     since = _epoch(args.since, "--since")
     until = _epoch(args.until, "--until") if args.until else time.time()
     if since >= until:
-        return fail(f"--since {args.since} must be before --until {args.until or '(now)'}")
+        raise CommandError(f"--since {args.since} must be before --until {args.until or '(now)'}")
     if args.min_count < 1:
-        return fail("--min-count must be 1 or more")
+        raise CommandError("--min-count must be 1 or more")
     try:
         settings = load_settings(args.config)
     except (SettingsError, OSError, ValueError) as exc:
-        return fail(f"cannot make the report: {exc}")
+        raise CommandError(f"cannot make the report: {exc}") from exc
     try:
         report = collect(settings, since=since, until=until, min_count=args.min_count)
     except ReportError as exc:
-        return fail(f"cannot make the report: {exc}")
+        raise CommandError(f"cannot make the report: {exc}") from exc
     sys.stdout.write(RENDERERS[args.format](report))
     if not report.integrity.ok:
         print(

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
-from qtestbed.cli import access
-from qtestbed.cli.common import client_options, fail, format_time, open_client
-from qtestbed.client import QtestbedError, bundle_of
+from qtestbed.cli.common import client_options, format_time, read_input
+from qtestbed.cli.errors import guarded
+from qtestbed.cli.output import message_dict, print_json, show
+from qtestbed.cli.runner import broker_command, using_client
+from qtestbed.client import Client, bundle_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
-
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "DENIED"}
 
 
 def register(sub: Any) -> None:
+    _register_submit(sub)
+    _register_job_commands(sub)
+    p = sub.add_parser("devices", help="list the devices you may use")
+    client_options(p)
+    p.set_defaults(handler=cmd_devices)
+    _register_quota(sub)
+
+
+def _register_submit(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit a circuit file (OpenQASM 2/3 or QPY)")
     p.add_argument("file", type=Path, help="circuit file: .qasm (2 or 3) or .qpy")
     p.add_argument("--device", default="", help="device id (see `qtestbed devices`)")
@@ -41,6 +47,9 @@ def register(sub: Any) -> None:
     chooser.add_argument("--max-two-qubit-error", type=float, default=0.0)
     client_options(p)
     p.set_defaults(handler=cmd_submit)
+
+
+def _register_job_commands(sub: Any) -> None:
     for name, help_text, handler in (
         ("status", "show a job's state, queue position and ETA", cmd_status),
         ("watch", "follow a job live: every state and queue-position change", cmd_watch),
@@ -64,15 +73,13 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=20)
     client_options(p)
     p.set_defaults(handler=cmd_jobs)
-    p = sub.add_parser("devices", help="list the devices you may use")
+
+
+def _register_quota(sub: Any) -> None:
+    p = sub.add_parser("quota", help="your quota and your project's, with what remains")
+    p.add_argument("--project", default="", help="the project (if you have several)")
     client_options(p)
-    p.set_defaults(handler=cmd_devices)
-    access.register_quota(sub)
-
-
-def _dict(message: Any) -> dict[str, Any]:
-    out: dict[str, Any] = MessageToDict(message, preserving_proto_field_name=True)
-    return out
+    p.set_defaults(handler=cmd_quota)
 
 
 def _state(job: jobs_pb2.Job) -> str:
@@ -110,37 +117,30 @@ def describe(job: jobs_pb2.Job) -> str:
     return line
 
 
-def _refused(exc: QtestbedError) -> int:
-    return fail(str(exc), code=1)
-
-
+@guarded()
 def cmd_submit(args: argparse.Namespace) -> int:
-    try:
-        payload = args.file.read_bytes()
-    except OSError as exc:
-        return fail(f"cannot read {args.file}: {exc}")
-    with open_client(args.profile) as client:
-        try:
-            response = client.submit(
-                payload,
-                device_id=args.device,
-                shots=args.shots,
-                fmt=args.format,
-                idempotency_key=args.idempotency_key,
-                project=args.project,
-                priority=_PRIORITIES[args.priority],
-                selector=_selector(args),
-                session_id=args.session,
-            )
-            job = response.job
-            if args.wait:
-                for update in client.watch(job.job_id):
-                    job = update
-                    if not args.json:
-                        print(describe(job), file=sys.stderr, flush=True)
-        except QtestbedError as exc:
-            return _refused(exc)
-        return _print_job(client, job, args.json, with_result=args.wait)
+    payload = read_input(args.file)  # before the profile: a typo in the file name comes first
+    return using_client(args, lambda client: _submit(args, client, payload))
+
+
+def _submit(args: argparse.Namespace, client: Client, payload: bytes) -> int:
+    job = client.submit(
+        payload,
+        device_id=args.device,
+        shots=args.shots,
+        fmt=args.format,
+        idempotency_key=args.idempotency_key,
+        project=args.project,
+        priority=_PRIORITIES[args.priority],
+        selector=_selector(args),
+        session_id=args.session,
+    ).job
+    if args.wait:
+        for update in client.watch(job.job_id):
+            job = update
+            if not args.json:
+                print(describe(job), file=sys.stderr, flush=True)
+    return _print_job(client, job, args.json, with_result=args.wait)
 
 
 def _selector(args: argparse.Namespace) -> jobs_pb2.DeviceSelector | None:
@@ -154,30 +154,30 @@ def _selector(args: argparse.Namespace) -> jobs_pb2.DeviceSelector | None:
     )
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    with open_client(args.profile) as client:
-        try:
-            job = client.get_job(args.job_id)
-            for update in client.watch(args.job_id):
-                job = update
-                print(json.dumps(_dict(job)) if args.json else describe(job), flush=True)
-        except QtestbedError as exc:
-            return _refused(exc)
+@broker_command()
+def cmd_watch(args: argparse.Namespace, client: Client) -> int:
+    job = client.get_job(args.job_id)
+    for update in client.watch(args.job_id):
+        job = update
+        if args.json:
+            print_json(job, stream=True)
+        else:
+            print(describe(job), flush=True)
     return 0 if _state(job) == "COMPLETED" else 1
 
 
-def _print_job(client: Any, job: jobs_pb2.Job, as_json: bool, *, with_result: bool) -> int:
+def _print_job(client: Client, job: jobs_pb2.Job, as_json: bool, *, with_result: bool) -> int:
     result = None
     if with_result and _state(job) == "COMPLETED":
         result = client.result(job.job_id)
     if as_json:
-        out = {"job": _dict(job)}
+        out: dict[str, object] = {"job": job}
         if result is not None:
             out["result"] = {
                 "counts": dict(result.counts),
                 "receipt_problems": client.verify_result(result, job),
             }
-        print(json.dumps(out, indent=2))
+        print_json(out)
     else:
         print(describe(job))
         if result is not None:
@@ -190,68 +190,49 @@ def _print_counts(result: jobs_pb2.JobResult) -> None:
         print(f"  {bits}  {count}")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    with open_client(args.profile) as client:
-        try:
-            job = client.get_job(args.job_id)
-        except QtestbedError as exc:
-            return _refused(exc)
-        print(json.dumps(_dict(job), indent=2) if args.json else describe(job))
+@broker_command()
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    job = client.get_job(args.job_id)
+    show(job, as_json=args.json, text=describe(job))
     return 0
 
 
-def cmd_result(args: argparse.Namespace) -> int:
-    with open_client(args.profile) as client:
-        try:
-            job = client.get_job(args.job_id)
-            result = client.result(args.job_id)
-        except QtestbedError as exc:
-            return _refused(exc)
-        problems = client.verify_result(result, job)
-        if args.save is not None:
-            args.save.write_text(bundle_of(result, job).to_json())
-        if args.json:
-            body = _dict(result)
-            body.pop("receipt", None)
-            body.pop("device_certificate", None)
-            body["receipt_valid"] = not problems
-            body["receipt_problems"] = problems
-            print(json.dumps(body, indent=2))
-        else:
-            print(f"{job.job_id} on {result.device_id}: {result.execution_seconds:.3f}s")
-            _print_counts(result)
-            print(
-                "receipt: "
-                + (
-                    "valid (signed by the attested device)"
-                    if not problems
-                    else "INVALID: " + "; ".join(problems)
-                )
-            )
+@broker_command()
+def cmd_result(args: argparse.Namespace, client: Client) -> int:
+    job = client.get_job(args.job_id)
+    result = client.result(args.job_id)
+    problems = client.verify_result(result, job)
+    if args.save is not None:
+        args.save.write_text(bundle_of(result, job).to_json())
+    if args.json:
+        body = message_dict(result)
+        # The receipt and certificate are for `--save` and `receipt verify`, not for reading.
+        body.pop("receipt", None)
+        body.pop("device_certificate", None)
+        print_json({**body, "receipt_valid": not problems, "receipt_problems": problems})
+    else:
+        print(f"{job.job_id} on {result.device_id}: {result.execution_seconds:.3f}s")
+        _print_counts(result)
+        verdict = "valid (signed by the attested device)"
+        print("receipt: " + (verdict if not problems else "INVALID: " + "; ".join(problems)))
     return 0 if not problems else 3
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    with open_client(args.profile) as client:
-        try:
-            job = client.cancel(args.job_id)
-        except QtestbedError as exc:
-            return _refused(exc)
-        print(json.dumps(_dict(job), indent=2) if args.json else describe(job))
+@broker_command()
+def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    job = client.cancel(args.job_id)
+    show(job, as_json=args.json, text=describe(job))
     return 0
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
-    with open_client(args.profile) as client:
-        try:
-            jobs = client.list_jobs(device_id=args.device, page_size=args.limit)
-        except QtestbedError as exc:
-            return _refused(exc)
-        if args.json:
-            print(json.dumps([_dict(j) for j in jobs], indent=2))
-        else:
-            for job in jobs:
-                print(describe(job))
+@broker_command()
+def cmd_jobs(args: argparse.Namespace, client: Client) -> int:
+    jobs = client.list_jobs(device_id=args.device, page_size=args.limit)
+    if args.json:
+        print_json(jobs)
+        return 0
+    for job in jobs:  # one line each, and nothing at all when there are none
+        print(describe(job))
     return 0
 
 
@@ -261,23 +242,43 @@ def _attestation(device: devices_pb2.Device) -> str:
     )
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
-    with open_client(args.profile) as client:
-        try:
-            devices = client.devices()
-        except QtestbedError as exc:
-            return _refused(exc)
-        if args.json:
-            print(json.dumps([_dict(d) for d in devices], indent=2))
-            return 0
-        print(
-            f"{'DEVICE':<18}{'TIER':<12}{'QUBITS':>6}  {'ATTESTATION':<16}{'READY':<7}{'QUEUE':>5}"
+@broker_command()
+def cmd_devices(args: argparse.Namespace, client: Client) -> int:
+    devices = client.devices()
+    lines = [
+        f"{'DEVICE':<18}{'TIER':<12}{'QUBITS':>6}  {'ATTESTATION':<16}{'READY':<7}{'QUEUE':>5}"
+    ]
+    for d in devices:
+        ready = "yes" if d.available else "no"
+        lines.append(
+            f"{d.device_id:<18}{d.tier:<12}{d.num_qubits:>6}  "
+            f"{_attestation(d):<16}{ready:<7}{d.queue_depth:>5}"
         )
-        for d in devices:
-            ready = "yes" if d.available else "no"
-            status = _attestation(d)
-            print(
-                f"{d.device_id:<18}{d.tier:<12}{d.num_qubits:>6}  "
-                f"{status:<16}{ready:<7}{d.queue_depth:>5}"
-            )
+    show(devices, as_json=args.json, text="\n".join(lines))
+    return 0
+
+
+def _usage_text(q: jobs_pb2.QuotaUsage) -> str:
+    if q.max_active_jobs:
+        jobs = f"{q.active_jobs} of {q.max_active_jobs} in use, {q.remaining_active_jobs} remaining"
+    else:
+        jobs = f"{q.active_jobs} in use, no limit"
+    if q.max_shots_per_day:
+        shots = f"{q.shots_last_day} of {q.max_shots_per_day} used, {q.remaining_shots} remaining"
+    else:
+        shots = f"{q.shots_last_day} used, no limit"
+    return (
+        f"{q.scope} {q.name}\n  active jobs:             {jobs}\n  shots (last 24 hours):   {shots}"
+    )
+
+
+@broker_command(
+    {
+        "NOT_FOUND": "name one of your own projects with --project",
+        "PERMISSION_DENIED": "quotas apply to researchers; use a researcher's profile",
+    }
+)
+def cmd_quota(args: argparse.Namespace, client: Client) -> int:
+    reply = jobs_pb2.GetQuotaResponse(quotas=client.quota(args.project))
+    show(reply, as_json=args.json, text="\n".join(_usage_text(q) for q in reply.quotas))
     return 0

@@ -4,13 +4,12 @@ operators: every session, and they may close any)."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
-from qtestbed.cli.common import client_options, fail, format_time, open_client
-from qtestbed.client import Client, QtestbedError
+from qtestbed.cli.common import client_options, format_time
+from qtestbed.cli.output import show
+from qtestbed.cli.runner import broker_command
+from qtestbed.client import Client
 from qtestbed.v1 import jobs_pb2
 
 
@@ -58,45 +57,32 @@ def describe(s: jobs_pb2.Session) -> str:
     return line
 
 
-def _show(session: jobs_pb2.Session, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(MessageToDict(session, preserving_proto_field_name=True), indent=2))
-    else:
-        print(describe(session))
-
-
-def _run(args: argparse.Namespace, body: Any) -> int:
-    with open_client(args.profile) as client:
-        try:
-            body(client)
-        except QtestbedError as exc:
-            return fail(str(exc), code=1)
+@broker_command()
+def cmd_open(args: argparse.Namespace, client: Client) -> int:
+    session = client.open_session(
+        args.device_id, project=args.project, max_seconds=args.max_seconds
+    )
+    show(session, as_json=args.json, text=describe(session))
     return 0
 
 
-def cmd_open(args: argparse.Namespace) -> int:
-    def body(c: Client) -> None:
-        session = c.open_session(args.device_id, project=args.project, max_seconds=args.max_seconds)
-        _show(session, args.json)
-
-    return _run(args, body)
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    return _run(args, lambda c: _show(c.session(args.session_id), args.json))
+@broker_command()
+def cmd_show(args: argparse.Namespace, client: Client) -> int:
+    session = client.session(args.session_id)
+    show(session, as_json=args.json, text=describe(session))
+    return 0
 
 
-def cmd_close(args: argparse.Namespace) -> int:
-    return _run(args, lambda c: _show(c.close_session(args.session_id, args.reason), args.json))
+@broker_command()
+def cmd_close(args: argparse.Namespace, client: Client) -> int:
+    session = client.close_session(args.session_id, args.reason)
+    show(session, as_json=args.json, text=describe(session))
+    return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    def body(c: Client) -> None:
-        found = c.sessions(device_id=args.device, include_closed=args.all)
-        if args.json:
-            rows = [MessageToDict(s, preserving_proto_field_name=True) for s in found]
-            print(json.dumps(rows, indent=2))
-        else:
-            print("\n".join(describe(s) for s in found) or "no sessions")
-
-    return _run(args, body)
+@broker_command()
+def cmd_list(args: argparse.Namespace, client: Client) -> int:
+    found = client.sessions(device_id=args.device, include_closed=args.all)
+    text = "\n".join(describe(s) for s in found) or "no sessions"
+    show(found, as_json=args.json, text=text)
+    return 0

@@ -64,14 +64,14 @@ def test_operator_creates_a_project_and_a_principal(profiles: dict[str, Path]) -
             profile=olivia,
         )
     )
-    assert created["project"]["quota"] == {"max_active_jobs": 3, "max_shots_per_day": "5000"}
-    assert created["meta"]["version"] == "1"
+    assert created["project"]["quota"] == {"max_active_jobs": 3, "max_shots_per_day": 5000}
+    assert created["meta"]["version"] == 1
     # Fields not given are kept, and the version moves on.
     updated = ok(qtestbed("project", "set", "lab-x", "--weight", "3", "--json", profile=olivia))
     assert updated["project"]["description"] == "Lab X sensing"
     assert updated["project"]["weight"] == 3
     assert updated["project"]["quota"]["max_active_jobs"] == 3
-    assert (updated["meta"]["version"], updated["meta"]["updated_by"]) == ("2", "olivia")
+    assert (updated["meta"]["version"], updated["meta"]["updated_by"]) == (2, "olivia")
     listed = qtestbed("project", "list", profile=olivia)
     assert listed.returncode == 0, listed.stderr
     line = next(x for x in listed.stdout.splitlines() if x.startswith("lab-x"))
@@ -118,8 +118,8 @@ def test_operator_creates_a_project_and_a_principal(profiles: dict[str, Path]) -
     assert p["clearance_expires_at"] == clearance.replace("+00:00", "Z")
     assert set(p["training"]) == {"dual-use-awareness", "export-basics"}
     assert (p["licences"], p["jurisdictions"]) == (["EAR99"], ["EU"])
-    assert p["quota"] == {"max_active_jobs": 0, "max_shots_per_day": "1000"}
-    assert (shown["meta"]["version"], shown["meta"]["updated_by"]) == ("1", "olivia")
+    assert p["quota"] == {"max_active_jobs": 0, "max_shots_per_day": 1000}
+    assert (shown["meta"]["version"], shown["meta"]["updated_by"]) == (1, "olivia")
     text = qtestbed("principal", "show", "carol", profile=olivia).stdout
     assert "affiliation:   Example Institute" in text
     assert f"dual-use-awareness  until {course}" in text
@@ -148,7 +148,7 @@ def test_operator_creates_a_project_and_a_principal(profiles: dict[str, Path]) -
     assert "clearance_expires_at" not in p
     assert (list(p["training"]), p["projects"]) == (["dual-use-awareness"], ["open-science"])
     assert p["licences"] == ["EAR99"]  # untouched fields are kept
-    assert changed["meta"]["version"] == "2"
+    assert changed["meta"]["version"] == 2
     absent = qtestbed("principal", "set", "carol", "--remove-licence", "ITAR", profile=olivia)
     assert absent.returncode == 2
     assert "carol has no licence 'ITAR' to remove" in absent.stderr
@@ -213,7 +213,7 @@ def test_quota_shows_what_remains_and_submit_stops_at_the_limit(
     assert first["job"]["state"] == "JOB_STATE_QUEUED"  # no driver runs: it stays active
     after = principal_quota()
     assert (after["active_jobs"], after["remaining_active_jobs"]) == (1, 0)
-    assert after["shots_last_day"] == "100"
+    assert after["shots_last_day"] == 100
     assert "1 of 1 in use, 0 remaining" in qtestbed("quota", profile=alice).stdout
 
     second = qtestbed("submit", str(circuit), "--device", "sim-open", profile=alice)
@@ -364,4 +364,4 @@ def test_refusals_are_clear(profiles: dict[str, Path]) -> None:
     assert "nothing to change" in nothing.stderr
     # The naive times above changed nothing.
     bob = ok(qtestbed("principal", "show", "bob", "--json", profile=olivia))
-    assert bob["meta"]["version"] == "1"
+    assert bob["meta"]["version"] == 1
