@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker.settings import BrokerSettings
+from qtestbed.cli.errors import guarded
+from qtestbed.cli.output import print_json
 from qtestbed.client import Client, QtestbedError
 from qtestbed.v1 import jobs_pb2
+
+if TYPE_CHECKING:
+    from broker.settings import BrokerSettings
 
 
 def register(sub: Any) -> None:
@@ -47,7 +51,8 @@ class Outcome:
     format: str
     state: str
     job_id: str = ""
-    top_outcomes: str = ""
+    # The three most frequent outcomes: bitstring -> count, most frequent first.
+    top_outcomes: dict[str, int] = field(default_factory=dict)
     receipt: str = ""
     refusal: str = ""
     rule_id: str = ""
@@ -144,13 +149,20 @@ def _run_one(client: Client, sub: Submission) -> Outcome:
     out.state = jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
     if out.state == "COMPLETED":
         result = client.result(job.job_id)
-        top = sorted(result.counts.items(), key=lambda kv: -kv[1])[:3]
-        out.top_outcomes = " ".join(f"{bits}:{count}" for bits, count in top)
+        out.top_outcomes = _top(result.counts)
         problems = client.verify_result(result, job)
         out.receipt = "valid" if not problems else "INVALID: " + "; ".join(problems)
     else:
         out.refusal = job.reason
     return out
+
+
+def _top(counts: Mapping[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+
+
+def _top_text(top: Mapping[str, int]) -> str:
+    return " ".join(f"{bits}:{count}" for bits, count in top.items())
 
 
 def _scrape(url: str) -> list[str]:
@@ -218,10 +230,9 @@ def _through_qiskit(client: Client) -> Outcome:
     with QtestbedSession(backend, max_seconds=120) as session:
         job = backend.run(transpile(circuit, backend), shots=500, session=session)
         counts = job.result().get_counts()  # receipts verified before counts are handed out
-    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
     out.state, out.receipt = "COMPLETED", "valid"
     out.job_id = job.job_id()
-    out.top_outcomes = " ".join(f"{bits}:{n}" for bits, n in top)
+    out.top_outcomes = _top(counts)
     return out
 
 
@@ -243,7 +254,7 @@ def _print_table(summary: dict[str, Any]) -> None:
     for job in summary["jobs"]:
         print(
             f"{job['label']:<22}{job['researcher']:<7}{job['device']:<16}{job['state']:<19}"
-            f"{job['top_outcomes']:<32}{job['receipt']}"
+            f"{_top_text(job['top_outcomes']):<32}{job['receipt']}"
         )
         if job["refusal"]:
             rule = f" [rule {job['rule_id']}]" if job["rule_id"] else ""
@@ -257,6 +268,7 @@ def _print_table(summary: dict[str, Any]) -> None:
     print("\ndemo " + ("succeeded" if summary["ok"] else "FAILED"))
 
 
+@guarded()
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.keep is not None:
         summary = run_demo(args.keep)
@@ -264,7 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="qtestbed-demo-") as tmp:
             summary = run_demo(Path(tmp) / "facility")
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         _print_table(summary)
     return 0 if summary["ok"] else 1

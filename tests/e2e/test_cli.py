@@ -13,26 +13,6 @@ from qtestbed.testing import LocalFacility
 from tests.e2e.console import qtestbed
 
 
-def test_demo_runs_end_to_end_and_reports_json() -> None:
-    done = qtestbed("demo", "--json", timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout)
-    assert summary["ok"] is True
-    states = {job["label"]: job["state"] for job in summary["jobs"]}
-    assert states["GHZ-5"] == "COMPLETED"
-    assert states["GHZ-3, other project"] == "PERMISSION_DENIED"
-    assert states["GHZ-3 above tier"] == "NOT_FOUND"
-    ghz = next(job for job in summary["jobs"] if job["label"] == "GHZ-5")
-    outcomes = {pair.split(":")[0] for pair in ghz["top_outcomes"].split()}
-    assert outcomes <= {"00000", "11111"}
-    assert summary["broker"]["metrics"].startswith("http://127.0.0.1:")
-    qiskit = next(job for job in summary["jobs"] if job["label"] == "GHZ-3 via Qiskit")
-    assert qiskit["receipt"] == "valid"
-    assert {pair.split(":")[0] for pair in qiskit["top_outcomes"].split()} <= {"000", "111"}
-    assert summary["report"][0].startswith("# Transparency report")
-    assert any("Audit log:** verified" in line for line in summary["report"])
-
-
 @pytest.fixture
 def cli_facility(tmp_path: Path) -> Iterator[tuple[LocalFacility, Path]]:
     root = tmp_path / "fac"
