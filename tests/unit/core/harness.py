@@ -21,11 +21,13 @@ from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from broker.access.facility import Facility, FacilityRef
-from broker.access.model import Principal, Project, Role
+from broker.access.model import Principal, Project, RecordKind, Role
+from broker.audit.model import AuditEvent
 from broker.clock import FakeClock
 from broker.devices.model import ReferenceScope
 from broker.devices.registry import ReferenceInput
 from broker.jobs.circuits import InProcessDecoder
+from broker.jobs.model import Job
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
 from broker.link.fake import FakeLink
@@ -277,3 +279,49 @@ class Driver:
                 receipt=self.receipt(grant, counts),
             )
         )
+
+
+# --- small readers and set-ups for the service tests (test_jobs_*, test_sessions_*, ...) ------
+
+
+def audit_mark(core: Core) -> int:
+    """The sequence number of the newest audit entry: pass it to `audit_since` later."""
+    return len(core.store.audit_entries(limit=1_000_000))
+
+
+def audit_since(core: Core, mark: int) -> list[AuditEvent]:
+    """The audit events written after `mark` (from `audit_mark`), oldest first."""
+    return [entry.event for entry in core.store.audit_entries(after_seq=mark, limit=1_000_000)]
+
+
+def metric(core: Core, name: str, **labels: str) -> float:
+    """A metric sample's value; 0.0 for a labelled series that was never touched."""
+    value = core.metrics.registry.get_sample_value(name, labels)
+    return value if value is not None else 0.0
+
+
+def stored_jobs(core: Core) -> list[Job]:
+    """Every job in the store, oldest first: what a refused request must not have added to."""
+    rows = core.store.list_jobs(owner=None, device_id=None, states=(), limit=1_000_000)
+    return [job for _, job in reversed(rows)]
+
+
+async def attested(
+    core: Core, device_id: str = "dev-open", *, tier: str = "open", num_qubits: int = 5
+) -> Driver:
+    """Register a device and connect a driver whose evidence affirms; returns the driver."""
+    await core.register(device_id, tier=tier, num_qubits=num_qubits)
+    driver = core.driver(device_id)
+    verdict = await driver.attest()
+    assert verdict.affirming, verdict.reasons
+    return driver
+
+
+async def amend_principal(core: Core, name: str, **changes: object) -> Principal:
+    """An operator (olivia) changes a principal at its current version; returns the result."""
+    access = core.parts.registries.access
+    current = access.principal(name)
+    assert current is not None, name
+    version = core.parts.registries.records.version(RecordKind.PRINCIPAL, name)
+    changed = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+    return (await access.put_principal("olivia", changed, version)).value
