@@ -161,7 +161,9 @@ class DeviceSchedule:
         if not self._device_exists(device_id):
             raise not_found("device", device_id)
         for _ in range(5):  # retry when another operator changed the device meanwhile
-            changed = change(self.operations(device_id)).pruned(self._clock.now())
+            # Ended windows go first: they decide nothing, so they must not refuse a change.
+            now = self._clock.now()
+            changed = change(self.operations(device_id).pruned(now)).pruned(now)
             version = self._records.version(RecordKind.DEVICE, device_id)
             try:
                 await self._records.put(

@@ -213,11 +213,6 @@ async def test_ended_windows_are_dropped_on_the_next_write(device: Core) -> None
     assert core.parts.registries.schedule.operations("dev-open").windows == (kept,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: DeviceSchedule.add_window checks overlap (_with_window) before pruning ended "
-    "windows, so a reservation that ended still blocks a new one starting before now",
-)
 async def test_a_reservation_that_has_ended_does_not_block_a_new_one(device: Core) -> None:
     core = device
     start = core.clock.now()
