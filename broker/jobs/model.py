@@ -174,3 +174,26 @@ class JobResult:
     execution_seconds: float
     receipt: bytes
     stored_at: float
+
+
+class IdempotencyKeyReused(Exception):
+    """A job's idempotency key already names a different request of its owner; the store
+    wrote nothing (the whole batch is refused)."""
+
+    def __init__(self, key: str, existing_job_id: str) -> None:
+        super().__init__(f"idempotency key {key!r} already names job {existing_job_id}")
+        self.key = key
+        self.existing_job_id = existing_job_id
+
+
+def check_same_request(stored: Job, attempted: Job) -> Job:
+    """`stored`, when `attempted` repeats its request (a retry under the same idempotency key);
+    IdempotencyKeyReused when the key was used for another device, circuit or shot count."""
+    same = (stored.device_id, stored.circuit.digest, stored.shots) == (
+        attempted.device_id,
+        attempted.circuit.digest,
+        attempted.shots,
+    )
+    if not same:
+        raise IdempotencyKeyReused(attempted.idempotency_key or "", stored.job_id)
+    return stored

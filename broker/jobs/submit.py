@@ -23,7 +23,14 @@ from broker.errors import BrokerError, ErrorCode
 from broker.jobs.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.jobs.guard import CallerGuard, project_of
 from broker.jobs.ledger import JobLedger
-from broker.jobs.model import PRIORITIES, PRIORITY_NORMAL, Circuit, Job, JobState
+from broker.jobs.model import (
+    PRIORITIES,
+    PRIORITY_NORMAL,
+    Circuit,
+    IdempotencyKeyReused,
+    Job,
+    JobState,
+)
 from broker.jobs.ports import DriverView
 from broker.jobs.selection import DeviceSelection, DeviceSelector
 from broker.jobs.session_model import Session
@@ -110,14 +117,15 @@ class Submission:
             stored = await self._d.ledger.insert_many([(p.job, p.event, p.quota) for p in prepared])
         except QuotaExceeded as exc:
             await self._over_quota(caller, exc)
+        except IdempotencyKeyReused as exc:
+            raise _key_reused(exc, requests) from exc
         return [
             self._accepted(p.job, job, created)
             for p, (job, created) in zip(prepared, stored, strict=True)
         ]
 
     def _accepted(self, attempted: Job, job: Job, created: bool) -> tuple[JobView, bool]:
-        if not created:  # the idempotency key named an earlier submission
-            _check_same_request(job, attempted)
+        if not created:  # a retry: the idempotency key named this same earlier request
             return self._d.views.view(job), False
         if job.session_id:
             self._d.sessions.touch(job.session_id, submitted=True)
@@ -252,15 +260,13 @@ def _submitted(job: Job) -> dict[str, object]:
     return detail
 
 
-def _check_same_request(stored: Job, attempted: Job) -> None:
-    """An idempotency key names one request; reusing it for another is a client bug."""
-    if (stored.device_id, stored.circuit.digest, stored.shots) != (
-        attempted.device_id,
-        attempted.circuit.digest,
-        attempted.shots,
-    ):
-        raise BrokerError(
-            ErrorCode.FAILED_PRECONDITION,
-            f"idempotency key {attempted.idempotency_key!r} was already used for job "
-            f"{stored.job_id} with a different device, circuit or shot count; use a new key",
-        )
+def _key_reused(exc: IdempotencyKeyReused, requests: Sequence[SubmitRequest]) -> BrokerError:
+    """The refusal of a batch in which one key names an earlier, different request."""
+    detail = (
+        f"idempotency key {exc.key!r} was already used for job {exc.existing_job_id} with a "
+        "different device, circuit or shot count; use a new key"
+    )
+    if len(requests) > 1:
+        index = next(i for i, r in enumerate(requests) if r.idempotency_key == exc.key)
+        detail = f"job {index + 1} of {len(requests)} (nothing in the batch was queued): {detail}"
+    return BrokerError(ErrorCode.FAILED_PRECONDITION, detail)

@@ -46,9 +46,11 @@ class Store(Protocol):
         """Persist a new QUEUED job and its audit event atomically, durable before returning.
 
         When the owner already has a job with the same idempotency key, nothing is written and
-        `(existing_job, False)` is returned; otherwise `(job, True)`. With `quota`, the usage
-        of the owner and the project (this job included) is counted in the same transaction,
-        after the audit lock, and `QuotaExceeded` is raised, writing nothing, when over.
+        `(existing_job, False)` is returned if it is the same request (device, circuit digest,
+        shots), `IdempotencyKeyReused` raised if not; otherwise `(job, True)`. With `quota`, the
+        usage of the owner and the project (this job included) is counted in the same
+        transaction, after the audit lock, and `QuotaExceeded` is raised, writing nothing, when
+        over.
         """
 
     def insert_jobs(

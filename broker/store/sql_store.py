@@ -21,7 +21,7 @@ from typing import Any
 from broker.access.model import QuotaCheck, check_quota
 from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.model import AuditEntry, AuditEvent
-from broker.jobs.model import Job, JobResult, JobState
+from broker.jobs.model import Job, JobResult, JobState, check_same_request
 from broker.store import rows, schema
 from broker.store.base import StoreError
 from broker.store.cursor import Cursor
@@ -189,7 +189,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
             f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
             (job.owner, job.idempotency_key),
         )
-        return rows.job_from_row(cur.fetchone()), False
+        return check_same_request(rows.job_from_row(cur.fetchone()), job), False
 
     def _check_quota(self, quota: QuotaCheck, shots: int) -> None:
         """Raises QuotaExceeded inside the insert's transaction, which then writes nothing."""

@@ -11,7 +11,7 @@ import pytest
 
 from broker.audit.chain import GENESIS_HASH, verify_chain
 from broker.audit.model import AuditEvent
-from broker.jobs.model import Circuit, Job, JobResult, JobState, Lease
+from broker.jobs.model import Circuit, IdempotencyKeyReused, Job, JobResult, JobState, Lease
 from broker.store import StoreError
 from broker.store.base import BrokerStore, Store
 from qtestbed.shared.circuits import CircuitFormat
@@ -138,6 +138,22 @@ def test_idempotency_key_returns_existing_job_and_writes_nothing(store: BrokerSt
     assert created
     assert store.get_job("j3") == other
     assert audit_count(store) == len(entries_before) + 1
+
+
+def test_a_key_reused_for_another_request_refuses_the_whole_batch(store: BrokerStore) -> None:
+    submit(store, "j1", key="k-1")
+    entries_before = store.audit_entries()
+    other_device = make_job("j3", key="k-1", device="dev-b")
+    with pytest.raises(IdempotencyKeyReused) as reused:
+        store.insert_jobs(
+            [
+                (make_job("j2", key="k-2"), event("job.submitted", "j2"), None),
+                (other_device, event("job.submitted", "j3"), None),
+            ]
+        )
+    assert (reused.value.key, reused.value.existing_job_id) == ("k-1", "j1")
+    assert store.get_job("j2") is None
+    assert store.audit_entries() == entries_before
 
 
 def test_jobs_without_a_key_never_collide(store: BrokerStore) -> None:

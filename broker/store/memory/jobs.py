@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from broker.access.model import QuotaCheck, check_quota
 from broker.audit.model import AuditEvent
-from broker.jobs.model import Job, JobResult, JobState
+from broker.jobs.model import Job, JobResult, JobState, check_same_request
 from broker.store.base import StoreError
 from broker.store.memory.access import count_usage
 from broker.store.memory.core import MemoryCore, check_version_moves
@@ -77,7 +77,7 @@ class MemoryJobs(MemoryCore):
         if key is not None and (existing := db.job_keys.get((job.owner, key))) is not None:
             row = db.jobs.get(existing)
             assert row is not None, "the idempotency index names a stored job"
-            return row.job, False
+            return check_same_request(row.job, job), False
         if job.job_id in db.jobs:
             raise StoreError(f"memory store: job id {job.job_id} is already taken")
         db.jobs.put(job.job_id, JobRow(seq=db.next_value("jobs"), job=job))

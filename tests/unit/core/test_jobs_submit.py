@@ -277,12 +277,6 @@ async def test_an_unregistered_caller_is_unauthenticated(core: Core) -> None:
     _nothing_queued(core)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Submission.submit_many stores the batch before checking reused idempotency "
-    "keys, so a key reused for a different request in job 2 fails the call but job 1 stays "
-    "queued (and the refusal does not name 'job 2 of 2')",
-)
 async def test_a_batch_reusing_a_key_for_another_request_stores_none_of_it(core: Core) -> None:
     await core.register()
     submission = core.parts.services.submission
