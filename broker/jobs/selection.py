@@ -51,12 +51,15 @@ class DeviceSelection:
         self._drivers = drivers
 
     def select(
-        self, caller: str, selector: DeviceSelector, project: str, now: float
+        self, caller: str, selector: DeviceSelector, project: str, now: float, *, width: int = 0
     ) -> DeviceRecord:
-        """The eligible device with the shortest expected wait; NOT_FOUND (naming what was
-        asked, never what exists) when none the caller may use satisfies the selector."""
+        """The eligible device with the shortest expected wait, among those with at least
+        `width` qubits (the circuit's); NOT_FOUND (naming what was asked, never what exists)
+        when none the caller may use satisfies the selector."""
         candidates = []
         for device in self._registry.all():
+            if (self._registry.num_qubits(device.device_id) or 0) < width:
+                continue
             if not self._eligible(caller, device, selector, now):
                 continue
             decision = self._gate.check(

@@ -140,10 +140,19 @@ class Submission:
         d.anomalies.submission(caller)
         now = d.clock.now()
         session = d.sessions.for_submit(caller, request.session_id) if request.session_id else None
-        device, project = self._target(caller, principal, request, session, now)
+        if session is None and not request.device_id and request.selector is not None:
+            # The broker picks: it must know the circuit's width first.
+            circuit = await self._parse(request)
+            project = project_of(principal, request.project)
+            device = d.selection.select(
+                caller, request.selector, project, now, width=circuit.num_qubits
+            )
+        else:
+            device, project = self._target(caller, principal, request, session, now)
+            circuit = await self._parse(request)
         if request.priority not in PRIORITIES:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
-        circuit = await self._validate(request, device)
+        self._check_fits(circuit, device)
         decision = d.gate.check(
             Action.SUBMIT_JOB,
             caller,
@@ -195,19 +204,16 @@ class Submission:
         if request.device_id:
             device = guard.device(caller, request.device_id, now)
             return device, project_of(principal, request.project)
-        if request.selector is not None:
-            project = project_of(principal, request.project)
-            return self._d.selection.select(caller, request.selector, project, now), project
         raise BrokerError(
             ErrorCode.INVALID_ARGUMENT,
             "name a device (device_id), describe one (selector) or give a session_id",
         )
 
-    async def _validate(self, request: SubmitRequest, device: DeviceRecord) -> Circuit:
+    async def _parse(self, request: SubmitRequest) -> Circuit:
         """Parse off the event loop, in the isolated decoder: hostile payloads can't stall us."""
         d = self._d
         try:
-            circuit = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 validate_circuit,
                 request.circuit_format,
                 request.payload,
@@ -218,15 +224,16 @@ class Submission:
         except CircuitRejected as exc:
             d.metrics.rejections.labels(exc.field).inc()
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
-        capacity = d.registry.num_qubits(device.device_id) or 0
+
+    def _check_fits(self, circuit: Circuit, device: DeviceRecord) -> None:
+        capacity = self._d.registry.num_qubits(device.device_id) or 0
         if circuit.num_qubits > capacity:
-            d.metrics.rejections.labels("circuit").inc()
+            self._d.metrics.rejections.labels("circuit").inc()
             raise BrokerError(
                 ErrorCode.INVALID_ARGUMENT,
                 f"circuit uses {circuit.num_qubits} qubits but device {device.device_id!r} has "
                 f"{capacity}; choose a larger device or a smaller circuit",
             )
-        return circuit
 
     async def _over_quota(self, caller: str, exc: QuotaExceeded) -> NoReturn:
         limit = "active_jobs" if exc.what == "active jobs" else "shots_per_day"

@@ -90,12 +90,6 @@ async def test_a_selector_with_no_attested_device_is_not_found(core: Core) -> No
     assert stored_jobs(core) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: DeviceSelection.select runs before the circuit is parsed and ignores its "
-    "width, so a 3-qubit circuit goes to an idle 2-qubit device and is refused "
-    "('choose a larger device') although an eligible 5-qubit device is attested",
-)
 async def test_a_selector_never_picks_a_device_too_small_for_the_circuit(core: Core) -> None:
     await attested(core, "dev-a", num_qubits=2)
     await attested(core, "dev-b", num_qubits=5)
