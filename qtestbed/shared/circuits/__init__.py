@@ -3,22 +3,52 @@
 It imports only the standard library and Qiskit, so both sides of the dependency rule may use
 it: the broker validates submissions with it, and a driver re-parses what it was leased.
 Everything it refuses is a `CircuitError` (a ValueError) whose message is safe to show.
+
+The names are loaded on first use: the vocabulary (`CircuitFormat`, limits, the cheap checks)
+needs no Qiskit, so a client that only names a format does not pay half a second for it.
 """
 
-from qtestbed.shared.circuits.decoders import CircuitDecoder, InProcessDecoder, decode_payload
-from qtestbed.shared.circuits.inspect import summarize_circuit
-from qtestbed.shared.circuits.isolated import IsolatedDecoder
-from qtestbed.shared.circuits.model import (
-    DEFAULT_LIMITS,
-    CircuitError,
-    CircuitFormat,
-    CircuitLimits,
-    CircuitSummary,
-    check_shots,
-    check_size,
-    check_width,
-)
-from qtestbed.shared.circuits.parse import parse_payload
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qtestbed.shared.circuits.decoders import (
+        CircuitDecoder,
+        InProcessDecoder,
+        decode_payload,
+    )
+    from qtestbed.shared.circuits.inspect import summarize_circuit
+    from qtestbed.shared.circuits.isolated import IsolatedDecoder
+    from qtestbed.shared.circuits.model import (
+        DEFAULT_LIMITS,
+        CircuitError,
+        CircuitFormat,
+        CircuitLimits,
+        CircuitSummary,
+        check_shots,
+        check_size,
+        check_width,
+    )
+    from qtestbed.shared.circuits.parse import parse_payload
+
+_WHERE = {
+    "CircuitDecoder": "decoders",
+    "InProcessDecoder": "decoders",
+    "decode_payload": "decoders",
+    "summarize_circuit": "inspect",
+    "IsolatedDecoder": "isolated",
+    "DEFAULT_LIMITS": "model",
+    "CircuitError": "model",
+    "CircuitFormat": "model",
+    "CircuitLimits": "model",
+    "CircuitSummary": "model",
+    "check_shots": "model",
+    "check_size": "model",
+    "check_width": "model",
+    "parse_payload": "parse",
+}
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -36,3 +66,12 @@ __all__ = [
     "parse_payload",
     "summarize_circuit",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
