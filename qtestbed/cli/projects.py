@@ -13,13 +13,6 @@ from qtestbed.client import Client
 from qtestbed.v1 import access_pb2
 
 
-def _weight(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("a project's weight must be at least 1")
-    return value
-
-
 def register(sub: Any) -> None:
     project = sub.add_parser(
         "project", help="operator: projects, their share of device time and quotas"
@@ -32,7 +25,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("name")
     p.add_argument("--description")
-    p.add_argument("--weight", type=_weight, metavar="N", help="share of device time (at least 1)")
+    p.add_argument("--weight", type=int, metavar="N", help="share of device time (at least 1)")
     p.add_argument(
         "--max-active-jobs", type=limit_count, metavar="N", help="jobs at once (0 = no limit)"
     )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18qtestbed/v1/access.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x05Quota\x12\x17\n\x0fmax_active_jobs\x18\x01 \x01(\r\x12\x19\n\x11max_shots_per_day\x18\x02 \x01(\x04\"\xfd\x02\n\tPrincipal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x38\n\x14\x63learance_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61\x66\x66iliation\x18\x05 \x01(\t\x12\x13\n\x0bnationality\x18\x06 \x01(\t\x12\x15\n\rjurisdictions\x18\x07 \x03(\t\x12\x10\n\x08projects\x18\x08 \x03(\t\x12\x36\n\x08training\x18\t \x03(\x0b\x32$.qtestbed.v1.Principal.TrainingEntry\x12\x10\n\x08licences\x18\n \x03(\t\x12!\n\x05quota\x18\x0b \x01(\x0b\x32\x12.qtestbed.v1.Quota\x1aK\n\rTrainingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"a\n\nRecordMeta\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x03 \x01(\t\"c\n\x0fPrincipalRecord\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.qtestbed.v1.Principal\x12%\n\x04meta\x18\x02 \x01(\x0b\x32\x17.qtestbed.v1.RecordMeta\"Z\n\x13PutPrincipalRequest\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.qtestbed.v1.Principal\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\"#\n\x13GetPrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15ListPrincipalsRequest\"J\n\x16ListPrincipalsResponse\x12\x30\n\nprincipals\x18\x01 \x03(\x0b\x32\x1c.qtestbed.v1.PrincipalRecord\"@\n\x16\x44\x65letePrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\"\x19\n\x17\x44\x65letePrincipalResponse\"_\n\x07Project\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\x12!\n\x05quota\x18\x04 \x01(\x0b\x32\x12.qtestbed.v1.Quota\"]\n\rProjectRecord\x12%\n\x07project\x18\x01 \x01(\x0b\x32\x14.qtestbed.v1.Project\x12%\n\x04meta\x18\x02 \x01(\x0b\x32\x17.qtestbed.v1.RecordMeta\"T\n\x11PutProjectRequest\x12%\n\x07project\x18\x01 \x01(\x0b\x32\x14.qtestbed.v1.Project\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\"\x15\n\x13ListProjectsRequest\"D\n\x14ListProjectsResponse\x12,\n\x08projects\x18\x01 \x03(\x0b\x32\x1a.qtestbed.v1.ProjectRecord\"\xd7\x01\n\x0c\x44\x65viceWindow\x12\x11\n\twindow_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.qtestbed.v1.WindowKind\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x12\n\ncreated_by\x18\x07 \x01(\t\"\xea\x01\n\x10\x44\x65viceOperations\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.qtestbed.v1.OperatingState\x12\x34\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x03 \x01(\x0e\x32\x1b.qtestbed.v1.OperatingState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12*\n\x07windows\x18\x05 \x03(\x0b\x32\x19.qtestbed.v1.DeviceWindow\x12%\n\x04meta\x18\x06 \x01(\x0b\x32\x17.qtestbed.v1.RecordMeta\"f\n\x15SetDeviceStateRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.qtestbed.v1.OperatingState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xcd\x01\n\x16\x41\x64\x64\x44\x65viceWindowRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.qtestbed.v1.WindowKind\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"A\n\x19RemoveDeviceWindowRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x11\n\twindow_id\x18\x02 \x01(\t\"\x1d\n\x1bListDeviceOperationsRequest\"N\n\x1cListDeviceOperationsResponse\x12.\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1d.qtestbed.v1.DeviceOperations*\xa9\x01\n\x0eOperatingState\x12\x1f\n\x1bOPERATING_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPERATING_STATE_ONLINE\x10\x01\x12\x1c\n\x18OPERATING_STATE_DRAINING\x10\x02\x12\x1f\n\x1bOPERATING_STATE_MAINTENANCE\x10\x03\x12\x1b\n\x17OPERATING_STATE_RETIRED\x10\x04*c\n\nWindowKind\x12\x1b\n\x17WINDOW_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17WINDOW_KIND_MAINTENANCE\x10\x01\x12\x1b\n\x17WINDOW_KIND_RESERVATION\x10\x02\x32\x82\x07\n\x12\x41\x63\x63\x65ssAdminService\x12N\n\x0cPutPrincipal\x12 .qtestbed.v1.PutPrincipalRequest\x1a\x1c.qtestbed.v1.PrincipalRecord\x12N\n\x0cGetPrincipal\x12 .qtestbed.v1.GetPrincipalRequest\x1a\x1c.qtestbed.v1.PrincipalRecord\x12Y\n\x0eListPrincipals\x12\".qtestbed.v1.ListPrincipalsRequest\x1a#.qtestbed.v1.ListPrincipalsResponse\x12\\\n\x0f\x44\x65letePrincipal\x12#.qtestbed.v1.DeletePrincipalRequest\x1a$.qtestbed.v1.DeletePrincipalResponse\x12H\n\nPutProject\x12\x1e.qtestbed.v1.PutProjectRequest\x1a\x1a.qtestbed.v1.ProjectRecord\x12S\n\x0cListProjects\x12 .qtestbed.v1.ListProjectsRequest\x1a!.qtestbed.v1.ListProjectsResponse\x12S\n\x0eSetDeviceState\x12\".qtestbed.v1.SetDeviceStateRequest\x1a\x1d.qtestbed.v1.DeviceOperations\x12U\n\x0f\x41\x64\x64\x44\x65viceWindow\x12#.qtestbed.v1.AddDeviceWindowRequest\x1a\x1d.qtestbed.v1.DeviceOperations\x12[\n\x12RemoveDeviceWindow\x12&.qtestbed.v1.RemoveDeviceWindowRequest\x1a\x1d.qtestbed.v1.DeviceOperations\x12k\n\x14ListDeviceOperations\x12(.qtestbed.v1.ListDeviceOperationsRequest\x1a).qtestbed.v1.ListDeviceOperationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18qtestbed/v1/access.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x05Quota\x12\x17\n\x0fmax_active_jobs\x18\x01 \x01(\r\x12\x19\n\x11max_shots_per_day\x18\x02 \x01(\x04\"\xfd\x02\n\tPrincipal\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x38\n\x14\x63learance_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61\x66\x66iliation\x18\x05 \x01(\t\x12\x13\n\x0bnationality\x18\x06 \x01(\t\x12\x15\n\rjurisdictions\x18\x07 \x03(\t\x12\x10\n\x08projects\x18\x08 \x03(\t\x12\x36\n\x08training\x18\t \x03(\x0b\x32$.qtestbed.v1.Principal.TrainingEntry\x12\x10\n\x08licences\x18\n \x03(\t\x12!\n\x05quota\x18\x0b \x01(\x0b\x32\x12.qtestbed.v1.Quota\x1aK\n\rTrainingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"a\n\nRecordMeta\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x03 \x01(\t\"c\n\x0fPrincipalRecord\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.qtestbed.v1.Principal\x12%\n\x04meta\x18\x02 \x01(\x0b\x32\x17.qtestbed.v1.RecordMeta\"Z\n\x13PutPrincipalRequest\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.qtestbed.v1.Principal\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\"#\n\x13GetPrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15ListPrincipalsRequest\"J\n\x16ListPrincipalsResponse\x12\x30\n\nprincipals\x18\x01 \x03(\x0b\x32\x1c.qtestbed.v1.PrincipalRecord\"@\n\x16\x44\x65letePrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\"\x19\n\x17\x44\x65letePrincipalResponse\"o\n\x07Project\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x06weight\x18\x03 \x01(\rH\x00\x88\x01\x01\x12!\n\x05quota\x18\x04 \x01(\x0b\x32\x12.qtestbed.v1.QuotaB\t\n\x07_weight\"]\n\rProjectRecord\x12%\n\x07project\x18\x01 \x01(\x0b\x32\x14.qtestbed.v1.Project\x12%\n\x04meta\x18\x02 \x01(\x0b\x32\x17.qtestbed.v1.RecordMeta\"T\n\x11PutProjectRequest\x12%\n\x07project\x18\x01 \x01(\x0b\x32\x14.qtestbed.v1.Project\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x04\"\x15\n\x13ListProjectsRequest\"D\n\x14ListProjectsResponse\x12,\n\x08projects\x18\x01 \x03(\x0b\x32\x1a.qtestbed.v1.ProjectRecord\"\xd7\x01\n\x0c\x44\x65viceWindow\x12\x11\n\twindow_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.qtestbed.v1.WindowKind\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x12\n\ncreated_by\x18\x07 \x01(\t\"\xea\x01\n\x10\x44\x65viceOperations\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.qtestbed.v1.OperatingState\x12\x34\n\x0f\x65\x66\x66\x65\x63tive_state\x18\x03 \x01(\x0e\x32\x1b.qtestbed.v1.OperatingState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12*\n\x07windows\x18\x05 \x03(\x0b\x32\x19.qtestbed.v1.DeviceWindow\x12%\n\x04meta\x18\x06 \x01(\x0b\x32\x17.qtestbed.v1.RecordMeta\"f\n\x15SetDeviceStateRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.qtestbed.v1.OperatingState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xcd\x01\n\x16\x41\x64\x64\x44\x65viceWindowRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.qtestbed.v1.WindowKind\x12-\n\tstarts_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"A\n\x19RemoveDeviceWindowRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x11\n\twindow_id\x18\x02 \x01(\t\"\x1d\n\x1bListDeviceOperationsRequest\"N\n\x1cListDeviceOperationsResponse\x12.\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1d.qtestbed.v1.DeviceOperations*\xa9\x01\n\x0eOperatingState\x12\x1f\n\x1bOPERATING_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPERATING_STATE_ONLINE\x10\x01\x12\x1c\n\x18OPERATING_STATE_DRAINING\x10\x02\x12\x1f\n\x1bOPERATING_STATE_MAINTENANCE\x10\x03\x12\x1b\n\x17OPERATING_STATE_RETIRED\x10\x04*c\n\nWindowKind\x12\x1b\n\x17WINDOW_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17WINDOW_KIND_MAINTENANCE\x10\x01\x12\x1b\n\x17WINDOW_KIND_RESERVATION\x10\x02\x32\x82\x07\n\x12\x41\x63\x63\x65ssAdminService\x12N\n\x0cPutPrincipal\x12 .qtestbed.v1.PutPrincipalRequest\x1a\x1c.qtestbed.v1.PrincipalRecord\x12N\n\x0cGetPrincipal\x12 .qtestbed.v1.GetPrincipalRequest\x1a\x1c.qtestbed.v1.PrincipalRecord\x12Y\n\x0eListPrincipals\x12\".qtestbed.v1.ListPrincipalsRequest\x1a#.qtestbed.v1.ListPrincipalsResponse\x12\\\n\x0f\x44\x65letePrincipal\x12#.qtestbed.v1.DeletePrincipalRequest\x1a$.qtestbed.v1.DeletePrincipalResponse\x12H\n\nPutProject\x12\x1e.qtestbed.v1.PutProjectRequest\x1a\x1a.qtestbed.v1.ProjectRecord\x12S\n\x0cListProjects\x12 .qtestbed.v1.ListProjectsRequest\x1a!.qtestbed.v1.ListProjectsResponse\x12S\n\x0eSetDeviceState\x12\".qtestbed.v1.SetDeviceStateRequest\x1a\x1d.qtestbed.v1.DeviceOperations\x12U\n\x0f\x41\x64\x64\x44\x65viceWindow\x12#.qtestbed.v1.AddDeviceWindowRequest\x1a\x1d.qtestbed.v1.DeviceOperations\x12[\n\x12RemoveDeviceWindow\x12&.qtestbed.v1.RemoveDeviceWindowRequest\x1a\x1d.qtestbed.v1.DeviceOperations\x12k\n\x14ListDeviceOperations\x12(.qtestbed.v1.ListDeviceOperationsRequest\x1a).qtestbed.v1.ListDeviceOperationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRINCIPAL_TRAININGENTRY']._loaded_options = None
   _globals['_PRINCIPAL_TRAININGENTRY']._serialized_options = b'8\001'
-  _globals['_OPERATINGSTATE']._serialized_start=2359
-  _globals['_OPERATINGSTATE']._serialized_end=2528
-  _globals['_WINDOWKIND']._serialized_start=2530
-  _globals['_WINDOWKIND']._serialized_end=2629
+  _globals['_OPERATINGSTATE']._serialized_start=2375
+  _globals['_OPERATINGSTATE']._serialized_end=2544
+  _globals['_WINDOWKIND']._serialized_start=2546
+  _globals['_WINDOWKIND']._serialized_end=2645
   _globals['_QUOTA']._serialized_start=74
   _globals['_QUOTA']._serialized_end=133
   _globals['_PRINCIPAL']._serialized_start=136
@@ -61,29 +61,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPRINCIPALRESPONSE']._serialized_start=1015
   _globals['_DELETEPRINCIPALRESPONSE']._serialized_end=1040
   _globals['_PROJECT']._serialized_start=1042
-  _globals['_PROJECT']._serialized_end=1137
-  _globals['_PROJECTRECORD']._serialized_start=1139
-  _globals['_PROJECTRECORD']._serialized_end=1232
-  _globals['_PUTPROJECTREQUEST']._serialized_start=1234
-  _globals['_PUTPROJECTREQUEST']._serialized_end=1318
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=1320
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=1341
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=1343
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=1411
-  _globals['_DEVICEWINDOW']._serialized_start=1414
-  _globals['_DEVICEWINDOW']._serialized_end=1629
-  _globals['_DEVICEOPERATIONS']._serialized_start=1632
-  _globals['_DEVICEOPERATIONS']._serialized_end=1866
-  _globals['_SETDEVICESTATEREQUEST']._serialized_start=1868
-  _globals['_SETDEVICESTATEREQUEST']._serialized_end=1970
-  _globals['_ADDDEVICEWINDOWREQUEST']._serialized_start=1973
-  _globals['_ADDDEVICEWINDOWREQUEST']._serialized_end=2178
-  _globals['_REMOVEDEVICEWINDOWREQUEST']._serialized_start=2180
-  _globals['_REMOVEDEVICEWINDOWREQUEST']._serialized_end=2245
-  _globals['_LISTDEVICEOPERATIONSREQUEST']._serialized_start=2247
-  _globals['_LISTDEVICEOPERATIONSREQUEST']._serialized_end=2276
-  _globals['_LISTDEVICEOPERATIONSRESPONSE']._serialized_start=2278
-  _globals['_LISTDEVICEOPERATIONSRESPONSE']._serialized_end=2356
-  _globals['_ACCESSADMINSERVICE']._serialized_start=2632
-  _globals['_ACCESSADMINSERVICE']._serialized_end=3530
+  _globals['_PROJECT']._serialized_end=1153
+  _globals['_PROJECTRECORD']._serialized_start=1155
+  _globals['_PROJECTRECORD']._serialized_end=1248
+  _globals['_PUTPROJECTREQUEST']._serialized_start=1250
+  _globals['_PUTPROJECTREQUEST']._serialized_end=1334
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=1336
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=1357
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=1359
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=1427
+  _globals['_DEVICEWINDOW']._serialized_start=1430
+  _globals['_DEVICEWINDOW']._serialized_end=1645
+  _globals['_DEVICEOPERATIONS']._serialized_start=1648
+  _globals['_DEVICEOPERATIONS']._serialized_end=1882
+  _globals['_SETDEVICESTATEREQUEST']._serialized_start=1884
+  _globals['_SETDEVICESTATEREQUEST']._serialized_end=1986
+  _globals['_ADDDEVICEWINDOWREQUEST']._serialized_start=1989
+  _globals['_ADDDEVICEWINDOWREQUEST']._serialized_end=2194
+  _globals['_REMOVEDEVICEWINDOWREQUEST']._serialized_start=2196
+  _globals['_REMOVEDEVICEWINDOWREQUEST']._serialized_end=2261
+  _globals['_LISTDEVICEOPERATIONSREQUEST']._serialized_start=2263
+  _globals['_LISTDEVICEOPERATIONSREQUEST']._serialized_end=2292
+  _globals['_LISTDEVICEOPERATIONSRESPONSE']._serialized_start=2294
+  _globals['_LISTDEVICEOPERATIONSRESPONSE']._serialized_end=2372
+  _globals['_ACCESSADMINSERVICE']._serialized_start=2648
+  _globals['_ACCESSADMINSERVICE']._serialized_end=3546
 # @@protoc_insertion_point(module_scope)

@@ -341,7 +341,7 @@ class Project(_message.Message):
     name: _builtins.str
     description: _builtins.str
     weight: _builtins.int
-    """Share of device time relative to other projects (at least 1)."""
+    """Share of device time relative to other projects: at least 1; 1 when not given."""
     @_builtins.property
     def quota(self) -> Global___Quota: ...
     def __init__(
@@ -349,14 +349,16 @@ class Project(_message.Message):
         *,
         name: _builtins.str = ...,
         description: _builtins.str = ...,
-        weight: _builtins.int = ...,
+        weight: _builtins.int | None = ...,
         quota: Global___Quota | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_weight", b"_weight", "quota", b"quota", "weight", b"weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "quota", b"quota", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_weight", b"_weight", "description", b"description", "name", b"name", "quota", b"quota", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
+    _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__weight) -> _WhichOneofReturnType__weight | None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
 

@@ -75,7 +75,7 @@ def project_from_proto(p: pb.Project) -> Project:
         return Project(
             name=p.name,
             description=p.description,
-            weight=p.weight or 1,
+            weight=p.weight if p.HasField("weight") else 1,
             quota=quota_from_proto(p.quota),
         )
     except AccessError as exc:
