@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from cryptography import x509
 
 from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.keys import KeyKind, SigningKey
@@ -31,6 +33,7 @@ from broker.jobs.model import Job
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
 from broker.link.fake import FakeLink
+from broker.link.fleet import DriverConnection
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import DEFAULT_POLICIES, PolicyEngine
 from broker.policy.export_control import DEFAULT_PROFILE, load_profile
@@ -325,3 +328,68 @@ async def amend_principal(core: Core, name: str, **changes: object) -> Principal
     version = core.parts.registries.records.version(RecordKind.PRINCIPAL, name)
     changed = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
     return (await access.put_principal("olivia", changed, version)).value
+
+
+# --- readers and set-ups for the link and device tests (test_dispatch_*, test_leases_*,
+# test_attestor_*, test_devices_*, test_hub_*) ------------------------------------------------
+
+Said = TypeVar("Said", bound=m.Outbound)
+
+
+async def queued(core: Core, owner: str = "alice", job: SubmitRequest | None = None) -> str:
+    """Submit one job (default: `request()`) as `owner`; returns its id. It moves on `pump`."""
+    submission = core.parts.services.submission
+    [(view, created)] = await submission.submit_many(owner, [job or request()])
+    assert created
+    return view.job.job_id
+
+
+async def start_ticks(core: Core) -> None:
+    """Start what `hub.tick()` needs besides the core (the audit signer), as the broker does."""
+    await core.parts.link.signer.start()
+
+
+async def job_of(core: Core, job_id: str) -> Job:
+    """The job as stored now."""
+    job = await core.parts.jobs.ledger.get(job_id)
+    assert job is not None, job_id
+    return job
+
+
+def events(core: Core, kind: str) -> list[AuditEvent]:
+    """Every audit event of `kind`, oldest first."""
+    entries = core.store.audit_entries(limit=1_000_000)
+    return [entry.event for entry in entries if entry.event.kind == kind]
+
+
+def connection(driver: Driver) -> DriverConnection:
+    """The broker's live record of this driver's connection (it must be connected)."""
+    conn = driver.core.parts.jobs.fleet.get(driver.identity)
+    assert conn is not None, "the driver is not connected"
+    return conn
+
+
+def only(messages: list[m.Outbound], kind: type[Said]) -> list[Said]:
+    """The messages of one kind, oldest first."""
+    return [msg for msg in messages if isinstance(msg, kind)]
+
+
+def device_chain(
+    core: Core,
+    device_id: str,
+    key: SigningKey,
+    *,
+    ca: tuple[SigningKey, x509.Certificate] | None = None,
+) -> bytes:
+    """A device certificate (PEM) for `key`, from this facility's CA or from `ca`."""
+    ca_key, ca_cert = ca if ca is not None else (core.ca_key, core.ca)
+    cert = issue_certificate(
+        ca_key=ca_key,
+        ca_cert=ca_cert,
+        subject_cn=device_id,
+        public_key=key.public_key,
+        now=core._now_dt(),
+        days=30,
+        uris=[device_uri(device_id)],
+    )
+    return cert_to_pem(cert)
