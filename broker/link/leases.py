@@ -115,9 +115,9 @@ class LeaseKeeper:
             self._canary.failed(conn.device_id)
             return
         job = self._leased_job(conn, msg.lease_id, msg.job_id)
-        conn.active_lease, conn.leased = None, None
-        if job is None:
+        if job is None:  # not this connection's lease (a late failure for an old one)
             return
+        conn.active_lease, conn.leased = None, None
         if msg.permanent:
             failed = job.transition(
                 JobState.FAILED, now=self._clock.now(), reason=f"device error: {msg.error}"

@@ -45,8 +45,13 @@ def receipt_problems(
         claims = decode_receipt(Envelope.from_json(receipt))
     except (EnvelopeError, ReceiptError) as exc:
         return [*problems, f"receipt unreadable: {exc}"]
-    if claims.evidence_digest != conn.attestation.evidence_digest:
-        problems.append("receipt names evidence other than what the device last attested with")
+    # The driver may sign under the evidence the job was leased with even after it answered a
+    # routine re-challenge (it switches when the verdict arrives); both are this connection's.
+    attested = {conn.attestation.evidence_digest, job.evidence_digest} - {""}
+    if claims.evidence_digest not in attested:
+        problems.append(
+            "receipt names evidence other than what the device attested with for this job"
+        )
     if sum(counts.values()) != job.shots:
         problems.append(f"counts add up to {sum(counts.values())}, expected {job.shots} shots")
     return problems

@@ -271,12 +271,6 @@ async def test_cancelling_a_queued_job_sends_nothing(core: Core) -> None:
     assert (await job_of(core, job_id)).state is JobState.CANCELLED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LeaseKeeper.on_failure clears the connection's current lease before checking that "
-    "the failure names it: a late failure for an old lease frees the connection, which is then "
-    "leased a second job while busy, and the result of its real lease is ignored",
-)
 async def test_a_late_failure_for_an_expired_lease_is_ignored(short: Core) -> None:
     core = short
     driver, old = await _leased(core)
@@ -335,13 +329,6 @@ async def test_a_result_from_a_device_revoked_meanwhile_is_refused(core: Core) -
     assert rejected.subject == grant.job_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="receipt_problems compares the receipt's evidence digest with the connection's "
-    "latest attestation only: a result signed under the evidence the job was dispatched with "
-    "is rejected (and the honest connection contraindicated) when a routine re-attestation "
-    "is appraised between the driver signing the receipt and the broker reading it",
-)
 async def test_a_receipt_crossing_a_routine_re_attestation_is_accepted() -> None:
     core = await Core(timing={"attestation_ttl_seconds": 40.0}).start()
     try:
