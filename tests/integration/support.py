@@ -1,4 +1,5 @@
-"""Helpers for integration tests: waiting on job states, reading the audit log and metrics."""
+"""Helpers for integration tests: waiting on job states and broker ticks, reading the audit log
+and metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attestation.keys import KeyKind, SigningKey
+from drivers.config import load_driver_config
+from drivers.measure import measure
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import jobs_pb2
+from tests.integration.attester import Attester, LinkEndpoint
 
 
 def state_name(job: jobs_pb2.Job) -> str:
@@ -93,3 +98,40 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def wait_broker_ticks(
+    facility: LocalFacility, count: int, *, device_id: str, timeout: float = 30.0
+) -> None:
+    """Return once `count` broker ticks have run that began after this call.
+
+    Each tick heartbeats every driver connection, then asks the dispatcher to fill the queue of
+    every connected device; the dispatcher, unless still busy dispatching, starts that fill
+    before the next tick, and a fill that dispatches (or denies) first writes the job through
+    the store's single, in-order thread. The next tick's lease reaper reads through that same
+    thread, and the tick after it heartbeats only then. So once `count` = 3 ticks are seen, the
+    dispatcher has looked at every connected device's queue as things stood at this call, and
+    any job it dispatched is already stored (its state and its `job.dispatched` entry show it).
+
+    The ticks are counted on a connection of their own: announced as `device_id` (pick one the
+    test does not watch, so its connection count is untouched) and never attested, so it is
+    never dispatched to. Only ticks that begin after its Hello heartbeat it.
+    """
+    assert facility.addresses is not None, "start the broker first"
+    config = load_driver_config(facility.root / "drivers" / f"{device_id}.toml")
+    endpoint = LinkEndpoint(
+        address=facility.addresses.link,
+        secret_key=config.link_secret_key,
+        broker_key=config.broker_link_key,
+    )
+    clock = Attester(
+        endpoint,
+        device_id=device_id,
+        chain=b"",
+        key=SigningKey.generate(KeyKind.ED25519),
+        measurements=measure(config.device, config.firmware),
+    )
+    try:
+        clock.wait_ticks(count, timeout=timeout)
+    finally:
+        clock.close()

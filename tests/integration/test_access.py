@@ -18,6 +18,7 @@ from tests.integration.support import (
     metric_value,
     scrape,
     state_name,
+    wait_broker_ticks,
     wait_state,
 )
 
@@ -180,12 +181,15 @@ def test_device_states_hold_refuse_and_release_work(facility: LocalFacility) -> 
     _state(olivia, "sim-open", access_pb2.OPERATING_STATE_MAINTENANCE, "replacing a cable")
     facility.start_driver("sim-open")
     facility.wait_available(olivia, "sim-open")
-    # Attested and idle, but in maintenance: the queued job waits and says why.
-    time.sleep(1.0)
+    # Attested and idle, but in maintenance: once the dispatcher has looked at sim-open's
+    # queue, the queued job is still there and says why.
+    wait_broker_ticks(facility, 3, device_id="sim-restricted")
     held = alice.get_job(queued.job_id)
     assert state_name(held) == "QUEUED"
     assert "maintenance" in held.waiting_for
     assert "replacing a cable" in held.waiting_for
+    assert "job.dispatched" not in [e.kind for e in audit_entries(facility)]
+    assert next(d for d in olivia.devices() if d.device_id == "sim-open").available
     denied = _refused(
         lambda: alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10), "PERMISSION_DENIED"
     )

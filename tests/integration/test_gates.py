@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from tests.integration.support import (
     metric_value,
     scrape,
     state_name,
+    wait_broker_ticks,
     wait_state,
 )
 
@@ -61,11 +61,14 @@ def test_forged_evidence_signature_gets_no_job(facility: LocalFacility) -> None:
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
     facility.start_driver("sim-open", config=config)
     _wait_attestation_failure(facility, "SIGNATURE_INVALID")
-    time.sleep(1.0)  # several dispatch ticks pass with the forged driver connected
+    # The broker refused the evidence; now the dispatcher looks at sim-open's queue with the
+    # forged driver connected and idle, and must pass it over.
+    wait_broker_ticks(facility, 3, device_id="sim-restricted")
     assert state_name(alice.get_job(job.job_id)) == "QUEUED"
     assert "job.dispatched" not in audit_kinds(facility)
     assert "attestation.failed" in audit_kinds(facility, "sim-open")
     device = next(d for d in alice.devices() if d.device_id == "sim-open")
+    assert device.connected  # it was there all along, refused, not gone
     assert not device.available
     assert any("SIGNATURE_INVALID" in r for r in device.attestation_reasons)
     # The genuine driver then attests and the same job completes.
@@ -82,9 +85,21 @@ def test_unexpected_firmware_measurement_gets_no_job(facility: LocalFacility) ->
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
     facility.start_driver("sim-open", config=config)
     _wait_attestation_failure(facility, "MEASUREMENT_FIRMWARE")
-    time.sleep(1.0)
-    assert state_name(alice.get_job(job.job_id)) == "QUEUED"
+    # The device signed that evidence itself, so the broker also quarantines it: its queue is
+    # held until an operator releases it. Then the dispatcher looks at that queue.
+    eventually(
+        lambda: metric_value(
+            scrape(facility), "qtestbed_device_quarantines_total", device="sim-open"
+        ),
+        what="sim-open to be quarantined",
+    )
+    wait_broker_ticks(facility, 3, device_id="sim-restricted")
+    held = alice.get_job(job.job_id)
+    assert state_name(held) == "QUEUED"
+    assert "is quarantined (attestation failed: MEASUREMENT_FIRMWARE" in held.waiting_for
     assert "job.dispatched" not in audit_kinds(facility)
+    assert "device.quarantined" in audit_kinds(facility, "sim-open")
+    assert next(d for d in alice.devices() if d.device_id == "sim-open").connected
 
 
 def test_clearance_is_checked_again_right_before_dispatch(facility: LocalFacility) -> None:
