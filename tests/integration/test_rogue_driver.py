@@ -19,6 +19,7 @@ from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.shared.linkkeys import configure_client
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import driver_link_pb2 as link_pb
+from qtestbed.v1 import jobs_pb2
 from tests.integration.support import audit_kinds, metric_value, scrape, state_name
 
 
@@ -114,7 +115,12 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
         return metric_value(text, "qtestbed_receipt_verifications_total", outcome="rejected") == 1
 
     eventually(rejected, timeout=30, what="the broker to reject the receipt")
-    back = alice.get_job(job.job_id)
+    # The count comes first; the job goes back to the queue in the write that follows it.
+    def released() -> jobs_pb2.Job | None:
+        current = alice.get_job(job.job_id)
+        return current if state_name(current) != "DISPATCHED" else None
+
+    back = eventually(released, timeout=30, what="the job to leave DISPATCHED")
     assert state_name(back) == "QUEUED"
     assert "receipt" in back.reason
     kinds = audit_kinds(facility)
