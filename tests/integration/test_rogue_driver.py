@@ -115,6 +115,7 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
         return metric_value(text, "qtestbed_receipt_verifications_total", outcome="rejected") == 1
 
     eventually(rejected, timeout=30, what="the broker to reject the receipt")
+
     # The count comes first; the job goes back to the queue in the write that follows it.
     def released() -> jobs_pb2.Job | None:
         current = alice.get_job(job.job_id)
