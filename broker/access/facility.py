@@ -18,6 +18,7 @@ from broker.access.documents import principal_from_doc, project_from_doc
 from broker.access.model import AccessError, Principal, Project
 from broker.devices.model import ReferenceScope
 from broker.devices.registry import ReferenceInput, SeedDevice
+from qtestbed.shared.identity import check_facility_id, facility_id_from_name
 
 
 class FacilityError(ValueError):
@@ -40,6 +41,8 @@ class Facility:
     jurisdiction: str = ""
     remote_access_is_export: bool = True
     export_licence: str = "EAR-4A906"
+    # Names the facility in its principals' certificates (qtestbed://ID/principal/NAME).
+    facility_id: str = "facility"
 
     def tier_rank(self, tier: str) -> int:
         return self.tiers.index(tier)
@@ -59,8 +62,14 @@ def load_facility(path: Path) -> Facility:
     ca_pem = _read(base, info, "ca_cert", "facility")
     principals = {p.name: p for p in (_principal(e, tiers) for e in raw.get("principals", ()))}
     seeds = tuple(_device(e, tiers, base) for e in raw.get("devices", ()))
+    name = str(info.get("name", "qtestbed facility"))
+    try:
+        facility_id = check_facility_id(str(info.get("id", facility_id_from_name(name))))
+    except ValueError as exc:
+        raise FacilityError(f"{path}: [facility] {exc}") from exc
     return Facility(
-        name=str(info.get("name", "qtestbed facility")),
+        name=name,
+        facility_id=facility_id,
         tiers=tiers,
         principals=principals,
         projects=tuple(_project(e) for e in raw.get("projects", ())),

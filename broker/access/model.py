@@ -23,7 +23,9 @@ class Role(enum.Enum):
 
     RESEARCHER = "researcher"  # submits jobs and reads their own
     OPERATOR = "operator"  # manages devices, principals, projects and other people's jobs
-    SECURITY = "security"  # reads the audit log and attestation history
+    SECURITY = "security"  # reads the audit log and attestation history; revokes
+    APPROVER = "approver"  # approves or denies other principals' access requests
+    SCRAPER = "scraper"  # reads /metrics (a monitoring system's identity), nothing else
 
 
 class RecordKind(enum.Enum):

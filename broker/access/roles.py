@@ -15,8 +15,8 @@ from broker.errors import BrokerError, ErrorCode
 
 RULE_ROLE_REQUIRED = "role.required"
 
-_R, _O, _S = Role.RESEARCHER, Role.OPERATOR, Role.SECURITY
-_ANYONE = frozenset({_R, _O, _S})
+_R, _O, _S, _A = Role.RESEARCHER, Role.OPERATOR, Role.SECURITY, Role.APPROVER
+_ANYONE = frozenset({_R, _O, _S, _A})
 _OPERATOR = frozenset({_O})
 _OPERATOR_OR_SECURITY = frozenset({_O, _S})
 
@@ -78,6 +78,27 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     ),
     **_service(
         "AuditService", {"StreamAudit": frozenset({_S}), "ListCheckpoints": frozenset({_S})}
+    ),
+    **_service(
+        "CredentialService",
+        {
+            "RecordCredential": _OPERATOR,
+            "ListCredentials": _OPERATOR_OR_SECURITY,
+            # Security may cut a stolen credential off at once.
+            "RevokeCredential": _OPERATOR_OR_SECURITY,
+        },
+    ),
+    **_service(
+        "AccessRequestService",
+        {
+            # Anyone may ask; what each sees of the list is decided in the service.
+            "RequestAccess": _ANYONE,
+            "ListAccessRequests": _ANYONE,
+            # Break-glass requests take two security principals; the service checks which.
+            "ApproveAccess": frozenset({_A, _S}),
+            "DenyAccess": frozenset({_A, _S}),
+            "RevokeGrant": frozenset({_A, _O, _S}),
+        },
     ),
 }
 
