@@ -68,6 +68,30 @@ PEOPLE = (
         project="facility-ops",
         affiliation="qtestbed facility",
     ),
+    # A second security officer: break-glass access needs two.
+    PersonSpec(
+        name="sean",
+        tier="open",
+        roles=("security",),
+        project="facility-ops",
+        affiliation="qtestbed facility",
+    ),
+    # Approves other principals' access requests (just-in-time elevations).
+    PersonSpec(
+        name="petra",
+        tier="open",
+        roles=("approver",),
+        project="facility-ops",
+        affiliation="qtestbed facility",
+    ),
+    # The monitoring system's identity: it may read /metrics and nothing else.
+    PersonSpec(
+        name="prometheus",
+        tier="open",
+        roles=("scraper",),
+        project="facility-ops",
+        affiliation="qtestbed facility",
+    ),
 )
 
 
