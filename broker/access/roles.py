@@ -79,27 +79,6 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     **_service(
         "AuditService", {"StreamAudit": frozenset({_S}), "ListCheckpoints": frozenset({_S})}
     ),
-    **_service(
-        "CredentialService",
-        {
-            "RecordCredential": _OPERATOR,
-            "ListCredentials": _OPERATOR_OR_SECURITY,
-            # Security may cut a stolen credential off at once.
-            "RevokeCredential": _OPERATOR_OR_SECURITY,
-        },
-    ),
-    **_service(
-        "AccessRequestService",
-        {
-            # Anyone may ask; what each sees of the list is decided in the service.
-            "RequestAccess": _ANYONE,
-            "ListAccessRequests": _ANYONE,
-            # Break-glass requests take two security principals; the service checks which.
-            "ApproveAccess": frozenset({_A, _S}),
-            "DenyAccess": frozenset({_A, _S}),
-            "RevokeGrant": frozenset({_A, _O, _S}),
-        },
-    ),
 }
 
 
