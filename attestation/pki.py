@@ -129,9 +129,12 @@ def create_intermediate(
     parent_cert: x509.Certificate,
     now: dt.datetime,
     days: int,
+    extended_key_usage: Sequence[x509.ObjectIdentifier] = (),
 ) -> x509.Certificate:
-    """An intermediate CA for `key`, signed by the parent CA; it may sign device certificates
-    only (path length 0). The parent must be a CA whose path length allows an intermediate."""
+    """An intermediate CA for `key`, signed by the parent CA; it may sign end-entity
+    certificates only (path length 0). The parent must be a CA whose path length allows an
+    intermediate. `extended_key_usage` limits what the certificates it issues may be used for
+    (the facility's client-issuing CA: clientAuth)."""
     start = _aware(now)
     _check_parent(parent_key, parent_cert, "parent_key", "parent_cert")
     constraints = _extension(parent_cert.extensions, x509.BasicConstraints)
@@ -144,6 +147,10 @@ def create_intermediate(
     builder = _ca_builder(name, parent_cert.subject, key, start, days, 0).add_extension(
         _authority_key_id(parent_cert, parent_key), critical=False
     )
+    if extended_key_usage:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(list(extended_key_usage)), critical=False
+        )
     return _sign(builder, parent_key)
 
 

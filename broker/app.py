@@ -12,8 +12,10 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 
 from attestation.keys import load_private_key
+from attestation.pki import cert_from_pem
 from broker.access.facility import FacilityRef
 from broker.clock import Clock, SystemClock
+from broker.grpc.handshakes import HandshakeWatcher
 from broker.grpc.server import Tls, start_server
 from broker.jobs.circuits import BrokerDecoder, IsolatedDecoder
 from broker.link.socket import DriverLink
@@ -50,6 +52,8 @@ class Broker:
         self.decoder = IsolatedDecoder()
         # The broker's TLS key also signs audit checkpoints: verifiable with its certificate.
         self.broker_key = load_private_key(settings.server_key)
+        # The broker needs the issuing CA's certificate only, never its key.
+        self.client_ca = cert_from_pem(settings.client_ca_cert.read_bytes())
         self.components: Components | None = None
         self.addresses: BrokerAddresses | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -57,6 +61,7 @@ class Broker:
         self._server: grpc.aio.Server | None = None
         self._link: DriverLink | None = None
         self._metrics_http: WSGIServer | None = None
+        self._handshakes: HandshakeWatcher | None = None
 
     async def start(self) -> BrokerAddresses:
         await self.runner.call(self.runner.store.migrate)
@@ -91,6 +96,7 @@ class Broker:
             runner=self.runner,
             facility=self.facility,
             audit_key=self.broker_key,
+            client_ca=self.client_ca,
             policy=self.policy_engine,
             export_profile=self.export_profile,
             decoder=BrokerDecoder(self.decoder),
@@ -119,11 +125,25 @@ class Broker:
             s.listen,
             tls=tls,
             servicers=parts.servicers,
-            principal_of=parts.registries.access.principal,
+            interceptor=parts.edge,
             max_message_bytes=s.max_message_bytes,
         )
         host, _ = _split(s.listen)
         return f"{host}:{port}"
+
+    def watch_handshakes(self) -> None:
+        """Count the TLS handshakes gRPC refuses, from its log on this process's standard
+        error (see broker.grpc.handshakes); for the broker's own process only."""
+        if self.components is None:
+            raise RuntimeError("start the broker before watching its handshakes")
+        front_door = self.components.registries.front_door
+        loop = asyncio.get_running_loop()
+
+        def refused(reason: str) -> None:  # on the watcher's thread: count on the loop's
+            loop.call_soon_threadsafe(front_door.refused, reason, "")
+
+        watcher = self._handshakes = HandshakeWatcher(refused)
+        watcher.start()
 
     def reload_facility(self) -> None:
         """SIGHUP (on the event loop): reload everything; see `reload`."""
@@ -175,10 +195,13 @@ class Broker:
                 await task
         if self._tasks and self.components is not None:
             await self.components.registries.anomalies.drain()
+            await self.components.registries.front_door.flush(force=True)
             # Nothing written before shutdown goes unsigned.
             await self.components.link.signer.tick(force=True)
         if self._link is not None:
             self._link.close()
+        if self._handshakes is not None:
+            self._handshakes.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

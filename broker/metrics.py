@@ -176,6 +176,14 @@ class BrokerMetrics:
             "Policy reloads refused because the new policies did not validate.",
             registry=r,
         )
+        self.front_door_refusals = Counter(
+            "qtestbed_front_door_refusals",
+            "Connections and calls refused before any service ran, by reason (bad_chain, "
+            "expired, not_yet_valid, no_certificate, wrong_issuer, wrong_usage, no_principal, "
+            "revoked, unknown_principal, role_required, tls_other).",
+            ["reason"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )

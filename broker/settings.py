@@ -41,6 +41,8 @@ class TimingSettings:
     tick_seconds: float = 0.5
     checkpoint_every_entries: int = 100
     checkpoint_every_seconds: float = 60.0
+    # Front-door refusals are audited once per reason and identity per this many seconds.
+    front_door_audit_seconds: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +57,10 @@ class AnomalySettings:
     # Denials and device-lookup misses (probing) per principal in a sliding window.
     denial_window_seconds: float = 300.0
     denial_threshold: int = 10
+    # Refusals at the front door of one identity (a revoked or removed principal who keeps
+    # trying, a certificate from the wrong CA) in a sliding window.
+    refusal_window_seconds: float = 300.0
+    refusal_threshold: int = 20
     # Attestation failures per device, and across the facility, in a sliding window.
     attestation_window_seconds: float = 300.0
     attestation_device_threshold: int = 3
@@ -75,6 +81,8 @@ class BrokerSettings:
     facility: Path
     store: str
     ca_cert: Path
+    # The facility's client-issuing CA: a principal's certificate must come from it.
+    client_ca_cert: Path
     server_cert: Path
     server_key: Path
     # CurveZMQ: the broker's link secret key, and the folder of authorised driver public keys.
@@ -115,6 +123,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             facility=_path(base, top, "facility"),
             store=_store_url(base, str(top["store"])),
             ca_cert=_path(base, top, "ca_cert"),
+            client_ca_cert=_client_ca(base, top, path),
             server_cert=_path(base, top, "server_cert"),
             server_key=_path(base, top, "server_key"),
             link_secret_key=_path(base, top, "link_secret_key"),
@@ -134,6 +143,15 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
         )
     except KeyError as exc:
         raise SettingsError(f"{path}: missing required key {exc.args[0]!r}") from exc
+
+
+def _client_ca(base: Path, table: Mapping[str, Any], path: Path) -> Path:
+    if "client_ca_cert" not in table:
+        raise SettingsError(
+            f"{path}: no client_ca_cert: this facility predates separate client and device "
+            "issuing CAs; run 'qtestbed facility upgrade' on it (see the README)"
+        )
+    return _path(base, table, "client_ca_cert")
 
 
 def _path(base: Path, table: Mapping[str, Any], key: str) -> Path:

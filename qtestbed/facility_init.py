@@ -18,15 +18,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from attestation.keys import KeyKind, SigningKey, save_private_key
-from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
+from attestation.pki import (
+    cert_to_pem,
+    create_ca,
+    create_intermediate,
+    device_uri,
+    issue_certificate,
+)
+from qtestbed.shared.identity import principal_uri
 from qtestbed.shared.linkkeys import authorize_client, create_keypair
 
 if TYPE_CHECKING:
     from drivers.device import DeviceDescription
 
 TIERS = ("open", "controlled", "restricted")
+FACILITY_ID = "demo"
 FIRMWARE = "qtestbed-simfw 1.0"
 
 
@@ -149,10 +158,14 @@ class Writer:
 
 
 class Issuer:
-    """The facility CA, issuing certificates that start `when` and last a year."""
+    """A CA of the facility, issuing certificates that start `when` and last a year. An issuing
+    (intermediate) CA appends its own certificate, so a peer can build the chain to the root."""
 
-    def __init__(self, key: SigningKey, cert: x509.Certificate, when: dt.datetime) -> None:
+    def __init__(
+        self, key: SigningKey, cert: x509.Certificate, when: dt.datetime, *, intermediate: bool
+    ) -> None:
         self.key, self.cert, self.when = key, cert, when
+        self.intermediate = intermediate
 
     def issue(
         self,
@@ -176,7 +189,26 @@ class Issuer:
             ip_addresses=["127.0.0.1"] if server else (),
             uris=uris,
         )
-        return cert_to_pem(cert).decode()
+        chain = cert_to_pem(cert) + (cert_to_pem(self.cert) if self.intermediate else b"")
+        return chain.decode()
+
+    def issuing_ca(
+        self, out: Writer, name: str, common_name: str, usage: Sequence[x509.ObjectIdentifier]
+    ) -> Issuer:
+        """A CA below this root that may issue end-entity certificates only (path length 0)."""
+        key = SigningKey.generate(KeyKind.ECDSA_P256)
+        cert = create_intermediate(
+            common_name,
+            key,
+            parent_key=self.key,
+            parent_cert=self.cert,
+            now=self.when,
+            days=3650,
+            extended_key_usage=usage,
+        )
+        out.key(f"ca/{name}.key", key)
+        out.text(f"ca/{name}.pem", cert_to_pem(cert).decode())
+        return Issuer(key, cert, self.when, intermediate=True)
 
 
 def init_facility(
@@ -192,18 +224,27 @@ def init_facility(
         raise FileExistsError(f"{root} is not empty; choose a new folder for the facility")
     out = Writer(root)
     ca = _write_ca(out, now or dt.datetime.now(dt.UTC))
+    # Two issuing CAs, so that whoever holds one cannot act as the other: principals' and
+    # services' certificates come only from the first, devices' only from the second.
+    clients = ca.issuing_ca(
+        out, "clients-ca", "qtestbed demo clients CA", [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    devices = ca.issuing_ca(out, "devices-ca", "qtestbed demo devices CA", [])
     broker_key = SigningKey.generate(KeyKind.ECDSA_P256)
     out.key("broker/broker.key", broker_key)
     out.text("broker/broker.pem", ca.issue("qtestbed-broker", broker_key, server=True))
     for person in PEOPLE:
         key = SigningKey.generate(KeyKind.ECDSA_P256)
+        uri = principal_uri(FACILITY_ID, person.name)
         out.key(f"users/{person.name}.key", key)
-        out.text(f"users/{person.name}.pem", ca.issue(person.name, key, client=True))
+        out.text(
+            f"users/{person.name}.pem", clients.issue(person.name, key, client=True, uris=[uri])
+        )
         out.text(f"users/{person.name}.toml", _client_toml(grpc_port, person.name))
     create_keypair(root / "link", "broker")
     (root / "link" / "clients").mkdir(parents=True, exist_ok=True)
     device_entries = [
-        _write_device(out, ca, tier, desc, link_port) for tier, desc in demo_devices()
+        _write_device(out, devices, tier, desc, link_port) for tier, desc in demo_devices()
     ]
     out.text("facility.toml", _facility_toml(device_entries, now or dt.datetime.now(dt.UTC)))
     # The facility keeps its own copy of the export band table, so an operator can review and
@@ -225,7 +266,7 @@ def _write_ca(out: Writer, now: dt.datetime) -> Issuer:
     cert = create_ca("qtestbed facility root", key, now=when, days=3650, path_length=1)
     out.key("ca/ca.key", key)
     out.text("ca/ca.pem", cert_to_pem(cert).decode())
-    return Issuer(key, cert, when)
+    return Issuer(key, cert, when, intermediate=False)
 
 
 def _write_device(
@@ -321,6 +362,7 @@ def _facility_toml(device_entries: list[str], now: dt.datetime) -> str:
         "# Who may do what, and which devices exist. Reload with SIGHUP to the broker.\n"
         "[facility]\n"
         'name = "qtestbed demo facility"\n'
+        f'id = "{FACILITY_ID}"  # names principals in certificates: qtestbed://ID/principal/NAME\n'
         f"tiers = {_toml_list(TIERS)}  # lowest to highest\n"
         'ca_cert = "ca/ca.pem"\n'
         'jurisdiction = "US"  # where the devices are, for export rules\n'
@@ -336,6 +378,8 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         'facility = "facility.toml"\n'
         'store = "sqlite:broker.db"\n'
         'ca_cert = "ca/ca.pem"\n'
+        "# Principals' certificates must come from this CA; the broker needs no CA key.\n"
+        'client_ca_cert = "ca/clients-ca.pem"\n'
         'server_cert = "broker/broker.pem"\n'
         'server_key = "broker/broker.key"\n'
         'link_secret_key = "link/broker.key_secret"\n'

@@ -6,7 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from broker.access.model import AccessError, Principal, Project, Quota, parse_roles
+from broker.access.model import (
+    AccessError,
+    Credential,
+    Principal,
+    Project,
+    Quota,
+    parse_roles,
+)
 from broker.devices.model import DeviceOperations, OperatingState, Window, WindowKind
 from broker.jsonfields import JsonFields
 
@@ -124,6 +131,40 @@ def operations_from_doc(device_id: str, raw: Mapping[str, Any]) -> DeviceOperati
         raise AccessError(f"{where}: malformed operations record: {exc}") from exc
     return DeviceOperations(
         device_id=device_id, state=state, reason=doc.text("reason", ""), windows=windows
+    )
+
+
+def credential_to_doc(c: Credential) -> dict[str, Any]:
+    return {
+        "principal": c.principal,
+        "fingerprint": c.fingerprint,
+        "not_before": c.not_before,
+        "not_after": c.not_after,
+        "recorded_at": c.recorded_at,
+        "recorded_by": c.recorded_by,
+        "revoked_at": c.revoked_at,
+        "revoked_by": c.revoked_by,
+        "revocation_reason": c.revocation_reason,
+    }
+
+
+def credential_from_doc(serial: str, raw: Mapping[str, Any]) -> Credential:
+    doc = _fields(raw, f"credential {serial!r}")
+
+    def when(name: str) -> float | None:
+        return None if raw.get(name) is None else doc.number(name)
+
+    return Credential(
+        serial=serial,
+        principal=doc.text("principal", ""),
+        fingerprint=doc.text("fingerprint", ""),
+        not_before=when("not_before"),
+        not_after=when("not_after"),
+        recorded_at=when("recorded_at"),
+        recorded_by=doc.text("recorded_by", ""),
+        revoked_at=when("revoked_at"),
+        revoked_by=doc.text("revoked_by", ""),
+        revocation_reason=doc.text("revocation_reason", ""),
     )
 
 

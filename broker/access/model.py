@@ -32,6 +32,7 @@ class RecordKind(enum.Enum):
     PRINCIPAL = "principal"
     PROJECT = "project"
     DEVICE = "device"
+    CREDENTIAL = "credential"  # a client certificate, by serial: recorded, maybe revoked
 
 
 _MAX_NAME = 128
@@ -191,3 +192,31 @@ def check_quota(scope: str, name: str, quota: Quota, usage: Usage, *, shots: int
             quota.max_shots_per_day,
             usage.shots_last_day - shots,
         )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Credential:
+    """A client certificate the broker knows of, by serial (lower-case hex, no 0x).
+
+    Recorded when an operator issues it; revoked for good (a revocation is never undone). A
+    serial may be revoked without having been recorded: then only the revocation is known.
+    """
+
+    serial: str
+    principal: str = ""
+    fingerprint: str = ""
+    not_before: float | None = None
+    not_after: float | None = None
+    recorded_at: float | None = None
+    recorded_by: str = ""
+    revoked_at: float | None = None
+    revoked_by: str = ""
+    revocation_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.serial or any(c not in "0123456789abcdef" for c in self.serial):
+            raise AccessError(f"credential serial {self.serial!r} must be lower-case hex")
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -15,8 +15,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker.access.documents import operations_from_doc, principal_from_doc, project_from_doc
-from broker.access.model import AccessError, AccessRecord, Principal, Project, RecordKind
+from broker.access.documents import (
+    credential_from_doc,
+    operations_from_doc,
+    principal_from_doc,
+    project_from_doc,
+)
+from broker.access.model import (
+    AccessError,
+    AccessRecord,
+    Credential,
+    Principal,
+    Project,
+    RecordKind,
+)
 from broker.audit.log import AuditLog
 from broker.clock import Clock
 from broker.devices.model import DeviceOperations
@@ -32,10 +44,11 @@ class Snapshot:
     principals: Mapping[str, Principal]
     projects: Mapping[str, Project]
     operations: Mapping[str, DeviceOperations]
+    credentials: Mapping[str, Credential]
     records: Mapping[tuple[RecordKind, str], AccessRecord]
 
 
-_EMPTY = Snapshot(principals={}, projects={}, operations={}, records={})
+_EMPTY = Snapshot(principals={}, projects={}, operations={}, credentials={}, records={})
 
 
 class AccessRecords:
@@ -81,25 +94,24 @@ class AccessRecords:
         return True
 
     def _install(self, records: Iterable[AccessRecord]) -> None:
-        principals: dict[str, Principal] = {}
-        projects: dict[str, Project] = {}
-        operations: dict[str, DeviceOperations] = {}
+        parsed: dict[RecordKind, dict[str, Any]] = {kind: {} for kind in RecordKind}
         by_key: dict[tuple[RecordKind, str], AccessRecord] = {}
         for record in records:
             try:
-                if record.kind is RecordKind.PRINCIPAL:
-                    principals[record.name] = principal_from_doc(record.name, record.doc)
-                elif record.kind is RecordKind.PROJECT:
-                    projects[record.name] = project_from_doc(record.name, record.doc)
-                else:
-                    operations[record.name] = operations_from_doc(record.name, record.doc)
+                parsed[record.kind][record.name] = _PARSERS[record.kind](record.name, record.doc)
             except AccessError as exc:
                 # Fail closed for this record only: an unreadable principal has no access.
+                # (An unreadable credential cannot be told apart from a revoked one; see
+                # broker.access.credentials, which refuses it.)
                 log.error("ignoring unreadable access record %s: %s", record.name, exc)
                 continue
             by_key[(record.kind, record.name)] = record
         self.snapshot = Snapshot(
-            principals=principals, projects=projects, operations=operations, records=by_key
+            principals=parsed[RecordKind.PRINCIPAL],
+            projects=parsed[RecordKind.PROJECT],
+            operations=parsed[RecordKind.DEVICE],
+            credentials=parsed[RecordKind.CREDENTIAL],
+            records=by_key,
         )
         for callback in self._on_change:
             callback()
@@ -177,6 +189,14 @@ class AccessRecords:
     async def _changed(self, kind: RecordKind) -> None:
         self._metrics.access_changes.labels(kind.value).inc()
         await self.load()
+
+
+_PARSERS: Mapping[RecordKind, Callable[[str, Mapping[str, Any]], Any]] = {
+    RecordKind.PRINCIPAL: principal_from_doc,
+    RecordKind.PROJECT: project_from_doc,
+    RecordKind.DEVICE: operations_from_doc,
+    RecordKind.CREDENTIAL: credential_from_doc,
+}
 
 
 def conflict(kind: RecordKind, name: str) -> BrokerError:

@@ -79,6 +79,15 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     **_service(
         "AuditService", {"StreamAudit": frozenset({_S}), "ListCheckpoints": frozenset({_S})}
     ),
+    **_service(
+        "CredentialService",
+        {
+            "RecordCredential": _OPERATOR,
+            "ListCredentials": _OPERATOR_OR_SECURITY,
+            # Security may cut a stolen credential off at once.
+            "RevokeCredential": _OPERATOR_OR_SECURITY,
+        },
+    ),
 }
 
 

@@ -21,6 +21,7 @@ ATTESTATION_FAILURE_BURST_FACILITY = "attestation_failure_burst_facility"
 MEASUREMENT_DRIFT = "measurement_drift"
 CANARY_FIDELITY_LOW = "canary_fidelity_low"
 EXPORT_CLASS_CROSSING = "export_class_crossing"
+FRONT_DOOR_REFUSAL_BURST = "front_door_refusal_burst"
 # Detectors whose findings carry a device label (the rest are about principals or the facility).
 DEVICE_DETECTORS = (
     ATTESTATION_FAILURE_BURST,
@@ -78,6 +79,11 @@ class RateSpikeDetector:
         # sqrt(mean), or a perfectly regular batch job would alarm one submission above usual.
         spread = max(math.sqrt(state.variance), math.sqrt(state.mean))
         return max(float(self.floor), state.mean + self.sigmas * spread)
+
+    def count(self, key: Hashable) -> int:
+        """Events of `key` in its current window (0 for a key never seen)."""
+        state = self._state.get(key)
+        return state.count if state is not None else 0
 
     def observe(self, key: Hashable, now: float) -> Finding | None:
         state = self._state.get(key)

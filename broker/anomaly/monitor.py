@@ -17,6 +17,7 @@ from broker.anomaly.detectors import (
     CANARY_FIDELITY_LOW,
     DENIAL_BURST,
     EXPORT_CLASS_CROSSING,
+    FRONT_DOOR_REFUSAL_BURST,
     BurstDetector,
     Finding,
     Measured,
@@ -63,6 +64,11 @@ class AnomalyMonitor:
             window=settings.attestation_window_seconds,
             threshold=settings.attestation_facility_threshold,
         )
+        self.front_door = BurstDetector(
+            FRONT_DOOR_REFUSAL_BURST,
+            window=settings.refusal_window_seconds,
+            threshold=settings.refusal_threshold,
+        )
         self.drift = MeasurementDriftDetector()
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -72,6 +78,10 @@ class AnomalyMonitor:
     def refusal(self, principal: str) -> None:
         """A denial, or a lookup of a device the caller cannot see (probing looks like this)."""
         self._raise(self.denials.observe(principal, self._clock.now()))
+
+    def front_door_refusal(self, identity: str) -> None:
+        """A call refused before any service ran, from an identity the certificate named."""
+        self._raise(self.front_door.observe(identity, self._clock.now()))
 
     def attestation_failed(self, device_id: str, *, registered: bool) -> None:
         now = self._clock.now()

@@ -4,6 +4,8 @@ errors. The caller's identity comes from the verified client certificate, never 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,9 +13,10 @@ from typing import Any
 
 import grpc
 
-from broker.access.model import Principal
+from broker.access.open_streams import OpenStreams, StreamTicket
 from broker.access.roles import authorize
 from broker.errors import BrokerError, ErrorCode
+from broker.grpc.identity import Caller, EdgeIdentity, auth_context_of
 from broker.grpc.status import abort
 
 log = logging.getLogger(__name__)
@@ -23,21 +26,13 @@ CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("qtestbed_caller")
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)
 
 
-def _caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    names = context.auth_context().get("x509_common_name") or []
-    if len(names) != 1:
-        raise BrokerError(
-            ErrorCode.UNAUTHENTICATED,
-            "a client certificate issued by the facility CA is required",
-        )
-    return bytes(names[0]).decode()
-
-
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Authenticates every call and applies the error table, in one place for all methods."""
+    """Authenticates every call and applies the error table, in one place for all methods;
+    ends a stream when the credential that opened it is revoked."""
 
-    def __init__(self, principal_of: Callable[[str], Principal | None]) -> None:
-        self._principal_of = principal_of
+    def __init__(self, identity: EdgeIdentity, streams: OpenStreams) -> None:
+        self._identity = identity
+        self._streams = streams
 
     async def intercept_service(
         self,
@@ -62,23 +57,24 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        caller = _caller_of(context)
-        principal = self._principal_of(caller)
-        if principal is None:
-            raise BrokerError(
-                ErrorCode.UNAUTHENTICATED,
-                f"certificate subject {caller!r} is not a registered principal of this facility",
-            )
-        authorize(method, principal)
-        CALLER.set(caller)
+    async def _authenticate(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Caller:
+        caller = await self._identity.caller(auth_context_of(context))
+        try:
+            authorize(method, caller.principal)
+        except BrokerError:
+            self._identity.refused_role(caller)
+            raise
+        CALLER.set(caller.principal.name)
+        return caller
 
     def _wrap_unary(
         self, method: str, behaviour: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                self._authenticate(method, context)
+                await self._authenticate(method, context)
                 return await behaviour(request, context)
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
@@ -92,12 +88,43 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                self._authenticate(method, context)
-                async for item in behaviour(request, context):
-                    yield item
+                caller = await self._authenticate(method, context)
+                ticket = self._streams.open(caller.serial)
+                try:
+                    async for item in _until_revoked(behaviour(request, context), ticket):
+                        yield item
+                finally:
+                    self._streams.close(ticket)
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
                 await abort(context, exc)
 
         return call
+
+
+async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> AsyncIterator[Any]:
+    """The stream's items until it ends, or until its credential is revoked (UNAUTHENTICATED)."""
+    revoked = asyncio.ensure_future(ticket.revoked.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({following, revoked}, return_when=asyncio.FIRST_COMPLETED)
+            if following not in done:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                raise BrokerError(
+                    ErrorCode.UNAUTHENTICATED,
+                    "this credential was revoked while the stream was open; the stream ends",
+                )
+            try:
+                item = following.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        revoked.cancel()
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,18 +1,23 @@
 """The gRPC server: mutual TLS against the facility root, the edge interceptor on every call,
-the five services, and gRPC health reporting each of them SERVING once started."""
+the services, and gRPC health reporting each of them SERVING once started."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from broker.access.model import Principal
 from broker.grpc.interceptor import EdgeInterceptor
-from qtestbed.v1 import access_pb2_grpc, admin_pb2_grpc, devices_pb2_grpc, jobs_pb2_grpc
+from qtestbed.v1 import (
+    access_pb2_grpc,
+    admin_pb2_grpc,
+    credentials_pb2_grpc,
+    devices_pb2_grpc,
+    jobs_pb2_grpc,
+)
 
 SERVICES = (
     "JobService",
@@ -20,6 +25,7 @@ SERVICES = (
     "DeviceAdminService",
     "AuditService",
     "AccessAdminService",
+    "CredentialService",
 )
 
 
@@ -30,6 +36,7 @@ class Servicers:
     device_admin: admin_pb2_grpc.DeviceAdminServiceServicer
     audit: admin_pb2_grpc.AuditServiceServicer
     access_admin: access_pb2_grpc.AccessAdminServiceServicer
+    credentials: credentials_pb2_grpc.CredentialServiceServicer
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,6 +54,7 @@ def _add(server: grpc.aio.Server, servicers: Servicers) -> None:
     admin_pb2_grpc.add_DeviceAdminServiceServicer_to_server(servicers.device_admin, server)
     admin_pb2_grpc.add_AuditServiceServicer_to_server(servicers.audit, server)
     access_pb2_grpc.add_AccessAdminServiceServicer_to_server(servicers.access_admin, server)
+    credentials_pb2_grpc.add_CredentialServiceServicer_to_server(servicers.credentials, server)
 
 
 async def start_server(
@@ -54,7 +62,7 @@ async def start_server(
     *,
     tls: Tls,
     servicers: Servicers,
-    principal_of: Callable[[str], Principal | None],
+    interceptor: EdgeInterceptor,
     max_message_bytes: int,
 ) -> tuple[grpc.aio.Server, int]:
     """Bind, start and report healthy; returns the server and the port it bound."""
@@ -62,7 +70,7 @@ async def start_server(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     )
-    server = grpc.aio.server(interceptors=[EdgeInterceptor(principal_of)], options=options)
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
     _add(server, servicers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -129,6 +129,9 @@ class Submission:
             return self._d.views.view(job), False
         if job.session_id:
             self._d.sessions.touch(job.session_id, submitted=True)
+        # Only what was accepted counts towards the rate detector: a refused call is a refusal
+        # (counted by the denial detector), not a submission.
+        self._d.anomalies.submission(job.owner)
         self._d.wakeups.kick(job.device_id)
         return self._d.views.queued(job), True
 
@@ -137,7 +140,6 @@ class Submission:
     ) -> _Prepared:
         """Everything short of storing: device, project, circuit, clearance, quota check."""
         d = self._d
-        d.anomalies.submission(caller)
         now = d.clock.now()
         session = d.sessions.for_submit(caller, request.session_id) if request.session_id else None
         if session is None and not request.device_id and request.selector is not None:

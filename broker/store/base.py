@@ -32,6 +32,10 @@ class StoreError(Exception):
 class Store(Protocol):
     """Durable jobs, results and the audit chain."""
 
+    # Whether other broker processes may write to the same database (PostgreSQL), so a check
+    # that must see their writes at once reads the store rather than this process's snapshot.
+    replicated: bool
+
     def migrate(self) -> None:
         """Create or upgrade the schema to the version this code expects; idempotent."""
 
@@ -161,6 +165,9 @@ class AccessStore(Protocol):
         self, kind: RecordKind, name: str, *, expected_version: int, event: AuditEvent
     ) -> bool:
         """Delete if the stored version is `expected_version`; False (nothing written) if not."""
+
+    def access_record(self, kind: RecordKind, name: str) -> AccessRecord | None:
+        """One record as stored now (the edge's check of a revocation another replica made)."""
 
     def access_records(self, kind: RecordKind | None = None) -> list[AccessRecord]:
         """Every record (of one kind), by kind and name."""

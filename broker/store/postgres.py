@@ -61,6 +61,7 @@ class PostgresStore(SqlStore):
 
     _dialect = schema.POSTGRES
     _db_errors = (psycopg.Error,)
+    replicated = True
 
     def __init__(self, dsn: str, *, schema: str = "qtestbed") -> None:
         if not _SCHEMA_NAME.fullmatch(schema):

@@ -92,6 +92,13 @@ class SqlAccess(SqlParts):
             self._append(cur, event)
         return True
 
+    def access_record(self, kind: RecordKind, name: str) -> AccessRecord | None:
+        found = self._query(
+            f"SELECT {_ACCESS} FROM access_records WHERE kind = ? AND name = ?",
+            (kind.value, name),
+        )
+        return _record(tuple(found[0])) if found else None
+
     def access_records(self, kind: RecordKind | None = None) -> list[AccessRecord]:
         if kind is None:
             found = self._query(f"SELECT {_ACCESS} FROM access_records ORDER BY kind, name")

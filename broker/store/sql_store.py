@@ -53,6 +53,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
 
     _dialect: schema.Dialect
     _db_errors: tuple[type[Exception], ...]
+    replicated: bool
 
     @abc.abstractmethod
     def _cursor(self) -> Cursor:

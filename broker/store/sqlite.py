@@ -23,6 +23,7 @@ class SqliteStore(SqlStore):
 
     _dialect = schema.SQLITE
     _db_errors = (sqlite3.Error,)
+    replicated = False
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.path = path

@@ -9,7 +9,7 @@ keeper, dispatcher, hub); the gRPC servicers. `broker.app` starts and stops what
 from __future__ import annotations
 
 from broker.wiring.core import job_parts, registries
-from broker.wiring.edges import link_parts, servicers, services
+from broker.wiring.edges import edge, link_parts, servicers, services
 from broker.wiring.parts import (
     Components,
     Foundation,
@@ -42,4 +42,5 @@ def build(base: Foundation) -> Components:
         link=link,
         services=s,
         servicers=servicers(base, r, s),
+        edge=edge(base, r),
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from broker.access.clearance import ClearanceGate
+from broker.access.credentials import CredentialBook
+from broker.access.front_door import FrontDoor
+from broker.access.open_streams import OpenStreams
 from broker.access.quota import Quotas
 from broker.access.records import AccessRecords
 from broker.access.registry import AccessRegistry
@@ -42,14 +45,31 @@ def registries(base: Foundation) -> Registries:
         on_crossing=anomalies.export_crossing,
     )
 
+    streams = OpenStreams()
+
     def kick_all() -> None:  # an access change may let any queue move
         for device in devices.all():
             wakeups.kick(device.device_id)
 
+    def end_revoked_streams() -> None:  # a revocation, here or on another replica
+        streams.end(credentials.revoked_serials())
+
     records = AccessRecords(
-        runner=runner, clock=clock, audit=audit, metrics=metrics, on_change=[kick_all]
+        runner=runner,
+        clock=clock,
+        audit=audit,
+        metrics=metrics,
+        on_change=[kick_all, end_revoked_streams],
     )
     access = AccessRegistry(records, facility=lambda: base.facility.current)
+    credentials = CredentialBook(
+        records,
+        runner=runner,
+        clock=clock,
+        client_ca=base.client_ca,
+        facility=lambda: base.facility.current,
+        access=access,
+    )
     schedule = DeviceSchedule(
         records, clock=clock, device_exists=lambda device_id: devices.get(device_id) is not None
     )
@@ -71,6 +91,15 @@ def registries(base: Foundation) -> Registries:
         schedule=schedule,
         quotas=Quotas(access, runner),
         gate=gate,
+        credentials=credentials,
+        streams=streams,
+        front_door=FrontDoor(
+            audit=audit,
+            metrics=metrics,
+            anomalies=anomalies,
+            clock=clock,
+            window_seconds=base.settings.timing.front_door_audit_seconds,
+        ),
     )
 
 

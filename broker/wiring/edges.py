@@ -11,7 +11,10 @@ from broker.gauges import DeviceGauges
 from broker.grpc.access import AccessAdminServicer
 from broker.grpc.admin import DeviceAdminServicer
 from broker.grpc.audit import AuditServicer
+from broker.grpc.credentials import CredentialServicer
 from broker.grpc.devices import DeviceServicer
+from broker.grpc.identity import EdgeIdentity
+from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.jobs import JobServicer
 from broker.grpc.server import Servicers
 from broker.jobs.guard import CallerGuard
@@ -103,7 +106,14 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         metrics=metrics,
         timing=timing,
         wakeups=r.wakeups,
-        ticks=[gauges.refresh, sync_queues, signer.tick, access_tick, j.sessions.expire],
+        ticks=[
+            gauges.refresh,
+            sync_queues,
+            signer.tick,
+            access_tick,
+            j.sessions.expire,
+            r.front_door.flush,
+        ],
     )
     return LinkParts(
         attestor=attestor,
@@ -213,4 +223,17 @@ def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
         access_admin=AccessAdminServicer(
             access=r.access, schedule=r.schedule, registry=r.devices, clock=base.clock
         ),
+        credentials=CredentialServicer(r.credentials),
     )
+
+
+def edge(base: Foundation, r: Registries) -> EdgeInterceptor:
+    identity = EdgeIdentity(
+        client_ca=base.client_ca,
+        facility=lambda: base.facility.current,
+        access=r.access,
+        credentials=r.credentials,
+        front_door=r.front_door,
+        clock=base.clock,
+    )
+    return EdgeInterceptor(identity, r.streams)

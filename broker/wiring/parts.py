@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from attestation.keys import SigningKey
 from broker.access.clearance import ClearanceGate
+from broker.access.credentials import CredentialBook
 from broker.access.facility import FacilityRef
+from broker.access.front_door import FrontDoor
+from broker.access.open_streams import OpenStreams
 from broker.access.quota import Quotas
 from broker.access.records import AccessRecords
 from broker.access.registry import AccessRegistry
@@ -22,6 +27,7 @@ from broker.devices.export_class import ExportClasses
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
 from broker.gauges import DeviceGauges
+from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.server import Servicers
 from broker.jobs.circuits import CircuitDecoder
 from broker.jobs.ledger import JobLedger
@@ -57,6 +63,8 @@ class Foundation:
     runner: StoreRunner
     facility: FacilityRef
     audit_key: SigningKey
+    # The client-issuing CA's certificate: a principal's certificate must come from it.
+    client_ca: x509.Certificate
     policy: PolicyEngine
     export_profile: ExportProfile
     decoder: CircuitDecoder
@@ -75,6 +83,9 @@ class Registries:
     schedule: DeviceSchedule
     quotas: Quotas
     gate: ClearanceGate
+    credentials: CredentialBook
+    streams: OpenStreams
+    front_door: FrontDoor
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -118,3 +129,4 @@ class Components:
     link: LinkParts
     services: Services
     servicers: Servicers
+    edge: EdgeInterceptor

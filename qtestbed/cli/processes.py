@@ -88,6 +88,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     async def serve(stop: asyncio.Event) -> int:
         addresses = await broker.start()
+        broker.watch_handshakes()
         info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
         if args.ready_file is not None:
             _write_atomically(args.ready_file, json.dumps(info))

@@ -9,11 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from attestation.pki import cert_from_pem
 from broker.embedded import EmbeddedBroker
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, Profile, QtestbedError
 from qtestbed.testing import LocalFacility, eventually
-from qtestbed.v1 import access_pb2
+from qtestbed.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc
 from tests.integration.support import state_name, wait_state
 
 pytestmark = pytest.mark.postgres
@@ -105,4 +106,46 @@ def test_two_broker_replicas_share_queues_access_and_sessions(
         for client in (alice_b, bob_b):
             client.close()
     finally:
+        second.stop()
+
+
+def test_a_revocation_through_one_replica_holds_on_the_other_at_the_next_call(
+    pg_facility: LocalFacility,
+) -> None:
+    """Revoked through the first replica; the second refuses alice's very next call and ends
+    her open WatchJob stream."""
+    pg_facility.start_broker()
+    second = EmbeddedBroker(pg_facility.settings())
+    second_address = second.start().grpc
+    root = pg_facility.root
+    alice_b = Client(
+        Profile(
+            broker=second_address,
+            ca_cert=root / "ca" / "ca.pem",
+            cert=root / "users" / "alice.pem",
+            key=root / "users" / "alice.key",
+        )
+    )
+    try:
+        job = alice_b.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+        stream = alice_b.watch(job.job_id, timeout=30)
+        assert next(stream).job_id == job.job_id  # open on the second replica
+        serial = format(
+            cert_from_pem((root / "users" / "alice.pem").read_bytes()).serial_number, "x"
+        )
+        sam = pg_facility.client("sam")  # the first replica
+        sam.call(
+            credentials_pb2_grpc.CredentialServiceStub(sam.channel).RevokeCredential,
+            credentials_pb2.RevokeCredentialRequest(serial=serial, reason="left the lab"),
+        )
+        with pytest.raises(QtestbedError) as refused:
+            alice_b.get_job(job.job_id)
+        assert refused.value.code == "UNAUTHENTICATED"
+        with pytest.raises(QtestbedError) as ended:
+            for _ in stream:
+                pass
+        assert ended.value.code == "UNAUTHENTICATED"
+        assert "revoked" in ended.value.message
+    finally:
+        alice_b.close()
         second.stop()

@@ -11,6 +11,7 @@ from broker.settings import SettingsError, load_settings
 _REQUIRED = """
 facility = "facility.toml"
 ca_cert = "ca.pem"
+client_ca_cert = "clients-ca.pem"
 server_cert = "broker.pem"
 server_key = "broker.key"
 link_secret_key = "link.key_secret"

@@ -87,6 +87,11 @@ class MemoryAccess(MemoryCore):
             self._append(db, event)
         return True
 
+    def access_record(self, kind: RecordKind, name: str) -> AccessRecord | None:
+        with self._read() as db:
+            row = db.access.get((kind, name))
+        return _record(row) if row is not None else None
+
     def access_records(self, kind: RecordKind | None = None) -> list[AccessRecord]:
         with self._read() as db:
             rows = [row for row in db.access.values() if kind is None or row.kind is kind]

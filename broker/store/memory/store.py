@@ -23,3 +23,7 @@ class MemoryStore(MemoryJobs, MemoryRegistry, MemoryAccess, MemorySessions):
     the others. Stored values are immutable or copied on the way in and out, so nothing a
     caller holds can change what is stored.
     """
+
+    # One process only: a second store on the same database is a test's stand-in for a
+    # second connection, not a replica.
+    replicated = False
