@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python bench/bench_broker.py
 	$(BIN)/python bench/bench_policy.py
 	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_hidden.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -185,6 +185,27 @@ def save_private_key(key: SigningKey, path: Path) -> None:
         raise
 
 
+def create_private_key_file(key: SigningKey, path: Path) -> None:
+    """Write `key` to a new file readable by its owner only; FileExistsError if `path` exists.
+
+    For a key someone is about to depend on (a researcher's own): an existing key is never
+    replaced. The bytes go to a temporary file created 0o600 with O_EXCL, are synced, and are
+    then hard-linked to `path`, which fails if `path` appeared meanwhile: `path` never holds a
+    partial key, and never a key with wider permissions.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.to_pem())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_private_key(path: Path) -> SigningKey:
     """Load a private key, refusing one that group or others could read or write.
 

@@ -21,6 +21,7 @@ from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
 from qtestbed.v1 import (
     access_pb2_grpc,
     admin_pb2_grpc,
+    credentials_pb2_grpc,
     devices_pb2,
     devices_pb2_grpc,
     jobs_pb2,
@@ -181,6 +182,10 @@ class Client:
     @property
     def access(self) -> access_pb2_grpc.AccessAdminServiceStub:
         return access_pb2_grpc.AccessAdminServiceStub(self._channel)
+
+    @property
+    def credentials(self) -> credentials_pb2_grpc.CredentialServiceStub:
+        return credentials_pb2_grpc.CredentialServiceStub(self._channel)
 
     @property
     def audit(self) -> admin_pb2_grpc.AuditServiceStub:

@@ -17,7 +17,7 @@ from broker.access.facility import Facility, FacilityRef
 from broker.access.model import Principal
 from broker.access.registry import AccessRegistry
 from broker.devices.export_class import ExportClasses
-from broker.devices.model import DeviceRecord
+from broker.devices.model import DeviceRecord, stand_in
 from broker.devices.operations import DeviceSchedule
 from broker.errors import BrokerError, ErrorCode, not_found
 from broker.policy import (
@@ -116,6 +116,27 @@ class ClearanceGate:
 
     def visible(self, principal_name: str, device: DeviceRecord, now: float) -> bool:
         return self.check(Action.VIEW_DEVICE, principal_name, device, now=now).allowed
+
+    def visible_by_id(
+        self, principal_name: str, device_id: str, device: DeviceRecord | None, now: float
+    ) -> bool:
+        """Whether the caller may see the device they named: `device` is the registry's record
+        of `device_id`, None when there is none. Hidden and absent do the same work: an absent
+        id is decided against a stand-in at the facility's highest tier (hidden from whoever a
+        tier hides devices from, like the devices it stands in for), built from the same
+        registries by the same `request`, and asked as a `verdict`, whose cost and caching do
+        not depend on the answer or on whether the device exists. Its answer is then ignored."""
+        record = device if device is not None else stand_in(device_id, self._top_tier())
+        principal = self._access.principal(principal_name)
+        if principal is None:
+            return False
+        verdict = self._engine.verdict(self.request(Action.VIEW_DEVICE, principal, record, now=now))
+        if verdict.errors:
+            log.error("policy evaluation errors deciding ViewDevice: %s", verdict.errors)
+        return device is not None and verdict.allowed
+
+    def _top_tier(self) -> str:
+        return self._facility.current.tiers[-1]
 
     def request(
         self,

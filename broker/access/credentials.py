@@ -13,7 +13,7 @@ from collections.abc import Callable
 from cryptography import x509
 
 from attestation.clients import ClientCertificateError, verify_client_certificate
-from attestation.pki import CertificateError, normalize_serial
+from attestation.pki import normalize_serial
 from broker.access.documents import credential_from_doc, credential_to_doc
 from broker.access.facility import Facility
 from broker.access.model import AccessError, Credential, RecordKind
@@ -23,6 +23,9 @@ from broker.clock import Clock
 from broker.errors import BrokerError, ErrorCode, invalid, not_found
 from broker.store.runner import StoreRunner
 from qtestbed.shared.identity import principal_from_uri
+
+# RFC 5280 4.1.2.2: a serial is at most 20 octets.
+_MAX_SERIAL_DIGITS = 40
 
 
 def principal_named(uris: tuple[str, ...], facility_id: str) -> str | None:
@@ -110,10 +113,7 @@ class CredentialBook:
 
     async def revoke(self, caller: str, serial: str, reason: str) -> Credential:
         """Revoke a serial for good (recorded or not); revoking again changes nothing."""
-        try:
-            serial = normalize_serial(serial)
-        except CertificateError as exc:
-            raise invalid(str(exc)) from exc
+        serial = _serial(serial)
         if not reason:
             raise invalid("say why the credential is revoked (--reason)")
         known = self._records.snapshot.credentials.get(serial) or Credential(serial=serial)
@@ -147,6 +147,18 @@ class CredentialBook:
             event_kind=f"access.credential.{what}",
             detail=detail,
         )
+
+
+def _serial(text: str) -> str:
+    """A serial as certificates' serials are kept (lower-case hex), or INVALID_ARGUMENT."""
+    serial = normalize_serial(text)
+    digits = set(serial) <= set("0123456789abcdef")
+    if not text.strip() or len(serial) > _MAX_SERIAL_DIGITS or not digits:
+        raise invalid(
+            f"serial {text[:60]!r} is not a certificate serial (hexadecimal, at most 20 bytes); "
+            "give it as 'qtestbed credential list' prints it"
+        )
+    return serial
 
 
 def _leaf(pem: bytes) -> bytes:

@@ -79,9 +79,12 @@ class DeviceDirectory:
         return [self._view(d, depths.get(d.device_id, 0), now) for d in visible]
 
     async def get(self, caller: str, device_id: str) -> DeviceView:
+        """The device's view; the same NOT_FOUND, after the same work, for a device that does
+        not exist and for one the caller may not see (`ClearanceGate.visible_by_id`)."""
         now = self._clock.now()
         device = self._registry.get(device_id)
-        if device is None or not self._gate.visible(caller, device, now):
+        visible = self._gate.visible_by_id(caller, device_id, device, now)
+        if device is None or not visible:
             self._anomalies.refusal(caller)
             raise not_found("device", device_id)
         depths = await self._runner.call(self._runner.store.queue_depths)

@@ -34,13 +34,25 @@ class ExportClasses:
         self._classes: dict[str, Classification] = {}
         # Two-qubit gate error from each device's latest attested calibration.
         self._errors: dict[str, float | None] = {}
+        # The class of a device not yet attested, by registered qubit count (a facility has few).
+        self._unattested: dict[int, Classification] = {}
 
     def of(self, device_id: str) -> Classification:
-        """The device's class now (see the module docstring for a device not yet attested)."""
+        """The device's class now (see the module docstring for a device not yet attested).
+
+        The same steps for a device that has attested, one that has not and an id that names
+        none: lookups by id build a stand-in's attributes through here (see
+        `ClearanceGate.visible_by_id`), so what this costs must not say which of them it was.
+        """
         known = self._classes.get(device_id)
-        if known is not None:
-            return known
-        return classify(self.profile, self._registry.num_qubits(device_id) or 0, None)
+        assumed = self._assumed(self._registry.num_qubits(device_id) or 0)
+        return known if known is not None else assumed
+
+    def _assumed(self, num_qubits: int) -> Classification:
+        found = self._unattested.get(num_qubits)
+        if found is None:
+            found = self._unattested[num_qubits] = classify(self.profile, num_qubits, None)
+        return found
 
     def controlled(self, device_id: str) -> bool:
         return self.of(device_id).export_class != self.profile.uncontrolled_class

@@ -39,6 +39,25 @@ class DeviceRecord:
     version: int = 1
 
 
+def stand_in(device_id: str, tier: str) -> DeviceRecord:
+    """A record for an id that names no device, of the same shape as a registered one: lookups
+    decide visibility against it so that an absent device costs what a hidden one does. It is
+    never stored and proves nothing (no certificate, never registered)."""
+    return DeviceRecord(
+        device_id=device_id,
+        tier=tier,
+        model=device_id,
+        certificate_chain_pem=b"",
+        fingerprint="",
+        serial="",
+        status=DeviceStatus.ACTIVE,
+        status_reason="",
+        status_changed_at=0.0,
+        registered_at=0.0,
+        registered_by="",
+    )
+
+
 class ReferenceScope(enum.Enum):
     """What a set of reference values applies to; a device's own set wins over its model's."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -338,6 +339,10 @@ class SeedDevice:
     reference: ReferenceInput
 
 
+# Records are immutable (a change is a new version), so each is built and validated once: the
+# export class of every device lookup reads the qubit count through here, and it should cost
+# what a dictionary read costs whichever device is asked about. Refusals are not cached.
+@functools.lru_cache(maxsize=1024)
 def _appraisal_values(
     values: ReferenceInput | ReferenceValuesRecord, *, version: int
 ) -> ReferenceValues:

@@ -48,13 +48,12 @@ class CallerGuard:
         return Role.OPERATOR in self.principal(name).roles
 
     def device(self, caller: str, device_id: str, now: float) -> DeviceRecord:
-        """The device if it exists and the caller may see it; the same NOT_FOUND otherwise."""
+        """The device if it exists and the caller may see it; the same NOT_FOUND otherwise,
+        after the same work: visibility is decided whether or not the device exists (see
+        `ClearanceGate.visible_by_id`), and nothing is decided on before it is."""
         device = self._registry.get(device_id)
-        if (
-            device is None
-            or device.status is DeviceStatus.REVOKED
-            or not self._gate.visible(caller, device, now)
-        ):
+        visible = self._gate.visible_by_id(caller, device_id, device, now)
+        if device is None or not visible or device.status is DeviceStatus.REVOKED:
             self._anomalies.refusal(caller)
             raise not_found("device", device_id)
         return device

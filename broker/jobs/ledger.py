@@ -40,8 +40,9 @@ class JobLedger:
         self._watchers = watchers
         self._observers = observers
 
-    async def get(self, job_id: str) -> Job | None:
-        return await self._runner.call(self._runner.store.get_job, job_id)
+    async def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
+        """The job; with `owner`, None unless they own it (see `Store.get_job`)."""
+        return await self._runner.call(self._runner.store.get_job, job_id, owner=owner)
 
     async def insert_many(
         self, items: list[tuple[Job, AuditEvent, QuotaCheck | None]]

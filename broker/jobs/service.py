@@ -57,10 +57,12 @@ class JobService:
         self._leases = leases
 
     async def _owned(self, caller: str, job_id: str) -> Job:
-        """The job if the caller may see it; NOT_FOUND otherwise, never PERMISSION_DENIED."""
-        operator = self._guard.is_operator(caller)
-        job = await self._ledger.get(job_id)
-        if job is None or (job.owner != caller and not operator):
+        """The job if the caller may see it; NOT_FOUND otherwise, never PERMISSION_DENIED.
+        A researcher's read asks the store for their own job only, so someone else's job and
+        no job are one answer from one read: nothing differs in work, time or error."""
+        owner = None if self._guard.is_operator(caller) else caller
+        job = await self._ledger.get(job_id, owner=owner)
+        if job is None:
             raise not_found("job", job_id)
         return job
 

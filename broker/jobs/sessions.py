@@ -82,8 +82,11 @@ class SessionManager:
         return session
 
     async def get(self, caller: str, session_id: str, *, operator: bool) -> Session:
-        session = await self._runner.call(self._runner.store.get_session, session_id)
-        if session is None or (session.owner != caller and not operator):
+        """The session if the caller may see it; someone else's is one store read and one
+        NOT_FOUND, exactly like no session (the store matches the owner)."""
+        owner = None if operator else caller
+        session = await self._runner.call(self._runner.store.get_session, session_id, owner=owner)
+        if session is None:
             raise not_found("session", session_id)
         return self._open.get(session.device_id, session) if session.open else session
 
@@ -99,14 +102,16 @@ class SessionManager:
         return [self._open.get(s.device_id, s) if s.open else s for s in found]
 
     def for_submit(self, caller: str, session_id: str) -> Session:
-        """The open session a job is submitted into; NOT_FOUND unless the caller owns it."""
-        session = next((s for s in self._open.values() if s.session_id == session_id), None)
-        if session is None or session.owner != caller:
+        """The open session a job is submitted into; NOT_FOUND unless the caller owns it.
+        Every open session is looked at (no early stop at a match), and the owner is part of
+        the match, so someone else's session takes the same steps as a missing one."""
+        mine = [s for s in self._open.values() if s.session_id == session_id and s.owner == caller]
+        if not mine:
             raise BrokerError(
                 ErrorCode.NOT_FOUND,
                 f"session {session_id!r} not found or no longer open; open a new one",
             )
-        return session
+        return mine[0]
 
     def touch(self, session_id: str, *, submitted: bool = False) -> None:
         """A job of the session was submitted or finished: it is not idle."""

@@ -20,6 +20,7 @@ from broker.policy.engine import (
     PolicyDecision,
     PolicyEngine,
     PolicyError,
+    Verdict,
 )
 from broker.policy.explain import Explanation, RequirementCheck
 
@@ -38,4 +39,5 @@ __all__ = [
     "PolicyRequest",
     "PrincipalAttributes",
     "RequirementCheck",
+    "Verdict",
 ]

@@ -13,6 +13,7 @@ not met (see broker/policy/explain.py) and names them `<permit id>/<requirement>
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ DEFAULT_SCHEMA = HERE / "schema.cedarschema"
 DEFAULT_DENY_ID = "default-deny"
 _ENTITY_CACHE_SIZE = 4096
 _DECISION_CACHE_SIZE = 8192
+_VERDICT_CACHE_SIZE = 8192
 
 
 class PolicyError(ValueError):
@@ -56,6 +58,14 @@ class PolicyDecision:
         return self.policy_ids[0] if self.policy_ids else DEFAULT_DENY_ID
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verdict:
+    """Allow or deny and nothing else: the answer to a question whose reasons nobody is told."""
+
+    allowed: bool
+    errors: tuple[str, ...] = ()
+
+
 class PolicyEngine:
     """An immutable, validated policy set; build a new one to reload."""
 
@@ -74,6 +84,8 @@ class PolicyEngine:
         # whole seconds). A decision is a pure function of the policy set and the request, so a
         # repeat within the same second is answered without Cedar; a reload builds a new engine.
         self._decisions: dict[str, PolicyDecision] = {}
+        # Verdicts by a digest of the whole request, filled by `verdict` alone (see there).
+        self._verdicts: dict[bytes, Verdict] = {}
 
     @classmethod
     def load(cls, policy_text: str, schema_text: str) -> PolicyEngine:
@@ -135,6 +147,33 @@ class PolicyEngine:
                 self._decisions.clear()
             self._decisions[key] = decision
         return decision
+
+    def verdict(self, request: PolicyRequest) -> Verdict:
+        """Allow or deny at one cost whatever the answer: for lookups by id, where a hidden
+        object and an absent one (decided against a stand-in) must do the same work.
+
+        No reasons: a default deny would otherwise run the per-requirement probes, which an
+        allow or a forbid does not. A cache of its own, which nothing but `verdict` fills and
+        whose key is the whole request (a stand-in carries the id asked for): `decide`'s cache
+        and the parsed entity sets are filled by other calls too (ListDevices decides every
+        device), so through them a hidden device would be answered from memory and a stand-in
+        by Cedar. Here a request is cached exactly when the same question was asked before,
+        whether or not its object exists. The key is a digest, so an attacker's long ids cost
+        no memory; the cache is cleared when full, for every entry at once.
+        """
+        key = hashlib.blake2b(repr(request).encode(), digest_size=16).digest()
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            cedar_request, entities = to_cedar(request)
+            result = cedarpy.is_authorized(cedar_request, self._policies, entities, self._schema)
+            verdict = Verdict(
+                allowed=result.decision == cedarpy.Decision.Allow,
+                errors=tuple(str(e) for e in result.diagnostics.errors),
+            )
+            if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
 
     def evaluate(self, request: PolicyRequest) -> PolicyDecision:
         """Ask Cedar, always (`decide` answers repeats from its cache)."""

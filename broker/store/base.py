@@ -77,7 +77,9 @@ class Store(Protocol):
         False, writing nothing, when another writer got there first.
         """
 
-    def get_job(self, job_id: str) -> Job | None: ...
+    def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
+        """The job, or None; with `owner`, None also when someone else owns it, decided in the
+        same read, so someone else's job costs what a missing one does (nothing is decoded)."""
 
     def list_jobs(
         self,
@@ -191,7 +193,9 @@ class SessionStore(Protocol):
     ) -> bool:
         """Compare-and-set update; False when the stored version is not `expected_version`."""
 
-    def get_session(self, session_id: str) -> Session | None: ...
+    def get_session(self, session_id: str, *, owner: str | None = None) -> Session | None:
+        """The session, or None; with `owner`, None also when someone else owns it (as
+        `get_job`)."""
 
     def list_sessions(
         self,

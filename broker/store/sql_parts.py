@@ -21,6 +21,15 @@ def columns(names: Sequence[str]) -> str:
     return ", ".join(names)
 
 
+def by_id_of(select: str, ident: str, owner: str | None) -> tuple[str, tuple[str, ...]]:
+    """`select` (ending in `WHERE <id column> = ?`) and its parameters, restricted to the rows
+    of `owner` when one is given: the database, not Python, tells someone else's row from no
+    row, so neither is fetched or decoded."""
+    if owner is None:
+        return select, (ident,)
+    return f"{select} AND owner = ?", (ident, owner)
+
+
 def insert_sql(table: str, names: Sequence[str], suffix: str = "") -> str:
     marks = ", ".join("?" * len(names))
     return f"INSERT INTO {table} ({columns(names)}) VALUES ({marks}){suffix}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.audit.model import AuditEvent
 from broker.jobs.session_model import Session, SessionState
-from broker.store.sql_parts import SqlParts, columns, insert_sql
+from broker.store.sql_parts import SqlParts, by_id_of, columns, insert_sql
 
 SESSION_COLUMNS = (
     "session_id",
@@ -103,8 +103,9 @@ class SqlSessions(SqlParts):
                 self._append(cur, event)
         return True
 
-    def get_session(self, session_id: str) -> Session | None:
-        found = self._query(f"SELECT {_SESSIONS} FROM sessions WHERE session_id = ?", (session_id,))
+    def get_session(self, session_id: str, *, owner: str | None = None) -> Session | None:
+        select = f"SELECT {_SESSIONS} FROM sessions WHERE session_id = ?"
+        found = self._query(*by_id_of(select, session_id, owner))
         return _session(found[0]) if found else None
 
     def list_sessions(

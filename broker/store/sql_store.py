@@ -26,6 +26,7 @@ from broker.store import rows, schema
 from broker.store.base import StoreError
 from broker.store.cursor import Cursor
 from broker.store.sql_access import SqlAccess
+from broker.store.sql_parts import by_id_of
 from broker.store.sql_registry import SqlRegistry
 from broker.store.sql_sessions import SqlSessions
 
@@ -232,8 +233,10 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         cur.execute(_UPDATE_JOB, (*rows.job_to_row(job)[1:], job.job_id, expected_version))
         return cur.rowcount == 1
 
-    def get_job(self, job_id: str) -> Job | None:
-        found = self._query(f"SELECT {_JOB_FIELDS} FROM jobs WHERE job_id = ?", (job_id,))
+    def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
+        found = self._query(
+            *by_id_of(f"SELECT {_JOB_FIELDS} FROM jobs WHERE job_id = ?", job_id, owner)
+        )
         return rows.job_from_row(found[0]) if found else None
 
     def list_jobs(

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 from qtestbed.cli import (
     audit,
+    credentials,
     demo,
+    facility,
     operator,
     policy,
     principals,
@@ -29,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     processes.register(sub)
+    facility.register(sub)
     researcher.register(sub)
     sessions.register(sub)
     demo.register(sub)
     operator.register(sub)
     principals.register(sub)
+    credentials.register(sub)
     projects.register(sub)
     audit.register(sub)
     receipt.register(sub)

@@ -37,6 +37,17 @@ def session(session_id: str, device: str = "dev-a", owner: str = "alice") -> Ses
     )
 
 
+def test_a_read_for_an_owner_answers_someone_elses_session_exactly_like_a_missing_one(
+    store: BrokerStore,
+) -> None:
+    mine = session("s1")
+    assert store.insert_session(mine, event("session.opened", "s1"))
+    assert store.get_session("s1", owner="alice") == mine
+    assert store.get_session("s1", owner="bob") is None
+    assert store.get_session("s-missing", owner="bob") is None
+    assert store.get_session("s1", owner=None) == mine  # operators read any session
+
+
 def test_one_open_session_per_device_and_compare_and_set_close(store: BrokerStore) -> None:
     first = session("s1")
     assert store.insert_session(first, event("session.opened", "s1"))

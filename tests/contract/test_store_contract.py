@@ -113,6 +113,16 @@ def test_every_job_field_round_trips(store: BrokerStore) -> None:
     assert store.get_job("j-missing") is None
 
 
+def test_a_read_for_an_owner_answers_someone_elses_job_exactly_like_a_missing_one(
+    store: BrokerStore,
+) -> None:
+    job = submit(store, "j1")
+    assert store.get_job("j1", owner="alice") == job
+    assert store.get_job("j1", owner="bob") is None
+    assert store.get_job("j-missing", owner="bob") is None
+    assert store.get_job("j1", owner=None) == job  # operators read any job
+
+
 def test_transitions_round_trip_through_save(store: BrokerStore) -> None:
     job = submit(store, "j1")
     for target in (JobState.DISPATCHED, JobState.RUNNING, JobState.COMPLETED):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,95 @@ def test_cached_decisions_are_exactly_the_uncached_ones() -> None:
     )
     assert engine.decide(expiring.request).allowed
     assert not engine.decide(lapsed).allowed
+
+
+def test_a_verdict_is_the_decision_without_its_reasons_for_every_corpus_case() -> None:
+    from broker.policy.corpus import SHIPPED_CORPUS, load_corpus
+
+    engine = PolicyEngine.load_files()
+    for case in load_corpus(SHIPPED_CORPUS).cases:
+        decision = engine.evaluate(case.request)
+        verdict = engine.verdict(case.request)
+        assert (verdict.allowed, verdict.errors) == (decision.allowed, decision.errors), case.desc
+
+
+class _CedarCalls:
+    """Counts Cedar evaluations (a verdict of any answer must cost exactly one)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import cedarpy
+
+        self.count = 0
+        real = cedarpy.is_authorized
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(cedarpy, "is_authorized", counted)
+
+    def taken(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+def test_a_verdict_costs_one_cedar_call_whether_it_allows_or_denies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = PolicyEngine.load_files()
+    calls = _CedarCalls(monkeypatch)
+    denied = request()  # a default deny: decide() runs the requirement probes as well
+    allowed = dataclasses.replace(
+        denied, device=dataclasses.replace(denied.device, tier="open", tier_rank=0)
+    )
+    engine.evaluate(denied)
+    assert calls.taken() == 2
+    assert not engine.verdict(denied).allowed
+    assert calls.taken() == 1
+    assert engine.verdict(allowed).allowed
+    assert calls.taken() == 1
+
+
+def test_only_verdicts_fill_the_verdict_cache_one_entry_per_whole_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What another call decided (ListDevices decides every device) must not make one lookup
+    cheaper than another: a verdict is cached only once the same question was a verdict."""
+    engine = PolicyEngine.load_files()
+    calls = _CedarCalls(monkeypatch)
+    asked = request()
+    engine.decide(asked)
+    calls.taken()
+    engine.verdict(asked)
+    assert calls.taken() == 1  # decide()'s cache did not answer it
+    engine.verdict(asked)
+    assert calls.taken() == 0
+    other_id = dataclasses.replace(asked, device=dataclasses.replace(asked.device, device_id="e"))
+    next_second = dataclasses.replace(
+        asked, environment=dataclasses.replace(asked.environment, now=1_001)
+    )
+    for changed in (other_id, next_second):
+        engine.verdict(changed)
+        assert calls.taken() == 1
+
+
+def test_the_verdict_cache_is_bounded_and_forgets_everything_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import broker.policy.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_VERDICT_CACHE_SIZE", 3)
+    engine = PolicyEngine.load_files()
+    calls = _CedarCalls(monkeypatch)
+    asked = [
+        dataclasses.replace(
+            request(), device=dataclasses.replace(request().device, device_id=f"d{n}")
+        )
+        for n in range(4)
+    ]
+    for each in asked[:3]:
+        engine.verdict(each)
+    assert calls.taken() == 3
+    engine.verdict(asked[3])  # full: every entry goes, so all four questions cost the same
+    engine.verdict(asked[0])
+    assert calls.taken() == 2

@@ -111,10 +111,12 @@ class MemoryJobs(MemoryCore):
                 self._append(db, event)
         return True
 
-    def get_job(self, job_id: str) -> Job | None:
+    def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
         with self._read() as db:
             row = db.jobs.get(job_id)
-        return row.job if row is not None else None
+        if row is None or (owner is not None and row.job.owner != owner):
+            return None
+        return row.job
 
     def list_jobs(
         self,

@@ -37,9 +37,12 @@ class MemorySessions(MemoryCore):
                 self._append(db, event)
         return True
 
-    def get_session(self, session_id: str) -> Session | None:
+    def get_session(self, session_id: str, *, owner: str | None = None) -> Session | None:
         with self._read() as db:
-            return db.sessions.get(session_id)
+            session = db.sessions.get(session_id)
+        if session is None or (owner is not None and session.owner != owner):
+            return None
+        return session
 
     def list_sessions(
         self,

@@ -150,3 +150,20 @@ def test_load_reports_missing_and_non_key_files(tmp_path: Path) -> None:
     os.close(fd)
     with pytest.raises(KeyFileError, match=r"junk\.key.*not an unencrypted PEM"):
         load_private_key(junk)
+
+
+def test_create_key_file_is_owner_only_and_never_replaces(
+    tmp_path: Path, p256_key: SigningKey, no_umask: None
+) -> None:
+    from attestation.keys import create_private_key_file
+
+    path = tmp_path / "carol.key"
+    create_private_key_file(p256_key, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_private_key(path).public_key == p256_key.public_key
+    other = SigningKey.generate(KeyKind.ECDSA_P256)
+    with pytest.raises(FileExistsError):
+        create_private_key_file(other, path)
+    # The first key is still there, and no temporary file was left behind.
+    assert load_private_key(path).public_key == p256_key.public_key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["carol.key"]

@@ -89,6 +89,17 @@ async def test_a_revocation_needs_a_reason(core: Core) -> None:
     assert refused.value.code is ErrorCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("serial", ["zz", "12:xy", "a" * 41, ""])
+async def test_a_revocation_of_something_that_is_no_serial_is_invalid(
+    core: Core, serial: str
+) -> None:
+    book = core.parts.registries.credentials
+    with pytest.raises(BrokerError) as refused:
+        await book.revoke("sam", serial, "typo")
+    assert refused.value.code is ErrorCode.INVALID_ARGUMENT
+    assert not events(core, "access.credential.revoked")
+
+
 async def test_an_open_stream_of_a_revoked_credential_is_ended(core: Core) -> None:
     book = core.parts.registries.credentials
     streams = core.parts.registries.streams

@@ -1,0 +1,93 @@
+"""`qtestbed facility upgrade DIR`: bring a facility made before the issuing CAs up to date
+(see `qtestbed.facility_upgrade`), and say what the operator does next."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from qtestbed.cli.errors import CommandError, guarded
+from qtestbed.cli.output import show
+from qtestbed.facility_upgrade import (
+    DeviceRegistration,
+    UpgradeError,
+    UpgradeReport,
+    upgrade_facility,
+)
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser(
+        "facility", help="maintain a facility folder made by 'qtestbed init'"
+    ).add_subparsers(dest="facility_command", required=True, metavar="ACTION")
+    p = group.add_parser(
+        "upgrade",
+        help="give a facility made before the issuing CAs its client- and device-issuing CAs",
+        description="Run with the broker stopped, where the facility root key (ca/ca.key) is. "
+        "Creates ca/clients-ca.* and ca/devices-ca.*, issues the certificates under users/ and "
+        "devices/ again from them (same keys), adds client_ca_cert to broker.toml and the "
+        "facility id to facility.toml, and keeps copies of the old files. Refuses on a "
+        "facility already upgraded.",
+    )
+    p.add_argument("dir", type=Path, help="the facility folder")
+    p.add_argument(
+        "--facility-id",
+        help="the id that names principals in certificates (default: facility.toml's [facility] "
+        "id, else the one the broker derived from the facility name)",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(handler=cmd_upgrade)
+
+
+@guarded()
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    try:
+        report = upgrade_facility(args.dir, facility_id=args.facility_id)
+    except UpgradeError as exc:
+        raise CommandError(f"facility not upgraded: {exc}") from exc
+    show(_report_json(report), as_json=args.json, text=_report_text(report))
+    return 0
+
+
+def _report_json(r: UpgradeReport) -> dict[str, object]:
+    return {
+        "facility_id": r.facility_id,
+        "backup": str(r.backup),
+        "principals": [{"file": x.path, "name": x.name, "serial": x.serial} for x in r.principals],
+        "devices": [{"file": x.path, "name": x.name, "serial": x.serial} for x in r.devices],
+        "skipped": list(r.skipped),
+        "register_devices": [_register_command(r, d) for d in r.registrations],
+    }
+
+
+def _register_command(r: UpgradeReport, d: DeviceRegistration) -> str:
+    model = f" --model {d.model}" if d.model else ""
+    return (
+        f"qtestbed device register {d.certificate} --tier {d.tier}{model} "
+        f"--profile {r.root}/users/OPERATOR.toml"
+    )
+
+
+def _report_text(r: UpgradeReport) -> str:
+    lines = [
+        f"upgraded facility {r.root} (facility id {r.facility_id})",
+        f"  copies of the old files:  {r.backup}",
+        "  new issuing CAs:          ca/clients-ca.{pem,key} (principals), "
+        "ca/devices-ca.{pem,key} (devices)",
+        f"  principals issued again:  {', '.join(x.name for x in r.principals) or 'none'}",
+        f"  devices issued again:     {', '.join(x.name for x in r.devices) or 'none'}",
+        *(f"  left as it was: {s}" for s in r.skipped),
+        "The old certificates no longer work; the new ones are in place (same keys, same "
+        "profiles). Next:",
+        f"  1. start the broker: qtestbed broker --config {r.root}/broker.toml",
+        "  2. as an operator, register each device's new certificate before restarting its "
+        "driver (the broker knows a device by its certificate; check the tier against "
+        "'qtestbed device list'):",
+        *(f"       {_register_command(r, d)}" for d in r.registrations),
+        "  3. restart the drivers",
+        "  4. move ca/ca.key, ca/clients-ca.key and ca/devices-ca.key off the broker's machine: "
+        "it needs none of them. Issue credentials where clients-ca.key and clients-ca.pem are "
+        "kept: qtestbed credential issue CSR --name NAME --ca-dir THERE ...",
+    ]
+    return "\n".join(lines)
