@@ -19,6 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from attestation.calibration import NO_WINDOWS, CalibrationWindows, calibration_reasons
 from attestation.dsse import Envelope, EnvelopeError, verify_envelope
 from attestation.evidence import (
     EVIDENCE_PAYLOAD_TYPE,
@@ -66,7 +67,9 @@ class ReferenceValues:
     An empty set is refused rather than read as "anything goes", so a missing entry in the
     facility file can never silently switch a check off. The values hold in the window
     [not_before, not_after) of verifier time (seconds since the epoch; None: unbounded on that
-    side); `version` names them in results and logs.
+    side); `version` names them in results and logs. `calibration` bounds the calibration
+    figures the device claims (see `attestation.calibration`); a figure without a window is
+    only checked for being physical.
     """
 
     firmware: frozenset[str]
@@ -77,6 +80,7 @@ class ReferenceValues:
     not_before: float | None = None
     not_after: float | None = None
     version: int = 1
+    calibration: CalibrationWindows = NO_WINDOWS
 
     def __post_init__(self) -> None:
         for name in ("firmware", "control_software", "driver_build", "calibration_digest"):
@@ -363,6 +367,10 @@ def _measurement_reasons(got: Measurements, reference: ReferenceValues) -> list[
     if got.num_qubits != reference.num_qubits:
         detail = f"num_qubits: expected {reference.num_qubits}, got {got.num_qubits}"
         reasons.append(Reason(code=ReasonCode.MEASUREMENT_QUBITS, detail=detail))
+    reasons.extend(
+        Reason(code=ReasonCode.CALIBRATION_OUT_OF_RANGE, detail=detail)
+        for detail in calibration_reasons(got, reference.calibration)
+    )
     return reasons
 
 

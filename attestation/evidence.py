@@ -38,6 +38,10 @@ _MEASUREMENT_FIELDS = frozenset(
         "two_qubit_error",
     }
 )
+# Calibration figures a device may leave out (it has no such figure); when present they are
+# encoded, and when absent left out, so older claim sets keep their exact bytes.
+_OPTIONAL_PROBABILITIES = ("readout_error",)
+_OPTIONAL_DURATIONS = ("t1_us", "t2_us")
 _CLAIM_FIELDS = frozenset(
     {"device_id", "nonce", "issued_at", "boot_epoch", "counter", "measurements"}
 )
@@ -57,9 +61,12 @@ class Measurements:
     calibration_digest: str
     num_qubits: int
     two_qubit_error: float | None
+    readout_error: float | None = None
+    t1_us: float | None = None  # energy relaxation time, microseconds
+    t2_us: float | None = None  # dephasing time, microseconds
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "firmware": self.firmware,
             "control_software": self.control_software,
             "driver_build": self.driver_build,
@@ -67,6 +74,10 @@ class Measurements:
             "num_qubits": self.num_qubits,
             "two_qubit_error": self.two_qubit_error,
         }
+        for name in (*_OPTIONAL_PROBABILITIES, *_OPTIONAL_DURATIONS):
+            if (value := getattr(self, name)) is not None:
+                data[name] = value
+        return data
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,22 +125,39 @@ def decode_claims(data: bytes) -> EvidenceClaims:
 
 
 def _decode_measurements(value: object) -> Measurements:
-    raw = object_with(value, _MEASUREMENT_FIELDS, "measurements")
-    error = raw["two_qubit_error"]
-    if error is None:
-        two_qubit_error = None
-    else:
-        two_qubit_error = get_number(raw, "two_qubit_error")
-        if not 0.0 <= two_qubit_error <= 1.0:
-            raise StrictJSONError("field 'two_qubit_error' must be between 0 and 1")
+    optional = (*_OPTIONAL_PROBABILITIES, *_OPTIONAL_DURATIONS)
+    fields = _MEASUREMENT_FIELDS | (
+        value.keys() & set(optional) if isinstance(value, dict) else set()
+    )
+    raw = object_with(value, fields, "measurements")
+    figures = {name: _probability(raw, name) for name in _OPTIONAL_PROBABILITIES if name in raw}
+    figures |= {name: _duration(raw, name) for name in _OPTIONAL_DURATIONS if name in raw}
     return Measurements(
         firmware=get_str(raw, "firmware"),
         control_software=get_str(raw, "control_software"),
         driver_build=get_str(raw, "driver_build"),
         calibration_digest=get_str(raw, "calibration_digest"),
         num_qubits=get_int(raw, "num_qubits"),
-        two_qubit_error=two_qubit_error,
+        two_qubit_error=None
+        if raw["two_qubit_error"] is None
+        else _probability(raw, "two_qubit_error"),
+        **figures,
     )
+
+
+def _probability(raw: dict[str, Any], name: str) -> float:
+    """An error rate: whatever the reference values say, never outside [0, 1]."""
+    value = get_number(raw, name)
+    if not 0.0 <= value <= 1.0:
+        raise StrictJSONError(f"field {name!r} must be between 0 and 1")
+    return value
+
+
+def _duration(raw: dict[str, Any], name: str) -> float:
+    value = get_number(raw, name)
+    if value <= 0:
+        raise StrictJSONError(f"field {name!r} must be a positive number of microseconds")
+    return value
 
 
 def make_evidence(claims: EvidenceClaims, key: SigningKey) -> Envelope:

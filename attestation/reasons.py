@@ -32,3 +32,4 @@ class ReasonCode(enum.Enum):
     MEASUREMENT_DRIVER_BUILD = "MEASUREMENT_DRIVER_BUILD"  # driver build not allowed
     MEASUREMENT_CALIBRATION = "MEASUREMENT_CALIBRATION"  # calibration digest not allowed
     MEASUREMENT_QUBITS = "MEASUREMENT_QUBITS"  # qubit count differs from the registered one
+    CALIBRATION_OUT_OF_RANGE = "CALIBRATION_OUT_OF_RANGE"  # a calibration figure outside its window

@@ -42,4 +42,5 @@ def measure(description: DeviceDescription, firmware: str) -> Measurements:
         calibration_digest=description.calibration_digest(),
         num_qubits=description.num_qubits,
         two_qubit_error=description.two_qubit_error,
+        readout_error=description.readout_error,
     )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from attestation.calibration import NO_WINDOWS, CalibrationWindows
+
 
 class DeviceStatus(enum.Enum):
     """The operator-visible security state of a registered device."""
@@ -70,7 +72,8 @@ class ReferenceValuesRecord:
     """One version of the known-good measurements for a device or a model.
 
     Each set lists every accepted value (never empty). The window [not_before, not_after) bounds
-    when this version may be used; None means open on that side.
+    when this version may be used; None means open on that side. `calibration` holds the
+    tolerance windows of the calibration figures (none set: only physical limits apply).
     """
 
     scope: ReferenceScope
@@ -85,6 +88,7 @@ class ReferenceValuesRecord:
     not_after: float | None
     created_at: float
     created_by: str
+    calibration: CalibrationWindows = NO_WINDOWS
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from attestation.appraisal import ReferenceValues
+from attestation.calibration import NO_WINDOWS, CalibrationWindows
 from attestation.pki import CertificateError, VerifiedDevice, verify_device_chain
 from broker.audit.log import AuditLog
 from broker.clock import Clock
@@ -43,6 +44,7 @@ class ReferenceInput:
     num_qubits: int
     not_before: float | None = None
     not_after: float | None = None
+    calibration: CalibrationWindows = NO_WINDOWS
 
 
 class DeviceRegistry:
@@ -200,8 +202,9 @@ class DeviceRegistry:
             _appraisal_values(values, version=1)  # the verifier's own checks, before storing
         except ValueError as exc:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
+        # Field by field, not asdict(): that would turn the calibration windows into dicts.
         record = ReferenceValuesRecord(
-            **dataclasses.asdict(values),
+            **{f.name: getattr(values, f.name) for f in dataclasses.fields(values)},
             version=0,
             created_at=self._clock.now(),
             created_by=actor,
@@ -218,6 +221,7 @@ class DeviceRegistry:
                 "num_qubits": values.num_qubits,
                 "not_before": values.not_before,
                 "not_after": values.not_after,
+                "calibration": values.calibration.as_document(),
             },
         )
         stored = await self._runner.call(self._runner.store.add_reference_values, record, event)
@@ -356,4 +360,5 @@ def _appraisal_values(
         not_before=values.not_before,
         not_after=values.not_after,
         version=version,
+        calibration=values.calibration,
     )

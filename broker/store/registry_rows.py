@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from attestation.calibration import CalibrationWindows
 from broker.audit.model import Checkpoint
 from broker.devices.model import (
     AttestationRecord,
@@ -49,6 +50,7 @@ REFERENCE_COLUMNS: tuple[str, ...] = (
     "not_after",
     "created_at",
     "created_by",
+    "calibration_windows",
 )
 REVOCATION_COLUMNS: tuple[str, ...] = (
     "serial",
@@ -131,6 +133,7 @@ def reference_to_row(record: ReferenceValuesRecord) -> tuple[Any, ...]:
         record.not_after,
         record.created_at,
         record.created_by,
+        json.dumps(record.calibration.as_document(), sort_keys=True, separators=(",", ":")),
     )
 
 
@@ -149,6 +152,7 @@ def reference_from_row(row: Row) -> ReferenceValuesRecord:
         not_after=r["not_after"],
         created_at=r["created_at"],
         created_by=r["created_by"],
+        calibration=CalibrationWindows.from_document(json.loads(r["calibration_windows"])),
     )
 
 

@@ -286,6 +286,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX sessions_device_state ON sessions (device_id, state)",
         ),
     ),
+    Migration(
+        version=6,
+        description="calibration windows in reference values",
+        # {figure: [minimum, maximum]} as JSON; '{}' (no window) for versions published before.
+        statements=(
+            "ALTER TABLE reference_values"
+            " ADD COLUMN calibration_windows TEXT NOT NULL DEFAULT '{{}}'",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

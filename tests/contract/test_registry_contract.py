@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from attestation.calibration import CalibrationWindows, Tolerance
 from broker.audit.chain import verify_chain
 from broker.audit.model import AuditEvent, Checkpoint
 from broker.devices.model import (
@@ -180,6 +181,11 @@ def test_every_reference_field_round_trips(store: BrokerStore) -> None:
         not_before=T0 - 0.25,
         not_after=T0 + 86_400.5,
         created_by="secops",
+        calibration=CalibrationWindows(
+            two_qubit_error=Tolerance(minimum=1e-5, maximum=2.5e-3),
+            readout_error=Tolerance(maximum=0.05),
+            t1_us=Tolerance(minimum=12.5),
+        ),
     )
     stored = store.add_reference_values(windowed, event("reference.added", "ibmq-5"))
     assert stored == dataclasses.replace(windowed, version=1)

@@ -7,14 +7,16 @@ door to tamper through and no schema to migrate.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import pytest
 
+from attestation.calibration import NO_WINDOWS, CalibrationWindows, Tolerance
 from broker.audit.chain import verify_chain
 from broker.devices.model import ReferenceScope
 from broker.jobs.model import Circuit, Job, JobState
-from broker.store import StoreError
+from broker.store import StoreError, registry_rows
 from broker.store import rows as rows_module
 from broker.store import schema as schema_module
 from broker.store.schema import LATEST_VERSION
@@ -138,3 +140,41 @@ def test_a_version_1_database_upgrades_in_place(
         "r",
     ]
     assert verify_chain(entries) is None
+
+
+def test_reference_values_published_before_calibration_windows_upgrade_without_any(
+    sql_backend: SqlBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 6 adds the windows: older versions read back with none set (physical limits only)."""
+    added = next(m for m in schema_module.MIGRATIONS if "calibration windows" in m.description)
+    before = tuple(m for m in schema_module.MIGRATIONS if m.version < added.version)
+    old = sql_backend.open()
+    with monkeypatch.context() as patch:
+        patch.setattr(schema_module, "MIGRATIONS", before)
+        patch.setattr(schema_module, "LATEST_VERSION", before[-1].version)
+        old.migrate()
+    record = make_reference(ReferenceScope.DEVICE, "dev-a")
+    v5_columns = [c for c in registry_rows.REFERENCE_COLUMNS if c != "calibration_windows"]
+    values = dict(
+        zip(registry_rows.REFERENCE_COLUMNS, registry_rows.reference_to_row(record), strict=True)
+    )
+    values["version"] = 1
+    sql_backend.raw(
+        f"INSERT INTO reference_values ({', '.join(v5_columns)}) VALUES ("  # noqa: S608
+        + ", ".join("?" * len(v5_columns))
+        + ")",
+        [values[c] for c in v5_columns],
+    )
+    old.close()
+    upgraded = sql_backend.open()
+    upgraded.migrate()
+    [stored] = upgraded.reference_values(ReferenceScope.DEVICE, "dev-a")
+    assert stored == dataclasses.replace(record, version=1)
+    assert stored.calibration == NO_WINDOWS
+    windowed = dataclasses.replace(
+        record, calibration=CalibrationWindows(two_qubit_error=Tolerance(maximum=1e-3))
+    )
+    assert upgraded.add_reference_values(windowed, event("r", "dev-a")).calibration == (
+        windowed.calibration
+    )
+    upgraded.close()
