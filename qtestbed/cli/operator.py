@@ -69,6 +69,14 @@ def _register_reference(sub: Any) -> None:
     p.add_argument("--num-qubits", type=int, required=True)
     p.add_argument("--not-before", help="ISO 8601 time from which this version is valid")
     p.add_argument("--not-after", help="ISO 8601 time at which this version stops being valid")
+    for figure, what in _WINDOWS.items():
+        p.add_argument(
+            f"--{figure.replace('_', '-')}",
+            type=calibration_window,
+            metavar="MIN:MAX",
+            help=f"accepted attested {what}; either side may be left empty. Evidence "
+            "claiming a value outside, or none, is refused (CALIBRATION_OUT_OF_RANGE)",
+        )
     client_options(p)
     p.set_defaults(handler=cmd_reference_set)
     p = ref.add_parser("list", help="every version, newest first")
@@ -147,6 +155,29 @@ def cmd_history(args: argparse.Namespace, c: Client) -> int:
     return 0
 
 
+# The calibration figures reference values can bound (attestation.calibration), for --help.
+_WINDOWS = {
+    "two_qubit_error": "two-qubit gate error (a probability)",
+    "readout_error": "readout error (a probability)",
+    "t1_us": "T1 relaxation time (microseconds)",
+    "t2_us": "T2 dephasing time (microseconds)",
+}
+
+
+def calibration_window(text: str) -> admin_pb2.CalibrationWindow:
+    """MIN:MAX (either side may be empty) as a window; the broker checks the bounds further."""
+    low, sep, high = text.partition(":")
+    if not sep or not (low.strip() or high.strip()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a window: write MIN:MAX, e.g. 1e-5:1e-3, or 0.9: or :0.05"
+        )
+    try:
+        bounds = [float(b) if b.strip() else None for b in (low, high)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: bounds must be numbers ({exc})") from exc
+    return admin_pb2.CalibrationWindow(min=bounds[0], max=bounds[1])
+
+
 def _timestamp(text: str | None) -> Timestamp | None:
     return parse_time(text) if text else None
 
@@ -170,6 +201,7 @@ def cmd_reference_set(args: argparse.Namespace) -> int:
         num_qubits=args.num_qubits,
         not_before=_timestamp(args.not_before),  # a bad time is refused before connecting
         not_after=_timestamp(args.not_after),
+        **{figure: getattr(args, figure) for figure in _WINDOWS},
     )
 
     def publish(c: Client) -> int:
@@ -188,10 +220,22 @@ def cmd_reference_list(args: argparse.Namespace, c: Client) -> int:
     request = admin_pb2.ListReferenceValuesRequest(scope=scope, scope_id=scope_id)
     reply = c.call(c.admin.ListReferenceValues, request)
     text = "\n".join(
-        f"v{r.version} firmware={list(r.firmware)} qubits={r.num_qubits}" for r in reply.versions
+        f"v{r.version} firmware={list(r.firmware)} qubits={r.num_qubits}{_windows_text(r)}"
+        for r in reply.versions
     )
     show(reply, as_json=args.json, text=text or "no reference values")
     return 0
+
+
+def _windows_text(values: admin_pb2.ReferenceValues) -> str:
+    parts = []
+    for figure in _WINDOWS:
+        if values.HasField(figure):  # type: ignore[arg-type]  # the figure names are fields
+            window: admin_pb2.CalibrationWindow = getattr(values, figure)
+            low = f"{window.min:g}" if window.HasField("min") else ""
+            high = f"{window.max:g}" if window.HasField("max") else ""
+            parts.append(f" {figure}={low}:{high}")
+    return "".join(parts)
 
 
 @broker_command()

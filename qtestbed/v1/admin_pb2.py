@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17qtestbed/v1/admin.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x14\x45xplainAccessRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\"?\n\x11PolicyRequirement\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0b\n\x03met\x18\x02 \x01(\x08\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x93\x01\n\x15\x45xplainAccessResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x12\n\npolicy_ids\x18\x02 \x03(\t\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x34\n\x0crequirements\x18\x04 \x03(\x0b\x32\x1e.qtestbed.v1.PolicyRequirement\x12\x0e\n\x06\x65rrors\x18\x05 \x03(\t\"S\n\x15RegisterDeviceRequest\x12\x1d\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\x0c\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"\xaa\x02\n\x10RegisteredDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\t\x12)\n\x06status\x18\x06 \x01(\x0e\x32\x19.qtestbed.v1.DeviceStatus\x12\x15\n\rstatus_reason\x18\x07 \x01(\t\x12\x35\n\x11status_changed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rregistered_by\x18\n \x01(\t\"\x1e\n\x1cListRegisteredDevicesRequest\"O\n\x1dListRegisteredDevicesResponse\x12.\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1d.qtestbed.v1.RegisteredDevice\"\xf5\x02\n\x0fReferenceValues\x12*\n\x05scope\x18\x01 \x01(\x0e\x32\x1b.qtestbed.v1.ReferenceScope\x12\x10\n\x08scope_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x10\n\x08\x66irmware\x18\x04 \x03(\t\x12\x18\n\x10\x63ontrol_software\x18\x05 \x03(\t\x12\x14\n\x0c\x64river_build\x18\x06 \x03(\t\x12\x1a\n\x12\x63\x61libration_digest\x18\x07 \x03(\t\x12\x12\n\nnum_qubits\x18\x08 \x01(\r\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0c \x01(\t\"I\n\x19SetReferenceValuesRequest\x12,\n\x06values\x18\x01 \x01(\x0b\x32\x1c.qtestbed.v1.ReferenceValues\"Z\n\x1aListReferenceValuesRequest\x12*\n\x05scope\x18\x01 \x01(\x0e\x32\x1b.qtestbed.v1.ReferenceScope\x12\x10\n\x08scope_id\x18\x02 \x01(\t\"M\n\x1bListReferenceValuesResponse\x12.\n\x08versions\x18\x01 \x03(\x0b\x32\x1c.qtestbed.v1.ReferenceValues\"8\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x14ReleaseDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x1cGetAttestationHistoryRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xb7\x01\n\x10\x41ttestationEvent\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x17\n\x0f\x65vidence_digest\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x1dGetAttestationHistoryResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.qtestbed.v1.AttestationEvent\"7\n\x12StreamAuditRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x8f\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\n\n\x02\x61t\x18\x05 \x01(\x01\x12\x13\n\x0b\x64\x65tail_json\x18\x06 \x01(\t\x12\x11\n\tprev_hash\x18\x07 \x01(\t\x12\x12\n\nentry_hash\x18\x08 \x01(\t\"\x18\n\x16ListCheckpointsRequest\"`\n\nCheckpoint\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\troot_hash\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x05 \x01(\x0c\"G\n\x17ListCheckpointsResponse\x12,\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x17.qtestbed.v1.Checkpoint*\x81\x01\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19\x44\x45VICE_STATUS_QUARANTINED\x10\x02\x12\x19\n\x15\x44\x45VICE_STATUS_REVOKED\x10\x03*h\n\x0eReferenceScope\x12\x1f\n\x1bREFERENCE_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REFERENCE_SCOPE_DEVICE\x10\x01\x12\x19\n\x15REFERENCE_SCOPE_MODEL\x10\x02\x32\x8b\x06\n\x12\x44\x65viceAdminService\x12S\n\x0eRegisterDevice\x12\".qtestbed.v1.RegisterDeviceRequest\x1a\x1d.qtestbed.v1.RegisteredDevice\x12n\n\x15ListRegisteredDevices\x12).qtestbed.v1.ListRegisteredDevicesRequest\x1a*.qtestbed.v1.ListRegisteredDevicesResponse\x12Z\n\x12SetReferenceValues\x12&.qtestbed.v1.SetReferenceValuesRequest\x1a\x1c.qtestbed.v1.ReferenceValues\x12h\n\x13ListReferenceValues\x12\'.qtestbed.v1.ListReferenceValuesRequest\x1a(.qtestbed.v1.ListReferenceValuesResponse\x12O\n\x0cRevokeDevice\x12 .qtestbed.v1.RevokeDeviceRequest\x1a\x1d.qtestbed.v1.RegisteredDevice\x12Q\n\rReleaseDevice\x12!.qtestbed.v1.ReleaseDeviceRequest\x1a\x1d.qtestbed.v1.RegisteredDevice\x12n\n\x15GetAttestationHistory\x12).qtestbed.v1.GetAttestationHistoryRequest\x1a*.qtestbed.v1.GetAttestationHistoryResponse\x12V\n\rExplainAccess\x12!.qtestbed.v1.ExplainAccessRequest\x1a\".qtestbed.v1.ExplainAccessResponse2\xb7\x01\n\x0c\x41uditService\x12I\n\x0bStreamAudit\x12\x1f.qtestbed.v1.StreamAuditRequest\x1a\x17.qtestbed.v1.AuditEntry0\x01\x12\\\n\x0fListCheckpoints\x12#.qtestbed.v1.ListCheckpointsRequest\x1a$.qtestbed.v1.ListCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17qtestbed/v1/admin.proto\x12\x0bqtestbed.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x14\x45xplainAccessRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07project\x18\x04 \x01(\t\"?\n\x11PolicyRequirement\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0b\n\x03met\x18\x02 \x01(\x08\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x93\x01\n\x15\x45xplainAccessResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x12\n\npolicy_ids\x18\x02 \x03(\t\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x34\n\x0crequirements\x18\x04 \x03(\x0b\x32\x1e.qtestbed.v1.PolicyRequirement\x12\x0e\n\x06\x65rrors\x18\x05 \x03(\t\"S\n\x15RegisterDeviceRequest\x12\x1d\n\x15\x63\x65rtificate_chain_pem\x18\x01 \x01(\x0c\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"\xaa\x02\n\x10RegisteredDevice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\t\x12)\n\x06status\x18\x06 \x01(\x0e\x32\x19.qtestbed.v1.DeviceStatus\x12\x15\n\rstatus_reason\x18\x07 \x01(\t\x12\x35\n\x11status_changed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rregistered_by\x18\n \x01(\t\"\x1e\n\x1cListRegisteredDevicesRequest\"O\n\x1dListRegisteredDevicesResponse\x12.\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1d.qtestbed.v1.RegisteredDevice\"\xc3\x04\n\x0fReferenceValues\x12*\n\x05scope\x18\x01 \x01(\x0e\x32\x1b.qtestbed.v1.ReferenceScope\x12\x10\n\x08scope_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x10\n\x08\x66irmware\x18\x04 \x03(\t\x12\x18\n\x10\x63ontrol_software\x18\x05 \x03(\t\x12\x14\n\x0c\x64river_build\x18\x06 \x03(\t\x12\x1a\n\x12\x63\x61libration_digest\x18\x07 \x03(\t\x12\x12\n\nnum_qubits\x18\x08 \x01(\r\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x37\n\x0ftwo_qubit_error\x18\r \x01(\x0b\x32\x1e.qtestbed.v1.CalibrationWindow\x12\x35\n\rreadout_error\x18\x0e \x01(\x0b\x32\x1e.qtestbed.v1.CalibrationWindow\x12-\n\x05t1_us\x18\x0f \x01(\x0b\x32\x1e.qtestbed.v1.CalibrationWindow\x12-\n\x05t2_us\x18\x10 \x01(\x0b\x32\x1e.qtestbed.v1.CalibrationWindow\"G\n\x11\x43\x61librationWindow\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"I\n\x19SetReferenceValuesRequest\x12,\n\x06values\x18\x01 \x01(\x0b\x32\x1c.qtestbed.v1.ReferenceValues\"Z\n\x1aListReferenceValuesRequest\x12*\n\x05scope\x18\x01 \x01(\x0e\x32\x1b.qtestbed.v1.ReferenceScope\x12\x10\n\x08scope_id\x18\x02 \x01(\t\"M\n\x1bListReferenceValuesResponse\x12.\n\x08versions\x18\x01 \x03(\x0b\x32\x1c.qtestbed.v1.ReferenceValues\"8\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"9\n\x14ReleaseDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"@\n\x1cGetAttestationHistoryRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xb7\x01\n\x10\x41ttestationEvent\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x17\n\x0f\x65vidence_digest\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x1dGetAttestationHistoryResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.qtestbed.v1.AttestationEvent\"7\n\x12StreamAuditRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x8f\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\n\n\x02\x61t\x18\x05 \x01(\x01\x12\x13\n\x0b\x64\x65tail_json\x18\x06 \x01(\t\x12\x11\n\tprev_hash\x18\x07 \x01(\t\x12\x12\n\nentry_hash\x18\x08 \x01(\t\"\x18\n\x16ListCheckpointsRequest\"`\n\nCheckpoint\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\troot_hash\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x05 \x01(\x0c\"G\n\x17ListCheckpointsResponse\x12,\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x17.qtestbed.v1.Checkpoint*\x81\x01\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19\x44\x45VICE_STATUS_QUARANTINED\x10\x02\x12\x19\n\x15\x44\x45VICE_STATUS_REVOKED\x10\x03*h\n\x0eReferenceScope\x12\x1f\n\x1bREFERENCE_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REFERENCE_SCOPE_DEVICE\x10\x01\x12\x19\n\x15REFERENCE_SCOPE_MODEL\x10\x02\x32\x8b\x06\n\x12\x44\x65viceAdminService\x12S\n\x0eRegisterDevice\x12\".qtestbed.v1.RegisterDeviceRequest\x1a\x1d.qtestbed.v1.RegisteredDevice\x12n\n\x15ListRegisteredDevices\x12).qtestbed.v1.ListRegisteredDevicesRequest\x1a*.qtestbed.v1.ListRegisteredDevicesResponse\x12Z\n\x12SetReferenceValues\x12&.qtestbed.v1.SetReferenceValuesRequest\x1a\x1c.qtestbed.v1.ReferenceValues\x12h\n\x13ListReferenceValues\x12\'.qtestbed.v1.ListReferenceValuesRequest\x1a(.qtestbed.v1.ListReferenceValuesResponse\x12O\n\x0cRevokeDevice\x12 .qtestbed.v1.RevokeDeviceRequest\x1a\x1d.qtestbed.v1.RegisteredDevice\x12Q\n\rReleaseDevice\x12!.qtestbed.v1.ReleaseDeviceRequest\x1a\x1d.qtestbed.v1.RegisteredDevice\x12n\n\x15GetAttestationHistory\x12).qtestbed.v1.GetAttestationHistoryRequest\x1a*.qtestbed.v1.GetAttestationHistoryResponse\x12V\n\rExplainAccess\x12!.qtestbed.v1.ExplainAccessRequest\x1a\".qtestbed.v1.ExplainAccessResponse2\xb7\x01\n\x0c\x41uditService\x12I\n\x0bStreamAudit\x12\x1f.qtestbed.v1.StreamAuditRequest\x1a\x17.qtestbed.v1.AuditEntry0\x01\x12\\\n\x0fListCheckpoints\x12#.qtestbed.v1.ListCheckpointsRequest\x1a$.qtestbed.v1.ListCheckpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qtestbed.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICESTATUS']._serialized_start=2354
-  _globals['_DEVICESTATUS']._serialized_end=2483
-  _globals['_REFERENCESCOPE']._serialized_start=2485
-  _globals['_REFERENCESCOPE']._serialized_end=2589
+  _globals['_DEVICESTATUS']._serialized_start=2633
+  _globals['_DEVICESTATUS']._serialized_end=2762
+  _globals['_REFERENCESCOPE']._serialized_start=2764
+  _globals['_REFERENCESCOPE']._serialized_end=2868
   _globals['_EXPLAINACCESSREQUEST']._serialized_start=73
   _globals['_EXPLAINACCESSREQUEST']._serialized_end=166
   _globals['_POLICYREQUIREMENT']._serialized_start=168
@@ -51,35 +51,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTREGISTEREDDEVICESRESPONSE']._serialized_start=801
   _globals['_LISTREGISTEREDDEVICESRESPONSE']._serialized_end=880
   _globals['_REFERENCEVALUES']._serialized_start=883
-  _globals['_REFERENCEVALUES']._serialized_end=1256
-  _globals['_SETREFERENCEVALUESREQUEST']._serialized_start=1258
-  _globals['_SETREFERENCEVALUESREQUEST']._serialized_end=1331
-  _globals['_LISTREFERENCEVALUESREQUEST']._serialized_start=1333
-  _globals['_LISTREFERENCEVALUESREQUEST']._serialized_end=1423
-  _globals['_LISTREFERENCEVALUESRESPONSE']._serialized_start=1425
-  _globals['_LISTREFERENCEVALUESRESPONSE']._serialized_end=1502
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=1504
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=1560
-  _globals['_RELEASEDEVICEREQUEST']._serialized_start=1562
-  _globals['_RELEASEDEVICEREQUEST']._serialized_end=1619
-  _globals['_GETATTESTATIONHISTORYREQUEST']._serialized_start=1621
-  _globals['_GETATTESTATIONHISTORYREQUEST']._serialized_end=1685
-  _globals['_ATTESTATIONEVENT']._serialized_start=1688
-  _globals['_ATTESTATIONEVENT']._serialized_end=1871
-  _globals['_GETATTESTATIONHISTORYRESPONSE']._serialized_start=1873
-  _globals['_GETATTESTATIONHISTORYRESPONSE']._serialized_end=1951
-  _globals['_STREAMAUDITREQUEST']._serialized_start=1953
-  _globals['_STREAMAUDITREQUEST']._serialized_end=2008
-  _globals['_AUDITENTRY']._serialized_start=2011
-  _globals['_AUDITENTRY']._serialized_end=2154
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=2156
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=2180
-  _globals['_CHECKPOINT']._serialized_start=2182
-  _globals['_CHECKPOINT']._serialized_end=2278
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=2280
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=2351
-  _globals['_DEVICEADMINSERVICE']._serialized_start=2592
-  _globals['_DEVICEADMINSERVICE']._serialized_end=3371
-  _globals['_AUDITSERVICE']._serialized_start=3374
-  _globals['_AUDITSERVICE']._serialized_end=3557
+  _globals['_REFERENCEVALUES']._serialized_end=1462
+  _globals['_CALIBRATIONWINDOW']._serialized_start=1464
+  _globals['_CALIBRATIONWINDOW']._serialized_end=1535
+  _globals['_SETREFERENCEVALUESREQUEST']._serialized_start=1537
+  _globals['_SETREFERENCEVALUESREQUEST']._serialized_end=1610
+  _globals['_LISTREFERENCEVALUESREQUEST']._serialized_start=1612
+  _globals['_LISTREFERENCEVALUESREQUEST']._serialized_end=1702
+  _globals['_LISTREFERENCEVALUESRESPONSE']._serialized_start=1704
+  _globals['_LISTREFERENCEVALUESRESPONSE']._serialized_end=1781
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=1783
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=1839
+  _globals['_RELEASEDEVICEREQUEST']._serialized_start=1841
+  _globals['_RELEASEDEVICEREQUEST']._serialized_end=1898
+  _globals['_GETATTESTATIONHISTORYREQUEST']._serialized_start=1900
+  _globals['_GETATTESTATIONHISTORYREQUEST']._serialized_end=1964
+  _globals['_ATTESTATIONEVENT']._serialized_start=1967
+  _globals['_ATTESTATIONEVENT']._serialized_end=2150
+  _globals['_GETATTESTATIONHISTORYRESPONSE']._serialized_start=2152
+  _globals['_GETATTESTATIONHISTORYRESPONSE']._serialized_end=2230
+  _globals['_STREAMAUDITREQUEST']._serialized_start=2232
+  _globals['_STREAMAUDITREQUEST']._serialized_end=2287
+  _globals['_AUDITENTRY']._serialized_start=2290
+  _globals['_AUDITENTRY']._serialized_end=2433
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=2435
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=2459
+  _globals['_CHECKPOINT']._serialized_start=2461
+  _globals['_CHECKPOINT']._serialized_end=2557
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=2559
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=2630
+  _globals['_DEVICEADMINSERVICE']._serialized_start=2871
+  _globals['_DEVICEADMINSERVICE']._serialized_end=3650
+  _globals['_AUDITSERVICE']._serialized_start=3653
+  _globals['_AUDITSERVICE']._serialized_end=3836
 # @@protoc_insertion_point(module_scope)

@@ -270,6 +270,10 @@ class ReferenceValues(_message.Message):
     NOT_AFTER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    TWO_QUBIT_ERROR_FIELD_NUMBER: _builtins.int
+    READOUT_ERROR_FIELD_NUMBER: _builtins.int
+    T1_US_FIELD_NUMBER: _builtins.int
+    T2_US_FIELD_NUMBER: _builtins.int
     scope: Global___ReferenceScope.ValueType
     scope_id: _builtins.str
     version: _builtins.int
@@ -289,6 +293,22 @@ class ReferenceValues(_message.Message):
     def not_after(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def two_qubit_error(self) -> Global___CalibrationWindow:
+        """Tolerance windows of the calibration figures a device claims in its evidence; an unset
+        window leaves that figure to the physical limits only (errors in [0, 1], times > 0).
+        """
+
+    @_builtins.property
+    def readout_error(self) -> Global___CalibrationWindow: ...
+    @_builtins.property
+    def t1_us(self) -> Global___CalibrationWindow:
+        """microseconds"""
+
+    @_builtins.property
+    def t2_us(self) -> Global___CalibrationWindow:
+        """microseconds"""
+
     def __init__(
         self,
         *,
@@ -304,14 +324,49 @@ class ReferenceValues(_message.Message):
         not_after: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        two_qubit_error: Global___CalibrationWindow | None = ...,
+        readout_error: Global___CalibrationWindow | None = ...,
+        t1_us: Global___CalibrationWindow | None = ...,
+        t2_us: Global___CalibrationWindow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "not_after", b"not_after", "not_before", b"not_before", "readout_error", b"readout_error", "t1_us", b"t1_us", "t2_us", b"t2_us", "two_qubit_error", b"two_qubit_error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_digest", b"calibration_digest", "control_software", b"control_software", "created_at", b"created_at", "created_by", b"created_by", "driver_build", b"driver_build", "firmware", b"firmware", "not_after", b"not_after", "not_before", b"not_before", "num_qubits", b"num_qubits", "scope", b"scope", "scope_id", b"scope_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_digest", b"calibration_digest", "control_software", b"control_software", "created_at", b"created_at", "created_by", b"created_by", "driver_build", b"driver_build", "firmware", b"firmware", "not_after", b"not_after", "not_before", b"not_before", "num_qubits", b"num_qubits", "readout_error", b"readout_error", "scope", b"scope", "scope_id", b"scope_id", "t1_us", b"t1_us", "t2_us", b"t2_us", "two_qubit_error", b"two_qubit_error", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReferenceValues: _TypeAlias = ReferenceValues  # noqa: Y015
+
+@_typing.final
+class CalibrationWindow(_message.Message):
+    """Accepted values of one calibration figure: min <= claim <= max; an unset side is open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    min: _builtins.float
+    max: _builtins.float
+    def __init__(
+        self,
+        *,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+
+Global___CalibrationWindow: _TypeAlias = CalibrationWindow  # noqa: Y015
 
 @_typing.final
 class SetReferenceValuesRequest(_message.Message):

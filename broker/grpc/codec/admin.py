@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from attestation.calibration import CALIBRATION_FIGURES, CalibrationWindows, Tolerance
 from broker.audit.model import AuditEntry, Checkpoint
 from broker.devices.model import (
     AttestationRecord,
@@ -59,7 +60,33 @@ def reference_from_proto(values: admin_pb2.ReferenceValues) -> ReferenceInput:
         num_qubits=values.num_qubits,
         not_before=seconds(values.not_before) if values.HasField("not_before") else None,
         not_after=seconds(values.not_after) if values.HasField("not_after") else None,
+        calibration=_windows_from_proto(values),
     )
+
+
+def _windows_from_proto(values: admin_pb2.ReferenceValues) -> CalibrationWindows:
+    windows = {}
+    for name in CALIBRATION_FIGURES:
+        if not values.HasField(name):  # type: ignore[arg-type]  # the figure names are fields
+            continue
+        window: admin_pb2.CalibrationWindow = getattr(values, name)
+        try:
+            windows[name] = Tolerance(
+                minimum=window.min if window.HasField("min") else None,
+                maximum=window.max if window.HasField("max") else None,
+            )
+        except ValueError as exc:
+            raise BrokerError(ErrorCode.INVALID_ARGUMENT, f"{name} window: {exc}") from exc
+    try:
+        return CalibrationWindows(**windows)
+    except ValueError as exc:
+        raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc
+
+
+def _window_to_proto(window: Tolerance | None) -> admin_pb2.CalibrationWindow | None:
+    if window is None:
+        return None
+    return admin_pb2.CalibrationWindow(min=window.minimum, max=window.maximum)
 
 
 def reference_to_proto(record: ReferenceValuesRecord) -> admin_pb2.ReferenceValues:
@@ -76,6 +103,7 @@ def reference_to_proto(record: ReferenceValuesRecord) -> admin_pb2.ReferenceValu
         not_after=to_timestamp(record.not_after),
         created_at=to_timestamp(record.created_at),
         created_by=record.created_by,
+        **{name: _window_to_proto(window) for name, window in record.calibration.items()},
     )
 
 
