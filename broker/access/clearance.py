@@ -30,6 +30,7 @@ from broker.policy import (
     PrincipalAttributes,
 )
 from broker.policy.explain import Explanation
+from broker.policy.export_control import Classification
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ class ClearanceGate:
         now: float,
         job: JobAttributes | None = None,
         attestation: str = "none",
+        export_class: Classification | None = None,
     ) -> Decision:
+        """Decide `action`; `export_class` is the class of the connection a job would go to
+        (dispatch), else the device's own (the strictest of its attested connections)."""
         principal = self._access.principal(principal_name)
         if principal is None:
             return Decision(
@@ -104,7 +108,15 @@ class ClearanceGate:
                 reason=f"principal {principal_name!r} is no longer registered at this facility; "
                 "ask a facility operator to restore your access",
             )
-        request = self.request(action, principal, device, now=now, job=job, attestation=attestation)
+        request = self.request(
+            action,
+            principal,
+            device,
+            now=now,
+            job=job,
+            attestation=attestation,
+            export_class=export_class,
+        )
         decision = self._engine.decide(request)
         if decision.errors:
             log.error("policy evaluation errors for %s: %s", decision.rule_id, decision.errors)
@@ -147,12 +159,13 @@ class ClearanceGate:
         now: float,
         job: JobAttributes | None = None,
         attestation: str = "none",
+        export_class: Classification | None = None,
     ) -> PolicyRequest:
         """The Cedar question for this principal and device, from the live registries."""
         facility = self._facility.current
         return PolicyRequest(
             principal=principal_attributes(principal, facility),
-            device=self._device(device, now),
+            device=self._device(device, now, export_class),
             action=action,
             environment=Environment(
                 now=int(now),
@@ -191,21 +204,21 @@ class ClearanceGate:
         request = self.request(chosen, principal, device, now=now, job=job, attestation="affirming")
         return self._engine.explain(request)
 
-    def _device(self, device: DeviceRecord, now: float) -> DeviceAttributes:
+    def _device(
+        self, device: DeviceRecord, now: float, export_class: Classification | None
+    ) -> DeviceAttributes:
         facility = self._facility.current
         # Quarantine holds the queue in the dispatcher and says why, so it is not a policy state.
         state = self._schedule.state(device)
         reservation = state.operations.reservation_at(now)
-        exported = self._exports.of(device.device_id)
+        exported = export_class or self._exports.of(device.device_id)
         return DeviceAttributes(
             device_id=device.device_id,
             tier=device.tier,
             tier_rank=facility.tier_rank(device.tier),
             jurisdiction=facility.jurisdiction,
             export_class=exported.export_class,
-            export_licence=facility.export_licence
-            if self._exports.controlled(device.device_id)
-            else "",
+            export_licence=facility.export_licence if self._exports.is_controlled(exported) else "",
             state=state.operating_state(now).value,
             reserved_for=frozenset({reservation.project}) if reservation else frozenset(),
             reserved_from=int(reservation.starts_at) if reservation else 0,

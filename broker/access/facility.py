@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attestation.calibration import CalibrationWindows
 from broker.access.documents import principal_from_doc, project_from_doc
 from broker.access.model import AccessError, Principal, Project
 from broker.devices.model import ReferenceScope
@@ -148,6 +149,8 @@ def _device(entry: Mapping[str, Any], tiers: Sequence[str], base: Path) -> SeedD
             driver_build=frozenset(ref.get("driver_build", ())),
             calibration_digest=frozenset(ref.get("calibration_digest", ())),
             num_qubits=int(ref["num_qubits"]),
+            # e.g. calibration = { two_qubit_error = [1e-5, 1e-3] } (see attestation.calibration)
+            calibration=CalibrationWindows.from_document(ref.get("calibration", {})),
         )
     except (KeyError, ValueError) as exc:
         raise FacilityError(f"{where}: bad reference values: {exc}") from exc

@@ -16,6 +16,7 @@ from attestation.appraisal import (
     AttestationResult,
     AttestationStatus,
     ReasonCode,
+    ReferenceValues,
     appraise,
 )
 from attestation.keys import VerifyKey
@@ -125,19 +126,25 @@ class Attestor:
         await self._link.send(conn.identity, challenge)
 
     async def on_evidence(self, conn: DriverConnection, evidence: m.Evidence) -> None:
-        result = self._appraise(conn, evidence.envelope)
+        # The values this evidence is appraised against also decide whether its two-qubit
+        # error may set the connection's export class (only if a window bounds it).
+        reference = self._registry.reference_for(conn.device_id)
+        result = self._appraise(conn, evidence.envelope, reference)
         conn.challenge_sent_at = 0.0
         await self._record(conn, result, evidence.envelope)
         if result.authenticated and result.claims is not None:
             self._anomalies.measured(conn.device_id, self._measured(conn.device_id, result))
-        if result.affirming(self._clock.now()):
-            await self._affirm(conn, result)
+        if result.affirming(self._clock.now()) and reference is not None:
+            await self._affirm(conn, result, reference)
             return
         self.reject(conn, result)
+        await self._exports.refresh(conn.device_id)
         if result.authenticated:
             await self.quarantine(conn.device_id, result)
 
-    def _appraise(self, conn: DriverConnection, envelope: bytes) -> AttestationResult:
+    def _appraise(
+        self, conn: DriverConnection, envelope: bytes, reference: ReferenceValues | None
+    ) -> AttestationResult:
         started = time.perf_counter()
         registry = self._registry
         result = appraise(
@@ -147,7 +154,7 @@ class Attestor:
             trust_anchor=registry.trust_anchor,
             registered_fingerprints=registry.registered_fingerprints(conn.device_id),
             revoked_serials=registry.revoked_serials,
-            reference=registry.reference_for(conn.device_id),
+            reference=reference,
             nonces=self.nonces,
             last_counter=conn.last_counter,
             policy=self.policy,
@@ -166,17 +173,22 @@ class Attestor:
             reference=self._registry.reference_label(device_id),
         )
 
-    async def _affirm(self, conn: DriverConnection, result: AttestationResult) -> None:
+    async def _affirm(
+        self, conn: DriverConnection, result: AttestationResult, reference: ReferenceValues
+    ) -> None:
         if result.claims is not None:
-            # Classify before the connection can take work: the gate reads the class.
+            # Classify before the connection can take work: the gate reads its class.
             measured = result.claims.measurements
-            await self._exports.classify(
-                conn.device_id, measured.num_qubits, measured.two_qubit_error
+            conn.export_class = self._exports.classify(
+                measured.num_qubits,
+                measured.two_qubit_error,
+                bounded=reference.calibration.two_qubit_error is not None,
             )
             conn.last_counter = (result.claims.boot_epoch, result.claims.counter)
         conn.state = LinkState.ATTESTED
         conn.attestation = result
         conn.device_key = self._device_key(conn)
+        await self._exports.refresh(conn.device_id)
         self._wakeups.kick(conn.device_id)
 
     def _device_key(self, conn: DriverConnection) -> VerifyKey | None:
@@ -207,6 +219,7 @@ class Attestor:
         """Keep a connection out of dispatch until it attests successfully again."""
         conn.state = LinkState.REJECTED
         conn.attestation = result
+        conn.export_class = None
 
     async def _record(
         self, conn: DriverConnection, result: AttestationResult, evidence: bytes
@@ -264,3 +277,5 @@ class Attestor:
                     await self.challenge(conn)
             elif conn.state is LinkState.CHALLENGED:
                 await self.challenge(conn)
+        for device_id in self._fleet.device_ids():
+            await self._exports.refresh(device_id)  # a connection lapsed or dropped meanwhile

@@ -1,5 +1,7 @@
 """The dispatch gate: queued job -> lease, only while the chosen connection's attestation
-affirms and the owner's clearance still allows the device.
+affirms and the owner's clearance still allows the device with that connection's export class
+(each connection is classified from its own evidence; a job skips connections whose class its
+owner may not use, and waits while only a busy connection's class allows it).
 
 One task fills devices, so within a broker no two fills race; across broker replicas the
 store's compare-and-set on the job version decides who wins. Both checks run on the state in
@@ -17,6 +19,7 @@ import uuid
 from broker.access.clearance import ClearanceGate, Decision
 from broker.anomaly.canary import CanaryRunner
 from broker.clock import Clock
+from broker.devices.model import DeviceRecord
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
 from broker.jobs.ledger import JobLedger
@@ -93,7 +96,10 @@ class Dispatcher:
             head = self._next(device_id, now)
             if head is None:
                 return
-            if not await self._dispatch_or_deny(head, idle[0], now):
+            conn = self._connection_for(head, idle, now)
+            if conn is None:
+                return  # only a busy connection's class allows the job: it waits for that one
+            if not await self._dispatch_or_deny(head, conn, now):
                 # Another writer (a replica, a cancel) changed the job: take the store's word.
                 fresh = await self._ledger.get(head.job_id)
                 self._scheduler.forget(head.job_id)
@@ -107,6 +113,44 @@ class Dispatcher:
         if not self._schedule.availability(device_id, now).runs_jobs:
             return []  # maintenance or retired: the queue waits, jobs say why
         return [c for c in self._fleet.for_device(device_id) if c.dispatchable(now)]
+
+    def _connection_for(
+        self, job: Job, idle: list[DriverConnection], now: float
+    ) -> DriverConnection | None:
+        """The first idle connection whose export class the job's owner may use. None when
+        only a busy attested connection's class allows it (the job waits for that one); the
+        first idle one when none does (so the job is denied, with the rule, as it would be
+        on any connection)."""
+        device = self._registry.get(job.device_id)
+        if device is None:
+            return idle[0]
+        for conn in idle:
+            if self._check(job, device, conn, now).allowed:
+                return conn
+        busy = [
+            c
+            for c in self._fleet.for_device(job.device_id)
+            if c not in idle and c.dispatchable_now(now)
+        ]
+        if any(self._check(job, device, c, now).allowed for c in busy):
+            return None
+        return idle[0]
+
+    def _check(
+        self, job: Job, device: DeviceRecord, conn: DriverConnection, now: float
+    ) -> Decision:
+        """The gate's decision on `job` going to `conn`: with that connection's own export
+        class and attestation status, never another connection's."""
+        assert conn.attestation is not None  # dispatchable_now() checked it
+        return self._gate.check(
+            Action.DISPATCH_JOB,
+            job.owner,
+            device,
+            now=now,
+            job=JobAttributes(project=job.project, shots=job.shots, qubits=job.circuit.num_qubits),
+            attestation=conn.attestation.status.value,
+            export_class=conn.export_class.classification if conn.export_class else None,
+        )
 
     def _next(self, device_id: str, now: float) -> Job | None:
         # In a reservation window only the reserving project's jobs move, and while a
@@ -126,15 +170,7 @@ class Dispatcher:
                 JobState.FAILED, now=now, reason=f"device {job.device_id!r} was retired"
             )
             return await self._leases.save(job, failed, "job.failed", {"reason": failed.reason})
-        assert conn.attestation is not None  # dispatchable() checked it
-        decision = self._gate.check(
-            Action.DISPATCH_JOB,
-            job.owner,
-            device,
-            now=now,
-            job=JobAttributes(project=job.project, shots=job.shots, qubits=job.circuit.num_qubits),
-            attestation=conn.attestation.status.value,
-        )
+        decision = self._check(job, device, conn, now)
         if not decision.allowed:
             return await self._deny(job, decision, now)
         return await self._lease(job, conn, decision, now)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from attestation.appraisal import AttestationResult, AttestationStatus
 from attestation.keys import VerifyKey
 from broker.devices.directory import ConnectionView
+from broker.devices.export_class import AttestedClass
 from broker.devices.model import DeviceProfile
 from broker.jobs.model import Job
 
@@ -38,6 +39,9 @@ class DriverConnection:
     state: LinkState = LinkState.CHALLENGED
     challenge_sent_at: float = 0.0
     attestation: AttestationResult | None = None
+    # The export class this connection's own affirmed evidence gives; the gate decides with it
+    # when the connection is offered a job.
+    export_class: AttestedClass | None = None
     last_counter: tuple[str, int] | None = None
     # The job as leased to this driver (kept so a result needs no store read; every write is
     # still a compare-and-set, so a job cancelled or requeued meanwhile is never overwritten).
@@ -107,6 +111,14 @@ class Fleet:
             c.attestation is not None and c.attestation.affirming(now)
             for c in self.for_device(device_id)
         )
+
+    def attested_classes(self, device_id: str, now: float) -> list[AttestedClass]:
+        """The export classes of the device's connections whose attestation affirms now."""
+        return [
+            c.export_class
+            for c in self.for_device(device_id)
+            if c.export_class is not None and c.dispatchable_now(now)
+        ]
 
     def connections(self, device_id: str, now: float) -> list[ConnectionView]:
         """The device's connections as the device directory shows them."""

@@ -37,9 +37,12 @@ def registries(base: Foundation) -> Registries:
     devices = DeviceRegistry(
         runner=runner, clock=clock, audit=audit, trust_anchor=base.facility.current.ca_pem
     )
+    fleet = Fleet()  # here, not with the job parts: the export classes read its connections
     exports = ExportClasses(
         profile=base.export_profile,
         registry=devices,
+        connections=fleet,
+        clock=clock,
         audit=audit,
         metrics=metrics,
         on_crossing=anomalies.export_crossing,
@@ -81,6 +84,7 @@ def registries(base: Foundation) -> Registries:
         exports=exports,
     )
     return Registries(
+        fleet=fleet,
         audit=audit,
         anomalies=anomalies,
         wakeups=wakeups,
@@ -109,7 +113,7 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         settings.scheduling,
         weight_of=lambda project: p.weight if (p := r.access.project(project)) else 1,
     )
-    fleet = Fleet()
+    fleet = r.fleet
 
     def busy(session: Session) -> bool:  # a job of it waits or runs: the session is not idle
         return scheduler.has_session_jobs(

@@ -73,6 +73,7 @@ class Foundation:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Registries:
+    fleet: Fleet  # the live driver connections; JobParts.fleet is the same object
     audit: AuditLog
     anomalies: AnomalyMonitor
     wakeups: DispatchWakeups

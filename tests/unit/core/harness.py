@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 
+from attestation.calibration import NO_WINDOWS, CalibrationWindows
 from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
@@ -152,7 +153,12 @@ class Core:
         self.runner.close()
 
     async def register(
-        self, device_id: str = "dev-open", *, tier: str = "open", num_qubits: int = 5
+        self,
+        device_id: str = "dev-open",
+        *,
+        tier: str = "open",
+        num_qubits: int = 5,
+        calibration: CalibrationWindows = NO_WINDOWS,
     ) -> DeviceKit:
         """Register a device with a certificate from this facility's CA and reference values."""
         key = SigningKey.generate(KeyKind.ED25519)
@@ -178,6 +184,7 @@ class Core:
                 driver_build=frozenset({"drv-1"}),
                 calibration_digest=frozenset({CALIBRATION}),
                 num_qubits=num_qubits,
+                calibration=calibration,
             ),
         )
         kit = DeviceKit(device_id=device_id, key=key, chain=chain, num_qubits=num_qubits)
@@ -225,7 +232,16 @@ class Driver:
             )
         )
 
-    def evidence(self, nonce: bytes, *, firmware: str = FIRMWARE, error: float = 0.01) -> bytes:
+    def evidence(
+        self,
+        nonce: bytes,
+        *,
+        firmware: str = FIRMWARE,
+        error: float | None = 0.01,
+        **figures: float,
+    ) -> bytes:
+        """Evidence answering `nonce`; `figures` are further calibration claims (readout_error,
+        t1_us, t2_us)."""
         self.counter += 1
         claims = EvidenceClaims(
             device_id=self.kit.device_id,
@@ -240,6 +256,7 @@ class Driver:
                 calibration_digest=CALIBRATION,
                 num_qubits=self.kit.num_qubits,
                 two_qubit_error=error,
+                **figures,
             ),
         )
         return make_evidence(claims, self.kit.key).to_json()

@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 
+from attestation.calibration import CalibrationWindows, Tolerance
 from attestation.keys import KeyKind, SigningKey
 from attestation.pki import create_ca
 from broker.devices.model import DeviceStatus, ReferenceScope
@@ -141,15 +142,19 @@ async def test_revoke_adds_the_serial_and_makes_the_device_revoked(core: Core) -
 
 
 async def test_the_export_class_follows_attested_calibration(core: Core) -> None:
-    await core.register(num_qubits=50)  # band 34-99: controlled at a C-NOT error <= 1e-4
+    # Band 34-99: controlled at a C-NOT error <= 1e-4; the window lets the claim classify.
+    window = CalibrationWindows(two_qubit_error=Tolerance(minimum=1e-5, maximum=0.05))
+    await core.register(num_qubits=50, calibration=window)
     exports = core.parts.registries.exports
     assert exports.of("dev-open").export_class == "4A906.a"  # error unknown: conservative
-    assert (await core.driver().attest(error=0.01)).affirming
+    first_driver = core.driver()
+    assert (await first_driver.attest(error=0.01)).affirming
     assert exports.of("dev-open").export_class == "EAR99"
     [first] = events(core, "device.export_class")
     assert (first.detail["from"], first.detail["to"]) == (None, "EAR99")
     crossing = {"device": "dev-open", "from_class": "EAR99", "to_class": "4A906.a"}
     assert metric(core, "qtestbed_export_class_crossings_total", **crossing) == 0
+    await first_driver.say(m.Goodbye(reason="recalibrating"))
     assert (await core.driver().attest(error=5e-5)).affirming
     assert exports.of("dev-open").export_class == "4A906.a"
     assert exports.attested_two_qubit_error("dev-open") == 5e-5
