@@ -51,9 +51,12 @@ async def test_a_two_qubit_error_outside_its_window_is_refused_counted_audited_q
         "CALIBRATION_OUT_OF_RANGE: two_qubit_error: claimed 0.5, outside the reference "
         "window [1e-05, 0.001]"
     ]
-    labels = {"device": "dev-open", "outcome": "contraindicated"}
-    assert metric(core, "qtestbed_attestation_verifications_total", **labels,
-                  reason="CALIBRATION_OUT_OF_RANGE") == 1  # fmt: skip
+    labels = {
+        "device": "dev-open",
+        "outcome": "contraindicated",
+        "reason": "CALIBRATION_OUT_OF_RANGE",
+    }
+    assert metric(core, "qtestbed_attestation_verifications_total", **labels) == 1
     [failed] = events(core, "attestation.failed")
     assert failed.subject == "dev-open"
     assert any("two_qubit_error: claimed 0.5" in r for r in failed.detail["reasons"])
