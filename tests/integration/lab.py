@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from attestation.evidence import Measurements
 from attestation.keys import SigningKey, load_private_key
 from attestation.pki import cert_from_pem, cert_to_pem, device_uri, issue_certificate
 from drivers.config import load_driver_config
@@ -67,6 +68,7 @@ class Lab:
         device_id: str = DEVICE,
         chain: bytes | None = None,
         key: SigningKey | None = None,
+        measurements: Measurements | None = None,
     ) -> Attester:
         """A connection that has said Hello; it signs with the device's own key by default."""
         attester = Attester(
@@ -74,7 +76,7 @@ class Lab:
             device_id=device_id,
             chain=self.chain if chain is None else chain,
             key=key or self.device_key,
-            measurements=self.measurements,
+            measurements=measurements or self.measurements,
         )
         self._attesters.append(attester)
         return attester
@@ -143,6 +145,26 @@ class Lab:
             not_before=_timestamp(not_before),
             not_after=_timestamp(not_after),
         )
+        request = admin_pb2.SetReferenceValuesRequest(values=values)
+        version: int = self.olivia.call(admin.SetReferenceValues, request).version
+        return version
+
+    def publish_calibration(
+        self, *, num_qubits: int | None = None, **windows: admin_pb2.CalibrationWindow
+    ) -> int:
+        """Publish the current device-scope values again with these calibration windows (and
+        qubit count); returns the new version."""
+        admin = self.olivia.admin
+        scope = admin_pb2.REFERENCE_SCOPE_DEVICE
+        listed = self.olivia.call(
+            admin.ListReferenceValues,
+            admin_pb2.ListReferenceValuesRequest(scope=scope, scope_id=DEVICE),
+        )
+        values = admin_pb2.ReferenceValues()
+        values.CopyFrom(listed.versions[0])
+        values.num_qubits = num_qubits or values.num_qubits
+        for figure, window in windows.items():
+            getattr(values, figure).CopyFrom(window)
         request = admin_pb2.SetReferenceValuesRequest(values=values)
         version: int = self.olivia.call(admin.SetReferenceValues, request).version
         return version

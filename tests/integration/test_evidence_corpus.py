@@ -197,6 +197,16 @@ def patched_firmware(lab: Lab) -> Exchange:
     return attester, attester.answer(attester.evidence(attester.challenge(), measurements=patched))
 
 
+def calibration_out_of_window(lab: Lab) -> Exchange:
+    # The right calibration digest, but a two-qubit error far outside the operator's window:
+    # the claim that would decide the export class is itself a reference value now.
+    window = admin_pb2.CalibrationWindow(min=1e-5, max=1e-3)
+    assert lab.publish_calibration(two_qubit_error=window) == 2
+    attester = lab.attester()
+    absurd = dataclasses.replace(lab.measurements, two_qubit_error=0.5)
+    return attester, attester.answer(attester.evidence(attester.challenge(), measurements=absurd))
+
+
 def expired_reference(lab: Lab) -> Exchange:
     now = time.time()
     assert lab.publish_reference(not_before=now - 7200, not_after=now - 3600) == 2
@@ -251,6 +261,12 @@ OWN_FACILITY_CASES = [
         id="patched-firmware",
         codes=("MEASUREMENT_FIRMWARE",),
         run=patched_firmware,
+        status="QUARANTINED",
+    ),
+    Case(
+        id="calibration-out-of-window",
+        codes=("CALIBRATION_OUT_OF_RANGE",),
+        run=calibration_out_of_window,
         status="QUARANTINED",
     ),
     Case(

@@ -6,6 +6,7 @@ import dataclasses
 
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import admin_pb2
+from tests.integration.attester import Attester
 from tests.integration.lab import DEVICE, Lab
 from tests.integration.support import audit_entries, metric_value, scrape
 
@@ -25,15 +26,18 @@ def _publish_qubits(lab: Lab, num_qubits: int) -> None:
         driver_build=current.driver_build,
         calibration_digest=current.calibration_digest,
         num_qubits=num_qubits,
+        # Without a window the claimed error would not be used: it could not lower the class.
+        two_qubit_error=admin_pb2.CalibrationWindow(min=1e-5, max=1e-3),
     )
     lab.olivia.call(admin.SetReferenceValues, admin_pb2.SetReferenceValuesRequest(values=values))
 
 
-def _attest(lab: Lab, error: float) -> None:
-    attester = lab.attester()
+def _attest(lab: Lab, error: float) -> Attester:
     measured = dataclasses.replace(lab.measurements, num_qubits=40, two_qubit_error=error)
-    verdict = attester.answer(attester.evidence(attester.challenge(), measurements=measured))
+    attester = lab.attester(measurements=measured)
+    verdict = attester.answer(attester.evidence(attester.challenge()))
     assert verdict.affirming, list(verdict.reasons)
+    return attester
 
 
 def test_attested_calibration_classifies_the_device_and_crossings_are_audited(
@@ -45,11 +49,15 @@ def test_attested_calibration_classifies_the_device_and_crossings_are_audited(
         _publish_qubits(lab, 40)
         # Registered as 40 qubits, error not yet attested: controlled, conservatively.
         assert lab.device().export_class == "4A906.a"
-        _attest(lab, 5e-5)  # 34-99 qubits at or below 1e-4: controlled
+        first = _attest(lab, 5e-5)  # 34-99 qubits at or below 1e-4: controlled
         device = lab.device()
         assert device.export_class == "4A906.a"
         assert "34-99" in device.export_reason
-        _attest(lab, 2e-4)  # the new calibration is worse than the band's threshold
+        # Recalibrated: the old connection goes (while it is attested, the device keeps the
+        # stricter class of the two) and a new one attests a worse error than the threshold.
+        first.close()
+        eventually(lambda: not lab.device().connected, timeout=10, what="the old connection")
+        _attest(lab, 2e-4)
         assert lab.device().export_class == "EAR99"
         crossings = [e for e in audit_entries(facility) if e.kind == "device.export_class"]
         assert [(e.detail["from"], e.detail["to"]) for e in crossings] == [

@@ -15,7 +15,7 @@ from qtestbed.v1 import admin_pb2
 
 
 def _values(**windows: admin_pb2.CalibrationWindow) -> admin_pb2.ReferenceValues:
-    return admin_pb2.ReferenceValues(
+    values = admin_pb2.ReferenceValues(
         scope=admin_pb2.REFERENCE_SCOPE_DEVICE,
         scope_id="sim-open",
         firmware=["fw"],
@@ -23,8 +23,10 @@ def _values(**windows: admin_pb2.CalibrationWindow) -> admin_pb2.ReferenceValues
         driver_build=["drv"],
         calibration_digest=["c" * 64],
         num_qubits=5,
-        **windows,
     )
+    for figure, window in windows.items():
+        getattr(values, figure).CopyFrom(window)
+    return values
 
 
 def test_windows_cross_the_admin_api_both_ways() -> None:
