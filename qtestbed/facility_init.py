@@ -340,9 +340,27 @@ def _device_toml(tier: str, desc: DeviceDescription) -> str:
             f"driver_build = {_toml_list([m.driver_build])}",
             f"calibration_digest = {_toml_list([m.calibration_digest])}",
             f"num_qubits = {m.num_qubits}",
+            *_calibration_windows(desc),
             "",
         ]
     )
+
+
+def _calibration_windows(desc: DeviceDescription) -> list[str]:
+    """Windows around the error figures the simulator is configured with (half to double),
+    so a driver claiming other figures beside the same calibration digest is refused."""
+    figures = {
+        name: [value / 2, min(1.0, value * 2)]
+        for name in ("two_qubit_error", "readout_error")
+        if (value := getattr(desc, name))
+    }
+    if not figures:
+        return []
+    inner = ", ".join(
+        f"{name} = [{', '.join(repr(float(b)) for b in bounds)}]"
+        for name, bounds in figures.items()
+    )
+    return [f"calibration = {{ {inner} }}"]
 
 
 def _principal_toml(p: PersonSpec, now: dt.datetime) -> str:

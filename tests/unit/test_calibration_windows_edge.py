@@ -1,16 +1,20 @@
-"""Calibration windows at the edges: the admin codec and `qtestbed reference set` flags."""
+"""Calibration windows at the edges: the admin codec, `qtestbed reference set` flags and the
+facility file `qtestbed init` writes."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from attestation.calibration import CalibrationWindows, Tolerance
+from broker.access.facility import FacilityError, load_facility
 from broker.devices.model import ReferenceScope, ReferenceValuesRecord
 from broker.errors import BrokerError, ErrorCode
 from broker.grpc.codec.admin import reference_from_proto, reference_to_proto
 from qtestbed.cli.operator import calibration_window
+from qtestbed.facility_init import init_facility
 from qtestbed.v1 import admin_pb2
 
 
@@ -86,3 +90,20 @@ def test_a_bad_window_is_invalid_argument_naming_the_figure(
 def test_the_cli_refuses_a_window_it_cannot_read(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=r"MIN:MAX|must be numbers"):
         calibration_window(text)
+
+
+def test_init_writes_windows_around_the_simulators_figures_and_the_broker_reads_them(
+    tmp_path: Path,
+) -> None:
+    init_facility(tmp_path / "fac")
+    path = tmp_path / "fac" / "facility.toml"
+    seeds = {d.reference.scope_id: d.reference for d in load_facility(path).seed_devices}
+    assert seeds["sim-open"].calibration == CalibrationWindows()  # an ideal simulator
+    assert seeds["sim-restricted"].calibration == CalibrationWindows(
+        two_qubit_error=Tolerance(minimum=0.005, maximum=0.02),
+        readout_error=Tolerance(minimum=0.005, maximum=0.02),
+    )
+    text = path.read_text().replace("two_qubit_error = [0.005, 0.02]", "t3_us = [1.0, 2.0]")
+    path.write_text(text)
+    with pytest.raises(FacilityError, match=r"sim-restricted.*unknown calibration figure 't3_us'"):
+        load_facility(path)
