@@ -64,6 +64,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         fleet=j.fleet,
         registry=r.devices,
         gate=r.gate,
+        records=r.records,
         schedule=r.schedule,
         scheduler=j.scheduler,
         sessions=j.sessions,
