@@ -162,7 +162,7 @@ def _api(base: str, path: str, **params: str) -> Any:
 def _ready(base: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base}/-/ready", timeout=10) as response:  # noqa: S310 - our own loopback Prometheus
-            return response.status == 200
+            return bool(response.status == 200)
     except urllib.error.HTTPError:  # 503 while its storage starts
         return False
 
