@@ -6,7 +6,9 @@ connections open can keep the scraper out for longer than the per-connection dea
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import select
 import socket
 import ssl
 import urllib.error
@@ -242,22 +244,57 @@ def test_a_silent_connection_does_not_delay_a_scrape(facility: LocalFacility) ->
             silent.recv(1)
 
 
+def _trickling_scraper(facility: LocalFacility, address: tuple[str, int]) -> ssl.SSLSocket:
+    """The scraper identity, through the handshake, with half a request line sent."""
+    users = facility.root / "users"
+    context = ssl.create_default_context(cafile=str(facility.root / "ca" / "ca.pem"))
+    context.load_cert_chain(users / "prometheus.pem", users / "prometheus.key")
+    sock = context.wrap_socket(
+        socket.create_connection(address, timeout=60), server_hostname="127.0.0.1"
+    )
+    sock.sendall(b"GET /metr")
+    return sock
+
+
+def _trickle_until_cut(sock: socket.socket, *, most: int = 60) -> None:
+    for _ in range(most):
+        try:
+            sock.send(b"a")
+        except OSError:  # the broker shut its end: the connection was cut
+            return
+        readable, _, _ = select.select([sock], [], [], 1.0)  # the trickle's pace: one a second
+        if readable:
+            with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):  # cut mid-byte
+                assert sock.recv(1) == b""
+            return
+    pytest.fail(f"a client sending a byte a second held its connection for {most} s")
+
+
+def _still_open(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    with pytest.raises((BlockingIOError, ssl.SSLWantReadError)):  # nothing to read, no end
+        sock.recv(1)
+    sock.settimeout(60)
+
+
 def test_connections_beyond_the_slots_are_turned_away_and_held_ones_are_cut(
     facility: LocalFacility,
 ) -> None:
     before = _refusals(facility)
     address = ("127.0.0.1", _port(facility))
-    held = [socket.create_connection(address, timeout=60) for _ in range(SLOTS)]
+    # One slot held after the handshake by a scraper that trickles its request; the others by
+    # connections that never send a byte.
+    held: list[socket.socket] = [_trickling_scraper(facility, address)]
+    held += [socket.create_connection(address, timeout=60) for _ in range(SLOTS - 1)]
     try:
         with socket.create_connection(address, timeout=60) as ninth:
             assert ninth.recv(1) == b""  # closed at once, before any TLS
         for sock in held:  # ... while every held one is still open
-            sock.setblocking(False)
-            with pytest.raises(BlockingIOError):
-                sock.recv(1)
-            sock.setblocking(True)
-            sock.settimeout(60)
-        for sock in held:  # the deadline cuts each, though it never sent a byte
+            _still_open(sock)
+        # The scraper keeps sending a byte a second (no single read ever waits long), yet its
+        # connection ends with the deadline, like the silent ones.
+        _trickle_until_cut(held[0])
+        for sock in held[1:]:
             assert sock.recv(1) == b""
     finally:
         for sock in held:

@@ -16,7 +16,7 @@ from broker.errors import BrokerError, ErrorCode
 from broker.scrape.gate import ScrapeGate
 from broker.scrape.tls import handshake_reason
 from qtestbed.shared.identity import principal_uri
-from tests.unit.core.harness import Core, amend_principal, metric
+from tests.unit.core.harness import Core, amend_principal, events, metric
 
 REFUSALS = "qtestbed_front_door_refusals_total"
 
@@ -90,6 +90,11 @@ async def test_refusals_before_identity_are_counted_without_one(core: Core) -> N
     assert metric(core, REFUSALS, reason="busy") == 1
     assert metric(core, REFUSALS, reason="deadline") == 1
     await core.parts.registries.front_door.flush(force=True)
+    audited = events(core, "edge.refused")
+    assert sorted((e.subject, e.detail["reason"], e.detail["count"]) for e in audited) == [
+        ("", "busy", 1),
+        ("", "deadline", 1),
+    ]
 
 
 def _verify_error(code: int) -> ssl.SSLCertVerificationError:
