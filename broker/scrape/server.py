@@ -211,7 +211,8 @@ class MetricsEndpoint:
         try:
             sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
-            self._count("deadline" if connection.expired else handshake_reason(exc))
+            if not self._stopping.is_set():  # cut by stop(): not the peer's doing
+                self._count("deadline" if connection.expired else handshake_reason(exc))
             return
         verdict = self._decide(sock.getpeercert(binary_form=True), connection)
         with contextlib.suppress(ssl.SSLError, OSError):  # the deadline cut it, or the client left
