@@ -172,7 +172,8 @@ class MetricsEndpoint:
             open_now = list(self._open.items())
         for connection, thread in open_now:
             connection.cut()
-            thread.join(timeout)
+            if thread.ident is not None:  # started (the acceptor may not have got that far)
+                thread.join(timeout)
 
     def _accept_forever(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():
