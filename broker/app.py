@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
 import grpc
 
@@ -22,6 +21,8 @@ from broker.link.socket import DriverLink
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine, PolicyError
 from broker.policy.export_control import load_profile
+from broker.scrape.server import MetricsEndpoint
+from broker.scrape.tls import server_context
 from broker.settings import BrokerSettings
 from broker.store import open_store
 from broker.store.runner import StoreRunner
@@ -60,7 +61,7 @@ class Broker:
         self._reload: asyncio.Task[bool] | None = None  # the latest SIGHUP reload
         self._server: grpc.aio.Server | None = None
         self._link: DriverLink | None = None
-        self._metrics_http: WSGIServer | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self._handshakes: HandshakeWatcher | None = None
 
     async def start(self) -> BrokerAddresses:
@@ -74,15 +75,14 @@ class Broker:
         parts = self.components = build(self._foundation(link))
         await self._load(parts)
         grpc_address = await self._serve(parts)
-        host, port = _split(self.settings.metrics_listen)
-        http = self._metrics_http = self.metrics.serve(host, port)
+        metrics_url = self._serve_metrics(parts)
         hub = parts.link.hub
         for coro in (hub.receive_forever(), hub.tick_forever(), parts.link.dispatcher.run()):
             self._tasks.append(asyncio.create_task(coro))
         self.addresses = BrokerAddresses(
             grpc=grpc_address,
             link=link.endpoint,
-            metrics=f"http://{host}:{http.server_port}/metrics",
+            metrics=metrics_url,
         )
         a = self.addresses
         log.info("broker listening: grpc %s, link %s, metrics %s", a.grpc, a.link, a.metrics)
@@ -130,6 +130,22 @@ class Broker:
         )
         host, _ = _split(s.listen)
         return f"{host}:{port}"
+
+    def _serve_metrics(self, parts: Components) -> str:
+        """/metrics over mutual TLS, for the scraper identity only; its https address."""
+        s = self.settings
+        host, port = _split(s.metrics_listen)
+        endpoint = self._metrics_endpoint = MetricsEndpoint(
+            host=host,
+            port=port,
+            tls=server_context(cert=s.server_cert, key=s.server_key, root=s.ca_cert),
+            gate=parts.scrape,
+            registry=self.metrics.registry,
+            loop=asyncio.get_running_loop(),
+        )
+        bound = endpoint.start()
+        shown = f"[{host}]" if ":" in host else host
+        return f"https://{shown}:{bound}/metrics"
 
     def watch_handshakes(self) -> None:
         """Count the TLS handshakes gRPC refuses, from its log on this process's standard
@@ -188,6 +204,8 @@ class Broker:
     async def stop(self, grace: float = 2.0) -> None:
         if self._server is not None:
             await self._server.stop(grace)
+        if self._metrics_endpoint is not None:  # off the loop: scrapes in flight need it
+            await asyncio.to_thread(self._metrics_endpoint.stop)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -202,9 +220,6 @@ class Broker:
             self._link.close()
         if self._handshakes is not None:
             self._handshakes.stop()
-        if self._metrics_http is not None:
-            self._metrics_http.shutdown()
-            self._metrics_http.server_close()
         self.runner.close()
         self.decoder.close()
 

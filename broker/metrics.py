@@ -1,14 +1,13 @@
 """Prometheus metrics on the broker's own registry (never the global one, so tests stay apart).
 
 Labels are bounded: device ids come from the facility registry, states/outcomes/reasons/rules
-from enums. Job ids and nonces never become labels.
+from enums. Job ids and nonces never become labels. They are served only to the scraper
+identity, over mutual TLS (`broker.scrape`): there is no plain HTTP endpoint.
 """
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400)
 _EXEC_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800)
@@ -180,15 +179,11 @@ class BrokerMetrics:
             "qtestbed_front_door_refusals",
             "Connections and calls refused before any service ran, by reason (bad_chain, "
             "expired, not_yet_valid, no_certificate, wrong_issuer, wrong_usage, no_principal, "
-            "revoked, unknown_principal, role_required, tls_other).",
+            "revoked, unknown_principal, role_required, tls_other; at /metrics also busy and "
+            "deadline).",
             ["reason"],
             registry=r,
         )
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )
-
-    def serve(self, host: str, port: int) -> WSGIServer:
-        """Start the /metrics HTTP endpoint; port 0 picks a free port (read server_port)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server

@@ -406,7 +406,7 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         'policies = "policy/policies.cedar"  # validated at start and on SIGHUP\n'
         f'listen = "127.0.0.1:{grpc_port}"\n'
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
-        f'metrics_listen = "127.0.0.1:{metrics_port}"\n\n'
+        f'metrics_listen = "127.0.0.1:{metrics_port}"  # https: scraper role only\n\n'
         "[limits]\nmax_qubits = 32\nmax_shots = 100000\n\n"
         "[scheduling]\n"
         "aging_seconds = 300.0  # one priority class moves a job this far ahead in its project\n"

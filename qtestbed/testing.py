@@ -10,9 +10,11 @@ import dataclasses
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +49,18 @@ def eventually(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+def scrape_metrics(url: str, *, ca: Path, cert: Path, key: Path, timeout: float = 10.0) -> str:
+    """One scrape of a broker's /metrics, as Prometheus does it: mutual TLS, the broker checked
+    against the facility root `ca`, and a client certificate (with its issuing CA's certificate
+    after it, as `qtestbed init` writes them) of a principal with the scraper role."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310 - https only
+        text: str = response.read().decode()
+    return text
 
 
 class LocalFacility:
@@ -166,6 +180,17 @@ class LocalFacility:
         client = Client(dataclasses.replace(profile, broker=self.addresses.grpc))
         self._clients.append(client)
         return client
+
+    def scrape(self, principal: str = "prometheus") -> str:
+        """The broker's metrics, scraped as `principal` (users/NAME.{pem,key} of `init`)."""
+        assert self.addresses is not None, "start the broker first"
+        users = self.root / "users"
+        return scrape_metrics(
+            self.addresses.metrics,
+            ca=self.root / "ca" / "ca.pem",
+            cert=users / f"{principal}.pem",
+            key=users / f"{principal}.key",
+        )
 
     def wait_available(
         self, client: Client, device_id: str, *, count: int = 1, timeout: float = 60.0

@@ -1,7 +1,8 @@
 """Who is calling, from what was cryptographically authenticated: the client certificate the
 TLS layer verified to the facility root, issued by the client-issuing CA with clientAuth, its
 principal named in a URI subject alternative name, its serial not revoked, its principal
-registered. Never the common name, never a field of the request.
+registered. Never the common name, never a field of the request. The checks do not depend on
+the transport: the gRPC edge and the /metrics endpoint (`broker.scrape`) both use them.
 
 Each refusal is counted by reason and audited in aggregate (`broker.access.front_door`); the
 caller is told UNAUTHENTICATED with what to do, never which check a stranger failed beyond that.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,11 @@ class EdgeIdentity:
 
     async def caller(self, auth_context: dict[str, list[bytes]]) -> Caller:
         """The authenticated caller, or BrokerError(UNAUTHENTICATED) after counting why."""
-        pems = auth_context.get("x509_pem_cert") or []
+        return await self.presenting(auth_context.get("x509_pem_cert") or [])
+
+    async def presenting(self, pems: Sequence[bytes]) -> Caller:
+        """Who presents these certificates (the leaf the TLS layer verified to the facility
+        root, as PEM): the same checks for every edge that speaks TLS (gRPC, /metrics)."""
         if len(pems) != 1:
             raise self._refuse("no_certificate", "", "a client certificate is required")
         verified = self._verify(bytes(pems[0]))

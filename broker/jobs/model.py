@@ -32,6 +32,8 @@ _TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, 
 
 
 # The only legal moves. DISPATCHED/RUNNING -> QUEUED: the lease expired or its driver vanished.
+# DISPATCHED -> DENIED: the clearance re-checked after the lease write refused the job, whose
+# grant was then never sent.
 ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, JobState.DENIED}),
     JobState.DISPATCHED: frozenset(
@@ -41,6 +43,7 @@ ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
             JobState.FAILED,
             JobState.CANCELLED,
             JobState.QUEUED,
+            JobState.DENIED,
         }
     ),
     JobState.RUNNING: frozenset(

@@ -5,8 +5,9 @@ owner may not use, and waits while only a busy connection's class allows it).
 
 One task fills devices, so within a broker no two fills race; across broker replicas the
 store's compare-and-set on the job version decides who wins. Both checks run on the state in
-force when the job leaves: clearance before the lease write, attestation and device status
-again after it, so a revocation or quarantine committed meanwhile keeps the job home.
+force when the job leaves: once before the lease write, and all of them again after it, on the
+access records as committed then (reloaded when another writer changed them), so a revocation,
+quarantine or clearance change committed meanwhile keeps the job home.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import secrets
 import uuid
 
 from broker.access.clearance import ClearanceGate, Decision
+from broker.access.records import AccessRecords
 from broker.anomaly.canary import CanaryRunner
 from broker.clock import Clock
 from broker.devices.model import DeviceRecord
@@ -46,6 +48,7 @@ class Dispatcher:
         fleet: Fleet,
         registry: DeviceRegistry,
         gate: ClearanceGate,
+        records: AccessRecords,
         schedule: DeviceSchedule,
         scheduler: Scheduler,
         sessions: SessionManager,
@@ -61,6 +64,7 @@ class Dispatcher:
         self._fleet = fleet
         self._registry = registry
         self._gate = gate
+        self._records = records
         self._schedule = schedule
         self._scheduler = scheduler
         self._sessions = sessions
@@ -125,18 +129,18 @@ class Dispatcher:
         if device is None:
             return idle[0]
         for conn in idle:
-            if self._check(job, device, conn, now).allowed:
+            if self._decide(job, device, conn, now).allowed:
                 return conn
         busy = [
             c
             for c in self._fleet.for_device(job.device_id)
             if c not in idle and c.dispatchable_now(now)
         ]
-        if any(self._check(job, device, c, now).allowed for c in busy):
+        if any(self._decide(job, device, c, now).allowed for c in busy):
             return None
         return idle[0]
 
-    def _check(
+    def _decide(
         self, job: Job, device: DeviceRecord, conn: DriverConnection, now: float
     ) -> Decision:
         """The gate's decision on `job` going to `conn`: with that connection's own export
@@ -170,7 +174,7 @@ class Dispatcher:
                 JobState.FAILED, now=now, reason=f"device {job.device_id!r} was retired"
             )
             return await self._leases.save(job, failed, "job.failed", {"reason": failed.reason})
-        decision = self._check(job, device, conn, now)
+        decision = self._decide(job, device, conn, now)
         if not decision.allowed:
             return await self._deny(job, decision, now)
         return await self._lease(job, conn, decision, now)
@@ -202,13 +206,25 @@ class Dispatcher:
         if not await self._leases.save(job, leased, "job.dispatched", detail):
             conn.active_lease, conn.leased = None, None
             return False
-        if not (self._registry.accepts_work(job.device_id) and conn.dispatchable_now(now)):
+        # Decide again on committed state: whatever another writer (a replica, an operator)
+        # committed before this read is seen, and nothing is awaited from here to the send.
+        await self._records.refresh()
+        left = self._clock.now()
+        device = self._registry.get(job.device_id)
+        if device is None or not (
+            self._registry.accepts_work(job.device_id) and conn.dispatchable_now(left)
+        ):
             # Revoked, quarantined or dropped while the lease was being written: it never leaves.
             conn.active_lease, conn.leased = None, None
             await self._leases.release(
                 leased, "device stopped accepting work before dispatch", "gate"
             )
             return True
+        again = self._decide(leased, device, conn, left)
+        if not again.allowed:
+            # The clearance changed while the lease was being written: it never leaves.
+            conn.active_lease, conn.leased = None, None
+            return await self._deny(leased, again, left)
         if leased.attempts == 1:
             self._metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
         if not await self._link.send(conn.identity, self._grant(leased, lease)):
@@ -216,7 +232,8 @@ class Dispatcher:
         return True
 
     async def _deny(self, job: Job, decision: Decision, now: float) -> bool:
-        """The clearance changed since submit: the job never leaves, and says why."""
+        """The clearance changed since submit (or while its lease was being written, when the
+        job has one that was never sent): the job never leaves, and says why."""
         denied = job.transition(
             JobState.DENIED, now=now, reason=decision.reason, rule_id=decision.rule_id
         )
@@ -226,6 +243,8 @@ class Dispatcher:
             "device": job.device_id,
             "reason": decision.reason,
         }
+        if job.lease is not None:
+            detail["lease"] = job.lease.lease_id  # written, withdrawn before it was sent
         if not await self._leases.save(job, denied, "clearance.denied", detail):
             return False
         self._metrics.denials.labels(decision.rule_id, "dispatch").inc()

@@ -3,13 +3,14 @@ uses through its constructor, and nothing is set on it afterwards.
 
 Floors, from the ground up: the store runner, clock, metrics and audit log; the device and
 access registries; the clearance gate; the job services; the driver link (attestor, lease
-keeper, dispatcher, hub); the gRPC servicers. `broker.app` starts and stops what this builds.
+keeper, dispatcher, hub); the gRPC servicers and the /metrics gate. `broker.app` starts and
+stops what this builds.
 """
 
 from __future__ import annotations
 
 from broker.wiring.core import job_parts, registries
-from broker.wiring.edges import edge, link_parts, servicers, services
+from broker.wiring.edges import edge, link_parts, scrape_gate, servicers, services
 from broker.wiring.parts import (
     Components,
     Foundation,
@@ -43,4 +44,5 @@ def build(base: Foundation) -> Components:
         services=s,
         servicers=servicers(base, r, s),
         edge=edge(base, r),
+        scrape=scrape_gate(base, r),
     )

@@ -27,6 +27,7 @@ from broker.link.attestor import Attestor
 from broker.link.dispatcher import Dispatcher
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
+from broker.scrape.gate import ScrapeGate
 from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Services
 
 
@@ -64,6 +65,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         fleet=j.fleet,
         registry=r.devices,
         gate=r.gate,
+        records=r.records,
         schedule=r.schedule,
         scheduler=j.scheduler,
         sessions=j.sessions,
@@ -228,7 +230,16 @@ def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
 
 
 def edge(base: Foundation, r: Registries) -> EdgeInterceptor:
-    identity = EdgeIdentity(
+    return EdgeInterceptor(edge_identity(base, r), r.streams)
+
+
+def scrape_gate(base: Foundation, r: Registries) -> ScrapeGate:
+    """Who may read /metrics: the gRPC edge's identity checks, plus the scraper role."""
+    return ScrapeGate(identity=edge_identity(base, r), front_door=r.front_door)
+
+
+def edge_identity(base: Foundation, r: Registries) -> EdgeIdentity:
+    return EdgeIdentity(
         client_ca=base.client_ca,
         facility=lambda: base.facility.current,
         access=r.access,
@@ -236,4 +247,3 @@ def edge(base: Foundation, r: Registries) -> EdgeInterceptor:
         front_door=r.front_door,
         clock=base.clock,
     )
-    return EdgeInterceptor(identity, r.streams)

@@ -49,6 +49,7 @@ from broker.link.port import LinkPort
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine
 from broker.policy.export_control import ExportProfile
+from broker.scrape.gate import ScrapeGate
 from broker.settings import BrokerSettings
 from broker.store.runner import StoreRunner
 
@@ -131,3 +132,4 @@ class Components:
     services: Services
     servicers: Servicers
     edge: EdgeInterceptor
+    scrape: ScrapeGate  # who may read /metrics

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install promtool (and nothing else) into DEST_DIR, e.g. `.venv/bin`, for the rule and metrics
-# checks in tests/e2e/test_prometheus.py.
+# Install promtool and the prometheus server binary (and nothing else) into DEST_DIR, e.g.
+# `.venv/bin`, for the rule and metrics checks in tests/e2e/test_prometheus.py and the real
+# scrape over mutual TLS in tests/e2e/test_prometheus_scrape.py.
 #
 #   usage: deploy/prometheus/install-promtool.sh DEST_DIR
 #
@@ -9,11 +10,12 @@
 # PyPI wheel or npm package that ships promtool (building it with Go would need the Go toolchain
 # and the whole Prometheus module graph). Debian's own `prometheus` package ships it (Debian 12:
 # 2.42), so we fetch that .deb with `apt-get download` (checked against the signed archive
-# lists; it resolves and installs no dependencies) and unpack only ./usr/bin/promtool with
-# dpkg-deb. Nothing is installed with dpkg, no prometheus user is created, no Prometheus server
-# is started. promtool is a Go binary that needs only libc.
+# lists; it resolves and installs no dependencies) and unpack only ./usr/bin/promtool and
+# ./usr/bin/prometheus with dpkg-deb. Nothing is installed with dpkg, no prometheus user is
+# created, no Prometheus server is started (the tests start one of their own, on a free port).
+# Both are Go binaries that need only libc.
 #
-# Idempotent: exits 0 at once when DEST_DIR/promtool already exists and runs.
+# Idempotent: exits 0 at once when DEST_DIR/promtool and DEST_DIR/prometheus already exist and run.
 # Needs the apt package lists; run as root it fetches them itself when they are missing,
 # otherwise run `apt-get update` first (as root).
 set -euo pipefail
@@ -23,16 +25,23 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 dest=$1
-target="$dest/promtool"
+binaries=(promtool prometheus)
 
-if [[ -x "$target" ]] && "$target" --version >/dev/null 2>&1; then
+installed() {
+  local name
+  for name in "${binaries[@]}"; do
+    [[ -x "$dest/$name" ]] && "$dest/$name" --version >/dev/null 2>&1 || return 1
+  done
+}
+
+if installed; then
   exit 0
 fi
 
 for tool in apt-get apt-cache dpkg-deb tar; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "install-promtool: '$tool' not found; this script needs a Debian or Ubuntu machine." >&2
-    echo "  Elsewhere, put a promtool binary (prometheus.io/download) at $target by hand." >&2
+    echo "  Elsewhere, put promtool and prometheus (prometheus.io/download) in $dest by hand." >&2
     exit 1
   fi
 done
@@ -67,12 +76,13 @@ fi
 
 deb=$(find "$work" -maxdepth 1 -name 'prometheus_*.deb' -print -quit)
 mkdir -p "$work/root"
-dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/root" ./usr/bin/promtool
+dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/root" ./usr/bin/promtool ./usr/bin/prometheus
 
 mkdir -p "$dest"
-# Copy under a temporary name, then rename: a concurrent run never sees half a binary.
-install -m 0755 "$work/root/usr/bin/promtool" "$dest/.promtool.$$"
-mv -f "$dest/.promtool.$$" "$target"
-
-"$target" --version >/dev/null
-echo "install-promtool: installed $("$target" --version 2>&1 | head -n1) at $target"
+for name in "${binaries[@]}"; do
+  # Copy under a temporary name, then rename: a concurrent run never sees half a binary.
+  install -m 0755 "$work/root/usr/bin/$name" "$dest/.$name.$$"
+  mv -f "$dest/.$name.$$" "$dest/$name"
+  "$dest/$name" --version >/dev/null
+  echo "install-promtool: installed $("$dest/$name" --version 2>&1 | head -n1) at $dest/$name"
+done

@@ -10,7 +10,6 @@ import argparse
 import io
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -165,9 +164,7 @@ def _top_text(top: Mapping[str, int]) -> str:
     return " ".join(f"{bits}:{count}" for bits, count in top.items())
 
 
-def _scrape(url: str) -> list[str]:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own loopback endpoint
-        text: str = response.read().decode()
+def _sample(text: str) -> list[str]:
     wanted = (
         "qtestbed_jobs_total",
         "qtestbed_clearance_denials_total",
@@ -189,7 +186,7 @@ def run_demo(root: Path) -> dict[str, Any]:
             facility.wait_available(clients["bob"], device)
         outcomes = [_run_one(clients[s.researcher], s) for s in _submissions()]
         outcomes.append(_through_qiskit(clients["alice"]))
-        metrics = _scrape(addresses.metrics)
+        metrics = _sample(facility.scrape())  # as the monitoring system: mutual TLS
         settings = facility.settings()
     report = _report_summary(settings, started)
     # The refused job names its rule; the device above alice's tier is invisible to her,
@@ -249,7 +246,10 @@ def _report_summary(settings: BrokerSettings, since: float) -> list[str]:
 def _print_table(summary: dict[str, Any]) -> None:
     print(f"facility: {summary['facility']}")
     print(f"broker gRPC {summary['broker']['grpc']}, driver link {summary['broker']['link']}")
-    print(f"metrics: {summary['broker']['metrics']}  (served while the demo ran)\n")
+    print(
+        f"metrics: {summary['broker']['metrics']}  (served while the demo ran, over mutual TLS "
+        "to the scraper identity users/prometheus only)\n"
+    )
     print(f"{'JOB':<22}{'WHO':<7}{'DEVICE':<16}{'STATE':<19}{'TOP OUTCOMES':<32}RECEIPT")
     for job in summary["jobs"]:
         print(

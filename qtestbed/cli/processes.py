@@ -27,7 +27,10 @@ def register(sub: Any) -> None:
     p.add_argument("--config", type=Path, required=True, help="broker settings TOML")
     p.add_argument("--listen", help="gRPC address host:port (port 0 picks a free one)")
     p.add_argument("--link-listen", help="driver link endpoint, e.g. tcp://127.0.0.1:0")
-    p.add_argument("--metrics-listen", help="metrics address host:port")
+    p.add_argument(
+        "--metrics-listen",
+        help="address host:port of /metrics (HTTPS, mutual TLS, for the scraper role only)",
+    )
     p.add_argument("--store", help="store URL: sqlite:///path.db or postgresql://...")
     p.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON")
     p.set_defaults(handler=cmd_broker)

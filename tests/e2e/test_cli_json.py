@@ -262,6 +262,6 @@ def test_demo_counts_are_objects() -> None:
     assert qiskit["receipt"] == "valid"
     assert set(qiskit["top_outcomes"]) <= {"000", "111"}
     assert all(type(n) is int for n in qiskit["top_outcomes"].values())
-    assert summary["broker"]["metrics"].startswith("http://127.0.0.1:")
+    assert summary["broker"]["metrics"].startswith("https://127.0.0.1:")
     assert summary["report"][0].startswith("# Transparency report")
     assert any("Audit log:** verified" in line for line in summary["report"])

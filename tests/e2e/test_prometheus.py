@@ -116,12 +116,12 @@ def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ promtool on the files
 
 
-def test_prometheus_config_and_its_rule_files_are_valid(promtool: str, tmp_path: Path) -> None:
-    # rule_files are relative to the config's folder, wherever promtool or Prometheus starts.
+def test_prometheus_config_is_valid(promtool: str, tmp_path: Path) -> None:
+    # Its TLS files exist only where a facility is installed: the full check, rule files
+    # included, runs against one `qtestbed init` wrote (tests/e2e/test_prometheus_scrape.py).
     for cwd in (REPO, tmp_path):
-        done = run(promtool, "check", "config", str(CONFIG), cwd=cwd)
+        done = run(promtool, "check", "config", "--syntax-only", str(CONFIG), cwd=cwd)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "qtestbed-alerts.yml" in done.stdout, done.stdout
 
 
 def test_alert_rules_are_valid(promtool: str) -> None:
@@ -159,6 +159,7 @@ def test_one_alert_per_anomaly_detector() -> None:
         "measurement_drift",
         "canary_fidelity_low",
         "export_class_crossing",
+        "front_door_refusal_burst",
     }
     alerting = [
         detector
@@ -254,7 +255,7 @@ def test_live_scrape_passes_promtool_lint(promtool: str, tmp_path: Path) -> None
         job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
         wait_state(alice, job.job_id, "COMPLETED")
         assert fac.addresses is not None
-        assert fac.addresses.metrics.startswith("http://127.0.0.1:")
+        assert fac.addresses.metrics.startswith("https://127.0.0.1:")
         text = scrape(fac)
 
     done = run(promtool, "check", "metrics", stdin=text)

@@ -65,6 +65,43 @@ class Minter:
         days: int = 1,
     ) -> tuple[Client, str]:
         """A client for the broker with a fresh certificate, and that certificate's serial."""
+        chain, key, serial = self._mint(
+            issuer=issuer,
+            name=name,
+            common_name=common_name,
+            facility_id=facility_id,
+            client_auth=client_auth,
+            starts_in=starts_in,
+            days=days,
+        )
+        return self.profile(chain, key), serial
+
+    def files(
+        self,
+        *,
+        issuer: str | tuple[SigningKey, x509.Certificate] = "clients",
+        name: str = "prometheus",
+        starts_in: dt.timedelta = dt.timedelta(minutes=-5),
+        days: int = 1,
+    ) -> tuple[Path, Path, str]:
+        """A fresh certificate (its issuer's after it) and key as files, and its serial."""
+        chain, key, serial = self._mint(issuer=issuer, name=name, starts_in=starts_in, days=days)
+        stem = self.folder / uuid.uuid4().hex[:8]
+        stem.with_suffix(".pem").write_bytes(chain)
+        save_private_key(key, stem.with_suffix(".key"))
+        return stem.with_suffix(".pem"), stem.with_suffix(".key"), serial
+
+    def _mint(
+        self,
+        *,
+        issuer: str | tuple[SigningKey, x509.Certificate],
+        name: str,
+        common_name: str | None = None,
+        facility_id: str = FACILITY_ID,
+        client_auth: bool = True,
+        starts_in: dt.timedelta,
+        days: int,
+    ) -> tuple[bytes, SigningKey, str]:
         ca_key, ca_cert = self.cas[issuer] if isinstance(issuer, str) else issuer
         key = SigningKey.generate(KeyKind.ECDSA_P256)
         cert = issue_certificate(
@@ -78,7 +115,7 @@ class Minter:
             uris=[principal_uri(facility_id, name)],
         )
         chain = cert_to_pem(cert) + (cert_to_pem(ca_cert) if ca_cert != self.root[1] else b"")
-        return self.profile(chain, key), format(cert.serial_number, "x")
+        return chain, key, format(cert.serial_number, "x")
 
     def profile(self, chain: bytes, key: SigningKey) -> Client:
         stem = self.folder / uuid.uuid4().hex[:8]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +81,8 @@ def last_audit_seq(facility: LocalFacility) -> int:
 
 
 def scrape(facility: LocalFacility) -> str:
-    assert facility.addresses is not None
-    with urllib.request.urlopen(facility.addresses.metrics, timeout=10) as response:  # noqa: S310
-        text: str = response.read().decode()
-    return text
+    """The broker's metrics, scraped as the monitoring system's identity (mutual TLS)."""
+    return facility.scrape()
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -11,8 +11,9 @@ Packages and what they may import:
   that starts them, may import them, and only inside the function that runs them.
 Inside `broker`, floors (see the README): models and their documents import only models; the
 store only models and the audit chain; services never the driver link, the gRPC edge or the
-composition root; the link never the gRPC edge; protobuf only in `broker.grpc` and the link
-codec; the policy package only itself.
+composition root; the link never the gRPC edge or the /metrics edge (`broker.scrape`, which
+uses the gRPC edge's transport-neutral identity checks); protobuf only in `broker.grpc` and the
+link codec; the policy package only itself.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ LAUNCHERS = frozenset(
         "qtestbed.testing",
     }
 )
-_BROKER_EDGES = ("broker.link", "broker.grpc", "broker.app", "broker.wiring", "broker.gauges")
+_BROKER_EDGES = (
+    "broker.link",
+    "broker.grpc",
+    "broker.scrape",
+    "broker.app",
+    "broker.wiring",
+    "broker.gauges",
+)
 _BROKER_TOP = ("broker.app", "broker.wiring", "broker.gauges", "broker.embedded")
 _SERVICES = (
     "broker.jobs",
@@ -145,9 +153,11 @@ def _broker_rule(imp: Import) -> str | None:
     if _within(m, "broker.policy") and not (_within(t, "broker.policy") or _is_model(t)):
         return "the policy package runs on its own"
     if _within(m, _SERVICES) and _within(t, _BROKER_EDGES):
-        return "services never import the driver link, the gRPC edge or the composition root"
-    if _within(m, "broker.link") and _within(t, ("broker.grpc", *_BROKER_TOP)):
-        return "the driver link never imports the gRPC edge or the composition root"
+        return "services never import the driver link, an edge or the composition root"
+    if _within(m, "broker.link") and _within(t, ("broker.grpc", "broker.scrape", *_BROKER_TOP)):
+        return "the driver link never imports the other edges or the composition root"
+    if _within(m, ("broker.grpc", "broker.scrape")) and _within(t, _BROKER_TOP):
+        return "an edge never imports the composition root"
     return None
 
 

@@ -25,7 +25,12 @@ from qtestbed.facility_upgrade import UpgradeError, upgrade_facility
 from qtestbed.shared.identity import principal_uri
 from tests.old_facility import make_old_style
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    """The time of the call: the facility is made when the first test runs, after collection."""
+    return dt.datetime.now(dt.UTC)
+
+
 FACILITY_ID = "qtestbed-demo-facility"  # what the broker derived from the facility's name
 
 
@@ -63,12 +68,12 @@ def test_users_are_issued_again_from_the_client_ca_with_their_own_keys(old: Path
     before = {
         p.name: x509.load_pem_x509_certificate(p.read_bytes()) for p in old.glob("users/*.pem")
     }
-    report = upgrade_facility(old, now=NOW)
+    report = upgrade_facility(old, now=now())
     clients = cert_from_pem((old / "ca" / "clients-ca.pem").read_bytes())
     assert sorted(r.name for r in report.principals) == sorted(p[:-4] for p in before)
     for reissued in report.principals:
         path = old / reissued.path
-        verified = verify_client_certificate(path.read_bytes(), clients, now=NOW)
+        verified = verify_client_certificate(path.read_bytes(), clients, now=now())
         assert verified.uris == (principal_uri(FACILITY_ID, reissued.name),)
         assert verified.serial == reissued.serial
         new = x509.load_pem_x509_certificate(path.read_bytes())
@@ -81,14 +86,14 @@ def test_users_are_issued_again_from_the_client_ca_with_their_own_keys(old: Path
 
 def test_devices_are_issued_again_from_the_device_ca_with_their_own_keys(old: Path) -> None:
     old_fingerprints = {p.name: p.read_bytes() for p in old.glob("devices/*.pem")}
-    report = upgrade_facility(old, now=NOW)
+    report = upgrade_facility(old, now=now())
     anchor = (old / "ca" / "ca.pem").read_bytes()
     devices_ca = (old / "ca" / "devices-ca.pem").read_bytes()
     for reissued in report.devices:
         chain = (old / reissued.path).read_bytes()
         assert chain != old_fingerprints[Path(reissued.path).name]
         assert chain.endswith(devices_ca)
-        verified = verify_device_chain(chain, anchor, now=NOW, revoked_serials=frozenset())
+        verified = verify_device_chain(chain, anchor, now=now(), revoked_serials=frozenset())
         assert verified.device_id == reissued.name
         assert verified.key == public_key_of(old / "devices" / f"{reissued.name}.key")
     # What the operator must register again, as facility.toml lists the devices.
@@ -99,7 +104,7 @@ def test_devices_are_issued_again_from_the_device_ca_with_their_own_keys(old: Pa
 
 
 def test_settings_gain_the_client_ca_and_the_facility_id(old: Path) -> None:
-    upgrade_facility(old, now=NOW)
+    upgrade_facility(old, now=now())
     settings = load_settings(old / "broker.toml")
     assert settings.client_ca_cert == old / "ca" / "clients-ca.pem"
     assert load_facility(old / "facility.toml").facility_id == FACILITY_ID
@@ -107,7 +112,7 @@ def test_settings_gain_the_client_ca_and_the_facility_id(old: Path) -> None:
 
 def test_old_files_are_kept_and_no_private_key_changes(old: Path) -> None:
     before = digests(old)
-    report = upgrade_facility(old, now=NOW)
+    report = upgrade_facility(old, now=now())
     kept = {
         str(p.relative_to(report.backup)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in report.backup.rglob("*")
@@ -126,21 +131,21 @@ def test_old_files_are_kept_and_no_private_key_changes(old: Path) -> None:
 
 
 def test_a_second_upgrade_refuses_and_changes_nothing(old: Path) -> None:
-    upgrade_facility(old, now=NOW)
+    upgrade_facility(old, now=now())
     after = digests(old)
     with pytest.raises(UpgradeError, match="already upgraded"):
-        upgrade_facility(old, now=NOW)
+        upgrade_facility(old, now=now())
     assert digests(old) == after
 
 
 def test_an_interrupted_upgrade_is_named(old: Path) -> None:
     shutil.copy(old / "ca" / "ca.pem", old / "ca" / "clients-ca.pem")
     with pytest.raises(UpgradeError, match="stopped part-way"):
-        upgrade_facility(old, now=NOW)
+        upgrade_facility(old, now=now())
 
 
 def test_the_facility_id_can_be_chosen_but_not_changed(old: Path) -> None:
-    report = upgrade_facility(old, facility_id="lab-7", now=NOW)
+    report = upgrade_facility(old, facility_id="lab-7", now=now())
     assert report.facility_id == "lab-7"
     assert load_facility(old / "facility.toml").facility_id == "lab-7"
 
@@ -149,27 +154,27 @@ def test_a_facility_id_other_than_the_files_is_refused(old: Path) -> None:
     text = (old / "facility.toml").read_text().replace("[facility]\n", '[facility]\nid = "x"\n')
     (old / "facility.toml").write_text(text)
     with pytest.raises(UpgradeError, match="already names the facility 'x'"):
-        upgrade_facility(old, facility_id="y", now=NOW)
+        upgrade_facility(old, facility_id="y", now=now())
 
 
 def test_a_root_key_others_can_read_is_refused(old: Path) -> None:
     (old / "ca" / "ca.key").chmod(0o644)
     before = digests(old)
     with pytest.raises(UpgradeError, match="chmod 600"):
-        upgrade_facility(old, now=NOW)
+        upgrade_facility(old, now=now())
     assert digests(old) == before
 
 
 def test_a_folder_that_is_no_facility_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UpgradeError, match="made by 'qtestbed init'"):
-        upgrade_facility(tmp_path, now=NOW)
+        upgrade_facility(tmp_path, now=now())
 
 
 def test_certificates_the_root_did_not_sign_are_left_alone(old: Path) -> None:
     stranger_key = load_private_key(old / "users" / "alice.key")
-    other = create_ca("someone else", stranger_key, now=NOW, days=30)
+    other = create_ca("someone else", stranger_key, now=now(), days=30)
     (old / "users" / "stranger.pem").write_bytes(cert_to_pem(other))
-    report = upgrade_facility(old, now=NOW)
+    report = upgrade_facility(old, now=now())
     assert any(
         s.startswith("users/stranger.pem: not a certificate the facility root")
         for s in report.skipped

@@ -47,6 +47,19 @@ PLANTED = {
         "from broker.grpc.status import abort\n",
     ),
     "protobuf in a service": ("broker/jobs/x.py", "from qtestbed.v1 import jobs_pb2\n"),
+    "a service imports the /metrics edge": (
+        "broker/access/x.py",
+        "from broker.scrape.gate import ScrapeGate\n",
+    ),
+    "the link imports the /metrics edge": (
+        "broker/link/x.py",
+        "from broker.scrape.server import MetricsEndpoint\n",
+    ),
+    "protobuf in the /metrics edge": ("broker/scrape/x.py", "from qtestbed.v1 import jobs_pb2\n"),
+    "the /metrics edge imports the composition root": (
+        "broker/scrape/x.py",
+        "from broker.wiring import Components\n",
+    ),
     "a model imports a service": (
         "broker/jobs/model.py",
         "from broker.jobs.ledger import JobLedger\n",
