@@ -46,6 +46,9 @@ FACILITY_ID = "demo"
 FIRMWARE = "qtestbed-simfw 1.0"
 
 
+_FOLDERS = ("", "ca", "broker", "users", "devices", "drivers", "link", "link/clients", "policy")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PersonSpec:
     name: str
@@ -247,6 +250,11 @@ def init_facility(
             raise FileExistsError(f"{folder} is not empty; choose a new folder for the facility")
     check_outside(root, offline)
     out = Writer(root, offline)
+    # Folders made up front with an explicit mode: under a permissive umask, a folder others
+    # can write (link/clients/ above all: it says who may connect) would let them add files.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    for rel in _FOLDERS:
+        (root / rel).mkdir(mode=0o755, exist_ok=True)
     ca = _write_ca(out, now or dt.datetime.now(dt.UTC))
     # Two issuing CAs, so that whoever holds one cannot act as the other: principals' and
     # services' certificates come only from the first, devices' only from the second.
