@@ -8,10 +8,9 @@ The broker refuses to start where it can read one (`broker.ca_keys`).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from attestation.secretfile import move_secret, private_folder
+from attestation.secretfile import move_secret, private_folder, write_public
 
 OFFLINE_CA_SUFFIX = "-offline-ca"
 CA_NAMES = ("ca", "clients-ca", "devices-ca")  # the root, then the two issuing CAs
@@ -53,7 +52,7 @@ def move_ca_keys_out(root: Path, offline: Path) -> list[Path]:
     for key in keys:
         cert = key.with_suffix(".pem")
         if cert.exists() and not (offline / cert.name).exists():
-            shutil.copyfile(cert, offline / cert.name)  # public: the issuer needs it beside
+            write_public(offline / cert.name, cert.read_bytes())  # the issuer needs it beside
         move_secret(key, offline / key.name)
         moved.append(offline / key.name)
     return moved
