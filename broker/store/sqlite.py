@@ -36,7 +36,7 @@ def _owner_only(path: Path) -> None:
     if str(path) == ":memory:":
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, STORE_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, STORE_MODE)
     except OSError:
         return  # sqlite3.connect names the problem
     os.close(fd)
@@ -47,11 +47,16 @@ def _owner_only(path: Path) -> None:
 def _narrow(file: Path) -> None:
     try:
         mode = file.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(file, mode & 0o700)
-            log.warning("store file %s was readable by others (mode %#o); made it 0600", file, mode)
     except FileNotFoundError:
         return
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(file, mode & 0o700)
+    except OSError as exc:  # another user's file (an operator reading it): say so, go on
+        log.warning("store file %s is readable by others (mode %#o): %s", file, mode, exc)
+        return
+    log.warning("store file %s was readable by others (mode %#o); made it 0600", file, mode)
 
 
 class SqliteStore(SqlStore):

@@ -16,7 +16,11 @@ from qtestbed.cli.runner import run_until_signalled
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("init", help="write a self-contained facility (CA, keys, configs) to DIR")
+    p = sub.add_parser(
+        "init",
+        help="write a self-contained facility (CA, keys, configs) to DIR; the CA keys go to a "
+        "folder of their own, to be taken offline",
+    )
     p.add_argument("dir", type=Path, help="folder to create; must be empty or absent")
     p.add_argument("--grpc-port", type=int, default=50051, help="broker gRPC port (default 50051)")
     p.add_argument("--link-port", type=int, default=5555, help="driver link port (default 5555)")
