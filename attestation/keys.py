@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -19,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
     PublicKeyTypes,
 )
+
+from attestation.secretfile import write_secret
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -166,44 +167,18 @@ class SigningKey:
 
 
 def save_private_key(key: SigningKey, path: Path) -> None:
-    """Write `key` readable by its owner only, replacing any existing file atomically.
-
-    The temporary file is created with mode 0o600 from the start, so the key is never on disk
-    with wider permissions, and the rename means a crash leaves either the old or the new key.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.to_pem())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write `key` readable by its owner only, replacing any existing file atomically
+    (`attestation.secretfile.write_secret`: 0600 from creation, never chmod-ed after)."""
+    write_secret(path, key.to_pem())
 
 
 def create_private_key_file(key: SigningKey, path: Path) -> None:
     """Write `key` to a new file readable by its owner only; FileExistsError if `path` exists.
 
     For a key someone is about to depend on (a researcher's own): an existing key is never
-    replaced. The bytes go to a temporary file created 0o600 with O_EXCL, are synced, and are
-    then hard-linked to `path`, which fails if `path` appeared meanwhile: `path` never holds a
-    partial key, and never a key with wider permissions.
+    replaced, and `path` never holds a partial key nor one with wider permissions.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.to_pem())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_secret(path, key.to_pem(), replace=False)
 
 
 def load_private_key(path: Path) -> SigningKey:

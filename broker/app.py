@@ -13,6 +13,7 @@ import grpc
 from attestation.keys import load_private_key
 from attestation.pki import cert_from_pem
 from broker.access.facility import FacilityRef
+from broker.ca_keys import refuse_readable_ca_keys
 from broker.clock import Clock, SystemClock
 from broker.grpc.handshakes import HandshakeWatcher
 from broker.grpc.server import Tls, start_server
@@ -42,6 +43,8 @@ class BrokerAddresses:
 
 class Broker:
     def __init__(self, settings: BrokerSettings, *, clock: Clock | None = None) -> None:
+        # Before anything else: never run beside a CA key it could read (broker.ca_keys).
+        refuse_readable_ca_keys(settings)
         self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = BrokerMetrics()

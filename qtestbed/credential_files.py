@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from attestation.keys import (
     load_private_key,
 )
 from attestation.pki import CertificateError, cert_from_pem, cert_to_pem
+from attestation.secretfile import write_public
 from qtestbed.shared.identity import check_facility_id, facility_id_from_name, principal_uri
 
 CA_KEY = "clients-ca.key"
@@ -102,12 +101,9 @@ def certificate_bundle(cert: x509.Certificate, ca: IssuingCa) -> bytes:
 
 def write_public_file(path: Path, data: bytes) -> None:
     """Write a public file (certificate, CSR, profile) whole, replacing any old one atomically."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_public(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CredentialFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

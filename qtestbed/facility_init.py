@@ -4,6 +4,11 @@ Writes a CA, the broker's TLS identity, researcher credentials at two tiers plus
 two simulated testbeds with Ed25519 attestation keys and certificates, the facility registry
 with reference values measured from this installation, and broker/driver/client settings.
 
+The CA private keys (root, client-issuing, device-issuing) never go into DIR: they are written
+to a folder of their own (`DIR-offline-ca` beside it unless told otherwise), with the CA
+certificates that `credential issue --ca-dir` needs beside them, for the operator to take
+offline. The broker needs none of them and refuses to start where one is readable.
+
 `init` runs broker and driver code on this machine (the shipped policies and band table, the
 driver build measurement), so it imports them inside the functions that need them: importing
 the client package never loads the broker or a driver.
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from attestation.keys import KeyKind, SigningKey, save_private_key
+from attestation.keys import KeyKind, SigningKey, create_private_key_file
 from attestation.pki import (
     cert_to_pem,
     create_ca,
@@ -28,6 +33,8 @@ from attestation.pki import (
     device_uri,
     issue_certificate,
 )
+from attestation.secretfile import private_folder, write_public
+from qtestbed.offline_ca import check_outside, default_offline_ca
 from qtestbed.shared.identity import principal_uri
 from qtestbed.shared.linkkeys import authorize_client, create_keypair
 
@@ -37,6 +44,9 @@ if TYPE_CHECKING:
 TIERS = ("open", "controlled", "restricted")
 FACILITY_ID = "demo"
 FIRMWARE = "qtestbed-simfw 1.0"
+
+
+_FOLDERS = ("", "ca", "broker", "users", "devices", "drivers", "link", "link/clients", "policy")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -140,21 +150,33 @@ def demo_devices() -> tuple[tuple[str, DeviceDescription], ...]:
 
 
 class Writer:
-    """Writes files under the facility folder, refusing to overwrite an existing facility."""
+    """Writes files under the facility folder, refusing to overwrite an existing facility;
+    CA keys (and copies of the CA certificates) go to the offline folder instead."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, offline: Path) -> None:
         self.root = root
+        self.offline = offline
 
     def text(self, rel: str, content: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        return path
+        return _write_public(self.root / rel, content)
 
     def key(self, rel: str, key: SigningKey) -> None:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_private_key(key, path)
+        create_private_key_file(key, path)
+
+    def ca(self, name: str, key: SigningKey, cert: x509.Certificate) -> None:
+        """A CA: its certificate in DIR/ca/, its key and a copy of the certificate offline."""
+        pem = cert_to_pem(cert).decode()
+        self.text(f"ca/{name}.pem", pem)
+        create_private_key_file(key, private_folder(self.offline) / f"{name}.key")
+        _write_public(self.offline / f"{name}.pem", pem)
+
+
+def _write_public(path: Path, content: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_public(path, content.encode())
+    return path
 
 
 class Issuer:
@@ -206,8 +228,7 @@ class Issuer:
             days=3650,
             extended_key_usage=usage,
         )
-        out.key(f"ca/{name}.key", key)
-        out.text(f"ca/{name}.pem", cert_to_pem(cert).decode())
+        out.ca(name, key, cert)
         return Issuer(key, cert, self.when, intermediate=True)
 
 
@@ -218,11 +239,22 @@ def init_facility(
     link_port: int = 5555,
     metrics_port: int = 9464,
     now: dt.datetime | None = None,
+    offline_ca: Path | None = None,
 ) -> Path:
-    """Create the facility in `root` (which must be empty or absent); returns the folder."""
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; choose a new folder for the facility")
-    out = Writer(root)
+    """Create the facility in `root` (which must be empty or absent) and its CA keys in
+    `offline_ca` (default `default_offline_ca(root)`, also empty or absent, and never inside
+    `root`); returns the facility folder."""
+    offline = offline_ca or default_offline_ca(root)
+    for folder in (root, offline):
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(f"{folder} is not empty; choose a new folder for the facility")
+    check_outside(root, offline)
+    out = Writer(root, offline)
+    # Folders made up front with an explicit mode: under a permissive umask, a folder others
+    # can write (link/clients/ above all: it says who may connect) would let them add files.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    for rel in _FOLDERS:
+        (root / rel).mkdir(mode=0o755, exist_ok=True)
     ca = _write_ca(out, now or dt.datetime.now(dt.UTC))
     # Two issuing CAs, so that whoever holds one cannot act as the other: principals' and
     # services' certificates come only from the first, devices' only from the second.
@@ -264,8 +296,7 @@ def _write_ca(out: Writer, now: dt.datetime) -> Issuer:
     key = SigningKey.generate(KeyKind.ECDSA_P256)
     # Path length 1: the facility may delegate device issuance to an intermediate CA.
     cert = create_ca("qtestbed facility root", key, now=when, days=3650, path_length=1)
-    out.key("ca/ca.key", key)
-    out.text("ca/ca.pem", cert_to_pem(cert).decode())
+    out.ca("ca", key, cert)
     return Issuer(key, cert, when, intermediate=False)
 
 

@@ -9,8 +9,11 @@ the root key is (ca/ca.key), with the broker stopped, the upgrade
   principal named in the URI), and each device certificate under devices/ from the device-issuing
   CA (same key and device URI); none lasts beyond the one it replaces;
 - adds `client_ca_cert` to broker.toml and the facility id to facility.toml,
-after copying every file it changes into DIR/pre-upgrade-TIME/ (no private key changes). It
-refuses, saying so, on a facility already upgraded.
+after copying every file it changes into DIR/pre-upgrade-TIME/ (no private key changes). The
+new issuing CAs' keys are written to the offline CA folder (`DIR-offline-ca` unless told), never
+into DIR, and the root key is moved there from DIR/ca/: the broker refuses to start where it
+can read a CA key. It refuses, saying so, on a facility already upgraded
+(`AlreadyUpgraded`; `qtestbed facility upgrade` then moves any CA key still in DIR/ca/ out).
 
 The broker's registry knows each device by its certificate's fingerprint, which the new
 certificate changes. The upgrade does not write to the broker's store behind its back: once the
@@ -29,17 +32,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attestation.keys import KeyFileError, VerifyKey, load_private_key, save_private_key
+from attestation.keys import KeyFileError, VerifyKey, create_private_key_file, load_private_key
 from attestation.pki import CertificateError, cert_from_pem, cert_to_pem
+from attestation.secretfile import private_folder
 from qtestbed import facility_reissue as reissue
 from qtestbed.credential_files import CredentialFileError, write_public_file
 from qtestbed.facility_reissue import Ca, Reissued, UpgradeError
+from qtestbed.offline_ca import CA_NAMES as _CA_NAMES
+from qtestbed.offline_ca import check_outside, default_offline_ca, move_ca_keys_out
 from qtestbed.shared.identity import check_facility_id, facility_id_from_name
 
-__all__ = ["DeviceRegistration", "UpgradeError", "UpgradeReport", "upgrade_facility"]
+__all__ = [
+    "AlreadyUpgraded",
+    "DeviceRegistration",
+    "UpgradeError",
+    "UpgradeReport",
+    "upgrade_facility",
+]
 
 _NEW_CA_FILES = ("ca/clients-ca.pem", "ca/clients-ca.key", "ca/devices-ca.pem", "ca/devices-ca.key")
 _BACKDATE = dt.timedelta(minutes=5)
+
+
+class AlreadyUpgraded(UpgradeError):
+    """The facility has its issuing CAs already; nothing of the upgrade itself is left to do."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,6 +73,7 @@ class UpgradeReport:
     root: Path
     facility_id: str
     backup: Path
+    offline_ca: Path  # where the CA keys are now (and copies of their certificates)
     principals: tuple[Reissued, ...]
     devices: tuple[Reissued, ...]
     skipped: tuple[str, ...]  # files left as they were, each with why
@@ -73,11 +90,17 @@ class _Settings:
 
 
 def upgrade_facility(
-    root: Path, *, facility_id: str | None = None, now: dt.datetime | None = None
+    root: Path,
+    *,
+    facility_id: str | None = None,
+    now: dt.datetime | None = None,
+    offline_ca: Path | None = None,
 ) -> UpgradeReport:
     """Upgrade the facility in `root` (see the module's docstring), or UpgradeError saying why
     not, before anything was written."""
     settings = _inspect(root)
+    offline = offline_ca or default_offline_ca(root)
+    _check_offline(root, offline)
     fid = _facility_id(settings.facility_doc, facility_id)
     now = now or dt.datetime.now(dt.UTC)
     start = now - _BACKDATE
@@ -92,15 +115,17 @@ def upgrade_facility(
     )
     texts = _settings_texts(settings, root, fid)
     backup = _backup(root, settings, [*users, *devs], now)
-    _write_cas(root, clients, devices)
+    _write_cas(root, offline, clients, devices)
     for done in (*users, *devs):
         _write(root / done.path, done.pem)
     for path, text in texts:  # broker.toml last: it marks the facility as upgraded
         _write(path, text.encode())
+    move_ca_keys_out(root, offline)
     return UpgradeReport(
         root=root,
         facility_id=fid,
         backup=backup,
+        offline_ca=offline,
         principals=tuple(users),
         devices=tuple(devs),
         skipped=tuple(skipped + skipped_devices),
@@ -109,19 +134,16 @@ def upgrade_facility(
 
 
 def _inspect(root: Path) -> _Settings:
-    for needed in ("broker.toml", "ca/ca.pem", "ca/ca.key"):
-        if not (root / needed).exists():
-            raise UpgradeError(
-                f"{root / needed} does not exist: is {root} a facility folder made by "
-                "'qtestbed init' (run the upgrade where the root key is)?"
-            )
+    _require(root, "broker.toml")
     broker = root / "broker.toml"
     broker_doc = _toml(broker)
     if "client_ca_cert" in broker_doc:
-        raise UpgradeError(
+        raise AlreadyUpgraded(
             f"{root} is already upgraded: {broker} names client_ca_cert "
             f"({broker_doc['client_ca_cert']}); nothing to do"
         )
+    _require(root, "ca/ca.pem")
+    _require(root, "ca/ca.key")
     leftovers = [name for name in _NEW_CA_FILES if (root / name).exists()]
     if leftovers:
         raise UpgradeError(
@@ -137,6 +159,14 @@ def _inspect(root: Path) -> _Settings:
         facility_text=facility.read_text(),
         facility_doc=_toml(facility),
     )
+
+
+def _require(root: Path, needed: str) -> None:
+    if not (root / needed).exists():
+        raise UpgradeError(
+            f"{root / needed} does not exist: is {root} a facility folder made by "
+            "'qtestbed init' (run the upgrade where the root key is)?"
+        )
 
 
 def _toml(path: Path) -> dict[str, Any]:
@@ -194,9 +224,26 @@ def _backup(root: Path, settings: _Settings, changed: list[Reissued], now: dt.da
     return backup
 
 
-def _write_cas(root: Path, clients: Ca, devices: Ca) -> None:
+def _check_offline(root: Path, offline: Path) -> None:
+    try:
+        check_outside(root, offline)
+    except ValueError as exc:
+        raise UpgradeError(str(exc)) from exc
+    there = [str(offline / f"{n}.key") for n in _CA_NAMES if (offline / f"{n}.key").exists()]
+    if there:
+        raise UpgradeError(
+            f"{', '.join(there)} exist already; choose another --offline-ca folder for this "
+            "facility's CA keys"
+        )
+
+
+def _write_cas(root: Path, offline: Path, clients: Ca, devices: Ca) -> None:
+    """Each issuing CA's certificate in DIR/ca/; its key (with a copy of the certificate) in
+    the offline folder only."""
+    private_folder(offline)
     for name, ca in (("clients-ca", clients), ("devices-ca", devices)):
-        save_private_key(ca.key, root / "ca" / f"{name}.key")
+        create_private_key_file(ca.key, offline / f"{name}.key")
+        _write(offline / f"{name}.pem", cert_to_pem(ca.cert))
         _write(root / "ca" / f"{name}.pem", cert_to_pem(ca.cert))
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from qtestbed.client import Client, Profile
 from qtestbed.facility_init import init_facility
+from qtestbed.offline_ca import default_offline_ca
 
 if TYPE_CHECKING:
     from broker.app import BrokerAddresses
@@ -74,8 +75,10 @@ class LocalFacility:
         scheduling: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = root
+        # Where `init` put the CA keys: beside the facility, never in it (the broker refuses).
+        self.offline_ca = default_offline_ca(root)
         if not (root / "facility.toml").exists():
-            init_facility(root)
+            init_facility(root, offline_ca=self.offline_ca)
         self.store = store
         self.timing = {**FAST_TIMING, **(timing or {})}
         self.anomaly = dict(anomaly or {})

@@ -2,13 +2,15 @@
 signed users' certificates (clientAuth, the principal in the common name only) and devices'
 certificates directly; broker.toml had no client_ca_cert and facility.toml no [facility] id.
 
-Made from today's `init` output by signing again with the root and removing what is new.
+Made from today's `init` output by signing again with the root and removing what is new; the
+root key goes back into ca/, where the old `init` left it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 from pathlib import Path
 
 from cryptography import x509
@@ -16,10 +18,14 @@ from cryptography.x509.oid import NameOID
 
 from attestation.keys import VerifyKey, load_private_key
 from attestation.pki import cert_from_pem, cert_to_pem, issue_certificate
+from qtestbed.offline_ca import default_offline_ca
 
 
 def make_old_style(root: Path) -> None:
     """Turn the new facility in `root` into one of the old kind, keeping every private key."""
+    offline = default_offline_ca(root)
+    (offline / "ca.key").rename(root / "ca" / "ca.key")
+    shutil.rmtree(offline)  # the issuing CAs' keys and the certificate copies
     ca_key = load_private_key(root / "ca" / "ca.key")
     ca = cert_from_pem((root / "ca" / "ca.pem").read_bytes())
     when = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
@@ -40,7 +46,6 @@ def make_old_style(root: Path) -> None:
             path.write_bytes(cert_to_pem(cert))  # the leaf alone: no intermediate then
     for name in ("clients-ca", "devices-ca"):
         (root / "ca" / f"{name}.pem").unlink()
-        (root / "ca" / f"{name}.key").unlink()
     broker = root / "broker.toml"
     text = re.sub(r"(?m)^# Principals' certificates.*\n", "", broker.read_text())
     broker.write_text(re.sub(r"(?m)^client_ca_cert = .*\n", "", text))

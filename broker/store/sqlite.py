@@ -7,6 +7,8 @@ never used by two threads at once; that is the caller's promise, not something t
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +18,45 @@ from broker.store.cursor import Cursor
 from broker.store.sql_store import SqlStore
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+STORE_MODE = 0o600
+# SQLite's companions of the database file: it creates them with the database file's mode.
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+log = logging.getLogger(__name__)
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file owner-only (0600) before SQLite opens it, whatever the umask.
+
+    The store holds circuits, results and principals' personal data. SQLite alone would create
+    the file 0644 less the umask, and gives its -wal and -shm files the database file's mode, so
+    creating the file 0600 first makes all three owner-only. A store file made by an older
+    broker that others can read is narrowed (and said so): it is this process's own data file.
+    """
+    if str(path) == ":memory:":
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, STORE_MODE)
+    except OSError:
+        return  # sqlite3.connect names the problem
+    os.close(fd)
+    for file in (path, *(path.with_name(path.name + c) for c in _COMPANIONS)):
+        _narrow(file)
+
+
+def _narrow(file: Path) -> None:
+    try:
+        mode = file.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(file, mode & 0o700)
+    except OSError as exc:  # another user's file (an operator reading it): say so, go on
+        log.warning("store file %s is readable by others (mode %#o): %s", file, mode, exc)
+        return
+    log.warning("store file %s was readable by others (mode %#o); made it 0600", file, mode)
 
 
 class SqliteStore(SqlStore):
@@ -27,6 +68,7 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         self.path = path
+        _owner_only(path)
         try:
             # isolation_level=None: no implicit BEGINs; every write says BEGIN IMMEDIATE itself.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

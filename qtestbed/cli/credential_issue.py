@@ -92,7 +92,11 @@ def _register_renew(group: Any) -> None:
 
 def _signing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--ca-dir", type=Path, required=True, help="folder with clients-ca.key and clients-ca.pem"
+        "--ca-dir",
+        type=Path,
+        required=True,
+        help="folder with clients-ca.key and clients-ca.pem: the offline CA folder "
+        "`qtestbed init` wrote (DIR-offline-ca), never the broker's",
     )
     p.add_argument(
         "--days",

@@ -16,11 +16,21 @@ from qtestbed.cli.runner import run_until_signalled
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("init", help="write a self-contained facility (CA, keys, configs) to DIR")
+    p = sub.add_parser(
+        "init",
+        help="write a self-contained facility (CA, keys, configs) to DIR; the CA keys go to a "
+        "folder of their own, to be taken offline",
+    )
     p.add_argument("dir", type=Path, help="folder to create; must be empty or absent")
     p.add_argument("--grpc-port", type=int, default=50051, help="broker gRPC port (default 50051)")
     p.add_argument("--link-port", type=int, default=5555, help="driver link port (default 5555)")
     p.add_argument("--metrics-port", type=int, default=9464, help="metrics port (default 9464)")
+    p.add_argument(
+        "--offline-ca",
+        type=Path,
+        help="folder for the CA private keys, outside DIR (default: DIR-offline-ca beside DIR); "
+        "take it off the broker's machine: the broker refuses to start where it can read one",
+    )
     p.set_defaults(handler=cmd_init)
 
     p = sub.add_parser("broker", help="run the broker")
@@ -52,17 +62,26 @@ def _logging() -> None:
 @guarded()
 def cmd_init(args: argparse.Namespace) -> int:
     from qtestbed.facility_init import init_facility
+    from qtestbed.offline_ca import default_offline_ca
 
+    offline = args.offline_ca or default_offline_ca(args.dir)
     try:
         root = init_facility(
             args.dir,
             grpc_port=args.grpc_port,
             link_port=args.link_port,
             metrics_port=args.metrics_port,
+            offline_ca=offline,
         )
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     print(f"facility written to {root}")
+    print(
+        f"  CA keys: {offline} (ca.key, clients-ca.key, devices-ca.key, with their certificates)."
+        " Take this folder offline now: the broker needs none of it and will not start where"
+        " it can read a CA key. Issue credentials where it is kept:"
+        f" qtestbed credential issue CSR --name NAME --ca-dir {offline} ..."
+    )
     print(f"  broker:  qtestbed broker --config {root}/broker.toml")
     print(f"  drivers: qtestbed driver --config {root}/drivers/sim-open.toml (and sim-restricted)")
     print(

@@ -38,7 +38,11 @@ def old(tmp_path: Path) -> Iterator[tuple[Path, Processes]]:
     for processes in running(root):
         seed = root / "old-broker.toml"
         seed.write_text('client_ca_cert = "ca/ca.pem"\n' + (root / "broker.toml").read_text())
+        # Today's broker refuses to run beside the root key, which the old init left in ca/.
+        aside = tmp_path / "root-key-aside"
+        (root / "ca" / "ca.key").rename(aside)
         assert processes.stop(processes.broker(config=seed)) == 0
+        aside.rename(root / "ca" / "ca.key")
         seed.unlink()
         yield root, processes
 
@@ -54,6 +58,13 @@ def test_an_old_facility_upgraded_runs_a_job(old: tuple[Path, Processes], tmp_pa
     assert "run 'qtestbed facility upgrade'" in before.stderr
 
     report = ok(qtestbed("facility", "upgrade", str(root), "--json"))
+    # Every CA key is now outside the folder, so the broker below may start.
+    assert not list(root.rglob("*ca.key"))
+    assert {p.name for p in Path(report["offline_ca"]).glob("*.key")} == {
+        "ca.key",
+        "clients-ca.key",
+        "devices-ca.key",
+    }
     again = qtestbed("facility", "upgrade", str(root))
     assert again.returncode == 2
     assert "already upgraded" in again.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +29,17 @@ def ok(done: subprocess.CompletedProcess[str]) -> Any:
 
 @pytest.fixture
 def facility(tmp_path: Path) -> Path:
-    """`qtestbed init`, then the CA keys moved to an offline folder (with the client CA's
-    certificate, which the operator needs beside its key to issue)."""
+    """`qtestbed init`, which writes the CA keys (with the CA certificates the operator needs
+    beside them to issue) to an offline folder of their own, owner-only."""
     root = tmp_path / "fac"
-    ok(qtestbed("init", str(root)))
     offline = tmp_path / "offline"
-    offline.mkdir(mode=0o700)
-    for name in CA_KEYS:
-        shutil.move(root / "ca" / name, offline / name)
-    shutil.copy(root / "ca" / "clients-ca.pem", offline / "clients-ca.pem")
-    assert not list(root.rglob("*ca.key")), "no CA key may stay in the broker's folder"
+    made = ok(qtestbed("init", str(root), "--offline-ca", str(offline)))
+    assert f"CA keys: {offline}" in made
+    assert "Take this folder offline now" in made
+    assert not list(root.rglob("*ca.key")), "no CA key may be in the broker's folder"
+    assert {p.name for p in offline.iterdir()} >= {*CA_KEYS, "clients-ca.pem"}
+    assert offline.stat().st_mode & 0o777 == 0o700
+    assert all((offline / name).stat().st_mode & 0o777 == 0o600 for name in CA_KEYS)
     return root
 
 

@@ -27,7 +27,7 @@ class Minter:
         self.facility = facility
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        ca = facility.root / "ca"
+        ca = facility.offline_ca  # the CA keys, with copies of their certificates
         self.root = (load_private_key(ca / "ca.key"), cert_from_pem((ca / "ca.pem").read_bytes()))
         self.cas = {
             "clients": self._load(ca / "clients-ca"),

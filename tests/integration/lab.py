@@ -57,7 +57,7 @@ class Lab:
         self.device_key = load_private_key(config.device_key)
         self.chain = config.device_certificate.read_bytes()
         self.measurements = measure(config.device, config.firmware)
-        self.ca_key = load_private_key(facility.root / "ca" / "ca.key")
+        self.ca_key = load_private_key(facility.offline_ca / "ca.key")
         self.ca_cert = cert_from_pem((facility.root / "ca" / "ca.pem").read_bytes())
         self.job: jobs_pb2.Job | None = None
         self._attesters: list[Attester] = []
@@ -84,7 +84,7 @@ class Lab:
     def certificate(
         self, device_id: str, *, key: SigningKey, start: dt.datetime, days: int
     ) -> bytes:
-        """A device certificate from this facility's own CA (ca/ca.key)."""
+        """A device certificate from this facility's own root CA (offline ca.key)."""
         cert = issue_certificate(
             ca_key=self.ca_key,
             ca_cert=self.ca_cert,

@@ -125,9 +125,17 @@ def test_old_files_are_kept_and_no_private_key_changes(old: Path) -> None:
     assert all(before[name] == digest for name, digest in kept.items())
     assert not [name for name in kept if name.endswith(".key")]
     after = digests(old)
-    assert all(after[name] == before[name] for name in before if name.endswith(".key"))
-    assert {"ca/clients-ca.key", "ca/devices-ca.key"} <= set(after)
-    assert (old / "ca" / "clients-ca.key").stat().st_mode & 0o077 == 0
+    keys = [name for name in before if name.endswith(".key") and name != "ca/ca.key"]
+    assert all(after[name] == before[name] for name in keys)
+    # The CA keys are outside the facility folder, the root key moved there unchanged.
+    assert not [name for name in after if name.startswith("ca/") and name.endswith(".key")]
+    offline = digests(report.offline_ca)
+    assert report.offline_ca == old.parent / "fac-offline-ca"
+    assert offline["ca.key"] == before["ca/ca.key"]
+    assert {"clients-ca.key", "clients-ca.pem", "devices-ca.key", "ca.pem"} <= set(offline)
+    for name in ("ca.key", "clients-ca.key", "devices-ca.key"):
+        assert (report.offline_ca / name).stat().st_mode & 0o777 == 0o600
+    assert report.offline_ca.stat().st_mode & 0o777 == 0o700
 
 
 def test_a_second_upgrade_refuses_and_changes_nothing(old: Path) -> None:
@@ -189,9 +197,32 @@ def test_the_command_says_what_to_do_next_and_refuses_a_second_time(
     out = capsys.readouterr().out
     assert f"facility id {FACILITY_ID}" in out
     assert f"qtestbed device register {old}/devices/sim-open.pem --tier open" in out
-    assert "move ca/ca.key, ca/clients-ca.key and ca/devices-ca.key off" in out
+    assert f"Take {old}-offline-ca off the broker's machine now" in out
     assert main(["facility", "upgrade", str(old)]) == 2
     assert "facility not upgraded" in capsys.readouterr().err
+
+
+def test_an_upgraded_facility_with_ca_keys_in_its_folder_has_them_moved_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A facility made by `init` with its issuing CAs but before the CA keys were kept apart:
+    the keys were in ca/. The command moves them out (0600 kept) and says where."""
+    root = tmp_path / "fac"
+    init_facility(root, offline_ca=tmp_path / "was-offline")
+    for key in (tmp_path / "was-offline").glob("*.key"):
+        key.rename(root / "ca" / key.name)
+    before = {p.name: p.read_bytes() for p in (root / "ca").glob("*.key")}
+    assert main(["facility", "upgrade", str(root), "--offline-ca", str(tmp_path / "keys")]) == 0
+    out = capsys.readouterr().out
+    assert "upgraded already; moved its CA keys out" in out
+    assert f"Take {tmp_path / 'keys'} off the broker's machine now" in out
+    assert not list((root / "ca").glob("*.key"))
+    for name, data in before.items():
+        assert (tmp_path / "keys" / name).read_bytes() == data
+        assert (tmp_path / "keys" / name).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "keys" / "clients-ca.pem").exists()  # beside its key, for issuing
+    assert main(["facility", "upgrade", str(root)]) == 2  # nothing left to do
+    assert "already upgraded" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

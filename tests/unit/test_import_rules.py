@@ -33,6 +33,7 @@ PLANTED = {
     "attestation imports ours": ("attestation/x.py", "from qtestbed.shared import wire\n"),
     "lower layer imports the client": ("qtestbed/shared/x.py", "from qtestbed import client\n"),
     "lower layer imports cryptography": ("qtestbed/shared/x.py", "import cryptography\n"),
+    "lower layer imports attestation": ("qtestbed/shared/x.py", "from attestation import keys\n"),
     "client imports broker at module level": (
         "qtestbed/cli/demo.py",
         "from broker.app import Broker\n",
