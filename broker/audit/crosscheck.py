@@ -159,14 +159,13 @@ def crosscheck_store(store: JobStore) -> list[JobFinding]:
     fold = _Fold()
     for entry in iter_entries(store):
         fold.add(entry)
-    suspects: dict[str, Job | None] = {}
+    suspects: set[str] = set()
     seen: set[str] = set()
     for job in _all_jobs(store):
         seen.add(job.job_id)
         if _compare(job, fold.jobs.get(job.job_id), store):
-            suspects[job.job_id] = job
-    for job_id in fold.jobs.keys() - seen:
-        suspects[job_id] = None
+            suspects.add(job.job_id)
+    suspects |= fold.jobs.keys() - seen
     if not suspects:
         return fold.findings
     # The broker may have written since the log was read: catch up, then read each suspect again.
@@ -174,9 +173,9 @@ def crosscheck_store(store: JobStore) -> list[JobFinding]:
         fold.add(entry)
     findings = list(fold.findings)
     for job_id in sorted(suspects):
-        job = store.get_job(job_id)
+        current = store.get_job(job_id)
         audited = fold.jobs.get(job_id)
-        if job is None:
+        if current is None:
             if audited is not None and audited.submitted_seq is not None:
                 seq = audited.state_seq
                 findings.append(
@@ -188,7 +187,7 @@ def crosscheck_store(store: JobStore) -> list[JobFinding]:
                     )
                 )
             continue
-        findings.extend(_compare(job, audited, store))
+        findings.extend(_compare(current, audited, store))
     return findings
 
 

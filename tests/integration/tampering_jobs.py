@@ -49,14 +49,14 @@ def _run(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]
         dsn, schema = split_schema(url)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'SET search_path TO "{schema or "qtestbed"}"')
-            cur = conn.execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
+            cur = conn.execute(sql.replace("?", "%s"), tuple(params))
             return list(cur.fetchall()) if cur.description else []
-    conn = sqlite3.connect(sqlite_path(url))
+    lite = sqlite3.connect(sqlite_path(url))
     try:
-        with conn:
-            return list(conn.execute(sql, tuple(params)).fetchall())
+        with lite:
+            return list(lite.execute(sql, tuple(params)).fetchall())
     finally:
-        conn.close()
+        lite.close()
 
 
 def _is_postgres(url: str) -> bool:
