@@ -269,7 +269,8 @@ def _result_mismatches(job: Job, audited: _Audited, result: JobResult | None) ->
             JobFinding(
                 job_id=job.job_id,
                 seq=audited.state_seq,
-                problem="a results row exists but the log never recorded the job completing",
+                problem=f"a results row exists but the job's last audit entry "
+                f"({audited.state_kind}) leaves it {_state_name(audited.state)}",
             )
         ]
 
@@ -294,6 +295,10 @@ def _result_mismatches(job: Job, audited: _Audited, result: JobResult | None) ->
     # An entry from before result digests were logged: the device's signature is the witness.
     found.extend(finding(p) for p in _receipt_mismatches(job, result, counts_digest))
     return found
+
+
+def _state_name(state: JobState | None) -> str:
+    return state.value if state is not None else "never submitted"
 
 
 def _counts_digest(result: JobResult) -> str | None:

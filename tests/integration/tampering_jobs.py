@@ -276,7 +276,7 @@ KINDS: list[TamperKind] = [
     TamperKind(
         name="result row added to a cancelled job",
         mutate=_result_for_cancelled,
-        expected=_expect(_cancelled, "job.cancelled", "results row exists"),
+        expected=_expect(_cancelled, "job.cancelled", "results row exists but"),
     ),
     TamperKind(
         name="result counts edited",
