@@ -55,6 +55,8 @@ STATE_OF_KIND: Mapping[str, JobState] = {
     "clearance.denied": JobState.DENIED,  # only with a job as subject (denied at dispatch)
 }
 _PAGE = 500
+# What decoding a hand-edited jobs or results row can raise (an unknown state, a wrong type).
+_ROW_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
 
 class JobStore(Protocol):
@@ -161,34 +163,53 @@ def crosscheck_store(store: JobStore) -> list[JobFinding]:
         fold.add(entry)
     suspects: set[str] = set()
     seen: set[str] = set()
-    for job in _all_jobs(store):
-        seen.add(job.job_id)
-        if _compare(job, fold.jobs.get(job.job_id), store):
-            suspects.add(job.job_id)
+    unreadable: list[JobFinding] = []
+    try:
+        for job in _all_jobs(store):
+            seen.add(job.job_id)
+            if _compare(job, fold.jobs.get(job.job_id), store):
+                suspects.add(job.job_id)
+    except _ROW_ERRORS as exc:
+        # A row the store cannot decode (a state or format that does not exist, a wrong type):
+        # listing stops there, so every job the log knows is read on its own below.
+        unreadable.append(
+            JobFinding(
+                job_id="(unknown)",
+                seq=None,
+                problem=f"the jobs table holds a row that cannot be read ({exc}); jobs the "
+                "audit log does not know could not all be listed past it",
+            )
+        )
     suspects |= fold.jobs.keys() - seen
     if not suspects:
-        return fold.findings
+        return fold.findings + unreadable
     # The broker may have written since the log was read: catch up, then read each suspect again.
     for entry in iter_entries(store, after_seq=fold.last_seq):
         fold.add(entry)
-    findings = list(fold.findings)
+    findings = [*fold.findings, *unreadable]
     for job_id in sorted(suspects):
-        current = store.get_job(job_id)
-        audited = fold.jobs.get(job_id)
-        if current is None:
-            if audited is not None and audited.submitted_seq is not None:
-                seq = audited.state_seq
-                findings.append(
-                    JobFinding(
-                        job_id=job_id,
-                        seq=seq,
-                        problem=f"the job row is gone, though the log records it "
-                        f"(submitted at seq {audited.submitted_seq}, last {audited.state_kind})",
-                    )
-                )
-            continue
-        findings.extend(_compare(current, audited, store))
+        findings.extend(_recheck(store, job_id, fold.jobs.get(job_id)))
     return findings
+
+
+def _recheck(store: JobStore, job_id: str, audited: _Audited | None) -> list[JobFinding]:
+    try:
+        current = store.get_job(job_id)
+        if current is not None:
+            return _compare(current, audited, store)
+    except _ROW_ERRORS as exc:
+        seq = audited.submitted_seq if audited is not None else None
+        return [JobFinding(job_id=job_id, seq=seq, problem=f"the job row cannot be read ({exc})")]
+    if audited is None or audited.submitted_seq is None:
+        return []
+    return [
+        JobFinding(
+            job_id=job_id,
+            seq=audited.state_seq,
+            problem=f"the job row is gone, though the log records it "
+            f"(submitted at seq {audited.submitted_seq}, last {audited.state_kind})",
+        )
+    ]
 
 
 def _all_jobs(store: JobStore) -> Iterator[Job]:
@@ -213,7 +234,13 @@ def _compare(job: Job, audited: _Audited | None, store: JobStore) -> list[JobFin
         ]
     found = _submission_mismatches(job, audited, audited.submitted_seq)
     found.extend(_state_mismatches(job, audited))
-    found.extend(_result_mismatches(job, audited, store.get_result(job.job_id)))
+    try:
+        result = store.get_result(job.job_id)
+    except _ROW_ERRORS as exc:
+        seq = audited.completed_seq or audited.state_seq
+        problem = f"the results row cannot be read ({exc})"
+        return [*found, JobFinding(job_id=job.job_id, seq=seq, problem=problem)]
+    found.extend(_result_mismatches(job, audited, result))
     return found
 
 

@@ -221,6 +221,10 @@ def _job_inserted(url: str) -> None:
     _run(url, sql, (_FORGED_JOB, _completed(url)))
 
 
+def _counts_not_json(url: str) -> None:
+    _run(url, "UPDATE results SET counts = '{\"000\": 1' WHERE job_id = ?", (_completed(url),))
+
+
 def _owner_and_entry_unchanged(url: str) -> Expected:
     return Expected(job_id=_FORGED_JOB, seq=None, phrase="never recorded its submission")
 
@@ -292,6 +296,16 @@ KINDS: list[TamperKind] = [
         name="result device edited",
         mutate=_result_device_edited,
         expected=_expect(_completed, "job.completed", "result device is 'sim-restricted'"),
+    ),
+    TamperKind(
+        name="job state set to a value that is no state",
+        mutate=_set_job("state", lambda url, job: "DONE"),
+        expected=_expect(_completed, "job.submitted", "the job row cannot be read"),
+    ),
+    TamperKind(
+        name="result counts made unreadable (not JSON)",
+        mutate=_counts_not_json,
+        expected=_expect(_completed, "job.completed", "the results row cannot be read"),
     ),
     TamperKind(
         name="result row deleted",
