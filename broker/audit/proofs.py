@@ -9,22 +9,23 @@ forced tick). That costs at most one signature per request that finds the tail u
 only when there are new entries; the signer's own checks run first, so a log that no longer
 matches its checkpoints is never signed over, and the request then fails as unavailable.
 
-The leaf hashes of the log are kept in memory (32 bytes an entry, read once and then only the
-new ones) so a proof costs O(tree size) hashing but no re-reading of the log; the last proofs
-made are cached. Before a proof leaves, the root it leads to is compared with the signed root
-and the entry re-read from the store must hash to the remembered leaf: the broker never hands
-out a proof that would not verify, whatever was done to its database meanwhile.
+The leaf hashes of the log are kept in memory (`LeafTree`: about 32 bytes an entry, read once
+and then only the new ones, with the roots of its large perfect subtrees), so a proof costs
+O(log² n) hashes and no re-reading of the log; the last proofs made are cached too. Before a
+proof leaves, the signed root is recomputed from those hashes and the entry, re-read from the
+store, must hash to the remembered leaf: the broker never hands out a proof that would not
+verify, whatever was done to its database meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import overload
 
-from broker.audit.merkle import HASH_SIZE, audit_leaf, inclusion_proof, leaf_hash, root_from_hashes
+from broker.audit.leaf_tree import LeafTree
+from broker.audit.merkle import audit_leaf, leaf_hash
 from broker.audit.model import AuditEntry, Checkpoint
 from broker.audit.verify import iter_entries
 from broker.errors import BrokerError, ErrorCode
@@ -44,41 +45,11 @@ class EntryProof:
     checkpoint: bytes  # the DSSE envelope (JSON)
 
 
-class _Hashes(Sequence[bytes]):
-    """A read-only view of leaf hashes packed in one bytearray (32 bytes each)."""
-
-    __slots__ = ("_data", "_start", "_stop")
-
-    def __init__(self, data: bytearray, start: int, stop: int) -> None:
-        self._data, self._start, self._stop = data, start, stop
-
-    def __len__(self) -> int:
-        return self._stop - self._start
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-    @overload
-    def __getitem__(self, index: slice) -> _Hashes: ...
-    def __getitem__(self, index: int | slice) -> bytes | _Hashes:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise ValueError("leaf hash views slice with step 1 only")
-            return _Hashes(self._data, self._start + start, self._start + max(start, stop))
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        at = (self._start + index % len(self)) * HASH_SIZE
-        return bytes(self._data[at : at + HASH_SIZE])
-
-    def __iter__(self) -> Iterator[bytes]:
-        return (self[i] for i in range(len(self)))
-
-
 class InclusionProofs:
     def __init__(self, *, runner: StoreRunner, sign_now: Callable[[], Awaitable[None]]) -> None:
         self._runner = runner
         self._sign_now = sign_now
-        self._hashes = bytearray()
+        self._tree = LeafTree()
         self._completed: dict[str, int] = {}  # job id -> seq of its job.completed entry
         self._proofs: OrderedDict[tuple[int, int], EntryProof] = OrderedDict()
         self._lock = asyncio.Lock()
@@ -110,14 +81,14 @@ class InclusionProofs:
 
     def _catch_up(self) -> None:
         """On the store thread: hash the entries written since the last call."""
-        for entry in iter_entries(self._runner.store, after_seq=len(self._hashes) // HASH_SIZE):
+        for entry in iter_entries(self._runner.store, after_seq=self._tree.size):
             self._remember(entry)
 
     def _remember(self, entry: AuditEntry) -> None:
-        if entry.seq != len(self._hashes) // HASH_SIZE + 1:
+        if entry.seq != self._tree.size + 1:
             raise _unavailable("the audit log has a gap; the security team has to verify it")
         try:
-            self._hashes += leaf_hash(audit_leaf(entry))
+            self._tree.append_hash(leaf_hash(audit_leaf(entry)))
         except ValueError as exc:  # a row an honest broker never writes
             raise _unavailable(f"audit entry seq {entry.seq} is damaged ({exc})") from exc
         if entry.event.kind == "job.completed" and entry.event.subject:
@@ -126,7 +97,7 @@ class InclusionProofs:
     async def _covering(self, seq: int) -> Checkpoint | None:
         """The newest stored checkpoint whose tree holds entry `seq` and the hashes read."""
         await self._runner.call(self._catch_up)
-        size = len(self._hashes) // HASH_SIZE
+        size = self._tree.size
         stored = await self._runner.call(self._runner.store.checkpoints)
         usable = [c for c in stored if seq <= c.tree_size <= size]
         return max(usable, key=lambda c: c.tree_size, default=None)
@@ -138,15 +109,14 @@ class InclusionProofs:
         if not batch or batch[0].seq != seq:
             raise _unavailable(f"audit entry seq {seq} cannot be read")
         leaf = audit_leaf(batch[0])
-        hashes = _Hashes(self._hashes, 0, checkpoint.tree_size)
-        if leaf_hash(leaf) != hashes[seq - 1]:
+        if leaf_hash(leaf) != self._tree.leaf(seq - 1):
             raise _unavailable(f"audit entry seq {seq} changed since the broker read it")
-        path, root = await asyncio.to_thread(_path_and_root, seq - 1, hashes)
-        if root.hex() != checkpoint.root_hash:
+        if self._tree.root(checkpoint.tree_size).hex() != checkpoint.root_hash:
             raise _unavailable(
                 f"the audit log no longer matches the checkpoint of tree size "
                 f"{checkpoint.tree_size}; the security team has to verify it"
             )
+        path = self._tree.path(seq - 1, checkpoint.tree_size)
         return EntryProof(
             entry=leaf,
             leaf_index=seq - 1,
@@ -154,10 +124,6 @@ class InclusionProofs:
             audit_path=tuple(path),
             checkpoint=checkpoint.envelope,
         )
-
-
-def _path_and_root(index: int, hashes: _Hashes) -> tuple[list[bytes], bytes]:
-    return inclusion_proof(index, hashes), root_from_hashes(hashes)
 
 
 def _unavailable(why: str) -> BrokerError:
