@@ -53,7 +53,8 @@ ABSENT_DEVICES = ("sim-vanished-a", "sim-vanished-b", "sim-vanished-c")
 TIMEOUT_S = 10.0
 RPCS = (
     *("GetDevice", "SubmitJob", "SubmitJobs", "OpenSession"),
-    *("GetJob", "WatchJob", "CancelJob", "GetResult", "GetSession", "CloseSession"),
+    *("GetJob", "WatchJob", "CancelJob", "GetResult", "GetResultProof"),
+    *("GetSession", "CloseSession"),
 )
 
 Answer = tuple[str, str]  # gRPC status name and details
@@ -133,6 +134,9 @@ def job_calls(channel: grpc.Channel) -> dict[str, Callable[[str], object]]:
         ),
         "GetResult": lambda i: jobs.GetResult(
             jobs_pb2.GetResultRequest(job_id=i), timeout=TIMEOUT_S
+        ),
+        "GetResultProof": lambda i: jobs.GetResultProof(
+            jobs_pb2.GetResultProofRequest(job_id=i), timeout=TIMEOUT_S
         ),
     }
 

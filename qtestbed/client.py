@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from attestation.audit_inclusion import InclusionProof
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
 from qtestbed.v1 import (
@@ -219,6 +220,18 @@ class Client:
         request = jobs_pb2.GetResultRequest(job_id=job_id)
         return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
 
+    def result_proof(self, job_id: str) -> InclusionProof:
+        """The inclusion proof of the job's job.completed audit entry in a signed checkpoint."""
+        request = jobs_pb2.GetResultProofRequest(job_id=job_id)
+        proof: jobs_pb2.ResultProof = self._unary(self._jobs.GetResultProof, request)  # type: ignore[assignment]
+        return InclusionProof(
+            entry=proof.entry,
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            audit_path=tuple(proof.audit_path),
+            checkpoint=proof.checkpoint,
+        )
+
     def submit_many(
         self, requests: Sequence[jobs_pb2.SubmitJobRequest]
     ) -> list[jobs_pb2.SubmitJobResponse]:
@@ -280,8 +293,11 @@ class Client:
         return verify_result_offline(result, job, self.ca_pem)
 
 
-def bundle_of(result: jobs_pb2.JobResult, job: jobs_pb2.Job) -> ResultBundle:
-    """What a researcher keeps: counts, receipt, certificate chain and evidence, for `job`."""
+def bundle_of(
+    result: jobs_pb2.JobResult, job: jobs_pb2.Job, proof: InclusionProof | None = None
+) -> ResultBundle:
+    """What a researcher keeps: counts, receipt, certificate chain, evidence and the audit
+    inclusion proof, for `job`."""
     return ResultBundle(
         job_id=job.job_id,
         device_id=result.device_id,
@@ -291,6 +307,7 @@ def bundle_of(result: jobs_pb2.JobResult, job: jobs_pb2.Job) -> ResultBundle:
         receipt=result.receipt,
         device_certificate_chain=result.device_certificate,
         evidence=result.evidence,
+        audit_inclusion=proof,
     )
 
 

@@ -6,6 +6,13 @@ certificate: it proves the counts came from the device the facility certified, f
 circuit and shot count, and shows the firmware, software and calibration it attested with.
 Revocations after the fact are not visible offline; the broker refuses receipts from revoked
 devices at the time they arrive.
+
+A bundle saved by `qtestbed result --save` also carries `audit_inclusion`: an RFC 6962 proof
+that the job's `job.completed` entry (which records device, shots and the digest of these
+counts) is in the facility's audit log as of a checkpoint the broker signed
+(`attestation/audit_inclusion.py`). It is checked against the facility's audit signing key,
+which the researcher pins (`receipt verify --audit-key`, the broker certificate the facility
+publishes): without that key it is reported as not checked, never as valid.
 """
 
 from __future__ import annotations
@@ -18,8 +25,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from attestation.audit_inclusion import (
+    ExpectedCompletion,
+    InclusionProof,
+    verify_inclusion_proof,
+)
 from attestation.dsse import Envelope, EnvelopeError, verify_envelope
 from attestation.evidence import EVIDENCE_PAYLOAD_TYPE, EvidenceError, decode_claims
+from attestation.keys import VerifyKey
 from attestation.pki import CertificateError, verify_device_chain
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
 
@@ -36,6 +49,7 @@ class ResultBundle:
     receipt: bytes
     device_certificate_chain: bytes
     evidence: bytes = b""
+    audit_inclusion: InclusionProof | None = None
 
     def to_json(self) -> str:
         body = {
@@ -49,6 +63,8 @@ class ResultBundle:
             "device_certificate_chain": self.device_certificate_chain.decode(),
             "evidence": base64.b64encode(self.evidence).decode(),
         }
+        if self.audit_inclusion is not None:
+            body["audit_inclusion"] = self.audit_inclusion.to_dict()
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -66,6 +82,9 @@ class ResultBundle:
                 receipt=base64.b64decode(raw["receipt"], validate=True),
                 device_certificate_chain=str(raw["device_certificate_chain"]).encode(),
                 evidence=base64.b64decode(raw.get("evidence", ""), validate=True),
+                audit_inclusion=InclusionProof.from_dict(raw["audit_inclusion"])
+                if "audit_inclusion" in raw
+                else None,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"result bundle is malformed: {exc}") from exc
@@ -75,6 +94,8 @@ class ResultBundle:
 class BundleVerdict:
     problems: list[str] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
+    # "verified", "not checked" (no audit key given) or "absent" (the bundle carries no proof).
+    audit_inclusion: str = "not checked"
 
     @property
     def valid(self) -> bool:
@@ -87,9 +108,16 @@ def verify_bundle(
     *,
     circuit: bytes | None = None,
     now: dt.datetime | None = None,
+    audit_key: VerifyKey | None = None,
 ) -> BundleVerdict:
-    """Every problem with the bundle, checked offline; an empty list means it holds."""
+    """Every problem with the bundle, checked offline; an empty list means it holds.
+
+    With `audit_key` (the facility's pinned audit signing key) the bundle must also carry an
+    inclusion proof of its job.completed entry that verifies under that key.
+    """
     verdict = BundleVerdict()
+    if audit_key is not None:
+        _check_audit_inclusion(bundle, audit_key, verdict)
     try:
         device = verify_device_chain(
             bundle.device_certificate_chain,
@@ -153,3 +181,20 @@ def _check_evidence(bundle: ResultBundle, key: Any, verdict: BundleVerdict) -> N
     if claims.device_id != bundle.device_id:
         verdict.problems.append(f"evidence is from device {claims.device_id!r}")
     verdict.measurements = claims.measurements.as_dict()
+
+
+def _check_audit_inclusion(bundle: ResultBundle, key: VerifyKey, verdict: BundleVerdict) -> None:
+    proof = bundle.audit_inclusion
+    if proof is None:
+        verdict.audit_inclusion = "absent"
+        verdict.problems.append(
+            "the bundle carries no audit inclusion proof: save it again with `qtestbed result "
+            "--save` from a broker that provides one"
+        )
+        return
+    expected = ExpectedCompletion(
+        job_id=bundle.job_id, device_id=bundle.device_id, shots=bundle.shots, counts=bundle.counts
+    )
+    found = verify_inclusion_proof(proof, key, expected)
+    verdict.problems.extend(f"audit inclusion proof: {p}" for p in found)
+    verdict.audit_inclusion = "verified" if not found else "failed"

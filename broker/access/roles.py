@@ -43,6 +43,7 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
             "CancelJob": frozenset({_R, _O}),
             "ListJobs": frozenset({_R, _O}),
             "GetResult": frozenset({_R, _O}),
+            "GetResultProof": frozenset({_R, _O}),
         },
     ),
     # What each caller sees is the policy's ViewDevice decision, per device.

@@ -8,6 +8,7 @@ from typing import Any
 from broker.errors import BrokerError, ErrorCode
 from broker.grpc.codec import jobs as codec
 from broker.grpc.interceptor import CALLER
+from broker.jobs.result_proofs import ResultProofService
 from broker.jobs.service import JobService
 from broker.jobs.session_service import SessionService
 from broker.jobs.submit import Submission
@@ -18,11 +19,17 @@ _MAX_PAGE = 500
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, *, jobs: JobService, submission: Submission, sessions: SessionService
+        self,
+        *,
+        jobs: JobService,
+        submission: Submission,
+        sessions: SessionService,
+        proofs: ResultProofService,
     ) -> None:
         self._jobs = jobs
         self._submission = submission
         self._sessions = sessions
+        self._proofs = proofs
 
     async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: Any) -> Any:
         [(view, created)] = await self._submission.submit_many(
@@ -68,6 +75,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetResult(self, request: jobs_pb2.GetResultRequest, context: Any) -> Any:
         return codec.result_to_proto(await self._jobs.result(CALLER.get(), request.job_id))
+
+    async def GetResultProof(self, request: jobs_pb2.GetResultProofRequest, context: Any) -> Any:
+        proof = await self._proofs.proof(CALLER.get(), request.job_id)
+        return codec.result_proof_to_proto(proof)
 
     async def GetQuota(self, request: jobs_pb2.GetQuotaRequest, context: Any) -> Any:
         statuses = await self._jobs.quota(CALLER.get(), request.project)

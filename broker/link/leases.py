@@ -14,6 +14,7 @@ from broker.clock import Clock
 from broker.devices.registry import DeviceRegistry
 from broker.jobs.ledger import JobLedger
 from broker.jobs.model import Job, JobResult, JobState
+from broker.jobs.result_digests import completed_detail
 from broker.jobs.wakeups import DispatchWakeups
 from broker.link import messages as m
 from broker.link.attestor import Attestor
@@ -156,8 +157,9 @@ class LeaseKeeper:
             stored_at=now,
         )
         done = job.transition(JobState.COMPLETED, now=now)
-        detail = {"device": conn.device_id, "shots": job.shots}
-        event = self._audit.event("job.completed", "broker", job.job_id, detail)
+        event = self._audit.event(
+            "job.completed", "broker", job.job_id, completed_detail(result, job.shots)
+        )
         if await self._ledger.save(done, expected_version=job.version, event=event, result=result):
             self._metrics.execution.labels(conn.device_id).observe(msg.execution_seconds)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.anomaly.canary import CanaryRunner
+from broker.audit.proofs import InclusionProofs
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
 from broker.devices.admin import DeviceAdmin
@@ -18,6 +19,7 @@ from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.jobs import JobServicer
 from broker.grpc.server import Servicers
 from broker.jobs.guard import CallerGuard
+from broker.jobs.result_proofs import ResultProofService
 from broker.jobs.selection import DeviceSelection
 from broker.jobs.service import JobService
 from broker.jobs.session_service import SessionService
@@ -213,12 +215,20 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         directory=directory,
         device_admin=admin,
         audit=AuditReader(base.runner),
+        result_proofs=ResultProofService(
+            jobs=jobs,
+            proofs=InclusionProofs(
+                runner=base.runner, sign_now=lambda: link.signer.tick(force=True)
+            ),
+        ),
     )
 
 
 def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
     return Servicers(
-        jobs=JobServicer(jobs=s.jobs, submission=s.submission, sessions=s.sessions),
+        jobs=JobServicer(
+            jobs=s.jobs, submission=s.submission, sessions=s.sessions, proofs=s.result_proofs
+        ),
         devices=DeviceServicer(s.directory),
         device_admin=DeviceAdminServicer(s.device_admin),
         audit=AuditServicer(s.audit),

@@ -32,6 +32,7 @@ from broker.grpc.server import Servicers
 from broker.jobs.circuits import CircuitDecoder
 from broker.jobs.ledger import JobLedger
 from broker.jobs.queue_sync import QueueSync
+from broker.jobs.result_proofs import ResultProofService
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.service import JobService
 from broker.jobs.session_service import SessionService
@@ -121,6 +122,7 @@ class Services:
     directory: DeviceDirectory
     device_admin: DeviceAdmin
     audit: AuditReader
+    result_proofs: ResultProofService
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -84,6 +84,7 @@ class _CannotRun(Exception):
 
 
 def _verify_store(url: str, key: VerifyKey) -> LogVerdict:
+    from broker.audit.crosscheck import crosscheck_store, with_job_findings
     from broker.audit.verify import iter_entries, verify_log
     from broker.store import StoreError, open_store
 
@@ -96,7 +97,9 @@ def _verify_store(url: str, key: VerifyKey) -> LogVerdict:
         checkpoints: Callable[[], list[Checkpoint]] | None = getattr(store, "checkpoints", None)
         if not callable(checkpoints):
             raise _CannotRun(f"the {type(store).__name__} store cannot list audit checkpoints")
-        return verify_log(iter_entries(store), checkpoints(), key)
+        verdict = verify_log(iter_entries(store), checkpoints(), key)
+        # Jobs and results rows against the entries that recorded them (names job and seq).
+        return with_job_findings(verdict, crosscheck_store(store))
     except StoreError as exc:
         raise _CannotRun(str(exc)) from exc
     finally:

@@ -1,4 +1,11 @@
-"""`qtestbed receipt verify`: check a saved result bundle offline against the facility root."""
+"""`qtestbed receipt verify`: check a saved result bundle offline against the facility root.
+
+With `--audit-key` it also checks the bundle's audit inclusion proof: that the facility's
+tamper-evident audit log, as of a checkpoint signed by that key, records this job completing
+with these counts. The key is the broker certificate (or its public key) the facility
+publishes; pin the file you got out of band and compare the key id printed here with the one
+the facility announces. A checkpoint signed by any other key fails.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from attestation.keys import VerifyKey
+from attestation.pki import CertificateError, cert_from_pem
 from qtestbed.cli.errors import CommandError, guarded
 from qtestbed.cli.output import print_json
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
@@ -19,8 +28,22 @@ def register(sub: Any) -> None:
     p.add_argument("bundle", type=Path, help="the saved result bundle (JSON)")
     p.add_argument("--ca", type=Path, required=True, help="the facility's root certificate (PEM)")
     p.add_argument("--circuit", type=Path, help="also check that this file is the circuit run")
+    p.add_argument(
+        "--audit-key",
+        type=Path,
+        help="the facility's audit signing certificate or public key (PEM, pinned): also check "
+        "the bundle's proof that its result is in the signed audit log",
+    )
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(handler=cmd_verify)
+
+
+def load_audit_key(path: Path) -> VerifyKey:
+    """A PEM certificate's public key, or a PEM public key."""
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return VerifyKey.from_cryptography(cert_from_pem(data).public_key())
+    return VerifyKey.from_pem(data)
 
 
 @guarded()
@@ -29,9 +52,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         bundle = ResultBundle.from_json(args.bundle.read_text())
         ca_pem = args.ca.read_bytes()
         circuit = args.circuit.read_bytes() if args.circuit is not None else None
-    except (OSError, ValueError) as exc:
+        audit_key = load_audit_key(args.audit_key) if args.audit_key is not None else None
+    except (OSError, ValueError, CertificateError) as exc:
         raise CommandError(f"cannot verify: {exc}") from exc
-    verdict = verify_bundle(bundle, ca_pem, circuit=circuit)
+    verdict = verify_bundle(bundle, ca_pem, circuit=circuit, audit_key=audit_key)
+    key_id = audit_key.key_id if audit_key is not None else None
     if args.json:
         body = {
             "valid": verdict.valid,
@@ -39,6 +64,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "job_id": bundle.job_id,
             "device_id": bundle.device_id,
             "measurements": verdict.measurements,
+            "audit_inclusion": verdict.audit_inclusion,
+            "audit_key_id": key_id,
         }
         print_json(body)
     elif verdict.valid:
@@ -48,6 +75,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
         for name, value in verdict.measurements.items():
             print(f"  {name}: {value}")
+        if key_id is not None:
+            print(f"audit log: the result is in the log signed by audit key {key_id}")
+        else:
+            print("audit log: inclusion not checked (give --audit-key to check it)")
     else:
         print("receipt INVALID:")
         for problem in verdict.problems:

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attestation.audit_inclusion import InclusionProof
 from qtestbed.cli.common import client_options, format_time, read_input
 from qtestbed.cli.errors import guarded
 from qtestbed.cli.output import message_dict, print_json, show
 from qtestbed.cli.runner import broker_command, using_client
-from qtestbed.client import Client, bundle_of
+from qtestbed.client import Client, QtestbedError, bundle_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
 
@@ -203,7 +204,7 @@ def cmd_result(args: argparse.Namespace, client: Client) -> int:
     result = client.result(args.job_id)
     problems = client.verify_result(result, job)
     if args.save is not None:
-        args.save.write_text(bundle_of(result, job).to_json())
+        args.save.write_text(bundle_of(result, job, _audit_proof(client, job.job_id)).to_json())
     if args.json:
         body = message_dict(result)
         # The receipt and certificate are for `--save` and `receipt verify`, not for reading.
@@ -216,6 +217,18 @@ def cmd_result(args: argparse.Namespace, client: Client) -> int:
         verdict = "valid (signed by the attested device)"
         print("receipt: " + (verdict if not problems else "INVALID: " + "; ".join(problems)))
     return 0 if not problems else 3
+
+
+def _audit_proof(client: Client, job_id: str) -> InclusionProof | None:
+    """The bundle's audit inclusion proof; a bundle without one still holds the receipt."""
+    try:
+        return client.result_proof(job_id)
+    except QtestbedError as exc:
+        print(
+            f"warning: saved without an audit inclusion proof ({exc.code}: {exc.message})",
+            file=sys.stderr,
+        )
+        return None
 
 
 @broker_command()

@@ -784,6 +784,64 @@ class GetResultRequest(_message.Message):
 Global___GetResultRequest: _TypeAlias = GetResultRequest  # noqa: Y015
 
 @_typing.final
+class GetResultProofRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResultProofRequest: _TypeAlias = GetResultProofRequest  # noqa: Y015
+
+@_typing.final
+class ResultProof(_message.Message):
+    """Proof that a job.completed audit entry is in the tree a signed checkpoint commits to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    AUDIT_PATH_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    entry: _builtins.bytes
+    """The leaf bytes: seq (8 bytes, big-endian) || prev_hash (32 bytes) || canonical event JSON."""
+    leaf_index: _builtins.int
+    """seq - 1."""
+    tree_size: _builtins.int
+    checkpoint: _builtins.bytes
+    """The checkpoint of `tree_size` entries: a DSSE envelope (JSON) signed by the broker's key."""
+    @_builtins.property
+    def audit_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 audit path, leaf side first (32 bytes each)."""
+
+    def __init__(
+        self,
+        *,
+        entry: _builtins.bytes = ...,
+        leaf_index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        audit_path: _abc.Iterable[_builtins.bytes] | None = ...,
+        checkpoint: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_path", b"audit_path", "checkpoint", b"checkpoint", "entry", b"entry", "leaf_index", b"leaf_index", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultProof: _TypeAlias = ResultProof  # noqa: Y015
+
+@_typing.final
 class Envelope(_message.Message):
     """A DSSE envelope (payloadType, payload, signatures over the pre-authentication encoding)."""
 

@@ -70,6 +70,11 @@ class JobServiceStub(object):
                 request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.JobResult.FromString,
                 _registered_method=True)
+        self.GetResultProof = channel.unary_unary(
+                '/qtestbed.v1.JobService/GetResultProof',
+                request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetResultProofRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_jobs__pb2.ResultProof.FromString,
+                _registered_method=True)
         self.GetQuota = channel.unary_unary(
                 '/qtestbed.v1.JobService/GetQuota',
                 request_serializer=qtestbed_dot_v1_dot_jobs__pb2.GetQuotaRequest.SerializeToString,
@@ -148,6 +153,15 @@ class JobServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResultProof(self, request, context):
+        """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
+        checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+        someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetQuota(self, request, context):
         """The caller's own quota and their project's, with what is used now: check before submitting.
         """
@@ -220,6 +234,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetResultRequest.FromString,
                     response_serializer=qtestbed_dot_v1_dot_jobs__pb2.JobResult.SerializeToString,
+            ),
+            'GetResultProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResultProof,
+                    request_deserializer=qtestbed_dot_v1_dot_jobs__pb2.GetResultProofRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_jobs__pb2.ResultProof.SerializeToString,
             ),
             'GetQuota': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQuota,
@@ -437,6 +456,33 @@ class JobService(object):
             '/qtestbed.v1.JobService/GetResult',
             qtestbed_dot_v1_dot_jobs__pb2.GetResultRequest.SerializeToString,
             qtestbed_dot_v1_dot_jobs__pb2.JobResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResultProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.JobService/GetResultProof',
+            qtestbed_dot_v1_dot_jobs__pb2.GetResultProofRequest.SerializeToString,
+            qtestbed_dot_v1_dot_jobs__pb2.ResultProof.FromString,
             options,
             channel_credentials,
             insecure,

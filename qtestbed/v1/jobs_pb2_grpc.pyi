@@ -47,6 +47,11 @@ class JobServiceStub:
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     GetResult: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]
+    GetResultProof: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetResultProofRequest, _jobs_pb2.ResultProof]
+    """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
+    checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+    someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
+    """
     GetQuota: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]
     """The caller's own quota and their project's, with what is used now: check before submitting."""
     OpenSession: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.OpenSessionRequest, _jobs_pb2.Session]
@@ -78,6 +83,11 @@ class JobServiceAsyncStub(JobServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.Job]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     GetResult: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]  # type: ignore[assignment]
+    GetResultProof: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetResultProofRequest, _jobs_pb2.ResultProof]  # type: ignore[assignment]
+    """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
+    checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+    someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
+    """
     GetQuota: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]  # type: ignore[assignment]
     """The caller's own quota and their project's, with what is used now: check before submitting."""
     OpenSession: _aio.UnaryUnaryMultiCallable[_jobs_pb2.OpenSessionRequest, _jobs_pb2.Session]  # type: ignore[assignment]
@@ -148,6 +158,17 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.GetResultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.JobResult, _abc.Awaitable[_jobs_pb2.JobResult]]: ...
+
+    @_abc_1.abstractmethod
+    def GetResultProof(
+        self,
+        request: _jobs_pb2.GetResultProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ResultProof, _abc.Awaitable[_jobs_pb2.ResultProof]]:
+        """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
+        checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+        someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
+        """
 
     @_abc_1.abstractmethod
     def GetQuota(

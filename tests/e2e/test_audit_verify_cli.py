@@ -45,7 +45,7 @@ def facility(tmp_path: Path) -> Path:
         checkpointer = AuditCheckpointer(load_private_key(settings.server_key))
         for i in range(1, ENTRIES + 1):
             event = AuditEvent(
-                kind="job.submitted",
+                kind="attestation.passed",  # not a job entry: no jobs rows here
                 actor=f"user{i % 3}",
                 subject=f"job-{i}",
                 at=1e9 + i,

@@ -25,6 +25,7 @@ COMPARED = {
     "WatchJob": "foreign",
     "CancelJob": "foreign",
     "GetResult": "foreign",
+    "GetResultProof": "foreign",
     "GetSession": "foreign",
     "CloseSession": "foreign",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.access.quota import QuotaStatus
+from broker.audit.proofs import EntryProof
 from broker.errors import BrokerError, ErrorCode
 from broker.jobs.model import JobState
 from broker.jobs.selection import DeviceSelector
@@ -107,6 +108,16 @@ def session_to_proto(session: Session) -> jobs_pb2.Session:
         closed_reason=session.closed_reason,
         jobs=session.jobs,
         closed_at=to_timestamp(session.closed_at),
+    )
+
+
+def result_proof_to_proto(proof: EntryProof) -> jobs_pb2.ResultProof:
+    return jobs_pb2.ResultProof(
+        entry=proof.entry,
+        leaf_index=proof.leaf_index,
+        tree_size=proof.tree_size,
+        audit_path=list(proof.audit_path),
+        checkpoint=proof.checkpoint,
     )
 
 

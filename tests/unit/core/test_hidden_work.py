@@ -118,6 +118,10 @@ async def _get_result(core: Core, ident: str) -> object:
     return await core.parts.services.jobs.result("alice", ident)
 
 
+async def _get_result_proof(core: Core, ident: str) -> object:
+    return await core.parts.services.result_proofs.proof("alice", ident)
+
+
 async def _get_session(core: Core, ident: str) -> object:
     return await core.parts.services.sessions.get("alice", ident)
 
@@ -193,6 +197,13 @@ CASES = (
         rpc="GetResult",
         names="job",
         call=_get_result,
+        answer="job {id!r} not found",
+        essential="store.get_job",
+    ),
+    Case(
+        rpc="GetResultProof",
+        names="job",
+        call=_get_result_proof,
         answer="job {id!r} not found",
         essential="store.get_job",
     ),
