@@ -104,13 +104,13 @@ class AccessRegistry:
             principal.check_tier(facility.tiers)
         except AccessError as exc:
             raise invalid(str(exc)) from exc
-        await self._separated(caller, principal, expected_version, facility)
         unknown = [p for p in principal.projects if self.project(p) is None]
         if unknown:
             raise invalid(
                 f"project(s) {', '.join(unknown)} do not exist; create them first with "
                 "'qtestbed project set'"
             )
+        await self._separated(caller, principal, expected_version, facility)
         doc = principal_to_doc(principal)
         await self.records.put(caller, RecordKind.PRINCIPAL, principal.name, doc, expected_version)
         return self.principal_record(principal.name)
@@ -131,12 +131,12 @@ class AccessRegistry:
         """Refuse a self-edit or an elevation, judged against the very version replaced."""
         refusal = self_edit(caller, after.name, "change")
         if refusal is None:
-            before = None
-            if expected_version:
-                record = self.records.record(RecordKind.PRINCIPAL, after.name)
-                if record is None or record.version != expected_version:
-                    raise conflict(RecordKind.PRINCIPAL, after.name)
-                before = self.principal(after.name)
+            record = self.records.record(RecordKind.PRINCIPAL, after.name)
+            if expected_version == 0 and record is not None:
+                return  # a create of a name that exists: the write refuses it (ABORTED)
+            if expected_version and (record is None or record.version != expected_version):
+                raise conflict(RecordKind.PRINCIPAL, after.name)
+            before = self.principal(after.name) if expected_version else None
             refusal = elevation_refusal(before, after, facility)
         if refusal is not None:
             raise await self._refusals.refuse("principal", caller, after.name, refusal)
