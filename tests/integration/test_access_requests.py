@@ -10,7 +10,7 @@ import pytest
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError
 from qtestbed.testing import LocalFacility, eventually
-from qtestbed.v1 import access_pb2
+from qtestbed.v1 import access_pb2, credentials_pb2
 from qtestbed.v1 import grants_pb2 as pb
 from tests.integration.support import (
     audit_entries,
@@ -201,4 +201,28 @@ def test_break_glass_needs_two_security_principals(running: LocalFacility) -> No
         "access.request.approved",
         "access.decision.refused",
         "access.request.granted",
+    ]
+
+
+def test_a_granted_role_reaches_the_edge_until_it_is_revoked(facility: LocalFacility) -> None:
+    facility.start_broker()
+    bob, petra = facility.client("bob"), facility.client("petra")
+
+    def list_credentials() -> object:
+        return bob.call(bob.credentials.ListCredentials, credentials_pb2.ListCredentialsRequest())
+
+    _refused(list_credentials, "PERMISSION_DENIED", "role.required")
+    filed = _ask(bob, pb.ELEVATION_KIND_ROLE, "security")
+    _approve(petra, filed.request_id)
+    list_credentials()  # the edge's roles table sees the granted role
+    revoke = pb.DecideAccessRequest(request_id=filed.request_id, reason="incident closed")
+    revoked = petra.call(petra.access_requests.RevokeGrant, revoke)
+    assert revoked.state == pb.ACCESS_REQUEST_STATE_REVOKED
+    _refused(list_credentials, "PERMISSION_DENIED", "role.required")
+    entries = audit_entries(facility)
+    kinds = [e.kind for e in entries if e.subject == "bob" and e.kind.startswith("access.")]
+    assert kinds[-3:] == [
+        "access.request.created",
+        "access.request.granted",
+        "access.request.revoked",
     ]
