@@ -98,12 +98,6 @@ class AccessRequests:
         ]
         return sorted(found, key=lambda r: (r.created_at, r.request_id))
 
-    def get(self, caller: str, request_id: str) -> AccessRequest:
-        found = self._records.snapshot.requests.get(request_id)
-        if found is None or found not in self.list(caller, include_closed=True):
-            raise not_found("access request", request_id)
-        return found
-
     # --- filing --------------------------------------------------------------------------------
 
     async def file(self, caller: str, filing: Filing) -> AccessRequest:
@@ -241,7 +235,7 @@ class AccessRequests:
     async def revoke(self, caller: str, request_id: str, reason: str) -> AccessRequest:
         if not reason.strip():
             raise invalid("say why the grant is revoked (--reason)")
-        request = self._known(caller, request_id)
+        request = self._known(request_id)
         refusal = revocation_refusal(self._caller(caller), request)
         if refusal is not None:
             raise await self._refusals.refuse("revoke", caller, request.principal, refusal)
@@ -252,7 +246,7 @@ class AccessRequests:
         return revoked
 
     async def _decidable(self, caller: str, request_id: str, area: str) -> AccessRequest:
-        request = self._known(caller, request_id)
+        request = self._known(request_id)
         refusal = decision_refusal(self._caller(caller), request)
         if refusal is not None:
             raise await self._refusals.refuse(
@@ -290,7 +284,7 @@ class AccessRequests:
             )
         return principal
 
-    def _known(self, caller: str, request_id: str) -> AccessRequest:
+    def _known(self, request_id: str) -> AccessRequest:
         found = self._records.snapshot.requests.get(request_id)
         if found is None:
             raise not_found("access request", request_id)
