@@ -184,6 +184,13 @@ class BrokerMetrics:
             ["reason"],
             registry=r,
         )
+        self.access_refusals = Counter(
+            "qtestbed_access_refusals",
+            "Separation-of-duties refusals by rule (access.self-edit, access.elevation, "
+            "access.own-request, access.decider-role, access.break-glass, ...).",
+            ["rule"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )

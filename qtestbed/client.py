@@ -25,6 +25,7 @@ from qtestbed.v1 import (
     credentials_pb2_grpc,
     devices_pb2,
     devices_pb2_grpc,
+    grants_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
 )
@@ -187,6 +188,10 @@ class Client:
     @property
     def credentials(self) -> credentials_pb2_grpc.CredentialServiceStub:
         return credentials_pb2_grpc.CredentialServiceStub(self._channel)
+
+    @property
+    def access_requests(self) -> grants_pb2_grpc.AccessRequestServiceStub:
+        return grants_pb2_grpc.AccessRequestServiceStub(self._channel)
 
     @property
     def audit(self) -> admin_pb2_grpc.AuditServiceStub:

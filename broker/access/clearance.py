@@ -3,9 +3,10 @@
 The broker is the policy enforcement point at three places: submit (fail fast), right before
 dispatch (a clearance changed since submit means DENIED) and every read of a device (a caller
 never learns that a device above their visibility exists). The decision point is the Cedar
-engine in `broker.policy`; attribute sources are the access registry (principals), the device
-schedule (operating state and reservations), the device registry (tier, status) and
-attestation (export class, attestation status).
+engine in `broker.policy`; attribute sources are the access records (principals with their
+grants in force, `broker.access.grants`), the device schedule (operating state and
+reservations), the device registry (tier, status) and attestation (export class, attestation
+status).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from broker.access.facility import Facility, FacilityRef
-from broker.access.model import Principal
-from broker.access.registry import AccessRegistry
+from broker.access.grants import Effective, Grants
 from broker.devices.export_class import ExportClasses
 from broker.devices.model import DeviceRecord, stand_in
 from broker.devices.operations import DeviceSchedule
@@ -46,8 +46,10 @@ class Decision:
     reason: str
 
 
-def principal_attributes(principal: Principal, facility: Facility) -> PrincipalAttributes:
-    """The Cedar form of a principal: the one model, with its tier's rank at this facility."""
+def principal_attributes(subject: Effective, facility: Facility) -> PrincipalAttributes:
+    """The Cedar form of a principal as its grants in force make it, with its tier's rank at
+    this facility and the devices granted to it above its tier."""
+    principal = subject.principal
     return PrincipalAttributes(
         name=principal.name,
         tier=principal.tier,
@@ -60,6 +62,7 @@ def principal_attributes(principal: Principal, facility: Facility) -> PrincipalA
         clearance_expires_at=int(principal.clearance_expires_at or 0),
         training={name: int(expiry) for name, expiry in principal.training.items()},
         licences=principal.licences,
+        granted_devices=subject.granted_devices,
     )
 
 
@@ -69,13 +72,13 @@ class ClearanceGate:
         *,
         engine: PolicyEngine,
         facility: FacilityRef,
-        access: AccessRegistry,
+        grants: Grants,
         schedule: DeviceSchedule,
         exports: ExportClasses,
     ) -> None:
         self._engine = engine
         self._facility = facility
-        self._access = access
+        self._grants = grants
         self._schedule = schedule
         self._exports = exports
 
@@ -100,7 +103,7 @@ class ClearanceGate:
     ) -> Decision:
         """Decide `action`; `export_class` is the class of the connection a job would go to
         (dispatch), else the device's own (the strictest of its attested connections)."""
-        principal = self._access.principal(principal_name)
+        principal = self._grants.effective(principal_name, now)
         if principal is None:
             return Decision(
                 allowed=False,
@@ -139,7 +142,7 @@ class ClearanceGate:
         registries by the same `request`, and asked as a `verdict`, whose cost and caching do
         not depend on the answer or on whether the device exists. Its answer is then ignored."""
         record = device if device is not None else stand_in(device_id, self._top_tier())
-        principal = self._access.principal(principal_name)
+        principal = self._grants.effective(principal_name, now)
         if principal is None:
             return False
         verdict = self._engine.verdict(self.request(Action.VIEW_DEVICE, principal, record, now=now))
@@ -153,7 +156,7 @@ class ClearanceGate:
     def request(
         self,
         action: Action,
-        principal: Principal,
+        principal: Effective,
         device: DeviceRecord,
         *,
         now: float,
@@ -187,7 +190,7 @@ class ClearanceGate:
     ) -> Explanation:
         """Which requirement allows or refuses the principal on the device (as if attested);
         `device` is the registry's record of `device_id`, None when there is none."""
-        principal = self._access.principal(principal_name)
+        principal = self._grants.effective(principal_name, now)
         if principal is None:
             raise not_found("principal", principal_name)
         if device is None:
@@ -200,7 +203,7 @@ class ClearanceGate:
             ) from exc
         job = None
         if chosen is not Action.VIEW_DEVICE:
-            job = JobAttributes(project=project or next(iter(principal.projects), ""))
+            job = JobAttributes(project=project or next(iter(principal.principal.projects), ""))
         request = self.request(chosen, principal, device, now=now, job=job, attestation="affirming")
         return self._engine.explain(request)
 

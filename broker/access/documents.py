@@ -8,10 +8,14 @@ from typing import Any
 
 from broker.access.model import (
     AccessError,
+    AccessRequest,
+    Approval,
     Credential,
+    Elevation,
     Principal,
     Project,
     Quota,
+    RequestState,
     parse_roles,
 )
 from broker.devices.model import DeviceOperations, OperatingState, Window, WindowKind
@@ -165,6 +169,61 @@ def credential_from_doc(serial: str, raw: Mapping[str, Any]) -> Credential:
         revoked_at=when("revoked_at"),
         revoked_by=doc.text("revoked_by", ""),
         revocation_reason=doc.text("revocation_reason", ""),
+    )
+
+
+def access_request_to_doc(r: AccessRequest) -> dict[str, Any]:
+    return {
+        "principal": r.principal,
+        "requested_by": r.requested_by,
+        "kind": r.kind.value,
+        "value": r.value,
+        "duration_seconds": r.duration_seconds,
+        "reason": r.reason,
+        "created_at": r.created_at,
+        "break_glass": r.break_glass,
+        "state": r.state.value,
+        "approvals": [
+            {"approver": a.approver, "at": a.at, "reason": a.reason} for a in r.approvals
+        ],
+        "decided_at": r.decided_at,
+        "expires_at": r.expires_at,
+        "decided_by": r.decided_by,
+        "decision_reason": r.decision_reason,
+    }
+
+
+def access_request_from_doc(request_id: str, raw: Mapping[str, Any]) -> AccessRequest:
+    where = f"access request {request_id!r}"
+    doc = _fields(raw, where)
+
+    def when(name: str) -> float | None:
+        return None if raw.get(name) is None else doc.number(name)
+
+    try:
+        kind, state = Elevation(doc.text("kind")), RequestState(doc.text("state"))
+        approvals = tuple(
+            Approval(approver=str(a["approver"]), at=float(a["at"]), reason=str(a["reason"]))
+            for a in raw.get("approvals", ())
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AccessError(f"{where}: malformed: {exc}") from exc
+    return AccessRequest(
+        request_id=request_id,
+        principal=doc.text("principal"),
+        requested_by=doc.text("requested_by"),
+        kind=kind,
+        value=doc.text("value"),
+        duration_seconds=doc.number("duration_seconds"),
+        reason=doc.text("reason", ""),
+        created_at=doc.number("created_at"),
+        break_glass=doc.flag("break_glass", False),
+        state=state,
+        approvals=approvals,
+        decided_at=when("decided_at"),
+        expires_at=when("expires_at"),
+        decided_by=doc.text("decided_by", ""),
+        decision_reason=doc.text("decision_reason", ""),
     )
 
 

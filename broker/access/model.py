@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 DAY_SECONDS = 86_400.0
@@ -33,6 +33,7 @@ class RecordKind(enum.Enum):
     PROJECT = "project"
     DEVICE = "device"
     CREDENTIAL = "credential"  # a client certificate, by serial: recorded, maybe revoked
+    ACCESS_REQUEST = "access_request"  # a just-in-time elevation, by request id, and its grant
 
 
 _MAX_NAME = 128
@@ -220,3 +221,125 @@ class Credential:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class Elevation(enum.Enum):
+    """What an access request asks for, above the subject's own record."""
+
+    TIER = "tier"  # value: a higher clearance tier
+    ROLE = "role"  # value: operator, security or approver
+    LICENCE = "licence"  # value: an export licence, e.g. EAR-4A906
+    DEVICE = "device"  # value: one device id above the subject's tier
+
+
+class RequestState(enum.Enum):
+    """Where an access request is; only PENDING and GRANTED are open."""
+
+    PENDING = "pending"  # waiting for its approval(s)
+    GRANTED = "granted"  # approved; in force until expires_at
+    DENIED = "denied"  # refused by a decider
+    EXPIRED = "expired"  # its grant ran out (sunset)
+    REVOKED = "revoked"  # its grant was withdrawn before it ran out
+
+
+GRANTABLE_ROLES = frozenset({Role.OPERATOR, Role.SECURITY, Role.APPROVER})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Approval:
+    approver: str
+    at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccessRequest:
+    """A request for one elevation of one principal and, once approved, its grant.
+
+    State changes happen only through the methods below, each returning a new request; who may
+    make them is decided in `broker.access.request_rules`.
+    """
+
+    request_id: str
+    principal: str  # who receives the grant
+    requested_by: str
+    kind: Elevation
+    value: str
+    duration_seconds: float
+    reason: str
+    created_at: float
+    break_glass: bool = False
+    state: RequestState = RequestState.PENDING
+    approvals: tuple[Approval, ...] = ()
+    decided_at: float | None = None
+    expires_at: float | None = None
+    decided_by: str = ""
+    decision_reason: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"access request {self.request_id!r}"
+        if not self.value or not self.value.isprintable() or len(self.value) > _MAX_NAME:
+            raise AccessError(f"{where}: name the {self.kind.value} asked for")
+        if self.kind is Elevation.ROLE and self.value not in {r.value for r in GRANTABLE_ROLES}:
+            roles = ", ".join(sorted(r.value for r in GRANTABLE_ROLES))
+            raise AccessError(f"{where}: a role request is for one of {roles}")
+        if not self.duration_seconds > 0:
+            raise AccessError(f"{where}: the duration must be positive")
+        if self.state is RequestState.GRANTED and self.expires_at is None:
+            raise AccessError(f"{where}: a grant needs its expiry")
+
+    @property
+    def approvals_needed(self) -> int:
+        """Break-glass takes two different security principals; anything else one approver."""
+        return 2 if self.break_glass else 1
+
+    @property
+    def open(self) -> bool:
+        return self.state in (RequestState.PENDING, RequestState.GRANTED)
+
+    def in_force(self, now: float) -> bool:
+        """Granted and not yet expired, by the grant's own time: every check stops counting it
+        the second it expires, before the broker's tick writes it as EXPIRED."""
+        return (
+            self.state is RequestState.GRANTED
+            and self.expires_at is not None
+            and now < self.expires_at
+        )
+
+    def approved(self, approver: str, at: float, reason: str) -> AccessRequest:
+        """With one more approval; GRANTED from the last required one, for its duration."""
+        self._require(RequestState.PENDING, "approved")
+        approvals = (*self.approvals, Approval(approver=approver, at=at, reason=reason))
+        if len(approvals) < self.approvals_needed:
+            return replace(self, approvals=approvals)
+        return replace(
+            self,
+            approvals=approvals,
+            state=RequestState.GRANTED,
+            decided_at=at,
+            decided_by=approver,
+            decision_reason=reason,
+            expires_at=at + self.duration_seconds,
+        )
+
+    def denied(self, decider: str, at: float, reason: str) -> AccessRequest:
+        self._require(RequestState.PENDING, "denied")
+        return self._closed(RequestState.DENIED, decider, at, reason)
+
+    def revoked(self, decider: str, at: float, reason: str) -> AccessRequest:
+        self._require(RequestState.GRANTED, "revoked")
+        return self._closed(RequestState.REVOKED, decider, at, reason)
+
+    def expired(self, at: float) -> AccessRequest:
+        self._require(RequestState.GRANTED, "expired")
+        return replace(self, state=RequestState.EXPIRED, decided_at=at)
+
+    def _closed(self, state: RequestState, who: str, at: float, reason: str) -> AccessRequest:
+        return replace(self, state=state, decided_at=at, decided_by=who, decision_reason=reason)
+
+    def _require(self, state: RequestState, verb: str) -> None:
+        if self.state is not state:
+            raise AccessError(
+                f"access request {self.request_id} is {self.state.value}; only a "
+                f"{state.value} request can be {verb}"
+            )

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.access.documents import (
+    access_request_from_doc,
     credential_from_doc,
     operations_from_doc,
     principal_from_doc,
@@ -24,10 +25,12 @@ from broker.access.documents import (
 from broker.access.model import (
     AccessError,
     AccessRecord,
+    AccessRequest,
     Credential,
     Principal,
     Project,
     RecordKind,
+    RequestState,
 )
 from broker.audit.log import AuditLog
 from broker.clock import Clock
@@ -46,6 +49,10 @@ class Snapshot:
     operations: Mapping[str, DeviceOperations]
     credentials: Mapping[str, Credential]
     records: Mapping[tuple[RecordKind, str], AccessRecord]
+    requests: Mapping[str, AccessRequest] = field(default_factory=dict)
+    # Granted requests by the principal they elevate (in force or past their time: each
+    # reader asks `AccessRequest.in_force(now)`, so none counts a second after it expires).
+    grants: Mapping[str, tuple[AccessRequest, ...]] = field(default_factory=dict)
 
 
 _EMPTY = Snapshot(principals={}, projects={}, operations={}, credentials={}, records={})
@@ -106,12 +113,19 @@ class AccessRecords:
                 log.error("ignoring unreadable access record %s: %s", record.name, exc)
                 continue
             by_key[(record.kind, record.name)] = record
+        requests: dict[str, AccessRequest] = parsed[RecordKind.ACCESS_REQUEST]
+        grants: dict[str, list[AccessRequest]] = {}
+        for request in requests.values():
+            if request.state is RequestState.GRANTED:
+                grants.setdefault(request.principal, []).append(request)
         self.snapshot = Snapshot(
             principals=parsed[RecordKind.PRINCIPAL],
             projects=parsed[RecordKind.PROJECT],
             operations=parsed[RecordKind.DEVICE],
             credentials=parsed[RecordKind.CREDENTIAL],
             records=by_key,
+            requests=requests,
+            grants={name: tuple(found) for name, found in grants.items()},
         )
         for callback in self._on_change:
             callback()
@@ -137,6 +151,7 @@ class AccessRecords:
         *,
         event_kind: str = "",
         detail: dict[str, Any] | None = None,
+        subject: str = "",
     ) -> AccessRecord:
         """Write `doc` as the next version of the record read at `expected_version` (0: create;
         ABORTED if it exists by now, so two operators creating one name cannot overwrite)."""
@@ -161,7 +176,7 @@ class AccessRecords:
         event = self._audit.event(
             event_kind or f"access.{kind.value}.{verb}",
             caller,
-            name,
+            subject or name,
             detail if detail is not None else {"record": doc, "version": record.version},
         )
         store = self._runner.store
@@ -196,6 +211,7 @@ _PARSERS: Mapping[RecordKind, Callable[[str, Mapping[str, Any]], Any]] = {
     RecordKind.PROJECT: project_from_doc,
     RecordKind.DEVICE: operations_from_doc,
     RecordKind.CREDENTIAL: credential_from_doc,
+    RecordKind.ACCESS_REQUEST: access_request_from_doc,
 }
 
 

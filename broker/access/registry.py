@@ -13,8 +13,10 @@ from typing import Generic, TypeVar
 from broker.access.documents import principal_to_doc, project_to_doc
 from broker.access.facility import Facility
 from broker.access.model import AccessError, AccessRecord, Principal, Project, RecordKind
-from broker.access.records import AccessRecords
-from broker.errors import BrokerError, ErrorCode, invalid, not_found
+from broker.access.records import AccessRecords, conflict
+from broker.access.refusals import AccessRefusals
+from broker.access.separation import elevation_refusal, self_edit
+from broker.errors import invalid, not_found
 
 SEED_ACTOR = "facility-file"
 
@@ -30,9 +32,16 @@ class Recorded(Generic[T]):
 
 
 class AccessRegistry:
-    def __init__(self, records: AccessRecords, *, facility: Callable[[], Facility]) -> None:
+    def __init__(
+        self,
+        records: AccessRecords,
+        *,
+        facility: Callable[[], Facility],
+        refusals: AccessRefusals,
+    ) -> None:
         self.records = records
         self._facility = facility
+        self._refusals = refusals
 
     # --- reads (in memory) -------------------------------------------------------------------
 
@@ -90,8 +99,9 @@ class AccessRegistry:
     async def put_principal(
         self, caller: str, principal: Principal, expected_version: int
     ) -> Recorded[Principal]:
+        facility = self._facility()
         try:
-            principal.check_tier(self._facility().tiers)
+            principal.check_tier(facility.tiers)
         except AccessError as exc:
             raise invalid(str(exc)) from exc
         unknown = [p for p in principal.projects if self.project(p) is None]
@@ -100,6 +110,7 @@ class AccessRegistry:
                 f"project(s) {', '.join(unknown)} do not exist; create them first with "
                 "'qtestbed project set'"
             )
+        await self._separated(caller, principal, expected_version, facility)
         doc = principal_to_doc(principal)
         await self.records.put(caller, RecordKind.PRINCIPAL, principal.name, doc, expected_version)
         return self.principal_record(principal.name)
@@ -108,13 +119,27 @@ class AccessRegistry:
         record = self.records.record(RecordKind.PRINCIPAL, name)
         if record is None:
             raise not_found("principal", name)
-        if caller == name:
-            raise BrokerError(
-                ErrorCode.FAILED_PRECONDITION,
-                "you cannot remove your own principal; ask another operator",
-            )
+        refusal = self_edit(caller, name, "remove")
+        if refusal is not None:
+            raise await self._refusals.refuse("principal", caller, name, refusal)
         version = expected_version or record.version
         await self.records.delete(caller, RecordKind.PRINCIPAL, name, version)
+
+    async def _separated(
+        self, caller: str, after: Principal, expected_version: int, facility: Facility
+    ) -> None:
+        """Refuse a self-edit or an elevation, judged against the very version replaced."""
+        refusal = self_edit(caller, after.name, "change")
+        if refusal is None:
+            record = self.records.record(RecordKind.PRINCIPAL, after.name)
+            if expected_version == 0 and record is not None:
+                return  # a create of a name that exists: the write refuses it (ABORTED)
+            if expected_version and (record is None or record.version != expected_version):
+                raise conflict(RecordKind.PRINCIPAL, after.name)
+            before = self.principal(after.name) if expected_version else None
+            refusal = elevation_refusal(before, after, facility)
+        if refusal is not None:
+            raise await self._refusals.refuse("principal", caller, after.name, refusal)
 
     async def put_project(
         self, caller: str, project: Project, expected_version: int

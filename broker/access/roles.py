@@ -89,6 +89,18 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
             "RevokeCredential": _OPERATOR_OR_SECURITY,
         },
     ),
+    **_service(
+        "AccessRequestService",
+        {
+            # Anyone may ask; what each sees of the list is decided in the service.
+            "RequestAccess": _ANYONE,
+            "ListAccessRequests": _ANYONE,
+            # Break-glass requests take two security principals; the service checks which.
+            "ApproveAccess": frozenset({_A, _S}),
+            "DenyAccess": frozenset({_A, _S}),
+            "RevokeGrant": frozenset({_A, _O, _S}),
+        },
+    ),
 }
 
 

@@ -22,8 +22,8 @@ from attestation.clients import ClientCertificateError, VerifiedClient, verify_c
 from broker.access.credentials import CredentialBook, principal_named
 from broker.access.facility import Facility
 from broker.access.front_door import FrontDoor
+from broker.access.grants import Grants
 from broker.access.model import Principal
-from broker.access.registry import AccessRegistry
 from broker.clock import Clock
 from broker.errors import BrokerError, ErrorCode
 
@@ -45,14 +45,14 @@ class EdgeIdentity:
         *,
         client_ca: x509.Certificate,
         facility: Callable[[], Facility],
-        access: AccessRegistry,
+        grants: Grants,
         credentials: CredentialBook,
         front_door: FrontDoor,
         clock: Clock,
     ) -> None:
         self._client_ca = client_ca
         self._facility = facility
-        self._access = access
+        self._grants = grants
         self._credentials = credentials
         self._front_door = front_door
         self._clock = clock
@@ -79,7 +79,7 @@ class EdgeIdentity:
             raise self._refuse(
                 "revoked", name, "this credential was revoked; ask an operator for a new one"
             )
-        principal = self._access.principal(name)
+        principal = self._grants.principal(name)  # with the roles granted to it now
         if principal is None:
             raise self._refuse(
                 "unknown_principal",

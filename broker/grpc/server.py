@@ -16,6 +16,7 @@ from qtestbed.v1 import (
     admin_pb2_grpc,
     credentials_pb2_grpc,
     devices_pb2_grpc,
+    grants_pb2_grpc,
     jobs_pb2_grpc,
 )
 
@@ -26,6 +27,7 @@ SERVICES = (
     "AuditService",
     "AccessAdminService",
     "CredentialService",
+    "AccessRequestService",
 )
 
 
@@ -37,6 +39,7 @@ class Servicers:
     audit: admin_pb2_grpc.AuditServiceServicer
     access_admin: access_pb2_grpc.AccessAdminServiceServicer
     credentials: credentials_pb2_grpc.CredentialServiceServicer
+    access_requests: grants_pb2_grpc.AccessRequestServiceServicer
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +58,7 @@ def _add(server: grpc.aio.Server, servicers: Servicers) -> None:
     admin_pb2_grpc.add_AuditServiceServicer_to_server(servicers.audit, server)
     access_pb2_grpc.add_AccessAdminServiceServicer_to_server(servicers.access_admin, server)
     credentials_pb2_grpc.add_CredentialServiceServicer_to_server(servicers.credentials, server)
+    grants_pb2_grpc.add_AccessRequestServiceServicer_to_server(servicers.access_requests, server)
 
 
 async def start_server(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import NoReturn
 
 from broker.access.clearance import ClearanceGate, Decision
+from broker.access.grants import Grants
 from broker.access.model import Principal, Role
-from broker.access.registry import AccessRegistry
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.audit.log import AuditLog
 from broker.devices.model import DeviceRecord, DeviceStatus
@@ -20,14 +20,14 @@ class CallerGuard:
     def __init__(
         self,
         *,
-        access: AccessRegistry,
+        grants: Grants,
         registry: DeviceRegistry,
         gate: ClearanceGate,
         anomalies: AnomalyMonitor,
         audit: AuditLog,
         metrics: BrokerMetrics,
     ) -> None:
-        self._access = access
+        self._grants = grants
         self._registry = registry
         self._gate = gate
         self._anomalies = anomalies
@@ -35,7 +35,8 @@ class CallerGuard:
         self._metrics = metrics
 
     def principal(self, name: str) -> Principal:
-        principal = self._access.principal(name)
+        """The caller as their grants in force make them (roles, tier, licences)."""
+        principal = self._grants.principal(name)
         if principal is None:
             raise BrokerError(
                 ErrorCode.UNAUTHENTICATED,

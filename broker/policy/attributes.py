@@ -45,6 +45,8 @@ class PrincipalAttributes:
     clearance_expires_at: int = 0  # 0 = no expiry
     training: Mapping[str, int] = field(default_factory=dict)
     licences: frozenset[str] = frozenset()
+    # Devices above the principal's tier granted to it by an approved access request in force.
+    granted_devices: frozenset[str] = frozenset()
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> PrincipalAttributes:
@@ -61,6 +63,7 @@ class PrincipalAttributes:
             clearance_expires_at=doc.time("clearance_expires_at", 0),
             training=doc.times("training"),
             licences=doc.name_set("licences"),
+            granted_devices=doc.name_set("granted_devices"),
         )
 
 

@@ -28,6 +28,10 @@ def to_cedar(request: PolicyRequest) -> tuple[dict[str, Any], list[dict[str, Any
             "roles": sorted(p.roles),
             "clearance_expires_at": p.clearance_expires_at,
             "licences": sorted(p.licences),
+            "granted_devices": [
+                {"__entity": {"type": DEVICE_TYPE, "id": device_id}}
+                for device_id in sorted(p.granted_devices)
+            ],
         },
         "parents": [],
         "tags": dict(p.training),

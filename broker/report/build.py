@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from broker.report.grants import grant_rows, separation_rows
 from broker.report.model import (
     JOB_STATES,
     OTHER,
@@ -117,6 +118,8 @@ def build_report(facts: Facts, reasons: RuleReasons, settings: Settings) -> Repo
         quarantines=quarantines(facts),
         anomalies=_anomalies(facts, registered),
         queue_wait=_queue_wait(facts, jobs, k, by_tier),
+        grants=grant_rows(facts),
+        separation_refusals=separation_rows(facts),
         notes=(*notes, *settings.notes),
     )
 

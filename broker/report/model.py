@@ -108,6 +108,25 @@ class QuotaRow:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class GrantRow:
+    """Access requests of one elevation kind (tier, role, licence, device) in the period."""
+
+    kind: str
+    filed: int
+    granted: int
+    break_glass: int  # of those granted, on the approvals of two security principals
+    denied: int
+    revoked: int
+    expired: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SeparationRow:
+    rule: str  # access.self-edit, access.elevation, access.own-request, ...
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AppraisalRow:
     device: str
     passed: int
@@ -179,6 +198,8 @@ class Report:
     quarantines: tuple[QuarantineRow, ...]
     anomalies: tuple[AnomalyRow, ...]
     queue_wait: tuple[QueueWaitRow, ...]
+    grants: tuple[GrantRow, ...] = ()
+    separation_refusals: tuple[SeparationRow, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
     def denials_by_stage(self) -> dict[str, int]:

@@ -106,6 +106,11 @@ def rows(report: Report) -> Iterator[Row]:
         median = "suppressed" if w.median_seconds is None else round(w.median_seconds, 3)
         yield ("queue_wait", w.group, "median_seconds", median)
         yield ("queue_wait", w.group, "groups_merged", w.groups_merged)
+    for g in report.grants:
+        for column in ("filed", "granted", "break_glass", "denied", "revoked", "expired"):
+            yield ("access_requests", g.kind, column, getattr(g, column))
+    for r in report.separation_refusals:
+        yield ("separation_refusals", r.rule, "count", r.count)
     for n, note in enumerate(report.notes, start=1):
         yield ("notes", "all", str(n), note)
 

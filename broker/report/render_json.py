@@ -122,6 +122,23 @@ def report_to_dict(report: Report) -> dict[str, Any]:
                 for w in report.queue_wait
             ]
         },
+        "access_requests": {
+            "by_kind": [
+                {
+                    "kind": g.kind,
+                    "filed": g.filed,
+                    "granted": g.granted,
+                    "break_glass": g.break_glass,
+                    "denied": g.denied,
+                    "revoked": g.revoked,
+                    "expired": g.expired,
+                }
+                for g in report.grants
+            ],
+            "separation_refusals": [
+                {"rule": r.rule, "count": r.count} for r in report.separation_refusals
+            ],
+        },
         "notes": list(report.notes),
     }
 

@@ -65,11 +65,53 @@ def render_markdown(report: Report) -> str:
     lines += _attestation(report)
     lines += _anomalies(report)
     lines += _queue_wait(report)
+    lines += _access_requests(report)
     if report.notes:
         lines += ["## Notes", ""]
         lines += [f"- {text(note)}" for note in report.notes]
         lines.append("")
     return "\n".join(lines)
+
+
+def _access_requests(report: Report) -> list[str]:
+    lines = [
+        "## 6. Access requests and grants",
+        "",
+        "Nobody raises their own access, and no operator raises anyone's directly: a higher "
+        "tier, a role, a licence or a device above one's tier is requested, approved by a "
+        "different principal with the approver role (break-glass: two security principals), "
+        "and expires by itself. This counts each step by what was asked for, and the attempts "
+        "the separation-of-duties rules refused. It never names who asked or decided.",
+        "",
+    ]
+    if report.grants:
+        lines += _table(
+            [
+                "Asked for",
+                "Filed",
+                "Granted",
+                "of which break-glass",
+                "Denied",
+                "Revoked",
+                "Expired",
+            ],
+            [
+                [text(g.kind)]
+                + [number(n) for n in (g.filed, g.granted, g.break_glass, g.denied)]
+                + [number(g.revoked), number(g.expired)]
+                for g in report.grants
+            ],
+        )
+    else:
+        lines += ["No access requests in this period.", ""]
+    refused = sum(r.count for r in report.separation_refusals)
+    lines += [f"Refusals under the separation-of-duties rules: {number(refused)}.", ""]
+    if report.separation_refusals:
+        lines += _table(
+            ["Rule", "Refusals"],
+            [[text(r.rule), number(r.count)] for r in report.separation_refusals],
+        )
+    return lines
 
 
 def _table(headings: list[str], rows: list[list[str]]) -> list[str]:

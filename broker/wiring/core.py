@@ -5,10 +5,13 @@ from __future__ import annotations
 from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
 from broker.access.front_door import FrontDoor
+from broker.access.grants import Grants
 from broker.access.open_streams import OpenStreams
 from broker.access.quota import Quotas
 from broker.access.records import AccessRecords
+from broker.access.refusals import AccessRefusals
 from broker.access.registry import AccessRegistry
+from broker.access.requests import AccessRequests
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.audit.log import AuditLog
 from broker.devices.export_class import ExportClasses
@@ -64,7 +67,14 @@ def registries(base: Foundation) -> Registries:
         metrics=metrics,
         on_change=[kick_all, end_revoked_streams],
     )
-    access = AccessRegistry(records, facility=lambda: base.facility.current)
+    refusals = AccessRefusals(
+        audit=audit,
+        metrics=metrics,
+        clock=clock,
+        window_seconds=base.settings.timing.front_door_audit_seconds,
+    )
+    access = AccessRegistry(records, facility=lambda: base.facility.current, refusals=refusals)
+    grants = Grants(records, clock=clock, facility=lambda: base.facility.current)
     credentials = CredentialBook(
         records,
         runner=runner,
@@ -79,7 +89,7 @@ def registries(base: Foundation) -> Registries:
     gate = ClearanceGate(
         engine=base.policy,
         facility=base.facility,
-        access=access,
+        grants=grants,
         schedule=schedule,
         exports=exports,
     )
@@ -103,6 +113,17 @@ def registries(base: Foundation) -> Registries:
             anomalies=anomalies,
             clock=clock,
             window_seconds=base.settings.timing.front_door_audit_seconds,
+        ),
+        grants=grants,
+        refusals=refusals,
+        requests=AccessRequests(
+            records=records,
+            grants=grants,
+            refusals=refusals,
+            devices=devices,
+            gate=gate,
+            clock=clock,
+            facility=lambda: base.facility.current,
         ),
     )
 

@@ -14,6 +14,7 @@ from broker.grpc.admin import DeviceAdminServicer
 from broker.grpc.audit import AuditServicer
 from broker.grpc.credentials import CredentialServicer
 from broker.grpc.devices import DeviceServicer
+from broker.grpc.grants import AccessRequestServicer
 from broker.grpc.identity import EdgeIdentity
 from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.jobs import JobServicer
@@ -115,8 +116,10 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
             sync_queues,
             signer.tick,
             access_tick,
+            r.requests.expire_due,
             j.sessions.expire,
             r.front_door.flush,
+            r.refusals.flush,
         ],
     )
     return LinkParts(
@@ -132,7 +135,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
 def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> Services:
     clock = base.clock
     guard = CallerGuard(
-        access=r.access,
+        grants=r.grants,
         registry=r.devices,
         gate=r.gate,
         anomalies=r.anomalies,
@@ -236,6 +239,7 @@ def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
             access=r.access, schedule=r.schedule, registry=r.devices, clock=base.clock
         ),
         credentials=CredentialServicer(r.credentials),
+        access_requests=AccessRequestServicer(r.requests),
     )
 
 
@@ -252,7 +256,7 @@ def edge_identity(base: Foundation, r: Registries) -> EdgeIdentity:
     return EdgeIdentity(
         client_ca=base.client_ca,
         facility=lambda: base.facility.current,
-        access=r.access,
+        grants=r.grants,
         credentials=r.credentials,
         front_door=r.front_door,
         clock=base.clock,

@@ -12,10 +12,13 @@ from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
 from broker.access.facility import FacilityRef
 from broker.access.front_door import FrontDoor
+from broker.access.grants import Grants
 from broker.access.open_streams import OpenStreams
 from broker.access.quota import Quotas
 from broker.access.records import AccessRecords
+from broker.access.refusals import AccessRefusals
 from broker.access.registry import AccessRegistry
+from broker.access.requests import AccessRequests
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.audit.log import AuditLog
 from broker.audit.service import AuditReader
@@ -89,6 +92,9 @@ class Registries:
     credentials: CredentialBook
     streams: OpenStreams
     front_door: FrontDoor
+    grants: Grants
+    refusals: AccessRefusals
+    requests: AccessRequests
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from qtestbed.cli import (
+    access,
     audit,
     credentials,
     demo,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.register(sub)
     principals.register(sub)
     credentials.register(sub)
+    access.register(sub)
     projects.register(sub)
     audit.register(sub)
     receipt.register(sub)

@@ -14,11 +14,11 @@ from broker.access.model import Role
 from broker.access.roles import RPC_ROLES
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility
-from qtestbed.v1 import access_pb2, admin_pb2, credentials_pb2, devices_pb2, jobs_pb2
+from qtestbed.v1 import access_pb2, admin_pb2, credentials_pb2, devices_pb2, grants_pb2, jobs_pb2
 
 SERVED = [
     service
-    for module in (jobs_pb2, devices_pb2, admin_pb2, access_pb2, credentials_pb2)
+    for module in (jobs_pb2, devices_pb2, admin_pb2, access_pb2, credentials_pb2, grants_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 ]
 # The facility `qtestbed init` writes: one principal per role combination worth testing.
@@ -26,6 +26,7 @@ HOLDERS = {
     "alice": frozenset({Role.RESEARCHER}),
     "sam": frozenset({Role.SECURITY}),
     "olivia": frozenset({Role.OPERATOR, Role.RESEARCHER}),
+    "petra": frozenset({Role.APPROVER}),
 }
 
 

@@ -41,7 +41,7 @@ def test_test_runs_the_corpus_and_fails_on_a_broken_policy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(["policy", "test", str(SHIPPED_CORPUS)]) == 0
-    assert "60/60 cases passed" in capsys.readouterr().out
+    assert "69/69 cases passed" in capsys.readouterr().out
     weak = tmp_path / "weak.cedar"
     weak.write_text(
         DEFAULT_POLICIES.read_text().replace(
@@ -75,7 +75,10 @@ def test_explain_shows_the_unmet_requirement(
     out = json.loads(capsys.readouterr().out)
     assert out["decision"] == "deny"
     assert out["policy_ids"] == ["researcher-submit/tier"]
-    assert out["reasons"] == ["clearance tier 'secret' or higher is required; you hold 'open'"]
+    assert out["reasons"] == [
+        "clearance tier 'secret' or higher is required; you hold 'open'; or a grant for this "
+        "device: ask with 'qtestbed access request --device q --for 7d --reason ...'"
+    ]
     assert run([*argv[:-1], "--action", "ViewDevice"]) == 1
     assert "[NOT MET] researcher-view/tier" in capsys.readouterr().out
 

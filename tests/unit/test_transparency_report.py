@@ -419,3 +419,49 @@ def test_jobs_are_read_newest_first_until_well_before_the_period() -> None:
     found = read_jobs(store, T0, T0 + 86_400, page=3)
     assert [j.created_at for j in found] == [T0 + 5, T0 + 2]
     assert store.pages == 2  # stopped at the first page ending a whole margin before it
+
+
+def test_the_access_request_section_counts_steps_and_refusals_without_names() -> None:
+    def step(event: str, subject: str, n: int, **detail: object) -> AuditEvent:
+        return AuditEvent(kind=event, actor="x", subject=subject, at=T0 + n, detail=detail)
+
+    events = [
+        step("access.request.created", "alice", 1, kind="device", value="qpu-secret"),
+        step("access.request.granted", "alice", 2, kind="device", value="qpu-secret"),
+        step("access.request.expired", "alice", 3, kind="device", value="qpu-secret"),
+        step("access.request.created", "bob", 4, kind="tier", value="restricted"),
+        step("access.request.approved", "bob", 5, kind="tier", break_glass=True),
+        step("access.request.granted", "bob", 6, kind="tier", break_glass=True),
+        step("access.request.revoked", "bob", 7, kind="tier"),
+        step("access.request.created", "carol", 8, kind="licence", value="EAR-4A906"),
+        step("access.request.denied", "carol", 9, kind="licence", value="EAR-4A906"),
+        step("access.principal.refused", "olivia", 10, rule="access.self-edit"),
+        step("access.decision.refused", "petra", 11, rule="access.own-request"),
+        step("access.request.refused", "", 12, rule="access.duplicate", count=4),
+    ]
+    report = _report(_facts([], period_events=events), 5)
+    by_kind = {g.kind: g for g in report.grants}
+    assert list(by_kind) == ["tier", "licence", "device"]
+    tier, licence, device = by_kind["tier"], by_kind["licence"], by_kind["device"]
+    assert (tier.filed, tier.granted, tier.break_glass, tier.revoked) == (1, 1, 1, 1)
+    assert (licence.filed, licence.denied, licence.granted) == (1, 1, 0)
+    assert (device.granted, device.expired, device.break_glass) == (1, 1, 0)
+    assert [(r.rule, r.count) for r in report.separation_refusals] == [
+        ("access.duplicate", 4),
+        ("access.own-request", 1),
+        ("access.self-edit", 1),
+    ]
+    md = render_markdown(report)
+    assert "## 6. Access requests and grants" in md
+    assert "| tier | 1 | 1 | 1 | 0 | 1 | 0 |" in md
+    assert "Refusals under the separation-of-duties rules: 6." in md
+    as_json = report_to_dict(report)
+    assert as_json["access_requests"]["separation_refusals"][0] == {
+        "rule": "access.duplicate",
+        "count": 4,
+    }
+    table = list(csv.reader(io.StringIO(render_csv(report))))
+    assert ["access_requests", "device", "expired", "1"] in table
+    for rendered in (md, json.dumps(as_json), render_csv(report)):
+        for secret in ("alice", "bob", "carol", "olivia", "petra", "qpu-secret", "EAR-4A906"):
+            assert secret not in rendered

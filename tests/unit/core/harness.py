@@ -24,7 +24,8 @@ from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from broker.access.facility import Facility, FacilityRef
-from broker.access.model import Principal, Project, RecordKind, Role
+from broker.access.model import AccessRequest, Elevation, Principal, Project, RecordKind, Role
+from broker.access.requests import Filing
 from broker.audit.model import AuditEvent
 from broker.clock import FakeClock
 from broker.devices.model import ReferenceScope
@@ -72,6 +73,8 @@ def principals() -> dict[str, Principal]:
         Principal(name="bob", tier="restricted", roles=researcher, projects=("lab",)),
         Principal(name="olivia", tier="open", roles=frozenset({Role.OPERATOR}), projects=("ops",)),
         Principal(name="sam", tier="open", roles=frozenset({Role.SECURITY}), projects=("ops",)),
+        Principal(name="sue", tier="open", roles=frozenset({Role.SECURITY}), projects=("ops",)),
+        Principal(name="petra", tier="open", roles=frozenset({Role.APPROVER}), projects=("ops",)),
     ]
     return {p.name: p for p in made}
 
@@ -347,6 +350,18 @@ async def amend_principal(core: Core, name: str, **changes: object) -> Principal
     version = core.parts.registries.records.version(RecordKind.PRINCIPAL, name)
     changed = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
     return (await access.put_principal("olivia", changed, version)).value
+
+
+async def granted(
+    core: Core, name: str, kind: Elevation, value: str, *, seconds: float = 3600.0
+) -> AccessRequest:
+    """`name` asks for an elevation and petra (approver) grants it; returns the grant."""
+    requests = core.parts.registries.requests
+    filing = Filing(
+        principal="", kind=kind, value=value, duration_seconds=seconds, reason="test work"
+    )
+    filed = await requests.file(name, filing)
+    return await requests.approve("petra", filed.request_id, "approved for the test")
 
 
 # --- readers and set-ups for the link and device tests (test_dispatch_*, test_leases_*,

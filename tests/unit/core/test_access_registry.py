@@ -17,7 +17,8 @@ RESEARCHER = frozenset({Role.RESEARCHER})
 
 
 def _carol(**changes: object) -> Principal:
-    carol = Principal(name="carol", tier="controlled", roles=RESEARCHER, projects=("lab",))
+    # Created at the lowest tier: an edit never raises a tier (an access request does).
+    carol = Principal(name="carol", tier="open", roles=RESEARCHER, projects=("lab",))
     return dataclasses.replace(carol, **changes)  # type: ignore[arg-type]
 
 
@@ -51,7 +52,7 @@ async def test_creating_a_principal_stores_version_1_audited_and_counted(core: C
         "carol",
     )
     assert event.detail["version"] == 1
-    assert event.detail["record"]["tier"] == "controlled"
+    assert event.detail["record"]["tier"] == "open"
     assert _changes(core, "principal") == 1
 
 
@@ -59,10 +60,10 @@ async def test_updating_a_principal_at_its_version_moves_it_on(core: Core) -> No
     access = core.parts.registries.access
     await access.put_principal("olivia", _carol(), 0)
     mark = audit_mark(core)
-    stored = await access.put_principal("olivia", _carol(tier="restricted"), 1)
+    stored = await access.put_principal("olivia", _carol(affiliation="Lab U"), 1)
     assert stored.meta is not None
     assert stored.meta.version == 2
-    assert access.principal("carol") == _carol(tier="restricted")
+    assert access.principal("carol") == _carol(affiliation="Lab U")
     assert [e.kind for e in audit_since(core, mark)] == ["access.principal.updated"]
     assert _changes(core, "principal") == 2
 
@@ -72,13 +73,13 @@ async def test_an_update_from_a_stale_version_is_aborted_and_changes_nothing(cor
     before = access.principal("alice")
     assert before is not None
     version = _version(core, RecordKind.PRINCIPAL, "alice")
-    await access.put_principal("olivia", dataclasses.replace(before, tier="controlled"), version)
+    await access.put_principal("olivia", dataclasses.replace(before, affiliation="A"), version)
     mark = audit_mark(core)
-    stale = dataclasses.replace(before, tier="restricted")  # made from the first read
+    stale = dataclasses.replace(before, affiliation="B")  # made from the first read
     refused = await _refused_put(core, stale, version)
     assert refused.code is ErrorCode.ABORTED
     assert refused.detail == "principal 'alice' changed since you read it; read it again and retry"
-    assert access.principal("alice") == dataclasses.replace(before, tier="controlled")
+    assert access.principal("alice") == dataclasses.replace(before, affiliation="A")
     assert _version(core, RecordKind.PRINCIPAL, "alice") == version + 1
     assert audit_since(core, mark) == []
     assert _changes(core, "principal") == 1
@@ -86,10 +87,12 @@ async def test_an_update_from_a_stale_version_is_aborted_and_changes_nothing(cor
 
 async def test_creating_a_principal_that_exists_is_aborted(core: Core) -> None:
     mark = audit_mark(core)
-    refused = await _refused_put(core, _carol(name="alice"), 0)
+    refused = await _refused_put(core, _carol(name="alice", affiliation="Elsewhere"), 0)
     assert refused.code is ErrorCode.ABORTED
     assert refused.detail.startswith("principal 'alice' already exists (version 1)")
-    assert core.parts.registries.access.principal("alice") != _carol(name="alice")
+    alice = core.parts.registries.access.principal("alice")
+    assert alice is not None
+    assert alice.affiliation != "Elsewhere"
     assert audit_since(core, mark) == []
 
 
@@ -167,10 +170,13 @@ async def test_an_operator_cannot_remove_themselves(core: Core) -> None:
         await access.delete_principal(
             "olivia", "olivia", _version(core, RecordKind.PRINCIPAL, "olivia")
         )
-    assert info.value.code is ErrorCode.FAILED_PRECONDITION
+    assert (info.value.code, info.value.rule_id) == (
+        ErrorCode.PERMISSION_DENIED,
+        "access.self-edit",
+    )
     assert "you cannot remove your own principal" in info.value.detail
     assert access.principal("olivia") is not None
-    assert audit_since(core, mark) == []
+    assert [e.kind for e in audit_since(core, mark)] == ["access.principal.refused"]
 
 
 async def test_removing_an_unknown_principal_is_not_found(core: Core) -> None:

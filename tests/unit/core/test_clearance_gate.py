@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from broker.access.clearance import RULE_UNKNOWN_PRINCIPAL, Decision
-from broker.access.model import RecordKind
+from broker.access.model import Elevation, RecordKind
 from broker.devices.model import DeviceRecord, WindowKind
 from broker.devices.operations import WindowRequest
 from broker.errors import BrokerError, ErrorCode
@@ -20,12 +20,17 @@ from tests.unit.core.harness import (
     attested,
     audit_mark,
     audit_since,
+    granted,
     metric,
     request,
     stored_jobs,
 )
 
 TRAINING = "dual-use-awareness"
+TIER_REASON = (
+    "clearance tier 'restricted' or higher is required; you hold 'open'; or a grant for this "
+    "device: ask with 'qtestbed access request --device dev-r --for 7d --reason ...'"
+)
 
 
 def _device(core: Core, device_id: str = "dev-open") -> DeviceRecord:
@@ -63,7 +68,7 @@ async def test_a_device_above_the_callers_tier_is_hidden_and_denied_by_the_tier_
     assert not _sees(core, "alice", "dev-r")
     decision = _submit(core, "alice", "dev-r")
     assert (decision.allowed, decision.rule_id) == (False, "researcher-submit/tier")
-    assert decision.reason == "clearance tier 'restricted' or higher is required; you hold 'open'"
+    assert decision.reason == TIER_REASON
     assert _sees(core, "bob", "dev-r")
     assert _submit(core, "bob", "dev-r").allowed
 
@@ -138,7 +143,7 @@ async def test_an_export_controlled_device_needs_the_jurisdiction_or_the_licence
     await amend_principal(core, "bob", training={TRAINING: now + 3600})
     decision = _submit(core, "bob", "dev-big")
     assert (decision.allowed, decision.rule_id) == (False, "export-jurisdiction")
-    await amend_principal(core, "bob", licences=frozenset({"EAR-4A906"}))
+    await granted(core, "bob", Elevation.LICENCE, "EAR-4A906")  # a licence comes by a grant
     assert _submit(core, "bob", "dev-big").allowed
 
 
@@ -232,7 +237,7 @@ async def test_explain_names_every_requirement_and_the_one_not_met(core: Core) -
         "researcher-submit/reservation": True,
     }
     [tier] = [r for r in explanation.requirements if not r.met]
-    assert tier.text == "clearance tier 'restricted' or higher is required; you hold 'open'"
+    assert tier.text == TIER_REASON
 
 
 async def test_explain_refuses_an_unknown_principal_device_or_action(core: Core) -> None:

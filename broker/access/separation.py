@@ -1,0 +1,70 @@
+"""Separation of duties for principal records: nobody changes their own record, and an
+operator's edit never raises anyone's access. A higher tier, the operator, security or approver
+role, or a licence comes only through an access request approved by someone else
+(`broker.access.requests`), and expires by itself.
+
+Lowering or removing stays a direct edit, and so do the fields that grant nothing (projects,
+affiliation, quotas, training). The check is made against the exact record version the edit
+replaces (the write is compare-and-set on that version); creating a principal counts as editing
+an empty record at the facility's lowest tier, so removing and re-creating cannot raise a tier.
+"""
+
+from __future__ import annotations
+
+from broker.access.facility import Facility
+from broker.access.model import GRANTABLE_ROLES, Principal
+from broker.errors import BrokerError, ErrorCode
+
+RULE_SELF_EDIT = "access.self-edit"
+RULE_ELEVATION = "access.elevation"
+
+
+def self_edit(caller: str, subject: str, verb: str) -> BrokerError | None:
+    """The refusal of a caller changing their own record, or None."""
+    if caller != subject:
+        return None
+    return BrokerError(
+        ErrorCode.PERMISSION_DENIED,
+        f"you cannot {verb} your own principal record; another operator must",
+        rule_id=RULE_SELF_EDIT,
+    )
+
+
+def elevations(before: Principal | None, after: Principal, facility: Facility) -> list[str]:
+    """What `after` raises over `before` (None: a new record), as request flags, e.g.
+    ["--tier restricted", "--role operator"]; empty when the edit raises nothing."""
+    tiers = facility.tiers
+    old_tier = before.tier if before is not None else tiers[0]
+    old_roles = before.roles if before is not None else frozenset()
+    old_licences = before.licences if before is not None else frozenset()
+    raised: list[str] = []
+    old_rank = tiers.index(old_tier) if old_tier in tiers else -1
+    if after.tier in tiers and tiers.index(after.tier) > old_rank:
+        raised.append(f"--tier {after.tier}")
+    added = sorted(r.value for r in after.roles - old_roles if r in GRANTABLE_ROLES)
+    raised += [f"--role {role}" for role in added]
+    raised += [f"--licence {name}" for name in sorted(after.licences - old_licences)]
+    return raised
+
+
+def elevation_refusal(
+    before: Principal | None, after: Principal, facility: Facility
+) -> BrokerError | None:
+    """The refusal of an edit that raises access, naming the request to file instead, or None."""
+    raised = elevations(before, after, facility)
+    if not raised:
+        return None
+    base = before or _lowest(after, facility)
+    what = ", ".join(raised)
+    return BrokerError(
+        ErrorCode.PERMISSION_DENIED,
+        f"an edit cannot raise {after.name!r}'s access ({what}; the record holds tier "
+        f"{base.tier!r}). Ask for it: 'qtestbed access request --principal {after.name} "
+        f"{raised[0]} --for 7d --reason ...'; another principal with the approver role "
+        "approves it, and it expires by itself",
+        rule_id=RULE_ELEVATION,
+    )
+
+
+def _lowest(after: Principal, facility: Facility) -> Principal:
+    return Principal(name=after.name, tier=facility.tiers[0], roles=after.roles)
