@@ -43,6 +43,15 @@ class TimingSettings:
     checkpoint_every_seconds: float = 60.0
     # Front-door refusals are audited once per reason and identity per this many seconds.
     front_door_audit_seconds: float = 60.0
+    # Driver-link refusals likewise, once per reason and device per this many seconds.
+    link_refusal_audit_seconds: float = 60.0
+    # Hellos per link key: a burst of this many, then one per this many seconds.
+    hello_burst: int = 20
+    hello_every_seconds: float = 1.0
+    # Live connections one link key may hold (a driver restarting briefly holds two).
+    connections_per_key: int = 4
+    # Challenges outstanding per connection; older ones are forgotten (answers refused).
+    nonces_per_connection: int = 4
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -175,7 +175,7 @@ class Dispatcher:
             return True
         if leased.attempts == 1:
             self._metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
-        if not await self._link.send(conn.identity, self._grant(leased, lease)):
+        if not await self._link.send(conn.peer, self._grant(leased, lease)):
             await self._leases.disconnect(conn, "driver unreachable when the lease was sent")
         return True
 
@@ -205,7 +205,7 @@ class Dispatcher:
             job,
             job.lease.lease_id,
         )
-        if not await self._link.send(conn.identity, self._grant(job, job.lease)):
+        if not await self._link.send(conn.peer, self._grant(job, job.lease)):
             await self._leases.disconnect(conn, "driver unreachable when a canary was sent")
 
     def _grant(self, job: Job, lease: Lease) -> m.LeaseGrant:
