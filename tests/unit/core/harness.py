@@ -34,6 +34,7 @@ from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
 from broker.link.fake import FakeLink, make_peer
 from broker.link.fleet import DriverConnection
+from broker.link.peer import Peer
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import DEFAULT_POLICIES, PolicyEngine
 from broker.policy.export_control import DEFAULT_PROFILE, load_profile
@@ -184,8 +185,9 @@ class Core:
         self.devices[device_id] = kit
         return kit
 
-    def driver(self, device_id: str = "dev-open") -> Driver:
-        return Driver(self, self.devices[device_id])
+    def driver(self, device_id: str = "dev-open", *, peer: Peer | None = None) -> Driver:
+        """A new connection of the device; `peer` plays one with a chosen key and route."""
+        return Driver(self, self.devices[device_id], peer)
 
     async def pump(self) -> None:
         """Let the dispatcher fill every device it was asked to look at (as its task would)."""
@@ -198,10 +200,10 @@ class Core:
 class Driver:
     """One driver connection, played by the test: it speaks through the hub's router."""
 
-    def __init__(self, core: Core, kit: DeviceKit) -> None:
+    def __init__(self, core: Core, kit: DeviceKit, peer: Peer | None = None) -> None:
         self.core = core
         self.kit = kit
-        self.peer, self.link_secret = make_peer(kit.device_id)
+        self.peer, self.link_secret = (peer, b"") if peer else make_peer(kit.device_id)
         self.boot_epoch = uuid.uuid4().hex
         self.counter = 0
 
