@@ -67,6 +67,9 @@ class DriverHub:
                 await self.route(peer, message)
             except Exception:
                 log.exception("handling a %s message failed", type(message).__name__)
+            # A receive that finds a message waiting completes without suspending: yield, so
+            # that a flood on the link cannot starve the gRPC edge or the tick of the loop.
+            await asyncio.sleep(0)
 
     async def route(self, peer: Peer, message: m.Inbound) -> None:
         if not await self._route_is_its_own(peer):

@@ -10,6 +10,7 @@ without a log line each, and handed to the link door by `take_refusals`.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from pathlib import Path
@@ -69,6 +70,8 @@ class DriverLink:
 
     async def recv(self) -> tuple[Peer, Inbound]:
         while True:
+            # Yield between frames: a stream of dropped frames must not hold the event loop.
+            await asyncio.sleep(0)
             frames = await self._sock.recv_multipart(copy=False)
             if len(frames) != 2:
                 self._refusals["malformed_frame"] += 1

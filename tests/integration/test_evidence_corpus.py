@@ -104,15 +104,21 @@ def revoked_certificate(lab: Lab) -> Exchange:
 
 
 def replayed_nonce(lab: Lab) -> Exchange:
-    first = lab.attester()
-    recorded = first.evidence(first.challenge())
-    assert first.answer(recorded).affirming
-    first.close()
-    eventually(lambda: not lab.device().connected, timeout=10, what="the first connection to go")
+    attester = lab.attester()
+    recorded = attester.evidence(attester.challenge())
+    assert attester.answer(recorded).affirming
+    replayed = attester.answer(recorded)  # the same answer again, on the same connection
     lab.queue_job()  # only now: the affirmed connection would have run it
+    return attester, replayed
+
+
+def other_connections_nonce(lab: Lab) -> Exchange:
+    """A second connection answers the first one's challenge: that nonce is not its own."""
+    first = lab.attester()
+    nonce = first.challenge()
     second = lab.attester()
     second.challenge()
-    return second, second.answer(recorded)
+    return second, second.answer(second.evidence(nonce))
 
 
 def unknown_nonce(lab: Lab) -> Exchange:
@@ -223,6 +229,7 @@ SHARED_CASES = [
     Case(id="future-certificate", codes=("CERT_NOT_YET_VALID", *IMPOSTOR), run=future_certificate),
     Case(id="replayed-nonce", codes=("NONCE_REPLAYED",), run=replayed_nonce, queues_job=True),
     Case(id="unknown-nonce", codes=("NONCE_UNKNOWN",), run=unknown_nonce),
+    Case(id="other-connections-nonce", codes=("NONCE_UNKNOWN",), run=other_connections_nonce),
     Case(id="expired-nonce", codes=("NONCE_EXPIRED",), run=expired_nonce),
     Case(id="tampered-payload", codes=IMPOSTOR, run=tampered_payload),
     Case(id="tampered-signature", codes=IMPOSTOR, run=tampered_signature),
