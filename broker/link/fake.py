@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import itertools
 from collections import defaultdict
 
 import zmq
@@ -17,13 +19,28 @@ import zmq
 from broker.link.messages import Inbound, Outbound
 from broker.link.peer import Peer
 
+_connections = itertools.count(1)
+
 
 def make_peer(device_id: str, route: bytes | None = None) -> tuple[Peer, bytes]:
-    """A peer with a fresh CurveZMQ key pair authorised for `device_id`, and its Z85 secret key
-    (what a driver would open its sealed grants with)."""
+    """A new connection with a fresh CurveZMQ key pair authorised for `device_id`, and its Z85
+    secret key (what a driver would open its sealed grants with)."""
     public, secret = zmq.curve_keypair()
     route = route if route is not None else public[:16]
-    return Peer(key=public.decode("ascii"), device_id=device_id, route=route), secret
+    peer = Peer(
+        key=public.decode("ascii"),
+        device_id=device_id,
+        route=route,
+        connection=next(_connections),
+    )
+    return peer, secret
+
+
+def reconnect(peer: Peer, route: bytes | None = None) -> Peer:
+    """The same key on a new connection (on `route`, or the same routing id)."""
+    return dataclasses.replace(
+        peer, route=peer.route if route is None else route, connection=next(_connections)
+    )
 
 
 class FakeLink:

@@ -2,10 +2,10 @@
 on a fixed tick sends heartbeats, drops silent drivers, refreshes attestations, reaps leases
 and runs the broker's other periodic work.
 
-A message belongs to the connection of the peer that sent it (link key and routing id). A key
-that arrives on a routing id another key's connection holds took that route over: the old
-connection is gone (ZeroMQ gives a routing id to one live peer only), so it is dropped, and the
-newcomer is refused and counted; it inherits nothing."""
+A message belongs to the connection of the peer that sent it (link key and connection number).
+A new connection that arrives on a routing id an older one holds took that route over: the old
+connection is gone (ZeroMQ gives a routing id to one live peer only), so it is dropped; the
+newcomer inherits nothing, and when its key is another key it is refused and counted."""
 
 from __future__ import annotations
 
@@ -89,12 +89,15 @@ class DriverHub:
         await self._route_known(conn, message)
 
     async def _route_is_its_own(self, peer: Peer) -> bool:
-        """False (refused, counted) when another key's connection holds this routing id."""
+        """Drop a stale connection whose routing id `peer` now has; False (refused, counted)
+        when the newcomer's key is another key."""
         holder = self._fleet.on_route(peer.route)
-        if holder is None or holder.peer.key == peer.key:
+        if holder is None or holder.peer == peer:
             return True
+        await self._leases.disconnect(holder, "a new connection took over its routing id")
+        if holder.peer.key == peer.key:
+            return True  # the same driver reconnected with a routing id of its choosing
         self._door.refused(LinkRefusal.ROUTE_TAKEN, peer.device_id)
-        await self._leases.disconnect(holder, "its routing id now belongs to another link key")
         bye = m.Goodbye(
             code=m.GoodbyeCode.WRONG_KEY,
             reason="this routing id belonged to another driver's connection; reconnect "

@@ -1,8 +1,9 @@
 """Who is at the other end of a driver connection, as the link authenticated it.
 
 A connection IS its CurveZMQ public key (the ZAP User-Id the handshake proved), authorised for
-exactly one device id. The ZeroMQ routing id only says where to send: a peer can choose it, so
-it never identifies anything, is never logged, and a connection is the pair of both.
+exactly one device id, on one transport connection (the number the ZAP handler gave it). The
+ZeroMQ routing id only says where to send: a peer can choose it, so it never identifies
+anything and is never logged; a new connection that reuses one is still a new connection.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ class Peer:
     key: str
     # The one device id this key is authorised for (from the authorisation, not the driver).
     device_id: str
-    # ZeroMQ routing id: transport detail, chosen by the peer; part of equality so that two
-    # connections of one key are two connections.
+    # ZeroMQ routing id: where replies go; transport detail, and the peer may choose it.
     route: bytes = field(repr=False)
+    # The handshake's number (the ZAP handler counts them): two connections of one key, or one
+    # key reconnecting on the same routing id, are two peers.
+    connection: int
 
     @property
     def public_key(self) -> bytes:

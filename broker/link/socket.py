@@ -1,8 +1,9 @@
 """The broker's end of the driver link: a ZeroMQ ROUTER carrying one LinkMessage per frame.
 
-A ZAP handler admits only authorised CurveZMQ keys and sets the connection's User-Id to the
-key; every inbound message carries the `Peer` built from that User-Id (and the device the key is
-authorised for), never from anything the driver sent. Frames are decoded by
+A ZAP handler (`broker.link.gatekeeper`) admits only authorised CurveZMQ keys, sets the
+connection's User-Id to the key and numbers the connection; every inbound message carries the
+`Peer` built from those properties (and the device the key is authorised for), never from
+anything the driver sent. Frames are decoded by
 `broker.link.codec`: one that is not a message for the broker is dropped, never passed on.
 Refusals made here (an unknown key at the handshake, a malformed frame) are tallied by reason,
 without a log line each, and handed to the link door by `take_refusals`.
@@ -17,32 +18,17 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
 
 from broker.link import codec
+from broker.link.gatekeeper import CONNECTION_PROPERTY, Gatekeeper
 from broker.link.messages import Inbound, Outbound
 from broker.link.peer import Peer
-from qtestbed.shared.linkkeys import AuthorisedKeys, authorised_keys, configure_server
+from qtestbed.shared.linkkeys import authorised_keys, configure_server
 
 log = logging.getLogger(__name__)
 
 # Larger frames are refused by ZeroMQ itself before they are buffered.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-
-class _Gatekeeper:
-    """The ZAP credentials provider: admits a key only if the clients folder authorises it for a
-    device; counts every key it turns away."""
-
-    def __init__(self, refusals: collections.Counter[str]) -> None:
-        self.keys = AuthorisedKeys(devices={}, unusable=())
-        self._refusals = refusals
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        if key.decode("ascii", "replace") in self.keys.devices:
-            return True
-        self._refusals["unknown_key"] += 1
-        return False
 
 
 class DriverLink:
@@ -54,10 +40,7 @@ class DriverLink:
         self._ctx = zmq.asyncio.Context()
         self._clients = clients
         self._refusals: collections.Counter[str] = collections.Counter()
-        self._gate = _Gatekeeper(self._refusals)
-        self._auth = AsyncioAuthenticator(self._ctx)
-        self._auth.start()
-        self._auth.configure_curve_callback(domain="*", credentials_provider=self._gate)
+        self._gate = Gatekeeper(self._ctx, self._refusals)
         self.reload_clients()
         self._sock = self._ctx.socket(zmq.ROUTER)
         configure_server(self._sock, secret_key)
@@ -90,14 +73,12 @@ class DriverLink:
         """Who sent `frame`: the key the handshake proved, and the device it is authorised for
         now (a key removed since it connected is refused from then on)."""
         key = frame.get("User-Id")  # set by the ZAP handler: the proved key
-        if not isinstance(key, str):
+        connection = frame.get(CONNECTION_PROPERTY)  # set by the ZAP handler too
+        device_id = self._gate.keys.devices.get(key) if isinstance(key, str) else None
+        if device_id is None or not isinstance(key, str) or not isinstance(connection, str):
             self._refusals["unknown_key"] += 1
             return None
-        device_id = self._gate.keys.devices.get(key)
-        if device_id is None:
-            self._refusals["unknown_key"] += 1
-            return None
-        return Peer(key=key, device_id=device_id, route=route)
+        return Peer(key=key, device_id=device_id, route=route, connection=int(connection))
 
     async def send(self, peer: Peer, message: Outbound) -> bool:
         """False when the driver is no longer connected (the message was not delivered)."""
@@ -129,6 +110,6 @@ class DriverLink:
         self._gate.keys = keys
 
     def close(self) -> None:
-        self._auth.stop()
+        self._gate.close()
         self._sock.close(linger=0)
         self._ctx.term()

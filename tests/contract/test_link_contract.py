@@ -8,6 +8,7 @@ message exists is counted by reason."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from attestation.sealing import Sealed, SealError, open_sealed
 from broker.jobs.model import Circuit
 from broker.link import codec
 from broker.link import messages as m
-from broker.link.fake import FakeLink, make_peer
+from broker.link.fake import FakeLink, make_peer, reconnect
 from broker.link.peer import Peer
 from broker.link.port import LinkPort
 from broker.link.socket import DriverLink
@@ -50,6 +51,9 @@ class Driver(Protocol):
     async def garbage(self) -> None: ...
 
     async def vanish(self) -> None: ...
+
+    async def reconnect(self) -> None:
+        """A new connection with the same key and the same routing id."""
 
 
 class Pair(Protocol):
@@ -83,6 +87,9 @@ class _FakePeer:
     async def vanish(self) -> None:
         self.link.drop(self.peer)
 
+    async def reconnect(self) -> None:
+        self.peer = reconnect(self.peer)
+
 
 class _FakePair:
     def __init__(self) -> None:
@@ -104,10 +111,22 @@ class _ZmqPeer:
         public, secret_z85 = load_keypair(secret)
         self.public = public.decode("ascii")
         self.secret = z85.decode(secret_z85)
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        configure_client(self.sock, secret, broker)
-        self.sock.connect(endpoint)
+        self._connect = (ctx, endpoint, secret, broker)
+        self.route = uuid.uuid4().bytes
+        self.sock = self._socket()
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        ctx, endpoint, secret, broker = self._connect
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, self.route)
+        configure_client(sock, secret, broker)
+        sock.connect(endpoint)
+        return sock
+
+    async def reconnect(self) -> None:
+        self.sock.close(linger=0)
+        self.sock = self._socket()
 
     async def garbage(self) -> None:
         await self.sock.send(b"\xff\xff not a LinkMessage")
@@ -202,6 +221,27 @@ async def test_what_a_driver_says_arrives_as_a_message_with_its_peer(pair: Pair)
     # The peer is the key the handshake proved and the device that key is authorised for.
     assert (who_a.key, who_a.device_id) == (first.public, "dev-a")
     assert (who_b.key, who_b.device_id) == (second.public, "dev-b")
+
+
+async def test_a_new_connection_on_the_same_route_is_a_new_peer(pair: Pair) -> None:
+    driver = await pair.peer("dev-a")
+    await driver.hello("dev-a")
+    before, _ = await _received(pair.link)
+    await driver.reconnect()
+
+    async def next_peer() -> Peer:
+        # ZeroMQ admits the new connection on the routing id once it has seen the old one close.
+        for _ in range(100):
+            await driver.hello("dev-a")
+            with contextlib.suppress(TimeoutError):
+                who, _ = await asyncio.wait_for(pair.link.recv(), timeout=0.2)
+                if who != before:
+                    return who
+        raise AssertionError("no Hello arrived from the new connection")
+
+    after = await next_peer()
+    assert (after.key, after.route, after.device_id) == (before.key, before.route, "dev-a")
+    assert after.connection != before.connection
 
 
 async def test_the_device_comes_from_the_key_never_from_the_hello(pair: Pair) -> None:

@@ -173,6 +173,28 @@ def test_another_devices_key_on_an_attested_route_gets_nothing(tmp_path: Path) -
         assert audited.get(("route_taken", "sim-restricted"), 0) >= 1
 
 
+def test_a_new_connection_with_the_same_key_and_route_inherits_nothing(lab: Lab) -> None:
+    route = b"reused-route"
+    real = lab.attester(route=route)
+    assert real.answer(real.evidence(real.challenge())).affirming
+    real.vanish()
+    again = Dealer(lab.endpoint, route=route)  # the same key, the same routing id
+    try:
+        job = lab.queue_job()
+        deadline = time.monotonic() + 30
+        heard: list[link_pb.LinkMessage] = []
+        while "goodbye" not in _kinds(heard) and time.monotonic() < deadline:
+            again.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat(seq=1)))
+            heard += again.read(0.3, until="goodbye")
+        [bye] = [m for m in heard if m.HasField("goodbye")]
+        assert bye.goodbye.code == link_pb.GOODBYE_CODE_HELLO_FIRST  # attested? not this one
+    finally:
+        again.close()
+    probe(lab.endpoint)
+    assert not lab.device().available
+    assert state_name(lab.alice.get_job(job.job_id)) == "QUEUED"
+
+
 # ------------------------------------------------------------------------ challenges
 
 

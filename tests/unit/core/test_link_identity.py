@@ -5,11 +5,9 @@ connections. Lease messages a connection has no right to send change nothing and
 
 from __future__ import annotations
 
-import dataclasses
-
 from broker.jobs.model import JobState
 from broker.link import messages as m
-from broker.link.fake import make_peer
+from broker.link.fake import make_peer, reconnect
 from tests.unit.core.harness import (
     Core,
     attested,
@@ -62,6 +60,25 @@ async def test_a_key_on_another_keys_route_inherits_nothing(core: Core) -> None:
     assert thief.grants() == []
 
 
+async def test_a_new_connection_of_the_same_key_on_the_same_route_inherits_nothing(
+    core: Core,
+) -> None:
+    driver = await attested(core, "dev-open")
+    job_id = await queued(core)
+    await core.pump()
+    assert driver.grants()
+    again = core.driver("dev-open", peer=reconnect(driver.peer))  # same key, same routing id
+    await again.say(m.Heartbeat(seq=1))
+    [goodbye] = only(again.heard(), m.Goodbye)
+    assert goodbye.code is m.GoodbyeCode.HELLO_FIRST  # it must say Hello and attest afresh
+    assert core.parts.jobs.fleet.get(driver.peer) is None  # the old connection is gone
+    assert (await job_of(core, job_id)).state is JobState.QUEUED
+    assert _refusals(core, "route_taken") == 0  # its own key: a reconnect, not a takeover
+    await again.hello()
+    await core.pump()
+    assert again.grants() == []  # not attested yet: nothing of the old connection's state
+
+
 async def test_a_hello_flood_spends_only_its_own_keys_allowance(core: Core) -> None:
     burst = core.parts.base.settings.timing.hello_burst
     await core.register("dev-restricted", tier="restricted")
@@ -82,7 +99,7 @@ async def test_a_key_holds_at_most_its_connection_limit(core: Core) -> None:
     await core.register("dev-open")
     first, _ = make_peer("dev-open")
     drivers = [
-        core.driver(peer=dataclasses.replace(first, route=bytes([n]) * 5)) for n in range(limit + 1)
+        core.driver(peer=reconnect(first, route=bytes([n + 1]) * 5)) for n in range(limit + 1)
     ]
     for driver in drivers:
         await driver.hello()
