@@ -53,6 +53,14 @@ class TimingSettings:
     # Challenges outstanding per connection; older ones are forgotten (answers refused).
     nonces_per_connection: int = 4
 
+    def __post_init__(self) -> None:
+        # These bound what one link key can make the broker do: none may be switched off.
+        for key in ("hello_burst", "connections_per_key", "nonces_per_connection"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"[timing] {key} must be at least 1")
+        if self.hello_every_seconds <= 0:
+            raise SettingsError("[timing] hello_every_seconds must be positive")
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AnomalySettings:
