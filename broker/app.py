@@ -217,6 +217,10 @@ class Broker:
         if self._tasks and self.components is not None:
             await self.components.registries.anomalies.drain()
             await self.components.registries.front_door.flush(force=True)
+            link = self.components.link
+            if self._link is not None:
+                link.door.socket_refusals(self._link.take_refusals())
+            await link.door.flush(force=True)
             # Nothing written before shutdown goes unsigned.
             await self.components.link.signer.tick(force=True)
         if self._link is not None:

@@ -191,6 +191,14 @@ class BrokerMetrics:
             ["rule"],
             registry=r,
         )
+        self.link_refusals = Counter(
+            "qtestbed_link_refusals",
+            "Driver-link handshakes and messages refused, by reason (unknown_key, "
+            "malformed_frame, wrong_key, route_taken, hello_rate, too_many_connections, "
+            "hello_first, lease_not_held, duplicate_result, wrong_job).",
+            ["reason"],
+            registry=r,
+        )
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )

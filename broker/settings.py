@@ -43,6 +43,23 @@ class TimingSettings:
     checkpoint_every_seconds: float = 60.0
     # Front-door refusals are audited once per reason and identity per this many seconds.
     front_door_audit_seconds: float = 60.0
+    # Driver-link refusals likewise, once per reason and device per this many seconds.
+    link_refusal_audit_seconds: float = 60.0
+    # Hellos per link key: a burst of this many, then one per this many seconds.
+    hello_burst: int = 20
+    hello_every_seconds: float = 1.0
+    # Live connections one link key may hold (a driver restarting briefly holds two).
+    connections_per_key: int = 4
+    # Challenges outstanding per connection; older ones are forgotten (answers refused).
+    nonces_per_connection: int = 4
+
+    def __post_init__(self) -> None:
+        # These bound what one link key can make the broker do: none may be switched off.
+        for key in ("hello_burst", "connections_per_key", "nonces_per_connection"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"[timing] {key} must be at least 1")
+        if self.hello_every_seconds <= 0:
+            raise SettingsError("[timing] hello_every_seconds must be positive")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -3,7 +3,8 @@
 It connects to the broker's ROUTER with a DEALER, announces the device, answers attestation
 challenges with signed evidence, heartbeats, runs leased jobs on its backend (in a worker
 thread, so heartbeats keep flowing) and returns each result with a receipt signed by the
-device key. When the broker falls silent it reconnects with a fresh identity and attests again.
+device key. When the broker falls silent it reconnects with a fresh routing id and attests
+again. Lease grants arrive sealed to this driver's link key and are opened before anything runs.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
+from drivers.grants import GrantError, open_grant
 from drivers.measure import measure
-from qtestbed.shared.linkkeys import configure_client
+from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.v1 import devices_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
@@ -37,7 +39,12 @@ log = logging.getLogger(__name__)
 
 
 class DeviceNotAccepted(Exception):
-    """The broker refused this device outright (e.g. not registered); retrying will not help."""
+    """The broker refused this device outright (not registered, or this link key is not
+    authorised for it); retrying will not help."""
+
+
+# Goodbyes after which reconnecting cannot help.
+_FATAL_GOODBYES = (link_pb.GOODBYE_CODE_UNKNOWN_DEVICE, link_pb.GOODBYE_CODE_WRONG_KEY)
 
 
 @dataclass(slots=True)
@@ -59,6 +66,7 @@ class DriverAgent:
         self.evidence_digest = ""
         self.attested = False
         self._ctx = zmq.asyncio.Context()
+        _public, self._link_secret = load_keypair(config.link_secret_key)
         self._lease: _Lease | None = None
         self._run_task: asyncio.Task[None] | None = None
 
@@ -130,7 +138,7 @@ class DriverAgent:
                 self._lease.cancelled = True
         elif kind == "goodbye":
             reason = message.goodbye.reason
-            if message.goodbye.code == link_pb.GOODBYE_CODE_UNKNOWN_DEVICE:
+            if message.goodbye.code in _FATAL_GOODBYES:
                 raise DeviceNotAccepted(reason)
             log.warning("broker said goodbye: %s", reason)
             return False
@@ -170,7 +178,12 @@ class DriverAgent:
         else:
             log.error("attestation refused: %s", "; ".join(verdict.reasons))
 
-    async def _on_lease(self, sock: zmq.asyncio.Socket, grant: link_pb.LeaseGrant) -> None:
+    async def _on_lease(self, sock: zmq.asyncio.Socket, sealed: link_pb.LeaseGrant) -> None:
+        try:
+            grant = open_grant(sealed, self._link_secret)
+        except GrantError as exc:
+            log.error("ignoring a lease grant: %s", exc)
+            return
         # The device operator's own record of every job this testbed was handed.
         log.info(
             "lease %s received for job %s (%d shots)", grant.lease_id, grant.job_id, grant.shots

@@ -309,7 +309,7 @@ def _write_device(
     out.text(f"devices/{desc.device_id}.pem", pem)
     out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc))
     public, _secret = create_keypair(out.root / "drivers", f"{desc.device_id}-link")
-    authorize_client(public, out.root / "link" / "clients")
+    authorize_client(public, out.root / "link" / "clients", device_id=desc.device_id)
     return _device_toml(tier, desc)
 
 

@@ -8,12 +8,16 @@ the root key is (ca/ca.key), with the broker stopped, the upgrade
 - issues each user certificate under users/ again from the client-issuing CA (same key, the
   principal named in the URI), and each device certificate under devices/ from the device-issuing
   CA (same key and device URI); none lasts beyond the one it replaces;
-- adds `client_ca_cert` to broker.toml and the facility id to facility.toml,
+- adds `client_ca_cert` to broker.toml and the facility id to facility.toml;
+- names in each authorised driver link key (link/clients) the one device it may speak for
+  (`qtestbed.facility_link_keys`),
 after copying every file it changes into DIR/pre-upgrade-TIME/ (no private key changes). The
 new issuing CAs' keys are written to the offline CA folder (`DIR-offline-ca` unless told), never
 into DIR, and the root key is moved there from DIR/ca/: the broker refuses to start where it
-can read a CA key. It refuses, saying so, on a facility already upgraded
-(`AlreadyUpgraded`; `qtestbed facility upgrade` then moves any CA key still in DIR/ca/ out).
+can read a CA key. On a facility already upgraded it only names the devices of link keys that
+name none (moving any CA key still in DIR/ca/ out as well), or refuses, saying so
+(`AlreadyUpgraded`), when that is done; `qtestbed facility upgrade` then moves any CA key still
+in DIR/ca/ out.
 
 The broker's registry knows each device by its certificate's fingerprint, which the new
 certificate changes. The upgrade does not write to the broker's store behind its back: once the
@@ -37,6 +41,7 @@ from attestation.pki import CertificateError, cert_from_pem, cert_to_pem
 from attestation.secretfile import private_folder
 from qtestbed import facility_reissue as reissue
 from qtestbed.credential_files import CredentialFileError, write_public_file
+from qtestbed.facility_link_keys import LinkKeyPlan, apply_link_keys, plan_link_keys
 from qtestbed.facility_reissue import Ca, Reissued, UpgradeError
 from qtestbed.offline_ca import CA_NAMES as _CA_NAMES
 from qtestbed.offline_ca import check_outside, default_offline_ca, move_ca_keys_out
@@ -78,6 +83,10 @@ class UpgradeReport:
     devices: tuple[Reissued, ...]
     skipped: tuple[str, ...]  # files left as they were, each with why
     registrations: tuple[DeviceRegistration, ...]
+    # Authorised link keys that now name their device: (file under link/clients, device id).
+    link_keys: tuple[tuple[str, str], ...] = ()
+    # Only the link keys were upgraded (the rest had been, by an earlier upgrade).
+    link_keys_only: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,6 +107,10 @@ def upgrade_facility(
 ) -> UpgradeReport:
     """Upgrade the facility in `root` (see the module's docstring), or UpgradeError saying why
     not, before anything was written."""
+    keys = plan_link_keys(root)
+    if _already_upgraded(root) and keys.authorise:
+        offline = offline_ca or default_offline_ca(root)
+        return _upgrade_link_keys(root, keys, now or dt.datetime.now(dt.UTC), offline)
     settings = _inspect(root)
     offline = offline_ca or default_offline_ca(root)
     _check_offline(root, offline)
@@ -114,10 +127,12 @@ def upgrade_facility(
         root / "devices", root_ca, devices, reissue.device_issuer(devices, start), now
     )
     texts = _settings_texts(settings, root, fid)
-    backup = _backup(root, settings, [*users, *devs], now)
+    key_files = [path for path, _ in keys.authorise]
+    backup = _backup(root, [settings.broker, settings.facility, *key_files], [*users, *devs], now)
     _write_cas(root, offline, clients, devices)
     for done in (*users, *devs):
         _write(root / done.path, done.pem)
+    apply_link_keys(keys)
     for path, text in texts:  # broker.toml last: it marks the facility as upgraded
         _write(path, text.encode())
     move_ca_keys_out(root, offline)
@@ -128,8 +143,40 @@ def upgrade_facility(
         offline_ca=offline,
         principals=tuple(users),
         devices=tuple(devs),
-        skipped=tuple(skipped + skipped_devices),
+        skipped=tuple(skipped + skipped_devices + list(keys.skipped)),
         registrations=_registrations(settings, root, devs),
+        link_keys=tuple((path.name, device) for path, device in keys.authorise),
+    )
+
+
+def _already_upgraded(root: Path) -> bool:
+    broker = root / "broker.toml"
+    return broker.exists() and "client_ca_cert" in _toml(broker)
+
+
+def _upgrade_link_keys(
+    root: Path, keys: LinkKeyPlan, now: dt.datetime, offline: Path
+) -> UpgradeReport:
+    """A facility upgraded before link keys named their device: that step, and CA keys still in
+    DIR/ca/ moved out to the offline folder (the broker refuses to start beside them)."""
+    facility = _toml(root / "facility.toml")
+    backup = _backup(root, [path for path, _ in keys.authorise], [], now)
+    apply_link_keys(keys)
+    try:
+        move_ca_keys_out(root, offline)
+    except (FileExistsError, ValueError) as exc:
+        raise UpgradeError(str(exc)) from exc
+    return UpgradeReport(
+        root=root,
+        facility_id=str(facility.get("facility", {}).get("id", "")),
+        backup=backup,
+        principals=(),
+        devices=(),
+        skipped=keys.skipped,
+        registrations=(),
+        offline_ca=offline,
+        link_keys=tuple((path.name, device) for path, device in keys.authorise),
+        link_keys_only=True,
     )
 
 
@@ -211,11 +258,11 @@ def _settings_texts(settings: _Settings, root: Path, fid: str) -> list[tuple[Pat
     return texts
 
 
-def _backup(root: Path, settings: _Settings, changed: list[Reissued], now: dt.datetime) -> Path:
+def _backup(root: Path, files: list[Path], changed: list[Reissued], now: dt.datetime) -> Path:
     backup = root / f"pre-upgrade-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}"
     try:
         backup.mkdir()
-        for path in (settings.broker, settings.facility, *(root / c.path for c in changed)):
+        for path in (*files, *(root / c.path for c in changed)):
             target = backup / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)

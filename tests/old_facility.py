@@ -51,3 +51,10 @@ def make_old_style(root: Path) -> None:
     broker.write_text(re.sub(r"(?m)^client_ca_cert = .*\n", "", text))
     facility = root / "facility.toml"
     facility.write_text(re.sub(r"(?m)^id = .*\n", "", facility.read_text(), count=1))
+    forget_link_key_devices(root)
+
+
+def forget_link_key_devices(root: Path) -> None:
+    """Authorised link keys as they were before they named a device: the public key alone."""
+    for path in sorted((root / "link" / "clients").glob("*.key")):
+        path.write_text(re.sub(r"(?ms)^metadata\n(\s+.*?\n)*?(?=curve)", "", path.read_text()))

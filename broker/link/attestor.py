@@ -2,7 +2,9 @@
 each connection's attestation result current (re-challenging before it expires).
 
 Only a connection whose latest result affirms and has not expired is dispatchable; every
-verdict is audited and counted.
+verdict is audited and counted. Challenges are per connection: each connection has its own small
+nonce table, so an answer is accepted only from the connection that was challenged, and no
+other connection (another device's, or a flood of them) can push a nonce out of it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from broker.devices.registry import DeviceRegistry
 from broker.jobs.wakeups import DispatchWakeups
 from broker.link import messages as m
 from broker.link.fleet import DriverConnection, Fleet, LinkState
+from broker.link.peer import Peer
 from broker.link.port import LinkPort
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
@@ -72,17 +75,17 @@ class Attestor:
         self._timing = timing
         self._wakeups = wakeups
         self._anomalies = anomalies
-        self.nonces = NonceIssuer(ttl_seconds=timing.nonce_ttl_seconds)
         self.policy = AppraisalPolicy(
             max_evidence_age_seconds=timing.max_evidence_age_seconds,
             max_clock_skew_seconds=timing.max_clock_skew_seconds,
             result_ttl_seconds=timing.attestation_ttl_seconds,
         )
 
-    async def on_hello(self, identity: bytes, hello: m.Hello) -> None:
-        device_id = hello.device_id
+    async def on_hello(self, peer: Peer, hello: m.Hello) -> None:
+        """A Hello admitted for `peer` (its key is authorised for the device it names)."""
+        device_id = peer.device_id
         if self._registry.get(device_id) is None:
-            await self._refuse_unknown(identity, device_id)
+            await self._refuse_unknown(peer, device_id)
             return
         profile = DeviceProfile(
             num_qubits=hello.num_qubits,
@@ -92,18 +95,22 @@ class Attestor:
             driver_build=hello.driver_build,
         )
         conn = DriverConnection(
-            identity=identity,
+            peer=peer,
             device_id=device_id,
             profile=profile,
             last_seen=self._clock.now(),
+            nonces=NonceIssuer(
+                ttl_seconds=self._timing.nonce_ttl_seconds,
+                max_entries=self._timing.nonces_per_connection,
+            ),
             certificate_chain=hello.certificate_chain,
         )
         self._fleet.add(conn)
         self._metrics.drivers.labels(device_id).inc()
-        log.info("driver for %s connected (%s)", device_id, identity.hex())
+        log.info("driver connected: %s", peer.label)
         await self.challenge(conn)
 
-    async def _refuse_unknown(self, identity: bytes, device_id: str) -> None:
+    async def _refuse_unknown(self, peer: Peer, device_id: str) -> None:
         # The label is fixed: unregistered ids are attacker-chosen and must not grow the metrics.
         self._metrics.attestations.labels("unregistered", "contraindicated", "UNKNOWN_DEVICE").inc()
         self._anomalies.attestation_failed(device_id[:128], registered=False)
@@ -114,16 +121,16 @@ class Attestor:
             reason=f"device {device_id!r} is not registered at this facility; an operator must "
             "register its certificate (qtestbed device register)",
         )
-        await self._link.send(identity, goodbye)
+        await self._link.send(peer, goodbye)
 
     async def challenge(self, conn: DriverConnection) -> None:
         now = self._clock.now()
-        nonce = self.nonces.issue(conn.device_id, now)
+        nonce = conn.nonces.issue(conn.device_id, now)
         conn.challenge_sent_at = now
         if conn.state is not LinkState.ATTESTED:
             conn.state = LinkState.CHALLENGED
         challenge = m.Challenge(nonce=nonce, deadline_seconds=self._timing.nonce_ttl_seconds)
-        await self._link.send(conn.identity, challenge)
+        await self._link.send(conn.peer, challenge)
 
     async def on_evidence(self, conn: DriverConnection, evidence: m.Evidence) -> None:
         # The values this evidence is appraised against also decide whether its two-qubit
@@ -155,7 +162,7 @@ class Attestor:
             registered_fingerprints=registry.registered_fingerprints(conn.device_id),
             revoked_serials=registry.revoked_serials,
             reference=reference,
-            nonces=self.nonces,
+            nonces=conn.nonces,
             last_counter=conn.last_counter,
             policy=self.policy,
             now=self._clock.now(),
@@ -253,15 +260,13 @@ class Attestor:
             reasons=record.reasons,
             valid_for_seconds=max(0.0, result.expires_at - result.issued_at),
         )
-        await self._link.send(conn.identity, verdict)
+        await self._link.send(conn.peer, verdict)
 
     async def drop_device(self, device_id: str, reason: str) -> None:
         """Revocation: every connection of the device is told and rejected at once."""
         for conn in self._fleet.for_device(device_id):
             conn.state = LinkState.REJECTED
-            await self._link.send(
-                conn.identity, m.Goodbye(reason=reason, code=m.GoodbyeCode.REVOKED)
-            )
+            await self._link.send(conn.peer, m.Goodbye(reason=reason, code=m.GoodbyeCode.REVOKED))
 
     async def maintain(self, now: float) -> None:
         """Re-challenge attested connections before their results lapse; retry lost challenges."""

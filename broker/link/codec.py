@@ -10,8 +10,9 @@ from collections.abc import Mapping
 
 from google.protobuf.message import DecodeError
 
+from attestation.sealing import seal
 from broker.link import messages as m
-from qtestbed.shared.wire import format_to_proto
+from qtestbed.shared.wire import LEASE_GRANT_SEAL_CONTEXT, format_to_proto
 from qtestbed.v1 import driver_link_pb2 as pb
 
 _GOODBYE_TO_PROTO: Mapping[m.GoodbyeCode, pb.GoodbyeCode.ValueType] = {
@@ -20,6 +21,9 @@ _GOODBYE_TO_PROTO: Mapping[m.GoodbyeCode, pb.GoodbyeCode.ValueType] = {
     m.GoodbyeCode.HELLO_FIRST: pb.GOODBYE_CODE_HELLO_FIRST,
     m.GoodbyeCode.REVOKED: pb.GOODBYE_CODE_REVOKED,
     m.GoodbyeCode.SHUTTING_DOWN: pb.GOODBYE_CODE_SHUTTING_DOWN,
+    m.GoodbyeCode.WRONG_KEY: pb.GOODBYE_CODE_WRONG_KEY,
+    m.GoodbyeCode.TOO_MANY_HELLOS: pb.GOODBYE_CODE_TOO_MANY_HELLOS,
+    m.GoodbyeCode.TOO_MANY_CONNECTIONS: pb.GOODBYE_CODE_TOO_MANY_CONNECTIONS,
 }
 _GOODBYE_FROM_PROTO = {value: code for code, value in _GOODBYE_TO_PROTO.items()}
 
@@ -82,12 +86,13 @@ def _goodbye(g: pb.Goodbye) -> m.Goodbye:
     return m.Goodbye(reason=g.reason, code=code)
 
 
-def encode(message: m.Outbound) -> bytes:
-    """The frame for one message to a driver."""
-    return _wrap(message).SerializeToString()
+def encode(message: m.Outbound, *, recipient: bytes) -> bytes:
+    """The frame for one message to the driver whose raw Curve25519 public key is `recipient`
+    (a lease grant is sealed to it)."""
+    return _wrap(message, recipient).SerializeToString()
 
 
-def _wrap(message: m.Outbound) -> pb.LinkMessage:
+def _wrap(message: m.Outbound, recipient: bytes) -> pb.LinkMessage:
     match message:
         case m.Challenge():
             return pb.LinkMessage(
@@ -103,7 +108,7 @@ def _wrap(message: m.Outbound) -> pb.LinkMessage:
             )
             return pb.LinkMessage(verdict=verdict)
         case m.LeaseGrant():
-            return pb.LinkMessage(lease=_grant(message))
+            return pb.LinkMessage(lease=_sealed_grant(message, recipient))
         case m.LeaseCancel():
             return pb.LinkMessage(cancel=pb.LeaseCancel(lease_id=message.lease_id))
         case m.Heartbeat():
@@ -112,6 +117,14 @@ def _wrap(message: m.Outbound) -> pb.LinkMessage:
         case m.Goodbye():
             bye = pb.Goodbye(reason=message.reason, code=_GOODBYE_TO_PROTO[message.code])
             return pb.LinkMessage(goodbye=bye)
+
+
+def _sealed_grant(grant: m.LeaseGrant, recipient: bytes) -> pb.LeaseGrant:
+    box = seal(recipient, _grant(grant).SerializeToString(), context=LEASE_GRANT_SEAL_CONTEXT)
+    sealed = pb.Sealed(
+        ephemeral_public=box.ephemeral_public, nonce=box.nonce, ciphertext=box.ciphertext
+    )
+    return pb.LeaseGrant(sealed=sealed)
 
 
 def _grant(grant: m.LeaseGrant) -> pb.LeaseGrant:

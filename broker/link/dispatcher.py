@@ -227,7 +227,7 @@ class Dispatcher:
             return await self._deny(leased, again, left)
         if leased.attempts == 1:
             self._metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
-        if not await self._link.send(conn.identity, self._grant(leased, lease)):
+        if not await self._link.send(conn.peer, self._grant(leased, lease)):
             await self._leases.disconnect(conn, "driver unreachable when the lease was sent")
         return True
 
@@ -260,7 +260,7 @@ class Dispatcher:
             job,
             job.lease.lease_id,
         )
-        if not await self._link.send(conn.identity, self._grant(job, job.lease)):
+        if not await self._link.send(conn.peer, self._grant(job, job.lease)):
             await self._leases.disconnect(conn, "driver unreachable when a canary was sent")
 
     def _grant(self, job: Job, lease: Lease) -> m.LeaseGrant:

@@ -2,6 +2,8 @@
 
 A device id may have several driver agents (for example a pool of simulators for one model);
 each connection attests on its own and is dispatched to only while its own result affirms.
+A connection is its authenticated peer (CurveZMQ key and routing id): its challenges, its
+attestation and its leases are its own, and a new connection inherits none of them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from dataclasses import dataclass, field
 
 from attestation.appraisal import AttestationResult, AttestationStatus
 from attestation.keys import VerifyKey
+from attestation.nonces import NonceIssuer
 from broker.devices.directory import ConnectionView
 from broker.devices.export_class import AttestedClass
 from broker.devices.model import DeviceProfile
 from broker.jobs.model import Job
+from broker.link.peer import Peer
+
+# Lease ids a connection remembers having answered, so a repeated result is told apart from
+# one for a lease it never held.
+_ANSWERED_KEPT = 8
 
 
 class LinkState(enum.Enum):
@@ -30,10 +38,12 @@ class LinkState(enum.Enum):
 class DriverConnection:
     """Mutable, event-loop-only state of one connected driver."""
 
-    identity: bytes
+    peer: Peer
     device_id: str
     profile: DeviceProfile
     last_seen: float
+    # Challenges issued to this connection only: an answer is accepted from no other.
+    nonces: NonceIssuer
     certificate_chain: bytes = b""
     device_key: VerifyKey | None = None
     state: LinkState = LinkState.CHALLENGED
@@ -51,6 +61,11 @@ class DriverConnection:
     canary_lease: str | None = None
     heartbeat_seq: int = 0
     history: list[AttestationStatus] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)  # newest last, at most _ANSWERED_KEPT
+
+    def answer(self, lease_id: str) -> None:
+        """The lease ended with this connection's answer: forget it as active, remember it."""
+        self.answered = [*self.answered[-(_ANSWERED_KEPT - 1) :], lease_id]
 
     def dispatchable_now(self, now: float) -> bool:
         """Attested with an affirming, unexpired result (whatever lease it holds)."""
@@ -70,10 +85,10 @@ class DriverConnection:
 
 
 class Fleet:
-    """Index of live connections by ZeroMQ identity and by device id."""
+    """Index of live connections by peer (link key and routing id) and by device id."""
 
     def __init__(self) -> None:
-        self._by_identity: dict[bytes, DriverConnection] = {}
+        self._by_peer: dict[Peer, DriverConnection] = {}
 
     def profile(self, device_id: str, now: float) -> DeviceProfile | None:
         """What an attested connection of the device announced; None when none is attested."""
@@ -82,28 +97,35 @@ class Fleet:
         )
 
     def add(self, conn: DriverConnection) -> DriverConnection | None:
-        """Register a connection; returns the one it replaces (same identity reconnecting)."""
-        old = self._by_identity.get(conn.identity)
-        self._by_identity[conn.identity] = conn
+        """Register a connection; returns the one it replaces (same peer saying Hello again)."""
+        old = self._by_peer.get(conn.peer)
+        self._by_peer[conn.peer] = conn
         return old
 
-    def remove(self, identity: bytes) -> DriverConnection | None:
-        return self._by_identity.pop(identity, None)
+    def remove(self, peer: Peer) -> DriverConnection | None:
+        return self._by_peer.pop(peer, None)
 
-    def get(self, identity: bytes) -> DriverConnection | None:
-        return self._by_identity.get(identity)
+    def get(self, peer: Peer) -> DriverConnection | None:
+        return self._by_peer.get(peer)
+
+    def on_route(self, route: bytes) -> DriverConnection | None:
+        """The connection whose messages the broker sends to this routing id, if any."""
+        return next((c for c in self._by_peer.values() if c.peer.route == route), None)
+
+    def for_key(self, key: str) -> list[DriverConnection]:
+        return [c for c in self._by_peer.values() if c.peer.key == key]
 
     def for_device(self, device_id: str) -> list[DriverConnection]:
-        return [c for c in self._by_identity.values() if c.device_id == device_id]
+        return [c for c in self._by_peer.values() if c.device_id == device_id]
 
     def holding(self, lease_id: str) -> DriverConnection | None:
-        for conn in self._by_identity.values():
+        for conn in self._by_peer.values():
             if conn.active_lease == lease_id:
                 return conn
         return None
 
     def __iter__(self) -> Iterator[DriverConnection]:
-        return iter(list(self._by_identity.values()))
+        return iter(list(self._by_peer.values()))
 
     def attested(self, device_id: str, now: float) -> bool:
         """Some connection of the device holds an affirming, unexpired attestation result."""
@@ -148,4 +170,4 @@ class Fleet:
         )
 
     def device_ids(self) -> set[str]:
-        return {c.device_id for c in self._by_identity.values()}
+        return {c.device_id for c in self._by_peer.values()}

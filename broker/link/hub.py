@@ -1,6 +1,11 @@
 """Runs the driver link: routes each incoming message to the attestor or the lease keeper, and
 on a fixed tick sends heartbeats, drops silent drivers, refreshes attestations, reaps leases
-and runs the broker's other periodic work."""
+and runs the broker's other periodic work.
+
+A message belongs to the connection of the peer that sent it (link key and connection number).
+A new connection that arrives on a routing id an older one holds took that route over: the old
+connection is gone (ZeroMQ gives a routing id to one live peer only), so it is dropped; the
+newcomer inherits nothing, and when its key is another key it is refused and counted."""
 
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from broker.clock import Clock
 from broker.jobs.wakeups import DispatchWakeups
 from broker.link import messages as m
+from broker.link.admission import HelloAdmission
 from broker.link.attestor import Attestor
+from broker.link.door import LinkDoor, LinkRefusal
 from broker.link.fleet import DriverConnection, Fleet
 from broker.link.leases import LeaseKeeper
+from broker.link.peer import Peer
 from broker.link.port import LinkPort
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
@@ -31,6 +39,8 @@ class DriverHub:
         fleet: Fleet,
         attestor: Attestor,
         leases: LeaseKeeper,
+        admission: HelloAdmission,
+        door: LinkDoor,
         clock: Clock,
         metrics: BrokerMetrics,
         timing: TimingSettings,
@@ -41,6 +51,8 @@ class DriverHub:
         self._fleet = fleet
         self._attestor = attestor
         self._leases = leases
+        self._admission = admission
+        self._door = door
         self._clock = clock
         self._metrics = metrics
         self._timing = timing
@@ -50,28 +62,61 @@ class DriverHub:
 
     async def receive_forever(self) -> None:
         while True:
-            identity, message = await self._link.recv()
+            peer, message = await self._link.recv()
             try:
-                await self.route(identity, message)
+                await self.route(peer, message)
             except Exception:
                 log.exception("handling a %s message failed", type(message).__name__)
+            # A receive that finds a message waiting completes without suspending: yield, so
+            # that a flood on the link cannot starve the gRPC edge or the tick of the loop.
+            await asyncio.sleep(0)
 
-    async def route(self, identity: bytes, message: m.Inbound) -> None:
-        if isinstance(message, m.Hello):
-            old = self._fleet.get(identity)
-            if old is not None:
-                await self._leases.disconnect(old, "said hello again")
-            await self._attestor.on_hello(identity, message)
+    async def route(self, peer: Peer, message: m.Inbound) -> None:
+        if not await self._route_is_its_own(peer):
             return
-        conn = self._fleet.get(identity)
+        if isinstance(message, m.Hello):
+            await self._hello(peer, message)
+            return
+        conn = self._fleet.get(peer)
         if conn is None:
+            self._door.refused(LinkRefusal.HELLO_FIRST, peer.device_id)
             bye = m.Goodbye(
                 reason="unknown connection: send Hello first", code=m.GoodbyeCode.HELLO_FIRST
             )
-            await self._link.send(identity, bye)
+            await self._link.send(peer, bye)
             return
         conn.last_seen = self._clock.now()
         await self._route_known(conn, message)
+
+    async def _route_is_its_own(self, peer: Peer) -> bool:
+        """Drop a stale connection whose routing id `peer` now has; False (refused, counted)
+        when the newcomer's key is another key."""
+        holder = self._fleet.on_route(peer.route)
+        if holder is None or holder.peer == peer:
+            return True
+        await self._leases.disconnect(holder, "a new connection took over its routing id")
+        if holder.peer.key == peer.key:
+            return True  # the same driver reconnected with a routing id of its choosing
+        self._door.refused(LinkRefusal.ROUTE_TAKEN, peer.device_id)
+        bye = m.Goodbye(
+            code=m.GoodbyeCode.WRONG_KEY,
+            reason="this routing id belonged to another driver's connection; reconnect "
+            "without setting a routing id",
+        )
+        await self._link.send(peer, bye)
+        return False
+
+    async def _hello(self, peer: Peer, hello: m.Hello) -> None:
+        old = self._fleet.get(peer)
+        if old is not None:
+            await self._leases.disconnect(old, "said hello again")
+        others = len(self._fleet.for_key(peer.key))
+        refused = self._admission.admit(peer, hello, others)
+        if refused is not None:
+            self._door.refused(refused.reason, peer.device_id)
+            await self._link.send(peer, refused.goodbye)
+            return
+        await self._attestor.on_hello(peer, hello)
 
     async def _route_known(self, conn: DriverConnection, message: m.Inbound) -> None:
         match message:
@@ -97,6 +142,8 @@ class DriverHub:
                 log.exception("periodic maintenance failed; retrying next tick")
 
     async def tick(self) -> None:
+        self._door.socket_refusals(self._link.take_refusals())
+        await self._door.flush()
         now = self._clock.now()
         silence = self._timing.heartbeat_seconds * self._timing.heartbeat_misses
         for conn in self._fleet:
@@ -105,7 +152,7 @@ class DriverHub:
         self._beat += 1
         beat = m.Heartbeat(seq=self._beat)
         for conn in self._fleet:
-            if not await self._link.send(conn.identity, beat):
+            if not await self._link.send(conn.peer, beat):
                 await self._leases.disconnect(conn, "unreachable")
         await self._attestor.maintain(now)
         await self._leases.reap(now)

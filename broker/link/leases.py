@@ -1,7 +1,11 @@
 """The lease lifecycle after a job leaves: started, result (receipt checked before anything is
 stored), failure, a driver lost, a lease expired. Every job write is a compare-and-set, so a
 late message from an old driver, a cancel or another replica can never make a job complete
-twice; a lease that ends without a result gives the job back, up to the retry limit."""
+twice; a lease that ends without a result gives the job back, up to the retry limit.
+
+A message about a lease the connection does not hold, a second answer for one it already
+answered, or one naming its own lease with another job's id, changes nothing: it is counted
+and audited in aggregate by the link door (never one log line each), and the lease stands."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from broker.jobs.result_digests import completed_detail
 from broker.jobs.wakeups import DispatchWakeups
 from broker.link import messages as m
 from broker.link.attestor import Attestor
+from broker.link.door import LinkDoor, LinkRefusal
 from broker.link.fleet import DriverConnection, Fleet
 from broker.link.port import LinkPort
 from broker.link.receipts import contraindicated, receipt_problems
@@ -44,7 +49,9 @@ class LeaseKeeper:
         timing: TimingSettings,
         canary: CanaryRunner,
         wakeups: DispatchWakeups,
+        door: LinkDoor,
     ) -> None:
+        self._door = door
         self._link = link
         self._fleet = fleet
         self._registry = registry
@@ -81,24 +88,31 @@ class LeaseKeeper:
         self._wakeups.kick(job.device_id)
 
     def _leased_job(self, conn: DriverConnection, lease_id: str, job_id: str) -> Job | None:
-        """The job only if this connection holds this lease and names the job it was given."""
+        """The job only if this connection holds this lease and names the job it was given;
+        anything else is refused (counted) and changes nothing."""
         if conn.active_lease != lease_id:
-            log.info(
-                "ignoring a message for lease %s that %s does not hold", lease_id, conn.device_id
-            )
+            answered = lease_id in conn.answered
+            reason = LinkRefusal.DUPLICATE_RESULT if answered else LinkRefusal.LEASE_NOT_HELD
+            self._door.refused(reason, conn.device_id)
             return None
         job = conn.leased
         if job is None or job.job_id != job_id:
-            conn.active_lease, conn.leased = None, None
-            self._wakeups.kick(conn.device_id)
+            self._door.refused(LinkRefusal.WRONG_JOB, conn.device_id)
             return None
         return job
+
+    def _end(self, conn: DriverConnection) -> None:
+        """The connection answered its lease: it holds none now, and remembers this one."""
+        if conn.active_lease is not None:
+            conn.answer(conn.active_lease)
+        conn.active_lease, conn.leased = None, None
 
     def _is_canary(self, conn: DriverConnection, lease_id: str) -> bool:
         return conn.running_canary and conn.active_lease == lease_id
 
     def _end_canary(self, conn: DriverConnection) -> None:
-        conn.active_lease, conn.leased, conn.canary_lease = None, None, None
+        self._end(conn)
+        conn.canary_lease = None
         self._wakeups.kick(conn.device_id)
 
     async def on_started(self, conn: DriverConnection, msg: m.LeaseStarted) -> None:
@@ -118,7 +132,7 @@ class LeaseKeeper:
         job = self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is None:  # not this connection's lease (a late failure for an old one)
             return
-        conn.active_lease, conn.leased = None, None
+        self._end(conn)
         if msg.permanent:
             failed = job.transition(
                 JobState.FAILED, now=self._clock.now(), reason=f"device error: {msg.error}"
@@ -135,7 +149,7 @@ class LeaseKeeper:
         job = self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is None:
             return
-        conn.active_lease, conn.leased = None, None
+        self._end(conn)
         problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
         if problems:
             self._metrics.receipts.labels(conn.device_id, "rejected").inc()
@@ -183,7 +197,7 @@ class LeaseKeeper:
 
     async def disconnect(self, conn: DriverConnection, cause: str) -> None:
         """Forget a driver; its lease, if any, goes back to the queue at once."""
-        if self._fleet.remove(conn.identity) is None:
+        if self._fleet.remove(conn.peer) is None:
             return
         self._metrics.drivers.labels(conn.device_id).dec()
         log.warning("driver for %s lost: %s", conn.device_id, cause)
@@ -218,4 +232,4 @@ class LeaseKeeper:
         """Tell the driver holding this lease to drop it (its job was cancelled)."""
         conn = self._fleet.holding(lease_id)
         if conn is not None:
-            await self._link.send(conn.identity, m.LeaseCancel(lease_id=lease_id))
+            await self._link.send(conn.peer, m.LeaseCancel(lease_id=lease_id))

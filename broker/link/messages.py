@@ -18,6 +18,9 @@ class GoodbyeCode(enum.Enum):
     HELLO_FIRST = "HELLO_FIRST"  # a message came before Hello
     REVOKED = "REVOKED"  # the device's certificate was revoked
     SHUTTING_DOWN = "SHUTTING_DOWN"  # the sender is going away
+    WRONG_KEY = "WRONG_KEY"  # the link key is not authorised for that device; fatal
+    TOO_MANY_HELLOS = "TOO_MANY_HELLOS"  # the link key said Hello too often; wait
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"  # the link key holds its most connections
 
 
 # --- driver -> broker -----------------------------------------------------------------------

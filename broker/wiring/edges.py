@@ -26,8 +26,10 @@ from broker.jobs.service import JobService
 from broker.jobs.session_service import SessionService
 from broker.jobs.submit import Submission, SubmitDeps
 from broker.jobs.views import JobViews
+from broker.link.admission import HelloAdmission
 from broker.link.attestor import Attestor
 from broker.link.dispatcher import Dispatcher
+from broker.link.door import LinkDoor
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
 from broker.scrape.gate import ScrapeGate
@@ -36,6 +38,12 @@ from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Ser
 
 def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
     clock, metrics, timing = base.clock, base.metrics, base.settings.timing
+    door = LinkDoor(
+        audit=r.audit,
+        metrics=metrics,
+        clock=clock,
+        window_seconds=timing.link_refusal_audit_seconds,
+    )
     attestor = Attestor(
         link=base.link,
         fleet=j.fleet,
@@ -62,6 +70,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         timing=timing,
         canary=canary,
         wakeups=r.wakeups,
+        door=door,
     )
     dispatcher = Dispatcher(
         link=base.link,
@@ -107,6 +116,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         fleet=j.fleet,
         attestor=attestor,
         leases=leases,
+        admission=HelloAdmission(timing=timing, clock=clock),
+        door=door,
         clock=clock,
         metrics=metrics,
         timing=timing,
@@ -127,6 +138,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         leases=leases,
         dispatcher=dispatcher,
         hub=hub,
+        door=door,
         signer=signer,
         gauges=gauges,
     )

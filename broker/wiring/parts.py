@@ -46,6 +46,7 @@ from broker.jobs.wakeups import DispatchWakeups
 from broker.jobs.watch import JobWatchers
 from broker.link.attestor import Attestor
 from broker.link.dispatcher import Dispatcher
+from broker.link.door import LinkDoor
 from broker.link.fleet import Fleet
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
@@ -114,6 +115,7 @@ class LinkParts:
     leases: LeaseKeeper
     dispatcher: Dispatcher
     hub: DriverHub
+    door: LinkDoor
     signer: CheckpointSigner
     gauges: DeviceGauges
 

@@ -98,6 +98,7 @@ def _report_json(r: UpgradeReport) -> dict[str, object]:
         "devices": [{"file": x.path, "name": x.name, "serial": x.serial} for x in r.devices],
         "skipped": list(r.skipped),
         "register_devices": [_register_command(r, d) for d in r.registrations],
+        "link_keys": [{"file": f, "device_id": d} for f, d in r.link_keys],
     }
 
 
@@ -109,7 +110,22 @@ def _register_command(r: UpgradeReport, d: DeviceRegistration) -> str:
     )
 
 
+def _link_keys_text(r: UpgradeReport) -> str:
+    named = ", ".join(f"{f} -> {d}" for f, d in r.link_keys) or "none"
+    return f"  driver link keys now authorised for one device each: {named}"
+
+
 def _report_text(r: UpgradeReport) -> str:
+    if r.link_keys_only:
+        return "\n".join(
+            [
+                f"upgraded the driver link keys of {r.root}",
+                f"  copies of the old files:  {r.backup}",
+                _link_keys_text(r),
+                *(f"  left as it was: {s}" for s in r.skipped),
+                "Next: reload the broker (SIGHUP) or restart it; the drivers need no change.",
+            ]
+        )
     lines = [
         f"upgraded facility {r.root} (facility id {r.facility_id})",
         f"  copies of the old files:  {r.backup}",
@@ -117,6 +133,7 @@ def _report_text(r: UpgradeReport) -> str:
         f"  CA keys (root and both):  {r.offline_ca}",
         f"  principals issued again:  {', '.join(x.name for x in r.principals) or 'none'}",
         f"  devices issued again:     {', '.join(x.name for x in r.devices) or 'none'}",
+        _link_keys_text(r),
         *(f"  left as it was: {s}" for s in r.skipped),
         "The old certificates no longer work; the new ones are in place (same keys, same "
         "profiles). Next:",

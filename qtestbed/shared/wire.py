@@ -17,6 +17,9 @@ from qtestbed.v1 import jobs_pb2
 # Trailing metadata of a refused call: the policy or rule that refused it.
 RULE_ID_METADATA = "qtestbed-rule-id"
 
+# What a sealed lease grant's box is for (authenticated with it, so no other box opens as one).
+LEASE_GRANT_SEAL_CONTEXT = b"qtestbed.v1.LeaseGrant"
+
 _FORMAT_TO_PROTO: Mapping[CircuitFormat, jobs_pb2.CircuitFormat.ValueType] = {
     CircuitFormat.OPENQASM2: jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,
     CircuitFormat.OPENQASM3: jobs_pb2.CIRCUIT_FORMAT_OPENQASM3,

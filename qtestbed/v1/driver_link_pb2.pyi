@@ -36,6 +36,14 @@ class _GoodbyeCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GoodbyeCo
     """Broker -> driver: the device's certificate was revoked; reconnecting will not help."""
     GOODBYE_CODE_SHUTTING_DOWN: _GoodbyeCode.ValueType  # 4
     """Either way: the sender is shutting down."""
+    GOODBYE_CODE_WRONG_KEY: _GoodbyeCode.ValueType  # 5
+    """Broker -> driver: this link key is not authorised for the device the Hello named (or its
+    routing id is another key's); reconnecting with the same key will not help.
+    """
+    GOODBYE_CODE_TOO_MANY_HELLOS: _GoodbyeCode.ValueType  # 6
+    """Broker -> driver: this link key said Hello too often; wait before saying it again."""
+    GOODBYE_CODE_TOO_MANY_CONNECTIONS: _GoodbyeCode.ValueType  # 7
+    """Broker -> driver: this link key holds as many connections as it may; close one first."""
 
 class GoodbyeCode(_GoodbyeCode, metaclass=_GoodbyeCodeEnumTypeWrapper):
     """Why a Goodbye was sent, so the other end acts on a code rather than on words."""
@@ -49,6 +57,14 @@ GOODBYE_CODE_REVOKED: GoodbyeCode.ValueType  # 3
 """Broker -> driver: the device's certificate was revoked; reconnecting will not help."""
 GOODBYE_CODE_SHUTTING_DOWN: GoodbyeCode.ValueType  # 4
 """Either way: the sender is shutting down."""
+GOODBYE_CODE_WRONG_KEY: GoodbyeCode.ValueType  # 5
+"""Broker -> driver: this link key is not authorised for the device the Hello named (or its
+routing id is another key's); reconnecting with the same key will not help.
+"""
+GOODBYE_CODE_TOO_MANY_HELLOS: GoodbyeCode.ValueType  # 6
+"""Broker -> driver: this link key said Hello too often; wait before saying it again."""
+GOODBYE_CODE_TOO_MANY_CONNECTIONS: GoodbyeCode.ValueType  # 7
+"""Broker -> driver: this link key holds as many connections as it may; close one first."""
 Global___GoodbyeCode: _TypeAlias = GoodbyeCode  # noqa: Y015
 
 @_typing.final
@@ -264,7 +280,10 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
 class LeaseGrant(_message.Message):
-    """Broker -> driver: run this job under this lease."""
+    """Broker -> driver: run this job under this lease. The broker sends only `sealed`: the grant
+    itself (a serialized LeaseGrant with every other field set) sealed to the CurveZMQ public
+    key of the connection it is for, so that nobody else who receives it can read it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -276,6 +295,7 @@ class LeaseGrant(_message.Message):
     SHOTS_FIELD_NUMBER: _builtins.int
     DISPATCH_NONCE_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    SEALED_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     job_id: _builtins.str
     circuit_format: _jobs_pb2.CircuitFormat.ValueType
@@ -284,6 +304,8 @@ class LeaseGrant(_message.Message):
     shots: _builtins.int
     dispatch_nonce: _builtins.bytes
     lease_seconds: _builtins.float
+    @_builtins.property
+    def sealed(self) -> Global___Sealed: ...
     def __init__(
         self,
         *,
@@ -295,14 +317,44 @@ class LeaseGrant(_message.Message):
         shots: _builtins.int = ...,
         dispatch_nonce: _builtins.bytes = ...,
         lease_seconds: _builtins.float = ...,
+        sealed: Global___Sealed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sealed", b"sealed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_digest", b"circuit_digest", "circuit_format", b"circuit_format", "circuit_payload", b"circuit_payload", "dispatch_nonce", b"dispatch_nonce", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_digest", b"circuit_digest", "circuit_format", b"circuit_format", "circuit_payload", b"circuit_payload", "dispatch_nonce", b"dispatch_nonce", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "sealed", b"sealed", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaseGrant: _TypeAlias = LeaseGrant  # noqa: Y015
+
+@_typing.final
+class Sealed(_message.Message):
+    """A sealed box: X25519 with an ephemeral key, HKDF-SHA256, ChaCha20-Poly1305
+    (attestation/sealing.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPHEMERAL_PUBLIC_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    ephemeral_public: _builtins.bytes
+    nonce: _builtins.bytes
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        ephemeral_public: _builtins.bytes = ...,
+        nonce: _builtins.bytes = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "ephemeral_public", b"ephemeral_public", "nonce", b"nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sealed: _TypeAlias = Sealed  # noqa: Y015
 
 @_typing.final
 class LeaseStarted(_message.Message):

@@ -1,11 +1,14 @@
 """One driver-link contract, run against the ZeroMQ socket (CurveZMQ on 127.0.0.1) and the
-fake link the unit tests use: what a driver says arrives as a domain message with the identity
-of its connection, an answer to that identity reaches that driver and no other, and a send to a
-connection that is gone says so."""
+fake link the unit tests use: what a driver says arrives as a domain message with the peer of
+its connection (its proved link key and the device that key is authorised for), an answer to
+that peer reaches that driver and no other, a lease grant is sealed so that only that peer's
+key opens it, a send to a connection that is gone says so, and what the link refuses before a
+message exists is counted by reason."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,48 +17,78 @@ from typing import Any, Protocol
 import pytest
 import zmq
 import zmq.asyncio
+from zmq.utils import z85
 
+from attestation.sealing import Sealed, SealError, open_sealed
+from broker.jobs.model import Circuit
 from broker.link import codec
 from broker.link import messages as m
-from broker.link.fake import FakeLink
+from broker.link.fake import FakeLink, make_peer, reconnect
+from broker.link.peer import Peer
 from broker.link.port import LinkPort
 from broker.link.socket import DriverLink
-from qtestbed.shared.linkkeys import authorize_client, configure_client, create_keypair
+from qtestbed.shared.circuits import CircuitFormat
+from qtestbed.shared.linkkeys import (
+    authorize_client,
+    configure_client,
+    create_keypair,
+    load_keypair,
+)
+from qtestbed.shared.wire import LEASE_GRANT_SEAL_CONTEXT
 from qtestbed.v1 import driver_link_pb2 as pb
 
 
-class Peer(Protocol):
-    """One driver's end of the link."""
+class Driver(Protocol):
+    """One driver's end of the link, holding a link key authorised for one device."""
+
+    public: str  # its Z85 link public key
+    secret: bytes  # its raw Curve25519 secret key
 
     async def hello(self, device_id: str) -> None: ...
 
     async def heard(self) -> pb.LinkMessage: ...
 
+    async def garbage(self) -> None: ...
+
     async def vanish(self) -> None: ...
+
+    async def reconnect(self) -> None:
+        """A new connection with the same key and the same routing id."""
 
 
 class Pair(Protocol):
     link: LinkPort
 
-    async def peer(self) -> Peer: ...
+    async def peer(self, device_id: str = "dev-a") -> Driver: ...
+
+    async def stranger(self) -> None:
+        """Try to connect with a key nobody authorised."""
 
     async def close(self) -> None: ...
 
 
 class _FakePeer:
-    def __init__(self, link: FakeLink) -> None:
+    def __init__(self, link: FakeLink, device_id: str) -> None:
         self.link = link
-        self.identity = uuid.uuid4().bytes
+        self.peer, secret = make_peer(device_id, uuid.uuid4().bytes)
+        self.public = self.peer.key
+        self.secret = z85.decode(secret)
 
     async def hello(self, device_id: str) -> None:
-        self.link.deliver(self.identity, _hello(device_id))
+        self.link.deliver(self.peer, _hello(device_id))
 
     async def heard(self) -> pb.LinkMessage:
-        [message] = self.link.take(self.identity)
-        return _as_frame(message)
+        [message] = self.link.take(self.peer)
+        return _as_frame(message, self.peer)
+
+    async def garbage(self) -> None:
+        self.link.refuse("malformed_frame")
 
     async def vanish(self) -> None:
-        self.link.drop(self.identity)
+        self.link.drop(self.peer)
+
+    async def reconnect(self) -> None:
+        self.peer = reconnect(self.peer)
 
 
 class _FakePair:
@@ -63,8 +96,11 @@ class _FakePair:
         self.fake = FakeLink()
         self.link: LinkPort = self.fake
 
-    async def peer(self) -> Peer:
-        return _FakePeer(self.fake)
+    async def peer(self, device_id: str = "dev-a") -> Driver:
+        return _FakePeer(self.fake, device_id)
+
+    async def stranger(self) -> None:
+        self.fake.refuse("unknown_key")
 
     async def close(self) -> None:
         return None
@@ -72,10 +108,28 @@ class _FakePair:
 
 class _ZmqPeer:
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, secret: Path, broker: Path) -> None:
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        configure_client(self.sock, secret, broker)
-        self.sock.connect(endpoint)
+        public, secret_z85 = load_keypair(secret)
+        self.public = public.decode("ascii")
+        self.secret = z85.decode(secret_z85)
+        self._connect = (ctx, endpoint, secret, broker)
+        self.route = uuid.uuid4().bytes
+        self.sock = self._socket()
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        ctx, endpoint, secret, broker = self._connect
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, self.route)
+        configure_client(sock, secret, broker)
+        sock.connect(endpoint)
+        return sock
+
+    async def reconnect(self) -> None:
+        self.sock.close(linger=0)
+        self.sock = self._socket()
+
+    async def garbage(self) -> None:
+        await self.sock.send(b"\xff\xff not a LinkMessage")
 
     async def hello(self, device_id: str) -> None:
         frame = pb.LinkMessage(hello=pb.Hello(device_id=device_id, num_qubits=5))
@@ -101,13 +155,19 @@ class _ZmqPair:
         self.ctx = zmq.asyncio.Context()
         self.peers: list[_ZmqPeer] = []
 
-    async def peer(self) -> Peer:
+    async def peer(self, device_id: str = "dev-a") -> Driver:
         public, secret = create_keypair(self.keys, f"driver-{uuid.uuid4().hex[:8]}")
-        authorize_client(public, self.keys / "clients")
+        authorize_client(public, self.keys / "clients", device_id=device_id)
         self.socket.reload_clients()  # authorised before it connects
         peer = _ZmqPeer(self.ctx, self.socket.endpoint, secret, self.keys / "broker.key")
         self.peers.append(peer)
         return peer
+
+    async def stranger(self) -> None:
+        _public, secret = create_keypair(self.keys / "strangers", "stranger")
+        peer = _ZmqPeer(self.ctx, self.socket.endpoint, secret, self.keys / "broker.key")
+        self.peers.append(peer)
+        await peer.hello("dev-a")
 
     async def close(self) -> None:
         for peer in self.peers:
@@ -128,10 +188,10 @@ def _hello(device_id: str) -> m.Hello:
     )
 
 
-def _as_frame(message: m.Outbound) -> pb.LinkMessage:
-    """What the fake link holds, as the frame the socket would have carried."""
+def _as_frame(message: m.Outbound, peer: Peer) -> pb.LinkMessage:
+    """What the fake link holds, as the frame the socket would have carried to `peer`."""
     frame = pb.LinkMessage()
-    frame.ParseFromString(codec.encode(message))
+    frame.ParseFromString(codec.encode(message, recipient=peer.public_key))
     return frame
 
 
@@ -144,12 +204,12 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         await made.close()
 
 
-async def _received(link: LinkPort) -> tuple[bytes, m.Inbound]:
+async def _received(link: LinkPort) -> tuple[Peer, m.Inbound]:
     return await asyncio.wait_for(link.recv(), timeout=10)
 
 
-async def test_what_a_driver_says_arrives_as_a_message_with_its_identity(pair: Pair) -> None:
-    first, second = await pair.peer(), await pair.peer()
+async def test_what_a_driver_says_arrives_as_a_message_with_its_peer(pair: Pair) -> None:
+    first, second = await pair.peer("dev-a"), await pair.peer("dev-b")
     await first.hello("dev-a")
     who_a, said_a = await _received(pair.link)
     await second.hello("dev-b")
@@ -158,10 +218,95 @@ async def test_what_a_driver_says_arrives_as_a_message_with_its_identity(pair: P
     assert isinstance(said_b, m.Hello)
     assert (said_a.device_id, said_b.device_id) == ("dev-a", "dev-b")
     assert who_a != who_b
+    # The peer is the key the handshake proved and the device that key is authorised for.
+    assert (who_a.key, who_a.device_id) == (first.public, "dev-a")
+    assert (who_b.key, who_b.device_id) == (second.public, "dev-b")
+
+
+async def test_a_new_connection_on_the_same_route_is_a_new_peer(pair: Pair) -> None:
+    driver = await pair.peer("dev-a")
+    await driver.hello("dev-a")
+    before, _ = await _received(pair.link)
+    await driver.reconnect()
+
+    async def next_peer() -> Peer:
+        # ZeroMQ admits the new connection on the routing id once it has seen the old one close.
+        for _ in range(100):
+            await driver.hello("dev-a")
+            with contextlib.suppress(TimeoutError):
+                who, _ = await asyncio.wait_for(pair.link.recv(), timeout=0.2)
+                if who != before:
+                    return who
+        raise AssertionError("no Hello arrived from the new connection")
+
+    after = await next_peer()
+    assert (after.key, after.route, after.device_id) == (before.key, before.route, "dev-a")
+    assert after.connection != before.connection
+
+
+async def test_the_device_comes_from_the_key_never_from_the_hello(pair: Pair) -> None:
+    driver = await pair.peer("dev-a")
+    await driver.hello("dev-b")
+    who, said = await _received(pair.link)
+    assert isinstance(said, m.Hello)
+    assert said.device_id == "dev-b"  # what it claimed, for the hub to refuse
+    assert who.device_id == "dev-a"  # what its key is authorised for
+
+
+async def test_a_lease_grant_opens_only_with_the_key_it_was_sent_to(pair: Pair) -> None:
+    first, second = await pair.peer(), await pair.peer()
+    await first.hello("dev-a")
+    who, _ = await _received(pair.link)
+    circuit = Circuit(
+        format=CircuitFormat.OPENQASM2, payload=b"secret circuit", digest="d", num_qubits=1, depth=1
+    )
+    grant = m.LeaseGrant(
+        lease_id="lease-1",
+        job_id="job-1",
+        circuit=circuit,
+        shots=10,
+        dispatch_nonce=b"n" * 32,
+        lease_seconds=60.0,
+    )
+    assert await pair.link.send(who, grant)
+    heard = (await first.heard()).lease
+    assert heard.circuit_payload == b""  # nothing readable outside the sealed box
+    box = Sealed(
+        ephemeral_public=heard.sealed.ephemeral_public,
+        nonce=heard.sealed.nonce,
+        ciphertext=heard.sealed.ciphertext,
+    )
+    inner = pb.LeaseGrant()
+    inner.ParseFromString(open_sealed(first.secret, box, context=LEASE_GRANT_SEAL_CONTEXT))
+    assert (inner.lease_id, inner.circuit_payload) == ("lease-1", b"secret circuit")
+    with pytest.raises(SealError):
+        open_sealed(second.secret, box, context=LEASE_GRANT_SEAL_CONTEXT)
+
+
+async def test_what_the_link_refuses_is_counted_by_reason(pair: Pair) -> None:
+    driver = await pair.peer()
+    await driver.garbage()
+    await pair.stranger()
+    await driver.hello("dev-a")
+    await _received(pair.link)  # the garbage before it was dropped, not passed on
+
+    async def counted() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for _ in range(500):  # the handshake is refused asynchronously
+            for reason, count in pair.link.take_refusals().items():
+                total[reason] = total.get(reason, 0) + count
+            if total.get("unknown_key"):
+                return total
+            await asyncio.sleep(0.01)
+        return total
+
+    total = await counted()
+    assert total.get("malformed_frame") == 1
+    assert total.get("unknown_key", 0) >= 1
 
 
 async def test_an_answer_reaches_the_driver_it_was_sent_to(pair: Pair) -> None:
-    first, second = await pair.peer(), await pair.peer()
+    first, second = await pair.peer("dev-a"), await pair.peer("dev-b")
     await first.hello("dev-a")
     who_a, _ = await _received(pair.link)
     await second.hello("dev-b")

@@ -48,8 +48,11 @@ class LinkEndpoint:
     secret_key: Path
     broker_key: Path
 
-    def connect(self, sock: zmq.Socket[bytes]) -> None:
+    def connect(self, sock: zmq.Socket[bytes], *, route: bytes | None = None) -> None:
+        """Connect `sock` with this key; `route` chooses its routing id, as any peer may."""
         configure_client(sock, self.secret_key, self.broker_key)
+        if route is not None:
+            sock.setsockopt(zmq.ROUTING_ID, route)
         sock.connect(self.address)
 
 
@@ -64,6 +67,7 @@ class Attester:
         chain: bytes,
         key: SigningKey,
         measurements: Measurements,
+        route: bytes | None = None,
     ) -> None:
         self.device_id = device_id
         self.key = key
@@ -74,7 +78,7 @@ class Attester:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 1000)  # so the Goodbye of close() is delivered
-        endpoint.connect(self._sock)
+        endpoint.connect(self._sock, route=route)
         self._last_sent = 0.0
         self._closed = False
         hello = link_pb.Hello(
@@ -151,6 +155,14 @@ class Attester:
         self.keep_alive_until(
             lambda: self.heartbeats >= target, timeout=timeout, what=f"{count} broker ticks"
         )
+
+    def vanish(self) -> None:
+        """Drop the connection without a Goodbye, the way a crashed driver does."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close(linger=0)
+        self._ctx.term()
 
     def close(self) -> None:
         if self._closed:

@@ -15,6 +15,7 @@ from attestation.pki import cert_from_pem, cert_to_pem, device_uri, issue_certif
 from drivers.config import load_driver_config
 from drivers.measure import measure
 from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.shared.linkkeys import authorize_client, create_keypair
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import admin_pb2, devices_pb2, jobs_pb2
 from tests.integration.attester import Attester, LinkEndpoint
@@ -51,6 +52,8 @@ class Lab:
         self.alice = facility.client("alice")
         self.olivia = facility.client("olivia")
         config = load_driver_config(facility.root / "drivers" / f"{DEVICE}.toml")
+        self.address = address
+        self.broker_key = config.broker_link_key
         self.endpoint = LinkEndpoint(
             address=address, secret_key=config.link_secret_key, broker_key=config.broker_link_key
         )
@@ -62,6 +65,21 @@ class Lab:
         self.job: jobs_pb2.Job | None = None
         self._attesters: list[Attester] = []
 
+    def link_key_for(self, device_id: str, name: str = "link") -> LinkEndpoint:
+        """The driver link with a link key authorised for `device_id`: the facility's own for
+        its devices; for any other device or `name`, a new key, authorised now (the broker
+        reloads its keys)."""
+        root = self.facility.root
+        secret = root / "drivers" / f"{device_id}-{name}.key_secret"
+        if not secret.exists():
+            public, secret = create_keypair(root / "drivers", f"{device_id}-{name}")
+            authorize_client(public, root / "link" / "clients", device_id=device_id)
+            embedded = self.facility.embedded
+            assert embedded is not None
+            assert embedded.broker is not None
+            assert embedded.run(embedded.broker.reload())
+        return LinkEndpoint(address=self.address, secret_key=secret, broker_key=self.broker_key)
+
     def attester(
         self,
         *,
@@ -69,14 +87,18 @@ class Lab:
         chain: bytes | None = None,
         key: SigningKey | None = None,
         measurements: Measurements | None = None,
+        endpoint: LinkEndpoint | None = None,
+        route: bytes | None = None,
     ) -> Attester:
-        """A connection that has said Hello; it signs with the device's own key by default."""
+        """A connection that has said Hello, with the link key authorised for `device_id`
+        unless `endpoint` says otherwise; it signs with the device's own key by default."""
         attester = Attester(
-            self.endpoint,
+            endpoint or self.link_key_for(device_id),
             device_id=device_id,
             chain=self.chain if chain is None else chain,
             key=key or self.device_key,
             measurements=measurements or self.measurements,
+            route=route,
         )
         self._attesters.append(attester)
         return attester

@@ -104,6 +104,17 @@ def revoked_certificate(lab: Lab) -> Exchange:
 
 
 def replayed_nonce(lab: Lab) -> Exchange:
+    attester = lab.attester()
+    recorded = attester.evidence(attester.challenge())
+    assert attester.answer(recorded).affirming
+    replayed = attester.answer(recorded)  # the same answer again, on the same connection
+    lab.queue_job()  # only now: the affirmed connection would have run it
+    return attester, replayed
+
+
+def replayed_on_a_new_connection(lab: Lab) -> Exchange:
+    """Evidence recorded on a connection that has gone, replayed on a new one: its nonce was
+    never issued to the new connection."""
     first = lab.attester()
     recorded = first.evidence(first.challenge())
     assert first.answer(recorded).affirming
@@ -113,6 +124,15 @@ def replayed_nonce(lab: Lab) -> Exchange:
     second = lab.attester()
     second.challenge()
     return second, second.answer(recorded)
+
+
+def other_connections_nonce(lab: Lab) -> Exchange:
+    """A second connection answers the first one's challenge: that nonce is not its own."""
+    first = lab.attester()
+    nonce = first.challenge()
+    second = lab.attester()
+    second.challenge()
+    return second, second.answer(second.evidence(nonce))
 
 
 def unknown_nonce(lab: Lab) -> Exchange:
@@ -231,8 +251,21 @@ SHARED_CASES = [
     Case(id="other-ca", codes=("CERT_UNTRUSTED", *IMPOSTOR), run=other_ca),
     Case(id="expired-certificate", codes=("CERT_EXPIRED", *IMPOSTOR), run=expired_certificate),
     Case(id="future-certificate", codes=("CERT_NOT_YET_VALID", *IMPOSTOR), run=future_certificate),
-    Case(id="replayed-nonce", codes=("NONCE_REPLAYED",), run=replayed_nonce, queues_job=True),
+    # The same answer again on its connection: its counter has not moved on either.
+    Case(
+        id="replayed-nonce",
+        codes=("NONCE_REPLAYED", "COUNTER_REGRESSED"),
+        run=replayed_nonce,
+        queues_job=True,
+    ),
+    Case(
+        id="replayed-on-a-new-connection",
+        codes=("NONCE_UNKNOWN",),
+        run=replayed_on_a_new_connection,
+        queues_job=True,
+    ),
     Case(id="unknown-nonce", codes=("NONCE_UNKNOWN",), run=unknown_nonce),
+    Case(id="other-connections-nonce", codes=("NONCE_UNKNOWN",), run=other_connections_nonce),
     Case(id="expired-nonce", codes=("NONCE_EXPIRED",), run=expired_nonce),
     Case(id="tampered-payload", codes=IMPOSTOR, run=tampered_payload),
     Case(id="tampered-signature", codes=IMPOSTOR, run=tampered_signature),

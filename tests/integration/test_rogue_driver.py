@@ -14,9 +14,10 @@ from attestation.evidence import EvidenceClaims, make_evidence
 from attestation.keys import load_private_key
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from drivers.config import load_driver_config
+from drivers.grants import open_grant
 from drivers.measure import measure
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.shared.linkkeys import configure_client
+from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import driver_link_pb2 as link_pb
 from qtestbed.v1 import jobs_pb2
@@ -85,7 +86,9 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
     evidence = link_pb.LinkMessage(evidence=link_pb.EvidenceMessage(envelope=envelope.to_json()))
     verdict = _exchange(dealer, evidence, "verdict").verdict
     assert verdict.affirming, list(verdict.reasons)
-    grant = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
+    sealed = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
+    _public, link_secret = load_keypair(config.link_secret_key)  # it holds the link key too
+    grant = open_grant(sealed, link_secret)
     assert grant.job_id == job.job_id
     honest = {"000": 100}
     receipt = sign_receipt(

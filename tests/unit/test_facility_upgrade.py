@@ -23,7 +23,8 @@ from qtestbed.facility_init import init_facility
 from qtestbed.facility_reissue import with_client_ca, with_facility_id
 from qtestbed.facility_upgrade import UpgradeError, upgrade_facility
 from qtestbed.shared.identity import principal_uri
-from tests.old_facility import make_old_style
+from qtestbed.shared.linkkeys import authorised_keys, create_keypair
+from tests.old_facility import forget_link_key_devices, make_old_style
 
 
 def now() -> dt.datetime:
@@ -123,9 +124,17 @@ def test_old_files_are_kept_and_no_private_key_changes(old: Path) -> None:
     assert "users/alice.pem" in kept
     assert "devices/sim-open.pem" in kept
     assert all(before[name] == digest for name, digest in kept.items())
-    assert not [name for name in kept if name.endswith(".key")]
+    # Authorised link keys are public keys (they gain the device they are for); no private one.
+    public = "link/clients/"
+    assert not [name for name in kept if name.endswith(".key") and not name.startswith(public)]
     after = digests(old)
-    keys = [name for name in before if name.endswith(".key") and name != "ca/ca.key"]
+    keys = [
+        name
+        for name in before
+        if name.endswith((".key", ".key_secret"))
+        and not name.startswith(public)
+        and name != "ca/ca.key"
+    ]
     assert all(after[name] == before[name] for name in keys)
     # The CA keys are outside the facility folder, the root key moved there unchanged.
     assert not [name for name in after if name.startswith("ca/") and name.endswith(".key")]
@@ -144,6 +153,46 @@ def test_a_second_upgrade_refuses_and_changes_nothing(old: Path) -> None:
     with pytest.raises(UpgradeError, match="already upgraded"):
         upgrade_facility(old, now=now())
     assert digests(old) == after
+
+
+def test_each_authorised_link_key_gets_the_one_device_it_is_for(old: Path) -> None:
+    clients = old / "link" / "clients"
+    assert authorised_keys(clients).devices == {}  # an old key authorises nothing today
+    report = upgrade_facility(old, now=now())
+    assert sorted(report.link_keys) == [
+        ("sim-open-link.key", "sim-open"),
+        ("sim-restricted-link.key", "sim-restricted"),
+    ]
+    keys = authorised_keys(clients)
+    assert sorted(keys.devices.values()) == ["sim-open", "sim-restricted"]
+    assert keys.unusable == ()
+    assert (report.backup / "link" / "clients" / "sim-open-link.key").exists()
+
+
+def test_a_link_key_no_driver_uses_is_left_and_reported(old: Path) -> None:
+    public, _secret = create_keypair(old / "elsewhere", "unknown")
+    (old / "link" / "clients" / "unknown.key").write_bytes(public.read_bytes())
+    report = upgrade_facility(old, now=now())
+    assert any(s.startswith("link/clients/unknown.key: no drivers/*.toml") for s in report.skipped)
+    assert "unknown.key" in authorised_keys(old / "link" / "clients").unusable
+
+
+def test_an_upgraded_facility_whose_link_keys_name_no_device_gets_only_that(
+    old: Path,
+) -> None:
+    upgrade_facility(old, now=now())
+    forget_link_key_devices(old)  # upgraded before link keys named their device
+    settings = digests(old)
+    report = upgrade_facility(old, now=now() + dt.timedelta(seconds=1))
+    assert report.link_keys_only
+    assert len(report.link_keys) == 2
+    changed = {k for k, v in digests(old).items() if settings.get(k) != v}
+    assert {k for k in changed if not k.startswith("pre-upgrade-")} == {
+        "link/clients/sim-open-link.key",
+        "link/clients/sim-restricted-link.key",
+    }
+    with pytest.raises(UpgradeError, match="already upgraded"):
+        upgrade_facility(old, now=now() + dt.timedelta(seconds=2))
 
 
 def test_an_interrupted_upgrade_is_named(old: Path) -> None:

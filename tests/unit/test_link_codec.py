@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import zmq
+from zmq.utils import z85
 
 from broker.jobs.model import Circuit
 from broker.link import codec
 from broker.link import messages as m
+from drivers.grants import GrantError, open_grant
 from qtestbed.shared.circuits import CircuitFormat
 from qtestbed.v1 import devices_pb2, jobs_pb2
 from qtestbed.v1 import driver_link_pb2 as pb
@@ -68,7 +71,8 @@ def test_a_goodbye_code_from_a_newer_peer_reads_as_unspecified() -> None:
     assert decoded == m.Goodbye(reason="?", code=m.GoodbyeCode.UNSPECIFIED)
 
 
-def test_a_lease_grant_carries_the_circuit_in_its_wire_format() -> None:
+def test_a_lease_grant_carries_the_circuit_sealed_to_the_recipient_in_its_wire_format() -> None:
+    public, secret = zmq.curve_keypair()
     circuit = Circuit(
         format=CircuitFormat.OPENQASM3,
         payload=b"OPENQASM 3;",
@@ -85,9 +89,17 @@ def test_a_lease_grant_carries_the_circuit_in_its_wire_format() -> None:
         lease_seconds=5,
     )
     frame = pb.LinkMessage()
-    frame.ParseFromString(codec.encode(grant))
-    assert frame.lease.circuit_format == jobs_pb2.CIRCUIT_FORMAT_OPENQASM3
-    assert (frame.lease.circuit_payload, frame.lease.shots) == (b"OPENQASM 3;", 9)
+    frame.ParseFromString(codec.encode(grant, recipient=z85.decode(public)))
+    assert b"OPENQASM 3;" not in frame.SerializeToString()  # only the recipient reads it
+    opened = open_grant(frame.lease, secret)
+    assert opened.circuit_format == jobs_pb2.CIRCUIT_FORMAT_OPENQASM3
+    assert (opened.circuit_payload, opened.shots) == (b"OPENQASM 3;", 9)
+    other_public, other_secret = zmq.curve_keypair()
+    with pytest.raises(GrantError, match="does not open"):
+        open_grant(frame.lease, other_secret)
+    with pytest.raises(GrantError, match="not sealed"):
+        open_grant(opened, secret)
     bye = pb.LinkMessage()
-    bye.ParseFromString(codec.encode(m.Goodbye(reason="r", code=m.GoodbyeCode.REVOKED)))
+    goodbye = m.Goodbye(reason="r", code=m.GoodbyeCode.REVOKED)
+    bye.ParseFromString(codec.encode(goodbye, recipient=z85.decode(other_public)))
     assert bye.goodbye.code == pb.GOODBYE_CODE_REVOKED

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.settings import SettingsError, load_settings
+from broker.settings import SettingsError, TimingSettings, load_settings
 
 _REQUIRED = """
 facility = "facility.toml"
@@ -36,3 +36,17 @@ def test_a_relative_sqlite_path_is_relative_to_the_settings_file(tmp_path: Path)
     settings = load_settings(_settings(tmp_path, "sqlite:state/broker.db"))
     assert settings.store == f"sqlite://{tmp_path / 'state' / 'broker.db'}"
     assert settings.facility == tmp_path / "facility.toml"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("hello_burst", 0),
+        ("connections_per_key", 0),
+        ("nonces_per_connection", 0),
+        ("hello_every_seconds", 0.0),
+    ],
+)
+def test_link_limits_cannot_be_switched_off(key: str, value: float) -> None:
+    with pytest.raises(SettingsError, match=key):
+        TimingSettings(**{key: value})  # type: ignore[arg-type]

@@ -34,8 +34,9 @@ from broker.jobs.circuits import InProcessDecoder
 from broker.jobs.model import Job
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
-from broker.link.fake import FakeLink
+from broker.link.fake import FakeLink, make_peer
 from broker.link.fleet import DriverConnection
+from broker.link.peer import Peer
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import DEFAULT_POLICIES, PolicyEngine
 from broker.policy.export_control import DEFAULT_PROFILE, load_profile
@@ -194,8 +195,9 @@ class Core:
         self.devices[device_id] = kit
         return kit
 
-    def driver(self, device_id: str = "dev-open") -> Driver:
-        return Driver(self, self.devices[device_id])
+    def driver(self, device_id: str = "dev-open", *, peer: Peer | None = None) -> Driver:
+        """A new connection of the device; `peer` plays one with a chosen key and route."""
+        return Driver(self, self.devices[device_id], peer)
 
     async def pump(self) -> None:
         """Let the dispatcher fill every device it was asked to look at (as its task would)."""
@@ -208,19 +210,19 @@ class Core:
 class Driver:
     """One driver connection, played by the test: it speaks through the hub's router."""
 
-    def __init__(self, core: Core, kit: DeviceKit) -> None:
+    def __init__(self, core: Core, kit: DeviceKit, peer: Peer | None = None) -> None:
         self.core = core
         self.kit = kit
-        self.identity = uuid.uuid4().bytes
+        self.peer, self.link_secret = (peer, b"") if peer else make_peer(kit.device_id)
         self.boot_epoch = uuid.uuid4().hex
         self.counter = 0
 
     async def say(self, message: m.Inbound) -> None:
-        await self.core.parts.link.hub.route(self.identity, message)
+        await self.core.parts.link.hub.route(self.peer, message)
 
     def heard(self) -> list[m.Outbound]:
         """What the broker said to this connection since the last call."""
-        return self.core.link.take(self.identity)
+        return self.core.link.take(self.peer)
 
     async def hello(self) -> None:
         await self.say(
@@ -266,7 +268,7 @@ class Driver:
 
     async def attest(self, **evidence: object) -> m.Verdict:
         """Hello (if not yet said), answer the challenge, return the verdict."""
-        if not any(isinstance(msg, m.Challenge) for msg in self.core.link.sent_to(self.identity)):
+        if not any(isinstance(msg, m.Challenge) for msg in self.core.link.sent_to(self.peer)):
             await self.hello()
         challenge = next(msg for msg in self.heard() if isinstance(msg, m.Challenge))
         await self.say(m.Evidence(envelope=self.evidence(challenge.nonce, **evidence)))  # type: ignore[arg-type]
@@ -276,7 +278,7 @@ class Driver:
         return [msg for msg in self.heard() if isinstance(msg, m.LeaseGrant)]
 
     def receipt(self, grant: m.LeaseGrant, counts: Mapping[str, int]) -> bytes:
-        conn = self.core.parts.jobs.fleet.get(self.identity)
+        conn = self.core.parts.jobs.fleet.get(self.peer)
         assert conn is not None
         assert conn.attestation is not None
         claims = ReceiptClaims(
@@ -398,7 +400,7 @@ def events(core: Core, kind: str) -> list[AuditEvent]:
 
 def connection(driver: Driver) -> DriverConnection:
     """The broker's live record of this driver's connection (it must be connected)."""
-    conn = driver.core.parts.jobs.fleet.get(driver.identity)
+    conn = driver.core.parts.jobs.fleet.get(driver.peer)
     assert conn is not None, "the driver is not connected"
     return conn
 

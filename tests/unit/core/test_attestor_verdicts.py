@@ -4,11 +4,11 @@ what is merely refused, how results are kept current, and how revocation reaches
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 from attestation.keys import KeyKind, SigningKey
 from broker.devices.model import DeviceStatus
 from broker.link import messages as m
+from broker.link.fake import make_peer
 from broker.link.fleet import LinkState
 from tests.unit.core.harness import (
     Core,
@@ -27,7 +27,7 @@ def _verifications(core: Core, device: str, outcome: str, reason: str) -> float:
 
 
 async def test_hello_for_an_unregistered_device_gets_goodbye_unknown_device(core: Core) -> None:
-    identity = uuid.uuid4().bytes
+    identity, _ = make_peer("ghost")
     hello = m.Hello(
         device_id="ghost",
         num_qubits=5,
@@ -113,18 +113,35 @@ async def test_a_replayed_nonce_is_refused(core: Core) -> None:
     envelope = first.evidence(challenge.nonce)
     await first.say(m.Evidence(envelope=envelope))
     assert only(first.heard(), m.Verdict)[0].affirming
-    replayer = core.driver()  # a second connection answers its own challenge with old evidence
-    await replayer.hello()
-    await replayer.say(m.Evidence(envelope=envelope))
-    [verdict] = only(replayer.heard(), m.Verdict)
+    await first.say(m.Evidence(envelope=envelope))  # the same answer again
+    [verdict] = only(first.heard(), m.Verdict)
     assert not verdict.affirming
     assert any(r.startswith("NONCE_REPLAYED") for r in verdict.reasons)
-    assert connection(replayer).state is LinkState.REJECTED
-    assert connection(first).state is LinkState.ATTESTED
+    assert connection(first).state is LinkState.REJECTED
     assert metric(core, "qtestbed_nonce_replays_total", device="dev-open") == 1
     record = core.parts.registries.devices.get("dev-open")
     assert record is not None
     assert record.status is DeviceStatus.ACTIVE  # not attributable: no quarantine
+
+
+async def test_a_challenge_is_answered_only_on_the_connection_it_was_sent_to(core: Core) -> None:
+    await core.register()
+    first, second = core.driver(), core.driver()
+    await first.hello()
+    [challenge] = only(first.heard(), m.Challenge)
+    await second.hello()
+    only(second.heard(), m.Challenge)
+    # The second connection answers the first one's challenge: that nonce is not its own.
+    await second.say(m.Evidence(envelope=second.evidence(challenge.nonce)))
+    [refused] = only(second.heard(), m.Verdict)
+    assert not refused.affirming
+    assert any(r.startswith("NONCE_UNKNOWN") for r in refused.reasons)
+    assert connection(second).state is LinkState.REJECTED
+    # ...and the first connection's own answer still works: nothing of it was used up.
+    await first.say(m.Evidence(envelope=first.evidence(challenge.nonce)))
+    [verdict] = only(first.heard(), m.Verdict)
+    assert verdict.affirming, verdict.reasons
+    assert connection(first).state is LinkState.ATTESTED
 
 
 async def test_results_are_re_challenged_before_they_expire(core: Core) -> None:

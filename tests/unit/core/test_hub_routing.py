@@ -3,10 +3,9 @@ replaces the connection, and the tick heartbeats, drops unreachable drivers and 
 
 from __future__ import annotations
 
-import uuid
-
 from broker.jobs.model import JobState
 from broker.link import messages as m
+from broker.link.fake import make_peer
 from tests.unit.core.harness import (
     Core,
     attested,
@@ -21,7 +20,7 @@ from tests.unit.core.harness import (
 
 
 async def test_a_message_before_hello_gets_goodbye_hello_first(core: Core) -> None:
-    stranger = uuid.uuid4().bytes
+    stranger, _ = make_peer("dev-open")
     await core.parts.link.hub.route(stranger, m.Heartbeat(seq=1))
     said = core.link.take(stranger)
     [goodbye] = only(said, m.Goodbye)
@@ -36,7 +35,7 @@ async def test_a_result_before_hello_changes_nothing(core: Core) -> None:
     job_id = await queued(core)
     await core.pump()
     [grant] = driver.grants()
-    stranger = uuid.uuid4().bytes
+    stranger, _ = make_peer("dev-open")
     result = m.LeaseResult(
         lease_id=grant.lease_id,
         job_id=job_id,
@@ -99,9 +98,9 @@ async def test_a_tick_drops_an_unreachable_driver_and_requeues_its_job(core: Cor
     job_id = await queued(core)
     await core.pump()
     assert driver.grants()
-    core.link.drop(driver.identity)
+    core.link.drop(driver.peer)
     await core.parts.link.hub.tick()
-    assert core.parts.jobs.fleet.get(driver.identity) is None
+    assert core.parts.jobs.fleet.get(driver.peer) is None
     job = await job_of(core, job_id)
     assert job.state is JobState.QUEUED
     assert "unreachable" in job.reason
@@ -112,9 +111,9 @@ async def test_a_tick_drops_an_unreachable_driver_and_requeues_its_job(core: Cor
 async def test_a_grant_that_cannot_be_sent_gives_the_job_back(core: Core) -> None:
     driver = await attested(core)
     job_id = await queued(core)
-    core.link.drop(driver.identity)
+    core.link.drop(driver.peer)
     await core.pump()
-    assert core.parts.jobs.fleet.get(driver.identity) is None
+    assert core.parts.jobs.fleet.get(driver.peer) is None
     job = await job_of(core, job_id)
     assert (job.state, job.attempts) == (JobState.QUEUED, 1)
     assert "unreachable when the lease was sent" in job.reason

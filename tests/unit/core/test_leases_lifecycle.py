@@ -125,7 +125,7 @@ async def test_a_driver_that_says_goodbye_gives_its_job_back_at_once(core: Core)
     job = await job_of(core, grant.job_id)
     assert (job.state, job.attempts) == (JobState.QUEUED, 1)
     assert "driver said goodbye" in job.reason
-    assert core.parts.jobs.fleet.get(driver.identity) is None
+    assert core.parts.jobs.fleet.get(driver.peer) is None
     assert _requeues(core, "driver_lost") == 1
     assert metric(core, "qtestbed_driver_connections", device="dev-open") == 0
     await core.pump()
@@ -147,7 +147,7 @@ async def test_a_driver_that_misses_its_heartbeats_gives_its_job_back(core: Core
     job = await job_of(core, grant.job_id)
     assert job.state is JobState.QUEUED
     assert "no heartbeat" in job.reason
-    assert core.parts.jobs.fleet.get(driver.identity) is None
+    assert core.parts.jobs.fleet.get(driver.peer) is None
     assert _requeues(core, "driver_lost") == 1
 
 

@@ -1,0 +1,393 @@
+"""Hostile drivers on real sockets against a real broker: the link knows a connection by the
+CurveZMQ key it proved (authorised for one device), never by its routing id.
+
+- a host holding another device's authorised key that takes over an attested connection's
+  routing id after the real driver dropped gets nothing: no readable lease, no attestation;
+- a connection answering another connection's challenge is refused, and the challenged
+  connection's own answer still works;
+- a Hello flood from one key stops neither another device's driver nor the same device's real
+  driver from attesting;
+- every link refusal is a metric and an aggregated audit entry, and 1,000 garbage frames give a
+  bounded number of log lines and one audit record while the broker keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Iterator
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from drivers.grants import GrantError, open_grant
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.shared.linkkeys import create_keypair, load_keypair
+from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import driver_link_pb2 as link_pb
+from tests.integration.attester import Attester, LinkEndpoint, probe
+from tests.integration.lab import DEVICE, Lab, reason_codes
+from tests.integration.support import (
+    audit_entries,
+    last_audit_seq,
+    metric_value,
+    scrape,
+    state_name,
+    wait_state,
+)
+
+REFUSALS = "qtestbed_link_refusals_total"
+AUDIT_WINDOW = 1.0  # link refusals audited once per reason and device per this many seconds
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    timing = {"link_refusal_audit_seconds": AUDIT_WINDOW}
+    with LocalFacility(tmp_path / "facility", timing=timing) as facility:
+        made = Lab(facility)
+        try:
+            yield made
+        finally:
+            made.close_attesters()
+
+
+class Dealer:
+    """A raw driver-link socket that says only what the test makes it say."""
+
+    def __init__(self, endpoint: LinkEndpoint, *, route: bytes | None = None) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        endpoint.connect(self.sock, route=route)
+        self.frames: list[bytes] = []  # every frame the broker sent here, as received
+
+    def send(self, message: link_pb.LinkMessage) -> None:
+        self.sock.send(message.SerializeToString())
+
+    def read(self, seconds: float, *, until: str = "") -> list[link_pb.LinkMessage]:
+        """What arrives within `seconds` (stopping early at a message of kind `until`)."""
+        got: list[link_pb.LinkMessage] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.sock.poll(int(left * 1000)):
+                break
+            frame = self.sock.recv()
+            self.frames.append(frame)
+            message = link_pb.LinkMessage()
+            message.ParseFromString(frame)
+            got.append(message)
+            if message.WhichOneof("body") == until:
+                break
+        return got
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+def _kinds(messages: list[link_pb.LinkMessage]) -> list[str]:
+    return [str(m.WhichOneof("body")) for m in messages]
+
+
+def _refused(lab: Lab, reason: str) -> float:
+    return metric_value(scrape(lab.facility), REFUSALS, reason=reason)
+
+
+def _audited(lab: Lab, after: int) -> dict[tuple[str, str], int]:
+    """(reason, device) -> count, summed over the link.refused entries after `after`."""
+    found: dict[tuple[str, str], int] = {}
+    for entry in audit_entries(lab.facility, kind="link.refused", after_seq=after):
+        key = (str(entry.detail["reason"]), entry.subject)
+        found[key] = found.get(key, 0) + int(entry.detail["count"])
+    return found
+
+
+def _wait_audited(lab: Lab, after: int, key: tuple[str, str]) -> dict[tuple[str, str], int]:
+    """The audited refusals once `key` (reason, device) is among them."""
+
+    def found() -> dict[tuple[str, str], int] | None:
+        audited = _audited(lab, after)
+        return audited if key in audited else None
+
+    return eventually(found, timeout=30, what=f"{key} to be audited")
+
+
+def _hello(device_id: str) -> link_pb.LinkMessage:
+    return link_pb.LinkMessage(hello=link_pb.Hello(device_id=device_id, num_qubits=5))
+
+
+# ------------------------------------------------------------------------ takeover
+
+
+def test_another_devices_key_on_an_attested_route_gets_nothing(tmp_path: Path) -> None:
+    # A long silence limit: the dropped connection stays on the books for seconds, so that
+    # the broker does send to its routing id while the thief holds it.
+    timing = {"heartbeat_misses": 20, "link_refusal_audit_seconds": AUDIT_WINDOW}
+    with LocalFacility(tmp_path / "facility", timing=timing) as facility:
+        lab = Lab(facility)
+        route = b"attested-connection-route"  # as if read from a log line
+        real = lab.attester(route=route)
+        assert real.answer(real.evidence(real.challenge())).affirming
+        mark = last_audit_seq(facility)
+        thief_key = lab.link_key_for("sim-restricted")  # authorised, for another device
+        real.vanish()  # the real driver drops without a word
+        thief = Dealer(thief_key, route=route)
+        try:
+            # The broker's heartbeats for the attested connection now reach the thief.
+            assert "heartbeat" in _kinds(thief.read(10, until="heartbeat"))
+            job = lab.queue_job()
+            silent = thief.read(5, until="lease")  # listens, says nothing
+            circuit = ghz_qasm2(3)
+            _, thief_secret = load_keypair(thief_key.secret_key)
+            for message in silent:
+                if message.WhichOneof("body") == "lease":
+                    assert message.lease.circuit_payload == b""
+                    with pytest.raises(GrantError):
+                        open_grant(message.lease, thief_secret)
+            # Then it speaks, on the route, and as the device it wants.
+            thief.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat(seq=1)))
+            [bye] = [m for m in thief.read(10, until="goodbye") if m.HasField("goodbye")]
+            assert bye.goodbye.code == link_pb.GOODBYE_CODE_WRONG_KEY
+            thief.send(_hello(DEVICE))
+            [bye] = [m for m in thief.read(10, until="goodbye") if m.HasField("goodbye")]
+            assert bye.goodbye.code == link_pb.GOODBYE_CODE_WRONG_KEY
+            assert "sim-restricted" in bye.goodbye.reason
+            assert all(circuit not in frame for frame in thief.frames)
+            assert "challenge" not in _kinds(silent)  # no attestation was offered to it
+        finally:
+            thief.close()
+        # The job was never the thief's: the real driver comes back and runs it.
+        assert not lab.device().connected or not lab.device().available
+        facility.start_driver(DEVICE)
+        done = wait_state(lab.alice, job.job_id, "COMPLETED", timeout=90)
+        assert state_name(done) == "COMPLETED"
+        assert _refused(lab, "route_taken") >= 1
+        assert _refused(lab, "wrong_key") >= 1
+        audited = _wait_audited(lab, mark, ("wrong_key", "sim-restricted"))
+        assert audited.get(("route_taken", "sim-restricted"), 0) >= 1
+
+
+def test_a_new_connection_with_the_same_key_and_route_inherits_nothing(lab: Lab) -> None:
+    route = b"reused-route"
+    real = lab.attester(route=route)
+    assert real.answer(real.evidence(real.challenge())).affirming
+    real.vanish()
+    again = Dealer(lab.endpoint, route=route)  # the same key, the same routing id
+    try:
+        job = lab.queue_job()
+        deadline = time.monotonic() + 30
+        heard: list[link_pb.LinkMessage] = []
+        while "goodbye" not in _kinds(heard) and time.monotonic() < deadline:
+            again.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat(seq=1)))
+            heard += again.read(0.3, until="goodbye")
+        [bye] = [m for m in heard if m.HasField("goodbye")]
+        assert bye.goodbye.code == link_pb.GOODBYE_CODE_HELLO_FIRST  # attested? not this one
+    finally:
+        again.close()
+    probe(lab.endpoint)
+    assert not lab.device().available
+    assert state_name(lab.alice.get_job(job.job_id)) == "QUEUED"
+
+
+# ------------------------------------------------------------------------ challenges
+
+
+def test_a_challenge_is_answered_only_on_the_connection_it_was_sent_to(lab: Lab) -> None:
+    first = lab.attester()
+    nonce = first.challenge()
+    second = lab.attester()
+    second.challenge()
+    refused = second.answer(second.evidence(nonce))  # the first connection's nonce
+    assert not refused.affirming
+    assert reason_codes(refused.reasons) == ["NONCE_UNKNOWN"]
+    verdict = first.answer(first.evidence(nonce))  # still good where it was issued
+    assert verdict.affirming, list(verdict.reasons)
+
+
+# ------------------------------------------------------------------------ Hello flood
+
+
+def _flood(endpoint: LinkEndpoint, most: int, seconds: float, stop: Event, out: Queue[Any]) -> None:
+    """Hellos from one key on six connections, as fast as the link takes them (at most `most`,
+    for at most `seconds`), in a process of its own as an attacker's would be; reports how many
+    it sent and the Goodbye codes it got."""
+    dealers = [Dealer(endpoint) for _ in range(6)]
+    hellos = [_hello(DEVICE).SerializeToString(), _hello("sim-restricted").SerializeToString()]
+    sent = reported = 0
+    goodbyes: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    try:
+        while not stop.is_set() and sent < most and time.monotonic() < deadline:
+            for dealer in dealers:
+                if dealer.sock.poll(0, zmq.POLLOUT):
+                    dealer.sock.send(hellos[sent % 10 == 0], zmq.NOBLOCK)
+                    sent += 1
+                while dealer.sock.poll(0):
+                    message = link_pb.LinkMessage()
+                    message.ParseFromString(dealer.sock.recv())
+                    if message.HasField("goodbye"):
+                        code = message.goodbye.code
+                        goodbyes[code] = goodbyes.get(code, 0) + 1
+            if sent >= reported + 1000:
+                reported = sent
+                out.put(("sent", sent))
+    finally:
+        for dealer in dealers:
+            dealer.close()
+        out.put(("done", (sent, goodbyes)))
+
+
+def test_a_hello_flood_from_one_key_stops_no_one_else_attesting(lab: Lab) -> None:
+    facility = lab.facility
+    olivia = facility.client("olivia")
+    mark = last_audit_seq(facility)
+    # A second key authorised for the same device (a spare, stolen): it floods.
+    spawn = multiprocessing.get_context("spawn")
+    stop, out = spawn.Event(), spawn.Queue()
+    flood = spawn.Process(
+        target=_flood, args=(lab.link_key_for(DEVICE, "spare"), 2_000_000, 180.0, stop, out)
+    )
+    flood.start()
+    try:
+        assert out.get(timeout=60)[0] == "sent"  # the flood is going
+        facility.start_driver(DEVICE)  # the same device's real driver, its own key
+        facility.start_driver("sim-restricted")  # another device
+        facility.wait_available(olivia, DEVICE, timeout=90)
+        facility.wait_available(olivia, "sim-restricted", timeout=90)
+        assert flood.is_alive(), "the flood ended before both drivers attested"
+    finally:
+        stop.set()
+        while (report := out.get(timeout=60))[0] != "done":
+            pass
+        flood.join(30)
+    sent, goodbyes = report[1]
+    assert sent > 1000
+    assert goodbyes.get(link_pb.GOODBYE_CODE_TOO_MANY_HELLOS, 0) > 0
+    assert goodbyes.get(link_pb.GOODBYE_CODE_WRONG_KEY, 0) > 0
+    assert _refused(lab, "hello_rate") > 0
+    audited = _wait_audited(lab, mark, ("hello_rate", DEVICE))
+    assert audited.get(("wrong_key", DEVICE), 0) > 0
+    job = lab.alice.submit(ghz_qasm2(3), device_id=DEVICE, shots=100).job
+    assert state_name(wait_state(lab.alice, job.job_id, "COMPLETED", timeout=90)) == "COMPLETED"
+
+
+# ------------------------------------------------------------------------ refusals
+
+
+def _lease(lab: Lab) -> tuple[link_pb.LeaseGrant, str, Attester]:
+    """An attested scripted connection of the device and the lease it is given."""
+    attester = lab.attester()
+    envelope = attester.sign(attester.claims(attester.challenge()))
+    assert attester.answer(envelope.to_json()).affirming
+    lab.queue_job()
+    sealed = attester.next("lease").lease
+    _, secret = load_keypair(lab.endpoint.secret_key)
+    return open_grant(sealed, secret), envelope.digest(), attester
+
+
+def test_every_link_refusal_is_counted_and_audited(lab: Lab, tmp_path: Path) -> None:
+    mark = last_audit_seq(lab.facility)
+    # An unknown key: the handshake is refused, nothing answers.
+    _public, stranger_secret = create_keypair(tmp_path / "stranger", "stranger")
+    stranger = Dealer(
+        LinkEndpoint(address=lab.address, secret_key=stranger_secret, broker_key=lab.broker_key)
+    )
+    stranger.send(_hello(DEVICE))
+    assert stranger.read(2) == []
+    stranger.close()
+    # A frame that is no LinkMessage, and a Hello for a device the key is not for.
+    own = Dealer(lab.endpoint)
+    own.sock.send(b"\xff\xfe not a frame")
+    own.send(_hello("sim-restricted"))
+    [bye] = own.read(10, until="goodbye")
+    assert bye.goodbye.code == link_pb.GOODBYE_CODE_WRONG_KEY
+    own.close()
+    # Lease messages without the right to send them.
+    grant, evidence_digest, attester = _lease(lab)
+    counts = {"000": grant.shots}
+    receipt = sign_receipt(
+        ReceiptClaims(
+            job_id=grant.job_id,
+            device_id=DEVICE,
+            circuit_digest=grant.circuit_digest,
+            shots=grant.shots,
+            result_digest=result_digest(counts),
+            dispatch_nonce=grant.dispatch_nonce,
+            evidence_digest=evidence_digest,
+            issued_at=time.time(),
+        ),
+        lab.device_key,
+    ).to_json()
+
+    def result(lease_id: str, job_id: str) -> link_pb.LinkMessage:
+        body = link_pb.LeaseResult(
+            lease_id=lease_id, job_id=job_id, counts=counts, execution_seconds=0.01, receipt=receipt
+        )
+        return link_pb.LinkMessage(result=body)
+
+    attester.send(result("no-such-lease", grant.job_id))
+    attester.send(result(grant.lease_id, "another-job"))
+    attester.send(result(grant.lease_id, grant.job_id))
+    wait_state(lab.alice, grant.job_id, "COMPLETED")
+    attester.send(result(grant.lease_id, grant.job_id))
+    probe(lab.endpoint)  # every message above has been handled
+    reasons = [
+        "unknown_key",
+        "malformed_frame",
+        "wrong_key",
+        "lease_not_held",
+        "wrong_job",
+        "duplicate_result",
+        "hello_first",
+    ]
+
+    def counted() -> bool:  # the socket's own refusals are counted on the broker's tick
+        text = scrape(lab.facility)
+        return all(metric_value(text, REFUSALS, reason=reason) >= 1 for reason in reasons)
+
+    eventually(counted, timeout=30, what="every refusal to be counted")
+
+    def all_audited() -> dict[tuple[str, str], int] | None:
+        found = _audited(lab, mark)
+        seen = {reason for reason, _device in found}
+        return found if seen >= set(reasons) else None
+
+    audited = eventually(all_audited, timeout=30, what="every refusal to be audited")
+    assert audited[("unknown_key", "")] >= 1
+    assert audited[("malformed_frame", "")] == 1
+    for reason in ("wrong_key", "lease_not_held", "wrong_job", "duplicate_result"):
+        assert audited[(reason, DEVICE)] == 1, reason
+
+
+def test_a_garbage_flood_is_a_bounded_log_and_one_audit_record(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    facility = lab.facility
+    facility.start_driver(DEVICE)
+    facility.wait_available(facility.client("olivia"), DEVICE)
+    mark = last_audit_seq(facility)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    garbage = Dealer(lab.endpoint)
+    try:
+        for n in range(1000):
+            garbage.sock.send(b"\xff\xff" + n.to_bytes(2, "big") + b" garbage")
+        audited = eventually(
+            lambda: audit_entries(facility, kind="link.refused", after_seq=mark),
+            timeout=30,
+            what="the garbage to be audited",
+        )
+    finally:
+        garbage.close()
+    assert [(e.detail["reason"], e.detail["count"]) for e in audited] == [("malformed_frame", 1000)]
+    lines = [r for r in caplog.records if r.name.startswith(("broker", "zmq"))]
+    assert len(lines) <= 5, [r.getMessage() for r in lines]
+    assert metric_value(scrape(facility), REFUSALS, reason="malformed_frame") == 1000
+    job = lab.alice.submit(ghz_qasm2(3), device_id=DEVICE, shots=100).job
+    assert state_name(wait_state(lab.alice, job.job_id, "COMPLETED", timeout=90)) == "COMPLETED"
