@@ -93,9 +93,7 @@ def cosign(head: TreeHead, *, log_key_id: str, witnessed_at: float, key: Signing
 
 def open_cosignature(envelope_json: bytes, witness_key: VerifyKey) -> CosignedHead:
     """What a cosignature envelope states, once its signature by `witness_key` verifies."""
-    payload = _verified_payload(
-        envelope_json, witness_key, COSIGNATURE_PAYLOAD_TYPE, "cosignature"
-    )
+    payload = _verified_payload(envelope_json, witness_key, COSIGNATURE_PAYLOAD_TYPE, "cosignature")
     try:
         raw = object_with(strict_loads(payload), _COSIGNATURE_FIELDS, "cosignature payload")
         return CosignedHead(

@@ -14,6 +14,7 @@ import grpc
 from attestation.keys import load_private_key
 from attestation.pki import cert_from_pem
 from broker.access.facility import FacilityRef
+from broker.audit.signer import DamagedAuditLog
 from broker.clock import Clock, SystemClock
 from broker.grpc.handshakes import HandshakeWatcher
 from broker.grpc.server import Tls, start_server
@@ -72,7 +73,11 @@ class Broker:
             clients=self.settings.link_clients,
         )
         parts = self.components = build(self._foundation(link))
-        await self._load(parts)
+        try:
+            await self._load(parts)
+        except DamagedAuditLog:
+            await self.stop()  # nothing is served yet: release the link, store and decoder
+            raise
         grpc_address = await self._serve(parts)
         host, port = _split(self.settings.metrics_listen)
         http = self._metrics_http = self.metrics.serve(host, port)

@@ -51,7 +51,10 @@ def entry_from_stored(row: RawAuditRow) -> AuditEntry:
     if len(row) != 8:
         raise MalformedEntry(_seq_of(row), f"has {len(row)} columns, not 8")
     seq = _seq_of(row)
-    texts = {name: _text(seq, name, row[i]) for i, name in zip((1, 2, 3, 5, 6, 7), _TEXT_COLUMNS)}
+    texts = {
+        name: _text(seq, name, row[i])
+        for i, name in zip((1, 2, 3, 5, 6, 7), _TEXT_COLUMNS, strict=True)
+    }
     at = row[4]
     if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
         raise MalformedEntry(seq, f"its time (at) is {at!r}, not a finite number")
@@ -103,7 +106,8 @@ def _text(seq: int, name: str, value: object) -> str:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MalformedEntry(
-                seq, f"its {name} is not valid UTF-8 (byte {exc.start} is {exc.object[exc.start]:#04x})"
+                seq,
+                f"its {name} is not valid UTF-8 (byte {exc.start} is {exc.object[exc.start]:#04x})",
             ) from exc
     if isinstance(value, str):
         return value
