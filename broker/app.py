@@ -15,6 +15,7 @@ from attestation.keys import load_private_key
 from attestation.pki import cert_from_pem
 from broker.access.facility import FacilityRef
 from broker.audit.signer import DamagedAuditLog
+from broker.audit.witnesses import WitnessKeys
 from broker.clock import Clock, SystemClock
 from broker.grpc.handshakes import HandshakeWatcher
 from broker.grpc.server import Tls, start_server
@@ -55,6 +56,7 @@ class Broker:
         self.broker_key = load_private_key(settings.server_key)
         # The broker needs the issuing CA's certificate only, never its key.
         self.client_ca = cert_from_pem(settings.client_ca_cert.read_bytes())
+        self.witness_keys = WitnessKeys.load(settings.witnesses)
         self.components: Components | None = None
         self.addresses: BrokerAddresses | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,6 +103,7 @@ class Broker:
             runner=self.runner,
             facility=self.facility,
             audit_key=self.broker_key,
+            witness_keys=self.witness_keys,
             client_ca=self.client_ca,
             policy=self.policy_engine,
             export_profile=self.export_profile,

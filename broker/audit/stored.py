@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from attestation._json import StrictJSONError, strict_loads
 from broker.audit.model import AuditEntry, AuditEvent
@@ -43,7 +43,7 @@ class MalformedRow:
 
 
 class RawAuditSource(Protocol):
-    def audit_rows(self, *, after_seq: int = 0, limit: int = 1000) -> list[RawAuditRow]: ...
+    def audit_rows(self, *, after_seq: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]: ...
 
 
 def entry_from_stored(row: RawAuditRow) -> AuditEntry:

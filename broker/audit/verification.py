@@ -94,6 +94,16 @@ class AuditVerdict:
     witnessed: int = 0
     notes: tuple[str, ...] = field(default=())
 
+    @classmethod
+    def of_log(cls, log: LogVerdict) -> AuditVerdict:
+        """The verdict of the log check alone (no other checks ran)."""
+        return cls(
+            entries=log.entries_checked,
+            checkpoints=log.checkpoints_checked,
+            findings=tuple(log_findings(log)),
+            log=log,
+        )
+
     @property
     def ok(self) -> bool:
         return not self.findings
@@ -212,7 +222,10 @@ class _TailRecorder:
 
 def check_log(ctx: VerifyContext) -> Iterator[Finding]:
     """The chain and every checkpoint root (`LogVerifier`), one finding per problem."""
-    log = ctx.log
+    return log_findings(ctx.log)
+
+
+def log_findings(log: LogVerdict) -> Iterator[Finding]:
     for index, problem in enumerate(log.problems):
         named = _LEADING_SEQ.match(problem)
         malformed = " is malformed: " in problem

@@ -3,7 +3,7 @@ process (`broker.app`) and the unit-test harness reach into."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
@@ -18,8 +18,10 @@ from broker.access.records import AccessRecords
 from broker.access.registry import AccessRegistry
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.audit.log import AuditLog
+from broker.audit.proofs import ConsistencyProver
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
+from broker.audit.witnesses import CosignatureDesk, WitnessKeys
 from broker.clock import Clock
 from broker.devices.admin import DeviceAdmin
 from broker.devices.directory import DeviceDirectory
@@ -69,6 +71,8 @@ class Foundation:
     export_profile: ExportProfile
     decoder: CircuitDecoder
     link: LinkPort
+    # The audit witnesses the operator registered (none by default).
+    witness_keys: WitnessKeys = field(default_factory=WitnessKeys)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -119,6 +123,8 @@ class Services:
     directory: DeviceDirectory
     device_admin: DeviceAdmin
     audit: AuditReader
+    cosignatures: CosignatureDesk
+    proofs: ConsistencyProver
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
