@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qtestbed.cli import witness
 from qtestbed.cli.errors import CommandError, guarded
 from qtestbed.cli.output import print_json
 
@@ -57,6 +58,7 @@ def register(sub: Any) -> None:
         "first_bad, findings)",
     )
     p.set_defaults(handler=cmd_verify)
+    witness.register(commands)
 
 
 @guarded()
