@@ -16,6 +16,7 @@ reached; 2 the witness could not start (its files, the broker certificate, the p
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import signal
@@ -26,7 +27,8 @@ from typing import Any
 
 from qtestbed.cli.common import client_options
 from qtestbed.cli.errors import CommandError, guarded
-from qtestbed.cli.runner import open_client
+from qtestbed.cli.output import print_json
+from qtestbed.cli.runner import broker_command, open_client
 from qtestbed.client import Client, QtestbedError
 from qtestbed.v1 import admin_pb2
 
@@ -55,6 +57,40 @@ def register(audit_actions: Any) -> None:
     )
     client_options(p)
     p.set_defaults(handler=cmd_witness)
+    p = audit_actions.add_parser(
+        "checkpoints", help="security: the broker's signed checkpoints and who witnessed each"
+    )
+    client_options(p)
+    p.set_defaults(handler=cmd_checkpoints)
+
+
+@broker_command()
+def cmd_checkpoints(args: argparse.Namespace, c: Client) -> int:
+    reply = c.call(c.audit.ListCheckpoints, admin_pb2.ListCheckpointsRequest())
+    rows = [
+        {
+            "tree_size": cp.tree_size,
+            "root_hash": cp.root_hash,
+            "at": cp.at,
+            "key_id": cp.key_id,
+            "witnesses": [w.witness for w in cp.cosignatures],
+            "cosignatures": [
+                {"witness": w.witness, "key_id": w.key_id, "witnessed_at": w.witnessed_at}
+                for w in cp.cosignatures
+            ],
+        }
+        for cp in reply.checkpoints
+    ]
+    if args.json:
+        print_json({"checkpoints": rows})
+        return 0
+    for row in rows:
+        when = dt.datetime.fromtimestamp(float(row["at"]), dt.UTC).isoformat(timespec="seconds")
+        names = ", ".join(row["witnesses"]) or "no witness yet"
+        print(f"{row['tree_size']:>8}  {when}  {str(row['root_hash'])[:16]}...  {names}")
+    if not rows:
+        print("no checkpoints")
+    return 0
 
 
 class BrokerLog:
