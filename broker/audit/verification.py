@@ -232,9 +232,10 @@ def log_findings(log: LogVerdict) -> Iterator[Finding]:
         seq = int(named.group(1)) if named and malformed else None
         if index == 0 and seq is None:
             seq = log.first_bad_seq
-        yield Finding(
-            check="log", kind="malformed" if malformed else "chain", message=problem, seq=seq
-        )
+        kind = "malformed" if malformed else "chain"
+        if problem.startswith("checkpoint #") and " is not valid: " in problem:
+            kind = "checkpoint_invalid"
+        yield Finding(check="log", kind=kind, message=problem, seq=seq)
 
 
 def check_checkpoints_present(ctx: VerifyContext) -> Iterator[Finding]:
@@ -287,7 +288,18 @@ def check_witness(ctx: VerifyContext) -> Iterator[Finding]:
     for witnessed in copy.checkpoints:
         head = witnessed.head
         mine = stored.get(head.tree_size)
-        if mine is not None and mine.root_hash != head.root_hash:
+        if mine is not None and mine.root_hash == head.root_hash:
+            if mine.envelope != witnessed.envelope:
+                yield Finding(
+                    check="witness",
+                    kind="checkpoint_altered",
+                    message=(
+                        f"the store's checkpoint of tree size {head.tree_size} is not the one "
+                        "the witness cosigned (same root, different signed envelope): it was "
+                        "edited or replaced"
+                    ),
+                )
+        elif mine is not None:
             yield Finding(
                 check="witness",
                 kind="fork",

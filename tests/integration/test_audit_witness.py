@@ -215,8 +215,10 @@ def test_a_rollback_is_caught(
     kinds = {f["kind"] for f in with_copy["findings"]}
     # The restarted broker has logged more since: either the log is now shorter than the
     # cosigned tree (rollback), or as long and no longer matching it (chain).
-    assert "checkpoint_deleted" in kinds and kinds & {"rollback", "chain"}, kinds
-    assert with_copy["first_bad"] is not None and with_copy["first_bad"] <= copied + 1
+    assert "checkpoint_deleted" in kinds, kinds
+    assert kinds & {"rollback", "chain"}, kinds
+    assert with_copy["first_bad"] is not None
+    assert with_copy["first_bad"] <= copied + 1
 
 
 def _verify(config: str, *extra: str) -> dict[str, Any]:
