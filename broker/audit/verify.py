@@ -1,5 +1,10 @@
 """Verify the audit log: its hash chain, and its Merkle roots against signed checkpoints.
 
+This is the log check; `broker.audit.verification` runs it over a whole store together with
+the other checks (missing or stale checkpoints, a witness's copy, and any check added to its
+`CHECKS` list), each producing named findings. Rows are decoded without trusting them
+(`broker.audit.stored`): a malformed row is a bad entry (`add_malformed`), never an exception.
+
 Threat model: someone who can read and write the broker's database (SQL access, a stolen
 backup, a rogue DBA) but does not hold the broker's private key. The verifier holds the
 broker's public key from its certificate, obtained out of band.
@@ -34,8 +39,9 @@ What it can hide:
 * Deleting checkpoints. They live in the same database, so deleting the newest ones widens the
   unprotected tail and re-opens it to rewriting; rolling the whole database back to an earlier
   backup removes later entries and their checkpoints together. Only a checkpoint kept
-  elsewhere catches this: copy checkpoints out of the database (log shipping, a witness, a
-  ticket) and pass those copies to `verify_log`, which takes checkpoints from any source.
+  elsewhere catches this: a witness (`qtestbed audit witness`) keeps cosigned copies, and
+  `broker.audit.verification.verify_audit` merges them with the stored ones (`verify_log`
+  takes checkpoints from any source).
 * Anything done with the broker's private key.
 
 Reading the verdict:
