@@ -45,7 +45,8 @@ log = logging.getLogger("qtestbed.witness")
 class LogSource(Protocol):
     """The broker's audit service, as the witness sees it."""
 
-    def checkpoint_envelopes(self) -> list[bytes]: ...
+    def checkpoint_envelopes(self, min_tree_size: int) -> list[bytes]:
+        """The broker's checkpoints of at least this tree size."""
 
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]: ...
 
@@ -95,7 +96,8 @@ class Witness:
     def poll(self, source: LogSource) -> PollOutcome:
         """One round; returns what was cosigned (if anything) and the alarms raised."""
         raised: list[WitnessAlarm] = []
-        heads = self._verified_heads(source.checkpoint_envelopes(), raised)
+        since = self._latest.tree_size if self._latest else 0
+        heads = self._verified_heads(source.checkpoint_envelopes(since), raised)
         raised += self._forks_and_rollbacks(heads)
         cosigned = None
         if not raised and not self.alarms and heads:

@@ -90,12 +90,18 @@ class CosignatureDesk:
         self._read_through = 0
         self._book: dict[int, dict[str, StoredCosignature]] = {}
 
-    async def checkpoints(self) -> list[tuple[Checkpoint, list[StoredCosignature]]]:
-        """Every stored checkpoint with its cosignatures."""
+    async def checkpoints(
+        self, *, min_tree_size: int = 0
+    ) -> list[tuple[Checkpoint, list[StoredCosignature]]]:
+        """The stored checkpoints of at least `min_tree_size`, each with its cosignatures."""
         await self.refresh()
         stored = await self._runner.call(self._runner.store.checkpoints)
         with self._lock:
-            return [(c, list(self._book.get(c.tree_size, {}).values())) for c in stored]
+            return [
+                (c, list(self._book.get(c.tree_size, {}).values()))
+                for c in stored
+                if c.tree_size >= min_tree_size
+            ]
 
     async def add(self, caller: str, tree_size: int, envelope: bytes) -> tuple[str, bool]:
         """Check and record a witness's cosignature; (witness name, whether it was new)."""

@@ -25,7 +25,7 @@ class AuditServicer(admin_pb2_grpc.AuditServiceServicer):
             yield codec.audit_to_proto(entry)
 
     async def ListCheckpoints(self, request: admin_pb2.ListCheckpointsRequest, context: Any) -> Any:
-        checkpoints = await self._desk.checkpoints()
+        checkpoints = await self._desk.checkpoints(min_tree_size=request.min_tree_size)
         return admin_pb2.ListCheckpointsResponse(
             checkpoints=[codec.checkpoint_to_proto(c, cosigs) for c, cosigs in checkpoints]
         )

@@ -99,10 +99,9 @@ class BrokerLog:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def checkpoint_envelopes(self) -> list[bytes]:
-        reply = self._client.call(
-            self._client.audit.ListCheckpoints, admin_pb2.ListCheckpointsRequest()
-        )
+    def checkpoint_envelopes(self, min_tree_size: int) -> list[bytes]:
+        request = admin_pb2.ListCheckpointsRequest(min_tree_size=min_tree_size)
+        reply = self._client.call(self._client.audit.ListCheckpoints, request)
         return [bytes(c.envelope) for c in reply.checkpoints]
 
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:

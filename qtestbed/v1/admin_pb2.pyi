@@ -565,12 +565,19 @@ Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
 class ListCheckpointsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    MIN_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    min_tree_size: _builtins.int
+    """Only checkpoints of at least this tree size (0: all). A witness asks from the newest tree
+    size it cosigned, so what it fetches does not grow with the log's history.
+    """
     def __init__(
         self,
+        *,
+        min_tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_tree_size", b"min_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

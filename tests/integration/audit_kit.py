@@ -117,6 +117,8 @@ class RunningWitness:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(30)
         self._stderr.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return code
 
 

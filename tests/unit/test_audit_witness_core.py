@@ -4,6 +4,7 @@ audit service. Real processes are in tests/integration/test_audit_witness.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -49,8 +50,8 @@ class FakeLog:
         self.envelopes.append(checkpoint.envelope)
         return checkpoint.tree_size
 
-    def checkpoint_envelopes(self) -> list[bytes]:
-        return list(self.envelopes)
+    def checkpoint_envelopes(self, min_tree_size: int) -> list[bytes]:
+        return [e for e in self.envelopes if _size(e) >= min_tree_size]
 
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
         hashes = [leaf_hash(audit_leaf(e)) for e in self.store.audit_entries(limit=second_size)]
@@ -61,6 +62,11 @@ class FakeLog:
 
     def offer_cosignature(self, tree_size: int, envelope: bytes) -> None:
         self.offered.append(tree_size)
+
+
+def _size(envelope: bytes) -> int:
+    payload = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+    return int(payload["tree_size"])
 
 
 @pytest.fixture
