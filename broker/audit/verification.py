@@ -173,10 +173,16 @@ def merge_checkpoints(
     stored: Sequence[Checkpoint], witness: WitnessCopy | None, key_id: str
 ) -> list[Checkpoint]:
     """The store's checkpoints plus the witness's copies, smallest first. Where the two
-    disagree on one tree size the witness's copy is kept (the `witness` check reports the
-    fork); a checkpoint only the witness kept is the one a database attacker deleted."""
+    disagree on one tree size (a fork, which the `witness` check reports) only the witness's
+    copies are kept; a checkpoint only the witness kept is one a database attacker deleted."""
     by_size: dict[int, Checkpoint] = {}
-    for checkpoint in stored:
+    witnessed_roots = (
+        {w.head.tree_size: w.head.root_hash for w in witness.checkpoints} if witness else {}
+    )
+    forked = any(witnessed_roots.get(c.tree_size, c.root_hash) != c.root_hash for c in stored)
+    # A fork means the broker's key signed two histories: none of the store's checkpoints can
+    # then vouch for anything, and only the witness's copies bound where the change lies.
+    for checkpoint in () if forked else stored:
         by_size.setdefault(checkpoint.tree_size, checkpoint)
     for witnessed in witness.checkpoints if witness else ():
         head = witnessed.head

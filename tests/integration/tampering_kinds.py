@@ -21,6 +21,7 @@ from pathlib import Path
 from attestation.keys import SigningKey
 from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.checkpoints import sign_checkpoint
+from broker.audit.merkle import audit_leaf, leaf_hash, root_from_hashes
 from broker.audit.model import AuditEntry, AuditEvent, Checkpoint
 from broker.audit.stored import entry_from_stored
 
@@ -358,6 +359,28 @@ def forged_checkpoint(t: Target) -> Expected:
     return Expected(kinds=frozenset({"checkpoint_invalid"}))
 
 
+def rewritten_and_re_signed_with_the_broker_key(t: Target) -> Expected:
+    """An attacker who also holds the broker's key: an entry edited, the chain recomputed and
+    every checkpoint signed again over the new history. Only the witness's copy disagrees."""
+    s = t.middle()
+    _edit_and_rechain(t, s, drop_checkpoints_from=0)
+    with t.sql() as db:
+        rows = db.execute(
+            "SELECT seq, kind, actor, subject, at, detail, prev_hash, entry_hash FROM audit_log "
+            "ORDER BY seq"
+        ).fetchall()
+        hashes = [leaf_hash(audit_leaf(entry_from_stored(row))) for row in rows]
+        for old in t.checkpoints:
+            root = root_from_hashes(hashes[: old.tree_size]).hex()
+            new = sign_checkpoint(old.tree_size, root, old.at, t.key)
+            db.execute(
+                "INSERT INTO audit_checkpoints (tree_size, root_hash, at, key_id, envelope) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (new.tree_size, new.root_hash, new.at, new.key_id, new.envelope),
+            )
+    return Expected(within=(t.witnessed_below(s) + 1, s), kinds=frozenset({"fork", "chain"}))
+
+
 def late_entries_appended(t: Target) -> Expected:
     """Well-linked forged entries after the last checkpoint, written long after one was due."""
     last = t.entries[-1]
@@ -405,6 +428,7 @@ KINDS: list[Tampering] = [
         unwitnessed_checkpoint_signature_edited,
         checkpoint_root_column_edited,
         forged_checkpoint,
+        rewritten_and_re_signed_with_the_broker_key,
         late_entries_appended,
     )
 ]
