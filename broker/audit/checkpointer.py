@@ -114,6 +114,20 @@ class AuditCheckpointer:
                 self._failed = found
                 self._raise_if_failed()
 
+    def check_complete(self) -> None:
+        """AuditLogError when a stored checkpoint covers more entries than were fed: after
+        feeding the whole log, that means entries were lost (truncated, or restored)."""
+        self._raise_if_failed()
+        beyond = self._verifier.pending_beyond()
+        if beyond > self.tree_size:
+            raise AuditLogError(
+                [
+                    f"a stored checkpoint covers {beyond} entries but the log holds "
+                    f"{self.tree_size}: entries after seq {self.last_seq} are missing"
+                ],
+                self.tree_size + 1,
+            )
+
     def make(self, now: float) -> Checkpoint:
         """Sign the current tree head at time `now`; the caller stores it (`add_checkpoint`).
 

@@ -64,6 +64,7 @@ class CheckpointSigner:
         )
         try:
             made = await self._runner.call(self._step, False)
+            self._checkpointer.check_complete()
         except AuditLogError as exc:
             raise DamagedAuditLog(exc.problems, exc.first_bad_seq) from None
         if made is not None:

@@ -19,6 +19,8 @@ DAMAGE = {
     "malformed_json": "UPDATE audit_log SET detail = '{\"oops' WHERE seq = 4",
     "invalid_utf8": "UPDATE audit_log SET subject = CAST(X'c328' AS TEXT) WHERE seq = 4",
     "edited_entry": "UPDATE audit_log SET actor = 'mallory' WHERE seq = 4",
+    # Below the shutdown checkpoint, which covers every entry: seq 4 onwards are gone.
+    "truncated": "DELETE FROM audit_log WHERE seq >= 4",
 }
 
 
