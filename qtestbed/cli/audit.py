@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0 verified, 1 tampered, 2 cannot verify; with --json a verdict object every time."""
     try:
-        verdict = _verify(args)
+        verdict, key_id = _verify(args)
     except _CannotRun as exc:
         message = f"cannot verify the audit log: {exc}"
         if args.json:
@@ -81,13 +81,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
         raise CommandError(message) from exc
     if args.json:
-        print_json(verdict.to_dict())
+        print_json({**verdict.to_dict(), "key_id": key_id})
     else:
         print(render(verdict))
     return 0 if verdict.ok else 1
 
 
-def _verify(args: argparse.Namespace) -> AuditVerdict:
+def _verify(args: argparse.Namespace) -> tuple[AuditVerdict, str]:
+    """The verdict, and the id of the broker key that the checkpoints were checked against."""
     # Imported here: only this command reads the broker's store; the others never load it.
     from attestation.pki import CertificateError
     from attestation.witness_log import WitnessLogError, read_witness_log
@@ -109,7 +110,8 @@ def _verify(args: argparse.Namespace) -> AuditVerdict:
                 "the witness copy does not verify with the broker key: "
                 + "; ".join(witness.problems[:3])
             )
-    return _verify_store(settings.store, key, settings.timing.checkpoint_every_seconds, witness)
+    every = settings.timing.checkpoint_every_seconds
+    return _verify_store(settings.store, key, every, witness), key.key_id
 
 
 def broker_key(settings: BrokerSettings) -> VerifyKey:
