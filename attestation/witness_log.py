@@ -101,7 +101,7 @@ def read_witness_log(path: Path, log_key: VerifyKey) -> WitnessCopy:
 def append_record(path: Path, record: Mapping[str, Any]) -> None:
     """Append one record as one line, created 0600, synced before returning."""
     line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o600)
     try:
         mode = os.fstat(fd).st_mode
@@ -110,10 +110,28 @@ def append_record(path: Path, record: Mapping[str, Any]) -> None:
                 f"witness file {path} is accessible by group or others (mode {mode & 0o777:#o}); "
                 f"run `chmod 600 {path}`"
             )
+        _cut_torn_line(fd)
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _cut_torn_line(fd: int) -> None:
+    """Drop a last line a crash cut short (nothing was acted on: records are synced first), so
+    the next record starts a line of its own."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 4096)
+        chunk = os.pread(fd, end - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fd, end)
 
 
 def checkpoint_record(

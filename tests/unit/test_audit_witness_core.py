@@ -182,6 +182,13 @@ def test_the_witness_file_refuses_others_and_skips_a_torn_line(
     copy = read_witness_log(path, broker_key.public_key)
     assert copy.torn_tail
     assert [a.kind for a in copy.alarms] == ["fork"]
+    # The next record replaces the torn line rather than joining it.
+    append_record(
+        path, {"type": "alarm", "kind": "rollback", "tree_size": 2, "message": "m", "at": 2.0}
+    )
+    copy = read_witness_log(path, broker_key.public_key)
+    assert not copy.torn_tail
+    assert [a.kind for a in copy.alarms] == ["fork", "rollback"]
     os.chmod(path, 0o644)
     with pytest.raises(WitnessLogError, match="chmod 600"):
         append_record(path, {"type": "alarm"})
