@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.audit.proofs import ConsistencyProver
+from broker.audit.consistency import ConsistencyProver
 from broker.audit.service import AuditReader
 from broker.audit.witnesses import CosignatureDesk
 from broker.grpc.codec import admin as codec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.anomaly.canary import CanaryRunner
-from broker.audit.proofs import ConsistencyProver
+from broker.audit.consistency import ConsistencyProver
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
 from broker.audit.witnesses import CosignatureDesk

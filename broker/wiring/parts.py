@@ -17,8 +17,8 @@ from broker.access.quota import Quotas
 from broker.access.records import AccessRecords
 from broker.access.registry import AccessRegistry
 from broker.anomaly.monitor import AnomalyMonitor
+from broker.audit.consistency import ConsistencyProver
 from broker.audit.log import AuditLog
-from broker.audit.proofs import ConsistencyProver
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
 from broker.audit.witnesses import CosignatureDesk, WitnessKeys
