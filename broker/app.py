@@ -13,6 +13,8 @@ import grpc
 from attestation.keys import load_private_key
 from attestation.pki import cert_from_pem
 from broker.access.facility import FacilityRef
+from broker.audit.signer import DamagedAuditLog
+from broker.audit.witnesses import WitnessKeys
 from broker.ca_keys import refuse_readable_ca_keys
 from broker.clock import Clock, SystemClock
 from broker.grpc.handshakes import HandshakeWatcher
@@ -58,6 +60,7 @@ class Broker:
         self.broker_key = load_private_key(settings.server_key)
         # The broker needs the issuing CA's certificate only, never its key.
         self.client_ca = cert_from_pem(settings.client_ca_cert.read_bytes())
+        self.witness_keys = WitnessKeys.load(settings.witnesses)
         self.components: Components | None = None
         self.addresses: BrokerAddresses | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,7 +79,11 @@ class Broker:
             clients=self.settings.link_clients,
         )
         parts = self.components = build(self._foundation(link))
-        await self._load(parts)
+        try:
+            await self._load(parts)
+        except DamagedAuditLog:
+            await self.stop()  # nothing is served yet: release the link, store and decoder
+            raise
         grpc_address = await self._serve(parts)
         metrics_url = self._serve_metrics(parts)
         hub = parts.link.hub
@@ -99,6 +106,7 @@ class Broker:
             runner=self.runner,
             facility=self.facility,
             audit_key=self.broker_key,
+            witness_keys=self.witness_keys,
             client_ca=self.client_ca,
             policy=self.policy_engine,
             export_profile=self.export_profile,

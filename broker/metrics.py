@@ -202,3 +202,11 @@ class BrokerMetrics:
         self.checkpoints = Counter(
             "qtestbed_audit_checkpoints", "Signed audit-log checkpoints written.", registry=r
         )
+        self.cosignatures = Counter(
+            "qtestbed_audit_cosignatures",
+            "Witness cosignatures offered, by outcome (accepted, duplicate, unknown_witness, "
+            "bad_signature, wrong_log, no_such_checkpoint, root_mismatch: a witness holds a "
+            "different head of a size this broker signed, i.e. a fork).",
+            ["outcome"],
+            registry=r,
+        )

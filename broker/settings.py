@@ -117,6 +117,8 @@ class BrokerSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
+    # Registered audit witnesses: name -> PEM public key file ([witnesses] in broker.toml).
+    witnesses: Mapping[str, Path] = field(default_factory=dict)
 
 
 _ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen")
@@ -157,9 +159,16 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),
             anomaly=_section(AnomalySettings, top.get("anomaly", {}), "anomaly"),
             scheduling=_section(SchedulerSettings, top.get("scheduling", {}), "scheduling"),
+            witnesses=_witnesses(base, top.get("witnesses", {})),
         )
     except KeyError as exc:
         raise SettingsError(f"{path}: missing required key {exc.args[0]!r}") from exc
+
+
+def _witnesses(base: Path, table: object) -> dict[str, Path]:
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise SettingsError("[witnesses] maps each witness's name to its public key file")
+    return {str(name): _path(base, table, name) for name in table}
 
 
 def _client_ca(base: Path, table: Mapping[str, Any], path: Path) -> Path:

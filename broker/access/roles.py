@@ -78,7 +78,15 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
         },
     ),
     **_service(
-        "AuditService", {"StreamAudit": frozenset({_S}), "ListCheckpoints": frozenset({_S})}
+        "AuditService",
+        {
+            "StreamAudit": frozenset({_S}),
+            "ListCheckpoints": frozenset({_S}),
+            # Witnesses run as security-role principals; a cosignature must also verify with a
+            # witness key the operator registered ([witnesses] in broker.toml).
+            "GetConsistencyProof": frozenset({_S}),
+            "AddCosignature": frozenset({_S}),
+        },
     ),
     **_service(
         "CredentialService",

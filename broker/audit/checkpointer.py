@@ -29,15 +29,17 @@ from collections.abc import Iterable, Sequence
 from attestation.keys import SigningKey
 from broker.audit.checkpoints import sign_checkpoint
 from broker.audit.model import AuditEntry, Checkpoint
+from broker.audit.stored import MalformedRow
 from broker.audit.verify import LogVerifier
 
 
 class AuditLogError(Exception):
     """The log or its checkpoints fail verification; `problems` says how."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], first_bad_seq: int | None = None) -> None:
         super().__init__("; ".join(problems))
         self.problems = list(problems)
+        self.first_bad_seq = first_bad_seq
 
 
 class AuditCheckpointer:
@@ -98,7 +100,7 @@ class AuditCheckpointer:
         """`due` for what this checkpointer has been fed, at time `now`."""
         return self.due(self.tree_size - self._last_size, now - self._last_at)
 
-    def feed(self, entries: Iterable[AuditEntry]) -> None:
+    def feed(self, entries: Iterable[AuditEntry | MalformedRow]) -> None:
         """Verify and append the entries that follow the last one fed, in seq order.
 
         Raises AuditLogError on the first problem (and every time after): an entry that does
@@ -106,11 +108,25 @@ class AuditCheckpointer:
         """
         self._raise_if_failed()
         for entry in entries:
-            self._verifier.add(entry)
+            self._verifier.add_all((entry,))
             found = self._verifier.problems
             if found:
                 self._failed = found
                 self._raise_if_failed()
+
+    def check_complete(self) -> None:
+        """AuditLogError when a stored checkpoint covers more entries than were fed: after
+        feeding the whole log, that means entries were lost (truncated, or restored)."""
+        self._raise_if_failed()
+        beyond = self._verifier.pending_beyond()
+        if beyond > self.tree_size:
+            raise AuditLogError(
+                [
+                    f"a stored checkpoint covers {beyond} entries but the log holds "
+                    f"{self.tree_size}: entries after seq {self.last_seq} are missing"
+                ],
+                self.tree_size + 1,
+            )
 
     def make(self, now: float) -> Checkpoint:
         """Sign the current tree head at time `now`; the caller stores it (`add_checkpoint`).
@@ -139,4 +155,4 @@ class AuditCheckpointer:
 
     def _raise_if_failed(self) -> None:
         if self._failed:
-            raise AuditLogError(self._failed)
+            raise AuditLogError(self._failed, self._verifier.first_bad_seq())

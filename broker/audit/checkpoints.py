@@ -20,10 +20,10 @@ from attestation._json import (
 )
 from attestation.dsse import Envelope, EnvelopeError, sign_envelope, verify_envelope
 from attestation.keys import SigningKey, VerifyKey
+from attestation.tree_heads import CHECKPOINT_PAYLOAD_TYPE as CHECKPOINT_PAYLOAD_TYPE
 from broker.audit.merkle import HASH_SIZE, is_hash_hex
 from broker.audit.model import Checkpoint
 
-CHECKPOINT_PAYLOAD_TYPE = "application/vnd.qtestbed.audit-checkpoint.v1+json"
 _FIELDS = frozenset({"tree_size", "root_hash", "at"})
 
 

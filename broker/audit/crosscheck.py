@@ -30,7 +30,6 @@ that disagrees is read again, with the entries written meanwhile, before it is r
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from typing import Any, Protocol
 from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, result_digest
 from broker.audit.model import AuditEntry
-from broker.audit.verify import LogVerdict, iter_entries
+from broker.audit.stored import iter_stored
+from broker.audit.verify import iter_entries
 from broker.jobs.model import ALLOWED_TRANSITIONS, Job, JobResult, JobState
 from broker.jobs.result_digests import RECEIPT_DIGEST, RESULT_DIGEST, receipt_digest
 
@@ -63,6 +63,8 @@ class JobStore(Protocol):
     """What the cross-check reads: the audit log, the jobs and the results."""
 
     def audit_entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+
+    def audit_rows(self, *, after_seq: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]: ...
 
     def list_jobs(
         self, *, limit: int = 100, before_seq: int | None = None
@@ -159,8 +161,9 @@ class _Fold:
 def crosscheck_store(store: JobStore) -> list[JobFinding]:
     """Every disagreement between the jobs/results tables and the audit log of `store`."""
     fold = _Fold()
-    for entry in iter_entries(store):
-        fold.add(entry)
+    for item in iter_stored(store):
+        if isinstance(item, AuditEntry):  # a malformed row is the log check's finding
+            fold.add(item)
     suspects: set[str] = set()
     seen: set[str] = set()
     unreadable: list[JobFinding] = []
@@ -349,12 +352,3 @@ def _receipt_mismatches(job: Job, result: JobResult, counts_digest: str | None) 
             "(job.completed predates result digests in the log)"
         )
     return problems
-
-
-def with_job_findings(verdict: LogVerdict, findings: list[JobFinding]) -> LogVerdict:
-    """`verdict` with the cross-check's findings added as problems (failed if there are any)."""
-    if not findings:
-        return verdict
-    return dataclasses.replace(
-        verdict, ok=False, problems=[*verdict.problems, *(f.sentence() for f in findings)]
-    )

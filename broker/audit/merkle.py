@@ -13,27 +13,39 @@ append-only log that runs forever needs: it never re-reads old leaves to compute
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 
+# The hashing and the proof checks live in `attestation.merkle_proofs`, which verifiers import
+# without the broker; re-exported here so the broker has one place to take them from.
+from attestation.merkle_proofs import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from broker.audit.chain import canonical_event_bytes
 from broker.audit.model import AuditEntry
 
-HASH_SIZE = 32
-EMPTY_ROOT = hashlib.sha256(b"").digest()
-_LEAF_PREFIX = b"\x00"
-_NODE_PREFIX = b"\x01"
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "MerkleBuilder",
+    "audit_leaf",
+    "consistency_proof",
+    "inclusion_proof",
+    "is_hash_hex",
+    "leaf_hash",
+    "merkle_root",
+    "node_hash",
+    "root_from_hashes",
+    "split_point",
+    "verify_consistency",
+    "verify_inclusion",
+]
+
 _HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def leaf_hash(leaf: bytes) -> bytes:
-    """SHA-256(0x00 || leaf)."""
-    return hashlib.sha256(_LEAF_PREFIX + leaf).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """SHA-256(0x01 || left || right)."""
-    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
 
 
 def audit_leaf(entry: AuditEntry) -> bytes:
@@ -106,29 +118,6 @@ def inclusion_proof(index: int, hashes: Sequence[bytes]) -> list[bytes]:
     return proof
 
 
-def verify_inclusion(
-    index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
-) -> bool:
-    """RFC 9162 §2.1.3.2: does `proof` show leaf hash `leaf` at `index` of a tree with `root`?"""
-    if not 0 <= index < tree_size:
-        return False
-    fn, sn = index, tree_size - 1
-    r = leaf
-    for p in proof:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and r == root
-
-
 def consistency_proof(old_size: int, hashes: Sequence[bytes]) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 6962 §2.1.2 / RFC 9162 §2.1.4.1 for 0 <= m <= n = len(hashes).
 
@@ -151,43 +140,6 @@ def _subproof(m: int, hashes: Sequence[bytes], *, complete: bool) -> list[bytes]
     if m <= k:
         return [*_subproof(m, hashes[:k], complete=complete), root_from_hashes(hashes[k:])]
     return [*_subproof(m - k, hashes[k:], complete=False), root_from_hashes(hashes[:k])]
-
-
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
-    """RFC 9162 §2.1.4.2: is the tree (`old_size`, `old_root`) a prefix of (`new_size`,
-    `new_root`)? Size 0 requires the empty tree's root and an empty proof."""
-    if not 0 <= old_size <= new_size:
-        return False
-    if old_size == 0:
-        return not proof and old_root == EMPTY_ROOT
-    if old_size == new_size:
-        return not proof and old_root == new_root
-    if not proof:
-        return False
-    path = list(proof)
-    if old_size & (old_size - 1) == 0:  # a power of two: the old root is itself a subtree
-        path.insert(0, old_root)
-    fn, sn = old_size - 1, new_size - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and fr == old_root and sr == new_root
 
 
 class MerkleBuilder:

@@ -8,7 +8,7 @@ import logging
 from attestation.keys import SigningKey
 from broker.audit.checkpointer import AuditCheckpointer, AuditLogError
 from broker.audit.model import Checkpoint
-from broker.audit.verify import iter_entries
+from broker.audit.stored import iter_stored
 from broker.clock import Clock
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
@@ -16,6 +16,23 @@ from broker.store import StoreError
 from broker.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
+
+
+class DamagedAuditLog(Exception):
+    """The stored audit log fails verification at start: names the first bad entry and what
+    to do, for the operator to read (never a traceback)."""
+
+    def __init__(self, problems: list[str], first_bad_seq: int | None) -> None:
+        where = f"first bad entry seq {first_bad_seq}" if first_bad_seq else "its checkpoints"
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        super().__init__(
+            f"the audit log in the store is damaged ({where}): {shown}. The broker will not "
+            "start on it. Run 'qtestbed audit verify --config BROKER_TOML' (with --witness "
+            "FILE if a witness keeps a copy) for the full verdict, then restore the database "
+            "from a backup that verifies, or keep this copy for investigation"
+        )
+        self.problems = problems
+        self.first_bad_seq = first_bad_seq
 
 
 class CheckpointSigner:
@@ -36,15 +53,22 @@ class CheckpointSigner:
         self._checkpointer: AuditCheckpointer | None = None
 
     async def start(self) -> None:
-        """Load the stored checkpoints; the first tick then verifies the whole log against
-        them before anything new is signed."""
+        """Load the stored checkpoints and verify the whole log against them before anything
+        new is signed. A log that fails is `DamagedAuditLog`: the broker does not start on it,
+        since it would run without checkpoints and hide what was done to it."""
         self._checkpointer = AuditCheckpointer(
             self._key,
             every_entries=self._timing.checkpoint_every_entries,
             every_seconds=self._timing.checkpoint_every_seconds,
             existing=await self._runner.call(self._runner.store.checkpoints),
         )
-        await self.tick()
+        try:
+            made = await self._runner.call(self._step, False)
+            self._checkpointer.check_complete()
+        except AuditLogError as exc:
+            raise DamagedAuditLog(exc.problems, exc.first_bad_seq) from None
+        if made is not None:
+            self._metrics.checkpoints.inc()
 
     async def tick(self, *, force: bool = False) -> None:
         try:
@@ -67,7 +91,7 @@ class CheckpointSigner:
         if checkpointer is None:
             raise RuntimeError("CheckpointSigner.start() was not awaited")
         store = self._runner.store
-        checkpointer.feed(iter_entries(store, after_seq=checkpointer.last_seq))
+        checkpointer.feed(iter_stored(store, after_seq=checkpointer.last_seq))
         now = self._clock.now()
         has_new = checkpointer.tree_size > checkpointer.last_checkpoint_size
         if not (checkpointer.due_at(now) or (force and has_new)):

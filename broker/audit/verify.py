@@ -1,5 +1,10 @@
 """Verify the audit log: its hash chain, and its Merkle roots against signed checkpoints.
 
+This is the log check; `broker.audit.verification` runs it over a whole store together with
+the other checks (missing or stale checkpoints, a witness's copy, and any check added to its
+`CHECKS` list), each producing named findings. Rows are decoded without trusting them
+(`broker.audit.stored`): a malformed row is a bad entry (`add_malformed`), never an exception.
+
 Threat model: someone who can read and write the broker's database (SQL access, a stolen
 backup, a rogue DBA) but does not hold the broker's private key. The verifier holds the
 broker's public key from its certificate, obtained out of band.
@@ -34,8 +39,9 @@ What it can hide:
 * Deleting checkpoints. They live in the same database, so deleting the newest ones widens the
   unprotected tail and re-opens it to rewriting; rolling the whole database back to an earlier
   backup removes later entries and their checkpoints together. Only a checkpoint kept
-  elsewhere catches this: copy checkpoints out of the database (log shipping, a witness, a
-  ticket) and pass those copies to `verify_log`, which takes checkpoints from any source.
+  elsewhere catches this: a witness (`qtestbed audit witness`) keeps cosigned copies, and
+  `broker.audit.verification.verify_audit` merges them with the stored ones (`verify_log`
+  takes checkpoints from any source).
 * Anything done with the broker's private key.
 
 Reading the verdict:
@@ -67,6 +73,7 @@ from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.checkpoints import verify_checkpoint
 from broker.audit.merkle import MerkleBuilder, audit_leaf, is_hash_hex, leaf_hash
 from broker.audit.model import AuditEntry, Checkpoint
+from broker.audit.stored import MalformedRow
 
 # How many recent entry hashes are remembered to recognise an inserted run of entries.
 RECENT_WINDOW = 4096
@@ -101,7 +108,7 @@ class LogVerdict:
 
 
 def verify_log(
-    entries: Iterable[AuditEntry], checkpoints: Sequence[Checkpoint], key: VerifyKey
+    entries: Iterable[AuditEntry | MalformedRow], checkpoints: Sequence[Checkpoint], key: VerifyKey
 ) -> LogVerdict:
     """Verify the whole log from seq 1, in seq order, against `checkpoints` signed by `key`."""
     verifier = LogVerifier(checkpoints, key)
@@ -228,13 +235,36 @@ class LogVerifier:
         self._max_size = max(self._max_size, checkpoint.tree_size)
         self._check_pending()
 
+    def first_bad_seq(self) -> int | None:
+        """The first bad seq found so far (None while everything checks)."""
+        return self._first_bad(list(self._breaks))[0]
+
     def pending_beyond(self) -> int:
         """The largest checkpointed tree size not yet reached by the entries (0 if none)."""
         return max((c.tree_size for _, c in self._pending), default=0)
 
-    def add_all(self, entries: Iterable[AuditEntry]) -> None:
+    def add_all(self, entries: Iterable[AuditEntry | MalformedRow]) -> None:
         for entry in entries:
-            self.add(entry)
+            if isinstance(entry, MalformedRow):
+                self.add_malformed(entry)
+            else:
+                self.add(entry)
+
+    def add_malformed(self, row: MalformedRow) -> None:
+        """A stored row that is not an entry (bad JSON, bad UTF-8, a mistyped column): a bad
+        entry named by its seq. Its stored entry hash, if readable, still links the next."""
+        self._count += 1
+        self._last_seq = row.seq
+        self._breaks.append(_Break(seq=row.seq, seen_at=row.seq))
+        if len(self._breaks) <= MAX_LISTED_BREAKS:
+            self._problems.append(f"seq {row.seq} is malformed: {row.problem}")
+        state = self._chain
+        state.expected_seq = row.seq + 1
+        state.prev_hash = row.entry_hash or ""
+        state.prev_seq = row.seq
+        # No leaf can be derived; any checkpoint over it then fails to match, as it should.
+        self._builder.append_hash(leaf_hash(b"malformed row " + row.problem.encode()))
+        self._check_pending()
 
     def add(self, entry: AuditEntry) -> None:
         self._count += 1

@@ -22,7 +22,8 @@ from attestation.keys import VerifyKey
 from broker.access.documents import principal_from_doc
 from broker.access.model import AccessError, RecordKind
 from broker.audit.model import AuditEntry, AuditEvent
-from broker.audit.verify import iter_entries, verify_log
+from broker.audit.stored import MalformedRow, iter_stored
+from broker.audit.verify import verify_log
 from broker.jobs.model import Job
 from broker.report.model import Integrity
 from broker.store import BrokerStore
@@ -138,7 +139,7 @@ def read_facts(store: BrokerStore, key: VerifyKey, since: float, until: float) -
     # checkpoint look ahead of the log that was read.
     checkpoints = store.checkpoints()
     wanted = {job.job_id for job in facts.jobs}
-    verdict = verify_log(_feed(iter_entries(store), facts, wanted), checkpoints, key)
+    verdict = verify_log(_feed(iter_stored(store), facts, wanted), checkpoints, key)
     facts.integrity = Integrity(
         ok=verdict.ok,
         entries_checked=verdict.entries_checked,
@@ -205,10 +206,14 @@ def principal_facts(name: str, doc: Any) -> PrincipalFacts | None:
     return PrincipalFacts(affiliation=principal.affiliation, jurisdictions=principal.jurisdictions)
 
 
-def _feed(entries: Iterator[AuditEntry], facts: Facts, wanted: set[str]) -> Iterator[AuditEntry]:
-    """Pass every entry on to the verifier, keeping what the report needs on the way."""
+def _feed(
+    entries: Iterator[AuditEntry | MalformedRow], facts: Facts, wanted: set[str]
+) -> Iterator[AuditEntry | MalformedRow]:
+    """Pass every entry on to the verifier, keeping what the report needs on the way (a
+    malformed row is the verifier's to report, not the report's to read)."""
     for entry in entries:
-        _keep(entry.event, facts, wanted)
+        if isinstance(entry, AuditEntry):
+            _keep(entry.event, facts, wanted)
         yield entry
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from broker.access.model import AccessRecord, QuotaCheck, RecordKind, Usage
 from broker.audit.model import AuditEntry, AuditEvent, Checkpoint
@@ -107,6 +107,10 @@ class Store(Protocol):
         """Append one event that changes no job (attestation verdicts, denials at submit...)."""
 
     def audit_entries(self, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+
+    def audit_rows(self, *, after_seq: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Audit rows as stored (seq, kind, actor, subject, at, detail, prev_hash, entry_hash),
+        undecoded, for verifiers that must not trust them (`broker.audit.stored`)."""
 
 
 class RegistryStore(Protocol):

@@ -307,6 +307,17 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         )
         return [rows.audit_from_row(row) for row in found]
 
+    # How a verifier reads rows it does not trust: text as stored, never decoded by the driver
+    # (SQLite overrides this to hand over bytes, so invalid UTF-8 is seen rather than raised).
+    _RAW_AUDIT_SELECT = f"SELECT {rows.AUDIT_COLUMNS} FROM audit_log"
+
+    def audit_rows(self, *, after_seq: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Audit rows as stored, for `broker.audit.stored` to decode without trusting them."""
+        found = self._query(
+            f"{self._RAW_AUDIT_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+        return [tuple(row) for row in found]
+
     def _append(self, cur: Cursor, event: AuditEvent) -> AuditEntry:
         """Link `event` after the current head, inside the caller's transaction."""
         self._lock_audit(cur)

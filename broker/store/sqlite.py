@@ -63,6 +63,12 @@ class SqliteStore(SqlStore):
     """`Store` on a SQLite file; see `broker.store.sql_store` for the operations."""
 
     _dialect = schema.SQLITE
+    # Text columns as bytes; `at` as stored when it is a number (a cast would round it).
+    _RAW_AUDIT_SELECT = (
+        "SELECT seq, CAST(kind AS BLOB), CAST(actor AS BLOB), CAST(subject AS BLOB), "
+        "CASE WHEN typeof(at) IN ('real', 'integer') THEN at ELSE CAST(at AS BLOB) END, "
+        "CAST(detail AS BLOB), CAST(prev_hash AS BLOB), CAST(entry_hash AS BLOB) FROM audit_log"
+    )
     _db_errors = (sqlite3.Error,)
     replicated = False
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from broker.anomaly.canary import CanaryRunner
+from broker.audit.consistency import ConsistencyProver
 from broker.audit.proofs import InclusionProofs
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
+from broker.audit.witnesses import CosignatureDesk
 from broker.devices.admin import DeviceAdmin
 from broker.devices.directory import DeviceDirectory
 from broker.gauges import DeviceGauges
@@ -236,6 +238,14 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
                 runner=base.runner, sign_now=lambda: link.signer.tick(force=True)
             ),
         ),
+        cosignatures=CosignatureDesk(
+            runner=base.runner,
+            audit=r.audit,
+            witnesses=base.witness_keys,
+            log_key_id=base.audit_key.public_key.key_id,
+            metrics=base.metrics,
+        ),
+        proofs=ConsistencyProver(base.runner),
     )
 
 
@@ -246,7 +256,7 @@ def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
         ),
         devices=DeviceServicer(s.directory),
         device_admin=DeviceAdminServicer(s.device_admin),
-        audit=AuditServicer(s.audit),
+        audit=AuditServicer(s.audit, s.cosignatures, s.proofs),
         access_admin=AccessAdminServicer(
             access=r.access, schedule=r.schedule, registry=r.devices, clock=base.clock
         ),

@@ -3,7 +3,7 @@ process (`broker.app`) and the unit-test harness reach into."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
@@ -20,9 +20,11 @@ from broker.access.refusals import AccessRefusals
 from broker.access.registry import AccessRegistry
 from broker.access.requests import AccessRequests
 from broker.anomaly.monitor import AnomalyMonitor
+from broker.audit.consistency import ConsistencyProver
 from broker.audit.log import AuditLog
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
+from broker.audit.witnesses import CosignatureDesk, WitnessKeys
 from broker.clock import Clock
 from broker.devices.admin import DeviceAdmin
 from broker.devices.directory import DeviceDirectory
@@ -75,6 +77,8 @@ class Foundation:
     export_profile: ExportProfile
     decoder: CircuitDecoder
     link: LinkPort
+    # The audit witnesses the operator registered (none by default).
+    witness_keys: WitnessKeys = field(default_factory=WitnessKeys)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,6 +135,8 @@ class Services:
     device_admin: DeviceAdmin
     audit: AuditReader
     result_proofs: ResultProofService
+    cosignatures: CosignatureDesk
+    proofs: ConsistencyProver
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -93,6 +93,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 @guarded()
 def cmd_broker(args: argparse.Namespace) -> int:
     from broker.app import Broker
+    from broker.audit.signer import DamagedAuditLog
     from broker.settings import SettingsError, load_settings
 
     _logging()
@@ -109,7 +110,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
         raise CommandError(f"broker cannot start: {exc}") from exc
 
     async def serve(stop: asyncio.Event) -> int:
-        addresses = await broker.start()
+        try:
+            addresses = await broker.start()
+        except DamagedAuditLog as exc:
+            raise CommandError(f"broker cannot start: {exc}") from None
         broker.watch_handshakes()
         info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
         if args.ready_file is not None:

@@ -432,6 +432,16 @@ class AuditServiceStub(object):
                 request_serializer=qtestbed_dot_v1_dot_admin__pb2.ListCheckpointsRequest.SerializeToString,
                 response_deserializer=qtestbed_dot_v1_dot_admin__pb2.ListCheckpointsResponse.FromString,
                 _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/qtestbed.v1.AuditService/GetConsistencyProof',
+                request_serializer=qtestbed_dot_v1_dot_admin__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_admin__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
+        self.AddCosignature = channel.unary_unary(
+                '/qtestbed.v1.AuditService/AddCosignature',
+                request_serializer=qtestbed_dot_v1_dot_admin__pb2.AddCosignatureRequest.SerializeToString,
+                response_deserializer=qtestbed_dot_v1_dot_admin__pb2.AddCosignatureResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer(object):
@@ -446,7 +456,24 @@ class AuditServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListCheckpoints(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every signed checkpoint, smallest tree first, with the witnesses' cosignatures. Security role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """RFC 6962 consistency proof from the tree of `first_size` entries to that of `second_size`.
+        Security role (witnesses and auditors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCosignature(self, request, context):
+        """A witness returns its cosignature on a checkpoint. Security role, and the cosignature must
+        verify with a witness key registered in the broker's settings ([witnesses]).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -463,6 +490,16 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListCheckpoints,
                     request_deserializer=qtestbed_dot_v1_dot_admin__pb2.ListCheckpointsRequest.FromString,
                     response_serializer=qtestbed_dot_v1_dot_admin__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=qtestbed_dot_v1_dot_admin__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_admin__pb2.ConsistencyProof.SerializeToString,
+            ),
+            'AddCosignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCosignature,
+                    request_deserializer=qtestbed_dot_v1_dot_admin__pb2.AddCosignatureRequest.FromString,
+                    response_serializer=qtestbed_dot_v1_dot_admin__pb2.AddCosignatureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +557,60 @@ class AuditService(object):
             '/qtestbed.v1.AuditService/ListCheckpoints',
             qtestbed_dot_v1_dot_admin__pb2.ListCheckpointsRequest.SerializeToString,
             qtestbed_dot_v1_dot_admin__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.AuditService/GetConsistencyProof',
+            qtestbed_dot_v1_dot_admin__pb2.GetConsistencyProofRequest.SerializeToString,
+            qtestbed_dot_v1_dot_admin__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCosignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtestbed.v1.AuditService/AddCosignature',
+            qtestbed_dot_v1_dot_admin__pb2.AddCosignatureRequest.SerializeToString,
+            qtestbed_dot_v1_dot_admin__pb2.AddCosignatureResponse.FromString,
             options,
             channel_credentials,
             insecure,

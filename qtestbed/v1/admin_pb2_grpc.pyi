@@ -163,6 +163,15 @@ class AuditServiceStub:
     StreamAudit: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamAuditRequest, _admin_pb2.AuditEntry]
     """Entries after `after_seq`, then (with follow) each new one as it is appended. Security role."""
     ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListCheckpointsRequest, _admin_pb2.ListCheckpointsResponse]
+    """Every signed checkpoint, smallest tree first, with the witnesses' cosignatures. Security role."""
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetConsistencyProofRequest, _admin_pb2.ConsistencyProof]
+    """RFC 6962 consistency proof from the tree of `first_size` entries to that of `second_size`.
+    Security role (witnesses and auditors).
+    """
+    AddCosignature: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddCosignatureRequest, _admin_pb2.AddCosignatureResponse]
+    """A witness returns its cosignature on a checkpoint. Security role, and the cosignature must
+    verify with a witness key registered in the broker's settings ([witnesses]).
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -172,6 +181,15 @@ class AuditServiceAsyncStub(AuditServiceStub):
     StreamAudit: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamAuditRequest, _admin_pb2.AuditEntry]  # type: ignore[assignment]
     """Entries after `after_seq`, then (with follow) each new one as it is appended. Security role."""
     ListCheckpoints: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListCheckpointsRequest, _admin_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    """Every signed checkpoint, smallest tree first, with the witnesses' cosignatures. Security role."""
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetConsistencyProofRequest, _admin_pb2.ConsistencyProof]  # type: ignore[assignment]
+    """RFC 6962 consistency proof from the tree of `first_size` entries to that of `second_size`.
+    Security role (witnesses and auditors).
+    """
+    AddCosignature: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddCosignatureRequest, _admin_pb2.AddCosignatureResponse]  # type: ignore[assignment]
+    """A witness returns its cosignature on a checkpoint. Security role, and the cosignature must
+    verify with a witness key registered in the broker's settings ([witnesses]).
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The security team's view of the tamper-evident audit log."""
@@ -189,6 +207,27 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.ListCheckpointsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.ListCheckpointsResponse, _abc.Awaitable[_admin_pb2.ListCheckpointsResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.ListCheckpointsResponse, _abc.Awaitable[_admin_pb2.ListCheckpointsResponse]]:
+        """Every signed checkpoint, smallest tree first, with the witnesses' cosignatures. Security role."""
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _admin_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ConsistencyProof, _abc.Awaitable[_admin_pb2.ConsistencyProof]]:
+        """RFC 6962 consistency proof from the tree of `first_size` entries to that of `second_size`.
+        Security role (witnesses and auditors).
+        """
+
+    @_abc_1.abstractmethod
+    def AddCosignature(
+        self,
+        request: _admin_pb2.AddCosignatureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AddCosignatureResponse, _abc.Awaitable[_admin_pb2.AddCosignatureResponse]]:
+        """A witness returns its cosignature on a checkpoint. Security role, and the cosignature must
+        verify with a witness key registered in the broker's settings ([witnesses]).
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

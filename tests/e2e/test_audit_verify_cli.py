@@ -196,3 +196,69 @@ def test_random_tampering_is_detected_and_the_first_bad_entry_named(
     assert code == 1, (kind, seq, verdict)
     assert verdict["ok"] is False
     assert verdict["first_bad_seq"] == seq, (kind, verdict["problems"])
+
+
+def test_a_malformed_row_is_a_named_bad_entry_and_json_is_printed(facility: Path) -> None:
+    with _db(facility) as db:
+        db.execute("UPDATE audit_log SET detail = '{\"shots\": ' WHERE seq = 12")
+        db.execute("UPDATE audit_log SET actor = CAST(X'ff00' AS TEXT) WHERE seq = 14")
+    done = qtestbed("audit", "verify", "--config", str(facility), "--json")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    verdict = json.loads(done.stdout)
+    assert verdict["ok"] is False
+    assert verdict["first_bad"] == 12
+    malformed = {f["seq"]: f["message"] for f in verdict["findings"] if f["kind"] == "malformed"}
+    assert "its detail is not JSON" in malformed[12]
+    assert "its actor is not valid UTF-8" in malformed[14]
+    text = qtestbed("audit", "verify", "--config", str(facility))
+    assert text.returncode == 1
+    assert "first bad entry seq 12" in text.stdout
+
+
+def test_zero_checkpoints_fail(facility: Path) -> None:
+    with _db(facility) as db:
+        db.execute("DELETE FROM audit_checkpoints")
+    done = qtestbed("audit", "verify", "--config", str(facility), "--json")
+    assert done.returncode == 1, done.stderr
+    verdict = json.loads(done.stdout)
+    assert [f["kind"] for f in verdict["findings"]] == ["no_checkpoints"]
+    assert verdict["checkpoints"] == 0
+
+
+def test_a_checkpoint_older_than_the_interval_with_entries_after_it_fails(facility: Path) -> None:
+    # The fixture's entries are one second apart and checkpointed every 10; the broker signs
+    # every 60 s by default. Entries written long after the last checkpoint, with none after:
+    with _db(facility) as db:
+        db.execute("DELETE FROM audit_checkpoints WHERE tree_size > 30")
+        db.execute("UPDATE audit_log SET at = at + 600 WHERE seq > 40")
+    entries = _rows(facility)
+    prev = entries[39].entry_hash
+    with _db(facility) as db:
+        for entry in entries[40:]:
+            entry_hash = chain_hash(prev, entry.seq, entry.event)
+            db.execute(
+                "UPDATE audit_log SET prev_hash = ?, entry_hash = ? WHERE seq = ?",
+                (prev, entry_hash, entry.seq),
+            )
+            prev = entry_hash
+    done = qtestbed("audit", "verify", "--config", str(facility), "--json")
+    assert done.returncode == 1, done.stderr
+    verdict = json.loads(done.stdout)
+    assert [f["kind"] for f in verdict["findings"]] == ["stale_checkpoint"]
+    assert verdict["first_bad"] == 31
+
+
+def test_cannot_verify_still_prints_a_verdict_with_json(facility: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-witness.jsonl"
+    done = qtestbed(
+        "audit", "verify", "--config", str(facility), "--json", "--witness", str(missing)
+    )
+    assert done.returncode == 2
+    verdict = json.loads(done.stdout)
+    assert verdict["ok"] is False
+    assert "cannot read witness file" in verdict["cannot_verify"]
+    sqlite_path(load_settings(facility).store).unlink()
+    done = qtestbed("audit", "verify", "--config", str(facility), "--json")
+    assert done.returncode == 2
+    assert "no SQLite store at" in json.loads(done.stdout)["cannot_verify"]

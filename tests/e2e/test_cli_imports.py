@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from broker.policy import Action
 from qtestbed.cli import policy
@@ -45,3 +46,10 @@ def test_offline_commands_load_the_broker_when_they_run() -> None:
 def test_the_cli_knows_every_policy_action() -> None:
     # The parser lists the actions itself, so that building it does not load the policy engine.
     assert tuple(action.value for action in Action) == policy.ACTIONS
+
+
+def test_the_witness_runs_without_the_broker(tmp_path: Path) -> None:
+    # The witness runs on the security team's machine: attestation and the client only. It
+    # gets as far as reading the broker's certificate, which is missing here.
+    argv = ("audit", "witness", "--state", str(tmp_path / "w"), "--log-cert", "/nonexistent.pem")
+    assert _loaded_after(*argv, "--metrics-listen", "") == (2, "-")

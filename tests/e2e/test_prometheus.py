@@ -21,6 +21,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from broker.metrics import BrokerMetrics
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.testing import LocalFacility
+from qtestbed.witness_metrics import WitnessMetrics
 from tests.integration.support import scrape, wait_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +86,13 @@ def exported_names(registry: CollectorRegistry) -> dict[str, set[str]]:
     return names
 
 
+def registries() -> list[CollectorRegistry]:
+    """Every process's metrics: the broker's, and the audit witness's (its own process)."""
+    return [BrokerMetrics().registry, WitnessMetrics().registry]
+
+
 def all_series_names() -> set[str]:
-    return set().union(*exported_names(BrokerMetrics().registry).values())
+    return set().union(*(set().union(*exported_names(r).values()) for r in registries()))
 
 
 def alert_blocks() -> dict[str, str]:
@@ -227,20 +233,21 @@ def test_every_metric_is_documented_and_shown() -> None:
         "\n".join(dashboard_queries(json.loads(p.read_text()))) for p in DASHBOARDS
     )
     shown = set(METRIC_NAME.findall(dashboards))
-    for documented, series in exported_names(BrokerMetrics().registry).items():
+    documented_names = {k: v for r in registries() for k, v in exported_names(r).items()}
+    for documented, series in documented_names.items():
         assert f"`{documented}`" in docs, f"{documented} is missing from docs/metrics.md"
         assert series & shown, f"no dashboard shows {documented}"
 
 
 def test_every_broker_metric_passes_promtool_lint(promtool: str) -> None:
     """Every metric with one series (a live scrape only shows the labelled ones already used)."""
-    metrics = BrokerMetrics()
-    for metric in vars(metrics).values():
-        if isinstance(metric, MetricWrapperBase) and metric._labelnames:
-            metric.labels(*("x" for _ in metric._labelnames))
-    done = run(promtool, "check", "metrics", stdin=generate_latest(metrics.registry).decode())
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout + done.stderr == ""
+    for metrics in (BrokerMetrics(), WitnessMetrics()):
+        for metric in vars(metrics).values():
+            if isinstance(metric, MetricWrapperBase) and metric._labelnames:
+                metric.labels(*("x" for _ in metric._labelnames))
+        done = run(promtool, "check", "metrics", stdin=generate_latest(metrics.registry).decode())
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout + done.stderr == ""
 
 
 # ------------------------------------------------------------------ a live broker

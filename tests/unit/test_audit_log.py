@@ -31,6 +31,7 @@ from broker.audit.checkpoints import (
 )
 from broker.audit.merkle import audit_leaf, merkle_root
 from broker.audit.model import AuditEntry, AuditEvent, Checkpoint
+from broker.audit.verification import AuditVerdict
 from broker.audit.verify import LogVerdict, LogVerifier, iter_entries, verify_log
 from qtestbed.cli.audit import render
 
@@ -765,13 +766,13 @@ def test_the_streaming_verifier_matches_verify_log(logs: Logs) -> None:
 def test_verdict_renders_for_people_and_as_json(logs: Logs) -> None:
     log = logs.get(21, minimum=30)
     ok = logs.verify(log.entries, log.checkpoints)
-    assert render(ok).startswith(f"audit log OK: {log.n} entries")
+    assert render(AuditVerdict.of_log(ok)).startswith(f"audit log OK: {log.n} entries")
     entries = list(log.entries)
     entries[2] = dataclasses.replace(entries[2], entry_hash="0" * 64)
     bad = logs.verify(entries, log.checkpoints)
-    text = render(bad)
+    text = render(AuditVerdict.of_log(bad))
     assert text.startswith("audit log TAMPERED: first bad entry seq 3")
-    assert "  - seq 3 was changed" in text
+    assert "  - [chain] seq 3 was changed" in text
     as_json = json.loads(json.dumps(bad.to_dict()))
     assert as_json["first_bad_seq"] == 3
     assert as_json["ok"] is False

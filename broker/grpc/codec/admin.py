@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from attestation.calibration import CALIBRATION_FIGURES, CalibrationWindows, Tolerance
 from broker.audit.model import AuditEntry, Checkpoint
+from broker.audit.witnesses import StoredCosignature
 from broker.devices.model import (
     AttestationRecord,
     DeviceRecord,
@@ -131,13 +133,21 @@ def audit_to_proto(entry: AuditEntry) -> admin_pb2.AuditEntry:
     )
 
 
-def checkpoint_to_proto(checkpoint: Checkpoint) -> admin_pb2.Checkpoint:
+def checkpoint_to_proto(
+    checkpoint: Checkpoint, cosignatures: Sequence[StoredCosignature] = ()
+) -> admin_pb2.Checkpoint:
     return admin_pb2.Checkpoint(
         tree_size=checkpoint.tree_size,
         root_hash=checkpoint.root_hash,
         at=checkpoint.at,
         key_id=checkpoint.key_id,
         envelope=checkpoint.envelope,
+        cosignatures=[
+            admin_pb2.Cosignature(
+                witness=c.witness, key_id=c.key_id, witnessed_at=c.witnessed_at, envelope=c.envelope
+            )
+            for c in cosignatures
+        ],
     )
 
 

@@ -154,3 +154,13 @@ class MemoryCore:
             first, last = max(after_seq, 0) + 1, min(len(db.audit), max(after_seq, 0) + limit)
             rows = [db.audit.get(seq) for seq in range(first, last + 1)]
         return [entry_from_row(row) for row in rows if row is not None]
+
+    def audit_rows(self, *, after_seq: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]:
+        with self._read() as db:
+            first, last = max(after_seq, 0) + 1, min(len(db.audit), max(after_seq, 0) + limit)
+            found = [db.audit.get(seq) for seq in range(first, last + 1)]
+        return [
+            (r.seq, r.kind, r.actor, r.subject, r.at, r.detail, r.prev_hash, r.entry_hash)
+            for r in found
+            if r is not None
+        ]
