@@ -40,7 +40,7 @@ class Log:
     def add(self, count: int, *, at: float) -> None:
         for i in range(count):
             self.store.append_audit(
-                AuditEvent(kind="job.submitted", actor="a", subject=f"j{i}", at=at + i)
+                AuditEvent(kind="attestation.passed", actor="a", subject=f"d{i}", at=at + i)
             )
         self.checkpointer.feed(iter_stored(self.store, after_seq=self.checkpointer.last_seq))
 
@@ -134,11 +134,17 @@ def test_a_further_check_plugs_in_and_names_a_job() -> None:
             check="jobs", kind="job_row_mismatch", message="shots differ", job_id="j1", seq=2
         )
 
-    verdict = log.verify(checks=[*CHECKS, NamedCheck(name="jobs", run=jobs_against_audit)])
+    verdict = log.verify(checks=[*CHECKS, NamedCheck(name="extra", run=jobs_against_audit)])
     assert not verdict.ok
     assert verdict.first_bad == 2
     assert verdict.to_dict()["findings"][0]["job_id"] == "j1"
 
 
 def test_checks_run_in_order() -> None:
-    assert [c.name for c in CHECKS] == ["log", "checkpoints_present", "checkpoint_fresh", "witness"]
+    assert [c.name for c in CHECKS] == [
+        "log",
+        "checkpoints_present",
+        "checkpoint_fresh",
+        "witness",
+        "jobs",
+    ]
