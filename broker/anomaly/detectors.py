@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Detector names: the `detector` label of qtestbed_anomalies_total and the alert rules.
@@ -71,15 +71,28 @@ class _Window:
 
     window_start: float
     count: int = 0
+    previous: int = 0  # the count of the window just before, if it was the last one
     fired: bool = False
     own: _Baseline | None = None
+    # What this window is judged against: the own baseline as it was before the previous
+    # window, which the recent estimate overlaps, so the unreported first half of a flood
+    # cannot raise the bar for its second half. None: the facility prior.
+    judge: _Baseline | None = None
+
+    def recent(self, now: float, window: float) -> float:
+        """Events in the last `window` seconds, estimated: this window's count plus the share
+        of the previous window's count that still lies within the last `window` seconds (as if
+        spread evenly). A flood that straddles a window boundary is not halved."""
+        behind = max(0.0, 1.0 - (now - self.window_start) / window)
+        return self.count + self.previous * behind
 
 
 class RateSpikeDetector:
     """Per-key events (or amounts: jobs) per fixed window against that key's own history.
 
     The baseline is an exponentially weighted mean and variance of past windows' counts
-    (idle windows count as zero). A window fires once, as soon as its count exceeds
+    (idle windows count as zero). A window fires once, as soon as the events of the last
+    window length (this window's count and the overlapping share of the previous one) exceed
     max(floor, mean + sigmas * max(stddev, sqrt(mean))): the floor keeps a quiet principal's
     first busy minute from alarming, the baseline lets a habitually busy one stay busy.
 
@@ -111,7 +124,7 @@ class RateSpikeDetector:
 
     def threshold(self, key: Hashable) -> float:
         state = self._state.get(key)
-        baseline = state.own if state is not None and state.own is not None else self.prior
+        baseline = state.judge if state is not None and state.judge is not None else self.prior
         return self._limit(baseline)
 
     def _limit(self, baseline: _Baseline) -> float:
@@ -133,20 +146,22 @@ class RateSpikeDetector:
             state = self._state[key] = _Window(window_start=now)
         self._roll(state, now)
         state.count += amount
-        own = state.own
+        own = state.judge
         limit = self._limit(own if own is not None else self.prior)
-        if state.fired or state.count <= limit:
+        recent = state.recent(now, self.window)
+        if state.fired or recent <= limit:
             return None
         state.fired = True
+        count = math.ceil(recent)
         usual = own if own is not None else self.prior
-        whose = "their usual" if own is not None else "with no history of theirs, the facility's"
+        whose = "their usual" if own is not None else "the facility prior (no history of theirs)"
         return Finding(
             detector=self.detector,
             subject=str(key),
-            message=f"{key} made {state.count} {self.unit} within {self.window:.0f} s; {whose} "
+            message=f"{key} made {count} {self.unit} within {self.window:.0f} s; {whose} "
             f"rate is {usual.mean:.1f} per window (alarm above {limit:.1f})",
             detail={
-                "count": state.count,
+                "count": count,
                 "unit": self.unit,
                 "window_seconds": self.window,
                 "baseline": "own" if own is not None else "facility prior",
@@ -160,13 +175,17 @@ class RateSpikeDetector:
         elapsed = int((now - state.window_start) // self.window)
         if elapsed <= 0:
             return
+        before = None if state.own is None else replace(state.own)
+        reported = state.fired  # a window that alarmed was reported: it may raise the bar
         if state.own is None:  # a newcomer's own history starts from the facility prior
             state.own = _Baseline(self.prior.mean, self.prior.variance, self.prior.windows)
         if state.count > 0 and not state.fired:
             self.prior.learn(state.count, self.smoothing)
         for n in range(min(elapsed, _MAX_IDLE_WINDOWS)):
             state.own.learn(state.count if n == 0 else 0, self.smoothing)
+        state.judge = before if elapsed == 1 and not reported else replace(state.own)
         state.window_start += elapsed * self.window
+        state.previous = state.count if elapsed == 1 else 0
         state.count = 0
         state.fired = False
 
