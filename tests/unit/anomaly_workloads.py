@@ -151,15 +151,18 @@ def measure(seeds: range, settings: AnomalySettings, days: int = 7) -> Figures:
         figures.calls += len(calls)
         figures.jobs += sum(jobs for _, _, jobs in calls)
         for flood in floods:
-            hits = [t for t, f in findings if f.subject == flood.who and t >= flood.start]
-            delays = [t - flood.start for t in hits if t <= flood.end]
+            delays = [
+                t - flood.start
+                for t, f in findings
+                if f.subject == flood.who and flood.start <= t <= flood.end
+            ]
             if delays:
                 figures.detected.setdefault(flood.name, []).append(min(delays))
             else:
                 figures.missed[flood.name] = figures.missed.get(flood.name, 0) + 1
         for t, f in findings:
-            flood = flooders.get(f.subject)
-            if flood is None or not flood.start <= t <= flood.end:
+            planted = flooders.get(f.subject)
+            if planted is None or not planted.start <= t <= planted.end:
                 figures.false_positives[f.detector] = figures.false_positives.get(f.detector, 0) + 1
     return figures
 
