@@ -67,7 +67,8 @@ class _Baseline:
 
 @dataclass(slots=True)
 class _Window:
-    """One key's current window and its own baseline (None until its first window ends)."""
+    """One key's current window, the one before, and its own baseline (None until its first
+    window ends)."""
 
     window_start: float
     count: int = 0
@@ -146,15 +147,15 @@ class RateSpikeDetector:
             state = self._state[key] = _Window(window_start=now)
         self._roll(state, now)
         state.count += amount
-        own = state.judge
-        limit = self._limit(own if own is not None else self.prior)
+        judge = state.judge
+        usual = judge if judge is not None else self.prior
+        limit = self._limit(usual)
         recent = state.recent(now, self.window)
         if state.fired or recent <= limit:
             return None
         state.fired = True
         count = math.ceil(recent)
-        usual = own if own is not None else self.prior
-        whose = "their usual" if own is not None else "the facility prior (no history of theirs)"
+        whose = "their usual" if judge is not None else "the facility prior (no history of theirs)"
         return Finding(
             detector=self.detector,
             subject=str(key),
@@ -164,7 +165,7 @@ class RateSpikeDetector:
                 "count": count,
                 "unit": self.unit,
                 "window_seconds": self.window,
-                "baseline": "own" if own is not None else "facility prior",
+                "baseline": "own" if judge is not None else "facility prior",
                 "baseline_mean": round(usual.mean, 3),
                 "baseline_stddev": round(math.sqrt(usual.variance), 3),
                 "threshold": round(limit, 3),
