@@ -66,11 +66,14 @@ class TimingSettings:
 class AnomalySettings:
     """Thresholds of the anomaly detectors (see docs/anomalies.md for each method)."""
 
-    # Per-principal submissions per window against that principal's own EWMA baseline.
+    # Per-principal accepted submission calls per window (a SubmitJobs batch is one call)
+    # against that principal's own EWMA baseline, or the facility prior for a newcomer.
     rate_window_seconds: float = 60.0
     rate_sigmas: float = 4.0
-    rate_floor: int = 60  # never alarm below this many submissions in one window
+    rate_floor: int = 60  # never alarm below this many submission calls in one window
     rate_smoothing: float = 0.2
+    # The same method over jobs per window (batch sizes summed): many full batches back to back.
+    volume_floor: int = 2000  # never alarm below this many jobs in one window (20 full batches)
     # Denials and device-lookup misses (probing) per principal in a sliding window.
     denial_window_seconds: float = 300.0
     denial_threshold: int = 10

@@ -443,7 +443,8 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         "aging_seconds = 300.0  # one priority class moves a job this far ahead in its project\n"
         "session_max_seconds = 3600.0\nsession_idle_seconds = 300.0\n\n"
         "[anomaly]  # detector thresholds; methods in docs/anomalies.md\n"
-        "rate_floor = 60\ndenial_threshold = 10\nattestation_device_threshold = 3\n"
+        "rate_floor = 60\nvolume_floor = 2000\n"
+        "denial_threshold = 10\nattestation_device_threshold = 3\n"
         "canary_interval_seconds = 600.0\ncanary_fidelity_floor = 0.9\n\n"
         "[timing]\nlease_seconds = 120.0\nmax_attempts = 3\nheartbeat_seconds = 1.0\n"
     )

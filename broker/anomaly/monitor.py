@@ -18,11 +18,14 @@ from broker.anomaly.detectors import (
     DENIAL_BURST,
     EXPORT_CLASS_CROSSING,
     FRONT_DOOR_REFUSAL_BURST,
+    SUBMISSION_RATE_SPIKE,
+    SUBMISSION_VOLUME_SPIKE,
     BurstDetector,
     Finding,
     Measured,
     MeasurementDriftDetector,
     RateSpikeDetector,
+    SubmissionWatch,
 )
 from broker.audit.log import AuditLog
 from broker.audit.model import AuditEvent
@@ -35,6 +38,25 @@ log = logging.getLogger(__name__)
 _FACILITY = "facility"
 
 
+def submission_watch(settings: AnomalySettings) -> SubmissionWatch:
+    """The call-rate and job-volume detectors with the configured thresholds."""
+
+    def detector(floor: int, name: str, unit: str) -> RateSpikeDetector:
+        return RateSpikeDetector(
+            window=settings.rate_window_seconds,
+            sigmas=settings.rate_sigmas,
+            floor=floor,
+            smoothing=settings.rate_smoothing,
+            detector=name,
+            unit=unit,
+        )
+
+    return SubmissionWatch(
+        rate=detector(settings.rate_floor, SUBMISSION_RATE_SPIKE, "submission calls"),
+        volume=detector(settings.volume_floor, SUBMISSION_VOLUME_SPIKE, "jobs"),
+    )
+
+
 class AnomalyMonitor:
     def __init__(
         self, *, audit: AuditLog, clock: Clock, metrics: BrokerMetrics, settings: AnomalySettings
@@ -43,12 +65,7 @@ class AnomalyMonitor:
         self._clock = clock
         self._metrics = metrics
         self.settings = settings
-        self.rate = RateSpikeDetector(
-            window=settings.rate_window_seconds,
-            sigmas=settings.rate_sigmas,
-            floor=settings.rate_floor,
-            smoothing=settings.rate_smoothing,
-        )
+        self.submissions = submission_watch(settings)
         self.denials = BurstDetector(
             DENIAL_BURST,
             window=settings.denial_window_seconds,
@@ -72,8 +89,11 @@ class AnomalyMonitor:
         self.drift = MeasurementDriftDetector()
         self._pending: set[asyncio.Task[None]] = set()
 
-    def submission(self, principal: str) -> None:
-        self._raise(self.rate.observe(principal, self._clock.now()))
+    def submission(self, principal: str, jobs: int) -> None:
+        """One accepted submission call (SubmitJob, or a SubmitJobs batch) that queued `jobs`
+        new jobs: the call feeds the rate detector once, its size the volume detector."""
+        for finding in self.submissions.observe(principal, self._clock.now(), jobs):
+            self._raise(finding)
 
     def refusal(self, principal: str) -> None:
         """A denial, or a lookup of a device the caller cannot see (probing looks like this)."""

@@ -119,19 +119,18 @@ class Submission:
             await self._over_quota(caller, exc)
         except IdempotencyKeyReused as exc:
             raise _key_reused(exc, requests) from exc
-        return [
-            self._accepted(p.job, job, created)
-            for p, (job, created) in zip(prepared, stored, strict=True)
-        ]
+        accepted = [self._accepted(job, created) for job, created in stored]
+        # Only what was accepted counts, once per call: a batch is one submission whose size
+        # is a signal of its own, and a refused call (nothing queued) is a refusal, counted by
+        # the denial detector, not a submission.
+        self._d.anomalies.submission(caller, sum(created for _, created in stored))
+        return accepted
 
-    def _accepted(self, attempted: Job, job: Job, created: bool) -> tuple[JobView, bool]:
+    def _accepted(self, job: Job, created: bool) -> tuple[JobView, bool]:
         if not created:  # a retry: the idempotency key named this same earlier request
             return self._d.views.view(job), False
         if job.session_id:
             self._d.sessions.touch(job.session_id, submitted=True)
-        # Only what was accepted counts towards the rate detector: a refused call is a refusal
-        # (counted by the denial detector), not a submission.
-        self._d.anomalies.submission(job.owner)
         self._d.wakeups.kick(job.device_id)
         return self._d.views.queued(job), True
 

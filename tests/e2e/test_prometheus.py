@@ -159,6 +159,7 @@ def test_every_alert_is_labelled_annotated_and_unit_tested() -> None:
 def test_one_alert_per_anomaly_detector() -> None:
     detectors = {
         "submission_rate_spike",
+        "submission_volume_spike",
         "denial_burst",
         "attestation_failure_burst",
         "attestation_failure_burst_facility",

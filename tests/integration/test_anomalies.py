@@ -11,7 +11,7 @@ import pytest
 
 from attestation.keys import KeyKind, SigningKey
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import QtestbedError
+from qtestbed.client import QtestbedError, submit_request
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import admin_pb2
 from tests.integration.lab import DEVICE, Lab
@@ -26,6 +26,7 @@ from tests.integration.support import (
 # Small thresholds so a test injects an anomaly in seconds; the methods are the shipped ones.
 SENSITIVE = {
     "rate_floor": 6,
+    "volume_floor": 150,
     "denial_threshold": 4,
     "attestation_device_threshold": 2,
     "attestation_facility_threshold": 3,
@@ -74,6 +75,59 @@ def test_a_submission_spike_is_raised_once(sensitive: LocalFacility) -> None:
     assert finding.subject == "alice"
     assert finding.detail["count"] == 7  # the first submission above the floor of 6
     assert _counted(sensitive, "submission_rate_spike") == 1
+
+
+def _sweep(points: int) -> list[bytes]:
+    """A parameter sweep: the same circuit at `points` rotation angles."""
+    return [
+        f'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1];\ncreg c[1];\n'
+        f"rx({3.14159 * n / points:.6f}) q[0];\nmeasure q[0] -> c[0];\n".encode()
+        for n in range(points)
+    ]
+
+
+def test_a_sweep_by_a_new_principal_is_quiet_and_a_flood_of_single_calls_is_not(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a 100-point sweep sent as one SubmitJobs call by a principal without history
+    fired submission_rate_spike. The shipped thresholds, with the window widened to an hour so
+    that the flood's calls fall in one window however slowly this machine answers."""
+    with LocalFacility(tmp_path / "facility", anomaly={"rate_window_seconds": 3600.0}) as facility:
+        facility.start_broker()
+        bob = facility.client("bob")
+        sweep = [submit_request(p, device_id="sim-open", shots=100) for p in _sweep(100)]
+        queued = bob.submit_many(sweep)
+        assert len(queued) == 100
+        assert all(r.created for r in queued)
+        # A finding is counted inside the call that caused it: none was.
+        assert metric_value(scrape(facility), "qtestbed_anomalies_total") == 0
+        # Alice, as new as bob, sends the rate floor plus one separate SubmitJob calls.
+        alice = facility.client("alice")
+        for _ in range(61):
+            alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10)
+        finding = _raised(facility, "submission_rate_spike")
+        assert finding.subject == "alice"
+        assert finding.detail["count"] == 61
+        assert finding.detail["baseline"] == "facility prior"
+        assert _counted(facility, "submission_rate_spike") == 1
+        # Audited in order: bob's sweep, submitted first, left no entry before alice's.
+        raised = audit_entries(facility, kind="anomaly.raised")
+        assert [(e.subject, e.detail["detector"]) for e in raised] == [
+            ("alice", "submission_rate_spike")
+        ]
+
+
+def test_full_batches_back_to_back_are_a_volume_spike(sensitive: LocalFacility) -> None:
+    sensitive.start_broker()
+    alice = sensitive.client("alice")
+    for _ in range(2):  # 200 jobs in two calls: above the volume floor of 150, not the rate's 6
+        alice.submit_many([submit_request(p, device_id="sim-open", shots=10) for p in _sweep(100)])
+    finding = _raised(sensitive, "submission_volume_spike")
+    assert finding.subject == "alice"
+    assert finding.detail["count"] == 200
+    assert finding.detail["unit"] == "jobs"
+    assert _counted(sensitive, "submission_volume_spike") == 1
+    assert _counted(sensitive, "submission_rate_spike") == 0
 
 
 def test_probing_for_hidden_devices_is_a_denial_burst(sensitive: LocalFacility) -> None:

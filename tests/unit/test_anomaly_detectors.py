@@ -11,14 +11,18 @@ from qiskit.quantum_info import hellinger_fidelity as qiskit_hellinger
 from broker.anomaly.detectors import (
     DENIAL_BURST,
     SUBMISSION_RATE_SPIKE,
+    SUBMISSION_VOLUME_SPIKE,
     BurstDetector,
     Measured,
     MeasurementDriftDetector,
     RateSpikeDetector,
     hellinger_fidelity,
 )
+from broker.anomaly.monitor import submission_watch
+from broker.jobs.submit import MAX_BATCH
 from broker.jobs.usage import _covered
 from broker.settings import AnomalySettings
+from tests.unit.anomaly_workloads import FLOODS, measure
 
 DEFAULTS = AnomalySettings()
 DAY_WINDOWS = 1440  # one day of 60 s windows
@@ -65,6 +69,59 @@ def test_rate_spike_normal_day_raises_nothing() -> None:
     assert findings == 0  # stated in docs/anomalies.md: 0 in 43,200 principal-windows
 
 
+def test_a_100_circuit_sweep_by_a_new_principal_raises_nothing() -> None:
+    """Issue 14: one SubmitJobs call of 100 circuits is one submission call of 100 jobs."""
+    watch = submission_watch(DEFAULTS)
+    assert watch.observe("newcomer", 10.0, MAX_BATCH) == []
+    # A 2-D sweep, five full batches back to back, and a second sweep after a coffee: quiet.
+    assert [f for n in range(5) for f in watch.observe("newcomer", 20.0 + 3 * n, 100)] == []
+    assert [f for n in range(5) for f in watch.observe("newcomer", 900.0 + 3 * n, 100)] == []
+    # Counted per job, as before, the first sweep alone passed the floor of the rate detector.
+    per_job = _rate()
+    assert any(per_job.observe("newcomer", 10.0) for _ in range(MAX_BATCH))
+
+
+def test_a_flood_of_single_calls_by_a_new_principal_fires_the_rate_detector() -> None:
+    watch = submission_watch(DEFAULTS)
+    findings = [f for n in range(300) for f in watch.observe("flooder", n * 0.2, 1)]
+    assert [f.detector for f in findings] == [SUBMISSION_RATE_SPIKE]
+    assert findings[0].detail["count"] == DEFAULTS.rate_floor + 1
+    assert findings[0].detail["baseline"] == "facility prior"
+
+
+def test_full_batches_back_to_back_fire_the_volume_detector_not_the_rate_one() -> None:
+    watch = submission_watch(DEFAULTS)
+    findings = [f for n in range(40) for f in watch.observe("flooder", n * 1.5, MAX_BATCH)]
+    assert [f.detector for f in findings] == [SUBMISSION_VOLUME_SPIKE]
+    assert findings[0].detail["count"] == DEFAULTS.volume_floor + MAX_BATCH
+    assert findings[0].detail["unit"] == "jobs"
+
+
+def test_a_flood_straddling_a_window_boundary_still_fires() -> None:
+    """40 calls in the last 20 s of one window and 40 in the first 20 s of the next: neither
+    window holds 61, the last minute does."""
+    detector = _rate()
+    assert detector.observe("p", 0.0) is None  # windows of p start here
+    fired = [detector.observe("p", 40.0 + n * 0.5) for n in range(80)]
+    findings = [f for f in fired if f is not None]
+    assert len(findings) == 1
+    # The count is the estimate for the last minute (the previous window's share prorated).
+    assert DEFAULTS.rate_floor < findings[0].detail["count"] <= 81
+
+
+def test_a_newcomer_is_judged_against_the_facility_prior_which_floods_do_not_teach() -> None:
+    detector = RateSpikeDetector(window=60.0, sigmas=4.0, floor=10, smoothing=0.2)
+    assert detector.threshold("new") == 10  # no facility history: the floor
+    for p in range(20):  # twenty established principals, 30 calls a minute each
+        _feed(detector, f"busy{p}", [30] * 10)
+    prior = detector.threshold("new")
+    assert 50 < prior < 60  # 30 + 4 x sqrt(30): what principals here do in a minute
+    assert detector.threshold("busy0") == pytest.approx(prior, rel=0.05)
+    # A flood by someone new fires against that prior, and its window teaches the prior nothing.
+    assert _feed(detector, "mallory", [500, 0], start=20 * 60.0) == 1
+    assert detector.threshold("new") == prior
+
+
 def test_rate_spike_fires_once_on_a_burst_against_the_principals_own_baseline() -> None:
     detector = _rate()
     assert _feed(detector, "alice", [5] * 30) == 0
@@ -75,6 +132,19 @@ def test_rate_spike_fires_once_on_a_burst_against_the_principals_own_baseline() 
     assert findings[0].detector == SUBMISSION_RATE_SPIKE
     assert findings[0].subject == "alice"
     assert findings[0].detail["count"] == DEFAULTS.rate_floor + 1
+
+
+def test_realistic_researcher_workloads_raise_nothing_and_planted_floods_are_caught() -> None:
+    """Two simulated days of sweeps, sessions, interactive users and pipelines (seed 0; the
+    ten-seed week in docs/anomalies.md comes from `python -m tests.unit.anomaly_workloads`)."""
+    figures = measure(range(1), DEFAULTS, days=2)
+    assert figures.identity_days == 80
+    assert figures.false_positives == {}
+    assert figures.missed == {}
+    assert {name: len(delays) for name, delays in figures.detected.items()} == dict.fromkeys(
+        FLOODS, 2
+    )
+    assert all(delay < 60.0 for delays in figures.detected.values() for delay in delays)
 
 
 def test_a_habitually_busy_principal_is_judged_by_its_own_baseline() -> None:
