@@ -111,8 +111,11 @@ class AuditVerdict:
 
     @property
     def first_bad(self) -> int | None:
-        seqs = [f.seq for f in self.findings if f.seq is not None]
-        return min(seqs, default=None)
+        """The first bad entry of the log; a job finding's seq counts only when the log itself
+        has none (a job that disagrees with an entry the log lost names the entry before)."""
+        of_log = [f.seq for f in self.findings if f.seq is not None and f.job_id is None]
+        of_jobs = [f.seq for f in self.findings if f.seq is not None and f.job_id is not None]
+        return min(of_log or of_jobs, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -59,7 +59,8 @@ def verify(
 def assert_named(verdict: dict[str, object], expected: Expected, kind: TamperKind) -> None:
     entry = f"audit seq {expected.seq}" if expected.seq is not None else "no audit entry"
     prefix = f"job {expected.job_id} ({entry}):"
-    problems = [str(p) for p in verdict["problems"]]  # type: ignore[attr-defined]
+    findings = verdict["findings"]
+    problems = [str(f["message"]) for f in findings]  # type: ignore[attr-defined]
     assert any(p.startswith(prefix) and expected.phrase in p for p in problems), (
         f"{kind.name}: expected '{prefix} ...{expected.phrase}...' among {problems}"
     )
