@@ -39,10 +39,12 @@ class Backend(Protocol):
         else its level-0 translation; ValueError (NotValidForTarget in exact mode) if none."""
         ...
 
-    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
-        """Counts keyed by bitstrings without spaces; ValueError for a circuit it cannot run.
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        """Counts of exactly `prepared.circuit`, keyed by bitstrings without spaces."""
+        ...
 
-        Runs `prepare(circuit)`, so a circuit already prepared runs exactly as given."""
+    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        """`execute(prepare(circuit))`; ValueError for a circuit it cannot run."""
         ...
 
 
@@ -63,10 +65,14 @@ class AerIdealBackend:
         # circuit (the simulation itself takes ~2 ms).
         return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
 
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(prepared.circuit, shots)
+        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed)
+        return _counts(job.result())
+
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
-        compiled = self.prepare(circuit, seed).circuit
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        return self.execute(self.prepare(circuit, seed), shots, seed)
 
 
 class AerNoisyBackend:
@@ -102,11 +108,15 @@ class AerNoisyBackend:
             coupling_map=self._coupling,
         )
 
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(prepared.circuit, shots)
+        simulated = with_delay_relaxation(prepared.circuit, self._description)
+        job = self._simulator.run(simulated, shots=shots, seed_simulator=seed)
+        return _counts(job.result())
+
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
-        compiled = self.prepare(circuit, seed).circuit
-        simulated = with_delay_relaxation(compiled, self._description)
-        return _counts(self._simulator.run(simulated, shots=shots, seed_simulator=seed).result())
+        return self.execute(self.prepare(circuit, seed), shots, seed)
 
 
 class BasicSimulatorBackend:
@@ -123,10 +133,14 @@ class BasicSimulatorBackend:
     def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
         return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
 
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(prepared.circuit, shots)
+        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed)
+        return _counts(job.result())
+
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
-        compiled = self.prepare(circuit, seed).circuit
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        return self.execute(self.prepare(circuit, seed), shots, seed)
 
 
 def make_backend(description: DeviceDescription) -> Backend:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qiskit import QuantumCircuit, qasm3
+from qiskit.qasm3 import QASM3ExporterError
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
 # Instructions every device runs that are not gates of its basis.
@@ -99,7 +100,11 @@ def executed_circuit_text(prepared: Prepared) -> bytes:
     submitted payload), else its OpenQASM 3 text."""
     if prepared.as_sent:
         return b""
-    return qasm3.dumps(prepared.circuit).encode("utf-8")
+    try:
+        return qasm3.dumps(prepared.circuit).encode("utf-8")
+    except QASM3ExporterError as exc:
+        # A run that cannot be reported is not run: the receipt must name what ran.
+        raise ValueError(f"the translated circuit cannot be written as OpenQASM 3: {exc}") from None
 
 
 def executed_circuit_digest(text: bytes, submitted_digest: str) -> str:
