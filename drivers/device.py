@@ -196,7 +196,8 @@ def _check_physics(d: DeviceDescription) -> None:
         value = getattr(d, name)
         if value is None:
             continue
-        positive = name.startswith("t")  # a relaxation time of 0 is no qubit; a gate may take 0
+        # A relaxation time of 0 is no qubit at all; a gate may take no time (a frame change).
+        positive = name in ("t1_us", "t2_us")
         if isinstance(value, bool) or not math.isfinite(value) or value < 0 or (
             positive and value == 0
         ):
