@@ -173,9 +173,7 @@ def _prepare(
 
     def translate(sent: QuantumCircuit) -> QuantumCircuit:
         args = (backend,) if backend is not None else ()
-        return _compile(
-            name, _inline_impostors(sent), *args, seed_transpiler=seed, **options
-        )
+        return _compile(name, _inline_impostors(sent), *args, seed_transpiler=seed, **options)
 
     return prepare(circuit, target, exact=exact, translate=translate)
 
@@ -208,7 +206,6 @@ def _counts(result: Any) -> dict[str, int]:
         bits = str(key).replace(" ", "")
         counts[bits] = counts.get(bits, 0) + int(value)
     return counts
-
 
 
 def _impostor(operation: Any) -> bool:

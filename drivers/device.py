@@ -191,15 +191,18 @@ def _check_coupling_map(edges: tuple[tuple[int, int], ...], num_qubits: int) -> 
 
 
 def _check_physics(d: DeviceDescription) -> None:
-    """Positive, finite figures; T1 and T2 together, with T2 <= 2 T1 (no physical qubit has more)."""
+    """Finite figures; T1 and T2 positive, given together, T2 <= 2 T1 (as physics requires)."""
     for name in PHYSICS_FIELDS:
         value = getattr(d, name)
         if value is None:
             continue
         # A relaxation time of 0 is no qubit at all; a gate may take no time (a frame change).
         positive = name in ("t1_us", "t2_us")
-        if isinstance(value, bool) or not math.isfinite(value) or value < 0 or (
-            positive and value == 0
+        if (
+            isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < 0
+            or (positive and value == 0)
         ):
             bound = "> 0" if positive else ">= 0"
             raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")

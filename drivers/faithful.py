@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qiskit import QuantumCircuit, qasm3
-from qiskit.qasm3 import QASM3ExporterError
 from qiskit.circuit.library import get_standard_gate_name_mapping
+from qiskit.qasm3 import QASM3ExporterError
 
 # Instructions every device runs that are not gates of its basis.
 DIRECTIVES = frozenset({"barrier", "delay", "measure", "reset"})
@@ -101,10 +101,11 @@ def executed_circuit_text(prepared: Prepared) -> bytes:
     if prepared.as_sent:
         return b""
     try:
-        return qasm3.dumps(prepared.circuit).encode("utf-8")
+        text: str = qasm3.dumps(prepared.circuit)
     except QASM3ExporterError as exc:
         # A run that cannot be reported is not run: the receipt must name what ran.
         raise ValueError(f"the translated circuit cannot be written as OpenQASM 3: {exc}") from None
+    return text.encode("utf-8")
 
 
 def executed_circuit_digest(text: bytes, submitted_digest: str) -> str:

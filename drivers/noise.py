@@ -69,9 +69,7 @@ def relaxation(description: DeviceDescription, nanoseconds: float) -> QuantumErr
     """One qubit's thermal relaxation over `nanoseconds`; None when the device states no T1."""
     if description.t1_us is None or description.t2_us is None:
         return None
-    return thermal_relaxation_error(
-        description.t1_us * 1e3, description.t2_us * 1e3, nanoseconds
-    )
+    return thermal_relaxation_error(description.t1_us * 1e3, description.t2_us * 1e3, nanoseconds)
 
 
 def delay_nanoseconds(delay: Delay) -> float:
@@ -85,7 +83,9 @@ def delay_nanoseconds(delay: Delay) -> float:
     return float(delay.duration) * _NANOSECONDS[unit]
 
 
-def with_delay_relaxation(circuit: QuantumCircuit, description: DeviceDescription) -> QuantumCircuit:
+def with_delay_relaxation(
+    circuit: QuantumCircuit, description: DeviceDescription
+) -> QuantumCircuit:
     """The circuit for the simulator: each delay replaced by its qubit's relaxation over it.
 
     Returns `circuit` itself when it has no delay or the device states no T1.

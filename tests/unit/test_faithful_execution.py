@@ -124,7 +124,8 @@ def test_gate_borrowing_a_standard_name_is_never_run_as_the_standard_gate() -> N
 def test_ideal_simulator_runs_native_circuits_as_sent() -> None:
     sent = cx_pairs(2, prefix="h")  # h is native to Aer, and an ideal device has any wiring
     prepared = make_backend(dataclasses.replace(NOISY, backend="aer")).prepare(sent)
-    assert prepared.as_sent and prepared.circuit is sent
+    assert prepared.as_sent
+    assert prepared.circuit is sent
 
 
 def test_unknown_execution_mode_is_refused_by_name() -> None:

@@ -135,7 +135,7 @@ def test_decode_names_the_bad_field(device_key: SigningKey, payload: bytes, mess
         decode_receipt(sign_envelope(RECEIPT_PAYLOAD_TYPE, payload, device_key))
 
 
-EXECUTED = b"OPENQASM 3.0;\ninclude \"stdgates.inc\";\nbit[2] c;\ncx $0, $1;\n"
+EXECUTED = b'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\ncx $0, $1;\n'
 TRANSLATED = dataclasses.replace(
     CLAIMS, executed_circuit_digest=hashlib.sha256(EXECUTED).hexdigest()
 )
