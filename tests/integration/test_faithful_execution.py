@@ -9,8 +9,10 @@ from qiskit import qasm3
 
 from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
+from drivers.config import load_driver_config
 from qtestbed.client import verify_result_offline
 from qtestbed.testing import LocalFacility
+from qtestbed.v1 import admin_pb2
 from tests.integration.support import state_name, wait_state
 
 HEADER = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
@@ -62,3 +64,40 @@ def test_translated_circuit_is_fetched_and_bound_to_the_receipt(running: LocalFa
     result.executed_circuit = executed.replace(b"cx", b"cz", 1)
     problems = verify_result_offline(result, done, ca_pem)
     assert "executed circuit does not match the digest the receipt names" in problems
+
+
+def test_exact_device_refuses_a_circuit_it_would_have_to_translate(
+    running: LocalFacility,
+) -> None:
+    """A device set to `execution = "exact"` (an attested setting: it is in the calibration
+    digest) fails the job permanently, naming the first instruction it cannot run as sent."""
+    source = running.root / "drivers" / "sim-restricted.toml"
+    exact = running.root / "drivers" / "sim-restricted-exact.toml"
+    exact.write_text(source.read_text() + 'execution = "exact"\n')
+    digest = load_driver_config(exact).device.calibration_digest()
+    _accept_calibration(running, "sim-restricted", digest)
+    running.start_driver("sim-restricted", config=exact)
+    bob = running.client("bob")
+    running.wait_available(bob, "sim-restricted")
+    refused = bob.submit(NEEDS_TRANSLATION.encode(), device_id="sim-restricted", shots=50).job
+    failed = wait_state(bob, refused.job_id, "COMPLETED", "FAILED")
+    assert state_name(failed) == "FAILED"
+    assert "runs circuits exactly as sent" in failed.reason
+    assert "instruction 0 (h on qubits [0]) is not in the device's basis gates" in failed.reason
+    assert failed.attempts == 1  # permanent: no other device could run it as sent either
+    ran = bob.submit(CX_PAIRS.encode(), device_id="sim-restricted", shots=50).job
+    assert state_name(wait_state(bob, ran.job_id, "COMPLETED", "FAILED")) == "COMPLETED"
+
+
+def _accept_calibration(running: LocalFacility, device_id: str, digest: str) -> None:
+    """The operator publishes reference values that also accept `digest`."""
+    olivia = running.client("olivia")
+    scope = admin_pb2.REFERENCE_SCOPE_DEVICE
+    listed = olivia.call(
+        olivia.admin.ListReferenceValues,
+        admin_pb2.ListReferenceValuesRequest(scope=scope, scope_id=device_id),
+    )
+    values = admin_pb2.ReferenceValues()
+    values.CopyFrom(listed.versions[0])
+    values.calibration_digest.append(digest)
+    olivia.call(olivia.admin.SetReferenceValues, admin_pb2.SetReferenceValuesRequest(values=values))
