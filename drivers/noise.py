@@ -73,12 +73,19 @@ def relaxation(description: DeviceDescription, nanoseconds: float) -> QuantumErr
 
 
 def delay_nanoseconds(delay: Delay) -> float:
-    """A delay's length in nanoseconds; ValueError for `dt` units, which need a sample time
-    this device does not state."""
+    """A delay's length in nanoseconds; ValueError for `dt` units.
+
+    A simulated device states no sample time, and a `dt` delay is also what Qiskit's QPY makes
+    of *every* delay (it drops the unit: Qiskit issues #8293 and #10662), so a `dt` delay
+    cannot be trusted to mean what the researcher wrote: refusing it beats running a delay of
+    the wrong length.
+    """
     unit = delay.unit
     if unit not in _NANOSECONDS:
         raise ValueError(
-            f"delay in {unit!r} units: this device takes delays in s, ms, us, ns or ps"
+            f"delay in {unit!r} units: this device takes delays in s, ms, us, ns or ps. "
+            "QPY turns every delay into 'dt' (Qiskit issue #10662): send circuits with "
+            "delays as OpenQASM 3, which keeps their units"
         )
     return float(delay.duration) * _NANOSECONDS[unit]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from qiskit import qasm3
+from qiskit import QuantumCircuit, qasm3
 
 from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
@@ -101,3 +101,29 @@ def _accept_calibration(running: LocalFacility, device_id: str, digest: str) -> 
     values.CopyFrom(listed.versions[0])
     values.calibration_digest.append(digest)
     olivia.call(olivia.admin.SetReferenceValues, admin_pb2.SetReferenceValuesRequest(values=values))
+
+
+def test_a_delay_relaxes_the_qubit_on_the_real_noisy_device(running: LocalFacility) -> None:
+    """x, then 5 T1 of delay: the real driver runs the delay with the device's T1 (from its
+    description, attested in its evidence), so |1> has decayed; without the delay it has not."""
+    _noisy(running)
+    bob = running.client("bob")
+    outcomes = {}
+    for delay_us in (0.0, 500.0):
+        qc = QuantumCircuit(1, 1)
+        qc.x(0)
+        qc.delay(delay_us, 0, unit="us")
+        qc.measure(0, 0)
+        # OpenQASM 3, not QPY: QPY drops a delay's unit (Qiskit #10662), OpenQASM 3 keeps it.
+        payload = qasm3.dumps(qc).encode()
+        job = bob.submit(payload, device_id="sim-restricted", shots=400, fmt="qasm3").job
+        done = wait_state(bob, job.job_id, "COMPLETED", "FAILED")
+        assert state_name(done) == "COMPLETED", done.reason
+        result = bob.result(job.job_id)
+        assert result.executed_circuit == b""  # ISA with its delay: run as sent
+        assert bob.verify_result(result, done) == []
+        outcomes[delay_us] = result.counts.get("1", 0) / 400
+    # T1 = 100 us in `qtestbed init`'s sim-restricted: exp(-5) leaves <1% in |1>, plus 1%
+    # readout error; without a delay only gate and readout error take |1> away.
+    assert outcomes[0.0] > 0.9
+    assert outcomes[500.0] < 0.1

@@ -8,18 +8,21 @@ not from thresholds picked to pass.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import re
 
 import numpy as np
 import pytest
-from qiskit import QuantumCircuit
+from qiskit import QuantumCircuit, qasm3, qpy
 from qiskit_aer import AerSimulator
 from scipy.optimize import curve_fit  # type: ignore[import-untyped]
 
 from drivers.backends import AerNoisyBackend
+from drivers.circuits import decode_circuit
 from drivers.device import DeviceDescription
 from drivers.noise import build_noise_model
+from qtestbed.v1 import jobs_pb2
 
 DEVICE = DeviceDescription(
     device_id="sim-physics",
@@ -127,12 +130,19 @@ def test_without_relaxation_a_delay_changes_nothing() -> None:
     assert decayed.get("1", 0) / SHOTS < 0.05  # 10 T1: relaxed to |0>, up to readout error
 
 
-def test_delay_in_dt_units_is_refused_clearly() -> None:
+def test_a_delay_whose_unit_qpy_dropped_is_refused_not_misread() -> None:
     qc = QuantumCircuit(1, 1)
-    qc.delay(100, 0, unit="dt")
+    qc.x(0)
+    qc.delay(500, 0, unit="us")
     qc.measure(0, 0)
-    with pytest.raises(ValueError, match="delay in 'dt' units"):
-        AerNoisyBackend(DEVICE).run(qc, 10)
+    buffer = io.BytesIO()
+    qpy.dump(qc, buffer)
+    decoded = decode_circuit(jobs_pb2.CIRCUIT_FORMAT_QPY, buffer.getvalue())
+    with pytest.raises(ValueError, match="delay in 'dt' units") as refused:
+        AerNoisyBackend(DEVICE).run(decoded, 10)
+    assert "send circuits with delays as OpenQASM 3" in str(refused.value)
+    kept = decode_circuit(jobs_pb2.CIRCUIT_FORMAT_OPENQASM3, qasm3.dumps(qc).encode())
+    assert AerNoisyBackend(DEVICE).run(kept, 200, seed=1).get("1", 0) < 20  # 10 T1: decayed
 
 
 @pytest.mark.parametrize(
@@ -147,3 +157,33 @@ def test_delay_in_dt_units_is_refused_clearly() -> None:
 def test_impossible_physics_is_refused_by_name(changes: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
         DeviceDescription.from_dict({**DEVICE.as_dict(), **changes})
+
+
+def test_a_hahn_echo_sweep_recovers_the_configured_t2_within_the_fit_error() -> None:
+    # sx, delay t/2, x, delay t/2, sx: the echo leaves P(0) = (1 + exp(-t/T2)) / 2 whatever
+    # T1 does to the populations, up to gate and readout error (the fit's amplitude and offset).
+    backend = AerNoisyBackend(DEVICE)
+    shots = 2000
+    delays = np.linspace(0.0, 200.0, 16)
+    ground = []
+    for i, delay in enumerate(delays):
+        qc = QuantumCircuit(1, 1)
+        qc.sx(0)
+        qc.delay(float(delay) / 2, 0, unit="us")
+        qc.x(0)
+        qc.delay(float(delay) / 2, 0, unit="us")
+        qc.sx(0)
+        qc.measure(0, 0)
+        ground.append(backend.run(qc, shots, seed=300 + i).get("0", 0) / shots)
+    p0 = np.array(ground)
+    sigma = np.sqrt(np.clip(p0 * (1 - p0), 1e-4, None) / shots)
+
+    def decay(t: np.ndarray, amplitude: float, t2: float, offset: float) -> np.ndarray:
+        return amplitude * np.exp(-t / t2) + offset
+
+    params, covariance = curve_fit(
+        decay, delays, p0, p0=(0.5, 30.0, 0.5), sigma=sigma, absolute_sigma=True
+    )
+    t2, t2_error = float(params[1]), float(np.sqrt(covariance[1, 1]))
+    assert t2_error < 0.1 * (DEVICE.t2_us or 0)
+    assert abs(t2 - (DEVICE.t2_us or 0)) < 3 * t2_error, (t2, t2_error)
