@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import CONTROL_FLOW_OP_NAMES
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.providers.basic_provider import BasicSimulator
 from qiskit.transpiler import CouplingMap, TranspilerError
@@ -56,8 +57,13 @@ class AerIdealBackend:
 
     def __init__(self, num_qubits: int, *, exact: bool = False) -> None:
         self._simulator = AerSimulator(max_parallel_threads=1)
-        native = frozenset(self._simulator.target.operation_names) & frozenset(_STANDARD)
-        self._target = DeviceTarget(num_qubits=num_qubits, basis=native, edges=None)
+        names = frozenset(self._simulator.target.operation_names)
+        self._target = DeviceTarget(
+            num_qubits=num_qubits,
+            basis=names & frozenset(_STANDARD),
+            edges=None,
+            control_flow=names & CONTROL_FLOW_OP_NAMES,
+        )
         self._exact = exact
 
     def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from qiskit import QuantumCircuit, qasm3
+from qiskit.circuit import ControlFlowOp
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.qasm3 import QASM3ExporterError
 
@@ -42,6 +43,9 @@ class DeviceTarget:
     num_qubits: int
     basis: frozenset[str]
     edges: frozenset[tuple[int, int]] | None
+    # The classical control flow (if_else, for_loop, switch_case, ...) the device runs natively;
+    # the bodies must be valid for the target too.
+    control_flow: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,12 +60,25 @@ def first_violation(circuit: QuantumCircuit, target: DeviceTarget) -> str | None
     """A sentence naming the first instruction the target cannot run as sent; None when valid."""
     if circuit.num_qubits > target.num_qubits:
         return f"the circuit has {circuit.num_qubits} qubits, the device {target.num_qubits}"
+    return _violation(circuit, target, list(range(circuit.num_qubits)))
+
+
+def _violation(circuit: QuantumCircuit, target: DeviceTarget, wires: list[int]) -> str | None:
+    """`first_violation` for a circuit whose qubit i is the device's qubit `wires[i]`."""
     for position, item in enumerate(circuit.data):
         operation = item.operation
         name = operation.name
-        qubits = tuple(circuit.find_bit(q).index for q in item.qubits)
+        qubits = tuple(wires[circuit.find_bit(q).index] for q in item.qubits)
         where = f"instruction {position} ({name} on qubits {list(qubits)})"
         if name == "barrier":
+            continue
+        if isinstance(operation, ControlFlowOp):
+            if name not in target.control_flow:
+                return f"{where}: the device does not run this classical control flow"
+            for block in operation.blocks:
+                inner = _violation(block, target, [qubits[i] for i in range(block.num_qubits)])
+                if inner is not None:
+                    return f"in the body of {where}: {inner}"
             continue
         standard = _STANDARD.get(name)
         if standard is None or type(operation) is not type(standard):

@@ -12,9 +12,11 @@ from qiskit.circuit import Gate
 from drivers.backends import AerIdealBackend, AerNoisyBackend, make_backend
 from drivers.device import DeviceDescription
 from drivers.faithful import (
+    DeviceTarget,
     NotValidForTarget,
     executed_circuit_digest,
     executed_circuit_text,
+    first_violation,
 )
 
 NOISY = DeviceDescription(
@@ -131,3 +133,37 @@ def test_ideal_simulator_runs_native_circuits_as_sent() -> None:
 def test_unknown_execution_mode_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="execution must be one of"):
         dataclasses.replace(NOISY, execution="optimise")
+
+
+def feed_forward(body_gate: str) -> QuantumCircuit:
+    qc = QuantumCircuit(2, 2)
+    qc.sx(0)
+    qc.measure(0, 0)
+    with qc.if_test((qc.clbits[0], 1)):
+        getattr(qc, body_gate)(1)
+    qc.measure(1, 1)
+    return qc
+
+
+def test_feed_forward_runs_as_sent_where_the_device_runs_control_flow() -> None:
+    ideal = make_backend(dataclasses.replace(EXACT, backend="aer"))
+    prepared = ideal.prepare(feed_forward("x"))
+    assert prepared.as_sent
+    assert set(ideal.execute(prepared, 200, seed=2)) == {"00", "11"}
+    # The noisy device states no control flow: an exact one refuses it, naming it.
+    with pytest.raises(NotValidForTarget, match="does not run this classical control flow"):
+        make_backend(EXACT).prepare(feed_forward("x"))
+
+
+def test_a_body_that_is_not_valid_for_the_target_is_named_on_device_qubits() -> None:
+    target = DeviceTarget(
+        num_qubits=2,
+        basis=frozenset({"sx", "x"}),
+        edges=None,
+        control_flow=frozenset({"if_else"}),
+    )
+    assert first_violation(feed_forward("x"), target) is None
+    assert first_violation(feed_forward("y"), target) == (
+        "in the body of instruction 2 (if_else on qubits [1]): "
+        "instruction 0 (y on qubits [1]) is not in the device's basis gates ['sx', 'x']"
+    )
