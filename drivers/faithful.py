@@ -26,6 +26,10 @@ from qiskit.circuit import ControlFlowOp
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.qasm3 import QASM3ExporterError
 
+# The largest executed circuit a result carries: well inside the link's frame and the API's
+# message limits (16 and 4 MiB), and about eight times the largest circuit a broker accepts
+# by default (256 KiB), which a level-0 translation stays within for all but pathological inputs.
+MAX_EXECUTED_CIRCUIT_BYTES = 2 * 1024 * 1024
 # Instructions every device runs that are not gates of its basis.
 DIRECTIVES = frozenset({"barrier", "delay", "measure", "reset"})
 _STANDARD = get_standard_gate_name_mapping()
@@ -112,9 +116,10 @@ def prepare(
     return Prepared(circuit=translate(circuit), as_sent=False)
 
 
-def executed_circuit_text(prepared: Prepared) -> bytes:
+def executed_circuit_text(prepared: Prepared, limit: int = MAX_EXECUTED_CIRCUIT_BYTES) -> bytes:
     """What the result reports as the executed circuit: nothing when it ran as sent (it is the
-    submitted payload), else its OpenQASM 3 text."""
+    submitted payload), else its OpenQASM 3 text; ValueError when that is over `limit` bytes
+    (the device does not run what it could not report)."""
     if prepared.as_sent:
         return b""
     try:
@@ -122,7 +127,13 @@ def executed_circuit_text(prepared: Prepared) -> bytes:
     except QASM3ExporterError as exc:
         # A run that cannot be reported is not run: the receipt must name what ran.
         raise ValueError(f"the translated circuit cannot be written as OpenQASM 3: {exc}") from None
-    return text.encode("utf-8")
+    encoded = text.encode("utf-8")
+    if len(encoded) > limit:
+        raise ValueError(
+            f"the translated circuit is {len(encoded)} bytes of OpenQASM 3, over the {limit} "
+            "a result may carry: transpile the circuit for the device's target and send that"
+        )
+    return encoded
 
 
 def executed_circuit_digest(text: bytes, submitted_digest: str) -> str:

@@ -167,3 +167,10 @@ def test_a_body_that_is_not_valid_for_the_target_is_named_on_device_qubits() -> 
         "in the body of instruction 2 (if_else on qubits [1]): "
         "instruction 0 (y on qubits [1]) is not in the device's basis gates ['sx', 'x']"
     )
+
+
+def test_a_translation_too_large_to_report_is_not_run() -> None:
+    prepared = AerNoisyBackend(NOISY).prepare(cx_pairs(1, prefix="h"), seed=1)
+    assert executed_circuit_text(prepared)  # reportable at the real limit
+    with pytest.raises(ValueError, match="transpile the circuit for the device's target"):
+        executed_circuit_text(prepared, limit=64)
