@@ -3,6 +3,12 @@
 A receipt binds the job, the exact circuit, the shot count, a digest of the counts, the broker's
 single-use dispatch nonce and the evidence the device last attested with. Anyone holding the
 device's public key can check a published result offline with `verify_receipt`.
+
+Receipts since faithful execution also carry `executed_circuit_digest`: SHA-256 hex of the circuit
+the device actually ran. It equals `circuit_digest` when the circuit ran exactly as sent;
+otherwise it is the digest of the executed circuit's text (OpenQASM 3) that the result carries.
+The field is optional, so receipts signed before it existed still verify; they say nothing
+about a translation.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ _FIELDS = frozenset(
         "issued_at",
     }
 )
+_OPTIONAL_FIELDS = frozenset({"executed_circuit_digest"})
 
 
 class ReceiptError(ValueError):
@@ -59,6 +66,7 @@ class ReceiptClaims:
     dispatch_nonce: bytes
     evidence_digest: str
     issued_at: float
+    executed_circuit_digest: str | None = None  # None only in receipts older than the field
 
 
 def result_digest(counts: Mapping[str, int]) -> str:
@@ -70,18 +78,19 @@ def result_digest(counts: Mapping[str, int]) -> str:
 
 
 def encode_receipt(claims: ReceiptClaims) -> bytes:
-    return canonical_dumps(
-        {
-            "job_id": claims.job_id,
-            "device_id": claims.device_id,
-            "circuit_digest": claims.circuit_digest,
-            "shots": claims.shots,
-            "result_digest": claims.result_digest,
-            "dispatch_nonce": claims.dispatch_nonce.hex(),
-            "evidence_digest": claims.evidence_digest,
-            "issued_at": claims.issued_at,
-        }
-    )
+    body: dict[str, object] = {
+        "job_id": claims.job_id,
+        "device_id": claims.device_id,
+        "circuit_digest": claims.circuit_digest,
+        "shots": claims.shots,
+        "result_digest": claims.result_digest,
+        "dispatch_nonce": claims.dispatch_nonce.hex(),
+        "evidence_digest": claims.evidence_digest,
+        "issued_at": claims.issued_at,
+    }
+    if claims.executed_circuit_digest is not None:
+        body["executed_circuit_digest"] = claims.executed_circuit_digest
+    return canonical_dumps(body)
 
 
 def sign_receipt(claims: ReceiptClaims, key: SigningKey) -> Envelope:
@@ -95,7 +104,9 @@ def decode_receipt(envelope: Envelope) -> ReceiptClaims:
             f"payload type {envelope.payload_type!r}, expected {RECEIPT_PAYLOAD_TYPE!r}"
         )
     try:
-        raw = object_with(strict_loads(envelope.payload), _FIELDS, "receipt")
+        loaded = strict_loads(envelope.payload)
+        present = _OPTIONAL_FIELDS & set(loaded) if isinstance(loaded, dict) else frozenset()
+        raw = object_with(loaded, _FIELDS | present, "receipt")
         return ReceiptClaims(
             job_id=get_str(raw, "job_id"),
             device_id=get_str(raw, "device_id"),
@@ -107,6 +118,9 @@ def decode_receipt(envelope: Envelope) -> ReceiptClaims:
             ),
             evidence_digest=get_str(raw, "evidence_digest"),
             issued_at=get_number(raw, "issued_at"),
+            executed_circuit_digest=get_str(raw, "executed_circuit_digest")
+            if "executed_circuit_digest" in raw
+            else None,
         )
     except StrictJSONError as exc:
         raise ReceiptError(f"malformed receipt: {exc}") from exc
@@ -121,11 +135,13 @@ def verify_receipt(
     shots: int,
     counts: Mapping[str, int],
     dispatch_nonce: bytes | None,
+    executed_circuit: bytes | None = None,
 ) -> list[str]:
     """Every problem with a receipt, as sentences; an empty list means it is valid.
 
     `dispatch_nonce` None means the caller does not know it (a researcher verifying offline);
-    that check is then skipped, all others still apply.
+    that check is then skipped, all others still apply. `executed_circuit` is the executed
+    circuit's text the result carries (empty: it ran as sent); None skips that check.
     """
     try:
         envelope = Envelope.from_json(envelope_json)
@@ -139,6 +155,8 @@ def verify_receipt(
     except ReceiptError as exc:
         return [*problems, str(exc)]
     problems.extend(_field_problems(claims, job_id, circuit_digest, shots))
+    if executed_circuit is not None:
+        problems.extend(executed_circuit_problems(claims, executed_circuit))
     try:
         expected_digest = result_digest(counts)
     except ValueError as exc:
@@ -166,3 +184,22 @@ def _field_problems(
     if claims.shots != shots:
         problems.append(f"receipt says {claims.shots} shots, expected {shots}")
     return problems
+
+
+def executed_circuit_problems(claims: ReceiptClaims, executed_circuit: bytes) -> list[str]:
+    """Whether the executed circuit a result carries is the one the receipt names.
+
+    Empty `executed_circuit` claims the circuit ran as sent: the receipt must then name the
+    submitted digest (or, if older than the field, nothing). A receipt without the field cannot
+    vouch for any translated circuit.
+    """
+    named = claims.executed_circuit_digest
+    if not executed_circuit:
+        if named is not None and named != claims.circuit_digest:
+            return ["receipt says the device ran a translated circuit, but the result has none"]
+        return []
+    if named is None:
+        return ["result carries an executed circuit, but the receipt does not name one"]
+    if hashlib.sha256(executed_circuit).hexdigest() != named:
+        return ["executed circuit does not match the digest the receipt names"]
+    return []

@@ -29,6 +29,7 @@ from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
+from drivers.faithful import executed_circuit_digest, executed_circuit_text
 from drivers.grants import GrantError, open_grant
 from drivers.measure import measure
 from qtestbed.shared.linkkeys import configure_client, load_keypair
@@ -224,7 +225,10 @@ class DriverAgent:
             raise ValueError("circuit payload does not match its digest; refusing to run it")
         circuit = decode_circuit(grant.circuit_format, grant.circuit_payload)
         began = time.monotonic()
-        counts = await asyncio.to_thread(self.backend.run, circuit, grant.shots)
+        # Prepared under the faithful contract: as sent, or translated at level 0 only.
+        prepared = await asyncio.to_thread(self.backend.prepare, circuit)
+        executed = executed_circuit_text(prepared)
+        counts = await asyncio.to_thread(self.backend.execute, prepared, grant.shots)
         if self.config.simulated_drift:
             # Noise simulation, not cryptography.
             counts = flip_bits(counts, self.config.simulated_drift, random.Random())  # noqa: S311
@@ -241,6 +245,7 @@ class DriverAgent:
             dispatch_nonce=grant.dispatch_nonce,
             evidence_digest=self.evidence_digest,
             issued_at=time.time(),
+            executed_circuit_digest=executed_circuit_digest(executed, digest),
         )
         receipt: Envelope = sign_receipt(claims, self.key)
         result = link_pb.LeaseResult(
@@ -249,6 +254,7 @@ class DriverAgent:
             counts=counts,
             execution_seconds=elapsed,
             receipt=receipt.to_json(),
+            executed_circuit=executed,
         )
         return link_pb.LinkMessage(result=result)
 

@@ -1,6 +1,8 @@
 """Simulator backends a driver runs circuits on, behind one small port.
 
-Every backend returns counts keyed by bitstrings as Qiskit prints them (clbit 0 rightmost) with
+Every backend follows the faithful-execution contract (`drivers.faithful`: a circuit valid for
+the device runs as sent, any other is translated at optimisation level 0 or, in exact mode,
+refused), returns counts keyed by bitstrings as Qiskit prints them (clbit 0 rightmost) with
 the spaces Qiskit puts between classical registers removed, refuses circuits wider than the
 device, and keeps Aer to one thread: the machine has two cores and shares them with the broker.
 (Qiskit's own Rust passes size their thread pool from RAYON_NUM_THREADS, which the driver's
@@ -14,52 +16,73 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import CONTROL_FLOW_OP_NAMES
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.providers.basic_provider import BasicSimulator
 from qiskit.transpiler import CouplingMap, TranspilerError
 from qiskit_aer import AerSimulator
-from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
 from drivers.device import DeviceDescription
+from drivers.faithful import DeviceTarget, Prepared, directed_edges, prepare
+from drivers.noise import build_noise_model, with_delay_relaxation
+
+_STANDARD = get_standard_gate_name_mapping()
 
 
 class Backend(Protocol):
-    """Runs one circuit and returns its counts."""
+    """Runs one circuit under the faithful-execution contract (`drivers.faithful`)."""
 
     @property
     def name(self) -> str: ...
 
+    def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
+        """The circuit this backend would run for `circuit`: itself when valid for the target,
+        else its level-0 translation; ValueError (NotValidForTarget in exact mode) if none."""
+        ...
+
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        """Counts of exactly `prepared.circuit`, keyed by bitstrings without spaces."""
+        ...
+
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
-        """Counts keyed by bitstrings without spaces; ValueError for a circuit it cannot run."""
+        """`execute(prepare(circuit))`; ValueError for a circuit it cannot run."""
         ...
 
 
 class AerIdealBackend:
-    """Noise-free Aer simulation; Aer picks the method (stabilizer for Clifford circuits)."""
+    """Noise-free Aer simulation of the circuit on any wiring; Aer picks the method
+    (stabilizer for Clifford circuits)."""
 
     name = "aer"
 
-    def __init__(self, num_qubits: int) -> None:
-        self._num_qubits = num_qubits
+    def __init__(self, num_qubits: int, *, exact: bool = False) -> None:
         self._simulator = AerSimulator(max_parallel_threads=1)
-        self._native = frozenset(self._simulator.target.operation_names)
+        names = frozenset(self._simulator.target.operation_names)
+        self._target = DeviceTarget(
+            num_qubits=num_qubits,
+            basis=names & frozenset(_STANDARD),
+            edges=None,
+            control_flow=names & CONTROL_FLOW_OP_NAMES,
+        )
+        self._exact = exact
+
+    def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
+        # Running natively also skips the transpiler, which costs ~80 ms even for a 5-qubit
+        # circuit (the simulation itself takes ~2 ms).
+        return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
+
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(prepared.circuit, shots)
+        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed)
+        return _counts(job.result())
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
-        circuit = _inline_impostors(circuit)
-        _check_runnable(circuit, shots, self._num_qubits, self.name)
-        # An ideal simulator has no wiring or basis to map onto: when it runs every instruction
-        # natively, skip the transpiler, which costs ~80 ms even for a 5-qubit circuit (the
-        # simulation itself takes ~2 ms).
-        if _standard_only(circuit, self._native):
-            compiled = circuit
-        else:
-            compiled = _compile(self.name, circuit, self._simulator, seed_transpiler=seed)
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        _check_shots(circuit, shots)
+        return self.execute(self.prepare(circuit, seed), shots, seed)
 
 
 class AerNoisyBackend:
-    """Aer with a noise model built from the device's error figures, on the device's gates and
-    wiring: depolarizing errors on every one- and two-qubit basis gate and a readout flip."""
+    """Aer with the device's physics (`drivers.noise`) on the device's gates and wiring."""
 
     name = "aer_noisy"
 
@@ -70,21 +93,36 @@ class AerNoisyBackend:
             if description.coupling_map
             else None
         )
+        self._target = DeviceTarget(
+            num_qubits=description.num_qubits,
+            basis=frozenset(description.basis_gates),
+            edges=directed_edges(description.coupling_map),
+        )
         self._simulator = AerSimulator(
             noise_model=build_noise_model(description), max_parallel_threads=1
         )
 
-    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
-        circuit = _inline_impostors(circuit)
-        _check_runnable(circuit, shots, self._description.num_qubits, self.name)
-        compiled = _compile(
+    def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
+        return _prepare(
             self.name,
             circuit,
+            self._target,
+            self._description.execution == "exact",
+            None,
+            seed,
             basis_gates=list(self._description.basis_gates),
             coupling_map=self._coupling,
-            seed_transpiler=seed,
         )
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(prepared.circuit, shots)
+        simulated = with_delay_relaxation(prepared.circuit, self._description)
+        job = self._simulator.run(simulated, shots=shots, seed_simulator=seed)
+        return _counts(job.result())
+
+    def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(circuit, shots)
+        return self.execute(self.prepare(circuit, seed), shots, seed)
 
 
 class BasicSimulatorBackend:
@@ -92,54 +130,61 @@ class BasicSimulatorBackend:
 
     name = "basic"
 
-    def __init__(self, num_qubits: int) -> None:
-        self._num_qubits = num_qubits
+    def __init__(self, num_qubits: int, *, exact: bool = False) -> None:
         self._simulator = BasicSimulator()
+        basis = frozenset(self._simulator.target.operation_names) & frozenset(_STANDARD)
+        self._target = DeviceTarget(num_qubits=num_qubits, basis=basis, edges=None)
+        self._exact = exact
+
+    def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
+        return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
+
+    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+        _check_shots(prepared.circuit, shots)
+        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed)
+        return _counts(job.result())
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
-        circuit = _inline_impostors(circuit)
-        _check_runnable(circuit, shots, self._num_qubits, self.name)
-        compiled = _compile(self.name, circuit, self._simulator, seed_transpiler=seed)
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        _check_shots(circuit, shots)
+        return self.execute(self.prepare(circuit, seed), shots, seed)
 
 
 def make_backend(description: DeviceDescription) -> Backend:
     """The backend a device description asks for."""
+    exact = description.execution == "exact"
     if description.backend == "aer":
-        return AerIdealBackend(description.num_qubits)
+        return AerIdealBackend(description.num_qubits, exact=exact)
     if description.backend == "aer_noisy":
         return AerNoisyBackend(description)
     if description.backend == "basic":
-        return BasicSimulatorBackend(description.num_qubits)
+        return BasicSimulatorBackend(description.num_qubits, exact=exact)
     raise ValueError(f"unknown backend {description.backend!r}")
 
 
-def build_noise_model(description: DeviceDescription) -> NoiseModel:
-    """Depolarizing noise per basis gate (by its width) plus a symmetric readout error."""
-    model = NoiseModel(basis_gates=list(description.basis_gates))
-    standard = get_standard_gate_name_mapping()
-    by_width = {1: description.one_qubit_error, 2: description.two_qubit_error}
-    for width, probability in by_width.items():
-        gates = [g for g in description.basis_gates if _is_gate(standard[g], width)]
-        if probability and gates:
-            model.add_all_qubit_quantum_error(depolarizing_error(probability, width), gates)
-    flip = description.readout_error
-    if flip:
-        model.add_all_qubit_readout_error(ReadoutError([[1 - flip, flip], [flip, 1 - flip]]))
-    return model
-
-
-def _is_gate(operation: Any, width: int) -> bool:
-    return bool(operation.num_qubits == width and operation.num_clbits == 0) and (
-        operation.name not in {"delay", "reset", "measure", "barrier"}
-    )
-
-
-def _check_runnable(circuit: QuantumCircuit, shots: int, device_qubits: int, name: str) -> None:
-    if circuit.num_qubits > device_qubits:
+def _prepare(
+    name: str,
+    circuit: QuantumCircuit,
+    target: DeviceTarget,
+    exact: bool,
+    backend: Any,
+    seed: int | None,
+    **options: Any,
+) -> Prepared:
+    """Width check, then the faithful contract; translation inlines impostor gates first."""
+    if circuit.num_qubits > target.num_qubits:
         raise ValueError(
-            f"circuit needs {circuit.num_qubits} qubits but the {name} device has {device_qubits}"
+            f"circuit needs {circuit.num_qubits} qubits but the {name} device has "
+            f"{target.num_qubits}"
         )
+
+    def translate(sent: QuantumCircuit) -> QuantumCircuit:
+        args = (backend,) if backend is not None else ()
+        return _compile(name, _inline_impostors(sent), *args, seed_transpiler=seed, **options)
+
+    return prepare(circuit, target, exact=exact, translate=translate)
+
+
+def _check_shots(circuit: QuantumCircuit, shots: int) -> None:
     if isinstance(shots, bool) or shots < 1:
         raise ValueError(f"shots must be a positive integer, got {shots!r}")
     if circuit.num_clbits == 0:
@@ -147,9 +192,11 @@ def _check_runnable(circuit: QuantumCircuit, shots: int, device_qubits: int, nam
 
 
 def _compile(name: str, circuit: QuantumCircuit, *args: Any, **options: Any) -> QuantumCircuit:
-    """Transpile, turning "this backend cannot express that" into ValueError."""
+    """Transpile at optimisation level 0 (layout, routing, basis translation: never an
+    optimisation the researcher did not ask for), turning "this backend cannot express that"
+    into ValueError."""
     try:
-        compiled: QuantumCircuit = transpile(circuit, *args, **options)
+        compiled: QuantumCircuit = transpile(circuit, *args, optimization_level=0, **options)
     except TranspilerError as exc:
         raise ValueError(f"the {name} backend cannot run this circuit: {exc.message}") from None
     return compiled
@@ -165,23 +212,6 @@ def _counts(result: Any) -> dict[str, int]:
         bits = str(key).replace(" ", "")
         counts[bits] = counts.get(bits, 0) + int(value)
     return counts
-
-
-_STANDARD = get_standard_gate_name_mapping()
-
-
-def _standard_only(circuit: QuantumCircuit, native: frozenset[str]) -> bool:
-    """Only Qiskit's own standard instructions (by class, not just by name: a custom gate that
-    merely borrows a standard name must be compiled from its definition) that Aer runs."""
-    for item in circuit.data:
-        operation = item.operation
-        name = operation.name
-        if name == "barrier":
-            continue
-        standard = _STANDARD.get(name)
-        if standard is None or type(operation) is not type(standard) or name not in native:
-            return False
-    return True
 
 
 def _impostor(operation: Any) -> bool:

@@ -1,4 +1,5 @@
-"""What a driver says about the device it runs: size, gates, wiring, error figures, simulator kind.
+"""What a driver says about the device it runs: size, gates, wiring, error figures, physics
+(T1, T2, gate durations), how it treats circuits that are not valid for it, simulator kind.
 
 Descriptions come from the driver's TOML file (`as_dict`/`from_dict` round-trip through tomllib),
 and `calibration_digest()` is the calibration-configuration measurement a driver attests to.
@@ -17,6 +18,14 @@ from qiskit.circuit.library import get_standard_gate_name_mapping
 
 BACKEND_KINDS = frozenset({"aer", "aer_noisy", "basic"})
 ERROR_FIELDS = ("two_qubit_error", "one_qubit_error", "readout_error")
+# Uniform over the device's qubits: relaxation times in microseconds, gate durations in
+# nanoseconds. Left out of the calibration digest when absent, so the digests of devices that
+# state no physics are what they were before these fields existed.
+PHYSICS_FIELDS = ("t1_us", "t2_us", "one_qubit_gate_ns", "two_qubit_gate_ns")
+# "translate": run a circuit valid for the target as sent, else translate it at optimisation
+# level 0 (layout, routing, basis translation only). "exact": refuse any circuit that is not
+# valid for the target as sent.
+EXECUTION_MODES = frozenset({"translate", "exact"})
 _REQUIRED = ("device_id", "num_qubits", "basis_gates", "coupling_map", "backend")
 _DIGEST_SCHEMA = "qtestbed.calibration.v1"
 
@@ -28,6 +37,10 @@ class DeviceDescription:
     `coupling_map` holds directed edges (control, target) as in Qiskit; an empty map means every
     qubit pair is connected. Error figures are probabilities in [0, 1): depolarizing parameters
     for one- and two-qubit basis gates and a symmetric readout flip; `aer_noisy` needs all three.
+    `t1_us`/`t2_us` (optional, together) make `aer_noisy` relax every qubit thermally over each
+    gate's duration (`one_qubit_gate_ns`, `two_qubit_gate_ns`) and over each `delay`; the same
+    figures are what the driver attests to. `execution` is "translate" or "exact" (see
+    `drivers.faithful`).
     """
 
     device_id: str
@@ -38,6 +51,11 @@ class DeviceDescription:
     two_qubit_error: float | None = None
     one_qubit_error: float | None = None
     readout_error: float | None = None
+    t1_us: float | None = None
+    t2_us: float | None = None
+    one_qubit_gate_ns: float | None = None
+    two_qubit_gate_ns: float | None = None
+    execution: str = "translate"
 
     def __post_init__(self) -> None:
         if not self.device_id or not self.device_id.isprintable():
@@ -57,6 +75,11 @@ class DeviceDescription:
                     raise ValueError(f"{name} is required for the aer_noisy backend")
             elif isinstance(value, bool) or not (math.isfinite(value) and 0 <= value < 1):
                 raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        _check_physics(self)
+        if self.execution not in EXECUTION_MODES:
+            raise ValueError(
+                f"execution must be one of {sorted(EXECUTION_MODES)}, got {self.execution!r}"
+            )
 
     def calibration_digest(self) -> str:
         """SHA-256 hex over canonical JSON of everything that shapes results (not the device id).
@@ -70,7 +93,10 @@ class DeviceDescription:
             "basis_gates": sorted(self.basis_gates),
             "coupling_map": sorted([a, b] for a, b in self.coupling_map),
             **{name: getattr(self, name) for name in ERROR_FIELDS},
+            **{n: getattr(self, n) for n in PHYSICS_FIELDS if getattr(self, n) is not None},
         }
+        if self.execution != "translate":
+            document["execution"] = self.execution
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
@@ -83,13 +109,17 @@ class DeviceDescription:
             "coupling_map": [[a, b] for a, b in self.coupling_map],
             "backend": self.backend,
         }
-        data.update({n: getattr(self, n) for n in ERROR_FIELDS if getattr(self, n) is not None})
+        optional = (*ERROR_FIELDS, *PHYSICS_FIELDS)
+        data.update({n: getattr(self, n) for n in optional if getattr(self, n) is not None})
+        if self.execution != "translate":
+            data["execution"] = self.execution
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceDescription:
         """Build from a parsed TOML table; unknown, missing or mistyped fields raise ValueError."""
-        unknown = sorted(set(data) - set(_REQUIRED) - set(ERROR_FIELDS))
+        known = {*_REQUIRED, *ERROR_FIELDS, *PHYSICS_FIELDS, "execution"}
+        unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown field {unknown[0]!r} in device description")
         missing = [name for name in _REQUIRED if name not in data]
@@ -103,7 +133,8 @@ class DeviceDescription:
             ),
             coupling_map=tuple(_edge(edge) for edge in _sequence(data, "coupling_map")),
             backend=_typed(data, "backend", str),
-            **{name: _error_figure(data, name) for name in ERROR_FIELDS},
+            **{name: _error_figure(data, name) for name in (*ERROR_FIELDS, *PHYSICS_FIELDS)},
+            execution=_typed(data, "execution", str) if "execution" in data else "translate",
         )
 
 
@@ -157,3 +188,25 @@ def _check_coupling_map(edges: tuple[tuple[int, int], ...], num_qubits: int) -> 
                 f"coupling_map edge ({control}, {target}) must join two different qubits "
                 f"in 0..{num_qubits - 1}"
             )
+
+
+def _check_physics(d: DeviceDescription) -> None:
+    """Finite figures; T1 and T2 positive, given together, T2 <= 2 T1 (as physics requires)."""
+    for name in PHYSICS_FIELDS:
+        value = getattr(d, name)
+        if value is None:
+            continue
+        # A relaxation time of 0 is no qubit at all; a gate may take no time (a frame change).
+        positive = name in ("t1_us", "t2_us")
+        if (
+            isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < 0
+            or (positive and value == 0)
+        ):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    if (d.t1_us is None) != (d.t2_us is None):
+        raise ValueError("t1_us and t2_us must be given together")
+    if d.t1_us is not None and d.t2_us is not None and d.t2_us > 2 * d.t1_us:
+        raise ValueError(f"t2_us ({d.t2_us}) must not exceed 2 * t1_us ({2 * d.t1_us})")

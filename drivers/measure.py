@@ -43,4 +43,7 @@ def measure(description: DeviceDescription, firmware: str) -> Measurements:
         num_qubits=description.num_qubits,
         two_qubit_error=description.two_qubit_error,
         readout_error=description.readout_error,
+        # The relaxation times the simulated physics uses: what is attested is what runs.
+        t1_us=description.t1_us,
+        t2_us=description.t2_us,
     )

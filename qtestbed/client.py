@@ -313,6 +313,7 @@ def bundle_of(
         device_certificate_chain=result.device_certificate,
         evidence=result.evidence,
         audit_inclusion=proof,
+        executed_circuit=result.executed_circuit,
     )
 
 

@@ -144,6 +144,12 @@ def demo_devices() -> tuple[tuple[str, DeviceDescription], ...]:
                 one_qubit_error=0.001,
                 two_qubit_error=0.01,
                 readout_error=0.01,
+                # Physics of a typical superconducting transmon, so T1/T2 experiments
+                # recover these figures.
+                t1_us=100.0,
+                t2_us=80.0,
+                one_qubit_gate_ns=35.0,
+                two_qubit_gate_ns=300.0,
             ),
         ),
     )
@@ -378,11 +384,12 @@ def _device_toml(tier: str, desc: DeviceDescription) -> str:
 
 
 def _calibration_windows(desc: DeviceDescription) -> list[str]:
-    """Windows around the error figures the simulator is configured with (half to double),
-    so a driver claiming other figures beside the same calibration digest is refused."""
+    """Windows around the error figures and relaxation times the simulator is configured with
+    (half to double), so a driver claiming other figures beside the same calibration digest is
+    refused."""
     figures = {
-        name: [value / 2, min(1.0, value * 2)]
-        for name in ("two_qubit_error", "readout_error")
+        name: [value / 2, min(1.0, value * 2) if name.endswith("_error") else value * 2]
+        for name in ("two_qubit_error", "readout_error", "t1_us", "t2_us")
         if (value := getattr(desc, name))
     }
     if not figures:

@@ -13,6 +13,11 @@ counts) is in the facility's audit log as of a checkpoint the broker signed
 (`attestation/audit_inclusion.py`). It is checked against the facility's audit signing key,
 which the researcher pins (`receipt verify --audit-key`, the broker certificate the facility
 publishes): without that key it is reported as not checked, never as valid.
+
+`executed_circuit` is the OpenQASM 3 text of the circuit the device ran when it translated the
+one submitted, empty when it ran it as submitted; verification checks it against the receipt's
+executed-circuit digest. Bundles saved before the field existed leave it out (None), and that
+check is skipped for them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class ResultBundle:
     device_certificate_chain: bytes
     evidence: bytes = b""
     audit_inclusion: InclusionProof | None = None
+    executed_circuit: bytes | None = None
 
     def to_json(self) -> str:
         body = {
@@ -65,6 +71,8 @@ class ResultBundle:
         }
         if self.audit_inclusion is not None:
             body["audit_inclusion"] = self.audit_inclusion.to_dict()
+        if self.executed_circuit is not None:
+            body["executed_circuit"] = self.executed_circuit.decode("utf-8")
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -84,6 +92,9 @@ class ResultBundle:
                 evidence=base64.b64decode(raw.get("evidence", ""), validate=True),
                 audit_inclusion=InclusionProof.from_dict(raw["audit_inclusion"])
                 if "audit_inclusion" in raw
+                else None,
+                executed_circuit=str(raw["executed_circuit"]).encode("utf-8")
+                if "executed_circuit" in raw
                 else None,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -142,6 +153,7 @@ def verify_bundle(
         shots=bundle.shots,
         counts=bundle.counts,
         dispatch_nonce=None,
+        executed_circuit=bundle.executed_circuit,
     )
     _check_receipt_device(bundle, verdict)
     _check_evidence(bundle, device.key, verdict)

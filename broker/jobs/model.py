@@ -177,6 +177,9 @@ class JobResult:
     execution_seconds: float
     receipt: bytes
     stored_at: float
+    # OpenQASM 3 text of the circuit the device ran, when it translated the one submitted;
+    # empty when it ran the submitted circuit as sent (the receipt names which).
+    executed_circuit: bytes = b""
 
 
 class IdempotencyKeyReused(Exception):

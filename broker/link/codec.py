@@ -78,6 +78,7 @@ def _result(r: pb.LeaseResult) -> m.LeaseResult:
         counts=dict(r.counts),
         execution_seconds=r.execution_seconds,
         receipt=r.receipt,
+        executed_circuit=r.executed_circuit,
     )
 
 

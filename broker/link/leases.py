@@ -150,7 +150,9 @@ class LeaseKeeper:
         if job is None:
             return
         self._end(conn)
-        problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
+        problems = receipt_problems(
+            self._registry, conn, job, msg.receipt, msg.counts, msg.executed_circuit
+        )
         if problems:
             self._metrics.receipts.labels(conn.device_id, "rejected").inc()
             await self._reject_receipt(conn, job, problems)
@@ -169,6 +171,7 @@ class LeaseKeeper:
             execution_seconds=msg.execution_seconds,
             receipt=msg.receipt,
             stored_at=now,
+            executed_circuit=msg.executed_circuit,
         )
         done = job.transition(JobState.COMPLETED, now=now)
         event = self._audit.event(
@@ -184,7 +187,9 @@ class LeaseKeeper:
         self._end_canary(conn)
         if job is None:
             return
-        problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
+        problems = receipt_problems(
+            self._registry, conn, job, msg.receipt, msg.counts, msg.executed_circuit
+        )
         if problems:
             await self._reject_receipt(conn, job, problems)
         self._canary.finished(job, msg.counts, problems)

@@ -62,6 +62,9 @@ class LeaseResult:
     counts: Mapping[str, int]
     execution_seconds: float
     receipt: bytes
+    # OpenQASM 3 text of the circuit the device ran when it translated the one sent; empty
+    # when it ran the circuit as sent (the receipt's executed_circuit_digest says which).
+    executed_circuit: bytes = b""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -21,6 +21,7 @@ def receipt_problems(
     job: Job,
     receipt: bytes,
     counts: Mapping[str, int],
+    executed_circuit: bytes = b"",
 ) -> list[str]:
     """Every reason the receipt cannot be trusted for this job (empty when it holds)."""
     device = registry.get(conn.device_id)
@@ -40,6 +41,7 @@ def receipt_problems(
         shots=job.shots,
         counts=dict(counts),
         dispatch_nonce=job.lease.dispatch_nonce,
+        executed_circuit=executed_circuit,
     )
     try:
         claims = decode_receipt(Envelope.from_json(receipt))

@@ -44,7 +44,9 @@ JOB_COLUMNS: tuple[str, ...] = (
 )
 JOB_SELECT = ", ".join(JOB_COLUMNS)
 
-RESULT_COLUMNS = "job_id, device_id, counts, execution_seconds, receipt, stored_at"
+RESULT_COLUMNS = (
+    "job_id, device_id, counts, execution_seconds, receipt, stored_at, executed_circuit"
+)
 AUDIT_COLUMNS = "seq, kind, actor, subject, at, detail, prev_hash, entry_hash"
 
 Row = Sequence[Any]
@@ -140,11 +142,12 @@ def result_to_row(result: JobResult) -> tuple[Any, ...]:
         result.execution_seconds,
         result.receipt,
         result.stored_at,
+        result.executed_circuit,
     )
 
 
 def result_from_row(row: Row) -> JobResult:
-    job_id, device_id, counts, execution_seconds, receipt, stored_at = row
+    job_id, device_id, counts, execution_seconds, receipt, stored_at, executed = row
     return JobResult(
         job_id=job_id,
         device_id=device_id,
@@ -152,6 +155,7 @@ def result_from_row(row: Row) -> JobResult:
         execution_seconds=execution_seconds,
         receipt=bytes(receipt),
         stored_at=stored_at,
+        executed_circuit=bytes(executed) if executed is not None else b"",
     )
 
 

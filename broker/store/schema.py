@@ -295,6 +295,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             " ADD COLUMN calibration_windows TEXT NOT NULL DEFAULT '{{}}'",
         ),
     ),
+    Migration(
+        version=7,
+        description="the circuit a device ran when it translated the one submitted",
+        # OpenQASM 3 text; NULL (results stored before) and empty both mean "ran as sent".
+        statements=("ALTER TABLE results ADD COLUMN executed_circuit {blob}",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -67,6 +67,11 @@ def _register_job_commands(sub: Any) -> None:
             p.add_argument(
                 "--save", type=Path, help="write a result bundle for `qtestbed receipt verify`"
             )
+            p.add_argument(
+                "--executed-circuit",
+                type=Path,
+                help="write the circuit the device ran (OpenQASM 3) when it translated yours",
+            )
         client_options(p)
         p.set_defaults(handler=handler)
     p = sub.add_parser("jobs", help="list your jobs, newest first")
@@ -205,6 +210,8 @@ def cmd_result(args: argparse.Namespace, client: Client) -> int:
     problems = client.verify_result(result, job)
     if args.save is not None:
         args.save.write_text(bundle_of(result, job, _audit_proof(client, job.job_id)).to_json())
+    if args.executed_circuit is not None and result.executed_circuit:
+        args.executed_circuit.write_bytes(result.executed_circuit)
     if args.json:
         body = message_dict(result)
         # The receipt and certificate are for `--save` and `receipt verify`, not for reading.
@@ -214,9 +221,17 @@ def cmd_result(args: argparse.Namespace, client: Client) -> int:
     else:
         print(f"{job.job_id} on {result.device_id}: {result.execution_seconds:.3f}s")
         _print_counts(result)
+        print(_executed_note(result, args.executed_circuit))
         verdict = "valid (signed by the attested device)"
         print("receipt: " + (verdict if not problems else "INVALID: " + "; ".join(problems)))
     return 0 if not problems else 3
+
+
+def _executed_note(result: jobs_pb2.JobResult, saved_to: Path | None) -> str:
+    if not result.executed_circuit:
+        return "executed: exactly as submitted"
+    where = f"saved to {saved_to}" if saved_to else "--executed-circuit PATH saves it"
+    return f"executed: translated by the device at optimisation level 0 ({where})"
 
 
 def _audit_proof(client: Client, job_id: str) -> InclusionProof | None:

@@ -407,11 +407,17 @@ class LeaseResult(_message.Message):
     COUNTS_FIELD_NUMBER: _builtins.int
     EXECUTION_SECONDS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    EXECUTED_CIRCUIT_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     job_id: _builtins.str
     execution_seconds: _builtins.float
     receipt: _builtins.bytes
     """DSSE envelope (JSON) with the receipt claims, signed by the device key."""
+    executed_circuit: _builtins.bytes
+    """The circuit the device ran, as OpenQASM 3 text, when it had to translate the circuit sent
+    (layout, routing, basis translation at optimisation level 0); empty when it ran the
+    circuit exactly as sent. The receipt's executed_circuit_digest names it either way.
+    """
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -422,10 +428,11 @@ class LeaseResult(_message.Message):
         counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         execution_seconds: _builtins.float = ...,
         receipt: _builtins.bytes = ...,
+        executed_circuit: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "lease_id", b"lease_id", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "executed_circuit", b"executed_circuit", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "lease_id", b"lease_id", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

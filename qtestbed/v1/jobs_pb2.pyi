@@ -922,6 +922,7 @@ class JobResult(_message.Message):
     RECEIPT_FIELD_NUMBER: _builtins.int
     DEVICE_CERTIFICATE_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    EXECUTED_CIRCUIT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     device_id: _builtins.str
     execution_seconds: _builtins.float
@@ -932,6 +933,12 @@ class JobResult(_message.Message):
     evidence: _builtins.bytes
     """The attestation evidence (DSSE JSON) whose digest the receipt names, so a researcher can
     read exactly which firmware, software and calibration produced the result.
+    """
+    executed_circuit: _builtins.bytes
+    """The circuit the device ran, as OpenQASM 3 text, when it translated the circuit submitted
+    (optimisation level 0: layout, routing, basis translation only); empty when it ran the
+    circuit exactly as submitted. The receipt's executed_circuit_digest names it either way
+    (receipts from before that field name nothing and carry no executed circuit).
     """
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
@@ -945,10 +952,11 @@ class JobResult(_message.Message):
         receipt: _builtins.bytes = ...,
         device_certificate: _builtins.bytes = ...,
         evidence: _builtins.bytes = ...,
+        executed_circuit: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "device_certificate", b"device_certificate", "device_id", b"device_id", "evidence", b"evidence", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "device_certificate", b"device_certificate", "device_id", b"device_id", "evidence", b"evidence", "executed_circuit", b"executed_circuit", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,10 +12,10 @@ from drivers.backends import (
     AerIdealBackend,
     AerNoisyBackend,
     BasicSimulatorBackend,
-    build_noise_model,
     make_backend,
 )
 from drivers.device import DeviceDescription
+from drivers.noise import build_noise_model
 
 NOISY = DeviceDescription(
     device_id="sim-noisy",

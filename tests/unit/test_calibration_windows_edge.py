@@ -102,6 +102,8 @@ def test_init_writes_windows_around_the_simulators_figures_and_the_broker_reads_
     assert seeds["sim-restricted"].calibration == CalibrationWindows(
         two_qubit_error=Tolerance(minimum=0.005, maximum=0.02),
         readout_error=Tolerance(minimum=0.005, maximum=0.02),
+        t1_us=Tolerance(minimum=50.0, maximum=200.0),
+        t2_us=Tolerance(minimum=40.0, maximum=160.0),
     )
     text = path.read_text().replace("two_qubit_error = [0.005, 0.02]", "t3_us = [1.0, 2.0]")
     path.write_text(text)

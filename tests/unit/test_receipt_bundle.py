@@ -14,7 +14,7 @@ from attestation.dsse import Envelope
 from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
-from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.receipts import ReceiptClaims, decode_receipt, result_digest, sign_receipt
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -188,3 +188,29 @@ def test_wrong_circuit_file_fails(world: tuple[bytes, SigningKey, ResultBundle])
     ca_pem, _key, bundle = world
     verdict = verify_bundle(bundle, ca_pem, circuit=CIRCUIT + b"x q[1];\n", now=NOW)
     assert any("not the circuit" in p for p in verdict.problems)
+
+
+EXECUTED = b'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[1] c;\nx $0;\nc[0] = measure $0;\n'
+
+
+def _translated_bundle(device_key: SigningKey, bundle: ResultBundle) -> ResultBundle:
+    claims = dataclasses.replace(
+        decode_receipt(Envelope.from_json(bundle.receipt)),
+        executed_circuit_digest=hashlib.sha256(EXECUTED).hexdigest(),
+    )
+    receipt = sign_receipt(claims, device_key).to_json()
+    return dataclasses.replace(bundle, receipt=receipt, executed_circuit=EXECUTED)
+
+
+def test_executed_circuit_survives_the_file_and_is_checked_against_the_receipt(
+    world: tuple[bytes, SigningKey, ResultBundle],
+) -> None:
+    ca_pem, device_key, bundle = world
+    translated = ResultBundle.from_json(_translated_bundle(device_key, bundle).to_json())
+    assert translated.executed_circuit == EXECUTED
+    assert verify_bundle(translated, ca_pem, now=NOW).problems == []
+    altered = dataclasses.replace(translated, executed_circuit=EXECUTED.replace(b"x $0", b"id $0"))
+    problems = verify_bundle(altered, ca_pem, now=NOW).problems
+    assert problems == ["executed circuit does not match the digest the receipt names"]
+    # A bundle saved before the field existed has none, and verifies as before.
+    assert ResultBundle.from_json(bundle.to_json()).executed_circuit is None

@@ -131,6 +131,7 @@ def result_to_proto(view: ResultView) -> jobs_pb2.JobResult:
         receipt=result.receipt,
         device_certificate=view.device_certificate,
         evidence=view.evidence,
+        executed_circuit=result.executed_circuit,
     )
 
 

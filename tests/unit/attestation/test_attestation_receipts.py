@@ -133,3 +133,47 @@ def test_evidence_cannot_pass_as_a_receipt(device_key: SigningKey) -> None:
 def test_decode_names_the_bad_field(device_key: SigningKey, payload: bytes, message: str) -> None:
     with pytest.raises(ReceiptError, match=message):
         decode_receipt(sign_envelope(RECEIPT_PAYLOAD_TYPE, payload, device_key))
+
+
+EXECUTED = b'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] c;\ncx $0, $1;\n'
+TRANSLATED = dataclasses.replace(
+    CLAIMS, executed_circuit_digest=hashlib.sha256(EXECUTED).hexdigest()
+)
+AS_SENT = dataclasses.replace(CLAIMS, executed_circuit_digest="a" * 64)
+
+
+def test_executed_circuit_digest_round_trips_and_old_receipts_still_decode(
+    device_key: SigningKey,
+) -> None:
+    for claims in (TRANSLATED, AS_SENT, CLAIMS):
+        data = sign_receipt(claims, device_key).to_json()
+        assert decode_receipt(Envelope.from_json(data)) == claims
+    assert b"executed_circuit_digest" not in encode_receipt(CLAIMS)  # the old form, unchanged
+
+
+@pytest.mark.parametrize(
+    ("claims", "executed", "fragment"),
+    [
+        (TRANSLATED, EXECUTED + b"x $0;\n", "does not match the digest the receipt names"),
+        (TRANSLATED, b"", "ran a translated circuit, but the result has none"),
+        (AS_SENT, EXECUTED, "does not match the digest"),
+        (CLAIMS, EXECUTED, "receipt does not name one"),
+    ],
+    ids=["altered", "dropped", "added-to-as-sent", "added-to-old-receipt"],
+)
+def test_executed_circuit_that_is_not_the_one_signed_fails(
+    device_key: SigningKey, claims: ReceiptClaims, executed: bytes, fragment: str
+) -> None:
+    receipt = sign_receipt(claims, device_key).to_json()
+    problems = _verify(receipt, device_key, executed_circuit=executed)
+    assert any(fragment in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("claims", "executed"), [(TRANSLATED, EXECUTED), (AS_SENT, b""), (CLAIMS, b""), (CLAIMS, None)]
+)
+def test_executed_circuit_that_is_the_one_signed_verifies(
+    device_key: SigningKey, claims: ReceiptClaims, executed: bytes | None
+) -> None:
+    receipt = sign_receipt(claims, device_key).to_json()
+    assert _verify(receipt, device_key, executed_circuit=executed) == []
