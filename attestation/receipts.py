@@ -1,8 +1,10 @@
 """Result receipts: a device's signed statement that it ran this circuit and got these counts.
 
 A receipt binds the job, the exact circuit, the shot count, a digest of the counts, the broker's
-single-use dispatch nonce and the evidence the device last attested with. Anyone holding the
-device's public key can check a published result offline with `verify_receipt`.
+single-use dispatch nonce and the evidence the device last attested with; when the device
+recorded per-shot memory, also `memory_digest` (see `attestation.shot_memory`), and the counts
+must then be exactly the memory's histogram. Anyone holding the device's public key can check a
+published result offline with `verify_receipt`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from attestation._json import (
 from attestation.dsse import Envelope, EnvelopeError, sign_envelope, verify_envelope
 from attestation.evidence import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from attestation.keys import SigningKey, VerifyKey
+from attestation.shot_memory import ShotMemory, memory_problems
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.qtestbed.receipt.v1+json"
 
@@ -41,6 +44,8 @@ _FIELDS = frozenset(
         "issued_at",
     }
 )
+# Present only in receipts of results that carry per-shot memory.
+_MEMORY_FIELD = "memory_digest"
 
 
 class ReceiptError(ValueError):
@@ -59,6 +64,7 @@ class ReceiptClaims:
     dispatch_nonce: bytes
     evidence_digest: str
     issued_at: float
+    memory_digest: str = ""  # "" when the result has no per-shot memory
 
 
 def result_digest(counts: Mapping[str, int]) -> str:
@@ -70,8 +76,10 @@ def result_digest(counts: Mapping[str, int]) -> str:
 
 
 def encode_receipt(claims: ReceiptClaims) -> bytes:
+    memory = {_MEMORY_FIELD: claims.memory_digest} if claims.memory_digest else {}
     return canonical_dumps(
         {
+            **memory,
             "job_id": claims.job_id,
             "device_id": claims.device_id,
             "circuit_digest": claims.circuit_digest,
@@ -95,7 +103,9 @@ def decode_receipt(envelope: Envelope) -> ReceiptClaims:
             f"payload type {envelope.payload_type!r}, expected {RECEIPT_PAYLOAD_TYPE!r}"
         )
     try:
-        raw = object_with(strict_loads(envelope.payload), _FIELDS, "receipt")
+        loaded = strict_loads(envelope.payload)
+        with_memory = isinstance(loaded, dict) and _MEMORY_FIELD in loaded
+        raw = object_with(loaded, _FIELDS | {_MEMORY_FIELD} if with_memory else _FIELDS, "receipt")
         return ReceiptClaims(
             job_id=get_str(raw, "job_id"),
             device_id=get_str(raw, "device_id"),
@@ -107,6 +117,7 @@ def decode_receipt(envelope: Envelope) -> ReceiptClaims:
             ),
             evidence_digest=get_str(raw, "evidence_digest"),
             issued_at=get_number(raw, "issued_at"),
+            memory_digest=get_str(raw, _MEMORY_FIELD) if with_memory else "",
         )
     except StrictJSONError as exc:
         raise ReceiptError(f"malformed receipt: {exc}") from exc
@@ -121,11 +132,14 @@ def verify_receipt(
     shots: int,
     counts: Mapping[str, int],
     dispatch_nonce: bytes | None,
+    memory: ShotMemory | None = None,
 ) -> list[str]:
     """Every problem with a receipt, as sentences; an empty list means it is valid.
 
     `dispatch_nonce` None means the caller does not know it (a researcher verifying offline);
-    that check is then skipped, all others still apply.
+    that check is then skipped, all others still apply. `memory` is the per-shot memory that
+    came with the counts, None when none did: the receipt must bind it (and only then a
+    memory digest), and the counts must be its histogram.
     """
     try:
         envelope = Envelope.from_json(envelope_json)
@@ -146,6 +160,7 @@ def verify_receipt(
     else:
         if claims.result_digest != expected_digest:
             problems.append("receipt result digest does not match the counts")
+    problems.extend(_memory_problems(claims, memory, counts, shots))
     if dispatch_nonce is not None and not hmac.compare_digest(
         claims.dispatch_nonce, dispatch_nonce
     ):
@@ -166,3 +181,18 @@ def _field_problems(
     if claims.shots != shots:
         problems.append(f"receipt says {claims.shots} shots, expected {shots}")
     return problems
+
+
+def _memory_problems(
+    claims: ReceiptClaims, memory: ShotMemory | None, counts: Mapping[str, int], shots: int
+) -> list[str]:
+    if memory is None:
+        if claims.memory_digest:
+            return ["receipt binds per-shot memory but the result carries none"]
+        return []
+    if not claims.memory_digest:
+        return ["the result carries per-shot memory the receipt does not bind"]
+    problems = []
+    if not hmac.compare_digest(claims.memory_digest, memory.digest()):
+        problems.append("receipt memory digest does not match the per-shot memory")
+    return problems + memory_problems(memory, counts, shots)

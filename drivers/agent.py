@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
+from qiskit import QuantumCircuit
 
 from attestation.dsse import Envelope
 from attestation.evidence import EvidenceClaims, make_evidence
 from attestation.keys import SigningKey
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.shot_memory import ShotMemory, ShotMemoryError, check_size
 from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
@@ -211,8 +213,13 @@ class DriverAgent:
             raise ValueError("circuit payload does not match its digest; refusing to run it")
         circuit = decode_circuit(grant.circuit_format, grant.circuit_payload)
         began = time.monotonic()
-        counts = await asyncio.to_thread(self.backend.run, circuit, grant.shots)
-        if self.config.simulated_drift:
+        memory: ShotMemory | None = None
+        if grant.memory:
+            memory = await self._run_with_memory(circuit, grant.shots)
+            counts = memory.histogram()  # the counts are exactly the memory's histogram
+        else:
+            counts = await asyncio.to_thread(self.backend.run, circuit, grant.shots)
+        if self.config.simulated_drift and memory is None:
             # Noise simulation, not cryptography.
             counts = flip_bits(counts, self.config.simulated_drift, random.Random())  # noqa: S311
         pad = self.config.min_execution_seconds - (time.monotonic() - began)
@@ -228,6 +235,7 @@ class DriverAgent:
             dispatch_nonce=grant.dispatch_nonce,
             evidence_digest=self.evidence_digest,
             issued_at=time.time(),
+            memory_digest=memory.digest() if memory is not None else "",
         )
         receipt: Envelope = sign_receipt(claims, self.key)
         result = link_pb.LeaseResult(
@@ -236,8 +244,29 @@ class DriverAgent:
             counts=counts,
             execution_seconds=elapsed,
             receipt=receipt.to_json(),
+            memory=memory.packed if memory is not None else b"",
+            memory_width=memory.width if memory is not None else 0,
         )
         return link_pb.LinkMessage(result=result)
+
+    async def _run_with_memory(self, circuit: QuantumCircuit, shots: int) -> ShotMemory:
+        """Every shot's outcome in shot order (drift, if simulated, flips bits per shot).
+        ValueError (permanent: no device could) when the memory would exceed its bound."""
+        try:
+            check_size(shots, circuit.num_clbits)
+        except ShotMemoryError as exc:
+            raise ValueError(str(exc)) from None
+        execution = await asyncio.to_thread(self.backend.execute, circuit, shots, memory=True)
+        if execution.memory is None or len(execution.memory) != shots:
+            raise RuntimeError("the backend did not return one outcome per shot")
+        bitstrings = execution.memory
+        if self.config.simulated_drift:
+            rng = random.Random()  # noqa: S311  (noise simulation, not cryptography)
+            bitstrings = [
+                next(iter(flip_bits({bits: 1}, self.config.simulated_drift, rng)))
+                for bits in bitstrings
+            ]
+        return ShotMemory.from_bitstrings(bitstrings, circuit.num_clbits)
 
     async def _send(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> None:
         await sock.send(message.SerializeToString())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qiskit import QuantumCircuit, transpile
@@ -23,6 +24,15 @@ from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 from drivers.device import DeviceDescription
 
 
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What one run produced: counts, and each shot's bitstring in shot order when asked for
+    (same keys as the counts, whose histogram they are)."""
+
+    counts: dict[str, int]
+    memory: list[str] | None = None
+
+
 class Backend(Protocol):
     """Runs one circuit and returns its counts."""
 
@@ -31,6 +41,12 @@ class Backend(Protocol):
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         """Counts keyed by bitstrings without spaces; ValueError for a circuit it cannot run."""
+        ...
+
+    def execute(
+        self, circuit: QuantumCircuit, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
+        """Like `run`, with per-shot memory in shot order when `memory` is set."""
         ...
 
 
@@ -45,6 +61,11 @@ class AerIdealBackend:
         self._native = frozenset(self._simulator.target.operation_names)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        return self.execute(circuit, shots, seed).counts
+
+    def execute(
+        self, circuit: QuantumCircuit, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
         circuit = _inline_impostors(circuit)
         _check_runnable(circuit, shots, self._num_qubits, self.name)
         # An ideal simulator has no wiring or basis to map onto: when it runs every instruction
@@ -54,7 +75,8 @@ class AerIdealBackend:
             compiled = circuit
         else:
             compiled = _compile(self.name, circuit, self._simulator, seed_transpiler=seed)
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed, memory=memory)
+        return _execution(job.result(), memory)
 
 
 class AerNoisyBackend:
@@ -75,6 +97,11 @@ class AerNoisyBackend:
         )
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        return self.execute(circuit, shots, seed).counts
+
+    def execute(
+        self, circuit: QuantumCircuit, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
         circuit = _inline_impostors(circuit)
         _check_runnable(circuit, shots, self._description.num_qubits, self.name)
         compiled = _compile(
@@ -84,7 +111,8 @@ class AerNoisyBackend:
             coupling_map=self._coupling,
             seed_transpiler=seed,
         )
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed, memory=memory)
+        return _execution(job.result(), memory)
 
 
 class BasicSimulatorBackend:
@@ -97,10 +125,16 @@ class BasicSimulatorBackend:
         self._simulator = BasicSimulator()
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
+        return self.execute(circuit, shots, seed).counts
+
+    def execute(
+        self, circuit: QuantumCircuit, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
         circuit = _inline_impostors(circuit)
         _check_runnable(circuit, shots, self._num_qubits, self.name)
         compiled = _compile(self.name, circuit, self._simulator, seed_transpiler=seed)
-        return _counts(self._simulator.run(compiled, shots=shots, seed_simulator=seed).result())
+        job = self._simulator.run(compiled, shots=shots, seed_simulator=seed, memory=memory)
+        return _execution(job.result(), memory)
 
 
 def make_backend(description: DeviceDescription) -> Backend:
@@ -153,6 +187,14 @@ def _compile(name: str, circuit: QuantumCircuit, *args: Any, **options: Any) -> 
     except TranspilerError as exc:
         raise ValueError(f"the {name} backend cannot run this circuit: {exc.message}") from None
     return compiled
+
+
+def _execution(result: Any, memory: bool) -> Execution:
+    counts = _counts(result)
+    if not memory:
+        return Execution(counts)
+    shots = [str(bits).replace(" ", "") for bits in result.get_memory(0)]
+    return Execution(counts, shots)
 
 
 def _counts(result: Any) -> dict[str, int]:

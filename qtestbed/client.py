@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from attestation.audit_inclusion import InclusionProof
+from attestation.shot_memory import ShotMemory, ShotMemoryError
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
 from qtestbed.v1 import (
@@ -313,10 +314,25 @@ def bundle_of(
         device_certificate_chain=result.device_certificate,
         evidence=result.evidence,
         audit_inclusion=proof,
+        memory=memory_of(result),
     )
+
+
+def memory_of(result: jobs_pb2.JobResult) -> ShotMemory | None:
+    """The result's per-shot memory, None when the job did not ask for it; ShotMemoryError
+    when it is malformed."""
+    if not result.memory_width:
+        if result.memory:
+            raise ShotMemoryError("per-shot memory without a width")
+        return None
+    return ShotMemory(result.memory_width, result.memory)
 
 
 def verify_result_offline(
     result: jobs_pb2.JobResult, job: jobs_pb2.Job, ca_pem: bytes, now: dt.datetime | None = None
 ) -> list[str]:
-    return verify_bundle(bundle_of(result, job), ca_pem, now=now).problems
+    try:
+        bundle = bundle_of(result, job)
+    except ShotMemoryError as exc:
+        return [f"per-shot memory is malformed: {exc}"]
+    return verify_bundle(bundle, ca_pem, now=now).problems

@@ -74,6 +74,8 @@ def _result(r: pb.LeaseResult) -> m.LeaseResult:
         counts=dict(r.counts),
         execution_seconds=r.execution_seconds,
         receipt=r.receipt,
+        memory=r.memory,
+        memory_width=r.memory_width,
     )
 
 
@@ -124,4 +126,5 @@ def _grant(grant: m.LeaseGrant) -> pb.LeaseGrant:
         shots=grant.shots,
         dispatch_nonce=grant.dispatch_nonce,
         lease_seconds=grant.lease_seconds,
+        memory=grant.memory,
     )

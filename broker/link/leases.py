@@ -136,7 +136,7 @@ class LeaseKeeper:
         if job is None:
             return
         conn.active_lease, conn.leased = None, None
-        problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
+        problems = receipt_problems(self._registry, conn, job, msg)
         if problems:
             self._metrics.receipts.labels(conn.device_id, "rejected").inc()
             await self._reject_receipt(conn, job, problems)
@@ -155,6 +155,8 @@ class LeaseKeeper:
             execution_seconds=msg.execution_seconds,
             receipt=msg.receipt,
             stored_at=now,
+            memory=msg.memory,
+            memory_width=msg.memory_width,
         )
         done = job.transition(JobState.COMPLETED, now=now)
         event = self._audit.event(
@@ -170,7 +172,7 @@ class LeaseKeeper:
         self._end_canary(conn)
         if job is None:
             return
-        problems = receipt_problems(self._registry, conn, job, msg.receipt, msg.counts)
+        problems = receipt_problems(self._registry, conn, job, msg)
         if problems:
             await self._reject_receipt(conn, job, problems)
         self._canary.finished(job, msg.counts, problems)

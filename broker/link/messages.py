@@ -59,6 +59,8 @@ class LeaseResult:
     counts: Mapping[str, int]
     execution_seconds: float
     receipt: bytes
+    memory: bytes = b""  # per-shot memory (attestation.shot_memory layout), when asked for
+    memory_width: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,6 +118,7 @@ class LeaseGrant:
     shots: int
     dispatch_nonce: bytes
     lease_seconds: float
+    memory: bool = False  # record per-shot memory and bind it in the receipt
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -41,10 +41,13 @@ JOB_COLUMNS: tuple[str, ...] = (
     "session_id",
     "evidence_digest",
     "calibration_digest",
+    "memory",
 )
 JOB_SELECT = ", ".join(JOB_COLUMNS)
 
-RESULT_COLUMNS = "job_id, device_id, counts, execution_seconds, receipt, stored_at"
+RESULT_COLUMNS = (
+    "job_id, device_id, counts, execution_seconds, receipt, stored_at, memory, memory_width"
+)
 AUDIT_COLUMNS = "seq, kind, actor, subject, at, detail, prev_hash, entry_hash"
 
 Row = Sequence[Any]
@@ -84,6 +87,7 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.session_id,
         job.evidence_digest,
         job.calibration_digest,
+        int(job.memory),
     )
 
 
@@ -128,6 +132,7 @@ def job_from_row(row: Row) -> Job:
         session_id=r["session_id"],
         evidence_digest=r["evidence_digest"],
         calibration_digest=r["calibration_digest"],
+        memory=bool(r["memory"]),
     )
 
 
@@ -140,11 +145,13 @@ def result_to_row(result: JobResult) -> tuple[Any, ...]:
         result.execution_seconds,
         result.receipt,
         result.stored_at,
+        result.memory or None,  # NULL: no memory (most results)
+        result.memory_width,
     )
 
 
 def result_from_row(row: Row) -> JobResult:
-    job_id, device_id, counts, execution_seconds, receipt, stored_at = row
+    job_id, device_id, counts, execution_seconds, receipt, stored_at, memory, width = row
     return JobResult(
         job_id=job_id,
         device_id=device_id,
@@ -152,6 +159,8 @@ def result_from_row(row: Row) -> JobResult:
         execution_seconds=execution_seconds,
         receipt=bytes(receipt),
         stored_at=stored_at,
+        memory=bytes(memory) if memory is not None else b"",
+        memory_width=int(width),
     )
 
 

@@ -295,6 +295,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             " ADD COLUMN calibration_windows TEXT NOT NULL DEFAULT '{{}}'",
         ),
     ),
+    Migration(
+        version=7,
+        description="per-shot memory: asked for on jobs, packed with results",
+        # Packed as attestation.shot_memory lays it out (ceil(width / 8) bytes a shot, bounded
+        # by MAX_MEMORY_BITS); NULL and width 0 for results without memory.
+        statements=(
+            "ALTER TABLE jobs ADD COLUMN memory INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE results ADD COLUMN memory {blob}",
+            "ALTER TABLE results ADD COLUMN memory_width INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -276,6 +276,7 @@ class LeaseGrant(_message.Message):
     SHOTS_FIELD_NUMBER: _builtins.int
     DISPATCH_NONCE_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     job_id: _builtins.str
     circuit_format: _jobs_pb2.CircuitFormat.ValueType
@@ -284,6 +285,8 @@ class LeaseGrant(_message.Message):
     shots: _builtins.int
     dispatch_nonce: _builtins.bytes
     lease_seconds: _builtins.float
+    memory: _builtins.bool
+    """Record every shot's outcome (per-shot memory) and bind it in the receipt."""
     def __init__(
         self,
         *,
@@ -295,10 +298,11 @@ class LeaseGrant(_message.Message):
         shots: _builtins.int = ...,
         dispatch_nonce: _builtins.bytes = ...,
         lease_seconds: _builtins.float = ...,
+        memory: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_digest", b"circuit_digest", "circuit_format", b"circuit_format", "circuit_payload", b"circuit_payload", "dispatch_nonce", b"dispatch_nonce", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_digest", b"circuit_digest", "circuit_format", b"circuit_format", "circuit_payload", b"circuit_payload", "dispatch_nonce", b"dispatch_nonce", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "memory", b"memory", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -355,11 +359,16 @@ class LeaseResult(_message.Message):
     COUNTS_FIELD_NUMBER: _builtins.int
     EXECUTION_SECONDS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    MEMORY_WIDTH_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     job_id: _builtins.str
     execution_seconds: _builtins.float
     receipt: _builtins.bytes
     """DSSE envelope (JSON) with the receipt claims, signed by the device key."""
+    memory: _builtins.bytes
+    """Per-shot memory when the grant asked for it (layout as in jobs.proto JobResult)."""
+    memory_width: _builtins.int
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -370,10 +379,12 @@ class LeaseResult(_message.Message):
         counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         execution_seconds: _builtins.float = ...,
         receipt: _builtins.bytes = ...,
+        memory: _builtins.bytes = ...,
+        memory_width: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "lease_id", b"lease_id", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "lease_id", b"lease_id", "memory", b"memory", "memory_width", b"memory_width", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
