@@ -121,6 +121,7 @@ class Client:
             private_key=load_private_key(profile.key).to_pem(),
             certificate_chain=profile.cert.read_bytes(),
         )
+        self.profile = profile  # what a copy needs to open its own connection
         self.ca_pem = profile.ca_cert.read_bytes()
         self.timeout = timeout
         self._channel = grpc.secure_channel(profile.broker, creds)
