@@ -96,6 +96,7 @@ def submit_request(
     priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
     selector: jobs_pb2.DeviceSelector | None = None,
     session_id: str = "",
+    memory: bool = False,
 ) -> jobs_pb2.SubmitJobRequest:
     """One SubmitJob request; a fresh idempotency key unless given (reuse it to retry)."""
     return jobs_pb2.SubmitJobRequest(
@@ -109,6 +110,7 @@ def submit_request(
         shots=shots,
         idempotency_key=idempotency_key or uuid.uuid4().hex,
         project=project,
+        memory=memory,
     )
 
 
@@ -149,8 +151,10 @@ class Client:
         priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
         selector: jobs_pb2.DeviceSelector | None = None,
         session_id: str = "",
+        memory: bool = False,
     ) -> jobs_pb2.SubmitJobResponse:
-        """Submit a circuit to `device_id`, to a device matching `selector`, or into a session."""
+        """Submit a circuit to `device_id`, to a device matching `selector`, or into a session;
+        `memory` asks for every shot's outcome in shot order as well as the counts."""
         request = submit_request(
             payload,
             device_id=device_id,
@@ -161,6 +165,7 @@ class Client:
             priority=priority,
             selector=selector,
             session_id=session_id,
+            memory=memory,
         )
         try:
             response: jobs_pb2.SubmitJobResponse = self._jobs.SubmitJob(

@@ -369,7 +369,9 @@ def test_per_shot_memory_round_trips_byte_for_byte(store: BrokerStore) -> None:
     )
     stored = store.get_result("j1")
     assert stored == result
-    assert stored is not None and stored.memory == memory and stored.memory_width == 5
+    assert stored is not None
+    assert stored.memory == memory
+    assert stored.memory_width == 5
 
 
 def test_audit_chain_links_every_write(store: BrokerStore) -> None:

@@ -12,6 +12,7 @@ import json
 import pickle
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -33,6 +34,8 @@ from qtestbed.qiskit import (
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import jobs_pb2
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,8 @@ def test_unknown_and_unsupported_options_are_refused_by_name(backend: QtestbedBa
     circuit = coin_and_bell(backend)
     with pytest.raises(UnsupportedOptionError) as unknown:
         backend.run(circuit, shots=10, noise_model=object())
-    assert "'noise_model'" in str(unknown.value) and "meas_level" in str(unknown.value)
+    assert "'noise_model'" in str(unknown.value)
+    assert "meas_level" in str(unknown.value)
     refusals = {
         "meas_level": (1, "classified bits only"),
         "seed_simulator": (1234, "seed_simulator cannot be chosen"),
@@ -86,13 +90,15 @@ def test_unknown_and_unsupported_options_are_refused_by_name(backend: QtestbedBa
         "memory": ("yes", "memory must be True or False"),
     }
     for name, (value, words) in refusals.items():
+        option: dict[str, Any] = {name: value}
         with pytest.raises(UnsupportedOptionError, match=words):
-            backend.run(circuit, **{name: value})
+            backend.run(circuit, **option)
         with pytest.raises(UnsupportedOptionError, match=words):
-            backend.set_options(**{name: value})
+            backend.set_options(**option)
     with pytest.raises(UnsupportedOptionError, match="'colour'"):
         backend.set_options(colour="blue")
-    assert backend.options.meas_level == 2 and backend.options.seed_simulator is None
+    assert backend.options.meas_level == 2
+    assert backend.options.seed_simulator is None
     # Qiskit's standard values are accepted, and set_options changes what run uses.
     backend.set_options(shots=37, memory=True)
     result = backend.run(circuit, meas_level=2, meas_return="single", seed_simulator=None).result(
@@ -117,12 +123,15 @@ def test_memory_is_one_bitstring_per_shot_in_shot_order_and_agrees_with_counts(
     assert Counter(memory) == result.get_counts()  # the counts are the memory's histogram
     coins = [shot[-1] for shot in memory]
     # Shot order is the device's, not a histogram laid out again: a fair coin is not sorted.
-    assert coins != sorted(coins) and coins != sorted(coins, reverse=True)
+    assert coins != sorted(coins)
+    assert coins != sorted(coins, reverse=True)
     outcome = job.outcomes()[0]
-    assert outcome.memory is not None and len(outcome.memory) == 300
+    assert outcome.memory is not None
+    assert len(outcome.memory) == 300
     assert outcome.result.memory_width == 3
     bundle = job.bundle()
-    assert bundle.memory is not None and bundle.memory.shots == 300
+    assert bundle.memory is not None
+    assert bundle.memory.shots == 300
     # Without memory=True there is none, as Qiskit reports it.
     plain = backend.run(circuit, shots=20).result(timeout=60)
     with pytest.raises(Exception, match="memory"):
@@ -194,6 +203,12 @@ def test_altered_memory_fails_receipt_verification(
 # --- copies --------------------------------------------------------------------------------
 
 
+def thawed(value: T) -> T:
+    """A pickle round trip of our own object (never of untrusted bytes)."""
+    loaded: T = pickle.loads(pickle.dumps(value))  # noqa: S301
+    return loaded
+
+
 def test_backend_job_and_primitives_survive_copy_deepcopy_and_pickle(
     backend: QtestbedBackend,
 ) -> None:
@@ -209,18 +224,19 @@ def test_backend_job_and_primitives_survive_copy_deepcopy_and_pickle(
     assert deep.target.num_qubits == backend.target.num_qubits
     assert sum(deep.run(circuit, shots=25).result(timeout=60).get_counts().values()) == 25
 
-    thawed_backend = pickle.loads(pickle.dumps(backend))
-    assert thawed_backend.name == "sim-open" and thawed_backend.options.shots == 1024
+    thawed_backend = thawed(backend)
+    assert thawed_backend.name == "sim-open"
+    assert thawed_backend.options.shots == 1024
     assert sum(thawed_backend.run(circuit, shots=15).result(timeout=60).get_counts().values()) == 15
-    thawed_job = pickle.loads(pickle.dumps(job))
+    thawed_job = thawed(job)
     assert thawed_job.broker_job_ids == job.broker_job_ids
     assert len(thawed_job.result(timeout=60).get_memory()) == 30
     assert len(copy.deepcopy(job).result(timeout=60).get_memory()) == 30
     for primitive in (sampler, estimator):
-        for clone in (pickle.loads(pickle.dumps(primitive)), copy.deepcopy(primitive)):
+        for clone in (thawed(primitive), copy.deepcopy(primitive)):
             assert clone.backend.name == "sim-open"
             assert clone.backend.connection is not backend.connection
-    sampled = pickle.loads(pickle.dumps(sampler)).run([circuit], shots=20).result(timeout=60)
+    sampled = thawed(sampler).run([circuit], shots=20).result(timeout=60)
     assert sampled[0].data.pair.num_shots == 20
 
 
