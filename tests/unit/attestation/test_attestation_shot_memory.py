@@ -64,7 +64,8 @@ def test_bitstrings_round_trip_in_shot_order() -> None:
 
 def test_digest_covers_every_byte_the_order_and_the_width() -> None:
     swapped = ShotMemory.from_bitstrings([SHOTS[1], SHOTS[0], *SHOTS[2:]], 3)
-    assert swapped.histogram() == COUNTS and swapped.digest() != MEMORY.digest()
+    assert swapped.histogram() == COUNTS
+    assert swapped.digest() != MEMORY.digest()
     for i in range(len(MEMORY.packed)):
         altered = bytearray(MEMORY.packed)
         altered[i] ^= 0x01
