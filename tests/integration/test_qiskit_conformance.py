@@ -331,3 +331,43 @@ def test_estimator_matches_the_statevector_estimator_within_its_errors(
     # Identity terms are exact; the pub's evs for ZI + 0.5 IX + 0.25 II carry the 0.25.
     assert result[0].data.evs.shape == (3, 4)
     assert result.metadata["job_ids"] == job.job.broker_job_ids
+
+
+def test_the_samplers_bitarrays_hold_the_devices_shots_in_order(backend: QtestbedBackend) -> None:
+    circuit = coin_and_bell(backend)
+    job = Sampler(backend=backend).run([circuit], shots=200)
+    result = job.result(timeout=60)[0]
+    assert result.metadata["shot_order"] is True
+    coins = [bits[-1] for bits in result.data.coin.get_bitstrings()]
+    assert coins != sorted(coins)
+    assert coins != sorted(coins, reverse=True)
+    outcome = job.job.outcomes()[0]
+    assert outcome.memory is not None
+    assert [str(v & 1) for v in outcome.memory] == coins  # clbit 0 is the coin, shot by shot
+    assert set(result.data.pair.get_counts()) == {"00", "11"}
+
+
+def test_the_estimator_refuses_a_result_whose_receipt_does_not_hold(
+    lab: LocalFacility, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client(profile(lab, "alice"))
+    try:
+        backend = QtestbedProvider(client).backend("sim-open")
+        isa = bell_isa(backend)
+        job = Estimator(backend=backend).run([(isa, observables_on(isa)[0], [0.4])], precision=0.1)
+        job.job.wait_for_final_state(timeout=60)
+        genuine = client.result
+
+        def inflated(job_id: str) -> jobs_pb2.JobResult:
+            result = genuine(job_id)
+            key = max(result.counts, key=lambda k: result.counts[k])
+            result.counts[key] += 1
+            return result
+
+        monkeypatch.setattr(client, "result", inflated)
+        with pytest.raises(ReceiptVerificationError, match="result digest"):
+            job.result(timeout=60)
+        monkeypatch.setattr(client, "result", genuine)
+        assert job.result(timeout=60)[0].data.evs.shape == ()
+    finally:
+        client.close()
