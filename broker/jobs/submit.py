@@ -224,6 +224,7 @@ class Submission:
                 request.shots,
                 d.limits,
                 decoder=d.decoder,
+                memory=request.memory,
             )
         except CircuitRejected as exc:
             d.metrics.rejections.labels(exc.field).inc()

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qasm2, transpile
 from qiskit.circuit import Parameter
 from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2, StatevectorEstimator
 from qiskit.quantum_info import SparsePauliOp
 
-from qtestbed.client import Client, Profile
+from qtestbed.client import Client, Profile, QtestbedError
 from qtestbed.qiskit import (
     Estimator,
     QtestbedBackend,
@@ -34,6 +34,7 @@ from qtestbed.qiskit import (
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import jobs_pb2
+from tests.integration.support import metric_value, scrape
 
 T = TypeVar("T")
 
@@ -371,3 +372,19 @@ def test_the_estimator_refuses_a_result_whose_receipt_does_not_hold(
         assert job.result(timeout=60)[0].data.evs.shape == ()
     finally:
         client.close()
+
+
+def test_the_broker_refuses_memory_beyond_its_bound_and_counts_why(lab: LocalFacility) -> None:
+    """Checked at the broker too, not only by the provider: 100 000 shots x 50 bits is over."""
+    client = lab.client("alice")
+    wide = QuantumCircuit(1, 50)
+    wide.measure(0, range(50))
+    payload = qasm2.dumps(wide).encode()
+    before = metric_value(scrape(lab), "qtestbed_submissions_rejected_total", field="memory")
+    with pytest.raises(QtestbedError) as refused:
+        client.submit(payload, device_id="sim-open", shots=100_000, memory=True)
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert "exceeds the limit of 4194304 bits" in refused.value.message
+    after = metric_value(scrape(lab), "qtestbed_submissions_rejected_total", field="memory")
+    assert after == before + 1
+    assert client.submit(payload, device_id="sim-open", shots=1000, memory=True).job.memory
