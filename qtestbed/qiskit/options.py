@@ -72,8 +72,9 @@ def check_option_names(given: Mapping[str, object]) -> None:
 
 
 def resolve(defaults: Options, overrides: Mapping[str, object]) -> RunOptions:
-    """The backend's options with `overrides` applied, every value checked."""
-    values = {**defaults.__dict__, **overrides}
+    """The backend's options with `overrides` applied, every value checked. An override of
+    None means "the backend's setting", as Qiskit callers pass it (`shots=None`)."""
+    values = {**defaults.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
     _check_fixed(values)
     shots = values["shots"]
     if isinstance(shots, bool) or not isinstance(shots, Integral) or shots < 1:

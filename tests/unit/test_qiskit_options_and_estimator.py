@@ -33,6 +33,7 @@ def test_defaults_are_qiskits_standard_names() -> None:
     assert (chosen.shots, chosen.memory, chosen.project, chosen.priority) == (1024, False, "", None)
     chosen = resolve(default_options(), {"shots": 7, "memory": True, "priority": "HIGH"})
     assert (chosen.shots, chosen.memory, chosen.priority) == (7, True, "HIGH")
+    assert resolve(default_options(), {"shots": None, "seed_simulator": None}).shots == 1024
 
 
 def test_an_unknown_option_is_named_with_the_accepted_ones() -> None:
