@@ -1,8 +1,10 @@
 """Result receipts: a device's signed statement that it ran this circuit and got these counts.
 
 A receipt binds the job, the exact circuit, the shot count, a digest of the counts, the broker's
-single-use dispatch nonce and the evidence the device last attested with. Anyone holding the
-device's public key can check a published result offline with `verify_receipt`.
+single-use dispatch nonce and the evidence the device last attested with; when the device
+recorded per-shot memory, also `memory_digest` (see `attestation.shot_memory`), and the counts
+must then be exactly the memory's histogram. Anyone holding the device's public key can check a
+published result offline with `verify_receipt`.
 
 Receipts since faithful execution also carry `executed_circuit_digest`: SHA-256 hex of the circuit
 the device actually ran. It equals `circuit_digest` when the circuit ran exactly as sent;
@@ -32,6 +34,7 @@ from attestation._json import (
 from attestation.dsse import Envelope, EnvelopeError, sign_envelope, verify_envelope
 from attestation.evidence import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from attestation.keys import SigningKey, VerifyKey
+from attestation.shot_memory import ShotMemory, memory_problems
 
 RECEIPT_PAYLOAD_TYPE = "application/vnd.qtestbed.receipt.v1+json"
 
@@ -47,7 +50,9 @@ _FIELDS = frozenset(
         "issued_at",
     }
 )
-_OPTIONAL_FIELDS = frozenset({"executed_circuit_digest"})
+# Present only in receipts of results that carry per-shot memory.
+_MEMORY_FIELD = "memory_digest"
+_OPTIONAL_FIELDS = frozenset({"executed_circuit_digest", _MEMORY_FIELD})
 
 
 class ReceiptError(ValueError):
@@ -67,6 +72,7 @@ class ReceiptClaims:
     evidence_digest: str
     issued_at: float
     executed_circuit_digest: str | None = None  # None only in receipts older than the field
+    memory_digest: str = ""  # "" when the result has no per-shot memory
 
 
 def result_digest(counts: Mapping[str, int]) -> str:
@@ -90,6 +96,8 @@ def encode_receipt(claims: ReceiptClaims) -> bytes:
     }
     if claims.executed_circuit_digest is not None:
         body["executed_circuit_digest"] = claims.executed_circuit_digest
+    if claims.memory_digest:
+        body[_MEMORY_FIELD] = claims.memory_digest
     return canonical_dumps(body)
 
 
@@ -121,6 +129,7 @@ def decode_receipt(envelope: Envelope) -> ReceiptClaims:
             executed_circuit_digest=get_str(raw, "executed_circuit_digest")
             if "executed_circuit_digest" in raw
             else None,
+            memory_digest=get_str(raw, _MEMORY_FIELD) if _MEMORY_FIELD in raw else "",
         )
     except StrictJSONError as exc:
         raise ReceiptError(f"malformed receipt: {exc}") from exc
@@ -136,12 +145,15 @@ def verify_receipt(
     counts: Mapping[str, int],
     dispatch_nonce: bytes | None,
     executed_circuit: bytes | None = None,
+    memory: ShotMemory | None = None,
 ) -> list[str]:
     """Every problem with a receipt, as sentences; an empty list means it is valid.
 
     `dispatch_nonce` None means the caller does not know it (a researcher verifying offline);
     that check is then skipped, all others still apply. `executed_circuit` is the executed
     circuit's text the result carries (empty: it ran as sent); None skips that check.
+    `memory` is the per-shot memory that came with the counts, None when none did: the receipt
+    must bind it (and only then a memory digest), and the counts must be its histogram.
     """
     try:
         envelope = Envelope.from_json(envelope_json)
@@ -164,6 +176,7 @@ def verify_receipt(
     else:
         if claims.result_digest != expected_digest:
             problems.append("receipt result digest does not match the counts")
+    problems.extend(_memory_problems(claims, memory, counts, shots))
     if dispatch_nonce is not None and not hmac.compare_digest(
         claims.dispatch_nonce, dispatch_nonce
     ):
@@ -203,3 +216,18 @@ def executed_circuit_problems(claims: ReceiptClaims, executed_circuit: bytes) ->
     if hashlib.sha256(executed_circuit).hexdigest() != named:
         return ["executed circuit does not match the digest the receipt names"]
     return []
+
+
+def _memory_problems(
+    claims: ReceiptClaims, memory: ShotMemory | None, counts: Mapping[str, int], shots: int
+) -> list[str]:
+    if memory is None:
+        if claims.memory_digest:
+            return ["receipt binds per-shot memory but the result carries none"]
+        return []
+    if not claims.memory_digest:
+        return ["the result carries per-shot memory the receipt does not bind"]
+    problems = []
+    if not hmac.compare_digest(claims.memory_digest, memory.digest()):
+        problems.append("receipt memory digest does not match the per-shot memory")
+    return problems + memory_problems(memory, counts, shots)

@@ -26,10 +26,11 @@ from attestation.dsse import Envelope
 from attestation.evidence import EvidenceClaims, make_evidence
 from attestation.keys import SigningKey
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.shot_memory import ShotMemory, ShotMemoryError, check_size
 from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
-from drivers.faithful import executed_circuit_digest, executed_circuit_text
+from drivers.faithful import Prepared, executed_circuit_digest, executed_circuit_text
 from drivers.grants import GrantError, open_grant
 from drivers.measure import measure
 from qtestbed.shared.linkkeys import configure_client, load_keypair
@@ -228,8 +229,14 @@ class DriverAgent:
         # Prepared under the faithful contract: as sent, or translated at level 0 only.
         prepared = await asyncio.to_thread(self.backend.prepare, circuit)
         executed = executed_circuit_text(prepared)
-        counts = await asyncio.to_thread(self.backend.execute, prepared, grant.shots)
-        if self.config.simulated_drift:
+        memory: ShotMemory | None = None
+        if grant.memory:
+            memory = await self._run_with_memory(prepared, grant.shots)
+            counts = memory.histogram()  # the counts are exactly the memory's histogram
+        else:
+            run = await asyncio.to_thread(self.backend.execute, prepared, grant.shots)
+            counts = run.counts
+        if self.config.simulated_drift and memory is None:
             # Noise simulation, not cryptography.
             counts = flip_bits(counts, self.config.simulated_drift, random.Random())  # noqa: S311
         pad = self.config.min_execution_seconds - (time.monotonic() - began)
@@ -246,6 +253,7 @@ class DriverAgent:
             evidence_digest=self.evidence_digest,
             issued_at=time.time(),
             executed_circuit_digest=executed_circuit_digest(executed, digest),
+            memory_digest=memory.digest() if memory is not None else "",
         )
         receipt: Envelope = sign_receipt(claims, self.key)
         result = link_pb.LeaseResult(
@@ -255,8 +263,29 @@ class DriverAgent:
             execution_seconds=elapsed,
             receipt=receipt.to_json(),
             executed_circuit=executed,
+            memory=memory.packed if memory is not None else b"",
+            memory_width=memory.width if memory is not None else 0,
         )
         return link_pb.LinkMessage(result=result)
+
+    async def _run_with_memory(self, prepared: Prepared, shots: int) -> ShotMemory:
+        """Every shot's outcome in shot order (drift, if simulated, flips bits per shot).
+        ValueError (permanent: no device could) when the memory would exceed its bound."""
+        try:
+            check_size(shots, prepared.circuit.num_clbits)
+        except ShotMemoryError as exc:
+            raise ValueError(str(exc)) from None
+        execution = await asyncio.to_thread(self.backend.execute, prepared, shots, memory=True)
+        if execution.memory is None or len(execution.memory) != shots:
+            raise RuntimeError("the backend did not return one outcome per shot")
+        bitstrings = execution.memory
+        if self.config.simulated_drift:
+            rng = random.Random()  # noqa: S311  (noise simulation, not cryptography)
+            bitstrings = [
+                next(iter(flip_bits({bits: 1}, self.config.simulated_drift, rng)))
+                for bits in bitstrings
+            ]
+        return ShotMemory.from_bitstrings(bitstrings, prepared.circuit.num_clbits)
 
     async def _send(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> None:
         await sock.send(message.SerializeToString())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qiskit import QuantumCircuit, transpile
@@ -29,6 +30,15 @@ from drivers.noise import build_noise_model, with_delay_relaxation
 _STANDARD = get_standard_gate_name_mapping()
 
 
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What one run produced: counts, and each shot's bitstring in shot order when asked for
+    (same keys as the counts, whose histogram they are)."""
+
+    counts: dict[str, int]
+    memory: list[str] | None = None
+
+
 class Backend(Protocol):
     """Runs one circuit under the faithful-execution contract (`drivers.faithful`)."""
 
@@ -40,8 +50,11 @@ class Backend(Protocol):
         else its level-0 translation; ValueError (NotValidForTarget in exact mode) if none."""
         ...
 
-    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
-        """Counts of exactly `prepared.circuit`, keyed by bitstrings without spaces."""
+    def execute(
+        self, prepared: Prepared, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
+        """Counts of exactly `prepared.circuit`, keyed by bitstrings without spaces, with
+        per-shot memory in shot order when `memory` is set."""
         ...
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
@@ -71,14 +84,16 @@ class AerIdealBackend:
         # circuit (the simulation itself takes ~2 ms).
         return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
 
-    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+    def execute(
+        self, prepared: Prepared, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
         _check_shots(prepared.circuit, shots)
-        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed)
-        return _counts(job.result())
+        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed, memory=memory)
+        return _execution(job.result(), memory)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
-        return self.execute(self.prepare(circuit, seed), shots, seed)
+        return self.execute(self.prepare(circuit, seed), shots, seed).counts
 
 
 class AerNoisyBackend:
@@ -114,15 +129,17 @@ class AerNoisyBackend:
             coupling_map=self._coupling,
         )
 
-    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+    def execute(
+        self, prepared: Prepared, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
         _check_shots(prepared.circuit, shots)
         simulated = with_delay_relaxation(prepared.circuit, self._description)
-        job = self._simulator.run(simulated, shots=shots, seed_simulator=seed)
-        return _counts(job.result())
+        job = self._simulator.run(simulated, shots=shots, seed_simulator=seed, memory=memory)
+        return _execution(job.result(), memory)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
-        return self.execute(self.prepare(circuit, seed), shots, seed)
+        return self.execute(self.prepare(circuit, seed), shots, seed).counts
 
 
 class BasicSimulatorBackend:
@@ -139,14 +156,16 @@ class BasicSimulatorBackend:
     def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
         return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
 
-    def execute(self, prepared: Prepared, shots: int, seed: int | None = None) -> dict[str, int]:
+    def execute(
+        self, prepared: Prepared, shots: int, seed: int | None = None, *, memory: bool = False
+    ) -> Execution:
         _check_shots(prepared.circuit, shots)
-        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed)
-        return _counts(job.result())
+        job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed, memory=memory)
+        return _execution(job.result(), memory)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
-        return self.execute(self.prepare(circuit, seed), shots, seed)
+        return self.execute(self.prepare(circuit, seed), shots, seed).counts
 
 
 def make_backend(description: DeviceDescription) -> Backend:
@@ -200,6 +219,14 @@ def _compile(name: str, circuit: QuantumCircuit, *args: Any, **options: Any) -> 
     except TranspilerError as exc:
         raise ValueError(f"the {name} backend cannot run this circuit: {exc.message}") from None
     return compiled
+
+
+def _execution(result: Any, memory: bool) -> Execution:
+    counts = _counts(result)
+    if not memory:
+        return Execution(counts)
+    shots = [str(bits).replace(" ", "") for bits in result.get_memory(0)]
+    return Execution(counts, shots)
 
 
 def _counts(result: Any) -> dict[str, int]:

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from attestation.audit_inclusion import InclusionProof
+from attestation.shot_memory import ShotMemory, ShotMemoryError
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
 from qtestbed.v1 import (
@@ -95,6 +96,7 @@ def submit_request(
     priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
     selector: jobs_pb2.DeviceSelector | None = None,
     session_id: str = "",
+    memory: bool = False,
 ) -> jobs_pb2.SubmitJobRequest:
     """One SubmitJob request; a fresh idempotency key unless given (reuse it to retry)."""
     return jobs_pb2.SubmitJobRequest(
@@ -108,6 +110,7 @@ def submit_request(
         shots=shots,
         idempotency_key=idempotency_key or uuid.uuid4().hex,
         project=project,
+        memory=memory,
     )
 
 
@@ -120,6 +123,7 @@ class Client:
             private_key=load_private_key(profile.key).to_pem(),
             certificate_chain=profile.cert.read_bytes(),
         )
+        self.profile = profile  # what a copy needs to open its own connection
         self.ca_pem = profile.ca_cert.read_bytes()
         self.timeout = timeout
         self._channel = grpc.secure_channel(profile.broker, creds)
@@ -147,8 +151,10 @@ class Client:
         priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
         selector: jobs_pb2.DeviceSelector | None = None,
         session_id: str = "",
+        memory: bool = False,
     ) -> jobs_pb2.SubmitJobResponse:
-        """Submit a circuit to `device_id`, to a device matching `selector`, or into a session."""
+        """Submit a circuit to `device_id`, to a device matching `selector`, or into a session;
+        `memory` asks for every shot's outcome in shot order as well as the counts."""
         request = submit_request(
             payload,
             device_id=device_id,
@@ -159,6 +165,7 @@ class Client:
             priority=priority,
             selector=selector,
             session_id=session_id,
+            memory=memory,
         )
         try:
             response: jobs_pb2.SubmitJobResponse = self._jobs.SubmitJob(
@@ -314,10 +321,25 @@ def bundle_of(
         evidence=result.evidence,
         audit_inclusion=proof,
         executed_circuit=result.executed_circuit,
+        memory=memory_of(result),
     )
+
+
+def memory_of(result: jobs_pb2.JobResult) -> ShotMemory | None:
+    """The result's per-shot memory, None when the job did not ask for it; ShotMemoryError
+    when it is malformed."""
+    if not result.memory_width:
+        if result.memory:
+            raise ShotMemoryError("per-shot memory without a width")
+        return None
+    return ShotMemory(result.memory_width, result.memory)
 
 
 def verify_result_offline(
     result: jobs_pb2.JobResult, job: jobs_pb2.Job, ca_pem: bytes, now: dt.datetime | None = None
 ) -> list[str]:
-    return verify_bundle(bundle_of(result, job), ca_pem, now=now).problems
+    try:
+        bundle = bundle_of(result, job)
+    except ShotMemoryError as exc:
+        return [f"per-shot memory is malformed: {exc}"]
+    return verify_bundle(bundle, ca_pem, now=now).problems

@@ -1,11 +1,12 @@
 """A result bundle a researcher keeps, and its offline verification against the facility root.
 
-The bundle holds the counts, the device-signed receipt, the device's certificate chain and the
-attestation evidence the receipt names. Verification needs nothing but the facility's root
-certificate: it proves the counts came from the device the facility certified, for this job,
-circuit and shot count, and shows the firmware, software and calibration it attested with.
-Revocations after the fact are not visible offline; the broker refuses receipts from revoked
-devices at the time they arrive.
+The bundle holds the counts (and, when the job asked for it, the per-shot memory, bound by the
+receipt: one changed shot fails verification), the device-signed receipt, the device's
+certificate chain and the attestation evidence the receipt names. Verification needs nothing but
+the facility's root certificate: it proves the counts came from the device the facility
+certified, for this job, circuit and shot count, and shows the firmware, software and
+calibration it attested with. Revocations after the fact are not visible offline; the broker
+refuses receipts from revoked devices at the time they arrive.
 
 A bundle saved by `qtestbed result --save` also carries `audit_inclusion`: an RFC 6962 proof
 that the job's `job.completed` entry (which records device, shots and the digest of these
@@ -40,6 +41,7 @@ from attestation.evidence import EVIDENCE_PAYLOAD_TYPE, EvidenceError, decode_cl
 from attestation.keys import VerifyKey
 from attestation.pki import CertificateError, verify_device_chain
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
+from attestation.shot_memory import ShotMemory
 
 BUNDLE_FORMAT = "qtestbed.result-bundle.v1"
 
@@ -56,6 +58,7 @@ class ResultBundle:
     evidence: bytes = b""
     audit_inclusion: InclusionProof | None = None
     executed_circuit: bytes | None = None
+    memory: ShotMemory | None = None
 
     def to_json(self) -> str:
         body = {
@@ -73,6 +76,11 @@ class ResultBundle:
             body["audit_inclusion"] = self.audit_inclusion.to_dict()
         if self.executed_circuit is not None:
             body["executed_circuit"] = self.executed_circuit.decode("utf-8")
+        if self.memory is not None:
+            body["memory"] = {
+                "width": self.memory.width,
+                "packed": base64.b64encode(self.memory.packed).decode(),
+            }
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -96,9 +104,14 @@ class ResultBundle:
                 executed_circuit=str(raw["executed_circuit"]).encode("utf-8")
                 if "executed_circuit" in raw
                 else None,
+                memory=_memory_from(raw["memory"]) if "memory" in raw else None,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"result bundle is malformed: {exc}") from exc
+
+
+def _memory_from(raw: Mapping[str, Any]) -> ShotMemory:
+    return ShotMemory(int(raw["width"]), base64.b64decode(raw["packed"], validate=True))
 
 
 @dataclass(kw_only=True, slots=True)
@@ -154,6 +167,7 @@ def verify_bundle(
         counts=bundle.counts,
         dispatch_nonce=None,
         executed_circuit=bundle.executed_circuit,
+        memory=bundle.memory,
     )
     _check_receipt_device(bundle, verdict)
     _check_evidence(bundle, device.key, verdict)

@@ -19,7 +19,8 @@ What each job row is compared with:
   `receipt_digest`. Entries written before those two fields existed (they carry only device and
   shots) are checked against the device-signed receipt instead: the counts must hash to the
   receipt's signed `result_digest` and the receipt must name the job. Either way a results row
-  of a job that is not COMPLETED is a finding.
+  of a job that is not COMPLETED is a finding, and stored per-shot memory must hash to the
+  `memory_digest` the receipt binds (and be there exactly when the receipt binds one).
 
 Every `job.*` entry must name a job row (a deleted row is a finding), every job row must have a
 `job.submitted` entry (a row inserted without one is a finding).
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 
 from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, result_digest
+from attestation.shot_memory import ShotMemory, ShotMemoryError
 from broker.audit.model import AuditEntry
 from broker.audit.stored import iter_stored
 from broker.audit.verify import iter_entries
@@ -315,6 +317,7 @@ def _result_mismatches(job: Job, audited: _Audited, result: JobResult | None) ->
         found.append(
             finding(f"result device is {result.device_id!r}, job.completed says {logged_device!r}")
         )
+    found.extend(finding(p) for p in _memory_mismatches(result))
     counts_digest = _counts_digest(result)
     if RESULT_DIGEST in audited.completed:
         if counts_digest != audited.completed[RESULT_DIGEST]:
@@ -336,6 +339,26 @@ def _counts_digest(result: JobResult) -> str | None:
         return result_digest(result.counts)
     except ValueError:
         return None
+
+
+def _memory_mismatches(result: JobResult) -> list[str]:
+    """Stored per-shot memory against the digest the device signed (the receipt itself is
+    pinned by job.completed, or checked against the device's signature for older entries)."""
+    try:
+        signed = decode_receipt(Envelope.from_json(result.receipt)).memory_digest
+    except (EnvelopeError, ReceiptError):
+        return []  # an unreadable receipt is named by the receipt checks
+    if not result.memory_width and not result.memory:
+        return (
+            ["the stored result has no per-shot memory; its receipt binds some"] if signed else []
+        )
+    try:
+        stored = ShotMemory(result.memory_width, result.memory).digest()
+    except ShotMemoryError as exc:
+        return [f"the stored per-shot memory is malformed: {exc}"]
+    if stored != signed:
+        return ["the stored per-shot memory does not match the digest the device signed"]
+    return []
 
 
 def _receipt_mismatches(job: Job, result: JobResult, counts_digest: str | None) -> list[str]:

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 from qiskit import QuantumCircuit
 
+from attestation.shot_memory import ShotMemoryError
+from attestation.shot_memory import check_size as check_memory_size
 from broker.errors import BrokerError, ErrorCode
 from broker.jobs.model import Circuit
 from qtestbed.shared.circuits import (
@@ -51,7 +53,8 @@ __all__ = [
 class CircuitRejected(BrokerError):
     """A circuit or its shot count that this broker will not run; maps to INVALID_ARGUMENT.
 
-    `field` names the request field at fault: "payload", "circuit", "shots", "format" or "digest".
+    `field` names the request field at fault: "payload", "circuit", "shots", "format", "memory"
+    or "digest".
     """
 
     def __init__(self, field: str, message: str) -> None:
@@ -82,15 +85,22 @@ def validate_circuit(
     limits: CircuitLimits = DEFAULT_LIMITS,
     *,
     decoder: CircuitDecoder | None = None,
+    memory: bool = False,
 ) -> Circuit:
     """Check a submitted circuit and shot count against `limits`; raise CircuitRejected if not.
 
+    With `memory` (per-shot memory asked for) shots x classical bits must fit its bound.
     Without a `decoder` the payload is parsed in this process (fine for tests and tools).
     """
     with _rejecting():
         check_shots(shots, limits)
         check_size(payload, limits)
         summary = (decoder or _IN_PROCESS).summarize(fmt, payload, limits)
+    if memory:
+        try:
+            check_memory_size(shots, summary.num_clbits)
+        except ShotMemoryError as exc:
+            raise CircuitRejected("memory", str(exc)) from None
     return Circuit(
         format=fmt,
         payload=payload,

@@ -129,6 +129,8 @@ class Job:
     # Set at dispatch: the evidence the device last attested with and its calibration digest.
     evidence_digest: str = ""
     calibration_digest: str = ""
+    # The researcher asked for every shot's outcome (per-shot memory) as well as counts.
+    memory: bool = False
 
     def transition(
         self,
@@ -180,6 +182,9 @@ class JobResult:
     # OpenQASM 3 text of the circuit the device ran, when it translated the one submitted;
     # empty when it ran the submitted circuit as sent (the receipt names which).
     executed_circuit: bytes = b""
+    # Per-shot memory (attestation.shot_memory layout); width 0 when the job asked for none.
+    memory: bytes = b""
+    memory_width: int = 0
 
 
 class IdempotencyKeyReused(Exception):
@@ -195,10 +200,11 @@ class IdempotencyKeyReused(Exception):
 def check_same_request(stored: Job, attempted: Job) -> Job:
     """`stored`, when `attempted` repeats its request (a retry under the same idempotency key);
     IdempotencyKeyReused when the key was used for another device, circuit or shot count."""
-    same = (stored.device_id, stored.circuit.digest, stored.shots) == (
+    same = (stored.device_id, stored.circuit.digest, stored.shots, stored.memory) == (
         attempted.device_id,
         attempted.circuit.digest,
         attempted.shots,
+        attempted.memory,
     )
     if not same:
         raise IdempotencyKeyReused(attempted.idempotency_key or "", stored.job_id)

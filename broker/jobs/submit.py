@@ -56,6 +56,7 @@ class SubmitRequest:
     priority: int = PRIORITY_NORMAL
     selector: DeviceSelector | None = None
     session_id: str = ""
+    memory: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -177,6 +178,7 @@ class Submission:
             project=project,
             priority=request.priority,
             session_id=session.session_id if session is not None else "",
+            memory=request.memory,
         )
         return _Prepared(
             job=job,
@@ -221,6 +223,7 @@ class Submission:
                 request.shots,
                 d.limits,
                 decoder=d.decoder,
+                memory=request.memory,
             )
         except CircuitRejected as exc:
             d.metrics.rejections.labels(exc.field).inc()
@@ -265,6 +268,8 @@ def _submitted(job: Job) -> dict[str, object]:
     }
     if job.session_id:
         detail["session"] = job.session_id
+    if job.memory:
+        detail["memory"] = True
     return detail
 
 

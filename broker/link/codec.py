@@ -79,6 +79,8 @@ def _result(r: pb.LeaseResult) -> m.LeaseResult:
         execution_seconds=r.execution_seconds,
         receipt=r.receipt,
         executed_circuit=r.executed_circuit,
+        memory=r.memory,
+        memory_width=r.memory_width,
     )
 
 
@@ -138,4 +140,5 @@ def _grant(grant: m.LeaseGrant) -> pb.LeaseGrant:
         shots=grant.shots,
         dispatch_nonce=grant.dispatch_nonce,
         lease_seconds=grant.lease_seconds,
+        memory=grant.memory,
     )

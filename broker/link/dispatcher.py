@@ -271,4 +271,5 @@ class Dispatcher:
             shots=job.shots,
             dispatch_nonce=lease.dispatch_nonce,
             lease_seconds=self._timing.lease_seconds,
+            memory=job.memory,
         )

@@ -150,9 +150,7 @@ class LeaseKeeper:
         if job is None:
             return
         self._end(conn)
-        problems = receipt_problems(
-            self._registry, conn, job, msg.receipt, msg.counts, msg.executed_circuit
-        )
+        problems = receipt_problems(self._registry, conn, job, msg)
         if problems:
             self._metrics.receipts.labels(conn.device_id, "rejected").inc()
             await self._reject_receipt(conn, job, problems)
@@ -172,6 +170,8 @@ class LeaseKeeper:
             receipt=msg.receipt,
             stored_at=now,
             executed_circuit=msg.executed_circuit,
+            memory=msg.memory,
+            memory_width=msg.memory_width,
         )
         done = job.transition(JobState.COMPLETED, now=now)
         event = self._audit.event(
@@ -187,9 +187,7 @@ class LeaseKeeper:
         self._end_canary(conn)
         if job is None:
             return
-        problems = receipt_problems(
-            self._registry, conn, job, msg.receipt, msg.counts, msg.executed_circuit
-        )
+        problems = receipt_problems(self._registry, conn, job, msg)
         if problems:
             await self._reject_receipt(conn, job, problems)
         self._canary.finished(job, msg.counts, problems)

@@ -65,6 +65,8 @@ class LeaseResult:
     # OpenQASM 3 text of the circuit the device ran when it translated the one sent; empty
     # when it ran the circuit as sent (the receipt's executed_circuit_digest says which).
     executed_circuit: bytes = b""
+    memory: bytes = b""  # per-shot memory (attestation.shot_memory layout), when asked for
+    memory_width: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,6 +124,7 @@ class LeaseGrant:
     shots: int
     dispatch_nonce: bytes
     lease_seconds: float
+    memory: bool = False  # record per-shot memory and bind it in the receipt
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -41,11 +41,13 @@ JOB_COLUMNS: tuple[str, ...] = (
     "session_id",
     "evidence_digest",
     "calibration_digest",
+    "memory",
 )
 JOB_SELECT = ", ".join(JOB_COLUMNS)
 
 RESULT_COLUMNS = (
-    "job_id, device_id, counts, execution_seconds, receipt, stored_at, executed_circuit"
+    "job_id, device_id, counts, execution_seconds, receipt, stored_at, executed_circuit, memory, "
+    "memory_width"
 )
 AUDIT_COLUMNS = "seq, kind, actor, subject, at, detail, prev_hash, entry_hash"
 
@@ -86,6 +88,7 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.session_id,
         job.evidence_digest,
         job.calibration_digest,
+        int(job.memory),
     )
 
 
@@ -130,6 +133,7 @@ def job_from_row(row: Row) -> Job:
         session_id=r["session_id"],
         evidence_digest=r["evidence_digest"],
         calibration_digest=r["calibration_digest"],
+        memory=bool(r["memory"]),
     )
 
 
@@ -143,11 +147,13 @@ def result_to_row(result: JobResult) -> tuple[Any, ...]:
         result.receipt,
         result.stored_at,
         result.executed_circuit,
+        result.memory or None,  # NULL: no memory (most results)
+        result.memory_width,
     )
 
 
 def result_from_row(row: Row) -> JobResult:
-    job_id, device_id, counts, execution_seconds, receipt, stored_at, executed = row
+    job_id, device_id, counts, execution_seconds, receipt, stored_at, executed, memory, width = row
     return JobResult(
         job_id=job_id,
         device_id=device_id,
@@ -156,6 +162,8 @@ def result_from_row(row: Row) -> JobResult:
         receipt=bytes(receipt),
         stored_at=stored_at,
         executed_circuit=bytes(executed) if executed is not None else b"",
+        memory=bytes(memory) if memory is not None else b"",
+        memory_width=int(width),
     )
 
 

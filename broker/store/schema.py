@@ -301,6 +301,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         # OpenQASM 3 text; NULL (results stored before) and empty both mean "ran as sent".
         statements=("ALTER TABLE results ADD COLUMN executed_circuit {blob}",),
     ),
+    Migration(
+        version=8,
+        description="per-shot memory: asked for on jobs, packed with results",
+        # Packed as attestation.shot_memory lays it out (ceil(width / 8) bytes a shot, bounded
+        # by MAX_MEMORY_BITS); NULL and width 0 for results without memory.
+        statements=(
+            "ALTER TABLE jobs ADD COLUMN memory INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE results ADD COLUMN memory {blob}",
+            "ALTER TABLE results ADD COLUMN memory_width INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

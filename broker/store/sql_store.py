@@ -44,7 +44,7 @@ _UPDATE_JOB = (
     + ", ".join(f"{col} = ?" for col in rows.JOB_COLUMNS[1:])
     + " WHERE job_id = ? AND version = ?"
 )
-_INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(7)})"
+_INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(9)})"
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
 

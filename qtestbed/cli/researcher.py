@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from attestation.audit_inclusion import InclusionProof
+from attestation.shot_memory import ShotMemoryError
 from qtestbed.cli.common import client_options, format_time, read_input
 from qtestbed.cli.errors import guarded
 from qtestbed.cli.output import message_dict, print_json, show
 from qtestbed.cli.runner import broker_command, using_client
-from qtestbed.client import Client, QtestbedError, bundle_of
+from qtestbed.client import Client, QtestbedError, bundle_of, memory_of
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
 
@@ -41,6 +42,12 @@ def _register_submit(sub: Any) -> None:
         help="class within your project",
     )
     p.add_argument("--session", default="", help="run inside this open session (its device)")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also record every shot's outcome in shot order (bound by the receipt; "
+        "`qtestbed result` shows it)",
+    )
     chooser = p.add_argument_group("device selection, instead of --device")
     chooser.add_argument("--min-qubits", type=int, default=0)
     chooser.add_argument("--basis-gate", action="append", default=[], help="repeatable")
@@ -140,6 +147,7 @@ def _submit(args: argparse.Namespace, client: Client, payload: bytes) -> int:
         priority=_PRIORITIES[args.priority],
         selector=_selector(args),
         session_id=args.session,
+        memory=args.memory,
     ).job
     if args.wait:
         for update in client.watch(job.job_id):
@@ -217,11 +225,16 @@ def cmd_result(args: argparse.Namespace, client: Client) -> int:
         # The receipt and certificate are for `--save` and `receipt verify`, not for reading.
         body.pop("receipt", None)
         body.pop("device_certificate", None)
+        body.pop("memory_width", None)
+        body["memory"] = _memory_bitstrings(result)  # per shot, in shot order; [] without
         print_json({**body, "receipt_valid": not problems, "receipt_problems": problems})
     else:
         print(f"{job.job_id} on {result.device_id}: {result.execution_seconds:.3f}s")
         _print_counts(result)
         print(_executed_note(result, args.executed_circuit))
+        shots = _memory_bitstrings(result)
+        if shots:
+            print(f"memory ({len(shots)} shots, in shot order): " + " ".join(shots))
         verdict = "valid (signed by the attested device)"
         print("receipt: " + (verdict if not problems else "INVALID: " + "; ".join(problems)))
     return 0 if not problems else 3
@@ -232,6 +245,16 @@ def _executed_note(result: jobs_pb2.JobResult, saved_to: Path | None) -> str:
         return "executed: exactly as submitted"
     where = f"saved to {saved_to}" if saved_to else "--executed-circuit PATH saves it"
     return f"executed: translated by the device at optimisation level 0 ({where})"
+
+
+def _memory_bitstrings(result: jobs_pb2.JobResult) -> list[str]:
+    """Each shot's outcome (clbit 0 rightmost), or [] when the job asked for no memory or the
+    memory is malformed (the receipt check then names the problem)."""
+    try:
+        memory = memory_of(result)
+    except ShotMemoryError:
+        return []
+    return memory.bitstrings() if memory is not None else []
 
 
 def _audit_proof(client: Client, job_id: str) -> InclusionProof | None:

@@ -2,7 +2,11 @@
 
 The target comes from the device description the broker serves (`refresh()` reads it again);
 `run` submits each circuit as its own broker job, all before it returns, and gives back one
-`QtestbedJob` for them.
+`QtestbedJob` for them. Run options are Qiskit's standard names (see `qtestbed.qiskit.options`);
+an unknown name or a value the facility cannot honour is refused, never ignored.
+
+A backend holds its device description and the connection's profile, not a channel: it
+survives `copy.deepcopy` and `pickle`, and a copy reconnects the first time it is used.
 """
 
 from __future__ import annotations
@@ -17,20 +21,22 @@ from qiskit import QuantumCircuit
 from qiskit.providers import BackendV2, JobError, Options
 from qiskit.transpiler import Target
 
+from attestation.shot_memory import ShotMemoryError, check_size
 from qtestbed.client import QtestbedError
 from qtestbed.qiskit.connection import Connection
 from qtestbed.qiskit.encoding import encode_circuit
 from qtestbed.qiskit.job import QtestbedJob, Submitted
 from qtestbed.qiskit.layout import ClassicalLayout
+from qtestbed.qiskit.options import RunOptions, check_option_names, default_options, resolve
 from qtestbed.qiskit.target import build_target
 from qtestbed.v1 import devices_pb2, jobs_pb2
 
 if TYPE_CHECKING:
     from qtestbed.qiskit.session import QtestbedSession
 
-DEFAULT_SHOTS = 1024
+
 DEFAULT_MAX_CIRCUITS: int | None = None  # no limit of our own: quotas count jobs
-PRIORITIES = {
+PRIORITIES = {  # keyed by qtestbed.qiskit.options.PRIORITY_NAMES
     "low": jobs_pb2.JOB_PRIORITY_LOW,
     "normal": jobs_pb2.JOB_PRIORITY_NORMAL,
     "high": jobs_pb2.JOB_PRIORITY_HIGH,
@@ -59,7 +65,14 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
 
     @classmethod
     def _default_options(cls) -> Options:
-        return Options(shots=DEFAULT_SHOTS, project="", priority=None)
+        return default_options()
+
+    def set_options(self, **fields: object) -> None:
+        """Set default run options (Qiskit's names); unknown names and values the facility
+        cannot honour are refused with the accepted ones named."""
+        check_option_names(fields)
+        resolve(self.options, fields)  # refuses bad values before any is set
+        super().set_options(**fields)
 
     @property
     def target(self) -> Target:
@@ -93,24 +106,24 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
         self,
         run_input: QuantumCircuit | Sequence[QuantumCircuit],
         *,
-        shots: int | None = None,
-        project: str | None = None,
-        priority: str | None = None,
         session: QtestbedSession | None = None,
+        **options: object,
     ) -> QtestbedJob:
-        """Submit one circuit or a batch, `shots` each, and return the job for all of them.
+        """Submit one circuit or a batch and return the job for all of them.
 
-        `project` may be omitted when the caller belongs to one project; `priority` is "low",
-        "normal" or "high"; `session` must be open on this device. Circuits must be bound and
-        measure into classical registers; transpile them for this backend first.
+        `options` override `backend.options` for this run: Qiskit's `shots`, `memory` (every
+        shot's outcome, in `Result.get_memory()`), `meas_level` (2 only), `meas_return`,
+        `init_qubits` (True only), `rep_delay` (None only), `seed_simulator` (None only) and
+        this facility's `project` (may be omitted when the caller belongs to one) and
+        `priority` ("low", "normal" or "high"). `session` must be open on this device.
+        Circuits must be bound and measure into classical registers; transpile them for this
+        backend first.
         """
+        check_option_names(options)
+        chosen = resolve(self.options, options)
         circuits = [run_input] if isinstance(run_input, QuantumCircuit) else list(run_input)
-        count = self.options.shots if shots is None else shots
-        return self.run_batch(
-            [(circuit, count) for circuit in circuits],
-            project=project,
-            priority=priority,
-            session=session,
+        return self._submit(
+            [(circuit, chosen.shots) for circuit in circuits], chosen, session=session
         )
 
     def run_batch(
@@ -120,9 +133,26 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
         project: str | None = None,
         priority: str | None = None,
         session: QtestbedSession | None = None,
+        memory: bool | None = None,
     ) -> QtestbedJob:
         """Like `run`, with shots per circuit. The broker queues every circuit or none (one
         SubmitJobs call); a refusal names the circuit's place in the batch."""
+        overrides: dict[str, object] = {}
+        if memory is not None:
+            overrides["memory"] = memory
+        if project is not None:
+            overrides["project"] = project
+        if priority is not None:
+            overrides["priority"] = priority
+        return self._submit(items, resolve(self.options, overrides), session=session)
+
+    def _submit(
+        self,
+        items: Sequence[tuple[QuantumCircuit, int]],
+        chosen: RunOptions,
+        *,
+        session: QtestbedSession | None,
+    ) -> QtestbedJob:
         if not items:
             raise ValueError("nothing to run: no circuits given")
         if self._max_circuits is not None and len(items) > self._max_circuits:
@@ -136,11 +166,18 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
         session_id = self._session_id(session)
         template = jobs_pb2.SubmitJobRequest(
             device_id=self.name,
-            project=self.options.project if project is None else project,
-            priority=_priority(self.options.priority if priority is None else priority),
+            project=chosen.project,
+            priority=_priority(chosen.priority),
             session_id=session_id,
+            memory=chosen.memory,
         )
         encoded = [(encode_circuit(circuit), circuit, shots) for circuit, shots in items]
+        if chosen.memory:
+            for _, circuit, shots in encoded:
+                try:
+                    check_size(int(shots), circuit.num_clbits)
+                except ShotMemoryError as exc:
+                    raise ValueError(f"circuit {circuit.name!r}: {exc}") from None
         requests = []
         for circuit, _, shots in encoded:
             request = jobs_pb2.SubmitJobRequest()
@@ -157,6 +194,7 @@ class QtestbedBackend(BackendV2):  # type: ignore[misc]
                 circuit=circuit,
                 layout=ClassicalLayout.of(original),
                 shots=int(shots),
+                memory=chosen.memory,
             )
             for job, (circuit, original, shots) in zip(jobs, encoded, strict=True)
         ]

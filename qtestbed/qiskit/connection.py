@@ -2,12 +2,19 @@
 
 Every call goes through `qtestbed.client.Client`; this adds retries of a batch submission on
 transient failures, under the same idempotency keys so that nothing is queued twice.
+
+A connection is opened lazily and holds only what is needed to open it again (the profile: the
+broker's address and the paths of the CA certificate, the caller's certificate and key), so
+everything that holds one survives `copy.deepcopy` and `pickle`: a copy opens its own channel,
+from the same files, the first time it is used. `copy.copy` shares the connection itself.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from qtestbed.client import Client, Profile, QtestbedError
 from qtestbed.v1 import jobs_pb2
@@ -24,9 +31,17 @@ _SUBMIT_ATTEMPTS = 3
 class Connection:
     """A `Client` shared by a provider's objects; closes it only if it opened it."""
 
-    def __init__(self, client: Client, *, owned: bool = False) -> None:
-        self.client = client
+    def __init__(
+        self, client: Client | None = None, *, owned: bool = False, profile: Profile | None = None
+    ) -> None:
+        if client is not None:
+            profile = client.profile
+        elif profile is None:
+            raise ValueError("a connection needs a client or a profile to open one from")
+        self.profile: Profile = profile
+        self._client = client
         self._owned = owned
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, source: ProfileSource) -> Connection:
@@ -35,9 +50,34 @@ class Connection:
         profile = source if isinstance(source, Profile) else Profile.load(Path(source))
         return cls(Client(profile), owned=True)
 
+    @property
+    def client(self) -> Client:
+        """The open client, opened now from the profile if this is a copy not yet used."""
+        with self._lock:
+            if self._client is None:
+                self._client = Client(self.profile)
+                self._owned = True
+            return self._client
+
     def close(self) -> None:
-        if self._owned:
-            self.client.close()
+        with self._lock:
+            if self._owned and self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # Copies reconnect from the profile; a channel is never copied or pickled.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"profile": self.profile}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.profile = state["profile"]
+        self._client, self._owned, self._lock = None, False, threading.Lock()
+
+    def __copy__(self) -> Connection:
+        return self  # a shallow copy of its holder shares the connection
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Connection:
+        return Connection(profile=self.profile)
 
     def submit_batch(self, requests: list[jobs_pb2.SubmitJobRequest]) -> list[jobs_pb2.Job]:
         """SubmitJobs (all or none), retried on transient failures under the same keys."""

@@ -1,7 +1,10 @@
 """A circuit as the broker takes it: OpenQASM 2 when that keeps it exact, else QPY.
 
 OpenQASM 2 is validated in the broker's own process and is readable in audits; QPY carries what
-OpenQASM 2 cannot (control flow, some instructions, bits outside registers). The driver returns
+OpenQASM 2 cannot (some instructions, bits outside registers). Circuits with classical
+feed-forward (control flow) or delays in time units travel as OpenQASM 3: OpenQASM 2 has neither
+(its `delay(2e-07)` loses the unit), and Qiskit's QPY (2.x) reads every delay back in `dt`, so
+200 ns would run as 200 samples of an unknown length. The driver returns
 counts keyed by classical bit order (clbit 0 rightmost), so OpenQASM 2 is used only when its
 register declarations reproduce the circuit's qubit and clbit order exactly.
 """
@@ -13,7 +16,8 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qiskit import QuantumCircuit, qasm2, qpy
+from qiskit import QuantumCircuit, qasm2, qasm3, qpy
+from qiskit.circuit import ControlFlowOp
 from qiskit.exceptions import QiskitError
 
 from qtestbed.shared.wire import FORMAT_NAMES, format_to_proto
@@ -23,7 +27,7 @@ from qtestbed.v1 import jobs_pb2
 @dataclass(frozen=True, slots=True)
 class EncodedCircuit:
     payload: bytes
-    fmt: str  # "qasm2" | "qpy", as `Client.submit` names them
+    fmt: str  # "qasm2" | "qasm3" | "qpy", as `Client.submit` names them
 
     @property
     def digest(self) -> str:
@@ -59,6 +63,8 @@ def check_submittable(circuit: QuantumCircuit) -> None:
 
 def encode_circuit(circuit: QuantumCircuit) -> EncodedCircuit:
     check_submittable(circuit)
+    if _needs_openqasm3(circuit):
+        return _openqasm3(circuit)
     if _in_register_order(circuit.qubits, circuit.qregs):
         try:
             return EncodedCircuit(qasm2.dumps(circuit).encode(), "qasm2")
@@ -67,6 +73,33 @@ def encode_circuit(circuit: QuantumCircuit) -> EncodedCircuit:
     buffer = io.BytesIO()
     qpy.dump(circuit, buffer)
     return EncodedCircuit(buffer.getvalue(), "qpy")
+
+
+def _needs_openqasm3(circuit: QuantumCircuit) -> bool:
+    """Control flow, or a delay in time units, anywhere in the circuit."""
+    for item in circuit.data:
+        operation = item.operation
+        if isinstance(operation, ControlFlowOp):
+            return True
+        if operation.name == "delay" and getattr(operation, "unit", "dt") != "dt":
+            return True
+    return False
+
+
+def _openqasm3(circuit: QuantumCircuit) -> EncodedCircuit:
+    if circuit.layout is None and not _in_register_order(circuit.qubits, circuit.qregs):
+        raise ValueError(
+            f"circuit {circuit.name!r} has feed-forward or timed delays, which travel as "
+            "OpenQASM 3, and qubits outside its registers; transpile it for the backend first"
+        )
+    try:
+        text = qasm3.dumps(circuit)
+    except QiskitError as exc:
+        raise ValueError(
+            f"circuit {circuit.name!r} has feed-forward or timed delays, which travel as "
+            f"OpenQASM 3, and OpenQASM 3 cannot express it: {exc}"
+        ) from None
+    return EncodedCircuit(text.encode(), "qasm3")
 
 
 def _in_register_order(bits: Sequence[object], registers: Sequence[Sequence[object]]) -> bool:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from qiskit.providers import JobError, JobStatus, JobTimeoutError, JobV1
 from qiskit.result import Result
 
-from qtestbed.client import QtestbedError
+from attestation.shot_memory import ShotMemoryError
+from qtestbed.client import QtestbedError, memory_of
 from qtestbed.qiskit.connection import Connection
 from qtestbed.qiskit.encoding import EncodedCircuit
 from qtestbed.qiskit.layout import ClassicalLayout, CountsFormatError
@@ -61,6 +62,7 @@ class Submitted:
     circuit: EncodedCircuit
     layout: ClassicalLayout
     shots: int
+    memory: bool = False
 
     def expected(self) -> Expected:
         return Expected(
@@ -68,19 +70,22 @@ class Submitted:
             device_id=self.job.device_id,
             circuit_digest=self.circuit.digest,
             shots=self.shots,
+            memory=self.memory,
         )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Outcome:
     """One completed circuit: its final job record, the result as fetched, its counts keyed by
-    integer outcome (bit i is clbit i), and the attestation it ran under."""
+    integer outcome (bit i is clbit i), each shot's outcome in shot order when memory was asked
+    for (None otherwise), and the attestation it ran under."""
 
     submitted: Submitted
     job: jobs_pb2.Job
     result: jobs_pb2.JobResult
     counts: dict[int, int]
     attestation: Attestation
+    memory: list[int] | None = None
 
     def bundle(self) -> ResultBundle:
         """What to keep for `qtestbed receipt verify` (bound to what this client submitted)."""
@@ -94,6 +99,7 @@ class Outcome:
             receipt=self.result.receipt,
             device_certificate_chain=self.result.device_certificate,
             evidence=self.result.evidence,
+            memory=memory_of(self.result),
         )
 
 
@@ -215,8 +221,15 @@ class QtestbedJob(JobV1):  # type: ignore[misc]
                 self._verified[index] = (job, result)  # only what verified is kept
             try:
                 counts = submitted.layout.outcomes(result.counts)
-            except CountsFormatError as exc:
+                memory = memory_of(result)
+                shots = memory.values() if memory is not None else None
+            except (CountsFormatError, ShotMemoryError) as exc:
                 raise JobError(f"job {job.job_id}: {exc}") from None
+            if memory is not None and memory.width != submitted.layout.num_clbits:
+                raise JobError(
+                    f"job {job.job_id}: per-shot memory has {memory.width} bits a shot, the "
+                    f"circuit {submitted.layout.num_clbits}"
+                )
             outcomes.append(
                 Outcome(
                     submitted=submitted,
@@ -224,6 +237,7 @@ class QtestbedJob(JobV1):  # type: ignore[misc]
                     result=result,
                     counts=counts,
                     attestation=attestation_of(result, job, verified=verify),
+                    memory=shots,
                 )
             )
         return outcomes

@@ -38,6 +38,7 @@ class Expected:
     device_id: str
     circuit_digest: str
     shots: int
+    memory: bool = False  # per-shot memory was asked for, so the result must carry it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,6 +97,8 @@ def problems_with(
         )
     if job.circuit_digest != expected.circuit_digest:
         problems.append("the broker recorded a different circuit than the one submitted")
+    if expected.memory and not result.memory_width:
+        problems.append("per-shot memory was asked for and the result carries none")
     total = sum(result.counts.values())
     if total != expected.shots:
         problems.append(f"counts add up to {total} shots, {expected.shots} were asked for")

@@ -1,5 +1,6 @@
 """Verified outcomes as a Qiskit `Result`: one experiment per circuit, counts in hex with the
-circuit's header so `get_counts()` splits multi-register outcomes as Qiskit prints them."""
+circuit's header so `get_counts()` splits multi-register outcomes as Qiskit prints them, and,
+when the run asked for `memory`, every shot's outcome in hex in shot order (`get_memory()`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def to_qiskit_result(
             shots=outcome.submitted.shots,
             success=True,
             data=ExperimentResultData(
-                counts={hex(value): count for value, count in outcome.counts.items()}
+                counts={hex(value): count for value, count in outcome.counts.items()},
+                memory=None if outcome.memory is None else [hex(v) for v in outcome.memory],
             ),
             header=outcome.submitted.layout.header(),
             status="DONE",

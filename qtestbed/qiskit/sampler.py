@@ -2,9 +2,10 @@
 
 Parameters are bound on the client, one circuit per parameter set, and every bound circuit of
 every pub is submitted in one batch when `run` is called. Each pub's result holds one `BitArray`
-per classical register, shaped like the pub's parameter values, rebuilt from the device's
-verified counts: the device reports counts, not per-shot memory, so the order of shots within
-an array carries no meaning.
+per classical register, shaped like the pub's parameter values, holding the device's per-shot
+memory in shot order (bound by the verified receipt). A batch too large for per-shot memory
+(shots x classical bits over `MAX_MEMORY_BITS` for some pub) is rebuilt from the verified counts
+instead, and its metadata says `"shot_order": False`: the order of shots then means nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import (
-    BasePrimitiveJob,
     BaseSamplerV2,
     BitArray,
     DataBin,
@@ -23,11 +23,13 @@ from qiskit.primitives import (
     SamplerPubResult,
 )
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
-from qiskit.providers import JobStatus
 
-from qtestbed.qiskit.backend import DEFAULT_SHOTS, QtestbedBackend
+from attestation.shot_memory import MAX_MEMORY_BITS
+from qtestbed.qiskit.backend import QtestbedBackend
 from qtestbed.qiskit.job import Outcome, QtestbedJob
 from qtestbed.qiskit.layout import ClassicalLayout
+from qtestbed.qiskit.options import DEFAULT_SHOTS
+from qtestbed.qiskit.primitive_job import BatchPrimitiveJob
 from qtestbed.qiskit.session import QtestbedSession
 
 
@@ -86,6 +88,8 @@ class Sampler(BaseSamplerV2):  # type: ignore[misc]
         ]
         plans: list[_PubPlan] = []
         items: list[tuple[QuantumCircuit, int]] = []
+        # One batch, one memory setting: memory whenever every pub fits the bound.
+        memory = all(pub.shots * pub.circuit.num_clbits <= MAX_MEMORY_BITS for pub in coerced)
         for pub in coerced:
             bound = pub.parameter_values.bind_all(pub.circuit)
             plans.append(
@@ -99,17 +103,20 @@ class Sampler(BaseSamplerV2):  # type: ignore[misc]
             )
             items += [(circuit, int(pub.shots)) for circuit in bound.ravel().tolist()]
         job = self._backend.run_batch(
-            items, project=self._project, priority=self._priority, session=self._session
+            items,
+            project=self._project,
+            priority=self._priority,
+            session=self._session,
+            memory=memory,
         )
         return SamplerJob(job, plans)
 
 
-class SamplerJob(BasePrimitiveJob):  # type: ignore[misc]
+class SamplerJob(BatchPrimitiveJob):
     """The batch one `Sampler.run` submitted; `result()` waits on the broker's pushed updates."""
 
     def __init__(self, job: QtestbedJob, plans: Sequence[_PubPlan]) -> None:
-        super().__init__(job.job_id())
-        self.job = job
+        super().__init__(job)
         self._plans = tuple(plans)
 
     def result(self, timeout: float | None = None) -> PrimitiveResult:
@@ -123,36 +130,23 @@ class SamplerJob(BasePrimitiveJob):  # type: ignore[misc]
             metadata={"version": 2, "job_ids": self.job.broker_job_ids},
         )
 
-    def status(self) -> JobStatus:
-        return self.job.status()
-
-    def done(self) -> bool:
-        return bool(self.status() == JobStatus.DONE)
-
-    def running(self) -> bool:
-        return bool(self.status() == JobStatus.RUNNING)
-
-    def cancelled(self) -> bool:
-        return bool(self.status() == JobStatus.CANCELLED)
-
-    def in_final_state(self) -> bool:
-        return self.status() in (JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELLED)
-
-    def cancel(self) -> bool:
-        return self.job.cancel()
-
 
 def _pub_result(plan: _PubPlan, outcomes: Sequence[Outcome]) -> SamplerPubResult:
     num_bits = plan.layout.num_clbits
     data = np.zeros((plan.size, plan.shots, (num_bits + 7) // 8), dtype=np.uint8)
+    in_order = all(outcome.memory is not None for outcome in outcomes)
     for index, outcome in enumerate(outcomes):  # shots match: the receipt check counted them
-        data[index] = BitArray.from_counts(outcome.counts, num_bits).array
+        if outcome.memory is not None:
+            data[index] = BitArray.from_samples(outcome.memory, num_bits).array
+        else:
+            data[index] = BitArray.from_counts(outcome.counts, num_bits).array
     whole = BitArray(data.reshape(*plan.shape, *data.shape[1:]), num_bits)
     registers = {name: whole.slice_bits(list(indices)) for name, indices in plan.layout.registers}
     return SamplerPubResult(
         DataBin(**registers, shape=plan.shape),
         metadata={
             "shots": plan.shots,
+            "shot_order": in_order,
             "circuit_metadata": plan.circuit_metadata,
             "job_ids": [outcome.job.job_id for outcome in outcomes],
         },

@@ -296,6 +296,7 @@ class LeaseGrant(_message.Message):
     DISPATCH_NONCE_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     job_id: _builtins.str
     circuit_format: _jobs_pb2.CircuitFormat.ValueType
@@ -304,6 +305,8 @@ class LeaseGrant(_message.Message):
     shots: _builtins.int
     dispatch_nonce: _builtins.bytes
     lease_seconds: _builtins.float
+    memory: _builtins.bool
+    """Record every shot's outcome (per-shot memory) and bind it in the receipt."""
     @_builtins.property
     def sealed(self) -> Global___Sealed: ...
     def __init__(
@@ -318,10 +321,11 @@ class LeaseGrant(_message.Message):
         dispatch_nonce: _builtins.bytes = ...,
         lease_seconds: _builtins.float = ...,
         sealed: Global___Sealed | None = ...,
+        memory: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sealed", b"sealed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_digest", b"circuit_digest", "circuit_format", b"circuit_format", "circuit_payload", b"circuit_payload", "dispatch_nonce", b"dispatch_nonce", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "sealed", b"sealed", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_digest", b"circuit_digest", "circuit_format", b"circuit_format", "circuit_payload", b"circuit_payload", "dispatch_nonce", b"dispatch_nonce", "job_id", b"job_id", "lease_id", b"lease_id", "lease_seconds", b"lease_seconds", "memory", b"memory", "sealed", b"sealed", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -408,6 +412,8 @@ class LeaseResult(_message.Message):
     EXECUTION_SECONDS_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     EXECUTED_CIRCUIT_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    MEMORY_WIDTH_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     job_id: _builtins.str
     execution_seconds: _builtins.float
@@ -418,6 +424,9 @@ class LeaseResult(_message.Message):
     (layout, routing, basis translation at optimisation level 0); empty when it ran the
     circuit exactly as sent. The receipt's executed_circuit_digest names it either way.
     """
+    memory: _builtins.bytes
+    """Per-shot memory when the grant asked for it (layout as in jobs.proto JobResult)."""
+    memory_width: _builtins.int
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -429,10 +438,12 @@ class LeaseResult(_message.Message):
         execution_seconds: _builtins.float = ...,
         receipt: _builtins.bytes = ...,
         executed_circuit: _builtins.bytes = ...,
+        memory: _builtins.bytes = ...,
+        memory_width: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "executed_circuit", b"executed_circuit", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "lease_id", b"lease_id", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "executed_circuit", b"executed_circuit", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "lease_id", b"lease_id", "memory", b"memory", "memory_width", b"memory_width", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

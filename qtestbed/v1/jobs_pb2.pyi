@@ -431,6 +431,7 @@ class SubmitJobRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     SELECTOR_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     shots: _builtins.int
     idempotency_key: _builtins.str
@@ -440,6 +441,8 @@ class SubmitJobRequest(_message.Message):
     priority: Global___JobPriority.ValueType
     session_id: _builtins.str
     """Run inside this open session (its device; device_id may then be empty)."""
+    memory: _builtins.bool
+    """Also return every shot's outcome in shot order (bounded: shots x classical bits)."""
     @_builtins.property
     def circuit(self) -> Global___Circuit: ...
     @_builtins.property
@@ -457,10 +460,11 @@ class SubmitJobRequest(_message.Message):
         priority: Global___JobPriority.ValueType = ...,
         selector: Global___DeviceSelector | None = ...,
         session_id: _builtins.str = ...,
+        memory: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "device_id", b"device_id", "idempotency_key", b"idempotency_key", "priority", b"priority", "project", b"project", "selector", b"selector", "session_id", b"session_id", "shots", b"shots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "device_id", b"device_id", "idempotency_key", b"idempotency_key", "memory", b"memory", "priority", b"priority", "project", b"project", "selector", b"selector", "session_id", b"session_id", "shots", b"shots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -557,6 +561,7 @@ class Job(_message.Message):
     DEVICE_QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
     EVIDENCE_DIGEST_FIELD_NUMBER: _builtins.int
     CALIBRATION_DIGEST_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     owner: _builtins.str
     device_id: _builtins.str
@@ -584,6 +589,8 @@ class Job(_message.Message):
     (the receipt names the same digest) and the calibration digest that evidence measured.
     """
     calibration_digest: _builtins.str
+    memory: _builtins.bool
+    """The job asked for per-shot memory."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -622,10 +629,11 @@ class Job(_message.Message):
         device_queue_depth: _builtins.int = ...,
         evidence_digest: _builtins.str = ...,
         calibration_digest: _builtins.str = ...,
+        memory: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "eta", b"eta", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calibration_digest", b"calibration_digest", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "device_queue_depth", b"device_queue_depth", "eta", b"eta", "evidence_digest", b"evidence_digest", "finished_at", b"finished_at", "job_id", b"job_id", "num_qubits", b"num_qubits", "owner", b"owner", "priority", b"priority", "project", b"project", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "session_id", b"session_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calibration_digest", b"calibration_digest", "circuit_digest", b"circuit_digest", "created_at", b"created_at", "depth", b"depth", "device_id", b"device_id", "device_queue_depth", b"device_queue_depth", "eta", b"eta", "evidence_digest", b"evidence_digest", "finished_at", b"finished_at", "job_id", b"job_id", "memory", b"memory", "num_qubits", b"num_qubits", "owner", b"owner", "priority", b"priority", "project", b"project", "queue_position", b"queue_position", "reason", b"reason", "rule_id", b"rule_id", "session_id", b"session_id", "shots", b"shots", "state", b"state", "updated_at", b"updated_at", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -923,6 +931,8 @@ class JobResult(_message.Message):
     DEVICE_CERTIFICATE_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     EXECUTED_CIRCUIT_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    MEMORY_WIDTH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     device_id: _builtins.str
     execution_seconds: _builtins.float
@@ -940,6 +950,12 @@ class JobResult(_message.Message):
     circuit exactly as submitted. The receipt's executed_circuit_digest names it either way
     (receipts from before that field name nothing and carry no executed circuit).
     """
+    memory: _builtins.bytes
+    """Per-shot memory when the job asked for it: each shot's `memory_width` classical bits
+    (clbit 0 least significant) packed big-endian into ceil(width / 8) bytes, in shot order.
+    The receipt binds its digest; the counts are its histogram. Width 0: no memory.
+    """
+    memory_width: _builtins.int
     @_builtins.property
     def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -953,10 +969,12 @@ class JobResult(_message.Message):
         device_certificate: _builtins.bytes = ...,
         evidence: _builtins.bytes = ...,
         executed_circuit: _builtins.bytes = ...,
+        memory: _builtins.bytes = ...,
+        memory_width: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "device_certificate", b"device_certificate", "device_id", b"device_id", "evidence", b"evidence", "executed_circuit", b"executed_circuit", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "device_certificate", b"device_certificate", "device_id", b"device_id", "evidence", b"evidence", "executed_circuit", b"executed_circuit", "execution_seconds", b"execution_seconds", "job_id", b"job_id", "memory", b"memory", "memory_width", b"memory_width", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -112,6 +112,29 @@ def test_several_registers_give_keys_without_spaces(
         assert counts == {"001": SHOTS}
 
 
+def test_memory_is_one_outcome_per_shot_whose_histogram_is_the_counts(
+    device_backend: Backend,
+) -> None:
+    flags, pair = ClassicalRegister(1, "flags"), ClassicalRegister(2, "pair")
+    qc = QuantumCircuit(QuantumRegister(3, "q"), flags, pair)
+    qc.h(0)
+    qc.h(1)
+    qc.cx(1, 2)
+    qc.measure(0, flags[0])
+    qc.measure([1, 2], pair)
+    execution = device_backend.execute(device_backend.prepare(qc), 300, seed=9, memory=True)
+    assert execution.memory is not None
+    assert len(execution.memory) == 300
+    assert all(len(shot) == 3 and " " not in shot for shot in execution.memory)
+    histogram: dict[str, int] = {}
+    for shot in execution.memory:
+        histogram[shot] = histogram.get(shot, 0) + 1
+    assert histogram == execution.counts
+    coins = [shot[-1] for shot in execution.memory]
+    assert coins != sorted(coins)  # the shots in the order they ran, not grouped by outcome
+    assert device_backend.execute(device_backend.prepare(qc), 10, memory=False).memory is None
+
+
 def test_high_error_device_shows_other_outcomes() -> None:
     rough = dataclasses.replace(
         DEVICES["aer_noisy"], one_qubit_error=0.05, two_qubit_error=0.2, readout_error=0.1

@@ -101,7 +101,14 @@ def test_a_version_1_database_upgrades_in_place(
         old.migrate()
     # The job row as version-1 code wrote it: every column but those added later.
     job = _v1_job()
-    later = {"project", "priority", "session_id", "evidence_digest", "calibration_digest"}
+    later = {
+        "project",
+        "priority",
+        "session_id",
+        "evidence_digest",
+        "calibration_digest",
+        "memory",
+    }
     v1_columns = [c for c in rows_module.JOB_COLUMNS if c not in later]
     values = dict(zip(rows_module.JOB_COLUMNS, rows_module.job_to_row(job), strict=True))
     if backend.name == "sqlite":  # PostgreSQL numbers seq itself (an identity column)

@@ -105,6 +105,7 @@ def test_every_job_field_round_trips(store: BrokerStore) -> None:
         started_at=T0 + 1.2,
         finished_at=T0 + 9.9,
         version=7,
+        memory=True,
     )
     bare = make_job("j-bare")
     for job in (full, bare):
@@ -355,6 +356,22 @@ def test_result_is_stored_with_completion_in_one_transaction(store: BrokerStore)
     assert store.get_result("j1") == result_for(done)
     assert audit_count(store) == before + 1
     assert store.get_result("j2") is None
+
+
+def test_per_shot_memory_round_trips_byte_for_byte(store: BrokerStore) -> None:
+    running = move(store, move(store, submit(store, "j1"), JobState.DISPATCHED), JobState.RUNNING)
+    done = running.transition(JobState.COMPLETED, now=T0 + 3)
+    # 1024 five-bit shots, one byte each, every byte value a shot can take and a zero byte.
+    memory = bytes([0, 31, 1, 30] * 256)
+    result = dataclasses.replace(result_for(done), memory=memory, memory_width=5)
+    assert store.save_job(
+        done, expected_version=running.version, event=event("job.completed", "j1"), result=result
+    )
+    stored = store.get_result("j1")
+    assert stored == result
+    assert stored is not None
+    assert stored.memory == memory
+    assert stored.memory_width == 5
 
 
 def test_audit_chain_links_every_write(store: BrokerStore) -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -91,6 +92,44 @@ def test_job_commands(site: Site, tmp_path: Path) -> None:
     verified = json_output(qtestbed("receipt", "verify", str(bundle), "--ca", ca, "--json"))
     assert (verified["valid"], verified["problems"], verified["job_id"]) == (True, [], job_id)
     assert isinstance(verified["measurements"], dict)
+
+
+def test_memory_is_shown_per_shot_and_a_changed_shot_fails_offline_verification(
+    site: Site, tmp_path: Path
+) -> None:
+    done = site.json(
+        "alice",
+        "submit",
+        str(site.circuit),
+        "--device",
+        "sim-open",
+        "--shots",
+        "40",
+        "--memory",
+        "--wait",
+    )
+    job_id = done["job"]["job_id"]
+    assert done["job"]["memory"] is True
+    bundle = tmp_path / "memory.json"
+    result = site.json("alice", "result", job_id, "--save", str(bundle))
+    assert (result["receipt_valid"], result["receipt_problems"]) == (True, [])
+    shots = result["memory"]
+    assert len(shots) == 40
+    assert set(shots) <= {"000", "111"}
+    assert {bits: shots.count(bits) for bits in set(shots)} == result["counts"]
+
+    ca = str(site.root / "ca" / "ca.pem")
+    verified = json_output(qtestbed("receipt", "verify", str(bundle), "--ca", ca, "--json"))
+    assert (verified["valid"], verified["problems"]) == (True, [])
+    saved = json.loads(bundle.read_text())
+    packed = bytearray(base64.b64decode(saved["memory"]["packed"]))
+    packed[7] ^= 0x07  # one shot changed: 000 <-> 111, the counts in the file left alone
+    saved["memory"]["packed"] = base64.b64encode(bytes(packed)).decode()
+    bundle.write_text(json.dumps(saved))
+    forged = json_output(qtestbed("receipt", "verify", str(bundle), "--ca", ca, "--json"), code=1)
+    assert forged["valid"] is False
+    assert "receipt memory digest does not match the per-shot memory" in forged["problems"]
+    assert "the counts are not the histogram of the per-shot memory" in forged["problems"]
 
 
 def test_queued_job_cancel_devices_and_quota(site: Site) -> None:

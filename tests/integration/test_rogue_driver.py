@@ -3,6 +3,8 @@ catches it, stores nothing, sends the job back, and keeps that connection out.""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,8 +13,9 @@ import pytest
 import zmq
 
 from attestation.evidence import EvidenceClaims, make_evidence
-from attestation.keys import load_private_key
+from attestation.keys import SigningKey, load_private_key
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.shot_memory import ShotMemory
 from drivers.config import load_driver_config
 from drivers.grants import open_grant
 from drivers.measure import measure
@@ -21,7 +24,7 @@ from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import driver_link_pb2 as link_pb
 from qtestbed.v1 import jobs_pb2
-from tests.integration.support import audit_kinds, metric_value, scrape, state_name
+from tests.integration.support import audit_kinds, db_path, metric_value, scrape, state_name
 
 
 @pytest.fixture
@@ -132,3 +135,91 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
     assert "job.completed" not in kinds
     device = next(d for d in alice.devices() if d.device_id == "sim-open")
     assert not device.available
+
+
+def _attest(
+    facility: LocalFacility, dealer: zmq.Socket[bytes]
+) -> tuple[link_pb.LeaseGrant, SigningKey, str]:
+    """Attest as sim-open with its real key and take the next lease: (grant, key, evidence)."""
+    config = load_driver_config(facility.root / "drivers" / "sim-open.toml")
+    key = load_private_key(config.device_key)
+    hello = link_pb.Hello(
+        device_id="sim-open",
+        num_qubits=5,
+        backend="aer",
+        certificate_chain=config.device_certificate.read_bytes(),
+    )
+    challenge = _exchange(dealer, link_pb.LinkMessage(hello=hello), "challenge").challenge
+    claims = EvidenceClaims(
+        device_id="sim-open",
+        nonce=challenge.nonce,
+        issued_at=time.time(),
+        boot_epoch=uuid.uuid4().hex,
+        counter=1,
+        measurements=measure(config.device, config.firmware),
+    )
+    envelope = make_evidence(claims, key)
+    evidence = link_pb.LinkMessage(evidence=link_pb.EvidenceMessage(envelope=envelope.to_json()))
+    verdict = _exchange(dealer, evidence, "verdict").verdict
+    assert verdict.affirming, list(verdict.reasons)
+    grant = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
+    return grant, key, envelope.digest()
+
+
+def test_memory_other_than_the_receipt_binds_is_rejected(
+    facility: LocalFacility, dealer: zmq.Socket[bytes]
+) -> None:
+    """The device signs one shot order and sends another (same counts): refused, not stored."""
+    alice = facility.client("alice")
+    job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=4, memory=True).job
+    grant, key, evidence_digest = _attest(facility, dealer)
+    assert grant.job_id == job.job_id
+    assert grant.memory
+    signed = ShotMemory.from_bitstrings(["000", "111", "111", "000"], 3)
+    sent = ShotMemory.from_bitstrings(["111", "000", "111", "000"], 3)
+    assert sent.histogram() == signed.histogram()
+    receipt = sign_receipt(
+        ReceiptClaims(
+            job_id=grant.job_id,
+            device_id="sim-open",
+            circuit_digest=grant.circuit_digest,
+            shots=grant.shots,
+            result_digest=result_digest(signed.histogram()),
+            dispatch_nonce=grant.dispatch_nonce,
+            evidence_digest=evidence_digest,
+            issued_at=time.time(),
+            memory_digest=signed.digest(),
+        ),
+        key,
+    )
+    lie = link_pb.LeaseResult(
+        lease_id=grant.lease_id,
+        job_id=grant.job_id,
+        counts=sent.histogram(),
+        execution_seconds=0.01,
+        receipt=receipt.to_json(),
+        memory=sent.packed,
+        memory_width=3,
+    )
+    dealer.send(link_pb.LinkMessage(result=lie).SerializeToString())
+
+    def rejected() -> bool:
+        text = scrape(facility)
+        return metric_value(text, "qtestbed_receipt_verifications_total", outcome="rejected") == 1
+
+    eventually(rejected, timeout=30, what="the broker to reject the receipt")
+
+    def released() -> jobs_pb2.Job | None:
+        current = alice.get_job(job.job_id)
+        return current if state_name(current) != "DISPATCHED" else None
+
+    back = eventually(released, timeout=30, what="the job to leave DISPATCHED")
+    assert state_name(back) == "QUEUED"
+    assert "job.completed" not in audit_kinds(facility)
+    with sqlite3.connect(db_path(facility)) as conn:
+        rows = conn.execute(
+            "SELECT detail FROM audit_log WHERE kind = 'receipt.rejected' AND subject = ?",
+            (job.job_id,),
+        ).fetchall()
+    problems = [p for (detail,) in rows for p in json.loads(detail)["problems"]]
+    assert "receipt memory digest does not match the per-shot memory" in problems

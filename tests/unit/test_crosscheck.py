@@ -10,6 +10,7 @@ import hashlib
 
 from attestation.keys import KeyKind, SigningKey
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.shot_memory import ShotMemory
 from broker.audit.crosscheck import crosscheck_store
 from broker.audit.model import AuditEvent
 from broker.jobs.model import Circuit, Job, JobResult, JobState, Lease
@@ -47,7 +48,11 @@ def _event(kind: str, actor: str, subject: str, detail: dict[str, object]) -> Au
     return AuditEvent(kind=kind, actor=actor, subject=subject, at=2.0, detail=detail)
 
 
-def _result(job: Job, counts: dict[str, int]) -> JobResult:
+def _submitted_detail(job: Job) -> dict[str, object]:
+    return {"device": "dev-a", "circuit_digest": job.circuit.digest, "shots": 100, "project": "p"}
+
+
+def _result(job: Job, counts: dict[str, int], memory_digest: str = "") -> JobResult:
     claims = ReceiptClaims(
         job_id=job.job_id,
         device_id="dev-a",
@@ -57,6 +62,7 @@ def _result(job: Job, counts: dict[str, int]) -> JobResult:
         dispatch_nonce=b"n" * 32,
         evidence_digest="ee" * 32,
         issued_at=3.0,
+        memory_digest=memory_digest,
     )
     receipt = sign_receipt(claims, DEVICE_KEY).to_json()
     return JobResult(
@@ -106,6 +112,31 @@ def test_counts_behind_an_old_entry_are_checked_against_the_signed_receipt() -> 
     assert finding.job_id == "old"
     assert finding.seq == 3  # its job.completed entry
     assert "digest the device signed in the receipt" in finding.problem
+
+
+def test_stored_memory_other_than_the_device_signed_is_a_finding() -> None:
+    signed = ShotMemory.from_bitstrings(["0"] * 60 + ["1"] * 40, 1)
+    edited = ShotMemory.from_bitstrings(["1"] + ["0"] * 60 + ["1"] * 39, 1)  # same counts
+    for stored, expected in (
+        (signed, []),
+        (edited, ["the stored per-shot memory does not match the digest the device signed"]),
+        (None, ["the stored result has no per-shot memory; its receipt binds some"]),
+    ):
+        store = _store()
+        job = _job("m")
+        store.insert_job(job, _event("job.submitted", "alice", "m", _submitted_detail(job)))
+        lease = Lease(lease_id="l", device_id="dev-a", expires_at=9.0, dispatch_nonce=b"n" * 32)
+        leased = job.transition(JobState.DISPATCHED, now=2.0, lease=lease)
+        store.save_job(
+            leased, expected_version=1, event=_event("job.dispatched", "broker", "m", {})
+        )
+        result = _result(job, COUNTS, memory_digest=signed.digest())
+        if stored is not None:
+            result = dataclasses.replace(result, memory=stored.packed, memory_width=1)
+        event = _event("job.completed", "broker", "m", completed_detail(result, 100))
+        done = leased.transition(JobState.COMPLETED, now=3.0)
+        assert store.save_job(done, expected_version=2, event=event, result=result)
+        assert [f.problem for f in crosscheck_store(store)] == expected
 
 
 def test_a_history_the_state_machine_forbids_is_named_at_its_entry() -> None:

@@ -149,7 +149,7 @@ def test_feed_forward_runs_as_sent_where_the_device_runs_control_flow() -> None:
     ideal = make_backend(dataclasses.replace(EXACT, backend="aer"))
     prepared = ideal.prepare(feed_forward("x"))
     assert prepared.as_sent
-    assert set(ideal.execute(prepared, 200, seed=2)) == {"00", "11"}
+    assert set(ideal.execute(prepared, 200, seed=2).counts) == {"00", "11"}
     # The noisy device states no control flow: an exact one refuses it, naming it.
     with pytest.raises(NotValidForTarget, match="does not run this classical control flow"):
         make_backend(EXACT).prepare(feed_forward("x"))

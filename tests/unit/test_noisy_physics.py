@@ -72,7 +72,7 @@ def test_cx_pairs_degrade_the_outcome_as_the_noise_model_predicts() -> None:
         prepared = backend.prepare(circuit)
         assert prepared.as_sent  # ISA: run exactly as sent
         assert prepared.circuit is circuit
-        counts = backend.execute(prepared, SHOTS, seed=100 + pairs)
+        counts = backend.execute(prepared, SHOTS, seed=100 + pairs).counts
         observed[pairs] = counts.get("00", 0) / SHOTS
         expected[pairs] = predicted_p00(pairs)
         sigma[pairs] = math.sqrt(expected[pairs] * (1 - expected[pairs]) / SHOTS)

@@ -4,7 +4,7 @@ status mapping and the result a Qiskit user reads."""
 from __future__ import annotations
 
 import pytest
-from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qasm2
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qasm2, qasm3
 from qiskit.circuit import Parameter, Qubit
 from qiskit.providers import JobStatus
 
@@ -28,7 +28,8 @@ def device(**fields: object) -> devices_pb2.Device:
 def test_target_follows_the_device_description() -> None:
     target = build_target(device(two_qubit_error=0.02))
     assert target.num_qubits == 3
-    assert set(target.operation_names) == {"cx", "rz", "sx", "x", "measure"}
+    assert set(target.operation_names) == {"cx", "rz", "sx", "x", "measure", "delay", "reset"}
+    assert set(target["delay"]) == set(target["reset"]) == {(0,), (1,), (2,)}
     assert list(target["cx"]) == [(0, 1)]
     assert target["cx"][(0, 1)].error == pytest.approx(0.02)
     assert set(target["sx"]) == {(0,), (1,), (2,)}
@@ -52,6 +53,27 @@ def test_encoding_prefers_qasm2_and_falls_back_to_qpy() -> None:
     loose = QuantumCircuit([Qubit(), Qubit()], ClassicalRegister(2))
     loose.measure([0, 1], [0, 1])
     assert encode_circuit(loose).fmt == "qpy"
+
+
+def test_timed_delays_and_feed_forward_travel_as_openqasm3_with_their_units() -> None:
+    circuit = QuantumCircuit(2, 2)
+    circuit.delay(2e-7, 0, unit="s")
+    circuit.delay(300, 1, unit="ns")
+    circuit.measure(0, 0)
+    with circuit.if_test((circuit.clbits[0], 1)):
+        circuit.x(1)
+    circuit.measure(1, 1)
+    encoded = encode_circuit(circuit)
+    assert encoded.fmt == "qasm3"
+    assert encoded.message().format == jobs_pb2.CIRCUIT_FORMAT_OPENQASM3
+    back = qasm3.loads(encoded.payload.decode())
+    delays = [(i.operation.params[0], i.operation.unit) for i in back.data if i.name == "delay"]
+    assert delays == [(2e-7, "s"), (300, "ns")]
+    assert "if_else" in back.count_ops()
+    in_samples = QuantumCircuit(1, 1)
+    in_samples.delay(16, 0)  # dt: no unit to lose
+    in_samples.measure(0, 0)
+    assert encode_circuit(in_samples).fmt == "qasm2"
 
 
 def test_circuits_the_provider_cannot_read_back_are_refused_before_submitting() -> None:

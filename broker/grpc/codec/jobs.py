@@ -55,6 +55,7 @@ def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
         priority=request.priority or jobs_pb2.JOB_PRIORITY_NORMAL,
         selector=selector,
         session_id=request.session_id,
+        memory=request.memory,
     )
 
 
@@ -91,6 +92,7 @@ def job_to_proto(view: JobView) -> jobs_pb2.Job:
         device_queue_depth=view.device_queue_depth,
         evidence_digest=job.evidence_digest,
         calibration_digest=job.calibration_digest,
+        memory=job.memory,
     )
 
 
@@ -132,6 +134,8 @@ def result_to_proto(view: ResultView) -> jobs_pb2.JobResult:
         device_certificate=view.device_certificate,
         evidence=view.evidence,
         executed_circuit=result.executed_circuit,
+        memory=result.memory,
+        memory_width=result.memory_width,
     )
 
 
