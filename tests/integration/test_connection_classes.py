@@ -69,7 +69,7 @@ def test_a_job_follows_the_class_of_the_connection_it_goes_to(tmp_path: Path) ->
             lenient, lenient_digest = _connect(lab, 2e-4)
             assert lab.device().export_class == "EAR99"
             jobs = {lab.queue_job().job_id, lab.queue_job().job_id}  # accepted: EAR99
-            grant = lenient.next("lease").lease
+            grant = lenient.lease()
             [waiting] = jobs - {grant.job_id}
 
             strict, strict_digest = _connect(lab, 5e-5)
@@ -96,7 +96,7 @@ def test_a_job_follows_the_class_of_the_connection_it_goes_to(tmp_path: Path) ->
                 lease_id=grant.lease_id, job_id=grant.job_id, error="transient", permanent=False
             )
             lenient.send(link_pb.LinkMessage(failure=failure))
-            second = lenient.next("lease").lease
+            second = lenient.lease()
             strict.wait_ticks(2)
             dispatched = _dispatched(facility)
             assert {digest for _, digest in dispatched} == {lenient_digest}
