@@ -208,7 +208,9 @@ def _attested_route(lab: Lab) -> bytes:
     embedded = lab.facility.embedded
     assert embedded is not None
     assert embedded.broker is not None
-    fleet = embedded.broker.components.jobs.fleet
+    components = embedded.broker.components
+    assert components is not None
+    fleet = components.jobs.fleet
     clock = embedded.broker.clock
 
     async def routes() -> list[bytes]:
@@ -216,7 +218,7 @@ def _attested_route(lab: Lab) -> bytes:
         return [c.peer.route for c in fleet.for_device(DEVICE) if c.dispatchable_now(now)]
 
     [route] = embedded.run(routes())
-    return route
+    return bytes(route)
 
 
 def _same_key_host(
