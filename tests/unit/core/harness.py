@@ -23,6 +23,7 @@ from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.sealing import new_keypair
 from broker.access.facility import Facility, FacilityRef
 from broker.access.model import AccessRequest, Elevation, Principal, Project, RecordKind, Role
 from broker.access.requests import Filing
@@ -214,6 +215,8 @@ class Driver:
         self.core = core
         self.kit = kit
         self.peer, self.link_secret = (peer, b"") if peer else make_peer(kit.device_id)
+        # This connection's own grant key pair, as a driver agent makes one for each Hello.
+        self.grant_secret, self.grant_key = new_keypair()
         self.boot_epoch = uuid.uuid4().hex
         self.counter = 0
 
@@ -224,7 +227,8 @@ class Driver:
         """What the broker said to this connection since the last call."""
         return self.core.link.take(self.peer)
 
-    async def hello(self) -> None:
+    async def hello(self, *, grant_key: bytes | None = None) -> None:
+        """Say Hello with this connection's grant key (or `grant_key`, to play a bad one)."""
         await self.say(
             m.Hello(
                 device_id=self.kit.device_id,
@@ -234,6 +238,7 @@ class Driver:
                 backend="fake",
                 driver_build="drv-1",
                 certificate_chain=self.kit.chain,
+                grant_key=self.grant_key if grant_key is None else grant_key,
             )
         )
 
