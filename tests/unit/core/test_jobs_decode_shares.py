@@ -135,4 +135,4 @@ def test_the_pool_is_sized_to_the_machine_within_bounds_and_a_share_is_half_of_i
         {"deadline_per_kib_seconds": -1},
     ):
         with pytest.raises(ValueError, match=r"decoding|deadline"):
-            DecodingSettings(**bad)  # type: ignore[arg-type]
+            DecodingSettings(**bad)
