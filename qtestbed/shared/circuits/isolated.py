@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import resource
 import threading
 from collections.abc import Callable
@@ -150,6 +151,8 @@ class IsolatedDecoder:
 
 
 _READY = b"ready "
+# How much lower than its parent's a decoder child's CPU priority is.
+NICENESS = 10
 
 
 def _decoder_child(conn: Connection, memory_bytes: int) -> None:
@@ -161,6 +164,9 @@ def _decoder_child(conn: Connection, memory_bytes: int) -> None:
 
 def prepare_child(conn: Connection, memory_bytes: int) -> Confinement:
     """Everything the child does before its first payload; returns what confinement holds."""
+    # Parsing yields the CPU to the process that serves calls: a principal's parser-heavy
+    # payloads must not slow down everyone else's requests (issue 15).
+    os.nice(NICENESS)
     _warm_up()
     with open("/proc/self/statm", encoding="ascii") as statm:
         current = int(statm.read().split()[0]) * resource.getpagesize()
