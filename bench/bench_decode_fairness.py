@@ -69,7 +69,7 @@ def alice_load(profile: Path, broker: str, limit_s: float) -> int:
 
     client = Client(dataclasses.replace(Profile.load(profile), broker=broker))
     outcomes: Counter[str] = Counter()
-    spent: Counter[str] = Counter()
+    spent: dict[str, float] = {}
     lock = threading.Lock()
     stop = threading.Event()
     answered = threading.Event()
@@ -87,7 +87,7 @@ def alice_load(profile: Path, broker: str, limit_s: float) -> int:
                 pause = exc.retry_after or 0.0
             with lock:
                 outcomes[outcome] += 1
-                spent[outcome] += time.perf_counter() - began
+                spent[outcome] = spent.get(outcome, 0.0) + time.perf_counter() - began
             answered.set()
             stop.wait(pause)
 
