@@ -134,3 +134,17 @@ def test_real_children_a_slow_payload_past_its_deadline_is_killed_and_replaced()
         assert all(member.confinement is not None for member in pool.members)
     finally:
         pool.close()
+
+
+def test_a_closed_pool_wakes_its_waiting_callers_and_refuses_them() -> None:
+    pool, members, hold, _ = _fake_pool(1)
+    with ThreadPoolExecutor(max_workers=2) as callers:
+        busy = callers.submit(pool.summarize, QASM3, SMALL, DEFAULT_LIMITS)
+        assert members[0].inside.acquire(timeout=30)
+        waiting = callers.submit(pool.summarize, QASM3, SMALL, DEFAULT_LIMITS)
+        pool.close()
+        hold.set()
+        assert busy.result(timeout=30) == SUMMARY  # the call in progress finishes
+        with pytest.raises(RuntimeError, match="closed"):
+            waiting.result(timeout=30)
+    assert members[0].starts == 1  # nothing restarted after close

@@ -87,6 +87,7 @@ class DecoderPool:
         self._idle: queue.SimpleQueue[PoolMember] = queue.SimpleQueue()
         self._replaced = 0
         self._replaced_lock = threading.Lock()
+        self._closed = threading.Event()
 
     @property
     def size(self) -> int:
@@ -112,19 +113,25 @@ class DecoderPool:
             self._idle.put(member)
 
     def close(self) -> None:
+        """Stop every child; callers still waiting for one are woken and refused."""
+        self._closed.set()
         for member in self.members:
             member.close()
+            self._idle.put(member)  # wakes a waiting caller, who sees the pool closed
 
     def summarize(
         self, fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
     ) -> CircuitSummary:
         member = self._idle.get()
+        if self._closed.is_set():
+            self._idle.put(member)  # for the next waiting caller
+            raise RuntimeError("the circuit decoder pool is closed (the broker is stopping)")
         try:
             return member.summarize(
                 fmt, payload, limits, timeout_s=self.deadline.for_size(len(payload))
             )
         finally:
-            if member.running:
+            if member.running or self._closed.is_set():
                 self._idle.put(member)
             else:
                 # The payload killed the child. Start its successor off this thread, so the
