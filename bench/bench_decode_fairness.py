@@ -1,16 +1,16 @@
 """Another principal's submit latency while a hostile principal runs parser-heavy load.
 
-    .venv/bin/python bench/bench_decode_fairness.py            # about 2 minutes
+    .venv/bin/python bench/bench_decode_fairness.py            # about 1.5 minutes
     .venv/bin/python bench/bench_decode_fairness.py --quick    # a smoke run; numbers mean nothing
 
 A broker process (`qtestbed broker`, the `qtestbed init` facility as shipped: SQLite, the decoder
 pool sized to the machine, each principal's share half of it; no driver, so jobs stay queued).
-bob submits sequentially, alternating a GHZ-3 QPY and a GHZ-3 OpenQASM 2 circuit, each call timed
-from the bench process:
-  quiet   bob alone;
-  loaded  while alice, in her own process, keeps 8 concurrent 200 KiB OpenQASM 3 submissions
-          going (seconds of parsing each): each resubmits at once after an answer, or after
-          the retry delay the broker gave with a refusal (as `QtestbedError.retry_after` says;
+bob submits sequentially, alternating a GHZ-3 QPY and a GHZ-3 OpenQASM 2 circuit, one call
+every 20 ms at most, each timed from the bench process:
+  quiet   bob alone, for 20 s;
+  loaded  for 40 s, while alice, in her own process, keeps 8 concurrent 200 KiB OpenQASM 3
+          submissions going (seconds of parsing each): each resubmits at once after an answer,
+          or after the retry delay the broker gave with a refusal (`QtestbedError.retry_after`;
           hammering the front door faster is the submission rate limiter's business).
 Printed: both p50s, what alice's calls got, and `RATIO loaded/quiet`; target <= 2.0.
 
@@ -44,10 +44,14 @@ HEAVY = (
     + b"c = measure q;\n"
 )
 TARGET = 2.0
+PACE_S = 0.02  # bob starts a call every 20 ms at most
 
 
-def bob_p50(client: Client, count: int, limit_s: float) -> tuple[float, int, dict[str, float]]:
-    """Sequential submits alternating QPY and OpenQASM 2: overall p50 (s), calls, p50 per format."""
+def bob_p50(
+    client: Client, count: int, limit_s: float, *, every_s: float = 0.0
+) -> tuple[float, int, dict[str, float]]:
+    """Sequential submits alternating QPY and OpenQASM 2, one started every `every_s` at most:
+    overall p50 (s), calls, p50 per format."""
     payloads = [("qpy", ghz_qpy(3)), ("qasm2", ghz_qasm2(3))]
     times: dict[str, list[float]] = {"qpy": [], "qasm2": []}
     deadline = time.perf_counter() + limit_s
@@ -56,8 +60,10 @@ def bob_p50(client: Client, count: int, limit_s: float) -> tuple[float, int, dic
         fmt, payload = payloads[n % 2]
         began = time.perf_counter()
         client.submit(payload, device_id="sim-open", shots=10, fmt=fmt)
-        times[fmt].append(time.perf_counter() - began)
+        took = time.perf_counter() - began
+        times[fmt].append(took)
         n += 1
+        time.sleep(max(every_s - took, 0.0))
     every = times["qpy"] + times["qasm2"]
     return statistics.median(every), n, {f: statistics.median(t) for f, t in times.items() if t}
 
@@ -114,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.alice:
         return alice_load(Path(args.alice[0]), args.alice[1], float(args.alice[2]))
-    count, limit_s = (20, 15.0) if args.quick else (300, 60.0)
+    # Each phase runs for its time (bob paced at one call per PACE_S) unless the count is hit:
+    # the loaded phase then spans several of alice's parses and child replacements.
+    count, quiet_s, loaded_s = (50, 2.0, 4.0) if args.quick else (5000, 20.0, 40.0)
+    limit_s = loaded_s
     with (
         tempfile.TemporaryDirectory(prefix="qtestbed-bench-decode-") as tmp,
         LocalFacility(Path(tmp) / "facility") as facility,
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         bob = facility.client("bob")
         for _ in range(10):  # warm the channel, both decoders' paths and the store
             bob_p50(bob, 2, limit_s)
-        quiet, quiet_n, quiet_by = bob_p50(bob, count, limit_s)
+        quiet, quiet_n, quiet_by = bob_p50(bob, count, quiet_s, every_s=PACE_S)
         alice = subprocess.Popen(
             [
                 sys.executable,
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             if alice.stdout.readline().strip() != "ready":
                 print("ERRORS: alice's load did not start")
                 return 1
-            loaded, loaded_n, loaded_by = bob_p50(bob, count, limit_s)
+            loaded, loaded_n, loaded_by = bob_p50(bob, count, loaded_s, every_s=PACE_S)
             alice.stdin.close()
             got = json.loads(alice.stdout.readline() or "{}")
             alice.wait(timeout=120)
