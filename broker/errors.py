@@ -21,13 +21,24 @@ class ErrorCode(enum.Enum):
 
 
 class BrokerError(Exception):
-    """An error meant for the caller: `detail` is safe to show and says what to do next."""
+    """An error meant for the caller: `detail` is safe to show and says what to do next.
 
-    def __init__(self, code: ErrorCode, detail: str, *, rule_id: str = "") -> None:
+    `retry_after_s`, when set, is how long the caller should wait before retrying (a share or
+    rate limit reached); it travels in trailing metadata as well as in `detail`."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        rule_id: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.rule_id = rule_id
+        self.retry_after_s = retry_after_s
 
 
 def not_found(kind: str, ident: str) -> BrokerError:

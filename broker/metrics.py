@@ -112,6 +112,12 @@ class BrokerMetrics:
             ["field"],
             registry=r,
         )
+        self.decode_refusals = Counter(
+            "qtestbed_decode_refusals",
+            "Circuit decodes refused before they started, by reason (principal_share).",
+            ["reason"],
+            registry=r,
+        )
         self.drivers = Gauge(
             "qtestbed_driver_connections",
             "Driver agents connected and heartbeating, by device.",

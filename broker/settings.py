@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.jobs.circuits import CircuitLimits
+from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.scheduler import SchedulerSettings
 from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
@@ -120,6 +121,7 @@ class BrokerSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
     # Registered audit witnesses: name -> PEM public key file ([witnesses] in broker.toml).
     witnesses: Mapping[str, Path] = field(default_factory=dict)
 
@@ -162,6 +164,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),
             anomaly=_section(AnomalySettings, top.get("anomaly", {}), "anomaly"),
             scheduling=_section(SchedulerSettings, top.get("scheduling", {}), "scheduling"),
+            decoding=_section(DecodingSettings, top.get("decoding", {}), "decoding"),
             witnesses=_witnesses(base, top.get("witnesses", {})),
         )
     except KeyError as exc:

@@ -19,7 +19,12 @@ import grpc
 from attestation.audit_inclusion import InclusionProof
 from attestation.shot_memory import ShotMemory, ShotMemoryError
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
-from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
+from qtestbed.shared.wire import (
+    FORMAT_NAMES,
+    RETRY_AFTER_METADATA,
+    RULE_ID_METADATA,
+    format_to_proto,
+)
 from qtestbed.v1 import (
     access_pb2_grpc,
     admin_pb2_grpc,
@@ -33,13 +38,17 @@ from qtestbed.v1 import (
 
 
 class QtestbedError(Exception):
-    """A refusal from the broker: its gRPC status name, its message, and any rule id."""
+    """A refusal from the broker: its gRPC status name, its message, any rule id, and the
+    seconds to wait before retrying when the broker said (`retry-after` trailing metadata)."""
 
-    def __init__(self, code: str, message: str, rule_id: str = "") -> None:
+    def __init__(
+        self, code: str, message: str, rule_id: str = "", retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}" + (f" [rule {rule_id}]" if rule_id else ""))
         self.code = code
         self.message = message
         self.rule_id = rule_id
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,12 +86,14 @@ def _translate(exc: grpc.RpcError) -> QtestbedError:
     call = exc  # grpc raises objects that are both RpcError and Call
     code = call.code().name if hasattr(call, "code") else "UNKNOWN"
     details = call.details() if hasattr(call, "details") else str(exc)
-    rule = ""
+    rule, retry_after = "", None
     trailers = call.trailing_metadata() if hasattr(call, "trailing_metadata") else None
     for key, value in trailers or ():
         if key == RULE_ID_METADATA:
             rule = str(value)
-    return QtestbedError(code, details or "", rule)
+        elif key == RETRY_AFTER_METADATA:
+            retry_after = float(value)
+    return QtestbedError(code, details or "", rule, retry_after)
 
 
 def submit_request(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
 from broker.access.front_door import FrontDoor
@@ -14,9 +16,11 @@ from broker.access.registry import AccessRegistry
 from broker.access.requests import AccessRequests
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.audit.log import AuditLog
+from broker.audit.refusals import RefusalLog
 from broker.devices.export_class import ExportClasses
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
+from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger, JobObservers
 from broker.jobs.model import Job
 from broker.jobs.queue_sync import QueueSync
@@ -172,4 +176,16 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         watchers=watchers,
         ledger=JobLedger(base.runner, base.metrics, watchers, observers),
         queue_sync=QueueSync(base.runner, scheduler),
+        decode_gate=DecodeGate(
+            settings=settings.decoding,
+            metrics=base.metrics,
+            refusals=RefusalLog(
+                kind="decode.refused",
+                what="circuit decodes past a principal's share",
+                audit=r.audit,
+                clock=base.clock,
+                logger=logging.getLogger("broker.jobs.decode_gate"),
+                window_seconds=settings.timing.front_door_audit_seconds,
+            ),
+        ),
     )

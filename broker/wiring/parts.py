@@ -35,6 +35,7 @@ from broker.gauges import DeviceGauges
 from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.server import Servicers
 from broker.jobs.circuits import CircuitDecoder
+from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger
 from broker.jobs.queue_sync import QueueSync
 from broker.jobs.result_proofs import ResultProofService
@@ -111,6 +112,7 @@ class JobParts:
     watchers: JobWatchers
     ledger: JobLedger
     queue_sync: QueueSync
+    decode_gate: DecodeGate
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -31,7 +31,8 @@ from broker.audit.model import AuditEvent
 from broker.clock import FakeClock
 from broker.devices.model import ReferenceScope
 from broker.devices.registry import ReferenceInput
-from broker.jobs.circuits import InProcessDecoder
+from broker.jobs.circuits import CircuitDecoder, InProcessDecoder
+from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.model import Job
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
@@ -97,6 +98,8 @@ class Core:
         *,
         timing: Mapping[str, Any] | None = None,
         projects: tuple[Project, ...] = (Project(name="lab"), Project(name="ops")),
+        decoder: CircuitDecoder | None = None,
+        decoding: DecodingSettings | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.link = FakeLink()
@@ -124,6 +127,7 @@ class Core:
             link_secret_key=_UNUSED,
             link_clients=_UNUSED,
             timing=dataclasses.replace(TimingSettings(), **dict(timing or {})),
+            decoding=decoding or DecodingSettings(),
         )
         self.parts: Components = build(
             Foundation(
@@ -136,7 +140,7 @@ class Core:
                 client_ca=self.ca,
                 policy=PolicyEngine.load_files(DEFAULT_POLICIES),
                 export_profile=load_profile(DEFAULT_PROFILE),
-                decoder=InProcessDecoder(),
+                decoder=decoder or InProcessDecoder(),
                 link=self.link,
             )
         )
@@ -156,6 +160,7 @@ class Core:
 
     def close(self) -> None:
         self.runner.close()
+        self.parts.jobs.decode_gate.close()
 
     async def register(
         self,
