@@ -20,6 +20,7 @@ from broker.clock import Clock
 from broker.devices.model import DeviceRecord
 from broker.devices.registry import DeviceRegistry
 from broker.errors import BrokerError, ErrorCode
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.jobs.guard import CallerGuard, project_of
 from broker.jobs.ledger import JobLedger
@@ -88,6 +89,7 @@ class SubmitDeps:
     anomalies: AnomalyMonitor
     decoder: CircuitDecoder
     limits: CircuitLimits
+    admission: SubmissionAdmission
 
 
 class Submission:
@@ -105,6 +107,8 @@ class Submission:
                 f"a batch holds at most {MAX_BATCH} jobs; this one has {len(requests)}",
             )
         principal = self._d.guard.principal(caller)
+        # Before any parsing: a refused call costs the broker next to nothing.
+        self._d.admission.admit(caller, len(requests))
         prepared = []
         for index, request in enumerate(requests):
             try:

@@ -17,6 +17,7 @@ from broker.audit.log import AuditLog
 from broker.devices.export_class import ExportClasses
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.ledger import JobLedger, JobObservers
 from broker.jobs.model import Job
 from broker.jobs.queue_sync import QueueSync
@@ -172,4 +173,11 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         watchers=watchers,
         ledger=JobLedger(base.runner, base.metrics, watchers, observers),
         queue_sync=QueueSync(base.runner, scheduler),
+        admission=SubmissionAdmission(
+            settings=settings.admission,
+            clock=base.clock,
+            metrics=base.metrics,
+            audit=r.audit,
+            store_depth=lambda: base.runner.depth,
+        ),
     )

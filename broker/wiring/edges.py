@@ -133,6 +133,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
             j.sessions.expire,
             r.front_door.flush,
             r.refusals.flush,
+            j.admission.flush,
         ],
     )
     return LinkParts(
@@ -189,6 +190,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
             anomalies=r.anomalies,
             decoder=base.decoder,
             limits=base.settings.limits,
+            admission=j.admission,
         )
     )
     jobs = JobService(

@@ -34,6 +34,7 @@ from broker.devices.registry import DeviceRegistry
 from broker.gauges import DeviceGauges
 from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.server import Servicers
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder
 from broker.jobs.ledger import JobLedger
 from broker.jobs.queue_sync import QueueSync
@@ -111,6 +112,7 @@ class JobParts:
     watchers: JobWatchers
     ledger: JobLedger
     queue_sync: QueueSync
+    admission: SubmissionAdmission
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
