@@ -16,10 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from broker.errors import BrokerError, ErrorCode, store_unavailable
 from broker.store import StoreError
-from qtestbed.shared.wire import RULE_ID_METADATA
-
-# Where gRPC carries a google.rpc.Status with typed details (grpc_status.rpc_status reads it).
-STATUS_DETAILS_METADATA = "grpc-status-details-bin"
+from qtestbed.shared.wire import RULE_ID_METADATA, STATUS_DETAILS_METADATA
 
 log = logging.getLogger(__name__)
 
