@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Epoch seconds as floats resolve to about 0.24 us today: waits below this are rounding.
+_CLOCK_SLACK = 1e-6
+
 
 @dataclass(frozen=True, slots=True)
 class BucketShape:
@@ -33,9 +36,11 @@ class TokenBucket:
         return min(self._shape.burst, self._tokens + elapsed * self._shape.rate)
 
     def wait(self, cost: float, now: float) -> float:
-        """Seconds until `cost` tokens are there: 0 when they are now."""
+        """Seconds until `cost` tokens are there: 0 when they are now. A wait shorter than the
+        clock's rounding is none, so a caller who waits exactly the delay given is admitted."""
         missing = min(cost, self._shape.burst) - self.tokens(now)
-        return max(missing, 0.0) / self._shape.rate
+        seconds = max(missing, 0.0) / self._shape.rate
+        return 0.0 if seconds <= _CLOCK_SLACK else seconds
 
     def take(self, cost: float, now: float) -> None:
         """Take `cost` tokens; the caller checked `wait(cost, now) == 0` first."""
@@ -43,7 +48,7 @@ class TokenBucket:
         self._at = max(now, self._at)
 
     def full(self, now: float) -> bool:
-        return self.tokens(now) >= self._shape.burst
+        return self.wait(self._shape.burst, now) == 0
 
 
 class TableFull(Exception):
