@@ -91,7 +91,8 @@ def test_a_principal_past_its_bucket_is_told_when_to_retry_while_another_is_admi
     assert surfaced is not None
     assert surfaced.code == "RESOURCE_EXHAUSTED"
     assert surfaced.rule_id == "admission.principal_rate"
-    assert surfaced.retry_after_seconds is not None and 0 < surfaced.retry_after_seconds <= 1.0
+    assert surfaced.retry_after_seconds is not None
+    assert 0 < surfaced.retry_after_seconds <= 1.0
     assert "retry after" in str(surfaced)
 
     refused = metric_value(
