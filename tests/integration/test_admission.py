@@ -43,7 +43,7 @@ def facility(tmp_path: Path) -> Iterator[LocalFacility]:
 
 def _retry_delay(error: grpc.RpcError) -> float:
     """The RetryInfo delay, read the way any gRPC client reads status details."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "no grpc-status-details-bin on the refusal"
     for detail in status.details:
         info = error_details_pb2.RetryInfo()
@@ -68,8 +68,8 @@ def test_a_principal_past_its_bucket_is_told_when_to_retry_while_another_is_admi
             refusal = exc
             break
     assert refusal is not None, f"alice was admitted {ATTEMPTS} times past her bucket"
-    assert refusal.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-    assert "submission rate limit for principal 'alice'" in refusal.details()  # type: ignore[attr-defined]
+    assert refusal.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "submission rate limit for principal 'alice'" in refusal.details()
     delay = _retry_delay(refusal)
     assert 0 < delay <= 1.0  # one job at one per second
 
