@@ -10,7 +10,7 @@ every 20 ms at most, each timed from the bench process:
   quiet   bob alone, for 20 s;
   loaded  for 40 s, while alice, in her own process, keeps 8 concurrent 200 KiB OpenQASM 3
           submissions going (seconds of parsing each): each resubmits at once after an answer,
-          or after the retry delay the broker gave with a refusal (`QtestbedError.retry_after`;
+          or after the retry delay the broker gave with a refusal (`QtestbedError.retry_after_seconds`;
           hammering the front door faster is the submission rate limiter's business).
 Printed: both p50s, what alice's calls got, and `RATIO loaded/quiet`; target <= 2.0.
 
@@ -90,7 +90,7 @@ def alice_load(profile: Path, broker: str, limit_s: float) -> int:
                 outcome = "accepted"
             except QtestbedError as exc:
                 outcome = exc.code
-                pause = exc.retry_after or 0.0
+                pause = exc.retry_after_seconds or 0.0
             with lock:
                 outcomes[outcome] += 1
                 spent[outcome] = spent.get(outcome, 0.0) + time.perf_counter() - began

@@ -190,6 +190,13 @@ class BrokerMetrics:
             ["reason"],
             registry=r,
         )
+        self.admission_refusals = Counter(
+            "qtestbed_admission_refusals",
+            "Submissions refused at admission, by reason (principal_rate, facility_rate, "
+            "overload); each carries a retry delay.",
+            ["reason"],
+            registry=r,
+        )
         self.access_refusals = Counter(
             "qtestbed_access_refusals",
             "Separation-of-duties refusals by rule (access.self-edit, access.elevation, "

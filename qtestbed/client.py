@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 from attestation.audit_inclusion import InclusionProof
 from attestation.shot_memory import ShotMemory, ShotMemoryError
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
 from qtestbed.shared.wire import (
     FORMAT_NAMES,
-    RETRY_AFTER_METADATA,
     RULE_ID_METADATA,
+    STATUS_DETAILS_METADATA,
     format_to_proto,
 )
 from qtestbed.v1 import (
@@ -39,16 +41,23 @@ from qtestbed.v1 import (
 
 class QtestbedError(Exception):
     """A refusal from the broker: its gRPC status name, its message, any rule id, and the
-    seconds to wait before retrying when the broker said (`retry-after` trailing metadata)."""
+    seconds to wait before retrying when the broker said (a google.rpc.RetryInfo status detail)."""
 
     def __init__(
-        self, code: str, message: str, rule_id: str = "", retry_after: float | None = None
+        self,
+        code: str,
+        message: str,
+        rule_id: str = "",
+        retry_after_seconds: float | None = None,
     ) -> None:
-        super().__init__(f"{code}: {message}" + (f" [rule {rule_id}]" if rule_id else ""))
+        retry = f" [retry after {retry_after_seconds:.3g} s]" if retry_after_seconds else ""
+        rule = f" [rule {rule_id}]" if rule_id else ""
+        super().__init__(f"{code}: {message}{rule}{retry}")
         self.code = code
         self.message = message
         self.rule_id = rule_id
-        self.retry_after = retry_after
+        # From the standard google.rpc.RetryInfo status detail, when the broker gave one.
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,14 +95,29 @@ def _translate(exc: grpc.RpcError) -> QtestbedError:
     call = exc  # grpc raises objects that are both RpcError and Call
     code = call.code().name if hasattr(call, "code") else "UNKNOWN"
     details = call.details() if hasattr(call, "details") else str(exc)
-    rule, retry_after = "", None
+    rule = ""
     trailers = call.trailing_metadata() if hasattr(call, "trailing_metadata") else None
+    retry: float | None = None
     for key, value in trailers or ():
         if key == RULE_ID_METADATA:
             rule = str(value)
-        elif key == RETRY_AFTER_METADATA:
-            retry_after = float(value)
-    return QtestbedError(code, details or "", rule, retry_after)
+        elif key == STATUS_DETAILS_METADATA and isinstance(value, bytes):
+            retry = _retry_delay(value)
+    return QtestbedError(code, details or "", rule, retry)
+
+
+def _retry_delay(serialized: bytes) -> float | None:
+    """The RetryInfo delay in a serialized google.rpc.Status, or None when it has none."""
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(serialized)
+    except DecodeError:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
 
 
 def submit_request(

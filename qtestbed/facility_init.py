@@ -459,5 +459,9 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         "rate_floor = 60\nvolume_floor = 2000\n"
         "denial_threshold = 10\nattestation_device_threshold = 3\n"
         "canary_interval_seconds = 600.0\ncanary_fidelity_floor = 0.9\n\n"
+        "[admission]  # submission rate limits (jobs; a batch costs its size); README Admission\n"
+        "principal_burst = 2000\nprincipal_jobs_per_second = 20.0\n"
+        "facility_burst = 10000\nfacility_jobs_per_second = 500.0\n"
+        "max_store_queue = 1000  # shed submissions while this many store calls wait\n\n"
         "[timing]\nlease_seconds = 120.0\nmax_attempts = 3\nheartbeat_seconds = 1.0\n"
     )

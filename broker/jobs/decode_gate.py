@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from broker.audit.refusals import RefusalLog
-from broker.errors import BrokerError, ErrorCode
+from broker.errors import BrokerError, resource_exhausted
 from broker.metrics import BrokerMetrics
 from qtestbed.shared.circuits import DecodeDeadline
 
@@ -127,11 +127,9 @@ class DecodeGate:
     def _refuse(self, principal: str, held: int) -> BrokerError:
         self._metrics.decode_refusals.labels(SHARE_REFUSED).inc()
         self._refusals.tally(SHARE_REFUSED, principal)
-        return BrokerError(
-            ErrorCode.RESOURCE_EXHAUSTED,
+        return resource_exhausted(
             f"{held} of your circuits are being validated, your share of this broker's "
-            f"decoders; retry in {self._retry_after:g} s, or wait for a submission to return "
-            "before sending the next",
+            "decoders; wait for a submission to return before sending the next",
+            self._retry_after,
             rule_id="decode.principal_share",
-            retry_after_s=self._retry_after,
         )

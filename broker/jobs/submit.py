@@ -20,6 +20,7 @@ from broker.clock import Clock
 from broker.devices.model import DeviceRecord
 from broker.devices.registry import DeviceRegistry
 from broker.errors import BrokerError, ErrorCode
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.guard import CallerGuard, project_of
@@ -90,6 +91,7 @@ class SubmitDeps:
     decoder: CircuitDecoder
     limits: CircuitLimits
     decode_gate: DecodeGate
+    admission: SubmissionAdmission
 
 
 class Submission:
@@ -107,6 +109,8 @@ class Submission:
                 f"a batch holds at most {MAX_BATCH} jobs; this one has {len(requests)}",
             )
         principal = self._d.guard.principal(caller)
+        # Before any parsing: a refused call costs the broker next to nothing.
+        self._d.admission.admit(caller, len(requests))
         prepared = []
         for index, request in enumerate(requests):
             try:
@@ -119,7 +123,7 @@ class Submission:
                     exc.code,
                     f"{where}: {exc.detail}",
                     rule_id=exc.rule_id,
-                    retry_after_s=exc.retry_after_s,
+                    retry_after_seconds=exc.retry_after_seconds,
                 ) from exc
         try:
             stored = await self._d.ledger.insert_many([(p.job, p.event, p.quota) for p in prepared])

@@ -20,6 +20,7 @@ from broker.audit.refusals import RefusalLog
 from broker.devices.export_class import ExportClasses
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger, JobObservers
 from broker.jobs.model import Job
@@ -187,5 +188,12 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
                 logger=logging.getLogger("broker.jobs.decode_gate"),
                 window_seconds=settings.timing.front_door_audit_seconds,
             ),
+        ),
+        admission=SubmissionAdmission(
+            settings=settings.admission,
+            clock=base.clock,
+            metrics=base.metrics,
+            audit=r.audit,
+            store_depth=lambda: base.runner.depth,
         ),
     )

@@ -134,6 +134,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
             r.front_door.flush,
             r.refusals.flush,
             j.decode_gate.flush,
+            j.admission.flush,
         ],
     )
     return LinkParts(
@@ -191,6 +192,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
             decoder=base.decoder,
             limits=base.settings.limits,
             decode_gate=j.decode_gate,
+            admission=j.admission,
         )
     )
     jobs = JobService(

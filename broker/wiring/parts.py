@@ -34,6 +34,7 @@ from broker.devices.registry import DeviceRegistry
 from broker.gauges import DeviceGauges
 from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.server import Servicers
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger
@@ -113,6 +114,7 @@ class JobParts:
     ledger: JobLedger
     queue_sync: QueueSync
     decode_gate: DecodeGate
+    admission: SubmissionAdmission
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,8 +16,8 @@ from qtestbed.v1 import jobs_pb2
 
 # Trailing metadata of a refused call: the policy or rule that refused it.
 RULE_ID_METADATA = "qtestbed-rule-id"
-# Trailing metadata of a call refused for now (a share or rate limit): seconds to wait, decimal.
-RETRY_AFTER_METADATA = "retry-after"
+# Where gRPC carries a google.rpc.Status with typed details (e.g. RetryInfo: when to retry).
+STATUS_DETAILS_METADATA = "grpc-status-details-bin"
 
 # What a sealed lease grant's box is for (authenticated with it, so no other box opens as one).
 LEASE_GRANT_SEAL_CONTEXT = b"qtestbed.v1.LeaseGrant"

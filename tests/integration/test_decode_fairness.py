@@ -102,7 +102,7 @@ def test_a_flooding_principal_is_refused_past_its_share_while_another_is_served(
     assert refused
     assert killed
     for error in refused:
-        assert error.retry_after == 2.0
+        assert error.retry_after_seconds == 2.0
         assert error.rule_id == "decode.principal_share"
         assert "retry in 2 s" in error.message
     for error in killed:

@@ -77,7 +77,7 @@ async def test_a_principal_past_its_share_is_refused_with_a_retry_delay_while_ot
     error = refused.value
     assert error.code is ErrorCode.RESOURCE_EXHAUSTED
     assert error.rule_id == "decode.principal_share"
-    assert error.retry_after_s == 1.0
+    assert error.retry_after_seconds == 1.0
     assert "retry in 1 s" in error.detail
     assert metric(core, "qtestbed_decode_refusals_total", reason="principal_share") == 1
 
@@ -112,7 +112,7 @@ async def test_a_refusal_in_a_batch_keeps_its_retry_delay(
     with pytest.raises(BrokerError) as refused:
         await core.parts.services.submission.submit_many("alice", [request(), request()])
     assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
-    assert refused.value.retry_after_s == 1.0
+    assert refused.value.retry_after_seconds == 1.0
     assert refused.value.detail.startswith("job 1 of 2 (nothing in the batch was queued)")
     decoder.release.set()
     await first
