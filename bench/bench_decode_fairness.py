@@ -10,8 +10,9 @@ every 20 ms at most, each timed from the bench process:
   quiet   bob alone, for 20 s;
   loaded  for 40 s, while alice, in her own process, keeps 8 concurrent 200 KiB OpenQASM 3
           submissions going (seconds of parsing each): each resubmits at once after an answer,
-          or after the retry delay the broker gave with a refusal (`QtestbedError.retry_after_seconds`;
-          hammering the front door faster is the submission rate limiter's business).
+          or after the retry delay the broker gave with a refusal
+          (`QtestbedError.retry_after_seconds`; hammering the front door faster is the
+          submission rate limiter's business).
 Printed: both p50s, what alice's calls got, and `RATIO loaded/quiet`; target <= 2.0.
 
 Every loop stops at a call count or a time limit, whichever first; alice's process is stopped
