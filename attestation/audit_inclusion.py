@@ -48,6 +48,10 @@ _SEQ_BYTES = 8
 _HEX = frozenset("0123456789abcdef")
 _EVENT_FIELDS = frozenset({"kind", "actor", "subject", "at", "detail"})
 _CHECKPOINT_FIELDS = frozenset({"tree_size", "root_hash", "at"})
+# cosignatures and witnessed are absent from bundles saved before witnessed proofs.
+_PROOF_FIELDS = frozenset(
+    {"entry", "leaf_index", "tree_size", "audit_path", "checkpoint", "cosignatures", "witnessed"}
+)
 
 
 class ProofFormatError(ValueError):
@@ -87,6 +91,9 @@ class InclusionProof:
         """Parse the bundle's `audit_inclusion` object, accepting only canonical spellings."""
         if not isinstance(raw, Mapping):
             raise ProofFormatError("audit_inclusion must be an object")
+        unknown = set(raw) - _PROOF_FIELDS
+        if unknown:
+            raise ProofFormatError(f"audit_inclusion has unknown fields {sorted(unknown)}")
         path = raw.get("audit_path")
         if not isinstance(path, list) or len(path) > MAX_PATH:
             raise ProofFormatError(f"audit_path must be a list of at most {MAX_PATH} hashes")
