@@ -51,7 +51,8 @@ def test_a_pinned_witness_cosigning_exactly_the_checkpoint_counts() -> None:
         [_cosign(), _cosign(), _cosign(OTHER_WITNESS)],
         [WITNESS.public_key, OTHER_WITNESS.public_key],
     )
-    assert len(both.witnesses) == 2 and both.problems == ()
+    assert len(both.witnesses) == 2
+    assert both.problems == ()
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,8 @@ def test_a_pinned_witness_cosigning_exactly_the_checkpoint_counts() -> None:
 def test_a_cosignature_over_another_head_or_log_fails(cosignature: bytes, phrase: str) -> None:
     check = _check([cosignature])
     assert check.witnesses == frozenset()
-    assert len(check.problems) == 1 and phrase in check.problems[0], check.problems
+    assert len(check.problems) == 1, check.problems
+    assert phrase in check.problems[0], check.problems
 
 
 def test_a_cosignature_by_a_key_not_pinned_does_not_count() -> None:
