@@ -268,7 +268,8 @@ class Client:
         return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
 
     def result_proof(self, job_id: str) -> InclusionProof:
-        """The inclusion proof of the job's job.completed audit entry in a signed checkpoint."""
+        """The inclusion proof of the job's job.completed audit entry in a signed checkpoint,
+        with witnesses' cosignatures when the broker has a witnessed checkpoint covering it."""
         request = jobs_pb2.GetResultProofRequest(job_id=job_id)
         proof: jobs_pb2.ResultProof = self._unary(self._jobs.GetResultProof, request)  # type: ignore[assignment]
         return InclusionProof(
@@ -277,6 +278,7 @@ class Client:
             tree_size=proof.tree_size,
             audit_path=tuple(proof.audit_path),
             checkpoint=proof.checkpoint,
+            cosignatures=tuple(proof.cosignatures),
         )
 
     def submit_many(

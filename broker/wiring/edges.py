@@ -229,6 +229,13 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         clock=clock,
         metrics=base.metrics,
     )
+    cosignatures = CosignatureDesk(
+        runner=base.runner,
+        audit=r.audit,
+        witnesses=base.witness_keys,
+        log_key_id=base.audit_key.public_key.key_id,
+        metrics=base.metrics,
+    )
     return Services(
         submission=submission,
         jobs=jobs,
@@ -239,16 +246,12 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         result_proofs=ResultProofService(
             jobs=jobs,
             proofs=InclusionProofs(
-                runner=base.runner, sign_now=lambda: link.signer.tick(force=True)
+                runner=base.runner,
+                sign_now=lambda: link.signer.tick(force=True),
+                cosignatures=cosignatures,
             ),
         ),
-        cosignatures=CosignatureDesk(
-            runner=base.runner,
-            audit=r.audit,
-            witnesses=base.witness_keys,
-            log_key_id=base.audit_key.public_key.key_id,
-            metrics=base.metrics,
-        ),
+        cosignatures=cosignatures,
         proofs=ConsistencyProver(base.runner),
     )
 
