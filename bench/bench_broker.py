@@ -69,7 +69,7 @@ from bench.harness import (
 )
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client
-from qtestbed.testing import LocalFacility
+from qtestbed.testing import UNLIMITED_ADMISSION, LocalFacility
 from qtestbed.v1 import jobs_pb2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -285,7 +285,7 @@ def phase1(
         "synchronous=FULL, no driver, jobs stay QUEUED)",
         flush=True,
     )
-    with LocalFacility(root) as facility:
+    with LocalFacility(root, limits=UNLIMITED_ADMISSION) as facility:
         echo_procs = {mode: start_echo(children, mode, root) for mode in ("aio", "sync")}
         broker = fresh_broker(facility)
         echoes = [echo_target(f"echo-{mode}", proc) for mode, proc in echo_procs.items()]
@@ -304,7 +304,7 @@ def phase2(root: Path, plan: Plan) -> Latency:
     )
     for name in DB_FILES:
         (root / name).unlink(missing_ok=True)
-    with LocalFacility(root) as facility:
+    with LocalFacility(root, limits=UNLIMITED_ADMISSION) as facility:
         facility.start_broker_process()
         facility.start_driver(DEVICE)
         client = facility.client("alice")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_broker import FULL, QUICK, SUBMIT_METHOD, Plan, load_config
 from bench.harness import Children, Target, Throughput, print_run, run_load
 from broker.app import Broker
-from qtestbed.testing import LocalFacility
+from qtestbed.testing import UNLIMITED_ADMISSION, LocalFacility
 
 CONCURRENCY = 64
 MONITOR_ENTRY_POINTS = (
@@ -74,7 +74,7 @@ def strip(broker: Broker) -> None:
 
 
 def one_arm(children: Children, root: Path, plan: Plan, *, bare: bool) -> Throughput:
-    with LocalFacility(root) as facility:
+    with LocalFacility(root, limits=UNLIMITED_ADMISSION) as facility:
         facility.start_broker()
         assert facility.embedded is not None
         assert facility.embedded.broker is not None

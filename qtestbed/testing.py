@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -64,6 +65,21 @@ def scrape_metrics(url: str, *, ca: Path, cert: Path, key: Path, timeout: float 
     return text
 
 
+# Per-principal limits far above any load a benchmark on one machine offers, by broker.toml
+# section: for benches that measure the submission path behind them with one principal
+# (bench/bench_broker.py, bench/bench_metrics.py).
+UNLIMITED_ADMISSION: Mapping[str, Mapping[str, Any]] = {
+    "admission": {
+        "principal_burst": 10**9,
+        "principal_jobs_per_second": 1e9,
+        "facility_burst": 10**9,
+        "facility_jobs_per_second": 1e9,
+        "max_store_queue": 10**9,
+    },
+    "decoding": {"per_principal": 10**6},
+}
+
+
 class LocalFacility:
     def __init__(
         self,
@@ -73,6 +89,7 @@ class LocalFacility:
         timing: Mapping[str, Any] | None = None,
         anomaly: Mapping[str, Any] | None = None,
         scheduling: Mapping[str, Any] | None = None,
+        limits: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.root = root
         # Where `init` put the CA keys: beside the facility, never in it (the broker refuses).
@@ -83,6 +100,8 @@ class LocalFacility:
         self.timing = {**FAST_TIMING, **(timing or {})}
         self.anomaly = dict(anomaly or {})
         self.scheduling = dict(scheduling or {})
+        # broker.toml sections written before [timing] (admission, decoding): values to change.
+        self.limits = {section: dict(values) for section, values in (limits or {}).items()}
         self.embedded: EmbeddedBroker | None = None
         self.broker_process: subprocess.Popen[bytes] | None = None
         self.addresses: BrokerAddresses | None = None
@@ -102,7 +121,13 @@ class LocalFacility:
         timing = dataclasses.replace(base.timing, **self.timing)
         anomaly = dataclasses.replace(base.anomaly, **self.anomaly)
         scheduling = dataclasses.replace(base.scheduling, **self.scheduling)
-        return dataclasses.replace(base, timing=timing, anomaly=anomaly, scheduling=scheduling)
+        limits = {
+            section: dataclasses.replace(getattr(base, section), **values)
+            for section, values in self.limits.items()
+        }
+        return dataclasses.replace(
+            base, timing=timing, anomaly=anomaly, scheduling=scheduling, **limits
+        )
 
     def start_broker(self) -> BrokerAddresses:
         """The broker on a thread of this process (see `broker.embedded`)."""
@@ -152,6 +177,8 @@ class LocalFacility:
         from broker.settings import TimingSettings
 
         text = (self.root / "broker.toml").read_text().split("[timing]")[0]
+        for section, values in self.limits.items():
+            text = _with_values(text, section, values)
         body = "\n".join(
             f"{k} = {v}" for k, v in {**dataclasses.asdict(TimingSettings()), **self.timing}.items()
         )
@@ -242,3 +269,17 @@ def _read_ready(path: Path, proc: subprocess.Popen[bytes]) -> dict[str, str] | N
         return None
     data: dict[str, str] = json.loads(path.read_text())
     return data
+
+
+def _with_values(text: str, section: str, values: Mapping[str, Any]) -> str:
+    """broker.toml `text` with `values` set in its `[section]` (which must be there)."""
+    head, header, rest = text.partition(f"[{section}]")
+    if not header:
+        raise ValueError(f"broker.toml has no [{section}] before [timing]")
+    body, bracket, tail = rest.partition("\n[")
+    for key, value in values.items():
+        line = f"{key} = {value!r}"
+        body, found = re.subn(rf"(?m)^{re.escape(key)} *=.*$", line, body)
+        if not found:
+            body = body.rstrip("\n") + f"\n{line}\n"
+    return head + header + body + bracket + tail

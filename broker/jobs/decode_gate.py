@@ -61,9 +61,10 @@ class DecodingSettings:
         return min(max(os.cpu_count() or 1, MIN_PROCESSES), MAX_PROCESSES)
 
     def share(self) -> int:
-        """Payloads one principal may have in decoding at once (never more than the pool)."""
-        size = self.pool_size()
-        return min(self.per_principal or math.ceil(size / 2), size)
+        """Payloads one principal may have in decoding at once: half the pool unless the
+        operator set it. A share set past the pool is allowed (a facility that trusts its
+        users, or a benchmark): decodes beyond the pool then wait for a child, not refused."""
+        return self.per_principal or math.ceil(self.pool_size() / 2)
 
     def deadline(self) -> DecodeDeadline:
         return DecodeDeadline(

