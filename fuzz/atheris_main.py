@@ -12,7 +12,7 @@ import atheris
 # Imported before instrumentation so they stay uninstrumented.
 import cryptography.x509  # noqa: F401
 import google.protobuf.message  # noqa: F401
-import qiskit  # noqa: F401
+import qiskit
 import qiskit.qpy  # noqa: F401
 
 

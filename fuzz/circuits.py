@@ -6,6 +6,7 @@ Documented failures: `CircuitError`, and `MemoryError`, which the child answers 
 
 from __future__ import annotations
 
+import contextlib
 import resource
 
 from qtestbed.shared.circuits.decoders import decode_payload
@@ -16,10 +17,8 @@ CHILD_MEMORY_BYTES = 1 << 30
 
 
 def decode(fmt: CircuitFormat, data: bytes) -> None:
-    try:
+    with contextlib.suppress(CircuitError, MemoryError):
         decode_payload(fmt, data, DEFAULT_LIMITS)
-    except (CircuitError, MemoryError):
-        pass
 
 
 def cap_memory() -> None:

@@ -9,13 +9,13 @@ import shutil
 
 from qiskit import QuantumCircuit, qpy
 
+from attestation._json import canonical_dumps
 from attestation.audit_inclusion import CHECKPOINT_PAYLOAD_TYPE, InclusionProof
 from attestation.dsse import sign_envelope
 from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
 from attestation.receipts import ReceiptClaims, encode_receipt, result_digest, sign_receipt
 from attestation.shot_memory import ShotMemory
-from attestation._json import canonical_dumps
 from fuzz import receipts, world
 from fuzz.targets import NAMES
 from qtestbed.receipt_bundle import ResultBundle
@@ -103,7 +103,7 @@ def _receipt(evidence_digest: str) -> bytes:
         dispatch_nonce=receipts.NONCE,
         evidence_digest=evidence_digest,
         issued_at=world.NOW,
-        executed_circuit_digest=hashlib.sha256(b"").hexdigest(),
+        executed_circuit_digest=receipts.CIRCUIT_DIGEST,  # ran as sent
     )
     assert encode_receipt(claims)
     return sign_receipt(claims, world.DEVICE_KEY).to_json()
@@ -176,7 +176,9 @@ def seeds() -> dict[str, list[bytes]]:
                 certificate_chain=chain,
             )
         ),
-        driver_link_pb2.LinkMessage(evidence=driver_link_pb2.EvidenceMessage(envelope=evidence.to_json())),
+        driver_link_pb2.LinkMessage(
+            evidence=driver_link_pb2.EvidenceMessage(envelope=evidence.to_json())
+        ),
         driver_link_pb2.LinkMessage(
             result=driver_link_pb2.LeaseResult(
                 lease_id="l-1",

@@ -5,6 +5,8 @@ Documented failures of the decoders: `EnvelopeError` and `ReceiptError`."""
 
 from __future__ import annotations
 
+import contextlib
+
 from attestation.dsse import Envelope, EnvelopeError
 from attestation.receipts import ReceiptError, decode_receipt, verify_receipt
 from fuzz import world
@@ -18,10 +20,8 @@ NONCE = bytes(range(16))
 
 
 def one_input(data: bytes) -> None:
-    try:
+    with contextlib.suppress(*EXPECTED):
         decode_receipt(Envelope.from_json(data))
-    except EXPECTED:
-        pass
     problems = verify_receipt(
         data,
         world.DEVICE_KEY.public_key,

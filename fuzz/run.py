@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(outcome)
     total = sum(o.inputs for o in outcomes)
     crashed = [o.name for o in outcomes if o.returncode != 0]
-    print(f"{'total':16} {total:>10} inputs  {'crashed: ' + ', '.join(crashed) if crashed else 'ok'}")
+    print(
+        f"{'total':16} {total:>10} inputs  {'crashed: ' + ', '.join(crashed) if crashed else 'ok'}"
+    )
     return 1 if crashed else 0
 
 
