@@ -33,6 +33,8 @@ class Outcome:
 def fuzz_one(name: str, seconds: int, timeout: int, corpus: Path) -> Outcome:
     CRASHES.mkdir(exist_ok=True)
     corpus.mkdir(parents=True, exist_ok=True)
+    target = load(name)
+    dictionary = [f"-dict={target.dictionary}"] if target.dictionary else []
     command = [
         sys.executable,
         "-m",
@@ -44,8 +46,9 @@ def fuzz_one(name: str, seconds: int, timeout: int, corpus: Path) -> Outcome:
         "-max_len=4096",
         "-print_final_stats=1",
         f"-artifact_prefix={CRASHES}/{name}-",
+        *dictionary,
         str(corpus),  # new inputs go here, not into the committed seeds
-        str(load(name).seeds),
+        str(target.seeds),
     ]
     done = subprocess.run(command, capture_output=True, check=False)
     log = done.stderr

@@ -31,6 +31,9 @@ def one_input(data: bytes) -> None:
 
 
 def _check(request: SubmitRequest) -> None:
-    """What the domain relies on: plain types, the key bounded."""
+    """What the codec promises the domain: plain types, the key bounded, the selector's error
+    bound in [0, 1)."""
     assert isinstance(request.payload, bytes)
     assert request.idempotency_key is None or len(request.idempotency_key) <= 128
+    if request.selector is not None:
+        assert 0 <= request.selector.max_two_qubit_error < 1, request.selector

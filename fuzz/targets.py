@@ -9,6 +9,10 @@ from pathlib import Path
 
 from fuzz.world import SEEDS
 
+# Targets whose input is JSON get a dictionary of its tokens and our field names.
+JSON_TARGETS = frozenset({"evidence", "receipts", "result_bundle", "audit_inclusion"})
+JSON_DICTIONARY = Path(__file__).parent / "json.dict"
+
 NAMES = (
     "submit_jobs",
     "qasm2",
@@ -31,6 +35,10 @@ class Target:
     @property
     def seeds(self) -> Path:
         return SEEDS / self.name
+
+    @property
+    def dictionary(self) -> Path | None:
+        return JSON_DICTIONARY if self.name in JSON_TARGETS else None
 
 
 def load(name: str) -> Target:
