@@ -51,7 +51,7 @@ bench: setup
 # Each fuzz target under atheris for FUZZ_SECONDS (not part of `make test`); non-zero on a crash.
 FUZZ_SECONDS ?= 20
 fuzz: setup
-	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[fuzz]'
 	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
