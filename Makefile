@@ -13,7 +13,7 @@ QTESTBED_TEST_PG_DSN ?= postgresql://postgres@127.0.0.1:5432/test
 export QTESTBED_TEST_PG_DSN
 endif
 
-.PHONY: setup demo test lint typecheck unit protos bench clean
+.PHONY: setup demo test lint typecheck unit protos bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ bench: setup
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_hidden.py
 	$(BIN)/python bench/bench_decode_fairness.py
+
+# Each fuzz target under atheris for FUZZ_SECONDS (not part of `make test`); non-zero on a crash.
+FUZZ_SECONDS ?= 20
+fuzz: setup
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

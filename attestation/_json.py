@@ -29,6 +29,15 @@ def _no_constants(name: str) -> Any:
     raise StrictJSONError(f"non-finite number {name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    # `1e400` is valid JSON that Python reads as inf: as non-finite as the Infinity constant,
+    # and canonical_dumps could not write it back (found by fuzz/audit_inclusion.py).
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJSONError(f"number {text[:40]} is out of range")
+    return value
+
+
 def strict_loads(data: bytes) -> Any:
     """Parse UTF-8 JSON, refusing duplicate keys and non-finite numbers."""
     try:
@@ -36,7 +45,12 @@ def strict_loads(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise StrictJSONError(f"not UTF-8: {exc}") from exc
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+        )
     except StrictJSONError:
         raise
     except RecursionError as exc:

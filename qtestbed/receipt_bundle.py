@@ -113,8 +113,12 @@ class ResultBundle:
                 else None,
                 memory=_memory_from(raw["memory"]) if "memory" in raw else None,
             )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # OverflowError: `Infinity` where a count belongs; RecursionError: JSON nested past
+        # the parser's depth (both found by fuzz/result_bundle.py).
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             raise ValueError(f"result bundle is malformed: {exc}") from exc
+        except RecursionError:
+            raise ValueError("result bundle is malformed: JSON nested too deeply") from None
 
 
 def _memory_from(raw: Mapping[str, Any]) -> ShotMemory:

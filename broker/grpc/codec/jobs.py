@@ -30,7 +30,7 @@ def submit_from_proto(request: jobs_pb2.SubmitJobRequest) -> SubmitRequest:
     selector = None
     if request.HasField("selector"):
         sel = request.selector
-        if sel.max_two_qubit_error < 0 or sel.max_two_qubit_error >= 1:
+        if not 0 <= sel.max_two_qubit_error < 1:  # NaN too: it compares false both ways
             raise BrokerError(
                 ErrorCode.INVALID_ARGUMENT, "selector.max_two_qubit_error must be in [0, 1)"
             )
