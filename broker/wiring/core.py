@@ -159,7 +159,7 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         if job.session_id:
             sessions.touch(job.session_id)
 
-    watchers = JobWatchers()
+    watchers = JobWatchers(scheduler.take_moves)
     observers = JobObservers(
         on_change=[scheduler.observe],
         on_finished=[usage.job_finished, scheduler.finished, touch_session],
