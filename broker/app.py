@@ -225,6 +225,7 @@ class Broker:
         if self._tasks and self.components is not None:
             await self.components.registries.anomalies.drain()
             await self.components.registries.front_door.flush(force=True)
+            await self.components.registries.call_limits.flush(force=True)
             link = self.components.link
             if self._link is not None:
                 link.door.socket_refusals(self._link.take_refusals())

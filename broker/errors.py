@@ -23,11 +23,16 @@ class ErrorCode(enum.Enum):
 class BrokerError(Exception):
     """An error meant for the caller: `detail` is safe to show and says what to do next."""
 
-    def __init__(self, code: ErrorCode, detail: str, *, rule_id: str = "") -> None:
+    def __init__(
+        self, code: ErrorCode, detail: str, *, rule_id: str = "", retry_after: float = 0.0
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.rule_id = rule_id
+        # Seconds the caller should wait before trying again (0: no advice); sent in the
+        # `qtestbed-retry-after-ms` trailer.
+        self.retry_after = retry_after
 
 
 def not_found(kind: str, ident: str) -> BrokerError:

@@ -14,7 +14,7 @@ import grpc
 
 from broker.errors import BrokerError, ErrorCode, store_unavailable
 from broker.store import StoreError
-from qtestbed.shared.wire import RULE_ID_METADATA
+from qtestbed.shared.wire import RETRY_AFTER_METADATA, RULE_ID_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,13 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> 
     """End the call with the status the catalog gives `exc` (this raises AbortError)."""
     error = as_broker_error(exc)
     if error is not None:
+        trailers = []
         if error.rule_id:
-            context.set_trailing_metadata(((RULE_ID_METADATA, error.rule_id),))
+            trailers.append((RULE_ID_METADATA, error.rule_id))
+        if error.retry_after > 0:
+            trailers.append((RETRY_AFTER_METADATA, str(round(error.retry_after * 1000))))
+        if trailers:
+            context.set_trailing_metadata(tuple(trailers))
         await context.abort(STATUS_FOR[error.code], error.detail)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error (ref %s)", ref, exc_info=exc)

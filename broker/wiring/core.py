@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broker.access.call_limits import CallLimits
 from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
 from broker.access.front_door import FrontDoor
@@ -107,6 +108,14 @@ def registries(base: Foundation) -> Registries:
         gate=gate,
         credentials=credentials,
         streams=streams,
+        call_limits=CallLimits(
+            base.settings.calls,
+            streams=streams,
+            metrics=metrics,
+            audit=audit,
+            clock=clock,
+            window_seconds=base.settings.timing.front_door_audit_seconds,
+        ),
         front_door=FrontDoor(
             audit=audit,
             metrics=metrics,

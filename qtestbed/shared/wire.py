@@ -16,6 +16,8 @@ from qtestbed.v1 import jobs_pb2
 
 # Trailing metadata of a refused call: the policy or rule that refused it.
 RULE_ID_METADATA = "qtestbed-rule-id"
+# Trailing metadata of a RESOURCE_EXHAUSTED refusal: milliseconds to wait before retrying.
+RETRY_AFTER_METADATA = "qtestbed-retry-after-ms"
 
 # What a sealed lease grant's box is for (authenticated with it, so no other box opens as one).
 LEASE_GRANT_SEAL_CONTEXT = b"qtestbed.v1.LeaseGrant"
