@@ -1,0 +1,112 @@
+"""Streams against a real broker process: a principal at its open-stream cap is refused with
+RESOURCE_EXHAUSTED and a retry delay while another principal still watches and submits, and a
+watcher that stops reading neither holds anyone up nor misses the job's latest state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.client import Client
+from qtestbed.shared.wire import RETRY_AFTER_METADATA
+from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
+
+CAP = 4
+CALLS = f"[calls]\nstreams_per_principal = {CAP}\nretry_after_seconds = 3\n"
+
+
+@pytest.fixture
+def broker(facility: LocalFacility) -> LocalFacility:
+    """A broker process whose [calls] table caps each principal at CAP streams."""
+    path = facility.root / "broker.toml"
+    text = path.read_text()
+    head, timing, tail = text.partition("[timing]")
+    path.write_text(f"{head}{CALLS}{timing}{tail}" if timing else f"{text}\n{CALLS}")
+    facility.start_broker_process()
+    return facility
+
+
+def _watch(client: Client, job_id: str) -> grpc.Future:
+    stub = jobs_pb2_grpc.JobServiceStub(client.channel)
+    return stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=120)
+
+
+def _submit(client: Client) -> jobs_pb2.Job:
+    return client.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+
+
+def test_a_principal_at_its_stream_cap_is_refused_while_another_still_watches_and_submits(
+    broker: LocalFacility,
+) -> None:
+    alice, bob = broker.client("alice"), broker.client("bob")
+    job = _submit(alice)
+    held = [_watch(alice, job.job_id) for _ in range(CAP)]
+    for stream in held:
+        assert next(stream).job.job_id == job.job_id  # each one open and answering
+    refused = _watch(alice, job.job_id)
+    with pytest.raises(grpc.RpcError) as exc:
+        next(refused)
+    assert exc.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"limit of {CAP} open streams" in (exc.value.details() or "")
+    assert "retry in 3 s" in (exc.value.details() or "")
+    assert dict(exc.value.trailing_metadata() or ())[RETRY_AFTER_METADATA] == "3000"
+
+    # Bob is admitted while alice is at her cap: he watches, and he submits.
+    mine = _submit(bob)
+    bobs = _watch(bob, mine.job_id)
+    assert next(bobs).job.queue_position == 2
+    assert bob.get_job(mine.job_id).job_id == mine.job_id
+    bobs.cancel()
+
+    # A stream alice closes gives her place back.
+    held.pop().cancel()
+
+    def reopened() -> jobs_pb2.JobEvent | None:
+        stream = _watch(alice, job.job_id)
+        try:
+            event: jobs_pb2.JobEvent = next(stream)
+        except grpc.RpcError as err:
+            if err.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            return None
+        held.append(stream)
+        return event
+
+    eventually(reopened, what="alice's closed stream to free its place")
+    metrics = broker.scrape()
+    assert 'qtestbed_stream_refusals_total{reason="principal_cap"}' in metrics
+    for stream in held:
+        stream.cancel()
+
+
+def test_a_watcher_that_stops_reading_holds_nobody_up_and_gets_the_latest_state(
+    broker: LocalFacility,
+) -> None:
+    alice, bob = broker.client("alice"), broker.client("bob")
+    ahead = [_submit(alice) for _ in range(40)]
+    last = _submit(alice)
+    mine = _submit(bob)
+    stream: Iterator[jobs_pb2.JobEvent] = _watch(alice, last.job_id)
+    first = next(stream).job.queue_position
+    assert first == 42  # bob's job, in its own project, goes ahead of alice's backlog
+    # The watcher reads nothing while every job of alice's ahead leaves; bob is still served.
+    for job in ahead:
+        alice.cancel(job.job_id)
+        assert bob.get_job(mine.job_id).queue_position <= 2
+    latest = alice.get_job(last.job_id).queue_position
+    alice.cancel(last.job_id)
+    seen: list[jobs_pb2.Job] = []
+    reader = threading.Thread(target=lambda: seen.extend(e.job for e in stream))
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert seen[-1].state == jobs_pb2.JOB_STATE_CANCELLED  # the latest state, then the end
+    positions = [j.queue_position for j in seen if j.state == jobs_pb2.JOB_STATE_QUEUED]
+    assert positions == sorted(positions, reverse=True)  # never an older position after a newer
+    assert positions[-1] == latest  # the last position it reached, as GetJob saw it
+    assert len(seen) <= len(ahead) + 1
