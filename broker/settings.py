@@ -72,6 +72,9 @@ class CallLimitSettings:
     max_concurrent_rpcs: int = 4096
     # The retry delay a caller refused by either limit is given.
     retry_after_seconds: float = 2.0
+    # A WatchJob stream sends a position-only update at most once per this many seconds (its
+    # job's own changes go at once): a churning queue costs each stream a bounded rate.
+    position_update_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         # These bound what one principal can make the broker hold: none may be switched off.
@@ -80,6 +83,8 @@ class CallLimitSettings:
                 raise SettingsError(f"[calls] {key} must be at least 1")
         if self.retry_after_seconds <= 0:
             raise SettingsError("[calls] retry_after_seconds must be positive")
+        if self.position_update_seconds < 0:
+            raise SettingsError("[calls] position_update_seconds must not be negative")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -149,7 +149,7 @@ class JobService:
         job = await self._owned(caller, job_id)
         with self._watchers.subscribe(job_id, job.device_id) as sub:
             view = await self.get(caller, job_id)
-            sub.sent_position = view.queue_position
+            sub.sent(view.queue_position, moved_only=False)
             yield view
             current = view.job
             while not current.state.terminal:
@@ -161,6 +161,6 @@ class JobService:
                     view.job.version,
                     view.queue_position,
                 ):
+                    sub.sent(fresh.queue_position, moved_only=fresh.job.version == view.job.version)
                     view = fresh
-                    sub.sent_position = view.queue_position
                     yield view

@@ -6,9 +6,11 @@ says from which position on). A stream then builds its view from the job it was 
 scheduler's in-memory order, never from the store: one change costs no store read per watcher.
 
 Slow consumers are coalesced, not queued: a subscription holds only the newest version of its
-job and a "positions moved" flag, so a watcher that stops reading costs one job's memory however
+job and a "news" flag, so a watcher that stops reading costs one job's memory however
 many changes it misses, never delays the publisher, and gets the latest state when it reads
-again (a job watcher only needs the latest state)."""
+again (a job watcher only needs the latest state). Position-only updates are paced (at most
+one per `position_every` per stream; the job's own changes go at once), so a churning queue
+costs each stream a bounded message rate; every position sent is exact when sent."""
 
 from __future__ import annotations
 
@@ -33,38 +35,56 @@ class Subscription:
 
     job_id: str
     device_id: str
+    # A stream sends a position-only update at most once per this many seconds: a queue that
+    # churns costs each watcher a bounded rate of messages, not one per change.
+    position_every: float = 0.0
     # The queue position this stream last sent (0 when its job is not queued).
     sent_position: int = _UNSENT
     _job: Job | None = None
-    _moved: bool = False
+    _quiet_until: float = 0.0
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _job_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer_job(self, job: Job) -> None:
         if self._job is None or job.version >= self._job.version:
             self._job = job
+        self._job_arrived.set()
         self._ready.set()
 
     def offer_move(self) -> None:
-        self._moved = True
         self._ready.set()
 
     @property
     def pending(self) -> bool:
         return self._ready.is_set()
 
+    def sent(self, position: int, *, moved_only: bool) -> None:
+        """The stream sent a view with this position (`moved_only`: the job had not changed)."""
+        self.sent_position = position
+        if moved_only:
+            self._quiet_until = asyncio.get_running_loop().time() + self.position_every
+
     async def next(self) -> Job | None:
-        """Wait for news; the newest version of the job if it changed, else None (it moved)."""
+        """Wait for news; the newest version of the job if it changed, else None (it moved).
+        Within `position_every` of a position-only update, a move waits out the rest of it
+        unless the job itself changes meanwhile."""
         await self._ready.wait()
+        wait = self._quiet_until - asyncio.get_running_loop().time()
+        if self._job is None and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_arrived.wait(), wait)
         self._ready.clear()
-        job, self._job, self._moved = self._job, None, False
+        self._job_arrived.clear()
+        job, self._job = self._job, None
         return job
 
 
 class JobWatchers:
     """Publishes saved jobs, and queue movements, to the streams they concern."""
 
-    def __init__(self, moves: QueueMoves) -> None:
+    def __init__(self, moves: QueueMoves, *, position_every: float = 0.0) -> None:
         self._moves = moves
+        self._position_every = position_every
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_device: dict[str, set[Subscription]] = {}
 
@@ -78,7 +98,7 @@ class JobWatchers:
 
     @contextlib.contextmanager
     def subscribe(self, job_id: str, device_id: str) -> Iterator[Subscription]:
-        sub = Subscription(job_id=job_id, device_id=device_id)
+        sub = Subscription(job_id=job_id, device_id=device_id, position_every=self._position_every)
         self._by_job.setdefault(job_id, set()).add(sub)
         self._by_device.setdefault(device_id, set()).add(sub)
         try:

@@ -168,7 +168,9 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         if job.session_id:
             sessions.touch(job.session_id)
 
-    watchers = JobWatchers(scheduler.take_moves)
+    watchers = JobWatchers(
+        scheduler.take_moves, position_every=settings.calls.position_update_seconds
+    )
     observers = JobObservers(
         on_change=[scheduler.observe],
         on_finished=[usage.job_finished, scheduler.finished, touch_session],

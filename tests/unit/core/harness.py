@@ -40,7 +40,7 @@ from broker.link.peer import Peer
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import DEFAULT_POLICIES, PolicyEngine
 from broker.policy.export_control import DEFAULT_PROFILE, load_profile
-from broker.settings import BrokerSettings, TimingSettings
+from broker.settings import BrokerSettings, CallLimitSettings, TimingSettings
 from broker.store.memory import MemoryStore
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
@@ -95,6 +95,7 @@ class Core:
         self,
         *,
         timing: Mapping[str, Any] | None = None,
+        calls: Mapping[str, Any] | None = None,
         projects: tuple[Project, ...] = (Project(name="lab"), Project(name="ops")),
     ) -> None:
         self.clock = FakeClock()
@@ -123,6 +124,7 @@ class Core:
             link_secret_key=_UNUSED,
             link_clients=_UNUSED,
             timing=dataclasses.replace(TimingSettings(), **dict(timing or {})),
+            calls=CallLimitSettings(**dict(calls or {})),
         )
         self.parts: Components = build(
             Foundation(

@@ -91,3 +91,25 @@ async def test_a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog(
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
     assert len(core.parts.jobs.watchers) == 0  # a finished stream leaves nothing behind
+
+
+async def test_position_only_updates_are_paced_while_the_jobs_own_changes_go_at_once() -> None:
+    core = await Core(calls={"position_update_seconds": 3600}).start()
+    try:
+        await core.register()
+        ids = await _queue(core, 4)
+        stream, view = await _watch(core, ids[-1])
+        assert view.queue_position == 4
+        await core.parts.services.jobs.cancel("alice", ids[0], "")
+        moved = await asyncio.wait_for(anext(stream), 5)  # the first move goes at once
+        assert moved.queue_position == 3
+        await core.parts.services.jobs.cancel("alice", ids[1], "")
+        following = asyncio.ensure_future(anext(stream))
+        done, _ = await asyncio.wait({following}, timeout=0.2)
+        assert not done  # the second move waits out the pace (an hour here)
+        await core.parts.services.jobs.cancel("alice", ids[-1], "")
+        final = await asyncio.wait_for(following, 5)  # the job's own change does not wait
+        assert (final.job.state.value, final.queue_position) == ("CANCELLED", 0)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        core.close()
