@@ -111,6 +111,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> AsyncIterator[Any]:
     """The stream's items until it ends, or until its credential is revoked (UNAUTHENTICATED)."""
     revoked = asyncio.ensure_future(ticket.revoked.wait())
+    following: asyncio.Future[Any] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(items))
@@ -130,6 +131,13 @@ async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> Asy
             yield item
     finally:
         revoked.cancel()
+        # A client that goes away cancels this while `items` is mid-step: stop that step first,
+        # or closing `items` fails ("already running") and its cleanup (the watch
+        # subscription) is left to the garbage collector.
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
