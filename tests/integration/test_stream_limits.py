@@ -4,6 +4,7 @@ watcher that stops reading neither holds anyone up nor misses the job's latest s
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import grpc
 import pytest
 
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import Client
+from qtestbed.client import Client, QtestbedError
 from qtestbed.shared.wire import RETRY_AFTER_METADATA
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
@@ -109,3 +110,38 @@ def test_a_watcher_that_stops_reading_holds_nobody_up_and_gets_the_latest_state(
     positions = [j.queue_position for j in seen if j.state == jobs_pb2.JOB_STATE_QUEUED]
     assert positions == sorted(positions, reverse=True)
     assert len(seen) <= len(ahead) + 1
+
+
+def test_past_the_server_wide_call_limit_a_call_is_refused_with_retry_advice(
+    facility: LocalFacility,
+) -> None:
+    with_calls_table(facility, "max_concurrent_rpcs = 3\nretry_after_seconds = 3")
+    facility.start_broker_process()
+    alice, bob = facility.client("alice"), facility.client("bob")
+    job = _submit(alice)
+    held = [_watch(alice, job.job_id) for _ in range(3)]
+    for stream in held:
+        assert next(stream).job.job_id == job.job_id  # three calls in progress: the limit
+    stub = jobs_pb2_grpc.JobServiceStub(bob.channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=30)
+    assert exc.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 3 concurrent calls" in (exc.value.details() or "")
+    assert dict(exc.value.trailing_metadata() or ())[RETRY_AFTER_METADATA] == "3000"
+    held.pop().cancel()
+    mine = eventually(lambda: _admitted(bob), what="a freed place to admit bob's call")
+    assert mine.state == jobs_pb2.JOB_STATE_QUEUED
+    counted = re.search(r"^qtestbed_concurrent_rpc_refusals_total (\S+)$", facility.scrape(), re.M)
+    assert counted is not None
+    assert float(counted.group(1)) >= 1
+    for stream in held:
+        stream.cancel()
+
+
+def _admitted(client: Client) -> jobs_pb2.Job | None:
+    try:
+        return _submit(client)
+    except QtestbedError as err:
+        if "concurrent calls" not in str(err):
+            raise
+        return None
