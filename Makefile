@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_hidden.py
 	$(BIN)/python bench/bench_streams.py
+	$(BIN)/python bench/bench_decode_fairness.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -18,6 +18,10 @@ test checks that both agree. The leaf and checkpoint formats are the broker's:
 
 Every encoding is checked to be the one canonical spelling (envelope, payload, event JSON), so
 no two byte strings of a proof mean the same thing: any changed byte makes it fail.
+
+A proof may also carry witnesses' cosignatures on its checkpoint (`cosignatures`, DSSE
+envelopes); they are checked against witness keys the researcher pins, in
+`attestation/checkpoint_witnesses.py`. Proofs saved before witnessed proofs existed carry none.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ CHECKPOINT_PAYLOAD_TYPE = "application/vnd.qtestbed.audit-checkpoint.v1+json"
 HASH_SIZE = 32
 # A path longer than this cannot belong to a tree of at most 2**64 leaves.
 MAX_PATH = 64
+# More witnesses than a facility registers; the cap bounds what a bundle makes us parse.
+MAX_COSIGNATURES = 32
 _SEQ_BYTES = 8
 _HEX = frozenset("0123456789abcdef")
 _EVENT_FIELDS = frozenset({"kind", "actor", "subject", "at", "detail"})
 _CHECKPOINT_FIELDS = frozenset({"tree_size", "root_hash", "at"})
+# cosignatures and witnessed are absent from bundles saved before witnessed proofs.
+_PROOF_FIELDS = frozenset(
+    {"entry", "leaf_index", "tree_size", "audit_path", "checkpoint", "cosignatures", "witnessed"}
+)
 
 
 class ProofFormatError(ValueError):
@@ -57,6 +67,12 @@ class InclusionProof:
     tree_size: int
     audit_path: tuple[bytes, ...]
     checkpoint: bytes  # the DSSE envelope (JSON) the broker signed
+    # Witnesses' cosignature envelopes (DSSE JSON) on that checkpoint; empty: unwitnessed.
+    cosignatures: tuple[bytes, ...] = ()
+
+    @property
+    def witnessed(self) -> bool:
+        return bool(self.cosignatures)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +81,9 @@ class InclusionProof:
             "tree_size": self.tree_size,
             "audit_path": [p.hex() for p in self.audit_path],
             "checkpoint": _b64(self.checkpoint),
+            "cosignatures": [_b64(c) for c in self.cosignatures],
+            # For the reader of the file; `receipt verify --witness-key` checks the cosignatures.
+            "witnessed": self.witnessed,
         }
 
     @classmethod
@@ -72,16 +91,28 @@ class InclusionProof:
         """Parse the bundle's `audit_inclusion` object, accepting only canonical spellings."""
         if not isinstance(raw, Mapping):
             raise ProofFormatError("audit_inclusion must be an object")
+        unknown = set(raw) - _PROOF_FIELDS
+        if unknown:
+            raise ProofFormatError(f"audit_inclusion has unknown fields {sorted(unknown)}")
         path = raw.get("audit_path")
         if not isinstance(path, list) or len(path) > MAX_PATH:
             raise ProofFormatError(f"audit_path must be a list of at most {MAX_PATH} hashes")
-        return cls(
+        cosigs = raw.get("cosignatures", [])  # absent in bundles saved before witnessing
+        if not isinstance(cosigs, list) or len(cosigs) > MAX_COSIGNATURES:
+            raise ProofFormatError(
+                f"cosignatures must be a list of at most {MAX_COSIGNATURES} envelopes"
+            )
+        proof = cls(
             entry=_unb64(raw.get("entry"), "entry"),
             leaf_index=_count(raw.get("leaf_index"), "leaf_index"),
             tree_size=_count(raw.get("tree_size"), "tree_size"),
             audit_path=tuple(_hash(p, f"audit_path[{i}]") for i, p in enumerate(path)),
             checkpoint=_unb64(raw.get("checkpoint"), "checkpoint"),
+            cosignatures=tuple(_unb64(c, f"cosignatures[{i}]") for i, c in enumerate(cosigs)),
         )
+        if raw.get("witnessed", proof.witnessed) is not proof.witnessed:
+            raise ProofFormatError("witnessed must say whether cosignatures is non-empty")
+        return proof
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,10 +1,12 @@
 """Sealed boxes to a Curve25519 public key: only the holder of the matching secret key opens one.
 
-The broker seals each lease grant to the CurveZMQ public key of the connection it is meant for
+The broker seals each lease grant to the grant key of the connection it is meant for: an X25519
+key pair the driver makes for that one connection (`new_keypair`) and announces in its Hello
 (X25519 with a fresh ephemeral key, HKDF-SHA256, ChaCha20-Poly1305). CurveZMQ already encrypts
 the link, but ZeroMQ routes by routing id, which a peer may choose: a process that takes over a
-routing id (with another authorised key) can receive what the broker sends to it, and still
-cannot read a circuit sealed to a key it does not hold.
+routing id (with another authorised key, or with the very same link key on another host) can
+receive what the broker sends to it, and still cannot read a circuit sealed to a key that only
+the connection it was meant for ever held.
 """
 
 from __future__ import annotations
@@ -33,6 +35,34 @@ class Sealed:
     ephemeral_public: bytes
     nonce: bytes
     ciphertext: bytes
+
+
+def new_keypair() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair (secret, public), raw 32 bytes each, from the OS random source."""
+    secret = X25519PrivateKey.generate()
+    public = secret.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return secret.private_bytes_raw(), public
+
+
+def public_of(secret: bytes) -> bytes:
+    """The raw public key of a raw X25519 secret key."""
+    if len(secret) != KEY_BYTES:
+        raise SealError(f"a Curve25519 secret key has {KEY_BYTES} bytes, not {len(secret)}")
+    return (
+        X25519PrivateKey.from_private_bytes(secret)
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
+
+
+def sealable(raw: bytes) -> bool:
+    """Whether a box can be sealed to `raw`: 32 bytes, and not a low-order point (one that gives
+    no shared secret, so that nothing sealed to it would be secret)."""
+    try:
+        X25519PrivateKey.generate().exchange(_public(raw))
+    except (SealError, ValueError):
+        return False
+    return True
 
 
 def _key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:

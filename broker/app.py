@@ -19,7 +19,7 @@ from broker.ca_keys import refuse_readable_ca_keys
 from broker.clock import Clock, SystemClock
 from broker.grpc.handshakes import HandshakeWatcher
 from broker.grpc.server import Tls, start_server
-from broker.jobs.circuits import BrokerDecoder, IsolatedDecoder
+from broker.jobs.circuits import BrokerDecoder, DecoderPool
 from broker.link.socket import DriverLink
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine, PolicyError
@@ -55,7 +55,8 @@ class Broker:
         # Refuse to start on a bad band table or policy set rather than decide wrongly.
         self.export_profile = load_profile(settings.export_control_profile)
         self.policy_engine = PolicyEngine.load_files(settings.policies)
-        self.decoder = IsolatedDecoder()
+        decoding = settings.decoding
+        self.decoder = DecoderPool(decoding.pool_size(), deadline=decoding.deadline())
         # The broker's TLS key also signs audit checkpoints: verifiable with its certificate.
         self.broker_key = load_private_key(settings.server_key)
         # The broker needs the issuing CA's certificate only, never its key.
@@ -226,10 +227,12 @@ class Broker:
             await self.components.registries.anomalies.drain()
             await self.components.registries.front_door.flush(force=True)
             await self.components.registries.call_limits.flush(force=True)
+            await self.components.jobs.admission.flush(force=True)
             link = self.components.link
             if self._link is not None:
                 link.door.socket_refusals(self._link.take_refusals())
             await link.door.flush(force=True)
+            await self.components.jobs.decode_gate.flush(force=True)
             # Nothing written before shutdown goes unsigned.
             await self.components.link.signer.tick(force=True)
         if self._link is not None:
@@ -237,6 +240,8 @@ class Broker:
         if self._handshakes is not None:
             self._handshakes.stop()
         self.runner.close()
+        if self.components is not None:
+            self.components.jobs.decode_gate.close()
         self.decoder.close()
 
 

@@ -21,18 +21,25 @@ class ErrorCode(enum.Enum):
 
 
 class BrokerError(Exception):
-    """An error meant for the caller: `detail` is safe to show and says what to do next."""
+    """An error meant for the caller: `detail` is safe to show and says what to do next.
+
+    `retry_after_seconds`, when set, is how long the caller should wait before retrying (a
+    share or rate limit reached); `resource_exhausted` makes such an error."""
 
     def __init__(
-        self, code: ErrorCode, detail: str, *, rule_id: str = "", retry_after: float = 0.0
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        rule_id: str = "",
+        retry_after_seconds: float | None = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.rule_id = rule_id
-        # Seconds the caller should wait before trying again (0: no advice); sent in the
-        # `qtestbed-retry-after-ms` trailer.
-        self.retry_after = retry_after
+        # When set, the edge sends it as a standard google.rpc.RetryInfo status detail.
+        self.retry_after_seconds = retry_after_seconds
 
 
 def not_found(kind: str, ident: str) -> BrokerError:
@@ -43,6 +50,21 @@ def not_found(kind: str, ident: str) -> BrokerError:
 def invalid(detail: str) -> BrokerError:
     """The request itself is wrong; `detail` says what and how to put it right."""
     return BrokerError(ErrorCode.INVALID_ARGUMENT, detail)
+
+
+def resource_exhausted(
+    message: str, retry_after_seconds: float, *, rule_id: str = ""
+) -> BrokerError:
+    """A limit was reached and lifts by itself: RESOURCE_EXHAUSTED carrying the delay after which
+    a retry can succeed (as google.rpc.RetryInfo in the status details, for any gRPC client),
+    and the same advice in words. `message` names the limit; the advice is appended here."""
+    delay = max(retry_after_seconds, 0.001)
+    return BrokerError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        f"{message}; retry in {delay:.3g} s",
+        rule_id=rule_id,
+        retry_after_seconds=delay,
+    )
 
 
 def store_unavailable() -> BrokerError:

@@ -112,6 +112,12 @@ class BrokerMetrics:
             ["field"],
             registry=r,
         )
+        self.decode_refusals = Counter(
+            "qtestbed_decode_refusals",
+            "Circuit decodes refused before they started, by reason (principal_share).",
+            ["reason"],
+            registry=r,
+        )
         self.drivers = Gauge(
             "qtestbed_driver_connections",
             "Driver agents connected and heartbeating, by device.",
@@ -194,6 +200,13 @@ class BrokerMetrics:
         self.concurrent_rpc_refusals = Counter(
             "qtestbed_concurrent_rpc_refusals",
             "Calls refused because the broker was serving [calls] max_concurrent_rpcs.",
+            registry=r,
+        )
+        self.admission_refusals = Counter(
+            "qtestbed_admission_refusals",
+            "Submissions refused at admission, by reason (principal_rate, facility_rate, "
+            "overload); each carries a retry delay.",
+            ["reason"],
             registry=r,
         )
         self.access_refusals = Counter(

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from broker.jobs.circuits import CircuitLimits
+from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.scheduler import SchedulerSettings
 from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
 from broker.store import MEMORY_URL
+
+# The most jobs in one SubmitJobs call (broker.jobs.submit.MAX_BATCH, which imports this module).
+LARGEST_BATCH = 100
 
 
 class SettingsError(ValueError):
@@ -120,6 +124,46 @@ class AnomalySettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AdmissionSettings:
+    """Rate limits on submissions (token buckets) and load shedding; see README "Admission".
+
+    A submission costs the jobs it queues: 1 for SubmitJob, the batch size for SubmitJobs (the
+    store writes one row per job). The defaults sit above the busiest realistic researcher in
+    docs/anomalies.md (a 2-D sweep of 15 full batches back to back), so only floods meet them."""
+
+    # Per principal: a burst of this many jobs, refilled at this many jobs per second.
+    principal_burst: int = 2000
+    principal_jobs_per_second: float = 20.0
+    # Across the facility (every principal together): protects the store.
+    facility_burst: int = 10000
+    facility_jobs_per_second: float = 500.0
+    # Principals with a bucket at once (idle full buckets are dropped to make room).
+    max_tracked_principals: int = 10000
+    # Shed new submissions while this many store calls wait for the store thread.
+    max_store_queue: int = 1000
+    # The retry delay a shed submission is given.
+    overload_retry_seconds: float = 1.0
+    # Admission refusals are audited once per reason and principal per this many seconds.
+    refusal_audit_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        # A burst below the largest batch would refuse a valid batch forever; none may be off.
+        for key in ("principal_burst", "facility_burst"):
+            if getattr(self, key) < LARGEST_BATCH:
+                raise SettingsError(
+                    f"[admission] {key} must be at least {LARGEST_BATCH} (the largest batch)"
+                )
+        for key in ("max_tracked_principals", "max_store_queue"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"[admission] {key} must be at least 1")
+        for key in ("principal_jobs_per_second", "facility_jobs_per_second"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"[admission] {key} must be positive")
+        if self.overload_retry_seconds <= 0 or self.refusal_audit_seconds <= 0:
+            raise SettingsError("[admission] retry and audit periods must be positive")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BrokerSettings:
     """Everything the broker process needs to start."""
 
@@ -146,6 +190,8 @@ class BrokerSettings:
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
     calls: CallLimitSettings = field(default_factory=CallLimitSettings)
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     # Registered audit witnesses: name -> PEM public key file ([witnesses] in broker.toml).
     witnesses: Mapping[str, Path] = field(default_factory=dict)
 
@@ -189,6 +235,8 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             anomaly=_section(AnomalySettings, top.get("anomaly", {}), "anomaly"),
             scheduling=_section(SchedulerSettings, top.get("scheduling", {}), "scheduling"),
             calls=_section(CallLimitSettings, top.get("calls", {}), "calls"),
+            decoding=_section(DecodingSettings, top.get("decoding", {}), "decoding"),
+            admission=_section(AdmissionSettings, top.get("admission", {}), "admission"),
             witnesses=_witnesses(base, top.get("witnesses", {})),
         )
     except KeyError as exc:

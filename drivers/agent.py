@@ -4,7 +4,8 @@ It connects to the broker's ROUTER with a DEALER, announces the device, answers 
 challenges with signed evidence, heartbeats, runs leased jobs on its backend (in a worker
 thread, so heartbeats keep flowing) and returns each result with a receipt signed by the
 device key. When the broker falls silent it reconnects with a fresh routing id and attests
-again. Lease grants arrive sealed to this driver's link key and are opened before anything runs.
+again. Each connection makes its own grant key pair, held in memory only and announced in its
+Hello; lease grants arrive sealed to it and are opened before anything runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
+from zmq.utils import z85
 
 from attestation.dsse import Envelope
 from attestation.evidence import EvidenceClaims, make_evidence
@@ -31,7 +33,7 @@ from drivers.backends import Backend, flip_bits, make_backend
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
 from drivers.faithful import Prepared, executed_circuit_digest, executed_circuit_text
-from drivers.grants import GrantError, open_grant
+from drivers.grants import GrantError, GrantKey, open_grant
 from drivers.measure import measure
 from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.v1 import devices_pb2
@@ -46,7 +48,11 @@ class DeviceNotAccepted(Exception):
 
 
 # Goodbyes after which reconnecting cannot help.
-_FATAL_GOODBYES = (link_pb.GOODBYE_CODE_UNKNOWN_DEVICE, link_pb.GOODBYE_CODE_WRONG_KEY)
+_FATAL_GOODBYES = (
+    link_pb.GOODBYE_CODE_UNKNOWN_DEVICE,
+    link_pb.GOODBYE_CODE_WRONG_KEY,
+    link_pb.GOODBYE_CODE_NO_GRANT_KEY,
+)
 
 
 @dataclass(slots=True)
@@ -68,7 +74,10 @@ class DriverAgent:
         self.evidence_digest = ""
         self.attested = False
         self._ctx = zmq.asyncio.Context()
-        _public, self._link_secret = load_keypair(config.link_secret_key)
+        link_public, _secret = load_keypair(config.link_secret_key)
+        self._link_key = z85.decode(link_public)  # lease grants are bound to it
+        # This connection's grant key: a new one for every Hello, never reused or stored.
+        self._grant_key = GrantKey.new()
         self._lease: _Lease | None = None
         self._run_task: asyncio.Task[None] | None = None
 
@@ -89,6 +98,9 @@ class DriverAgent:
         configure_client(sock, self.config.link_secret_key, self.config.broker_link_key)
         sock.connect(self.config.broker)
         self.attested = False
+        # A new connection, a new grant key: a grant sealed for an earlier connection (which
+        # another host on its route may also hold) never opens on this one, nor this one's there.
+        self._grant_key = GrantKey.new()
         try:
             await self._send(sock, link_pb.LinkMessage(hello=self._hello()))
             await self._converse(sock, stop)
@@ -156,6 +168,7 @@ class DriverAgent:
             backend=d.backend,
             driver_build=measure(d, self.config.firmware).driver_build,
             certificate_chain=self.certificate_chain,
+            grant_key=self._grant_key.public,
         )
 
     def _evidence(self, challenge: link_pb.Challenge) -> link_pb.EvidenceMessage:
@@ -182,7 +195,7 @@ class DriverAgent:
 
     async def _on_lease(self, sock: zmq.asyncio.Socket, sealed: link_pb.LeaseGrant) -> None:
         try:
-            grant = open_grant(sealed, self._link_secret)
+            grant = open_grant(sealed, self._grant_key, link_key=self._link_key)
         except GrantError as exc:
             log.error("ignoring a lease grant: %s", exc)
             return

@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 from attestation.audit_inclusion import InclusionProof
 from attestation.shot_memory import ShotMemory, ShotMemoryError
 from qtestbed.receipt_bundle import ResultBundle, verify_bundle
-from qtestbed.shared.wire import FORMAT_NAMES, RULE_ID_METADATA, format_to_proto
+from qtestbed.shared.wire import (
+    FORMAT_NAMES,
+    RULE_ID_METADATA,
+    STATUS_DETAILS_METADATA,
+    format_to_proto,
+)
 from qtestbed.v1 import (
     access_pb2_grpc,
     admin_pb2_grpc,
@@ -33,13 +40,24 @@ from qtestbed.v1 import (
 
 
 class QtestbedError(Exception):
-    """A refusal from the broker: its gRPC status name, its message, and any rule id."""
+    """A refusal from the broker: its gRPC status name, its message, any rule id, and the
+    seconds to wait before retrying when the broker said (a google.rpc.RetryInfo status detail)."""
 
-    def __init__(self, code: str, message: str, rule_id: str = "") -> None:
-        super().__init__(f"{code}: {message}" + (f" [rule {rule_id}]" if rule_id else ""))
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        rule_id: str = "",
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        retry = f" [retry after {retry_after_seconds:.3g} s]" if retry_after_seconds else ""
+        rule = f" [rule {rule_id}]" if rule_id else ""
+        super().__init__(f"{code}: {message}{rule}{retry}")
         self.code = code
         self.message = message
         self.rule_id = rule_id
+        # From the standard google.rpc.RetryInfo status detail, when the broker gave one.
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,10 +97,27 @@ def _translate(exc: grpc.RpcError) -> QtestbedError:
     details = call.details() if hasattr(call, "details") else str(exc)
     rule = ""
     trailers = call.trailing_metadata() if hasattr(call, "trailing_metadata") else None
+    retry: float | None = None
     for key, value in trailers or ():
         if key == RULE_ID_METADATA:
             rule = str(value)
-    return QtestbedError(code, details or "", rule)
+        elif key == STATUS_DETAILS_METADATA and isinstance(value, bytes):
+            retry = _retry_delay(value)
+    return QtestbedError(code, details or "", rule, retry)
+
+
+def _retry_delay(serialized: bytes) -> float | None:
+    """The RetryInfo delay in a serialized google.rpc.Status, or None when it has none."""
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(serialized)
+    except DecodeError:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
 
 
 def submit_request(
@@ -233,7 +268,8 @@ class Client:
         return self._unary(self._jobs.GetResult, request)  # type: ignore[return-value]
 
     def result_proof(self, job_id: str) -> InclusionProof:
-        """The inclusion proof of the job's job.completed audit entry in a signed checkpoint."""
+        """The inclusion proof of the job's job.completed audit entry in a signed checkpoint,
+        with witnesses' cosignatures when the broker has a witnessed checkpoint covering it."""
         request = jobs_pb2.GetResultProofRequest(job_id=job_id)
         proof: jobs_pb2.ResultProof = self._unary(self._jobs.GetResultProof, request)  # type: ignore[assignment]
         return InclusionProof(
@@ -242,6 +278,7 @@ class Client:
             tree_size=proof.tree_size,
             audit_path=tuple(proof.audit_path),
             checkpoint=proof.checkpoint,
+            cosignatures=tuple(proof.cosignatures),
         )
 
     def submit_many(

@@ -446,6 +446,12 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"  # https: scraper role only\n\n'
         "[limits]\nmax_qubits = 32\nmax_shots = 100000\n\n"
+        "[decoding]  # the circuit-decoder pool; see the README (circuit validation)\n"
+        "processes = 0  # decoder children; 0: one per CPU, 2 to 16\n"
+        "per_principal = 0  # one principal's decodes at once; 0: half the pool, rounded up\n"
+        "deadline_base_seconds = 2.0  # a payload's deadline: this plus ...\n"
+        "deadline_per_kib_seconds = 0.05  # ... this per KiB (OpenQASM 3: ~0.02 s per KiB)\n"
+        "retry_after_seconds = 1.0  # the retry delay given past one's share\n\n"
         "[scheduling]\n"
         "aging_seconds = 300.0  # one priority class moves a job this far ahead in its project\n"
         "session_max_seconds = 3600.0\nsession_idle_seconds = 300.0\n\n"
@@ -453,5 +459,9 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         "rate_floor = 60\nvolume_floor = 2000\n"
         "denial_threshold = 10\nattestation_device_threshold = 3\n"
         "canary_interval_seconds = 600.0\ncanary_fidelity_floor = 0.9\n\n"
+        "[admission]  # submission rate limits (jobs; a batch costs its size); README Admission\n"
+        "principal_burst = 2000\nprincipal_jobs_per_second = 20.0\n"
+        "facility_burst = 10000\nfacility_jobs_per_second = 500.0\n"
+        "max_store_queue = 1000  # shed submissions while this many store calls wait\n\n"
         "[timing]\nlease_seconds = 120.0\nmax_attempts = 3\nheartbeat_seconds = 1.0\n"
     )

@@ -15,6 +15,12 @@ counts) is in the facility's audit log as of a checkpoint the broker signed
 which the researcher pins (`receipt verify --audit-key`, the broker certificate the facility
 publishes): without that key it is reported as not checked, never as valid.
 
+The proof also carries the cosignatures of the witnesses that cosigned its checkpoint (none when
+it was saved before any witness had: `witnessed: false`; saving the bundle again later fetches a
+witnessed proof). With pinned witness keys (`receipt verify --witness-key`) at least
+`require_witnesses` of them must have cosigned exactly that checkpoint
+(`attestation/checkpoint_witnesses.py`); without, the witnesses are reported as not checked.
+
 `executed_circuit` is the OpenQASM 3 text of the circuit the device ran when it translated the
 one submitted, empty when it ran it as submitted; verification checks it against the receipt's
 executed-circuit digest. Bundles saved before the field existed leave it out (None), and that
@@ -27,7 +33,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +42,7 @@ from attestation.audit_inclusion import (
     InclusionProof,
     verify_inclusion_proof,
 )
+from attestation.checkpoint_witnesses import WitnessCheck, check_cosignatures
 from attestation.dsse import Envelope, EnvelopeError, verify_envelope
 from attestation.evidence import EVIDENCE_PAYLOAD_TYPE, EvidenceError, decode_claims
 from attestation.keys import VerifyKey
@@ -120,6 +127,10 @@ class BundleVerdict:
     measurements: dict[str, Any] = field(default_factory=dict)
     # "verified", "not checked" (no audit key given) or "absent" (the bundle carries no proof).
     audit_inclusion: str = "not checked"
+    # "not checked" (no witness key given), "absent" (no proof), "witnessed" (enough pinned
+    # witnesses cosigned the proof's checkpoint) or "failed".
+    witnesses: str = "not checked"
+    witness_key_ids: list[str] = field(default_factory=list)  # the pinned ones that cosigned
 
     @property
     def valid(self) -> bool:
@@ -133,15 +144,27 @@ def verify_bundle(
     circuit: bytes | None = None,
     now: dt.datetime | None = None,
     audit_key: VerifyKey | None = None,
+    witness_keys: Sequence[VerifyKey] = (),
+    require_witnesses: int = 1,
 ) -> BundleVerdict:
     """Every problem with the bundle, checked offline; an empty list means it holds.
 
     With `audit_key` (the facility's pinned audit signing key) the bundle must also carry an
-    inclusion proof of its job.completed entry that verifies under that key.
+    inclusion proof of its job.completed entry that verifies under that key; with
+    `witness_keys` (pinned too, and only together with `audit_key`) at least
+    `require_witnesses` of them must have cosigned that proof's checkpoint.
     """
+    if witness_keys and audit_key is None:
+        raise ValueError("witness keys vouch for the audit checkpoint: give the audit key too")
+    if witness_keys and not 1 <= require_witnesses <= len({k.key_id for k in witness_keys}):
+        raise ValueError(
+            f"cannot require {require_witnesses} witnesses of {len(witness_keys)} pinned keys"
+        )
     verdict = BundleVerdict()
     if audit_key is not None:
         _check_audit_inclusion(bundle, audit_key, verdict)
+        if witness_keys:
+            _check_witnesses(bundle, audit_key, witness_keys, require_witnesses, verdict)
     try:
         device = verify_device_chain(
             bundle.device_certificate_chain,
@@ -224,3 +247,38 @@ def _check_audit_inclusion(bundle: ResultBundle, key: VerifyKey, verdict: Bundle
     found = verify_inclusion_proof(proof, key, expected)
     verdict.problems.extend(f"audit inclusion proof: {p}" for p in found)
     verdict.audit_inclusion = "verified" if not found else "failed"
+
+
+def _check_witnesses(
+    bundle: ResultBundle,
+    audit_key: VerifyKey,
+    pinned: Sequence[VerifyKey],
+    required: int,
+    verdict: BundleVerdict,
+) -> None:
+    proof = bundle.audit_inclusion
+    if proof is None:
+        verdict.witnesses = "absent"
+        return  # _check_audit_inclusion has said so
+    check = check_cosignatures(proof.checkpoint, audit_key, proof.cosignatures, pinned)
+    verdict.problems.extend(f"audit witnesses: {p}" for p in check.problems)
+    verdict.witness_key_ids = sorted(check.witnesses)
+    if len(check.witnesses) < required:
+        verdict.problems.append(f"audit witnesses: {_too_few(proof.witnessed, check, required)}")
+    ok = not check.problems and len(check.witnesses) >= required
+    verdict.witnesses = "witnessed" if ok else "failed"
+
+
+def _too_few(carried: bool, check: WitnessCheck, required: int) -> str:
+    if not carried:
+        return (
+            "not witnessed by any pinned witness: the bundle's checkpoint carries no "
+            "cosignature (saved before a witness cosigned it); save it again with "
+            "`qtestbed result --save` once a witness has"
+        )
+    if not check.witnesses:
+        return (
+            f"not witnessed by any pinned witness ({check.unpinned} cosignature(s) by keys not "
+            "pinned)"
+        )
+    return f"witnessed by {len(check.witnesses)} pinned witness(es), {required} required"

@@ -2,9 +2,10 @@
 concurrent calls, so one principal holding many WatchJob streams (or a flood of calls) cannot
 take the broker from everyone else.
 
-A refusal is RESOURCE_EXHAUSTED with a retry delay (seconds in the detail, milliseconds in the
-`qtestbed-retry-after-ms` trailer), counted by reason at once and audited in aggregate (one
-`edge.call_limit` entry per reason and principal per window), since a flood can multiply it."""
+A refusal is RESOURCE_EXHAUSTED with a retry delay (in words in the detail, and as a standard
+google.rpc.RetryInfo status detail, like every limit that lifts by itself), counted by reason
+at once and audited in aggregate (one `edge.call_limit` entry per reason and principal per
+window), since a flood can multiply it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from broker.access.open_streams import OpenStreams, StreamTicket
 from broker.audit.log import AuditLog
 from broker.audit.refusals import RefusalLog
 from broker.clock import Clock
-from broker.errors import BrokerError, ErrorCode
+from broker.errors import BrokerError, resource_exhausted
 from broker.metrics import BrokerMetrics
 from broker.settings import CallLimitSettings
 
@@ -59,7 +60,8 @@ class CallLimits:
             self._log.tally("concurrent_rpcs", principal)
             raise self._refusal(
                 f"the broker is serving its limit of {self._settings.max_concurrent_rpcs} "
-                "concurrent calls"
+                "concurrent calls",
+                "calls.concurrent_rpcs",
             )
         self._in_flight += 1
         try:
@@ -76,17 +78,13 @@ class CallLimits:
             self._log.tally("principal_cap", principal)
             raise self._refusal(
                 f"principal {principal} already holds its limit of {cap} open streams; close "
-                "one (or let a watched job finish)"
+                "one (or let a watched job finish)",
+                "calls.stream_cap",
             )
         return self._streams.open(serial, principal)
 
-    def _refusal(self, what: str) -> BrokerError:
-        delay = self._settings.retry_after_seconds
-        return BrokerError(
-            ErrorCode.RESOURCE_EXHAUSTED,
-            f"{what}; retry in {delay:g} s",
-            retry_after=delay,
-        )
+    def _refusal(self, what: str, rule_id: str) -> BrokerError:
+        return resource_exhausted(what, self._settings.retry_after_seconds, rule_id=rule_id)
 
     async def flush(self, *, force: bool = False) -> None:
         """Audit the window's refusals once it has run its length (on the tick; at shutdown

@@ -16,7 +16,7 @@ from broker.access.model import AccessError, AccessRecord, Principal, Project, R
 from broker.access.records import AccessRecords, conflict
 from broker.access.refusals import AccessRefusals
 from broker.access.separation import elevation_refusal, self_edit
-from broker.errors import invalid, not_found
+from broker.errors import BrokerError, ErrorCode, invalid, not_found
 
 SEED_ACTOR = "facility-file"
 
@@ -122,8 +122,23 @@ class AccessRegistry:
         refusal = self_edit(caller, name, "remove")
         if refusal is not None:
             raise await self._refusals.refuse("principal", caller, name, refusal)
+        still_open = self._open_requests(name)
+        if still_open:
+            # Grants are kept by principal name: left open, they would elevate whoever is
+            # created under this name next.
+            raise BrokerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"principal {name!r} still has open access requests or grants "
+                f"({', '.join(still_open)}): deny or revoke them first "
+                "('qtestbed access deny|revoke ID'), so nobody created later under this name "
+                "inherits them",
+            )
         version = expected_version or record.version
         await self.records.delete(caller, RecordKind.PRINCIPAL, name, version)
+
+    def _open_requests(self, name: str) -> list[str]:
+        requests = self.records.snapshot.requests.values()
+        return sorted(r.request_id for r in requests if r.principal == name and r.open)
 
     async def _separated(
         self, caller: str, after: Principal, expected_version: int, facility: Facility

@@ -15,6 +15,15 @@ O(log² n) hashes and no re-reading of the log; the last proofs made are cached 
 proof leaves, the signed root is recomputed from those hashes and the entry, re-read from the
 store, must hash to the remembered leaf: the broker never hands out a proof that would not
 verify, whatever was done to its database meanwhile.
+
+A checkpoint a witness has cosigned is worth more to a researcher than one only the broker
+signed: whoever holds the broker key (or the broker itself) could show them a forked log, but
+not one a pinned witness checked to be append-only. So the proof is made against the newest
+covering checkpoint with a cosignature from a currently registered witness, and carries those
+cosignatures; only when no covering checkpoint is witnessed yet is the newest broker-signed one
+served, with no cosignatures (the researcher saves the bundle again later to get a witnessed
+one). Cosignatures are looked up on every request, not cached with the path: a witness may
+cosign a checkpoint after a proof against it was first made.
 """
 
 from __future__ import annotations
@@ -22,12 +31,13 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from broker.audit.leaf_tree import LeafTree
 from broker.audit.merkle import audit_leaf, leaf_hash
 from broker.audit.model import AuditEntry, Checkpoint
 from broker.audit.verify import iter_entries
+from broker.audit.witnesses import CosignatureDesk
 from broker.errors import BrokerError, ErrorCode
 from broker.store.runner import StoreRunner
 
@@ -43,11 +53,25 @@ class EntryProof:
     tree_size: int
     audit_path: tuple[bytes, ...]
     checkpoint: bytes  # the DSSE envelope (JSON)
+    # Registered witnesses' cosignature envelopes (DSSE JSON) on that checkpoint; empty when
+    # no covering checkpoint is witnessed yet.
+    cosignatures: tuple[bytes, ...] = ()
+
+    @property
+    def witnessed(self) -> bool:
+        return bool(self.cosignatures)
 
 
 class InclusionProofs:
-    def __init__(self, *, runner: StoreRunner, sign_now: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        *,
+        runner: StoreRunner,
+        sign_now: Callable[[], Awaitable[None]],
+        cosignatures: CosignatureDesk,
+    ) -> None:
         self._runner = runner
+        self._cosignatures = cosignatures
         self._sign_now = sign_now
         self._tree = LeafTree()
         self._completed: dict[str, int] = {}  # job id -> seq of its job.completed entry
@@ -62,14 +86,15 @@ class InclusionProofs:
             seq = self._completed.get(job_id)
             if seq is None:
                 raise _unavailable(f"the audit log holds no job.completed entry for job {job_id}")
-            checkpoint = await self._covering(seq)
-            if checkpoint is None:
+            covering = await self._covering(seq)
+            if covering is None:
                 await self._sign_now()
-                checkpoint = await self._covering(seq)
-            if checkpoint is None:
+                covering = await self._covering(seq)
+            if covering is None:
                 raise _unavailable(
                     "no signed audit checkpoint covers this result yet; try again in a minute"
                 )
+            checkpoint, cosignatures = covering
             key = (seq, checkpoint.tree_size)
             proof = self._proofs.get(key)
             if proof is None:
@@ -77,7 +102,7 @@ class InclusionProofs:
                 self._proofs[key] = proof
                 if len(self._proofs) > _CACHED_PROOFS:
                     self._proofs.popitem(last=False)
-            return proof
+            return replace(proof, cosignatures=cosignatures)
 
     def _catch_up(self) -> None:
         """On the store thread: hash the entries written since the last call."""
@@ -94,13 +119,20 @@ class InclusionProofs:
         if entry.event.kind == "job.completed" and entry.event.subject:
             self._completed.setdefault(entry.event.subject, entry.seq)
 
-    async def _covering(self, seq: int) -> Checkpoint | None:
-        """The newest stored checkpoint whose tree holds entry `seq` and the hashes read."""
+    async def _covering(self, seq: int) -> tuple[Checkpoint, tuple[bytes, ...]] | None:
+        """The newest stored checkpoint whose tree holds entry `seq` and the hashes read,
+        witnessed if any such is, with its registered witnesses' cosignatures."""
         await self._runner.call(self._catch_up)
         size = self._tree.size
-        stored = await self._runner.call(self._runner.store.checkpoints)
-        usable = [c for c in stored if seq <= c.tree_size <= size]
-        return max(usable, key=lambda c: c.tree_size, default=None)
+        usable = [
+            (c, tuple(s.envelope for s in sorted(cosigs, key=lambda s: s.witness)))
+            for c, cosigs in await self._cosignatures.checkpoints(
+                min_tree_size=seq, registered_only=True
+            )
+            if c.tree_size <= size
+        ]
+        witnessed = [(c, cosigs) for c, cosigs in usable if cosigs]
+        return max(witnessed or usable, key=lambda pair: pair[0].tree_size, default=None)
 
     async def _prove(self, seq: int, checkpoint: Checkpoint) -> EntryProof:
         batch = await self._runner.call(

@@ -68,6 +68,10 @@ class WitnessKeys:
     def find(self, key_ids: list[str]) -> tuple[str, VerifyKey] | None:
         return next((self._by_id[k] for k in key_ids if k in self._by_id), None)
 
+    def registered(self, name: str, key_id: str) -> bool:
+        found = self._by_id.get(key_id)
+        return found is not None and found[0] == name
+
 
 class CosignatureDesk:
     """Takes cosignatures from witnesses and answers which witnesses cosigned each checkpoint."""
@@ -91,14 +95,23 @@ class CosignatureDesk:
         self._book: dict[int, dict[str, StoredCosignature]] = {}
 
     async def checkpoints(
-        self, *, min_tree_size: int = 0
+        self, *, min_tree_size: int = 0, registered_only: bool = False
     ) -> list[tuple[Checkpoint, list[StoredCosignature]]]:
-        """The stored checkpoints of at least `min_tree_size`, each with its cosignatures."""
+        """The stored checkpoints of at least `min_tree_size`, each with its cosignatures
+        (with `registered_only`, only those by a witness key registered now: a witness the
+        operator removed no longer vouches for anything handed to researchers)."""
         await self.refresh()
         stored = await self._runner.call(self._runner.store.checkpoints)
         with self._lock:
             return [
-                (c, list(self._book.get(c.tree_size, {}).values()))
+                (
+                    c,
+                    [
+                        s
+                        for s in self._book.get(c.tree_size, {}).values()
+                        if not registered_only or self._witnesses.registered(s.witness, s.key_id)
+                    ],
+                )
                 for c in stored
                 if c.tree_size >= min_tree_size
             ]

@@ -1,7 +1,7 @@
 """Domain errors to gRPC statuses, in one table, applied in one place (the interceptor).
 
-A refusal's rule id travels in trailing metadata; anything unexpected becomes INTERNAL with a
-reference to the log, never its text.
+A refusal's rule id, and the retry delay of one refused for now, travel in trailing metadata;
+anything unexpected becomes INTERNAL with a reference to the log, never its text.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import uuid
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from broker.errors import BrokerError, ErrorCode, store_unavailable
 from broker.store import StoreError
-from qtestbed.shared.wire import RETRY_AFTER_METADATA, RULE_ID_METADATA
+from qtestbed.shared.wire import RULE_ID_METADATA, STATUS_DETAILS_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,11 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> 
     """End the call with the status the catalog gives `exc` (this raises AbortError)."""
     error = as_broker_error(exc)
     if error is not None:
-        trailers = []
+        trailers: list[tuple[str, str | bytes]] = []
         if error.rule_id:
             trailers.append((RULE_ID_METADATA, error.rule_id))
-        if error.retry_after > 0:
-            trailers.append((RETRY_AFTER_METADATA, str(round(error.retry_after * 1000))))
+        if error.retry_after_seconds is not None:
+            trailers.append((STATUS_DETAILS_METADATA, retry_status(error).SerializeToString()))
         if trailers:
             context.set_trailing_metadata(tuple(trailers))
         await context.abort(STATUS_FOR[error.code], error.detail)
@@ -57,3 +59,13 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> 
     await context.abort(
         grpc.StatusCode.INTERNAL, f"internal error; the broker logged the details under ref {ref}"
     )
+
+
+def retry_status(error: BrokerError) -> status_pb2.Status:
+    """The google.rpc.Status for `error` with its retry delay as a RetryInfo detail."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round((error.retry_after_seconds or 0.0) * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    code = getattr(code_pb2, STATUS_FOR[error.code].name)
+    return status_pb2.Status(code=code, message=error.detail, details=[detail])

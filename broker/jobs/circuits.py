@@ -29,6 +29,7 @@ from qtestbed.shared.circuits import (
     CircuitFormat,
     CircuitLimits,
     CircuitSummary,
+    DecoderPool,
     InProcessDecoder,
     IsolatedDecoder,
     check_shots,
@@ -43,6 +44,7 @@ __all__ = [
     "CircuitLimits",
     "CircuitRejected",
     "CircuitSummary",
+    "DecoderPool",
     "InProcessDecoder",
     "IsolatedDecoder",
     "load_circuit",
@@ -135,10 +137,10 @@ class BrokerDecoder:
     include path is restricted to qelib1.inc, register sizes are pre-scanned before parsing and
     a Rust panic is caught, so the known ways to crash or balloon it are closed. QPY (whose
     reader can be driven to abort the process or allocate gigabytes) and OpenQASM 3 (a slow
-    pure-Python parser) go to the isolated, memory-capped child process.
+    pure-Python parser) go to the isolated, memory-capped child processes (a `DecoderPool`).
     """
 
-    def __init__(self, isolated: IsolatedDecoder) -> None:
+    def __init__(self, isolated: CircuitDecoder) -> None:
         self.isolated = isolated
         self._in_process = InProcessDecoder()
 

@@ -4,10 +4,10 @@ whole or not at all, and a refusal names the request's place in it."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NoReturn
 
 from broker.access.clearance import ClearanceGate
@@ -20,7 +20,9 @@ from broker.clock import Clock
 from broker.devices.model import DeviceRecord
 from broker.devices.registry import DeviceRegistry
 from broker.errors import BrokerError, ErrorCode
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
+from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.guard import CallerGuard, project_of
 from broker.jobs.ledger import JobLedger
 from broker.jobs.model import (
@@ -88,6 +90,8 @@ class SubmitDeps:
     anomalies: AnomalyMonitor
     decoder: CircuitDecoder
     limits: CircuitLimits
+    decode_gate: DecodeGate
+    admission: SubmissionAdmission
 
 
 class Submission:
@@ -105,6 +109,8 @@ class Submission:
                 f"a batch holds at most {MAX_BATCH} jobs; this one has {len(requests)}",
             )
         principal = self._d.guard.principal(caller)
+        # Before any parsing: a refused call costs the broker next to nothing.
+        self._d.admission.admit(caller, len(requests))
         prepared = []
         for index, request in enumerate(requests):
             try:
@@ -113,7 +119,12 @@ class Submission:
                 if len(requests) == 1:
                     raise
                 where = f"job {index + 1} of {len(requests)} (nothing in the batch was queued)"
-                raise BrokerError(exc.code, f"{where}: {exc.detail}", rule_id=exc.rule_id) from exc
+                raise BrokerError(
+                    exc.code,
+                    f"{where}: {exc.detail}",
+                    rule_id=exc.rule_id,
+                    retry_after_seconds=exc.retry_after_seconds,
+                ) from exc
         try:
             stored = await self._d.ledger.insert_many([(p.job, p.event, p.quota) for p in prepared])
         except QuotaExceeded as exc:
@@ -144,14 +155,14 @@ class Submission:
         session = d.sessions.for_submit(caller, request.session_id) if request.session_id else None
         if session is None and not request.device_id and request.selector is not None:
             # The broker picks: it must know the circuit's width first.
-            circuit = await self._parse(request)
+            circuit = await self._parse(caller, request)
             project = project_of(principal, request.project)
             device = d.selection.select(
                 caller, request.selector, project, now, width=circuit.num_qubits
             )
         else:
             device, project = self._target(caller, principal, request, session, now)
-            circuit = await self._parse(request)
+            circuit = await self._parse(caller, request)
         if request.priority not in PRIORITIES:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
         self._check_fits(circuit, device)
@@ -212,19 +223,21 @@ class Submission:
             "name a device (device_id), describe one (selector) or give a session_id",
         )
 
-    async def _parse(self, request: SubmitRequest) -> Circuit:
-        """Parse off the event loop, in the isolated decoder: hostile payloads can't stall us."""
+    async def _parse(self, caller: str, request: SubmitRequest) -> Circuit:
+        """Parse off the event loop, in the isolated decoders, within the caller's share of
+        them (`DecodeGate`): hostile payloads can't stall us or other principals."""
         d = self._d
+        validate = partial(
+            validate_circuit,
+            request.circuit_format,
+            request.payload,
+            request.shots,
+            d.limits,
+            decoder=d.decoder,
+            memory=request.memory,
+        )
         try:
-            return await asyncio.to_thread(
-                validate_circuit,
-                request.circuit_format,
-                request.payload,
-                request.shots,
-                d.limits,
-                decoder=d.decoder,
-                memory=request.memory,
-            )
+            return await d.decode_gate.run(caller, validate)
         except CircuitRejected as exc:
             d.metrics.rejections.labels(exc.field).inc()
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, str(exc)) from exc

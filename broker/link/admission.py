@@ -1,12 +1,14 @@
 """Whether a Hello may open a connection: the link key must be authorised for the device the
-Hello names, must not say Hello faster than its allowance (a token bucket per key), and must not
-hold more live connections than allowed. A flood from one key spends only that key's
+Hello names, must not say Hello faster than its allowance (a token bucket per key), the Hello
+must carry a grant key that lease grants can be sealed to, and the key must not hold more live
+connections than allowed. A flood from one key spends only that key's
 allowance; another key, and so another device, is never slowed by it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attestation.sealing import KEY_BYTES, sealable
 from broker.clock import Clock
 from broker.link import messages as m
 from broker.link.door import LinkRefusal
@@ -56,6 +58,16 @@ class HelloAdmission:
                     code=m.GoodbyeCode.TOO_MANY_HELLOS,
                     reason=f"too many Hellos from this link key: at most {self._burst} at once, "
                     f"then one every {self._every:g} s; wait before reconnecting",
+                ),
+            )
+        if not sealable(hello.grant_key):  # after the rate check: it costs an X25519 exchange
+            return Refused(
+                reason=LinkRefusal.HELLO_WITHOUT_GRANT_KEY,
+                goodbye=m.Goodbye(
+                    code=m.GoodbyeCode.NO_GRANT_KEY,
+                    reason=f"the Hello carried no usable grant key (a {KEY_BYTES}-byte X25519 "
+                    "public key made for this connection, that lease grants are sealed to); "
+                    "upgrade the driver agent",
                 ),
             )
         if others_of_key >= self._per_key:

@@ -103,6 +103,7 @@ class Attestor:
                 ttl_seconds=self._timing.nonce_ttl_seconds,
                 max_entries=self._timing.nonces_per_connection,
             ),
+            grant_key=hello.grant_key,
             certificate_chain=hello.certificate_chain,
         )
         self._fleet.add(conn)

@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 
 from attestation.sealing import seal
 from broker.link import messages as m
-from qtestbed.shared.wire import LEASE_GRANT_SEAL_CONTEXT, format_to_proto
+from qtestbed.shared.wire import format_to_proto, lease_grant_seal_context
 from qtestbed.v1 import driver_link_pb2 as pb
 
 _GOODBYE_TO_PROTO: Mapping[m.GoodbyeCode, pb.GoodbyeCode.ValueType] = {
@@ -24,6 +24,7 @@ _GOODBYE_TO_PROTO: Mapping[m.GoodbyeCode, pb.GoodbyeCode.ValueType] = {
     m.GoodbyeCode.WRONG_KEY: pb.GOODBYE_CODE_WRONG_KEY,
     m.GoodbyeCode.TOO_MANY_HELLOS: pb.GOODBYE_CODE_TOO_MANY_HELLOS,
     m.GoodbyeCode.TOO_MANY_CONNECTIONS: pb.GOODBYE_CODE_TOO_MANY_CONNECTIONS,
+    m.GoodbyeCode.NO_GRANT_KEY: pb.GOODBYE_CODE_NO_GRANT_KEY,
 }
 _GOODBYE_FROM_PROTO = {value: code for code, value in _GOODBYE_TO_PROTO.items()}
 
@@ -67,6 +68,7 @@ def _hello(h: pb.Hello) -> m.Hello:
         backend=h.backend,
         driver_build=h.driver_build,
         certificate_chain=h.certificate_chain,
+        grant_key=h.grant_key,
         resuming_lease_id=h.resuming_lease_id,
     )
 
@@ -89,13 +91,13 @@ def _goodbye(g: pb.Goodbye) -> m.Goodbye:
     return m.Goodbye(reason=g.reason, code=code)
 
 
-def encode(message: m.Outbound, *, recipient: bytes) -> bytes:
-    """The frame for one message to the driver whose raw Curve25519 public key is `recipient`
-    (a lease grant is sealed to it)."""
-    return _wrap(message, recipient).SerializeToString()
+def encode(message: m.Outbound, *, link_key: bytes) -> bytes:
+    """The frame for one message to the connection whose proved raw CurveZMQ public key is
+    `link_key`: a lease grant is sealed to the grant key it names, bound to `link_key`."""
+    return _wrap(message, link_key).SerializeToString()
 
 
-def _wrap(message: m.Outbound, recipient: bytes) -> pb.LinkMessage:
+def _wrap(message: m.Outbound, link_key: bytes) -> pb.LinkMessage:
     match message:
         case m.Challenge():
             return pb.LinkMessage(
@@ -111,7 +113,7 @@ def _wrap(message: m.Outbound, recipient: bytes) -> pb.LinkMessage:
             )
             return pb.LinkMessage(verdict=verdict)
         case m.LeaseGrant():
-            return pb.LinkMessage(lease=_sealed_grant(message, recipient))
+            return pb.LinkMessage(lease=_sealed_grant(message, link_key))
         case m.LeaseCancel():
             return pb.LinkMessage(cancel=pb.LeaseCancel(lease_id=message.lease_id))
         case m.Heartbeat():
@@ -122,8 +124,11 @@ def _wrap(message: m.Outbound, recipient: bytes) -> pb.LinkMessage:
             return pb.LinkMessage(goodbye=bye)
 
 
-def _sealed_grant(grant: m.LeaseGrant, recipient: bytes) -> pb.LeaseGrant:
-    box = seal(recipient, _grant(grant).SerializeToString(), context=LEASE_GRANT_SEAL_CONTEXT)
+def _sealed_grant(grant: m.LeaseGrant, link_key: bytes) -> pb.LeaseGrant:
+    # To the connection's own grant key, never to its link key: another host holding the same
+    # link key may be on the route (README "Driver link").
+    plain = _grant(grant).SerializeToString()
+    box = seal(grant.grant_key, plain, context=lease_grant_seal_context(link_key))
     sealed = pb.Sealed(
         ephemeral_public=box.ephemeral_public, nonce=box.nonce, ciphertext=box.ciphertext
     )

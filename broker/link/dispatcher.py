@@ -227,7 +227,7 @@ class Dispatcher:
             return await self._deny(leased, again, left)
         if leased.attempts == 1:
             self._metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
-        if not await self._link.send(conn.peer, self._grant(leased, lease)):
+        if not await self._link.send(conn.peer, self._grant(conn, leased, lease)):
             await self._leases.disconnect(conn, "driver unreachable when the lease was sent")
         return True
 
@@ -260,11 +260,12 @@ class Dispatcher:
             job,
             job.lease.lease_id,
         )
-        if not await self._link.send(conn.peer, self._grant(job, job.lease)):
+        if not await self._link.send(conn.peer, self._grant(conn, job, job.lease)):
             await self._leases.disconnect(conn, "driver unreachable when a canary was sent")
 
-    def _grant(self, job: Job, lease: Lease) -> m.LeaseGrant:
+    def _grant(self, conn: DriverConnection, job: Job, lease: Lease) -> m.LeaseGrant:
         return m.LeaseGrant(
+            grant_key=conn.grant_key,  # sealed to this connection alone, not to its link key
             lease_id=lease.lease_id,
             job_id=job.job_id,
             circuit=job.circuit,

@@ -30,6 +30,7 @@ class LinkRefusal(enum.Enum):
     ROUTE_TAKEN = "route_taken"  # a key using a routing id another key's connection holds
     HELLO_RATE = "hello_rate"  # a key saying Hello faster than its allowance
     TOO_MANY_CONNECTIONS = "too_many_connections"  # a key past its connection limit
+    HELLO_WITHOUT_GRANT_KEY = "hello_without_grant_key"  # no usable X25519 key to seal grants to
     HELLO_FIRST = "hello_first"  # a message on a connection that never said Hello
     LEASE_NOT_HELD = "lease_not_held"  # a lease message for a lease the connection lacks
     DUPLICATE_RESULT = "duplicate_result"  # a second result for a lease already answered

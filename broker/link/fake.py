@@ -24,7 +24,8 @@ _connections = itertools.count(1)
 
 def make_peer(device_id: str, route: bytes | None = None) -> tuple[Peer, bytes]:
     """A new connection with a fresh CurveZMQ key pair authorised for `device_id`, and its Z85
-    secret key (what a driver would open its sealed grants with)."""
+    secret key (which opens none of its lease grants: those are sealed to the grant key its
+    Hello announces)."""
     public, secret = zmq.curve_keypair()
     route = route if route is not None else public[:16]
     peer = Peer(

@@ -44,6 +44,9 @@ class DriverConnection:
     last_seen: float
     # Challenges issued to this connection only: an answer is accepted from no other.
     nonces: NonceIssuer
+    # The X25519 public key this connection's Hello announced: its lease grants are sealed to
+    # it, so they open only where that Hello came from (not for another holder of its link key).
+    grant_key: bytes
     certificate_chain: bytes = b""
     device_key: VerifyKey | None = None
     state: LinkState = LinkState.CHALLENGED

@@ -21,6 +21,7 @@ class GoodbyeCode(enum.Enum):
     WRONG_KEY = "WRONG_KEY"  # the link key is not authorised for that device; fatal
     TOO_MANY_HELLOS = "TOO_MANY_HELLOS"  # the link key said Hello too often; wait
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"  # the link key holds its most connections
+    NO_GRANT_KEY = "NO_GRANT_KEY"  # the Hello had no usable grant key; fatal
 
 
 # --- driver -> broker -----------------------------------------------------------------------
@@ -28,7 +29,9 @@ class GoodbyeCode(enum.Enum):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Hello:
-    """A driver's first message: which device it serves, what it can run, its identity chain."""
+    """A driver's first message: which device it serves, what it can run, its identity chain,
+    and the X25519 public key made for this connection alone that its lease grants are sealed
+    to (`grant_key`; the admission refuses a Hello whose key nothing can be sealed to)."""
 
     device_id: str
     num_qubits: int
@@ -37,6 +40,7 @@ class Hello:
     backend: str
     driver_build: str
     certificate_chain: bytes
+    grant_key: bytes
     resuming_lease_id: str = ""
 
 
@@ -116,8 +120,10 @@ class Verdict:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LeaseGrant:
-    """Run this job under this lease; the receipt must name `dispatch_nonce`."""
+    """Run this job under this lease; the receipt must name `dispatch_nonce`. The codec seals it
+    to `grant_key`, the grant key of the connection it is for (from that connection's Hello)."""
 
+    grant_key: bytes
     lease_id: str
     job_id: str
     circuit: Circuit

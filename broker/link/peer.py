@@ -27,7 +27,8 @@ class Peer:
 
     @property
     def public_key(self) -> bytes:
-        """The raw 32-byte Curve25519 public key (what lease grants are sealed to)."""
+        """The raw 32-byte Curve25519 public key (lease grants are bound to it, and sealed to the
+        connection's own grant key)."""
         return z85.decode(self.key)
 
     @property

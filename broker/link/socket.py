@@ -82,7 +82,7 @@ class DriverLink:
 
     async def send(self, peer: Peer, message: Outbound) -> bool:
         """False when the driver is no longer connected (the message was not delivered)."""
-        frame = codec.encode(message, recipient=peer.public_key)
+        frame = codec.encode(message, link_key=peer.public_key)
         try:
             await self._sock.send_multipart([peer.route, frame])
         except zmq.ZMQError as exc:

@@ -43,6 +43,7 @@ class StoreRunner:
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []
         self._scheduled = False
+        self._depth = 0  # calls queued or running, not yet settled
         self.batches = 0
         self.calls = 0
 
@@ -51,10 +52,17 @@ class StoreRunner:
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             self._pending.append((functools.partial(fn, *args, **kwargs), future, loop))
+            self._depth += 1
             if not self._scheduled:
                 self._scheduled = True
                 self._executor.submit(self._drain)
         return await future
+
+    @property
+    def depth(self) -> int:
+        """Store calls waiting for the store thread or running on it: when this grows, every
+        caller's latency grows with it (admission sheds submissions past a bound)."""
+        return self._depth
 
     def _drain(self) -> None:
         """On the store thread: run everything queued so far in one transaction."""
@@ -73,6 +81,8 @@ class StoreRunner:
             outcomes = [(False, exc)] * len(batch)
         self.batches += 1
         self.calls += len(batch)
+        with self._lock:
+            self._depth -= len(batch)
         for (_op, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
             loop.call_soon_threadsafe(_settle, future, ok, value)
 

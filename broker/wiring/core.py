@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from broker.access.call_limits import CallLimits
 from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
@@ -15,9 +17,12 @@ from broker.access.registry import AccessRegistry
 from broker.access.requests import AccessRequests
 from broker.anomaly.monitor import AnomalyMonitor
 from broker.audit.log import AuditLog
+from broker.audit.refusals import RefusalLog
 from broker.devices.export_class import ExportClasses
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
+from broker.jobs.admission import SubmissionAdmission
+from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger, JobObservers
 from broker.jobs.model import Job
 from broker.jobs.queue_sync import QueueSync
@@ -183,4 +188,23 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         watchers=watchers,
         ledger=JobLedger(base.runner, base.metrics, watchers, observers),
         queue_sync=QueueSync(base.runner, scheduler),
+        decode_gate=DecodeGate(
+            settings=settings.decoding,
+            metrics=base.metrics,
+            refusals=RefusalLog(
+                kind="decode.refused",
+                what="circuit decodes past a principal's share",
+                audit=r.audit,
+                clock=base.clock,
+                logger=logging.getLogger("broker.jobs.decode_gate"),
+                window_seconds=settings.timing.front_door_audit_seconds,
+            ),
+        ),
+        admission=SubmissionAdmission(
+            settings=settings.admission,
+            clock=base.clock,
+            metrics=base.metrics,
+            audit=r.audit,
+            store_depth=lambda: base.runner.depth,
+        ),
     )

@@ -134,6 +134,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
             r.front_door.flush,
             r.call_limits.flush,
             r.refusals.flush,
+            j.decode_gate.flush,
+            j.admission.flush,
         ],
     )
     return LinkParts(
@@ -190,6 +192,8 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
             anomalies=r.anomalies,
             decoder=base.decoder,
             limits=base.settings.limits,
+            decode_gate=j.decode_gate,
+            admission=j.admission,
         )
     )
     jobs = JobService(
@@ -226,6 +230,13 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         clock=clock,
         metrics=base.metrics,
     )
+    cosignatures = CosignatureDesk(
+        runner=base.runner,
+        audit=r.audit,
+        witnesses=base.witness_keys,
+        log_key_id=base.audit_key.public_key.key_id,
+        metrics=base.metrics,
+    )
     return Services(
         submission=submission,
         jobs=jobs,
@@ -236,16 +247,12 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         result_proofs=ResultProofService(
             jobs=jobs,
             proofs=InclusionProofs(
-                runner=base.runner, sign_now=lambda: link.signer.tick(force=True)
+                runner=base.runner,
+                sign_now=lambda: link.signer.tick(force=True),
+                cosignatures=cosignatures,
             ),
         ),
-        cosignatures=CosignatureDesk(
-            runner=base.runner,
-            audit=r.audit,
-            witnesses=base.witness_keys,
-            log_key_id=base.audit_key.public_key.key_id,
-            metrics=base.metrics,
-        ),
+        cosignatures=cosignatures,
         proofs=ConsistencyProver(base.runner),
     )
 

@@ -35,7 +35,9 @@ from broker.devices.registry import DeviceRegistry
 from broker.gauges import DeviceGauges
 from broker.grpc.interceptor import EdgeInterceptor
 from broker.grpc.server import Servicers
+from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder
+from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger
 from broker.jobs.queue_sync import QueueSync
 from broker.jobs.result_proofs import ResultProofService
@@ -113,6 +115,8 @@ class JobParts:
     watchers: JobWatchers
     ledger: JobLedger
     queue_sync: QueueSync
+    decode_gate: DecodeGate
+    admission: SubmissionAdmission
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -260,13 +260,22 @@ def _memory_bitstrings(result: jobs_pb2.JobResult) -> list[str]:
 def _audit_proof(client: Client, job_id: str) -> InclusionProof | None:
     """The bundle's audit inclusion proof; a bundle without one still holds the receipt."""
     try:
-        return client.result_proof(job_id)
+        proof = client.result_proof(job_id)
     except QtestbedError as exc:
         print(
             f"warning: saved without an audit inclusion proof ({exc.code}: {exc.message})",
             file=sys.stderr,
         )
         return None
+    if proof.witnessed:
+        note = f"witnessed: {len(proof.cosignatures)} witness cosignature(s) on its checkpoint"
+    else:
+        note = (
+            "unwitnessed: no witness has cosigned a checkpoint covering this result yet; run "
+            "`qtestbed result --save` again later to replace it with a witnessed proof"
+        )
+    print(f"audit proof (tree size {proof.tree_size}) {note}", file=sys.stderr)
+    return proof
 
 
 @broker_command()

@@ -16,11 +16,19 @@ from qtestbed.v1 import jobs_pb2
 
 # Trailing metadata of a refused call: the policy or rule that refused it.
 RULE_ID_METADATA = "qtestbed-rule-id"
-# Trailing metadata of a RESOURCE_EXHAUSTED refusal: milliseconds to wait before retrying.
-RETRY_AFTER_METADATA = "qtestbed-retry-after-ms"
+# Where gRPC carries a google.rpc.Status with typed details (e.g. RetryInfo: when to retry).
+STATUS_DETAILS_METADATA = "grpc-status-details-bin"
 
 # What a sealed lease grant's box is for (authenticated with it, so no other box opens as one).
 LEASE_GRANT_SEAL_CONTEXT = b"qtestbed.v1.LeaseGrant"
+
+
+def lease_grant_seal_context(link_key: bytes) -> bytes:
+    """The authenticated context of a lease grant sealed for the connection whose raw CurveZMQ
+    link public key is `link_key` (32 bytes): the box is sealed to the connection's own grant
+    key, and bound to the key the connection proved, so it opens as nothing else."""
+    return LEASE_GRANT_SEAL_CONTEXT + link_key
+
 
 _FORMAT_TO_PROTO: Mapping[CircuitFormat, jobs_pb2.CircuitFormat.ValueType] = {
     CircuitFormat.OPENQASM2: jobs_pb2.CIRCUIT_FORMAT_OPENQASM2,

@@ -44,6 +44,10 @@ class _GoodbyeCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GoodbyeCo
     """Broker -> driver: this link key said Hello too often; wait before saying it again."""
     GOODBYE_CODE_TOO_MANY_CONNECTIONS: _GoodbyeCode.ValueType  # 7
     """Broker -> driver: this link key holds as many connections as it may; close one first."""
+    GOODBYE_CODE_NO_GRANT_KEY: _GoodbyeCode.ValueType  # 8
+    """Broker -> driver: the Hello carried no valid grant key (32-byte X25519 public key); this
+    driver agent is too old or broken, and reconnecting will not help.
+    """
 
 class GoodbyeCode(_GoodbyeCode, metaclass=_GoodbyeCodeEnumTypeWrapper):
     """Why a Goodbye was sent, so the other end acts on a code rather than on words."""
@@ -65,6 +69,10 @@ GOODBYE_CODE_TOO_MANY_HELLOS: GoodbyeCode.ValueType  # 6
 """Broker -> driver: this link key said Hello too often; wait before saying it again."""
 GOODBYE_CODE_TOO_MANY_CONNECTIONS: GoodbyeCode.ValueType  # 7
 """Broker -> driver: this link key holds as many connections as it may; close one first."""
+GOODBYE_CODE_NO_GRANT_KEY: GoodbyeCode.ValueType  # 8
+"""Broker -> driver: the Hello carried no valid grant key (32-byte X25519 public key); this
+driver agent is too old or broken, and reconnecting will not help.
+"""
 Global___GoodbyeCode: _TypeAlias = GoodbyeCode  # noqa: Y015
 
 @_typing.final
@@ -147,6 +155,7 @@ class Hello(_message.Message):
     DRIVER_BUILD_FIELD_NUMBER: _builtins.int
     RESUMING_LEASE_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_CHAIN_FIELD_NUMBER: _builtins.int
+    GRANT_KEY_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     num_qubits: _builtins.int
     backend: _builtins.str
@@ -156,6 +165,12 @@ class Hello(_message.Message):
     certificate_chain: _builtins.bytes
     """The device certificate followed by any intermediates (PEM): the identity the broker
     checks against the facility root, the registry and the revocation list.
+    """
+    grant_key: _builtins.bytes
+    """A fresh X25519 public key (32 bytes) made for this connection only: the broker seals this
+    connection's lease grants to it. The driver makes a new pair for every Hello and keeps the
+    secret half in memory, so another host holding the same link key cannot open them. A Hello
+    without one is refused (Goodbye GOODBYE_CODE_NO_GRANT_KEY).
     """
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -172,10 +187,11 @@ class Hello(_message.Message):
         driver_build: _builtins.str = ...,
         resuming_lease_id: _builtins.str = ...,
         certificate_chain: _builtins.bytes = ...,
+        grant_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "basis_gates", b"basis_gates", "certificate_chain", b"certificate_chain", "coupling_map", b"coupling_map", "device_id", b"device_id", "driver_build", b"driver_build", "num_qubits", b"num_qubits", "resuming_lease_id", b"resuming_lease_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "basis_gates", b"basis_gates", "certificate_chain", b"certificate_chain", "coupling_map", b"coupling_map", "device_id", b"device_id", "driver_build", b"driver_build", "grant_key", b"grant_key", "num_qubits", b"num_qubits", "resuming_lease_id", b"resuming_lease_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -281,8 +297,9 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 @_typing.final
 class LeaseGrant(_message.Message):
     """Broker -> driver: run this job under this lease. The broker sends only `sealed`: the grant
-    itself (a serialized LeaseGrant with every other field set) sealed to the CurveZMQ public
-    key of the connection it is for, so that nobody else who receives it can read it.
+    itself (a serialized LeaseGrant with every other field set) sealed to the grant key the
+    connection it is for sent in its Hello (and bound to that connection's CurveZMQ public key),
+    so that nobody else who receives it can read it, not even a host holding the same link key.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -821,6 +821,8 @@ class ResultProof(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     AUDIT_PATH_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    COSIGNATURES_FIELD_NUMBER: _builtins.int
+    WITNESSED_FIELD_NUMBER: _builtins.int
     entry: _builtins.bytes
     """The leaf bytes: seq (8 bytes, big-endian) || prev_hash (32 bytes) || canonical event JSON."""
     leaf_index: _builtins.int
@@ -828,9 +830,21 @@ class ResultProof(_message.Message):
     tree_size: _builtins.int
     checkpoint: _builtins.bytes
     """The checkpoint of `tree_size` entries: a DSSE envelope (JSON) signed by the broker's key."""
+    witnessed: _builtins.bool
+    """Whether `cosignatures` is non-empty: false means only the broker vouches for this
+    checkpoint so far; ask again later for a witnessed one.
+    """
     @_builtins.property
     def audit_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """RFC 9162 audit path, leaf side first (32 bytes each)."""
+
+    @_builtins.property
+    def cosignatures(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Registered witnesses' cosignatures on that checkpoint: DSSE envelopes (JSON) of payload
+        type application/vnd.qtestbed.audit-cosignature.v1+json over
+        {"log_key_id","root_hash","tree_size","witnessed_at"}. The broker prefers the newest
+        covering checkpoint a witness cosigned; empty when none is witnessed yet.
+        """
 
     def __init__(
         self,
@@ -840,10 +854,12 @@ class ResultProof(_message.Message):
         tree_size: _builtins.int = ...,
         audit_path: _abc.Iterable[_builtins.bytes] | None = ...,
         checkpoint: _builtins.bytes = ...,
+        cosignatures: _abc.Iterable[_builtins.bytes] | None = ...,
+        witnessed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_path", b"audit_path", "checkpoint", b"checkpoint", "entry", b"entry", "leaf_index", b"leaf_index", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_path", b"audit_path", "checkpoint", b"checkpoint", "cosignatures", b"cosignatures", "entry", b"entry", "leaf_index", b"leaf_index", "tree_size", b"tree_size", "witnessed", b"witnessed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

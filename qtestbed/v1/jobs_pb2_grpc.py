@@ -155,7 +155,9 @@ class JobServiceServicer(object):
 
     def GetResultProof(self, request, context):
         """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
-        checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+        checkpoint (the newest covering one a registered witness cosigned, with the cosignatures;
+        else the newest broker-signed one, unwitnessed), for the result bundle
+        (`qtestbed receipt verify --audit-key [--witness-key]`). Owner only:
         someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -49,7 +49,9 @@ class JobServiceStub:
     GetResult: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]
     GetResultProof: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetResultProofRequest, _jobs_pb2.ResultProof]
     """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
-    checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+    checkpoint (the newest covering one a registered witness cosigned, with the cosignatures;
+    else the newest broker-signed one, unwitnessed), for the result bundle
+    (`qtestbed receipt verify --audit-key [--witness-key]`). Owner only:
     someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
     """
     GetQuota: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]
@@ -85,7 +87,9 @@ class JobServiceAsyncStub(JobServiceStub):
     GetResult: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetResultRequest, _jobs_pb2.JobResult]  # type: ignore[assignment]
     GetResultProof: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetResultProofRequest, _jobs_pb2.ResultProof]  # type: ignore[assignment]
     """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
-    checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+    checkpoint (the newest covering one a registered witness cosigned, with the cosignatures;
+    else the newest broker-signed one, unwitnessed), for the result bundle
+    (`qtestbed receipt verify --audit-key [--witness-key]`). Owner only:
     someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
     """
     GetQuota: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetQuotaRequest, _jobs_pb2.GetQuotaResponse]  # type: ignore[assignment]
@@ -166,7 +170,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ResultProof, _abc.Awaitable[_jobs_pb2.ResultProof]]:
         """An RFC 6962 inclusion proof of the job's job.completed audit entry in a signed audit
-        checkpoint, for the result bundle (`qtestbed receipt verify --audit-key`). Owner only:
+        checkpoint (the newest covering one a registered witness cosigned, with the cosignatures;
+        else the newest broker-signed one, unwitnessed), for the result bundle
+        (`qtestbed receipt verify --audit-key [--witness-key]`). Owner only:
         someone else's or a hidden job answers NOT_FOUND exactly like a missing one.
         """
 

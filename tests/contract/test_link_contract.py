@@ -1,9 +1,10 @@
 """One driver-link contract, run against the ZeroMQ socket (CurveZMQ on 127.0.0.1) and the
 fake link the unit tests use: what a driver says arrives as a domain message with the peer of
 its connection (its proved link key and the device that key is authorised for), an answer to
-that peer reaches that driver and no other, a lease grant is sealed so that only that peer's
-key opens it, a send to a connection that is gone says so, and what the link refuses before a
-message exists is counted by reason."""
+that peer reaches that driver and no other, a lease grant is sealed so that only the grant key
+that connection's Hello announced opens it (not the link key, which another host may hold
+too), a send to a connection that is gone says so, and what the link refuses before a message
+exists is counted by reason."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
-from attestation.sealing import Sealed, SealError, open_sealed
 from broker.jobs.model import Circuit
 from broker.link import codec
 from broker.link import messages as m
@@ -27,6 +27,7 @@ from broker.link.fake import FakeLink, make_peer, reconnect
 from broker.link.peer import Peer
 from broker.link.port import LinkPort
 from broker.link.socket import DriverLink
+from drivers.grants import GrantError, GrantKey, open_grant
 from qtestbed.shared.circuits import CircuitFormat
 from qtestbed.shared.linkkeys import (
     authorize_client,
@@ -34,7 +35,6 @@ from qtestbed.shared.linkkeys import (
     create_keypair,
     load_keypair,
 )
-from qtestbed.shared.wire import LEASE_GRANT_SEAL_CONTEXT
 from qtestbed.v1 import driver_link_pb2 as pb
 
 
@@ -43,6 +43,7 @@ class Driver(Protocol):
 
     public: str  # its Z85 link public key
     secret: bytes  # its raw Curve25519 secret key
+    grant: GrantKey  # its current connection's grant key (a new one for each connection)
 
     async def hello(self, device_id: str) -> None: ...
 
@@ -73,9 +74,10 @@ class _FakePeer:
         self.peer, secret = make_peer(device_id, uuid.uuid4().bytes)
         self.public = self.peer.key
         self.secret = z85.decode(secret)
+        self.grant = GrantKey.new()
 
     async def hello(self, device_id: str) -> None:
-        self.link.deliver(self.peer, _hello(device_id))
+        self.link.deliver(self.peer, _hello(device_id, self.grant))
 
     async def heard(self) -> pb.LinkMessage:
         [message] = self.link.take(self.peer)
@@ -89,6 +91,7 @@ class _FakePeer:
 
     async def reconnect(self) -> None:
         self.peer = reconnect(self.peer)
+        self.grant = GrantKey.new()
 
 
 class _FakePair:
@@ -114,6 +117,7 @@ class _ZmqPeer:
         self._connect = (ctx, endpoint, secret, broker)
         self.route = uuid.uuid4().bytes
         self.sock = self._socket()
+        self.grant = GrantKey.new()
 
     def _socket(self) -> zmq.asyncio.Socket:
         ctx, endpoint, secret, broker = self._connect
@@ -127,13 +131,14 @@ class _ZmqPeer:
     async def reconnect(self) -> None:
         self.sock.close(linger=0)
         self.sock = self._socket()
+        self.grant = GrantKey.new()
 
     async def garbage(self) -> None:
         await self.sock.send(b"\xff\xff not a LinkMessage")
 
     async def hello(self, device_id: str) -> None:
-        frame = pb.LinkMessage(hello=pb.Hello(device_id=device_id, num_qubits=5))
-        await self.sock.send(frame.SerializeToString())
+        hello = pb.Hello(device_id=device_id, num_qubits=5, grant_key=self.grant.public)
+        await self.sock.send(pb.LinkMessage(hello=hello).SerializeToString())
 
     async def heard(self) -> pb.LinkMessage:
         message = pb.LinkMessage()
@@ -176,7 +181,7 @@ class _ZmqPair:
         self.socket.close()
 
 
-def _hello(device_id: str) -> m.Hello:
+def _hello(device_id: str, grant: GrantKey) -> m.Hello:
     return m.Hello(
         device_id=device_id,
         num_qubits=5,
@@ -185,13 +190,14 @@ def _hello(device_id: str) -> m.Hello:
         backend="",
         driver_build="",
         certificate_chain=b"",
+        grant_key=grant.public,
     )
 
 
 def _as_frame(message: m.Outbound, peer: Peer) -> pb.LinkMessage:
     """What the fake link holds, as the frame the socket would have carried to `peer`."""
     frame = pb.LinkMessage()
-    frame.ParseFromString(codec.encode(message, recipient=peer.public_key))
+    frame.ParseFromString(codec.encode(message, link_key=peer.public_key))
     return frame
 
 
@@ -221,6 +227,8 @@ async def test_what_a_driver_says_arrives_as_a_message_with_its_peer(pair: Pair)
     # The peer is the key the handshake proved and the device that key is authorised for.
     assert (who_a.key, who_a.device_id) == (first.public, "dev-a")
     assert (who_b.key, who_b.device_id) == (second.public, "dev-b")
+    # Each Hello carries the grant key its connection made.
+    assert (said_a.grant_key, said_b.grant_key) == (first.grant.public, second.grant.public)
 
 
 async def test_a_new_connection_on_the_same_route_is_a_new_peer(pair: Pair) -> None:
@@ -253,14 +261,16 @@ async def test_the_device_comes_from_the_key_never_from_the_hello(pair: Pair) ->
     assert who.device_id == "dev-a"  # what its key is authorised for
 
 
-async def test_a_lease_grant_opens_only_with_the_key_it_was_sent_to(pair: Pair) -> None:
+async def test_a_lease_grant_opens_only_with_its_connections_grant_key(pair: Pair) -> None:
     first, second = await pair.peer(), await pair.peer()
     await first.hello("dev-a")
-    who, _ = await _received(pair.link)
+    who, hello = await _received(pair.link)
+    assert isinstance(hello, m.Hello)
     circuit = Circuit(
         format=CircuitFormat.OPENQASM2, payload=b"secret circuit", digest="d", num_qubits=1, depth=1
     )
     grant = m.LeaseGrant(
+        grant_key=hello.grant_key,
         lease_id="lease-1",
         job_id="job-1",
         circuit=circuit,
@@ -271,16 +281,17 @@ async def test_a_lease_grant_opens_only_with_the_key_it_was_sent_to(pair: Pair) 
     assert await pair.link.send(who, grant)
     heard = (await first.heard()).lease
     assert heard.circuit_payload == b""  # nothing readable outside the sealed box
-    box = Sealed(
-        ephemeral_public=heard.sealed.ephemeral_public,
-        nonce=heard.sealed.nonce,
-        ciphertext=heard.sealed.ciphertext,
-    )
-    inner = pb.LeaseGrant()
-    inner.ParseFromString(open_sealed(first.secret, box, context=LEASE_GRANT_SEAL_CONTEXT))
+    assert b"secret circuit" not in heard.SerializeToString()
+    link_key = z85.decode(first.public)
+    inner = open_grant(heard, first.grant, link_key=link_key)
     assert (inner.lease_id, inner.circuit_payload) == ("lease-1", b"secret circuit")
-    with pytest.raises(SealError):
-        open_sealed(second.secret, box, context=LEASE_GRANT_SEAL_CONTEXT)
+    # Not with the link secret (another host may hold that), nor another connection's grant key.
+    for wrong in (GrantKey.from_secret(first.secret), second.grant, GrantKey.new()):
+        with pytest.raises(GrantError):
+            open_grant(heard, wrong, link_key=link_key)
+    # Bound to the link key too: as another key's grant, it does not open even with its key.
+    with pytest.raises(GrantError):
+        open_grant(heard, first.grant, link_key=z85.decode(second.public))
 
 
 async def test_what_the_link_refuses_is_counted_by_reason(pair: Pair) -> None:

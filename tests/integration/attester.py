@@ -2,9 +2,11 @@
 says exactly what the test tells it to, where an honest driver agent would say the right thing.
 
 It can announce any device id with any certificate chain, sign evidence with any key, and answer
-a challenge with any bytes. While a test waits on it, it keeps the link alive (the broker drops
-drivers that fall silent) and counts the broker's heartbeats, one per broker tick, which tests
-use as a barrier: after two of them every dispatch the broker would make has been attempted.
+a challenge with any bytes. Like a driver agent, it makes a grant key pair for its connection
+and announces it in its Hello; `open()` reads a lease grant sealed to it. While a test waits on
+it, it keeps the link alive (the broker drops drivers that fall silent) and counts the broker's
+heartbeats, one per broker tick, which tests use as a barrier: after two of them every dispatch
+the broker would make has been attempted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import zmq
+from zmq.utils import z85
 
 from attestation.dsse import Envelope, sign_envelope
 from attestation.evidence import (
@@ -27,7 +30,8 @@ from attestation.evidence import (
     encode_claims,
 )
 from attestation.keys import SigningKey
-from qtestbed.shared.linkkeys import configure_client
+from drivers.grants import GrantKey, open_grant
+from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
 T = TypeVar("T")
@@ -55,6 +59,12 @@ class LinkEndpoint:
             sock.setsockopt(zmq.ROUTING_ID, route)
         sock.connect(self.address)
 
+    @property
+    def link_key(self) -> bytes:
+        """The raw CurveZMQ public key of this link key (lease grants are bound to it)."""
+        public, _secret = load_keypair(self.secret_key)
+        return z85.decode(public)
+
 
 class Attester:
     """One connection to the broker, announced with a Hello as soon as it is made."""
@@ -73,6 +83,8 @@ class Attester:
         self.key = key
         self.measurements = measurements
         self.boot_epoch = uuid.uuid4().hex
+        self.link_key = endpoint.link_key
+        self.grant = GrantKey.new()  # this connection's own, as a driver agent makes one
         self.heartbeats = 0  # broker heartbeats received so far
         self._inbox: collections.deque[link_pb.LinkMessage] = collections.deque()
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -87,6 +99,7 @@ class Attester:
             backend="aer",
             driver_build=measurements.driver_build,
             certificate_chain=chain,
+            grant_key=self.grant.public,
         )
         self.send(link_pb.LinkMessage(hello=hello))
 
@@ -122,6 +135,14 @@ class Attester:
                     raise LinkClosed(f"broker said goodbye: {message.goodbye.reason}")
             self._pump(_BEAT_SECONDS)
         raise TimeoutError(f"no {' or '.join(kinds)} message from the broker in {timeout:.0f}s")
+
+    def open(self, sealed: link_pb.LeaseGrant) -> link_pb.LeaseGrant:
+        """A lease grant the broker sealed to this connection, opened (GrantError if not)."""
+        return open_grant(sealed, self.grant, link_key=self.link_key)
+
+    def lease(self, *, timeout: float = 30.0) -> link_pb.LeaseGrant:
+        """The next lease grant, opened."""
+        return self.open(self.next("lease", timeout=timeout).lease)
 
     def challenge(self) -> bytes:
         """The nonce of the next challenge."""

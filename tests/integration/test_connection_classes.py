@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 
 from attestation.dsse import Envelope
-from drivers.grants import open_grant
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import QtestbedError
-from qtestbed.shared.linkkeys import load_keypair
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import access_pb2, admin_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
@@ -29,12 +27,6 @@ from tests.integration.support import audit_entries, metric_value, scrape, state
 DENIALS = "qtestbed_clearance_denials_total"
 # Generous: each scripted connection heartbeats only while the test waits on it.
 TIMING = {"heartbeat_misses": 50}
-
-
-def _opened(lab: Lab, attester: Attester) -> link_pb.LeaseGrant:
-    """The next lease grant `attester` receives, opened with the link key it was sealed to."""
-    _, secret = load_keypair(lab.link_key_for(DEVICE).secret_key)
-    return open_grant(attester.next("lease").lease, secret)
 
 
 def _connect(lab: Lab, error: float) -> tuple[Attester, str]:
@@ -77,7 +69,7 @@ def test_a_job_follows_the_class_of_the_connection_it_goes_to(tmp_path: Path) ->
             lenient, lenient_digest = _connect(lab, 2e-4)
             assert lab.device().export_class == "EAR99"
             jobs = {lab.queue_job().job_id, lab.queue_job().job_id}  # accepted: EAR99
-            grant = _opened(lab, lenient)
+            grant = lenient.lease()
             [waiting] = jobs - {grant.job_id}
 
             strict, strict_digest = _connect(lab, 5e-5)
@@ -104,7 +96,7 @@ def test_a_job_follows_the_class_of_the_connection_it_goes_to(tmp_path: Path) ->
                 lease_id=grant.lease_id, job_id=grant.job_id, error="transient", permanent=False
             )
             lenient.send(link_pb.LinkMessage(failure=failure))
-            second = _opened(lab, lenient)
+            second = lenient.lease()
             strict.wait_ticks(2)
             dispatched = _dispatched(facility)
             assert {digest for _, digest in dispatched} == {lenient_digest}

@@ -2,7 +2,8 @@
 routine the broker's own child runs, tries to read the broker's TLS key, a device key, a link
 secret, a CA key and /etc, to list the facility, to write and to connect out, and is refused
 each time while it still reads Python's libraries and decodes circuits. The real broker's
-child is then checked from outside: confined, in `/`, holding only its pipe."""
+children (its decoder pool) are then checked from outside: each confined, in `/`, holding only
+its pipe."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qtestbed.shared.circuits import DEFAULT_LIMITS, CircuitFormat
+from qtestbed.shared.circuits import DEFAULT_LIMITS, CircuitFormat, IsolatedDecoder
 from qtestbed.testing import LocalFacility
 from tests.integration.decoder_probe import ProbingDecoder, kernel_landlock_abi
 
@@ -86,20 +87,24 @@ def test_a_confined_decoder_child_reads_no_key_file(
 
 
 @needs_landlock
-def test_the_brokers_own_decoder_child_is_confined(facility: LocalFacility) -> None:
+def test_the_brokers_own_decoder_children_are_all_confined(facility: LocalFacility) -> None:
     facility.start_broker()
     assert facility.embedded is not None
     assert facility.embedded.broker is not None
-    decoder = facility.embedded.broker.decoder
-    assert decoder.confinement is not None
-    assert decoder.confinement.landlock_abi == kernel_landlock_abi()
-    summary = decoder.summarize(CircuitFormat.OPENQASM3, QASM3, DEFAULT_LIMITS)
-    assert summary.num_qubits == 2
-    child = decoder._child  # the broker's real child, seen from outside
-    assert child is not None
-    assert child.pid is not None
-    status = Path(f"/proc/{child.pid}/status").read_text()
-    assert "NoNewPrivs:\t1" in status  # set on the way to landlock_restrict_self
-    assert os.readlink(f"/proc/{child.pid}/cwd") == "/"
-    fds = os.listdir(f"/proc/{child.pid}/fd")
-    assert len(fds) == 4, [os.readlink(f"/proc/{child.pid}/fd/{fd}") for fd in fds]
+    pool = facility.embedded.broker.decoder
+    assert pool.size >= 2  # a pool, so that one principal cannot hold every child
+    for _ in range(pool.size):  # each payload goes to some child; all of them must decode
+        summary = pool.summarize(CircuitFormat.OPENQASM3, QASM3, DEFAULT_LIMITS)
+        assert summary.num_qubits == 2
+    for member in pool.members:
+        assert isinstance(member, IsolatedDecoder)
+        assert member.confinement is not None
+        assert member.confinement.landlock_abi == kernel_landlock_abi()
+        child = member._child  # the broker's real child, seen from outside
+        assert child is not None
+        assert child.pid is not None
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        assert "NoNewPrivs:\t1" in status  # set on the way to landlock_restrict_self
+        assert os.readlink(f"/proc/{child.pid}/cwd") == "/"
+        fds = os.listdir(f"/proc/{child.pid}/fd")
+        assert len(fds) == 4, [os.readlink(f"/proc/{child.pid}/fd/{fd}") for fd in fds]

@@ -3,6 +3,10 @@ CurveZMQ key it proved (authorised for one device), never by its routing id.
 
 - a host holding another device's authorised key that takes over an attested connection's
   routing id after the real driver dropped gets nothing: no readable lease, no attestation;
+- a host holding the SAME device's link key that takes over the route of a real driver agent's
+  attested connection (killed without a Goodbye) receives the lease grant meant for it and
+  cannot open it (grants are sealed to the connection's own grant key); the job is requeued
+  and a real driver runs it;
 - a connection answering another connection's challenge is refused, and the challenged
   connection's own answer still works;
 - a Hello flood from one key stops neither another device's driver nor the same device's real
@@ -24,9 +28,10 @@ from typing import Any
 
 import pytest
 import zmq
+from zmq.utils import z85
 
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
-from drivers.grants import GrantError, open_grant
+from drivers.grants import GrantError, GrantKey, open_grant
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.shared.linkkeys import create_keypair, load_keypair
 from qtestbed.testing import LocalFacility, eventually
@@ -119,7 +124,8 @@ def _wait_audited(lab: Lab, after: int, key: tuple[str, str]) -> dict[tuple[str,
 
 
 def _hello(device_id: str) -> link_pb.LinkMessage:
-    return link_pb.LinkMessage(hello=link_pb.Hello(device_id=device_id, num_qubits=5))
+    hello = link_pb.Hello(device_id=device_id, num_qubits=5, grant_key=GrantKey.new().public)
+    return link_pb.LinkMessage(hello=hello)
 
 
 # ------------------------------------------------------------------------ takeover
@@ -148,8 +154,9 @@ def test_another_devices_key_on_an_attested_route_gets_nothing(tmp_path: Path) -
             for message in silent:
                 if message.WhichOneof("body") == "lease":
                     assert message.lease.circuit_payload == b""
-                    with pytest.raises(GrantError):
-                        open_grant(message.lease, thief_secret)
+                    for key in (GrantKey.from_secret(z85.decode(thief_secret)), GrantKey.new()):
+                        with pytest.raises(GrantError):
+                            open_grant(message.lease, key, link_key=thief_key.link_key)
             # Then it speaks, on the route, and as the device it wants.
             thief.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat(seq=1)))
             [bye] = [m for m in thief.read(10, until="goodbye") if m.HasField("goodbye")]
@@ -193,6 +200,112 @@ def test_a_new_connection_with_the_same_key_and_route_inherits_nothing(lab: Lab)
     probe(lab.endpoint)
     assert not lab.device().available
     assert state_name(lab.alice.get_job(job.job_id)) == "QUEUED"
+
+
+def _attested_route(lab: Lab) -> bytes:
+    """The routing id of the device's one attested connection, read on the broker's loop (a
+    peer chooses its routing id, and a host beside the driver can learn it: it is no secret)."""
+    embedded = lab.facility.embedded
+    assert embedded is not None
+    assert embedded.broker is not None
+    components = embedded.broker.components
+    assert components is not None
+    fleet = components.jobs.fleet
+    clock = embedded.broker.clock
+
+    async def routes() -> list[bytes]:
+        now = clock.now()
+        return [c.peer.route for c in fleet.for_device(DEVICE) if c.dispatchable_now(now)]
+
+    [route] = embedded.run(routes())
+    return bytes(route)
+
+
+def _same_key_host(
+    endpoint: LinkEndpoint, route: bytes, go: Event, speak: Event, out: Queue[Any]
+) -> None:
+    """Another host holding the device's own link key, in a process of its own: once `go` is
+    set it connects on `route`, proves it holds the route (a broker heartbeat reaches it),
+    listens without a word until a lease grant arrives and reports every frame it received;
+    on `speak` it says something and reports the Goodbye code it gets."""
+    out.put(("ready", None))
+    go.wait(60)
+    host = Dealer(endpoint, route=route)
+    try:
+        kinds = _kinds(host.read(30, until="heartbeat"))
+        out.put(("route", kinds))
+        host.read(60, until="lease")
+        out.put(("heard", list(host.frames)))
+        speak.wait(60)
+        host.send(link_pb.LinkMessage(heartbeat=link_pb.Heartbeat(seq=1)))
+        said = [m for m in host.read(30, until="goodbye") if m.HasField("goodbye")]
+        out.put(("goodbye", said[0].goodbye.code if said else None))
+    finally:
+        host.close()
+
+
+def _expect(out: Queue[Any], what: str) -> Any:
+    kind, value = out.get(timeout=120)
+    assert kind == what, (kind, value)
+    return value
+
+
+def test_the_same_link_key_on_an_attested_route_cannot_read_its_lease_grant(
+    tmp_path: Path,
+) -> None:
+    # A long silence limit: the killed driver's connection stays on the books (attested) for
+    # half a minute, so the broker does dispatch to its routing id while the other host holds
+    # it. A slow tick, so that no heartbeat falls between the kill and the other host's connect
+    # (one would find the route gone and end the connection before the attack starts).
+    timing = {"heartbeat_misses": 100, "tick_seconds": 0.5}
+    with LocalFacility(tmp_path / "facility", timing=timing) as facility:
+        lab = Lab(facility)
+        real = facility.start_driver(DEVICE)  # the real driver agent, sim-open's own link key
+        facility.wait_available(lab.olivia, DEVICE, timeout=90)
+        route = _attested_route(lab)
+        spawn = multiprocessing.get_context("spawn")
+        go, speak, out = spawn.Event(), spawn.Event(), spawn.Queue()
+        # The same link key file the real driver uses: the other host holds it too.
+        host = spawn.Process(target=_same_key_host, args=(lab.endpoint, route, go, speak, out))
+        host.start()
+        try:
+            _expect(out, "ready")
+            real.kill()  # no Goodbye: the broker still holds its connection as attested
+            real.wait(30)  # gone, its socket closed: the route is free to take
+            go.set()
+            assert "heartbeat" in _expect(out, "route")  # the broker's sends now reach the host
+            job = lab.queue_job()  # dispatched to the attested connection: to its route
+            frames: list[bytes] = _expect(out, "heard")
+            assert state_name(lab.alice.get_job(job.job_id)) == "DISPATCHED"
+            speak.set()
+            assert _expect(out, "goodbye") == link_pb.GOODBYE_CODE_HELLO_FIRST
+        finally:
+            go.set()
+            speak.set()
+            host.join(60)
+            if host.is_alive():
+                host.kill()
+        messages = [link_pb.LinkMessage.FromString(frame) for frame in frames]
+        [lease] = [m.lease for m in messages if m.HasField("lease")]  # the grant reached it
+        # Nothing it received holds the researcher's circuit...
+        circuit = ghz_qasm2(3)
+        assert all(circuit not in frame for frame in frames)
+        assert all(b"cx q[1],q[2]" not in frame for frame in frames)
+        # ...and no key it holds opens the grant: not the link key it shares with the real
+        # driver, not a grant key of its own.
+        public, secret = load_keypair(lab.endpoint.secret_key)
+        for key in (GrantKey.from_secret(z85.decode(secret)), GrantKey.new()):
+            with pytest.raises(GrantError, match="does not open"):
+                open_grant(lease, key, link_key=z85.decode(public))
+        # Its first word ended the stale connection: the job went back to the queue, and a
+        # real driver (attesting afresh, with a grant key of its own) runs it.
+        back = wait_state(lab.alice, job.job_id, "QUEUED", "COMPLETED", timeout=60)
+        assert state_name(back) == "QUEUED"
+        requeued = audit_entries(facility, kind="job.requeued")
+        assert [e.subject for e in requeued] == [job.job_id]
+        facility.start_driver(DEVICE)
+        done = wait_state(lab.alice, job.job_id, "COMPLETED", timeout=90)
+        assert state_name(done) == "COMPLETED"
 
 
 # ------------------------------------------------------------------------ challenges
@@ -286,9 +399,7 @@ def _lease(lab: Lab) -> tuple[link_pb.LeaseGrant, str, Attester]:
     envelope = attester.sign(attester.claims(attester.challenge()))
     assert attester.answer(envelope.to_json()).affirming
     lab.queue_job()
-    sealed = attester.next("lease").lease
-    _, secret = load_keypair(lab.endpoint.secret_key)
-    return open_grant(sealed, secret), envelope.digest(), attester
+    return attester.lease(), envelope.digest(), attester
 
 
 def test_every_link_refusal_is_counted_and_audited(lab: Lab, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from drivers.grants import GrantKey
 from qtestbed.shared.linkkeys import LinkKeyError, configure_client, create_keypair
 from qtestbed.testing import LocalFacility
 from qtestbed.v1 import driver_link_pb2 as link_pb
@@ -21,7 +22,9 @@ def _hello_answered(facility: LocalFacility, secret: Path, broker_key: Path) -> 
     try:
         configure_client(sock, secret, broker_key)
         sock.connect(facility.addresses.link)
-        hello = link_pb.Hello(device_id="sim-open", num_qubits=5, backend="aer")
+        hello = link_pb.Hello(
+            device_id="sim-open", num_qubits=5, backend="aer", grant_key=GrantKey.new().public
+        )
         sock.send(link_pb.LinkMessage(hello=hello).SerializeToString())
         return bool(sock.poll(3000))
     finally:
@@ -36,7 +39,7 @@ def test_unauthorised_link_key_gets_no_answer(facility: LocalFacility, tmp_path:
     assert not _hello_answered(facility, stranger, broker_key)
     text = scrape(facility)
     assert metric_value(text, "qtestbed_driver_connections", device="sim-open") == 0
-    # The facility's own driver key is answered (a Challenge, since the Hello carries no chain).
+    # The facility's own driver key is answered (a Challenge; the Hello carries no chain).
     assert _hello_answered(
         facility, facility.root / "drivers" / "sim-open-link.key_secret", broker_key
     )

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
+from zmq.utils import z85
 
 from attestation.evidence import EvidenceClaims, make_evidence
 from attestation.keys import SigningKey, load_private_key
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from attestation.shot_memory import ShotMemory
 from drivers.config import load_driver_config
-from drivers.grants import open_grant
+from drivers.grants import GrantKey, open_grant
 from drivers.measure import measure
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.shared.linkkeys import configure_client, load_keypair
@@ -70,11 +71,13 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
     key = load_private_key(config.device_key)
     alice = facility.client("alice")
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
+    grant_key = GrantKey.new()  # its connection's own, as an honest driver's would be
     hello = link_pb.Hello(
         device_id="sim-open",
         num_qubits=5,
         backend="aer",
         certificate_chain=config.device_certificate.read_bytes(),
+        grant_key=grant_key.public,
     )
     challenge = _exchange(dealer, link_pb.LinkMessage(hello=hello), "challenge").challenge
     claims = EvidenceClaims(
@@ -90,8 +93,8 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
     verdict = _exchange(dealer, evidence, "verdict").verdict
     assert verdict.affirming, list(verdict.reasons)
     sealed = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
-    _public, link_secret = load_keypair(config.link_secret_key)  # it holds the link key too
-    grant = open_grant(sealed, link_secret)
+    link_public, _secret = load_keypair(config.link_secret_key)  # it holds the link key too
+    grant = open_grant(sealed, grant_key, link_key=z85.decode(link_public))
     assert grant.job_id == job.job_id
     honest = {"000": 100}
     receipt = sign_receipt(
@@ -143,11 +146,13 @@ def _attest(
     """Attest as sim-open with its real key and take the next lease: (grant, key, evidence)."""
     config = load_driver_config(facility.root / "drivers" / "sim-open.toml")
     key = load_private_key(config.device_key)
+    grant_key = GrantKey.new()
     hello = link_pb.Hello(
         device_id="sim-open",
         num_qubits=5,
         backend="aer",
         certificate_chain=config.device_certificate.read_bytes(),
+        grant_key=grant_key.public,
     )
     challenge = _exchange(dealer, link_pb.LinkMessage(hello=hello), "challenge").challenge
     claims = EvidenceClaims(
@@ -162,7 +167,9 @@ def _attest(
     evidence = link_pb.LinkMessage(evidence=link_pb.EvidenceMessage(envelope=envelope.to_json()))
     verdict = _exchange(dealer, evidence, "verdict").verdict
     assert verdict.affirming, list(verdict.reasons)
-    grant = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
+    sealed = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
+    link_public, _secret = load_keypair(config.link_secret_key)
+    grant = open_grant(sealed, grant_key, link_key=z85.decode(link_public))
     return grant, key, envelope.digest()
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError
-from qtestbed.shared.wire import RETRY_AFTER_METADATA
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.integration.support import with_calls_table
@@ -46,13 +45,13 @@ def test_a_principal_at_its_stream_cap_is_refused_while_another_still_watches_an
     held = [_watch(alice, job.job_id) for _ in range(CAP)]
     for stream in held:
         assert next(stream).job.job_id == job.job_id  # each one open and answering
-    refused = _watch(alice, job.job_id)
-    with pytest.raises(grpc.RpcError) as exc:
-        next(refused)
-    assert exc.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert f"limit of {CAP} open streams" in (exc.value.details() or "")
-    assert "retry in 3 s" in (exc.value.details() or "")
-    assert dict(exc.value.trailing_metadata() or ())[RETRY_AFTER_METADATA] == "3000"
+    with pytest.raises(QtestbedError) as exc:
+        next(alice.watch(job.job_id, timeout=30))
+    assert exc.value.code == "RESOURCE_EXHAUSTED"
+    assert f"limit of {CAP} open streams" in exc.value.message
+    assert "retry in 3 s" in exc.value.message
+    assert exc.value.rule_id == "calls.stream_cap"
+    assert exc.value.retry_after_seconds == 3  # the standard google.rpc.RetryInfo detail
 
     # Bob is admitted while alice is at her cap: he watches, and he submits.
     mine = _submit(bob)
@@ -122,12 +121,12 @@ def test_past_the_server_wide_call_limit_a_call_is_refused_with_retry_advice(
     held = [_watch(alice, job.job_id) for _ in range(3)]
     for stream in held:
         assert next(stream).job.job_id == job.job_id  # three calls in progress: the limit
-    stub = jobs_pb2_grpc.JobServiceStub(bob.channel)
-    with pytest.raises(grpc.RpcError) as exc:
-        stub.GetJob(jobs_pb2.GetJobRequest(job_id=job.job_id), timeout=30)
-    assert exc.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "limit of 3 concurrent calls" in (exc.value.details() or "")
-    assert dict(exc.value.trailing_metadata() or ())[RETRY_AFTER_METADATA] == "3000"
+    with pytest.raises(QtestbedError) as exc:
+        bob.get_job(job.job_id)
+    assert exc.value.code == "RESOURCE_EXHAUSTED"
+    assert "limit of 3 concurrent calls" in exc.value.message
+    assert exc.value.rule_id == "calls.concurrent_rpcs"
+    assert exc.value.retry_after_seconds == 3
     held.pop().cancel()
     mine = eventually(lambda: _admitted(bob), what="a freed place to admit bob's call")
     assert mine.state == jobs_pb2.JOB_STATE_QUEUED

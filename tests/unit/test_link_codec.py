@@ -9,7 +9,7 @@ from zmq.utils import z85
 from broker.jobs.model import Circuit
 from broker.link import codec
 from broker.link import messages as m
-from drivers.grants import GrantError, open_grant
+from drivers.grants import GrantError, GrantKey, open_grant
 from qtestbed.shared.circuits import CircuitFormat
 from qtestbed.v1 import devices_pb2, jobs_pb2
 from qtestbed.v1 import driver_link_pb2 as pb
@@ -26,6 +26,7 @@ def test_each_driver_message_decodes_to_its_domain_form() -> None:
         basis_gates=["cx", "rz"],
         coupling_map=[devices_pb2.CouplingEdge(control=0, target=1)],
         certificate_chain=b"PEM",
+        grant_key=b"k" * 32,
     )
     assert codec.decode(_frame(hello=hello)) == m.Hello(
         device_id="dev-a",
@@ -35,6 +36,7 @@ def test_each_driver_message_decodes_to_its_domain_form() -> None:
         backend="",
         driver_build="",
         certificate_chain=b"PEM",
+        grant_key=b"k" * 32,
     )
     result = pb.LeaseResult(lease_id="l", job_id="j", counts={"00": 3}, receipt=b"R")
     assert codec.decode(_frame(result=result)) == m.LeaseResult(
@@ -71,8 +73,10 @@ def test_a_goodbye_code_from_a_newer_peer_reads_as_unspecified() -> None:
     assert decoded == m.Goodbye(reason="?", code=m.GoodbyeCode.UNSPECIFIED)
 
 
-def test_a_lease_grant_carries_the_circuit_sealed_to_the_recipient_in_its_wire_format() -> None:
-    public, secret = zmq.curve_keypair()
+def test_a_lease_grant_carries_the_circuit_sealed_to_the_grant_key_in_its_wire_format() -> None:
+    link_public, link_secret = zmq.curve_keypair()
+    link_key = z85.decode(link_public)
+    grant_key = GrantKey.new()
     circuit = Circuit(
         format=CircuitFormat.OPENQASM3,
         payload=b"OPENQASM 3;",
@@ -81,6 +85,7 @@ def test_a_lease_grant_carries_the_circuit_sealed_to_the_recipient_in_its_wire_f
         depth=1,
     )
     grant = m.LeaseGrant(
+        grant_key=grant_key.public,
         lease_id="l",
         job_id="j",
         circuit=circuit,
@@ -89,17 +94,21 @@ def test_a_lease_grant_carries_the_circuit_sealed_to_the_recipient_in_its_wire_f
         lease_seconds=5,
     )
     frame = pb.LinkMessage()
-    frame.ParseFromString(codec.encode(grant, recipient=z85.decode(public)))
-    assert b"OPENQASM 3;" not in frame.SerializeToString()  # only the recipient reads it
-    opened = open_grant(frame.lease, secret)
+    frame.ParseFromString(codec.encode(grant, link_key=link_key))
+    assert b"OPENQASM 3;" not in frame.SerializeToString()  # only the grant key's holder reads it
+    opened = open_grant(frame.lease, grant_key, link_key=link_key)
     assert opened.circuit_format == jobs_pb2.CIRCUIT_FORMAT_OPENQASM3
     assert (opened.circuit_payload, opened.shots) == (b"OPENQASM 3;", 9)
-    other_public, other_secret = zmq.curve_keypair()
-    with pytest.raises(GrantError, match="does not open"):
-        open_grant(frame.lease, other_secret)
+    # Not with the link secret key the connection proved, nor another connection's grant key.
+    for wrong in (GrantKey.from_secret(z85.decode(link_secret)), GrantKey.new()):
+        with pytest.raises(GrantError, match="does not open"):
+            open_grant(frame.lease, wrong, link_key=link_key)
+    other_public, _other_secret = zmq.curve_keypair()
+    with pytest.raises(GrantError, match="does not open"):  # bound to the connection's link key
+        open_grant(frame.lease, grant_key, link_key=z85.decode(other_public))
     with pytest.raises(GrantError, match="not sealed"):
-        open_grant(opened, secret)
+        open_grant(opened, grant_key, link_key=link_key)
     bye = pb.LinkMessage()
     goodbye = m.Goodbye(reason="r", code=m.GoodbyeCode.REVOKED)
-    bye.ParseFromString(codec.encode(goodbye, recipient=z85.decode(other_public)))
+    bye.ParseFromString(codec.encode(goodbye, link_key=z85.decode(other_public)))
     assert bye.goodbye.code == pb.GOODBYE_CODE_REVOKED

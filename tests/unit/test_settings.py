@@ -50,3 +50,19 @@ def test_a_relative_sqlite_path_is_relative_to_the_settings_file(tmp_path: Path)
 def test_link_limits_cannot_be_switched_off(key: str, value: float) -> None:
     with pytest.raises(SettingsError, match=key):
         TimingSettings(**{key: value})  # type: ignore[arg-type]
+
+
+def test_the_decoder_pool_is_read_from_its_section_and_its_share_cannot_be_switched_off(
+    tmp_path: Path,
+) -> None:
+    path = _settings(tmp_path, "sqlite:broker.db")
+    base = path.read_text()
+    path.write_text(base + "[decoding]\nprocesses = 4\nper_principal = 1\n")
+    decoding = load_settings(path).decoding
+    assert (decoding.pool_size(), decoding.share()) == (4, 1)
+    path.write_text(base + "[decoding]\nper_principal = -1\n")
+    with pytest.raises(ValueError, match=r"\[decoding\] per_principal"):
+        load_settings(path)
+    path.write_text(base + "[decoding]\nshare = 100\n")
+    with pytest.raises(SettingsError, match=r"\[decoding\] has unknown keys: share"):
+        load_settings(path)

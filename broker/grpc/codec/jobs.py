@@ -120,6 +120,8 @@ def result_proof_to_proto(proof: EntryProof) -> jobs_pb2.ResultProof:
         tree_size=proof.tree_size,
         audit_path=list(proof.audit_path),
         checkpoint=proof.checkpoint,
+        cosignatures=list(proof.cosignatures),
+        witnessed=proof.witnessed,
     )
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         check_width,
     )
     from qtestbed.shared.circuits.parse import parse_payload
+    from qtestbed.shared.circuits.pool import DecodeDeadline, DecoderPool
 
 _WHERE = {
     "CircuitDecoder": "decoders",
@@ -48,6 +49,8 @@ _WHERE = {
     "check_size": "model",
     "check_width": "model",
     "parse_payload": "parse",
+    "DecodeDeadline": "pool",
+    "DecoderPool": "pool",
 }
 
 __all__ = [
@@ -57,6 +60,8 @@ __all__ = [
     "CircuitFormat",
     "CircuitLimits",
     "CircuitSummary",
+    "DecodeDeadline",
+    "DecoderPool",
     "InProcessDecoder",
     "IsolatedDecoder",
     "check_shots",

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import resource
 import threading
 from collections.abc import Callable
@@ -68,25 +69,40 @@ class IsolatedDecoder:
         with self._lock:
             self._stop_child()
 
+    @property
+    def running(self) -> bool:
+        """Whether a child is up (False once a payload killed it, until the next start)."""
+        return self._conn is not None
+
     def summarize(
-        self, fmt: CircuitFormat, payload: bytes, limits: CircuitLimits
+        self,
+        fmt: CircuitFormat,
+        payload: bytes,
+        limits: CircuitLimits,
+        *,
+        timeout_s: float | None = None,
     ) -> CircuitSummary:
+        """Decode `payload` in the child; past `timeout_s` (default: the decoder's) the child
+        is killed and the payload rejected."""
         check_size(payload, limits)
         request = json.dumps({"format": fmt.value, "limits": dataclasses.asdict(limits)})
+        timeout = self._timeout_s if timeout_s is None else timeout_s
         with self._lock:
-            reply = self._exchange(self._ensure_child(), request.encode(), payload)
+            reply = self._exchange(self._ensure_child(), request.encode(), payload, timeout)
         answer = json.loads(reply)
         if "rejected" in answer:
             raise CircuitError(*answer["rejected"])
         return CircuitSummary(**answer["summary"])
 
-    def _exchange(self, conn: Connection, request: bytes, payload: bytes) -> bytes:
+    def _exchange(
+        self, conn: Connection, request: bytes, payload: bytes, timeout_s: float
+    ) -> bytes:
         try:
             conn.send_bytes(request)
             conn.send_bytes(payload)
-            if conn.poll(self._timeout_s):
+            if conn.poll(timeout_s):
                 return conn.recv_bytes()
-            problem = f"took longer than {self._timeout_s:g} s to decode"
+            problem = f"took longer than {timeout_s:.3g} s to decode"
         except (EOFError, OSError):
             problem = "exceeded the decoder's memory or crashed it"
         self._stop_child()
@@ -135,6 +151,8 @@ class IsolatedDecoder:
 
 
 _READY = b"ready "
+# How much lower than its parent's a decoder child's CPU priority is.
+NICENESS = 10
 
 
 def _decoder_child(conn: Connection, memory_bytes: int) -> None:
@@ -146,6 +164,9 @@ def _decoder_child(conn: Connection, memory_bytes: int) -> None:
 
 def prepare_child(conn: Connection, memory_bytes: int) -> Confinement:
     """Everything the child does before its first payload; returns what confinement holds."""
+    # Parsing yields the CPU to the process that serves calls: a principal's parser-heavy
+    # payloads must not slow down everyone else's requests (issue 15).
+    os.nice(NICENESS)
     _warm_up()
     with open("/proc/self/statm", encoding="ascii") as statm:
         current = int(statm.read().split()[0]) * resource.getpagesize()

@@ -23,6 +23,7 @@ from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, create_ca, device_uri, issue_certificate
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
+from attestation.sealing import new_keypair
 from broker.access.facility import Facility, FacilityRef
 from broker.access.model import AccessRequest, Elevation, Principal, Project, RecordKind, Role
 from broker.access.requests import Filing
@@ -30,7 +31,8 @@ from broker.audit.model import AuditEvent
 from broker.clock import FakeClock
 from broker.devices.model import ReferenceScope
 from broker.devices.registry import ReferenceInput
-from broker.jobs.circuits import InProcessDecoder
+from broker.jobs.circuits import CircuitDecoder, InProcessDecoder
+from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.model import Job
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
@@ -40,7 +42,7 @@ from broker.link.peer import Peer
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import DEFAULT_POLICIES, PolicyEngine
 from broker.policy.export_control import DEFAULT_PROFILE, load_profile
-from broker.settings import BrokerSettings, CallLimitSettings, TimingSettings
+from broker.settings import AdmissionSettings, BrokerSettings, CallLimitSettings, TimingSettings
 from broker.store.memory import MemoryStore
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
@@ -96,7 +98,10 @@ class Core:
         *,
         timing: Mapping[str, Any] | None = None,
         calls: Mapping[str, Any] | None = None,
+        admission: Mapping[str, Any] | None = None,
         projects: tuple[Project, ...] = (Project(name="lab"), Project(name="ops")),
+        decoder: CircuitDecoder | None = None,
+        decoding: DecodingSettings | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.link = FakeLink()
@@ -125,6 +130,8 @@ class Core:
             link_clients=_UNUSED,
             timing=dataclasses.replace(TimingSettings(), **dict(timing or {})),
             calls=CallLimitSettings(**dict(calls or {})),
+            decoding=decoding or DecodingSettings(),
+            admission=dataclasses.replace(AdmissionSettings(), **dict(admission or {})),
         )
         self.parts: Components = build(
             Foundation(
@@ -137,7 +144,7 @@ class Core:
                 client_ca=self.ca,
                 policy=PolicyEngine.load_files(DEFAULT_POLICIES),
                 export_profile=load_profile(DEFAULT_PROFILE),
-                decoder=InProcessDecoder(),
+                decoder=decoder or InProcessDecoder(),
                 link=self.link,
             )
         )
@@ -157,6 +164,7 @@ class Core:
 
     def close(self) -> None:
         self.runner.close()
+        self.parts.jobs.decode_gate.close()
 
     async def register(
         self,
@@ -216,6 +224,8 @@ class Driver:
         self.core = core
         self.kit = kit
         self.peer, self.link_secret = (peer, b"") if peer else make_peer(kit.device_id)
+        # This connection's own grant key pair, as a driver agent makes one for each Hello.
+        self.grant_secret, self.grant_key = new_keypair()
         self.boot_epoch = uuid.uuid4().hex
         self.counter = 0
 
@@ -226,7 +236,8 @@ class Driver:
         """What the broker said to this connection since the last call."""
         return self.core.link.take(self.peer)
 
-    async def hello(self) -> None:
+    async def hello(self, *, grant_key: bytes | None = None) -> None:
+        """Say Hello with this connection's grant key (or `grant_key`, to play a bad one)."""
         await self.say(
             m.Hello(
                 device_id=self.kit.device_id,
@@ -236,6 +247,7 @@ class Driver:
                 backend="fake",
                 driver_build="drv-1",
                 certificate_chain=self.kit.chain,
+                grant_key=self.grant_key if grant_key is None else grant_key,
             )
         )
 

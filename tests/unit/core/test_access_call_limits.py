@@ -32,7 +32,8 @@ async def test_a_principal_past_its_stream_cap_is_refused_with_a_retry_delay(cor
         with pytest.raises(BrokerError) as refused:
             limits.open_stream("alice", "serial-a9")
         assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
-        assert refused.value.retry_after == 4
+        assert refused.value.retry_after_seconds == 4
+        assert refused.value.rule_id == "calls.stream_cap"
         assert "limit of 3 open streams" in refused.value.detail
         assert "retry in 4 s" in refused.value.detail
     assert streams.count_of("alice") == 3  # the refused ones hold nothing
@@ -62,7 +63,8 @@ async def test_the_server_wide_call_limit_refuses_past_it_and_admits_once_a_call
         with pytest.raises(BrokerError) as refused, limits.call("bob"):
             pass
         assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
-        assert refused.value.retry_after == 2.0
+        assert refused.value.retry_after_seconds == 2.0
+        assert refused.value.rule_id == "calls.concurrent_rpcs"
         assert limits.in_flight == 2
     with limits.call("bob"):
         assert limits.in_flight == 1

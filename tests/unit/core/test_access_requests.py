@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from broker.access.grants import Effective
-from broker.access.model import AccessRequest, Elevation, RequestState, Role
+from broker.access.model import AccessRequest, Elevation, RecordKind, RequestState, Role
 from broker.access.requests import MAX_PENDING, Filing
 from broker.errors import BrokerError, ErrorCode
 from broker.jobs.model import JobState
@@ -279,3 +279,20 @@ async def test_an_expired_device_grant_denies_the_next_dispatch(core: Core) -> N
     job = await job_of(core, job_id)
     assert (job.state, job.rule_id) == (JobState.DENIED, "researcher-dispatch/tier")
     assert only(driver.heard(), m.LeaseGrant) == []
+
+
+# --- removal -------------------------------------------------------------------------------------
+
+
+async def test_a_principal_with_open_grants_is_not_removed(core: Core) -> None:
+    """Grants are kept by name: removing alice with one open would hand it to the next alice."""
+    access = core.parts.registries.access
+    requests = core.parts.registries.requests
+    grant = await granted(core, "alice", Elevation.TIER, "controlled")
+    version = core.parts.registries.records.version(RecordKind.PRINCIPAL, "alice")
+    refused = await _refused(core, access.delete_principal("olivia", "alice", version))
+    assert refused.code is ErrorCode.FAILED_PRECONDITION
+    assert grant.request_id in refused.detail
+    await requests.revoke("olivia", grant.request_id, "leaving the facility")
+    await access.delete_principal("olivia", "alice", version)
+    assert core.parts.registries.grants.effective("alice") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from attestation.keys import KeyKind, SigningKey
+from attestation.sealing import new_keypair
 from broker.devices.model import DeviceStatus
 from broker.link import messages as m
 from broker.link.fake import make_peer
@@ -36,6 +37,7 @@ async def test_hello_for_an_unregistered_device_gets_goodbye_unknown_device(core
         backend="fake",
         driver_build="drv-1",
         certificate_chain=b"",
+        grant_key=new_keypair()[1],
     )
     await core.parts.link.hub.route(identity, hello)
     [goodbye] = core.link.take(identity)

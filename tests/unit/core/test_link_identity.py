@@ -160,3 +160,45 @@ async def test_link_refusals_are_audited_once_per_reason_and_device_per_window(
         ("", "malformed_frame", 1000),
         ("dev-open", "lease_not_held", 1000),
     ]
+
+
+async def test_a_hello_without_a_usable_grant_key_is_refused_counted_and_audited(
+    core: Core,
+) -> None:
+    await start_ticks(core)
+    await core.register("dev-open")
+    # None, too short, and the all-zero point (a low-order key: nothing sealed to it is secret).
+    bad_keys = [b"", b"\x01" * 31, bytes(32)]
+    for bad in bad_keys:
+        driver = core.driver("dev-open")
+        await driver.hello(grant_key=bad)
+        [goodbye] = only(driver.heard(), m.Goodbye)
+        assert goodbye.code is m.GoodbyeCode.NO_GRANT_KEY
+        assert "grant key" in goodbye.reason
+        assert "upgrade the driver" in goodbye.reason
+        assert core.parts.jobs.fleet.get(driver.peer) is None  # no connection, no challenge
+    assert _refusals(core, "hello_without_grant_key") == len(bad_keys)
+    core.clock.advance(core.parts.base.settings.timing.link_refusal_audit_seconds + 1)
+    await core.parts.link.hub.tick()
+    [entry] = events(core, "link.refused")
+    assert (entry.subject, entry.detail["reason"], entry.detail["count"]) == (
+        "dev-open",
+        "hello_without_grant_key",
+        len(bad_keys),
+    )
+
+
+async def test_grants_are_addressed_to_the_connections_own_grant_key(core: Core) -> None:
+    driver = await attested(core, "dev-open")
+    await queued(core)
+    await core.pump()
+    [grant] = driver.grants()
+    assert grant.grant_key == driver.grant_key  # not the link key the connection proved
+    assert grant.grant_key != driver.peer.public_key
+    # The same key reconnecting on the same route is a new connection with its own grant key.
+    again = core.driver("dev-open", peer=reconnect(driver.peer))
+    assert again.grant_key != driver.grant_key
+    assert (await again.attest()).affirming
+    await core.pump()
+    [regrant] = again.grants()  # the old connection's job, requeued, sealed to the new key
+    assert regrant.grant_key == again.grant_key

@@ -1,0 +1,117 @@
+"""Admission of submissions, before any parsing or storing: refused early and cheaply when the
+store is overloaded (load shedding), when the caller's own token bucket is empty, or when the
+facility's is. Every refusal is RESOURCE_EXHAUSTED with the delay after which a retry can succeed,
+counted by reason at once and audited in aggregate (a flood cannot flood the audit log).
+
+A call costs the jobs it would queue (1 for SubmitJob, the batch size for SubmitJobs): the store
+writes one row per job, so a batch is charged what it costs the store. A call refused here takes
+no tokens; a call admitted here and refused later (bad circuit, clearance) keeps its cost, so a
+flood of invalid submissions is limited like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from broker.audit.log import AuditLog
+from broker.audit.refusals import RefusalLog
+from broker.clock import Clock
+from broker.errors import BrokerError, resource_exhausted
+from broker.jobs.token_bucket import BucketShape, BucketTable, TableFull, TokenBucket
+from broker.metrics import BrokerMetrics
+from broker.settings import AdmissionSettings
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL_RATE = "principal_rate"
+FACILITY_RATE = "facility_rate"
+OVERLOAD = "overload"
+
+
+class SubmissionAdmission:
+    def __init__(
+        self,
+        *,
+        settings: AdmissionSettings,
+        clock: Clock,
+        metrics: BrokerMetrics,
+        audit: AuditLog,
+        store_depth: Callable[[], int],
+    ) -> None:
+        self._s = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._store_depth = store_depth
+        now = clock.now()
+        self._principals = BucketTable(
+            BucketShape(settings.principal_jobs_per_second, settings.principal_burst),
+            settings.max_tracked_principals,
+        )
+        self._facility = TokenBucket(
+            BucketShape(settings.facility_jobs_per_second, settings.facility_burst), now
+        )
+        self._log = RefusalLog(
+            kind="admission.refused",
+            what="submissions at admission",
+            audit=audit,
+            clock=clock,
+            logger=log,
+            window_seconds=settings.refusal_audit_seconds,
+        )
+
+    def admit(self, caller: str, cost: int) -> None:
+        """Take `cost` tokens for `caller`, or raise RESOURCE_EXHAUSTED (taking nothing)."""
+        s = self._s
+        now = self._clock.now()
+        depth = self._store_depth()
+        if depth >= s.max_store_queue:
+            raise self._refuse(
+                OVERLOAD,
+                caller,
+                f"the broker is overloaded ({depth} store calls waiting, at most "
+                f"{s.max_store_queue}); nothing was queued",
+                s.overload_retry_seconds,
+            )
+        try:
+            mine = self._principals.bucket(caller, now)
+        except TableFull as exc:
+            raise self._refuse(
+                OVERLOAD,
+                caller,
+                f"the broker is tracking its most principals ({s.max_tracked_principals}) "
+                "and all are submitting; nothing was queued",
+                exc.retry_after,
+            ) from exc
+        wait = mine.wait(cost, now)
+        if wait > 0:
+            raise self._refuse(
+                PRINCIPAL_RATE,
+                caller,
+                f"submission rate limit for principal {caller!r}: {s.principal_burst} jobs at "
+                f"once, then {s.principal_jobs_per_second:g} per second; this call queues "
+                f"{cost} and nothing was queued",
+                wait,
+            )
+        wait = self._facility.wait(cost, now)
+        if wait > 0:
+            raise self._refuse(
+                FACILITY_RATE,
+                caller,
+                f"facility-wide submission rate limit: {s.facility_burst} jobs at once, then "
+                f"{s.facility_jobs_per_second:g} per second across all principals; nothing "
+                "was queued",
+                wait,
+            )
+        mine.take(cost, now)
+        self._facility.take(cost, now)
+
+    def _refuse(self, reason: str, caller: str, message: str, wait: float) -> BrokerError:
+        self._metrics.admission_refusals.labels(reason).inc()
+        self._log.tally(reason, caller)
+        return resource_exhausted(message, wait, rule_id=f"admission.{reason}")
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Audit the window's refusals once it has run its length (on the tick; at shutdown
+        with `force`): one entry per reason and principal, with the count."""
+        await self._log.flush(force=force)

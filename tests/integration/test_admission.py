@@ -1,0 +1,107 @@
+"""Admission control on a real broker process, over real gRPC with mutual TLS: alice past her
+token bucket is refused RESOURCE_EXHAUSTED with a google.rpc.RetryInfo a standard gRPC client
+reads, while bob is admitted; after the delay she was given, alice is admitted again. The
+refusals are counted by reason and audited in aggregate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from qtestbed.cli.demo import ghz_qasm2
+from qtestbed.client import QtestbedError, submit_request
+from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import jobs_pb2_grpc
+from tests.integration.support import audit_entries, metric_value, scrape
+
+# A small burst that refills slowly: alice meets her limit in a few calls on any machine.
+ADMISSION = (
+    "[admission]\nprincipal_burst = 100\nprincipal_jobs_per_second = 1.0\n"
+    "refusal_audit_seconds = 1.0\n\n"
+)
+ATTEMPTS = 50  # a bounded loop: alice's bucket (100, 1 per second) is empty well before
+
+
+@pytest.fixture
+def facility(tmp_path: Path) -> Iterator[LocalFacility]:
+    with LocalFacility(tmp_path / "facility") as fac:
+        toml = fac.root / "broker.toml"
+        text = toml.read_text()
+        head, _, rest = text.partition("[admission]")
+        _, _, tail = rest.partition("[timing]")
+        assert tail, "broker.toml has an [admission] section before [timing]"
+        toml.write_text(f"{head}{ADMISSION}[timing]{tail}")
+        fac.start_broker_process()
+        yield fac
+
+
+def _retry_delay(error: grpc.RpcError) -> float:
+    """The RetryInfo delay, read the way any gRPC client reads status details."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "no grpc-status-details-bin on the refusal"
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    raise AssertionError(f"no RetryInfo among {status.details}")
+
+
+def test_a_principal_past_its_bucket_is_told_when_to_retry_while_another_is_admitted(
+    facility: LocalFacility,
+) -> None:
+    alice, bob = facility.client("alice"), facility.client("bob")
+    sweep = [submit_request(ghz_qasm2(2), device_id="sim-open", shots=10) for _ in range(100)]
+    assert len(alice.submit_many(sweep)) == 100  # a full sweep: her whole burst
+    stub = jobs_pb2_grpc.JobServiceStub(alice.channel)  # a plain generated stub
+    one = submit_request(ghz_qasm2(2), device_id="sim-open", shots=10)
+    refusal: grpc.RpcError | None = None
+    for _ in range(ATTEMPTS):
+        try:
+            stub.SubmitJob(one, timeout=30)
+        except grpc.RpcError as exc:
+            refusal = exc
+            break
+    assert refusal is not None, f"alice was admitted {ATTEMPTS} times past her bucket"
+    assert refusal.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "submission rate limit for principal 'alice'" in refusal.details()
+    delay = _retry_delay(refusal)
+    assert 0 < delay <= 1.0  # one job at one per second
+
+    # Bob's bucket is his own.
+    assert bob.submit(ghz_qasm2(2), device_id="sim-open", shots=10).created
+
+    # Waiting exactly the delay given is enough.
+    time.sleep(delay)
+    assert alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).created
+
+    # The project's client names the delay in its error (the CLI prints that error).
+    surfaced: QtestbedError | None = None
+    for _ in range(ATTEMPTS):
+        try:
+            alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10)
+        except QtestbedError as exc:
+            surfaced = exc
+            break
+    assert surfaced is not None
+    assert surfaced.code == "RESOURCE_EXHAUSTED"
+    assert surfaced.rule_id == "admission.principal_rate"
+    assert surfaced.retry_after_seconds is not None
+    assert 0 < surfaced.retry_after_seconds <= 1.0
+    assert "retry after" in str(surfaced)
+
+    refused = metric_value(
+        scrape(facility), "qtestbed_admission_refusals_total", reason="principal_rate"
+    )
+    assert refused == 2
+    entries = eventually(
+        lambda: audit_entries(facility, kind="admission.refused"),
+        what="the aggregated admission.refused audit entry",
+    )
+    assert {(e.subject, e.detail["reason"]) for e in entries} == {("alice", "principal_rate")}
+    assert sum(int(e.detail["count"]) for e in entries) == 2
