@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/bench_policy.py
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_hidden.py
+	$(BIN)/python bench/bench_streams.py
 	$(BIN)/python bench/bench_decode_fairness.py
 
 # Each fuzz target under atheris for FUZZ_SECONDS (not part of `make test`); non-zero on a crash.

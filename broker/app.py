@@ -226,6 +226,7 @@ class Broker:
         if self._tasks and self.components is not None:
             await self.components.registries.anomalies.drain()
             await self.components.registries.front_door.flush(force=True)
+            await self.components.registries.call_limits.flush(force=True)
             await self.components.jobs.admission.flush(force=True)
             link = self.components.link
             if self._link is not None:

@@ -190,6 +190,18 @@ class BrokerMetrics:
             ["reason"],
             registry=r,
         )
+        self.stream_refusals = Counter(
+            "qtestbed_stream_refusals",
+            "Server streams (WatchJob, StreamAudit) refused at the edge, by reason "
+            "(principal_cap: the principal already holds [calls] streams_per_principal).",
+            ["reason"],
+            registry=r,
+        )
+        self.concurrent_rpc_refusals = Counter(
+            "qtestbed_concurrent_rpc_refusals",
+            "Calls refused because the broker was serving [calls] max_concurrent_rpcs.",
+            registry=r,
+        )
         self.admission_refusals = Counter(
             "qtestbed_admission_refusals",
             "Submissions refused at admission, by reason (principal_rate, facility_rate, "

@@ -67,6 +67,31 @@ class TimingSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CallLimitSettings:
+    """[calls]: what one principal, and everyone together, may hold open at the gRPC edge."""
+
+    # Open server streams (WatchJob, StreamAudit) one principal may hold at once.
+    streams_per_principal: int = 64
+    # Calls in progress at once across the server, streams included.
+    max_concurrent_rpcs: int = 4096
+    # The retry delay a caller refused by either limit is given.
+    retry_after_seconds: float = 2.0
+    # A WatchJob stream sends a position-only update at most once per this many seconds (its
+    # job's own changes go at once): a churning queue costs each stream a bounded rate.
+    position_update_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        # These bound what one principal can make the broker hold: none may be switched off.
+        for key in ("streams_per_principal", "max_concurrent_rpcs"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"[calls] {key} must be at least 1")
+        if self.retry_after_seconds <= 0:
+            raise SettingsError("[calls] retry_after_seconds must be positive")
+        if self.position_update_seconds < 0:
+            raise SettingsError("[calls] position_update_seconds must not be negative")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AnomalySettings:
     """Thresholds of the anomaly detectors (see docs/anomalies.md for each method)."""
 
@@ -164,6 +189,7 @@ class BrokerSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
+    calls: CallLimitSettings = field(default_factory=CallLimitSettings)
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     # Registered audit witnesses: name -> PEM public key file ([witnesses] in broker.toml).
@@ -208,6 +234,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),
             anomaly=_section(AnomalySettings, top.get("anomaly", {}), "anomaly"),
             scheduling=_section(SchedulerSettings, top.get("scheduling", {}), "scheduling"),
+            calls=_section(CallLimitSettings, top.get("calls", {}), "calls"),
             decoding=_section(DecodingSettings, top.get("decoding", {}), "decoding"),
             admission=_section(AdmissionSettings, top.get("admission", {}), "admission"),
             witnesses=_witnesses(base, top.get("witnesses", {})),

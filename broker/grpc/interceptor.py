@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from broker.access.call_limits import CallLimits
 from broker.access.open_streams import OpenStreams, StreamTicket
 from broker.access.roles import authorize
 from broker.errors import BrokerError, ErrorCode
@@ -28,11 +29,13 @@ _OPEN_METHODS = ("/grpc.health.v1.Health/",)
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates every call and applies the error table, in one place for all methods;
-    ends a stream when the credential that opened it is revoked."""
+    admits it within the call limits; ends a stream when the credential that opened it is
+    revoked."""
 
-    def __init__(self, identity: EdgeIdentity, streams: OpenStreams) -> None:
+    def __init__(self, identity: EdgeIdentity, streams: OpenStreams, limits: CallLimits) -> None:
         self._identity = identity
         self._streams = streams
+        self._limits = limits
 
     async def intercept_service(
         self,
@@ -74,8 +77,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                await self._authenticate(method, context)
-                return await behaviour(request, context)
+                caller = await self._authenticate(method, context)
+                with self._limits.call(caller.principal.name):
+                    return await behaviour(request, context)
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
@@ -89,12 +93,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 caller = await self._authenticate(method, context)
-                ticket = self._streams.open(caller.serial)
-                try:
-                    async for item in _until_revoked(behaviour(request, context), ticket):
-                        yield item
-                finally:
-                    self._streams.close(ticket)
+                with self._limits.call(caller.principal.name):
+                    ticket = self._limits.open_stream(caller.principal.name, caller.serial)
+                    try:
+                        async for item in _until_revoked(behaviour(request, context), ticket):
+                            yield item
+                    finally:
+                        self._streams.close(ticket)
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
@@ -106,6 +111,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> AsyncIterator[Any]:
     """The stream's items until it ends, or until its credential is revoked (UNAUTHENTICATED)."""
     revoked = asyncio.ensure_future(ticket.revoked.wait())
+    following: asyncio.Future[Any] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(items))
@@ -125,6 +131,13 @@ async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> Asy
             yield item
     finally:
         revoked.cancel()
+        # A client that goes away cancels this while `items` is mid-step: stop that step first,
+        # or closing `items` fails ("already running") and its cleanup (the watch
+        # subscription) is left to the garbage collector.
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()

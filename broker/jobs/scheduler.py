@@ -77,6 +77,9 @@ class Scheduler:
         self.weight_of = weight_of
         self._devices: dict[str, _DeviceState] = {}
         self._where: dict[str, tuple[str, str]] = {}  # job id -> (device, project) while queued
+        # Per device, the first 1-based position that changes since `take_moves` last ran:
+        # every job ahead of it kept its place (see `take_moves`).
+        self._moved: dict[str, int] = {}
 
     # --- the queue book, fed with every job change ----------------------------------------
 
@@ -105,6 +108,20 @@ class Scheduler:
             if device == device_id:
                 self._remove(job_id, dispatched=False)
         self.load(jobs)
+        self._moved[device_id] = 1
+
+    def take_moves(self) -> dict[str, int]:
+        """Devices whose order changed since the last call, each with the first position that
+        can have changed. A job entering at position p moves only jobs now behind it; a job
+        leaving from p only jobs then behind it: slots are handed out per project in place
+        order, so a change touches its own project from its place on and other projects only
+        past the slot it added or freed, which lies behind it (test_scheduler checks this on
+        random queues)."""
+        moved, self._moved = self._moved, {}
+        return moved
+
+    def _note_move(self, device_id: str, position: int) -> None:
+        self._moved[device_id] = min(position, self._moved.get(device_id, position))
 
     def _queue(self, device_id: str, project: str) -> _ProjectQueue:
         return self._device(device_id).projects.setdefault(project, _ProjectQueue())
@@ -125,11 +142,16 @@ class Scheduler:
         bisect.insort(queue.keys, _place(job, self.settings.aging_seconds))
         queue.jobs[job.job_id] = job
         self._where[job.job_id] = (job.device_id, job.project)
+        self._note_move(job.device_id, self.position(job) or 1)
 
     def _remove(self, job_id: str, *, dispatched: bool) -> None:
-        device_id, project = self._where.pop(job_id)
+        device_id, project = self._where[job_id]
         state = self._devices[device_id]
         queue = state.projects[project]
+        # A dispatch frees the project's head slot, so the move starts at its head's place.
+        first = queue.jobs[queue.keys[0][1]] if dispatched else queue.jobs[job_id]
+        self._note_move(device_id, self.position(first) or 1)
+        del self._where[job_id]
         job = queue.jobs.pop(job_id)
         key = _place(job, self.settings.aging_seconds)
         index = bisect.bisect_left(queue.keys, key)

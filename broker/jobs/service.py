@@ -142,19 +142,25 @@ class JobService:
         return await self._quotas.status(principal, chosen, self._clock.now())
 
     async def watch(self, caller: str, job_id: str) -> AsyncIterator[JobView]:
-        """The current view, then each change (state or queue position) until terminal."""
+        """The current view, then each change (state or queue position) until terminal.
+
+        One store read when the stream opens; after that each view is built from the newest
+        version the ledger published and the scheduler's in-memory order (see `watch`)."""
         job = await self._owned(caller, job_id)
         with self._watchers.subscribe(job_id, job.device_id) as sub:
             view = await self.get(caller, job_id)
+            sub.sent(view.queue_position, moved_only=False)
             yield view
-            while not view.job.state.terminal:
-                item = await sub.queue.get()
-                fresh = (
-                    self._views.view(item) if item is not None else await self.get(caller, job_id)
-                )
+            current = view.job
+            while not current.state.terminal:
+                newer = await sub.next()
+                if newer is not None and newer.version > current.version:
+                    current = newer
+                fresh = self._views.view(current)
                 if (fresh.job.version, fresh.queue_position) != (
                     view.job.version,
                     view.queue_position,
-                ) and fresh.job.version >= view.job.version:
+                ):
+                    sub.sent(fresh.queue_position, moved_only=fresh.job.version == view.job.version)
                     view = fresh
                     yield view

@@ -1,52 +1,123 @@
-"""In-process fan-out of job changes to WatchJob streams."""
+"""In-process fan-out of job changes to WatchJob streams, from memory.
+
+A change reaches only the streams it can concern: the stream watching that job, and the
+streams on the same device whose queue position the change can have moved (the scheduler
+says from which position on). A stream then builds its view from the job it was handed and the
+scheduler's in-memory order, never from the store: one change costs no store read per watcher.
+
+Slow consumers are coalesced, not queued: a subscription holds only the newest version of its
+job and a "news" flag, so a watcher that stops reading costs one job's memory however
+many changes it misses, never delays the publisher, and gets the latest state when it reads
+again (a job watcher only needs the latest state). Position-only updates are paced (at most
+one per `position_every` per stream; the job's own changes go at once), so a churning queue
+costs each stream a bounded message rate; every position sent is exact when sent."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from broker.jobs.model import Job
 
-# A watcher that falls this far behind only needs the newest news; older items are dropped.
-_QUEUE_LIMIT = 64
+# Queue positions moved on these devices, from this 1-based position on (the scheduler's
+# `take_moves`): a stream whose job sat ahead of it cannot have moved.
+QueueMoves = Callable[[], Mapping[str, int]]
+
+# Until a stream has sent its first view, any move may concern it.
+_UNSENT = 1 << 62
 
 
 @dataclass(eq=False, slots=True)
 class Subscription:
-    """Receives the job itself when it changes, or None when its device's queue moved."""
+    """One stream's pending news: the newest version of its job, and whether positions moved."""
 
     job_id: str
     device_id: str
-    queue: asyncio.Queue[Job | None] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=_QUEUE_LIMIT)
-    )
+    # A stream sends a position-only update at most once per this many seconds: a queue that
+    # churns costs each watcher a bounded rate of messages, not one per change.
+    position_every: float = 0.0
+    # The queue position this stream last sent (0 when its job is not queued).
+    sent_position: int = _UNSENT
+    _job: Job | None = None
+    _quiet_until: float = 0.0
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _job_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, item: Job | None) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()
-        self.queue.put_nowait(item)
+    def offer_job(self, job: Job) -> None:
+        if self._job is None or job.version >= self._job.version:
+            self._job = job
+        self._job_arrived.set()
+        self._ready.set()
+
+    def offer_move(self) -> None:
+        self._ready.set()
+
+    @property
+    def pending(self) -> bool:
+        return self._ready.is_set()
+
+    def sent(self, position: int, *, moved_only: bool) -> None:
+        """The stream sent a view with this position (`moved_only`: the job had not changed)."""
+        self.sent_position = position
+        if moved_only:
+            self._quiet_until = asyncio.get_running_loop().time() + self.position_every
+
+    async def next(self) -> Job | None:
+        """Wait for news; the newest version of the job if it changed, else None (it moved).
+        Within `position_every` of a position-only update, a move waits out the rest of it
+        unless the job itself changes meanwhile."""
+        await self._ready.wait()
+        wait = self._quiet_until - asyncio.get_running_loop().time()
+        if self._job is None and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_arrived.wait(), wait)
+        self._ready.clear()
+        self._job_arrived.clear()
+        job, self._job = self._job, None
+        return job
 
 
 class JobWatchers:
-    """Publishes saved jobs, and queue movements, to the streams watching them."""
+    """Publishes saved jobs, and queue movements, to the streams they concern."""
 
-    def __init__(self) -> None:
-        self._subs: set[Subscription] = set()
+    def __init__(self, moves: QueueMoves, *, position_every: float = 0.0) -> None:
+        self._moves = moves
+        self._position_every = position_every
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._by_device: dict[str, set[Subscription]] = {}
 
     def publish(self, job: Job) -> None:
-        for sub in self._subs:
-            if sub.job_id == job.job_id:
-                sub.offer(job)
-            elif sub.device_id == job.device_id:
-                sub.offer(None)  # a job ahead may have left the queue: positions moved
+        for sub in self._by_job.get(job.job_id, ()):
+            sub.offer_job(job)
+        for device_id, start in self._moves().items():
+            for sub in self._by_device.get(device_id, ()):
+                if sub.sent_position >= start and sub.job_id != job.job_id:
+                    sub.offer_move()
 
     @contextlib.contextmanager
     def subscribe(self, job_id: str, device_id: str) -> Iterator[Subscription]:
-        sub = Subscription(job_id=job_id, device_id=device_id)
-        self._subs.add(sub)
+        sub = Subscription(job_id=job_id, device_id=device_id, position_every=self._position_every)
+        self._by_job.setdefault(job_id, set()).add(sub)
+        self._by_device.setdefault(device_id, set()).add(sub)
         try:
             yield sub
         finally:
-            self._subs.discard(sub)
+            _discard(self._by_job, job_id, sub)
+            _discard(self._by_device, device_id, sub)
+
+    def pending_for(self, job_id: str) -> bool:
+        """Whether any stream on this job has news it has not taken (diagnostics, tests)."""
+        return any(sub.pending for sub in self._by_job.get(job_id, ()))
+
+    def __len__(self) -> int:
+        return sum(len(subs) for subs in self._by_job.values())
+
+
+def _discard(index: dict[str, set[Subscription]], key: str, sub: Subscription) -> None:
+    subs = index.get(key)
+    if subs is not None:
+        subs.discard(sub)
+        if not subs:
+            del index[key]

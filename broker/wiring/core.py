@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from broker.access.call_limits import CallLimits
 from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
 from broker.access.front_door import FrontDoor
@@ -112,6 +113,14 @@ def registries(base: Foundation) -> Registries:
         gate=gate,
         credentials=credentials,
         streams=streams,
+        call_limits=CallLimits(
+            base.settings.calls,
+            streams=streams,
+            metrics=metrics,
+            audit=audit,
+            clock=clock,
+            window_seconds=base.settings.timing.front_door_audit_seconds,
+        ),
         front_door=FrontDoor(
             audit=audit,
             metrics=metrics,
@@ -164,7 +173,9 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         if job.session_id:
             sessions.touch(job.session_id)
 
-    watchers = JobWatchers()
+    watchers = JobWatchers(
+        scheduler.take_moves, position_every=settings.calls.position_update_seconds
+    )
     observers = JobObservers(
         on_change=[scheduler.observe],
         on_finished=[usage.job_finished, scheduler.finished, touch_session],

@@ -132,6 +132,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
             r.requests.expire_due,
             j.sessions.expire,
             r.front_door.flush,
+            r.call_limits.flush,
             r.refusals.flush,
             j.decode_gate.flush,
             j.admission.flush,
@@ -273,7 +274,7 @@ def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
 
 
 def edge(base: Foundation, r: Registries) -> EdgeInterceptor:
-    return EdgeInterceptor(edge_identity(base, r), r.streams)
+    return EdgeInterceptor(edge_identity(base, r), r.streams, r.call_limits)
 
 
 def scrape_gate(base: Foundation, r: Registries) -> ScrapeGate:

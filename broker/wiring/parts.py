@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from attestation.keys import SigningKey
+from broker.access.call_limits import CallLimits
 from broker.access.clearance import ClearanceGate
 from broker.access.credentials import CredentialBook
 from broker.access.facility import FacilityRef
@@ -98,6 +99,7 @@ class Registries:
     gate: ClearanceGate
     credentials: CredentialBook
     streams: OpenStreams
+    call_limits: CallLimits
     front_door: FrontDoor
     grants: Grants
     refusals: AccessRefusals

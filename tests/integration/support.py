@@ -31,6 +31,16 @@ def wait_state(client: Client, job_id: str, *states: str, timeout: float = 60.0)
     return eventually(reached, timeout=timeout, what=f"job {job_id} to reach {states}")
 
 
+def with_calls_table(facility: LocalFacility, table: str) -> None:
+    """Put a `[calls]` table (its body: `key = value` lines) into the facility's broker.toml,
+    before any [timing] table (which `start_broker_process` rewrites)."""
+    path = facility.root / "broker.toml"
+    text = path.read_text()
+    calls = f"[calls]\n{table.strip()}\n"
+    head, timing, tail = text.partition("[timing]")
+    path.write_text(f"{head}{calls}{timing}{tail}" if timing else f"{text}\n{calls}")
+
+
 def db_path(facility: LocalFacility) -> Path:
     return facility.root / "broker.db"
 

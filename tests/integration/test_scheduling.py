@@ -17,7 +17,7 @@ from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import access_pb2, jobs_pb2
-from tests.integration.support import db_path, state_name, wait_state
+from tests.integration.support import db_path, state_name, wait_state, with_calls_table
 
 SLOW = "min_execution_seconds = 0.15"
 WEIGHTS = {"open-science": 1, "quantum-sensing": 1, "facility-ops": 2}
@@ -106,6 +106,8 @@ def _snapshot(client: Client, jobs: list[jobs_pb2.Job]) -> dict[str, jobs_pb2.Jo
 
 
 def test_queue_positions_match_the_true_order_at_every_step(facility: LocalFacility) -> None:
+    # Unpaced WatchJob ([calls] position_update_seconds = 0): every position is pushed.
+    with_calls_table(facility, "position_update_seconds = 0")
     facility.start_broker()
     clients = {name: facility.client(name) for name in PROJECT_OF}
     _set_weights(clients["olivia"], WEIGHTS)

@@ -152,3 +152,42 @@ def test_a_requeued_job_goes_back_to_the_head_of_its_project() -> None:
     s.observe(back)
     assert [j.job_id for j in s.order("dev")] == ["x", "y"]
     assert s.position(back) == 1
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_a_change_moves_no_job_ahead_of_the_position_take_moves_names(seed: int) -> None:
+    """WatchJob wakes only the streams at or behind `take_moves`' position: a job ahead of it
+    whose position changed would be a stream left showing a stale position."""
+    rng = random.Random(seed)
+    s = scheduler(aging=rng.choice([0.5, 5.0, 50.0]))
+    queued: dict[str, Job] = {}
+    now = 0.0
+    for step in range(150):
+        before = {j.job_id: place for place, j in enumerate(s.order("dev"), start=1)}
+        now += rng.random()
+        action = rng.random()
+        if action < 0.55 or not queued:
+            new = job(
+                f"j{step}",
+                rng.choice("abc"),
+                now - rng.choice([0.0, 0.0, 30.0]),  # sometimes a requeue-like early place
+                rng.choice([PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH]),
+                shots=rng.choice([10, 100, 1000]),
+            )
+            queued[new.job_id] = new
+            s.observe(new)
+        elif action < 0.8:
+            head = s.next_job("dev", projects=rng.choice([None, ["a"], ["b", "c"]]))
+            if head is None:
+                continue
+            s.observe(dispatched(queued.pop(head.job_id), now))
+        else:
+            gone = queued.pop(rng.choice(sorted(queued)))
+            s.observe(gone.transition(JobState.CANCELLED, now=now))
+        moves = s.take_moves()
+        after = {j.job_id: place for place, j in enumerate(s.order("dev"), start=1)}
+        changed = [i for i in before.keys() & after.keys() if before[i] != after[i]]
+        if changed:
+            start = moves["dev"]
+            assert all(before[i] >= start for i in changed), (step, start, changed)
+        assert s.take_moves() == {}

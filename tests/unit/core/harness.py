@@ -42,7 +42,7 @@ from broker.link.peer import Peer
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import DEFAULT_POLICIES, PolicyEngine
 from broker.policy.export_control import DEFAULT_PROFILE, load_profile
-from broker.settings import AdmissionSettings, BrokerSettings, TimingSettings
+from broker.settings import AdmissionSettings, BrokerSettings, CallLimitSettings, TimingSettings
 from broker.store.memory import MemoryStore
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
@@ -97,6 +97,7 @@ class Core:
         self,
         *,
         timing: Mapping[str, Any] | None = None,
+        calls: Mapping[str, Any] | None = None,
         admission: Mapping[str, Any] | None = None,
         projects: tuple[Project, ...] = (Project(name="lab"), Project(name="ops")),
         decoder: CircuitDecoder | None = None,
@@ -128,6 +129,7 @@ class Core:
             link_secret_key=_UNUSED,
             link_clients=_UNUSED,
             timing=dataclasses.replace(TimingSettings(), **dict(timing or {})),
+            calls=CallLimitSettings(**dict(calls or {})),
             decoding=decoding or DecodingSettings(),
             admission=dataclasses.replace(AdmissionSettings(), **dict(admission or {})),
         )

@@ -1,0 +1,115 @@
+"""WatchJob fan-out from memory: a change costs no store read per watcher, positions stay
+exact, and a watcher that stops reading is coalesced to the latest state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from broker.jobs.views import JobView
+from tests.unit.core.harness import Core, request
+
+
+async def _queue(core: Core, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        [(view, _)] = await core.parts.services.submission.submit_many("alice", [request()])
+        ids.append(view.job.job_id)
+        core.clock.advance(1)  # one second apart: a strict submission order
+    return ids
+
+
+def _count_store_calls(core: Core, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call made on the store thread from now on, by the store method's name."""
+    calls: list[str] = []
+    original = core.runner.call
+
+    async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(core.runner, "call", counted)
+    return calls
+
+
+async def _watch(core: Core, job_id: str) -> tuple[AsyncIterator[JobView], JobView]:
+    stream = core.parts.services.jobs.watch("alice", job_id)
+    return stream, await anext(stream)
+
+
+async def test_a_queue_change_reaches_every_watcher_without_a_store_read_each(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await core.register()
+    ids = await _queue(core, 22)
+    calls = _count_store_calls(core, monkeypatch)
+    await core.parts.services.jobs.cancel("alice", ids[0], "")
+    alone = len(calls)  # what a cancel costs with nobody watching
+    streams = [await _watch(core, job_id) for job_id in ids[2:]]
+    assert [first.queue_position for _, first in streams] == list(range(2, 22))
+    calls.clear()
+    await core.parts.services.jobs.cancel("alice", ids[1], "")
+    moved = await asyncio.wait_for(asyncio.gather(*(anext(s) for s, _ in streams)), 5)
+    assert [v.queue_position for v in moved] == list(range(1, 21))  # every one exact
+    assert len(calls) == alone, calls  # the cancel's own reads and write, none per watcher
+    for stream, _ in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_job_queued_behind_a_watcher_does_not_wake_it(core: Core) -> None:
+    await core.register()
+    [first] = await _queue(core, 1)
+    stream, view = await _watch(core, first)
+    assert view.queue_position == 1
+    await _queue(core, 5)  # all behind it: its position cannot move
+    watchers = core.parts.jobs.watchers
+    assert watchers.pending_for(first) is False
+    await core.parts.services.jobs.cancel("alice", first, "")
+    done = await asyncio.wait_for(anext(stream), 5)
+    assert (done.job.state.value, done.queue_position) == ("CANCELLED", 0)
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog(
+    core: Core,
+) -> None:
+    await core.register()
+    ids = await _queue(core, 60)
+    stream, view = await _watch(core, ids[-1])
+    assert view.queue_position == 60
+    for job_id in ids[:-1]:  # 59 moves while the watcher does not read
+        await core.parts.services.jobs.cancel("alice", job_id, "")
+    latest = await asyncio.wait_for(anext(stream), 5)
+    assert latest.queue_position == 1  # straight to the newest position, no 59-item backlog
+    assert core.parts.jobs.watchers.pending_for(ids[-1]) is False
+    await core.parts.services.jobs.cancel("alice", ids[-1], "")
+    done = await asyncio.wait_for(anext(stream), 5)
+    assert done.job.state.value == "CANCELLED"
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert len(core.parts.jobs.watchers) == 0  # a finished stream leaves nothing behind
+
+
+async def test_position_only_updates_are_paced_while_the_jobs_own_changes_go_at_once() -> None:
+    core = await Core(calls={"position_update_seconds": 3600}).start()
+    try:
+        await core.register()
+        ids = await _queue(core, 4)
+        stream, view = await _watch(core, ids[-1])
+        assert view.queue_position == 4
+        await core.parts.services.jobs.cancel("alice", ids[0], "")
+        moved = await asyncio.wait_for(anext(stream), 5)  # the first move goes at once
+        assert moved.queue_position == 3
+        await core.parts.services.jobs.cancel("alice", ids[1], "")
+        following = asyncio.ensure_future(anext(stream))
+        done, _ = await asyncio.wait({following}, timeout=0.2)
+        assert not done  # the second move waits out the pace (an hour here)
+        await core.parts.services.jobs.cancel("alice", ids[-1], "")
+        final = await asyncio.wait_for(following, 5)  # the job's own change does not wait
+        assert (final.job.state.value, final.queue_position) == ("CANCELLED", 0)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        core.close()
