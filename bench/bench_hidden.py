@@ -43,7 +43,7 @@ import grpc
 from bench.paired import Comparison, compare
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, submit_request
-from qtestbed.testing import LocalFacility
+from qtestbed.testing import UNLIMITED_ADMISSION, LocalFacility
 from qtestbed.v1 import devices_pb2, devices_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 HIDDEN_DEVICE = "sim-restricted"
@@ -204,8 +204,10 @@ def measure(case: Case, plan: Plan, rng: random.Random) -> Result:
         rng.shuffle(order)
         for ident in order:
             began = time.perf_counter()
-            answer_of(case.call, ident)
+            code, details = answer_of(case.call, ident)
             times[ident].append(time.perf_counter() - began)
+            if code != "NOT_FOUND":  # a limit answered, not the hidden-or-absent path
+                raise SystemExit(f"{case.rpc}({ident}) answered {code} while measured: {details}")
     a, b, c = case.absent
     return Result(
         case=case,
@@ -263,7 +265,8 @@ def hidden_exists(alice: Client, bob: Client) -> list[str]:
 
 
 def run(root: Path, plan: Plan, seed: int, only: Sequence[str]) -> int:
-    with LocalFacility(root) as facility:
+    # Limits out of the way: every measured call must reach the hidden-or-absent path.
+    with LocalFacility(root, limits=UNLIMITED_ADMISSION) as facility:
         facility.start_broker()
         alice, bob = facility.client("alice"), facility.client("bob")
         problems = hidden_exists(alice, bob)
