@@ -212,7 +212,9 @@ class Dispatcher:
         left = self._clock.now()
         device = self._registry.get(job.device_id)
         if device is None or not (
-            self._registry.accepts_work(job.device_id) and conn.dispatchable_now(left)
+            self._registry.accepts_work(job.device_id)
+            and conn.dispatchable_now(left)
+            and self._fleet.get(conn.peer) is conn  # not dropped while the lease was written
         ):
             # Revoked, quarantined or dropped while the lease was being written: it never leaves.
             conn.active_lease, conn.leased = None, None

@@ -164,3 +164,18 @@ async def test_an_attestation_expired_during_the_lease_write_keeps_the_job_home(
     [requeued] = events(core, "job.requeued")
     assert requeued.detail["cause"] == "device stopped accepting work before dispatch"
     assert events(core, "clearance.denied") == []
+
+
+async def test_a_connection_dropped_during_the_lease_write_is_sent_nothing(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub dropped the connection (route taken over, Goodbye, silence) while the lease was
+    written, before it was stored: the grant is not sent to the gone connection's route."""
+    driver = await attested(core)
+    job_id = await queued(core)
+    peer = connection(driver).peer
+    during_lease_write(core, monkeypatch, lambda: core.parts.jobs.fleet.remove(peer))
+    await core.pump()
+    job = await job_of(core, job_id)
+    assert (job.state, job.lease) == (JobState.QUEUED, None)
+    assert only(driver.heard(), m.LeaseGrant) == []
