@@ -242,7 +242,9 @@ class RequestState(enum.Enum):
     REVOKED = "revoked"  # its grant was withdrawn before it ran out
 
 
-GRANTABLE_ROLES = frozenset({Role.OPERATOR, Role.SECURITY, Role.APPROVER})
+# Roles an edit cannot add: each widens what its holder sees or does (the scraper reads metrics
+# that name every device, hidden ones too), so each comes through an access request.
+GRANTABLE_ROLES = frozenset({Role.OPERATOR, Role.SECURITY, Role.APPROVER, Role.SCRAPER})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

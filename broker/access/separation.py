@@ -1,12 +1,15 @@
 """Separation of duties for principal records: nobody changes their own record, and an
-operator's edit never raises anyone's access. A higher tier, the operator, security or approver
-role, or a licence comes only through an access request approved by someone else
+operator's edit never raises anyone's access. A higher tier, the operator, security, approver or
+scraper role, or a licence comes only through an access request approved by someone else
 (`broker.access.requests`), and expires by itself.
 
-Lowering or removing stays a direct edit, and so do the fields that grant nothing (projects,
-affiliation, quotas, training). The check is made against the exact record version the edit
-replaces (the write is compare-and-set on that version); creating a principal counts as editing
-an empty record at the facility's lowest tier, so removing and re-creating cannot raise a tier.
+An edit that makes a principal's nationality one of their jurisdictions (what the
+export-jurisdiction rule exempts, as a licence would) is refused as well. Lowering or removing
+stays a direct edit, and so do the fields an operator is meant to keep (projects, affiliation,
+quotas, training, and clearance review: the policy tells researchers to ask an operator). The
+check is made against the exact record version the edit replaces (the write is compare-and-set
+on that version); creating a principal counts as editing an empty record at the facility's
+lowest tier, so removing and re-creating cannot raise a tier.
 """
 
 from __future__ import annotations
@@ -44,7 +47,22 @@ def elevations(before: Principal | None, after: Principal, facility: Facility) -
     added = sorted(r.value for r in after.roles - old_roles if r in GRANTABLE_ROLES)
     raised += [f"--role {role}" for role in added]
     raised += [f"--licence {name}" for name in sorted(after.licences - old_licences)]
+    if before is not None:
+        raised += [f"--jurisdiction {j}" for j in sorted(_exempt(after) - _exempt(before))]
     return raised
+
+
+def _exempt(principal: Principal) -> frozenset[str]:
+    """Jurisdictions whose export-controlled devices the export-jurisdiction rule lets this
+    principal reach without a licence: their nationality, when also one of their jurisdictions.
+    Gaining one by an edit (nationality or jurisdictions changed) is worth a licence, so it is an
+    elevation too: the export-compliance officer changes it in the facility file."""
+    nationality = principal.nationality
+    return (
+        frozenset({nationality}) & frozenset(principal.jurisdictions)
+        if nationality
+        else frozenset()
+    )
 
 
 def elevation_refusal(
@@ -56,6 +74,15 @@ def elevation_refusal(
         return None
     base = before or _lowest(after, facility)
     what = ", ".join(raised)
+    if raised[0].startswith("--jurisdiction"):
+        return BrokerError(
+            ErrorCode.PERMISSION_DENIED,
+            f"an edit cannot exempt {after.name!r} from export control ({what}: nationality "
+            "and jurisdiction would match an export-controlled device's). The facility's "
+            "export-compliance officer sets them in the facility file, or requests a licence: "
+            f"'qtestbed access request --principal {after.name} --licence NAME ...'",
+            rule_id=RULE_ELEVATION,
+        )
     return BrokerError(
         ErrorCode.PERMISSION_DENIED,
         f"an edit cannot raise {after.name!r}'s access ({what}; the record holds tier "

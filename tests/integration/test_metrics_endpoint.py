@@ -22,7 +22,7 @@ from attestation.keys import KeyKind, SigningKey
 from attestation.pki import create_ca
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility, eventually, scrape_metrics
-from qtestbed.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc
+from qtestbed.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc, grants_pb2
 from tests.integration.identity_kit import Minter
 from tests.integration.support import audit_entries, last_audit_seq
 
@@ -208,7 +208,20 @@ def test_revoking_the_credential_or_taking_the_role_refuses_the_next_scrape(
     standby = access_pb2.Principal()  # a second monitoring identity, to read the counts
     standby.CopyFrom(record.principal)
     standby.name = "standby-scraper"
+    del standby.roles[:]
+    standby.roles.append("researcher")  # an edit cannot add the scraper role: it is granted
     put(standby, 0)
+    filing = grants_pb2.RequestAccessRequest(
+        principal="standby-scraper",
+        kind=grants_pb2.ELEVATION_KIND_ROLE,
+        value="scraper",
+        duration_seconds=3600.0,
+        reason="second monitoring identity",
+    )
+    filed = olivia.call(olivia.access_requests.RequestAccess, filing)
+    petra = facility.client("petra")
+    decision = grants_pb2.DecideAccessRequest(request_id=filed.request_id, reason="ok")
+    petra.call(petra.access_requests.ApproveAccess, decision)
     standby_files = minter.files(name="standby-scraper")
     assert _scrape_as(facility, standby_files[:2])
 

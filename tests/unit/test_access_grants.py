@@ -86,7 +86,7 @@ def test_a_closed_request_cannot_move_again(step: object) -> None:
 
 
 def test_a_role_request_is_for_a_grantable_role_only() -> None:
-    with pytest.raises(AccessError, match="one of approver, operator, security"):
+    with pytest.raises(AccessError, match="one of approver, operator, scraper, security"):
         _request(Elevation.ROLE, "researcher")
 
 

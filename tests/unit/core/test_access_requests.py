@@ -89,7 +89,10 @@ async def test_a_request_is_filed_pending_and_audited(core: Core) -> None:
         ({"duration_seconds": 0.0}, "more than 0"),
         ({"break_glass": True, "duration_seconds": 2 * DAY}, "at most 1 day(s)"),
         ({"value": "secret"}, "tier 'secret' is not one of open, controlled, restricted"),
-        ({"kind": Elevation.ROLE, "value": "researcher"}, "one of approver, operator, security"),
+        (
+            {"kind": Elevation.ROLE, "value": "researcher"},
+            "one of approver, operator, scraper, security",
+        ),
     ],
     ids=["reason", "90-days", "zero", "break-glass-day", "tier", "role"],
 )

@@ -10,7 +10,7 @@ import pytest
 
 from broker.access.model import Principal, RecordKind, Role
 from broker.errors import BrokerError, ErrorCode
-from tests.unit.core.harness import Core, audit_mark, audit_since, metric
+from tests.unit.core.harness import Core, amend_principal, audit_mark, audit_since, metric
 
 
 def _version(core: Core, name: str) -> int:
@@ -126,3 +126,22 @@ async def test_the_check_is_against_the_version_replaced(core: Core) -> None:
     refused = await _put(core, "olivia", dataclasses.replace(bob, affiliation="x"), first)
     assert refused.code is ErrorCode.ABORTED
     assert _record(core, "bob").tier == "open"
+
+
+async def test_an_edit_cannot_exempt_a_colleague_from_export_control(core: Core) -> None:
+    """Nationality and jurisdiction that match an export-controlled device's exempt a principal
+    as a licence would: an operator's edit that makes them match is refused."""
+    current = core.parts.registries.access.principal("bob")
+    assert current is not None
+    jurisdiction = "XX-TEST"
+    with pytest.raises(BrokerError) as refused:
+        await amend_principal(
+            core,
+            "bob",
+            nationality=jurisdiction,
+            jurisdictions=frozenset({*current.jurisdictions, jurisdiction}),
+        )
+    assert refused.value.rule_id == "access.elevation"
+    assert "export" in refused.value.detail
+    # Leaving the exemption (moving abroad) stays a direct edit.
+    await amend_principal(core, "bob", jurisdictions=frozenset())

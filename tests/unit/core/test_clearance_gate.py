@@ -4,9 +4,12 @@ to a removed principal, swapping the policy set, and explanations naming require
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from broker.access.clearance import RULE_UNKNOWN_PRINCIPAL, Decision
+from broker.access.documents import principal_to_doc
 from broker.access.model import Elevation, RecordKind
 from broker.devices.model import DeviceRecord, WindowKind
 from broker.devices.operations import WindowRequest
@@ -115,18 +118,26 @@ async def test_a_job_queued_before_the_clearance_expired_is_denied_at_dispatch(
     assert metric(core, "qtestbed_clearance_denials_total", **labels) == 1
 
 
+async def _as_the_facility_file_says(core: Core, name: str, **changes: object) -> None:
+    """Nationality and jurisdictions as the export-compliance officer's facility file sets them
+    (an operator's edit cannot make them match: that exempts as a licence would)."""
+    records = core.parts.registries.records
+    current = core.parts.registries.access.principal(name)
+    assert current is not None, name
+    changed = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+    version = records.version(RecordKind.PRINCIPAL, name)
+    await records.put("facility", RecordKind.PRINCIPAL, name, principal_to_doc(changed), version)
+
+
 async def test_expired_training_is_refused_on_an_export_controlled_device(core: Core) -> None:
     await core.register()  # 5 qubits: EAR99
     await core.register("dev-big", num_qubits=40)  # 34-99 band, error unknown: controlled
     assert core.parts.registries.exports.controlled("dev-big")
     now = core.clock.now()
-    await amend_principal(
-        core,
-        "alice",
-        nationality="US",
-        jurisdictions=frozenset({"US"}),
-        training={TRAINING: now + 100},
+    await _as_the_facility_file_says(
+        core, "alice", nationality="US", jurisdictions=frozenset({"US"})
     )
+    await amend_principal(core, "alice", training={TRAINING: now + 100})
     assert _submit(core, "alice", "dev-big").allowed
     core.clock.advance(100)
     decision = _submit(core, "alice", "dev-big")

@@ -11,12 +11,12 @@ import pytest
 
 from attestation.keys import KeyKind, SigningKey
 from attestation.pki import cert_to_pem, issue_certificate
-from broker.access.model import Principal, Role
+from broker.access.model import AccessRequest, Elevation, Principal, Role
 from broker.errors import BrokerError, ErrorCode
 from broker.scrape.gate import ScrapeGate
 from broker.scrape.tls import handshake_reason
 from qtestbed.shared.identity import principal_uri
-from tests.unit.core.harness import Core, amend_principal, events, metric
+from tests.unit.core.harness import Core, events, granted, metric
 
 REFUSALS = "qtestbed_front_door_refusals_total"
 
@@ -42,11 +42,14 @@ def _cert(core: Core, name: str) -> bytes:
     return cert_to_pem(cert)
 
 
-async def _add_scraper(core: Core) -> None:
-    scraper = Principal(
-        name="monitor", tier="open", roles=frozenset({Role.SCRAPER}), projects=("ops",)
+async def _add_scraper(core: Core) -> AccessRequest:
+    """A monitoring principal, given the scraper role through an approved access request (an
+    edit cannot add it: the role reads metrics that name hidden devices)."""
+    monitor = Principal(
+        name="monitor", tier="open", roles=frozenset({Role.RESEARCHER}), projects=("ops",)
     )
-    await core.parts.registries.access.put_principal("olivia", scraper, 0)
+    await core.parts.registries.access.put_principal("olivia", monitor, 0)
+    return await granted(core, "monitor", Elevation.ROLE, "scraper")
 
 
 async def _refused(core: Core, pems: list[bytes]) -> BrokerError:
@@ -75,13 +78,24 @@ async def test_a_scraper_is_admitted_and_nobody_else(core: Core) -> None:
 
 
 async def test_the_role_is_read_from_the_registry_at_each_scrape(core: Core) -> None:
-    await _add_scraper(core)
+    grant = await _add_scraper(core)
     pem = _cert(core, "monitor")
     await _gate(core).admit([pem])
-    await amend_principal(core, "monitor", roles=frozenset({Role.RESEARCHER}))
+    await core.parts.registries.requests.revoke("olivia", grant.request_id, "host retired")
     assert (await _refused(core, [pem])).code is ErrorCode.PERMISSION_DENIED
-    await amend_principal(core, "monitor", roles=frozenset({Role.SCRAPER}))
+    await granted(core, "monitor", Elevation.ROLE, "scraper")
     assert (await _gate(core).admit([pem])).principal.name == "monitor"
+
+
+async def test_an_edit_cannot_make_a_scraper(core: Core) -> None:
+    """Adding the scraper role is an elevation: an operator's edit is refused."""
+    scraper = Principal(
+        name="monitor", tier="open", roles=frozenset({Role.SCRAPER}), projects=("ops",)
+    )
+    with pytest.raises(BrokerError) as refused:
+        await core.parts.registries.access.put_principal("olivia", scraper, 0)
+    assert refused.value.rule_id == "access.elevation"
+    assert "--role scraper" in refused.value.detail
 
 
 async def test_refusals_before_identity_are_counted_without_one(core: Core) -> None:
