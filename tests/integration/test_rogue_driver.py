@@ -67,34 +67,9 @@ def _exchange(
 def test_tampered_receipt_is_rejected_and_the_job_requeued(
     facility: LocalFacility, dealer: zmq.Socket[bytes]
 ) -> None:
-    config = load_driver_config(facility.root / "drivers" / "sim-open.toml")
-    key = load_private_key(config.device_key)
     alice = facility.client("alice")
     job = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
-    grant_key = GrantKey.new()  # its connection's own, as an honest driver's would be
-    hello = link_pb.Hello(
-        device_id="sim-open",
-        num_qubits=5,
-        backend="aer",
-        certificate_chain=config.device_certificate.read_bytes(),
-        grant_key=grant_key.public,
-    )
-    challenge = _exchange(dealer, link_pb.LinkMessage(hello=hello), "challenge").challenge
-    claims = EvidenceClaims(
-        device_id="sim-open",
-        nonce=challenge.nonce,
-        issued_at=time.time(),
-        boot_epoch=uuid.uuid4().hex,
-        counter=1,
-        measurements=measure(config.device, config.firmware),
-    )
-    envelope = make_evidence(claims, key)
-    evidence = link_pb.LinkMessage(evidence=link_pb.EvidenceMessage(envelope=envelope.to_json()))
-    verdict = _exchange(dealer, evidence, "verdict").verdict
-    assert verdict.affirming, list(verdict.reasons)
-    sealed = _exchange(dealer, link_pb.LinkMessage(heartbeat=link_pb.Heartbeat()), "lease").lease
-    link_public, _secret = load_keypair(config.link_secret_key)  # it holds the link key too
-    grant = open_grant(sealed, grant_key, link_key=z85.decode(link_public))
+    grant, key, evidence_digest = _attest(facility, dealer)  # it holds the device's real key
     assert grant.job_id == job.job_id
     honest = {"000": 100}
     receipt = sign_receipt(
@@ -105,7 +80,7 @@ def test_tampered_receipt_is_rejected_and_the_job_requeued(
             shots=grant.shots,
             result_digest=result_digest(honest),
             dispatch_nonce=grant.dispatch_nonce,
-            evidence_digest=envelope.digest(),
+            evidence_digest=evidence_digest,
             issued_at=time.time(),
         ),
         key,
