@@ -56,10 +56,15 @@ class TimingSettings:
     connections_per_key: int = 4
     # Challenges outstanding per connection; older ones are forgotten (answers refused).
     nonces_per_connection: int = 4
+    # Leases one driver connection may hold at once (it asks for up to this many in its Hello:
+    # the next job is then ready when the device frees). Each waits in the driver's queue
+    # under its own lease clock, so a lease here must outlast the jobs granted before it.
+    max_leases_per_driver: int = 8
 
     def __post_init__(self) -> None:
         # These bound what one link key can make the broker do: none may be switched off.
-        for key in ("hello_burst", "connections_per_key", "nonces_per_connection"):
+        limits = ("hello_burst", "connections_per_key", "nonces_per_connection")
+        for key in (*limits, "max_leases_per_driver"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"[timing] {key} must be at least 1")
         if self.hello_every_seconds <= 0:

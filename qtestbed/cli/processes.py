@@ -48,6 +48,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("driver", help="run a driver agent for one device")
     p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
     p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
+    p.add_argument(
+        "--stats",
+        type=Path,
+        help="on exit, write how busy the device was as JSON here (jobs, busy_seconds, "
+        "span_seconds from the first job's start to the last one's end, busy_fraction)",
+    )
     p.set_defaults(handler=cmd_driver)
 
 
@@ -153,6 +159,9 @@ def cmd_driver(args: argparse.Namespace) -> int:
             await agent.run(stop)
         except DeviceNotAccepted as exc:
             raise CommandError(f"broker refused this device: {exc}") from exc
+        finally:
+            if args.stats is not None:
+                _write_atomically(args.stats, json.dumps(agent.busy.report()))
         return 0
 
     return run_until_signalled(serve)
