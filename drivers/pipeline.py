@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 import zmq.asyncio
@@ -32,28 +33,36 @@ class HeldLease:
     cancelled: bool = False
 
 
+# Runs the busy clock keeps one by one (start, end), newest last, for a report over a window.
+_RUNS_KEPT = 20_000
+
+
 @dataclass(slots=True)
 class BusyClock:
-    """Seconds the device spent running jobs, and the span from first start to last end."""
+    """Seconds the device spent running jobs, the span from first start to last end, and the
+    latest runs one by one (so a report can leave out, say, a first run that paid setup)."""
 
     busy_seconds: float = 0.0
     jobs: int = 0
     first_start: float | None = None
     last_end: float | None = None
+    runs: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_RUNS_KEPT))
 
     def record(self, began: float, ended: float) -> None:
         self.busy_seconds += ended - began
         self.jobs += 1
         self.first_start = began if self.first_start is None else self.first_start
         self.last_end = ended
+        self.runs.append((began, ended))
 
-    def report(self) -> dict[str, float | int]:
+    def report(self) -> dict[str, object]:
         span = (self.last_end - self.first_start) if self.first_start and self.last_end else 0.0
         return {
             "jobs": self.jobs,
             "busy_seconds": self.busy_seconds,
             "span_seconds": span,
             "busy_fraction": self.busy_seconds / span if span > 0 else 0.0,
+            "runs": [[began, ended] for began, ended in self.runs],  # monotonic seconds
         }
 
 

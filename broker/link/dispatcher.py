@@ -15,6 +15,7 @@ before a device is given more, the leases it holds but has not started are decid
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -193,12 +194,17 @@ class Dispatcher:
             "evidence_digest": conn.attestation.evidence_digest,
             "rule": decision.rule_id,
         }
-        if not await self._leases.save(job, leased, "job.dispatched", detail):
+        # Decide again on committed state: the access records are read after the lease write
+        # (queued behind it on the one store thread, so in its transaction or a later one),
+        # so whatever another writer (a replica, an operator) committed before that read is
+        # seen, and nothing is awaited from there to the send. Both calls are queued before
+        # either is awaited, so the store can commit them together.
+        written, _ = await asyncio.gather(
+            self._leases.save(job, leased, "job.dispatched", detail), self._records.refresh()
+        )
+        if not written:
             conn.leases.pop(lease.lease_id, None)
             return False
-        # Decide again on committed state: whatever another writer (a replica, an operator)
-        # committed before this read is seen, and nothing is awaited from here to the send.
-        await self._records.refresh()
         left = self._clock.now()
         device = self._registry.get(job.device_id)
         if device is None or not (

@@ -177,8 +177,9 @@ class LeaseKeeper:
             await self.release(job, "result receipt failed verification", "bad_receipt")
             return
         self._metrics.receipts.labels(conn.device_id, "verified").inc()
-        await self._complete(conn, job, msg)
+        # The connection has room again: the next lease's write can join this result's.
         self._wakeups.kick(conn.device_id)
+        await self._complete(conn, job, msg)
 
     async def _complete(self, conn: DriverConnection, job: Job, msg: m.LeaseResult) -> None:
         now = self._clock.now()
