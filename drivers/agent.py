@@ -210,8 +210,10 @@ class DriverAgent:
     async def _execute(self, lease: HeldLease) -> None:
         grant, sock = lease.grant, lease.sock
         if lease.cancelled:  # dropped before it started: it never runs
+            log.info("lease %s dropped before it started: the broker withdrew it", grant.lease_id)
             await self._send(sock, _cancelled(grant))
             return
+        log.info("running lease %s for job %s", grant.lease_id, grant.job_id)
         started = link_pb.LeaseStarted(lease_id=grant.lease_id, job_id=grant.job_id)
         await self._send(sock, link_pb.LinkMessage(started=started))
         try:
