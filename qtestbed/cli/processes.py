@@ -45,8 +45,20 @@ def register(sub: Any) -> None:
     p.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON")
     p.set_defaults(handler=cmd_broker)
 
-    p = sub.add_parser("driver", help="run a driver agent for one device")
+    p = sub.add_parser(
+        "driver",
+        help="run a driver agent for one device; `driver check` runs the conformance battery "
+        "against the backend its settings select, with a local broker it starts",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "check"),
+        default="run",
+        help="run (default) or check",
+    )
     p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
+    p.add_argument("--json", action="store_true", help="check: print the report as JSON")
     p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
     p.add_argument(
         "--stats",
@@ -143,6 +155,10 @@ def cmd_driver(args: argparse.Namespace) -> int:
     # Before Qiskit is imported: its Rust passes would otherwise take every core, competing
     # with the simulator and, on a shared host, with the broker.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    if args.action == "check":
+        from qtestbed.cli.driver_check import run_check
+
+        return run_check(args)
     from attestation.keys import KeyFileError, load_private_key
     from drivers.agent import DeviceNotAccepted, DriverAgent
     from drivers.config import DriverConfigError, load_driver_config

@@ -37,6 +37,7 @@ LAUNCHERS = frozenset(
         "qtestbed.cli.policy",
         "qtestbed.cli.processes",
         "qtestbed.cli.report",
+        "qtestbed.driver_check_setup",
         "qtestbed.facility_init",
         "qtestbed.testing",
     }
