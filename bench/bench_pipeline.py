@@ -69,6 +69,7 @@ class Phase:
     busy_fraction: float
     drain_per_s: float
     span_s: float
+    starved: int  # leases that reached the driver with its queue empty
 
 
 def queue_jobs(alice: Client, count: int) -> list[str]:
@@ -131,13 +132,15 @@ def phase(facility: LocalFacility, alice: Client, leases: int, plan: Plan) -> Ph
         busy_fraction=busy,
         drain_per_s=plan.jobs / span,
         span_s=span,
+        starved=int(report["starved_leases"]),
     )
 
 
 def show(p: Phase) -> None:
     print(
         f"  leases {p.leases}: {p.jobs} jobs in {p.span_s:.2f} s on the driver's clock, "
-        f"drain {p.drain_per_s:.0f} jobs/s, device busy {p.busy_fraction:.3f}",
+        f"drain {p.drain_per_s:.0f} jobs/s, device busy {p.busy_fraction:.3f}, "
+        f"{p.starved} leases reached an empty driver queue",
         flush=True,
     )
 

@@ -73,8 +73,8 @@ class DriverAgent:
         self._link_key = z85.decode(link_public)  # lease grants are bound to it
         # This connection's grant key: a new one for every Hello, never reused or stored.
         self._grant_key = GrantKey.new()
-        self._queue = LeaseQueue(self._execute, config.max_leases)
         self.busy = BusyClock()  # how much of the time the device spends running jobs
+        self._queue = LeaseQueue(self._execute, config.max_leases, self.busy)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""

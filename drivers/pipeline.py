@@ -44,6 +44,9 @@ class BusyClock:
 
     busy_seconds: float = 0.0
     jobs: int = 0
+    # Leases that arrived to an empty queue (the device had run dry waiting for the broker):
+    # next to `jobs`, whether the device waits on the broker or the broker on the device.
+    starved: int = 0
     first_start: float | None = None
     last_end: float | None = None
     runs: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_RUNS_KEPT))
@@ -62,6 +65,7 @@ class BusyClock:
             "busy_seconds": self.busy_seconds,
             "span_seconds": span,
             "busy_fraction": self.busy_seconds / span if span > 0 else 0.0,
+            "starved_leases": self.starved,
             "runs": [[began, ended] for began, ended in self.runs],  # monotonic seconds
         }
 
@@ -72,9 +76,10 @@ Run = Callable[[HeldLease], Awaitable[None]]
 class LeaseQueue:
     """Held leases in grant order, and the one worker that runs them."""
 
-    def __init__(self, run: Run, limit: int) -> None:
+    def __init__(self, run: Run, limit: int, clock: BusyClock) -> None:
         self._run = run
         self._limit = limit
+        self._clock = clock
         self._held: dict[str, HeldLease] = {}
         self._running: str = ""
         self._worker: asyncio.Task[None] | None = None
@@ -90,6 +95,7 @@ class LeaseQueue:
             return False
         self._held[lease.grant.lease_id] = lease
         if self._worker is None or self._worker.done():
+            self._clock.starved += 1
             self._worker = asyncio.create_task(self._work())
         return True
 

@@ -28,7 +28,7 @@ def test_quick_pipeline_bench_drains_both_phases_and_prints_the_figures() -> Non
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for leases in (1, 4):
-        line = rf"^  leases {leases}: 60 jobs in .* drain \d+ jobs/s, device busy [0-9.]+$"
+        line = rf"^  leases {leases}: 60 jobs in .* drain \d+ jobs/s, device busy [0-9.]+, \d+ "
         assert re.search(line, done.stdout, re.M), done.stdout
     assert re.search(r"^RATIO drain 4/1 leases: [0-9.]+$", done.stdout, re.M)
     assert re.search(r"^BUSY with 4 leases: [0-9.]+ ", done.stdout, re.M)
