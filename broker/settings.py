@@ -26,6 +26,11 @@ from broker.store import MEMORY_URL
 LARGEST_BATCH = 100
 
 
+# The most leases one driver connection may be allowed to hold: a connection remembers as many
+# of its withdrawn leases (broker.link.fleet), to tell its answers to a withdrawal apart.
+MAX_LEASES_PER_DRIVER = 64
+
+
 class SettingsError(ValueError):
     """A settings file or value is missing or wrong; the message names the key."""
 
@@ -69,6 +74,10 @@ class TimingSettings:
                 raise SettingsError(f"[timing] {key} must be at least 1")
         if self.hello_every_seconds <= 0:
             raise SettingsError("[timing] hello_every_seconds must be positive")
+        if self.max_leases_per_driver > MAX_LEASES_PER_DRIVER:
+            raise SettingsError(
+                f"[timing] max_leases_per_driver must be at most {MAX_LEASES_PER_DRIVER}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -20,11 +20,14 @@ from broker.devices.export_class import AttestedClass
 from broker.devices.model import DeviceProfile
 from broker.jobs.model import Job, JobState
 from broker.link.peer import Peer
+from broker.settings import MAX_LEASES_PER_DRIVER
 
-# Lease ids a connection remembers having answered (or having had withdrawn), so a repeated
-# result, or the driver's answer to a withdrawal, is told apart from one for a lease it never
-# held. At least as many as it may hold at once, so a whole withdrawn pipeline is remembered.
+# Lease ids a connection remembers having answered, so a repeated result is told apart from
+# one for a lease it never held.
 _ANSWERED_KEPT = 8
+# Lease ids it remembers the broker withdrew, so the driver's "cancelled" answer is expected
+# and a start or result is refused as `lease_withdrawn`: a whole pipeline at its largest.
+_WITHDRAWN_KEPT = MAX_LEASES_PER_DRIVER
 
 
 class LinkState(enum.Enum):
@@ -70,7 +73,7 @@ class DriverConnection:
     answered: list[str] = field(default_factory=list)  # newest last, at most _ANSWERED_KEPT
     # Leases the broker withdrew before their job started (a quarantine, a clearance change):
     # the driver's "cancelled" answer is expected; a start or a result for one is refused.
-    withdrawn: list[str] = field(default_factory=list)  # newest last, at most _ANSWERED_KEPT
+    withdrawn: list[str] = field(default_factory=list)  # newest last, at most _WITHDRAWN_KEPT
 
     def answer(self, lease_id: str) -> None:
         """The lease ended with this connection's answer: forget it as held, remember it."""
@@ -80,7 +83,7 @@ class DriverConnection:
     def withdraw(self, lease_id: str) -> None:
         """The broker took the lease back before its job started: held no more, remembered."""
         self.leases.pop(lease_id, None)
-        self.withdrawn = [*self.withdrawn[-(_ANSWERED_KEPT - 1) :], lease_id]
+        self.withdrawn = [*self.withdrawn[-(_WITHDRAWN_KEPT - 1) :], lease_id]
 
     def pending(self) -> list[tuple[str, Job]]:
         """Leases granted whose job has not started (no canary): the ones still withdrawable."""
