@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_streams import code_under_test
-from bench.harness import Children, read_line
+from bench.harness import Children, machine_busy_seconds, read_line, tree_cpu_seconds
 from broker.settings import LARGEST_BATCH
 from qtestbed.testing import LocalFacility
 
@@ -88,15 +88,16 @@ class Sample:
     completed: float
     queued: float
     rss_mib: float
+    cpu: dict[str, float]  # CPU seconds so far: each process group's, and the whole machine's
 
 
 class Sampler:
     """Every SAMPLE_S: the broker's completed-job counter and queue depth (a real scrape of
     /metrics) and its process's resident set size."""
 
-    def __init__(self, facility: LocalFacility, pid: int) -> None:
+    def __init__(self, facility: LocalFacility, pid: int, groups: dict[str, list[int]]) -> None:
         self.samples: list[Sample] = []
-        self._facility, self._pid = facility, pid
+        self._facility, self._pid, self._groups = facility, pid, groups
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -125,6 +126,10 @@ class Sampler:
             completed=sum(float(v) for v in COMPLETED.findall(text)),
             queued=sum(float(v) for v in QUEUED.findall(text)),
             rss_mib=rss_kib / 1024,
+            cpu={
+                **{k: sum(tree_cpu_seconds(p) for p in pids) for k, pids in self._groups.items()},
+                "machine": machine_busy_seconds(),
+            },
         )
         self.samples.append(sample)
         return sample
@@ -138,6 +143,17 @@ class Sampler:
             return a.completed
         return a.completed + (b.completed - a.completed) * (at - a.at) / (b.at - a.at)
 
+    def cores(self, started: float, ended: float) -> str:
+        """CPU cores each group used between the samples nearest `started` and `ended`."""
+        a = min(self.samples, key=lambda x: abs(x.at - started))
+        b = min(self.samples, key=lambda x: abs(x.at - ended))
+        if b.at <= a.at:
+            return "CPU: too short to tell"
+        used = {k: (b.cpu[k] - a.cpu[k]) / (b.at - a.at) for k in a.cpu}
+        rest = used.pop("machine") - sum(used.values())
+        groups = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
+        return f"CPU cores busy: {groups}, rest of machine {max(rest, 0.0):.2f}"
+
     def goodput(self, started: float, ended: float) -> float:
         while self.samples[-1].at < ended:  # the window's end must be sampled
             time.sleep(0.2)
@@ -149,6 +165,7 @@ class Window:
     step: dict[str, Any]
     goodput: float
     last: Sample
+    cores: str
 
     def line(self, name: str) -> str:
         s, seconds = self.step, self.step["ended"] - self.step["started"]
@@ -159,6 +176,7 @@ class Window:
             f"{self.goodput:6.1f}/s  admitted p50 {s['p50_ms']:6.1f} ms p99 {s['p99_ms']:7.1f} ms"
             f"  queued {self.last.queued:6.0f}  RSS {self.last.rss_mib:6.1f} MiB{others}"
             + (f" (not sent {s['not_sent']})" if s["not_sent"] else "")
+            + f"\n{'':16}{self.cores}"
         )
 
 
@@ -167,7 +185,8 @@ def step(gen: Any, sampler: Sampler, rate: float, seconds: float) -> Window:
     gen.stdin.flush()
     result: dict[str, Any] = json.loads(read_line(gen, seconds + 120))
     goodput = sampler.goodput(result["started"], result["ended"])
-    return Window(result, goodput, sampler.samples[-1])
+    cores = sampler.cores(result["started"], result["ended"])
+    return Window(result, goodput, sampler.samples[-1], cores)
 
 
 def drain(sampler: Sampler, limit_s: float) -> None:
@@ -233,7 +252,7 @@ def report(peak: float, best: Window, windows: list[Window], sampler: Sampler) -
     delays = [w.step["retry_delay_p50_s"] for w in windows if w.step["refused_with_retry"]]
     print(
         f"OVERLOAD offered {offered} admitted {admitted} shed {shed} (RESOURCE_EXHAUSTED with "
-        f"a retry delay; median delay {statistics.median(delays) if delays else 0:.2f} s) "
+        f"a retry delay; median delay {statistics.median(delays) if delays else 0:.3f} s) "
         f"other errors {errors}; completed {done:.0f} in {ended - started:.0f} s"
     )
     print(
@@ -270,7 +289,12 @@ def facility_under_load(root: Path, admission: dict[str, float]) -> Iterator[tup
             gen = children.start("open-loop", [str(OPEN_LOOP), "--config", json.dumps(config)])
             if (line := read_line(gen, 60)) != '{"event": "ready"}':
                 raise RuntimeError(f"the load generator did not get ready: {line}")
-            with Sampler(facility, facility.broker_process.pid) as sampler:
+            groups = {
+                "broker (with decoder children)": [facility.broker_process.pid],
+                "drivers": [d.pid for d in facility.drivers],
+                "load generator": [gen.pid],
+            }
+            with Sampler(facility, facility.broker_process.pid, groups) as sampler:
                 yield gen, sampler
         finally:
             children.close()
