@@ -47,7 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bench_streams
 from bench.bench_decode_fairness import PACE_S, bob_p50
-from bench.harness import Children, machine_busy_seconds, read_line, tree_cpu_seconds
+from bench.harness import (
+    Children,
+    machine_busy_seconds,
+    process_cpu_seconds,
+    read_line,
+    tree_cpu_seconds,
+)
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility
 
@@ -119,17 +125,20 @@ def hostile_phase(
         "alice's parser load": parser.pid,
     }
     before, machine = {k: tree_cpu_seconds(p) for k, p in pids.items()}, machine_busy_seconds()
+    serving_before = process_cpu_seconds(facility.broker_process.pid)
     began, mine = time.monotonic(), time.process_time()
     loaded = measure(bob, plan, plan.loaded_s)
     seconds = time.monotonic() - began
     used = {k: (tree_cpu_seconds(p) - before[k]) / seconds for k, p in pids.items()}
+    serving = (process_cpu_seconds(facility.broker_process.pid) - serving_before) / seconds
     # This process alone: its tree holds the broker and alice's processes, counted above.
     used["bob (this process)"] = (time.process_time() - mine) / seconds
     rest = (machine_busy_seconds() - machine) / seconds - sum(used.values())
     print(
         "CPU    cores busy while loaded: "
         + ", ".join(f"{k} {v:.2f}" for k, v in used.items())
-        + f", rest of machine {max(rest, 0.0):.2f}",
+        + f", rest of machine {max(rest, 0.0):.2f}; the broker's serving process alone "
+        f"{serving:.2f} (the rest of its share: decoder children)",
         flush=True,
     )
     for proc in (parser, holder):
