@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_hostile.py            # 1,500 streams, about 3 minutes
     .venv/bin/python bench/bench_hostile.py --quick    # 60 streams: a smoke run
+    .venv/bin/python bench/bench_hostile.py --streams-only   # alice's streams, no parser load
 
 A broker process (`qtestbed broker` on the `qtestbed init` facility: SQLite, the decoder pool and
 each principal's decode share as shipped, no driver so every job stays queued). The one change:
@@ -37,6 +38,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +73,7 @@ class Plan:
     calls: int  # bob's calls per phase at most
     quiet_s: float
     loaded_s: float
+    parse: bool = True  # False: alice's streams alone (--streams-only, to tell the costs apart)
 
 
 FULL = Plan(streams=1500, filler=4000, calls=5000, quiet_s=20.0, loaded_s=40.0)
@@ -93,18 +96,9 @@ def measure(bob: Client, plan: Plan, seconds: float) -> Phase:
     return Phase(*bob_p50(bob, plan.calls, seconds, every_s=PACE_S))
 
 
-def hostile_phase(
-    children: Children, facility: LocalFacility, bob: Client, plan: Plan
-) -> tuple[Phase, str, dict[str, dict[str, float]]]:
-    """bob's phase while alice holds her streams and parses: (bob, holder's line, alice's)."""
-    root, broker = facility.root, facility.addresses.grpc if facility.addresses else ""
-    profile = str(root / "users" / "alice.toml")
-    holder = children.start(
-        "holder",
-        [str(BENCH_DIR / "bench_streams.py"), "--hold", profile, broker, str(root / "ids.txt")],
-    )
-    if (line := read_line(holder, 300)) != "ready":
-        raise RuntimeError(f"the stream holder did not get ready: {line}")
+def start_parser(
+    children: Children, plan: Plan, profile: str, broker: str
+) -> subprocess.Popen[bytes]:
     parser = children.start(
         "parser",
         [
@@ -118,12 +112,29 @@ def hostile_phase(
     )
     if (line := read_line(parser, 120)) != "ready":
         raise RuntimeError(f"alice's parser load did not start: {line}")
+    return parser
+
+
+def hostile_phase(
+    children: Children, facility: LocalFacility, bob: Client, plan: Plan
+) -> tuple[Phase, str, dict[str, dict[str, float]]]:
+    """bob's phase while alice holds her streams and parses: (bob, holder's line, alice's)."""
+    root, broker = facility.root, facility.addresses.grpc if facility.addresses else ""
+    profile = str(root / "users" / "alice.toml")
+    holder = children.start(
+        "holder",
+        [str(BENCH_DIR / "bench_streams.py"), "--hold", profile, broker, str(root / "ids.txt")],
+    )
+    if (line := read_line(holder, 300)) != "ready":
+        raise RuntimeError(f"the stream holder did not get ready: {line}")
+    parser = start_parser(children, plan, profile, broker) if plan.parse else None
     assert facility.broker_process is not None
     pids = {
         "broker (with its decoder children)": facility.broker_process.pid,
         "alice's stream holder": holder.pid,
-        "alice's parser load": parser.pid,
     }
+    if parser is not None:
+        pids["alice's parser load"] = parser.pid
     before, machine = {k: tree_cpu_seconds(p) for k, p in pids.items()}, machine_busy_seconds()
     serving_before = process_cpu_seconds(facility.broker_process.pid)
     began, mine = time.monotonic(), time.process_time()
@@ -142,9 +153,9 @@ def hostile_phase(
         flush=True,
     )
     for proc in (parser, holder):
-        assert proc.stdin is not None
-        proc.stdin.close()
-    parsed = json.loads(read_line(parser, 120))
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+    parsed = json.loads(read_line(parser, 120)) if parser is not None else {}
     held = read_line(holder, 60)
     return loaded, held, parsed
 
@@ -169,13 +180,11 @@ def run(root: Path, plan: Plan) -> int:
         after = measure(bob, plan, plan.quiet_s)
         print(after.line("AFTER "), flush=True)
     calls, mean_ms = parsed.get("calls", {}), parsed.get("mean_ms", {})
-    print(
-        "ALICE  parser load: "
-        + ", ".join(f"{k} {n} (mean {mean_ms[k]} ms)" for k, n in sorted(calls.items()))
-    )
+    outcomes = ", ".join(f"{k} {n} (mean {mean_ms[k]} ms)" for k, n in sorted(calls.items()))
+    print(f"ALICE  parser load: {outcomes if plan.parse else 'none (--streams-only)'}")
     print(f"ALICE  {plan.streams} streams held: {held} (updates received while bob submitted)")
     _, updates, _, failed = held.split()
-    if int(updates) == 0 or int(failed) or not calls:
+    if int(updates) == 0 or int(failed) or (plan.parse and not calls):
         print("ERRORS: alice's streams must see changes, none may fail, and her parsing must run")
         return 1
     # Against the quieter of the two baselines: the machine's noise never flatters the ratio.
@@ -195,8 +204,11 @@ def run(root: Path, plan: Plan) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a few streams: a smoke test")
+    parser.add_argument(
+        "--streams-only", action="store_true", help="no parser load: what the streams alone cost"
+    )
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = replace(QUICK if args.quick else FULL, parse=not args.streams_only)
     kind = "quick smoke run: numbers mean nothing" if args.quick else "full"
     print(
         f"qtestbed hostile-principal bench ({kind})\n"
