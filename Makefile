@@ -50,6 +50,8 @@ bench: setup
 	$(BIN)/python bench/bench_streams.py
 	$(BIN)/python bench/bench_decode_fairness.py
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_hostile.py
+	$(BIN)/python bench/bench_goodput.py
 
 # Each fuzz target under atheris for FUZZ_SECONDS (not part of `make test`); non-zero on a crash.
 FUZZ_SECONDS ?= 20
