@@ -27,7 +27,7 @@ from broker.policy.export_control import load_profile
 from broker.scrape.server import MetricsEndpoint
 from broker.scrape.tls import server_context
 from broker.settings import BrokerSettings
-from broker.store import open_store
+from broker.store import StoreError, open_store
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
 
@@ -72,7 +72,11 @@ class Broker:
         self._handshakes: HandshakeWatcher | None = None
 
     async def start(self) -> BrokerAddresses:
-        await self.runner.call(self.runner.store.migrate)
+        try:  # an older schema is upgraded by `qtestbed migrate`, never by a starting broker
+            await self.runner.call(self.runner.store.open_schema)
+        except StoreError:
+            await self.stop()
+            raise
         await asyncio.to_thread(self.decoder.start)
         link = self._link = DriverLink(
             self.settings.link_listen,

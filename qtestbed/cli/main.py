@@ -12,6 +12,7 @@ from qtestbed.cli import (
     credentials,
     demo,
     facility,
+    migrate,
     operator,
     policy,
     principals,
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     processes.register(sub)
+    migrate.register(sub)
     facility.register(sub)
     researcher.register(sub)
     sessions.register(sub)

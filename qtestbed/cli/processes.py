@@ -95,6 +95,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from broker.app import Broker
     from broker.audit.signer import DamagedAuditLog
     from broker.settings import SettingsError, load_settings
+    from broker.store import StoreError
 
     _logging()
     overrides = {
@@ -112,7 +113,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     async def serve(stop: asyncio.Event) -> int:
         try:
             addresses = await broker.start()
-        except DamagedAuditLog as exc:
+        except (DamagedAuditLog, StoreError) as exc:
             raise CommandError(f"broker cannot start: {exc}") from None
         broker.watch_handshakes()
         info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
