@@ -33,13 +33,17 @@ class DriverConfig:
     # modelling hardware that drifted away from its attested calibration (which the evidence
     # therefore does not show). The broker's canary circuits are what catch it.
     simulated_drift: float = 0.0
+    # Rewritten every heartbeat for `qtestbed probe driver` (drivers.status); None: not written.
+    status_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.simulated_drift < 1.0:
             raise ValueError(f"simulated_drift must be in [0, 1), got {self.simulated_drift!r}")
 
 
-def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig:
+def load_driver_config(
+    path: Path, *, broker: str | None = None, status_file: Path | None = None
+) -> DriverConfig:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -59,6 +63,7 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
             heartbeat_misses=int(raw.get("heartbeat_misses", 3)),
             min_execution_seconds=float(raw.get("min_execution_seconds", 0.0)),
             simulated_drift=float(raw.get("simulated_drift", 0.0)),
+            status_file=status_file or _optional(base, raw.get("status_file")),
         )
     except KeyError as exc:
         raise DriverConfigError(f"{path}: missing required key {exc.args[0]!r}") from exc
@@ -69,3 +74,7 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
 def _relative(base: Path, value: str) -> Path:
     path = Path(value)
     return path if path.is_absolute() else base / path
+
+
+def _optional(base: Path, value: object) -> Path | None:
+    return None if value is None else _relative(base, str(value))

@@ -16,6 +16,7 @@ from qtestbed.cli import (
     operator,
     policy,
     principals,
+    probe,
     processes,
     projects,
     receipt,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     processes.register(sub)
     migrate.register(sub)
+    probe.register(sub)
     facility.register(sub)
     researcher.register(sub)
     sessions.register(sub)

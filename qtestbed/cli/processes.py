@@ -41,6 +41,11 @@ def register(sub: Any) -> None:
         "--metrics-listen",
         help="address host:port of /metrics (HTTPS, mutual TLS, for the scraper role only)",
     )
+    p.add_argument(
+        "--health-listen",
+        help="address host:port of a plaintext port serving gRPC health only, for probes "
+        "without a client certificate (qtestbed probe broker, the kubelet); default none",
+    )
     p.add_argument("--store", help="store URL: sqlite:///path.db or postgresql://...")
     p.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON")
     p.set_defaults(handler=cmd_broker)
@@ -48,6 +53,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("driver", help="run a driver agent for one device")
     p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
     p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
+    p.add_argument(
+        "--status-file",
+        type=Path,
+        help="rewrite this JSON file every heartbeat, for `qtestbed probe driver`",
+    )
     p.set_defaults(handler=cmd_driver)
 
 
@@ -102,6 +112,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         "listen": args.listen,
         "link_listen": args.link_listen,
         "metrics_listen": args.metrics_listen,
+        "health_listen": args.health_listen,
         "store": args.store,
     }
     try:
@@ -117,6 +128,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
             raise CommandError(f"broker cannot start: {exc}") from None
         broker.watch_handshakes()
         info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
+        if addresses.health:
+            info["health"] = addresses.health
         if args.ready_file is not None:
             _write_atomically(args.ready_file, json.dumps(info))
         print(f"qtestbed broker ready {json.dumps(info)}", flush=True)
@@ -144,7 +157,7 @@ def cmd_driver(args: argparse.Namespace) -> int:
 
     _logging()
     try:
-        config = load_driver_config(args.config, broker=args.broker)
+        config = load_driver_config(args.config, broker=args.broker, status_file=args.status_file)
         agent = DriverAgent(config, load_private_key(config.device_key))
     except (DriverConfigError, KeyFileError, OSError, ValueError) as exc:
         raise CommandError(f"driver cannot start: {exc}") from exc
