@@ -8,7 +8,6 @@ the Secrets `generate.py facility` makes from a real `qtestbed init` facility ho
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import yaml
 from tests.e2e.console import qtestbed
 from tests.e2e.test_prometheus import promtool as promtool  # the fixture, shared
 from tests.e2e.test_prometheus import run as run_promtool
+from tests.e2e.tools import required
 
 pytestmark = pytest.mark.slow  # each generate/validate run is its own interpreter
 
@@ -107,12 +107,7 @@ def checkov() -> str:
     """checkov from its own virtualenv beside the project's (`make setup` makes it)."""
     beside = Path(sys.executable).parents[1] / "checkov" / "bin" / "checkov"
     found = str(beside) if beside.is_file() else shutil.which("checkov")
-    if found is None:
-        message = f"checkov is neither at {beside} nor on PATH; `make setup` installs it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return required(found, f"checkov is neither at {beside} nor on PATH; `make setup` installs it")
 
 
 def run_checkov(checkov: str, folder: Path) -> dict[str, Any]:
