@@ -12,20 +12,26 @@ names another).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qtestbed.testing import eventually
+from tests.e2e import kube_pods
 from tests.e2e.console import qtestbed
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+KUBE = REPO / "deploy" / "kubernetes"
+LINK_ADDRESS = "tcp://qtestbed-broker.qtestbed.svc:5555"  # generate.py's, for drivers
 BASES = ("localhost/qtestbed-base:bookworm", "docker.io/library/python:3.11-slim-bookworm")
 IMAGE = "localhost/qtestbed:test"
 UID = 10001
@@ -123,3 +129,61 @@ def test_the_image_runs_broker_and_driver_hardened_and_healthy(
     assert "127.0.0.1:8081" in baked.stdout
     assert podman("stop", "--time", "10", broker).returncode == 0
     assert not healthy(broker)
+
+
+@pytest.fixture
+def pod(names: list[str]) -> Iterator[str]:
+    name = f"qtestbed-pod-{uuid.uuid4().hex[:8]}"
+    assert podman("pod", "create", "--name", name).returncode == 0
+    yield name
+    for container in names:
+        podman("rm", "--force", "--time", "5", container)
+    names.clear()
+    podman("pod", "rm", "--force", name)
+
+
+@pytest.mark.timeout(900)
+def test_the_manifests_pods_run_from_the_image(
+    image: str, facility: Path, pod: str, names: list[str], tmp_path: Path
+) -> None:
+    """The broker and driver Deployments, laid out as the kubelet would from the shipped
+    manifests and `generate.py facility`, start and pass their probes; the keys reach each
+    process only through its init container's owner-only copies."""
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text("*:*:*:qtestbed:unused\n")
+    generated = subprocess.run(
+        [sys.executable, str(KUBE / "generate.py"), "facility", str(facility), "--pgpass",
+         str(pgpass)], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    objects = {
+        (d["kind"], d["metadata"]["name"]): d.get("data") or d["stringData"]
+        for path in (KUBE / "broker-config.yaml",)
+        for d in [*yaml.safe_load_all(generated), *yaml.safe_load_all(path.read_text())]
+        if d and d["kind"] in ("ConfigMap", "Secret")
+    }
+    # One pod for both (one network namespace), and SQLite in the broker's /tmp: the store URL
+    # and the link address are the only settings changed from what the manifests ship.
+    config = objects[("ConfigMap", "qtestbed-broker")]
+    config["broker.toml"] = re.sub(
+        r'(?m)^store = ".*"$', 'store = "sqlite:////tmp/broker.db"', config["broker.toml"]
+    )
+    driver = objects[("ConfigMap", "qtestbed-driver-sim-open")]
+    driver["driver.toml"] = driver["driver.toml"].replace(LINK_ADDRESS, "tcp://127.0.0.1:5555")
+    for manifest in ("broker-deployment.yaml", "driver-deployment.yaml"):
+        [deployment] = yaml.safe_load_all((KUBE / manifest).read_text())
+        spec = deployment["spec"]["template"]["spec"]
+        laid = kube_pods.lay_out(spec, objects, tmp_path / deployment["metadata"]["name"])
+        names.extend(kube_pods.run(pod, laid, image, UID))
+    broker, driver_name = names
+    keys = tmp_path / "qtestbed-broker" / "keys"
+    assert sorted((p.name, p.stat().st_mode & 0o777, p.stat().st_uid) for p in keys.iterdir()) == [
+        ("broker.key", 0o600, UID), ("broker.key_secret", 0o600, UID), ("pgpass", 0o600, UID),
+    ]  # fmt: skip
+
+    def probe(name: str, *args: str) -> bool:
+        return podman("exec", name, "qtestbed", "probe", *args).returncode == 0
+
+    eventually(lambda: probe(broker, "broker"), timeout=120, every=1, what="the broker's probe")
+    status = ("--status-file", "/tmp/driver-status.json", "--attested")
+    eventually(lambda: probe(driver_name, "driver", *status), timeout=120, every=1,
+               what="the driver's readiness probe")  # fmt: skip
