@@ -7,7 +7,6 @@ are well and 1, saying why, once they are not.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import grpc
@@ -46,12 +45,18 @@ def test_probes_follow_the_broker_and_the_driver(tmp_path: Path) -> None:
         down = qtestbed("probe", "broker", "--address", health, "--timeout", "1")
         assert down.returncode == 1
         assert "not healthy: UNAVAILABLE" in down.stdout
-        time.sleep(1.5)  # the driver keeps writing, but hears nothing from the broker
-        silent = qtestbed("probe", "driver", "--status-file", str(status), "--max-age", "1")
-        assert silent.returncode == 1
-        assert "nothing heard from the broker" in silent.stdout
-    stale = qtestbed("probe", "driver", "--status-file", str(status), "--max-age", "1")
-    assert "the driver's loop has stalled" in stale.stdout  # the driver has stopped too
+
+        def silent() -> str | None:  # the driver keeps writing, but hears nothing from the broker
+            done = qtestbed("probe", "driver", "--status-file", str(status), "--max-age", "1")
+            return done.stdout if done.returncode == 1 else None
+
+        assert "nothing heard from the broker" in eventually(silent, what="the probe to fail")
+
+    def stalled() -> bool:  # the driver has stopped too: the file ages
+        done = qtestbed("probe", "driver", "--status-file", str(status), "--max-age", "1")
+        return "the driver's loop has stalled" in done.stdout
+
+    eventually(stalled, what="the probe to see the driver stopped")
     missing = qtestbed("probe", "driver", "--status-file", str(tmp_path / "none.json"))
     assert missing.returncode == 1
     assert "no readable status file" in missing.stdout
