@@ -50,10 +50,16 @@ def base() -> str:
     if shutil.which("podman") is None or podman("info").returncode != 0:
         pytest.skip("no container engine runs here (podman)")
     wanted = os.environ.get("QTESTBED_TEST_BASE")
-    for image in (wanted,) if wanted else BASES:
-        if podman("image", "exists", image).returncode == 0:
-            return image
-    pytest.skip(f"no base image present ({' or '.join(BASES)}): see deploy/container/")
+    candidates = (wanted,) if wanted else BASES
+    present = [i for i in candidates if podman("image", "exists", i).returncode == 0]
+    if not present:
+        pytest.skip(f"no base image present ({' or '.join(BASES)}): see deploy/container/")
+    # An engine may be installed where the kernel or sandbox lets it run nothing (cgroups,
+    # rlimits): that is no engine either, and the reason is worth printing.
+    tried = podman("run", "--rm", "--network", "none", present[0], "true")
+    if tried.returncode != 0:
+        pytest.skip(f"podman cannot run a container here: {tried.stderr.strip()[-300:]}")
+    return present[0]
 
 
 @pytest.fixture(scope="module")
