@@ -91,7 +91,7 @@ def facility(tmp_path: Path) -> Path:
 def names() -> Iterator[list[str]]:
     started: list[str] = []
     yield started
-    for name in reversed(started):
+    for name in started:  # in order: a container sharing another's network goes first
         podman("rm", "--force", "--time", "5", name)
 
 
