@@ -198,6 +198,9 @@ class BrokerSettings:
     listen: str = "127.0.0.1:50051"
     link_listen: str = "tcp://127.0.0.1:5555"
     metrics_listen: str = "127.0.0.1:9464"
+    # Plaintext gRPC health only (broker.grpc.health_port), for probes without a client
+    # certificate; "" serves none.
+    health_listen: str = ""
     max_message_bytes: int = 4 * 1024 * 1024
     limits: CircuitLimits = field(default_factory=CircuitLimits)
     timing: TimingSettings = field(default_factory=TimingSettings)
@@ -210,7 +213,7 @@ class BrokerSettings:
     witnesses: Mapping[str, Path] = field(default_factory=dict)
 
 
-_ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen")
+_ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen", "health_listen")
 
 
 def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> BrokerSettings:
@@ -243,6 +246,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             listen=str(top.get("listen", "127.0.0.1:50051")),
             link_listen=str(top.get("link_listen", "tcp://127.0.0.1:5555")),
             metrics_listen=str(top.get("metrics_listen", "127.0.0.1:9464")),
+            health_listen=str(top.get("health_listen", "")),
             max_message_bytes=int(top.get("max_message_bytes", 4 * 1024 * 1024)),
             limits=_section(CircuitLimits, top.get("limits", {}), "limits"),
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),

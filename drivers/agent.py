@@ -36,6 +36,7 @@ from drivers.faithful import Prepared, executed_circuit_digest, executed_circuit
 from drivers.grants import GrantError, GrantKey, open_grant
 from drivers.measure import measure
 from drivers.pipeline import BusyClock, HeldLease, LeaseQueue
+from drivers.status import StatusFile
 from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.v1 import devices_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
@@ -75,6 +76,7 @@ class DriverAgent:
         self._grant_key = GrantKey.new()
         self.busy = BusyClock()  # how much of the time the device spends running jobs
         self._queue = LeaseQueue(self._execute, config.max_leases, self.busy)
+        self._status = StatusFile(config.status_file, config.device.device_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""
@@ -125,6 +127,7 @@ class DriverAgent:
                 hb = link_pb.Heartbeat(seq=seq, active_lease_id=self._queue.running_id)
                 await self._send(sock, link_pb.LinkMessage(heartbeat=hb))
                 next_beat = now + beat
+                self._status.beat(attested=self.attested, heard_seconds_ago=now - last_heard)
             if now - last_heard > silence:
                 log.warning("broker silent for %.1fs; reconnecting", silence)
                 return

@@ -40,6 +40,8 @@ class DriverConfig:
     # broker grants at most its own [timing] max_leases_per_driver). Jobs still run one at a
     # time; every held lease's clock runs while it waits.
     max_leases: int = 1
+    # Rewritten every heartbeat for `qtestbed probe driver` (drivers.status); None: not written.
+    status_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.simulated_drift < 1.0:
@@ -48,7 +50,9 @@ class DriverConfig:
             raise ValueError(f"max_leases must be in [1, {MAX_LEASES}], got {self.max_leases!r}")
 
 
-def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig:
+def load_driver_config(
+    path: Path, *, broker: str | None = None, status_file: Path | None = None
+) -> DriverConfig:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -69,6 +73,7 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
             min_execution_seconds=float(raw.get("min_execution_seconds", 0.0)),
             simulated_drift=float(raw.get("simulated_drift", 0.0)),
             max_leases=int(raw.get("max_leases", 1)),
+            status_file=status_file or _optional(base, raw.get("status_file")),
         )
     except KeyError as exc:
         raise DriverConfigError(f"{path}: missing required key {exc.args[0]!r}") from exc
@@ -79,3 +84,7 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
 def _relative(base: Path, value: str) -> Path:
     path = Path(value)
     return path if path.is_absolute() else base / path
+
+
+def _optional(base: Path, value: object) -> Path | None:
+    return None if value is None else _relative(base, str(value))

@@ -34,6 +34,7 @@ LAUNCHERS = frozenset(
     {
         "qtestbed.cli.audit",
         "qtestbed.cli.demo",
+        "qtestbed.cli.migrate",
         "qtestbed.cli.policy",
         "qtestbed.cli.processes",
         "qtestbed.cli.report",
