@@ -31,12 +31,10 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from broker.jobs.model import Job, JobState, QueueLane
+from broker.jobs.pace import DevicePace
 from broker.jobs.queue_window import LaneWindow
 from broker.store.runner import StoreRunner
 
-# Until a device has finished a job, assume this long per shot (seconds).
-_DEFAULT_SECONDS_PER_SHOT = 1e-3
-_SMOOTHING = 0.2
 # A job leaving any of these states may have been queued: its lane changes.
 _LEAVING = frozenset({JobState.CANCELLED, JobState.DENIED, JobState.FAILED})
 
@@ -62,15 +60,6 @@ class SchedulerSettings:
             raise TypeError(f"window_jobs must be at least 2, not {self.window_jobs}")
 
 
-class _Pace:
-    __slots__ = ("learned", "per_job", "per_shot")
-
-    def __init__(self) -> None:
-        self.per_shot = _DEFAULT_SECONDS_PER_SHOT
-        self.per_job = 0.0  # measured seconds per job (for ETAs); 0 until learned
-        self.learned = False
-
-
 class Scheduler:
     def __init__(
         self,
@@ -84,7 +73,7 @@ class Scheduler:
         self._runner = runner
         self._window = settings.window_jobs
         self._lanes: dict[str, dict[str, LaneWindow]] = {}  # device -> project -> lane
-        self._pace: dict[str, _Pace] = {}
+        self._pace = DevicePace()
         # Queued jobs of each open session, by (device, session): few, all held.
         self._sessions: dict[tuple[str, str], set[str]] = {}
         # Per device, the first 1-based position that changes since `take_moves` last ran.
@@ -133,12 +122,11 @@ class Scheduler:
 
     def price(self, job: Job) -> Job:
         """The job with its place and slot cost fixed, as it is first queued."""
-        pace = self._pace.get(job.device_id) or _Pace()
         weight = max(1, self.weight_of(job.project))
         return dataclasses.replace(
             job,
             place_at=job.created_at - (job.priority - 1) * self.settings.aging_seconds,
-            queue_cost=max(job.shots, 1) * pace.per_shot / weight,
+            queue_cost=max(job.shots, 1) * self._pace.per_shot(job.device_id) / weight,
         )
 
     def observe(self, job: Job) -> None:
@@ -326,23 +314,11 @@ class Scheduler:
     # --- measured pace ------------------------------------------------------------------
 
     def seconds_per_job(self, device_id: str) -> float:
-        pace = self._pace.get(device_id)
-        return pace.per_job if pace is not None and pace.learned else 1.0
+        return self._pace.seconds_per_job(device_id)
 
     def finished(self, job: Job) -> None:
         """Learn the device's pace from a completed job (used for new jobs' costs and ETAs)."""
-        if job.state is not JobState.COMPLETED or job.dispatched_at is None:
-            return
-        if job.finished_at is None:
-            return
-        took = max(0.0, job.finished_at - job.dispatched_at)
-        pace = self._pace.setdefault(job.device_id, _Pace())
-        per_shot = took / max(job.shots, 1)
-        if pace.learned:
-            pace.per_shot += _SMOOTHING * (per_shot - pace.per_shot)
-            pace.per_job += _SMOOTHING * (took - pace.per_job)
-        else:
-            pace.per_shot, pace.per_job, pace.learned = per_shot, took, True
+        self._pace.finished(job)
 
 
 def _read_lane(

@@ -24,7 +24,6 @@ dispatcher when it picks, not in positions; `waiting_for` explains them.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -183,27 +182,6 @@ class Scheduler:
             for job in queue.jobs.values()
         )
 
-    # --- measured pace ------------------------------------------------------------------
-
-    def seconds_per_job(self, device_id: str) -> float:
-        state = self._device(device_id)
-        return state.per_job if state.learned else 1.0
-
-    def finished(self, job: Job) -> None:
-        """Learn the device's pace from a completed job (used for new jobs' costs and ETAs)."""
-        if job.state is not JobState.COMPLETED or job.dispatched_at is None:
-            return
-        if job.finished_at is None:
-            return
-        took = max(0.0, job.finished_at - job.dispatched_at)
-        state = self._device(job.device_id)
-        per_shot = took / max(job.shots, 1)
-        if state.learned:
-            state.per_shot += _SMOOTHING * (per_shot - state.per_shot)
-            state.per_job += _SMOOTHING * (took - state.per_job)
-        else:
-            state.per_shot, state.per_job, state.learned = per_shot, took, True
-
     # --- order ----------------------------------------------------------------------------
 
     def next_job(
@@ -267,10 +245,3 @@ class Scheduler:
             for index, (_, job_id) in enumerate(queue.keys)
         ]
         return [job for _, job in sorted(tagged, key=lambda pair: pair[0])]
-
-
-def eta_seconds(position: int, per_job: float, busy_remaining: float, drivers: int) -> float:
-    """Expected wait before a job at `position` starts: the jobs ahead of it shared over the
-    device's drivers, after what is running now."""
-    lanes = max(1, drivers)
-    return busy_remaining + math.floor((position - 1) / lanes) * per_job
