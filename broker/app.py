@@ -133,7 +133,7 @@ class Broker:
         await r.devices.seed(facility.seed_devices)
         await r.records.load()
         await r.access.seed(facility)
-        await parts.jobs.queue_sync.load()
+        await parts.jobs.scheduler.load()
         await parts.link.signer.start()
         await parts.jobs.sessions.load()
 

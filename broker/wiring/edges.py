@@ -115,7 +115,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
     )
 
     async def sync_queues() -> None:  # other replicas queue and take jobs too
-        await j.queue_sync.sync(d.device_id for d in r.devices.all())
+        await j.scheduler.sync()
 
     async def access_tick() -> None:
         """Pick up changes other replicas made; move queues whose windows opened or closed."""
