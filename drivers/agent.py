@@ -80,6 +80,11 @@ class DriverAgent:
         self._grant_key = GrantKey.new()
         self._lease: _Lease | None = None
         self._run_task: asyncio.Task[None] | None = None
+        self._endpoint = 0  # which of config.brokers the next connection goes to
+
+    @property
+    def broker(self) -> str:
+        return self.config.brokers[self._endpoint % len(self.config.brokers)]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""
@@ -87,6 +92,9 @@ class DriverAgent:
             while not stop.is_set():
                 await self._session(stop)
                 if not stop.is_set():
+                    # Its broker fell silent or let it go: try the next replica, if any.
+                    self._endpoint += 1
+                    log.warning("moving to broker %s", self.broker)
                     await asyncio.sleep(min(1.0, self.config.heartbeat_seconds))
         finally:
             self._ctx.term()
@@ -96,8 +104,14 @@ class DriverAgent:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, secrets.token_bytes(16))
         configure_client(sock, self.config.link_secret_key, self.config.broker_link_key)
-        sock.connect(self.config.broker)
+        sock.connect(self.broker)
         self.attested = False
+        # A lease from the last connection is that broker's to recover (it requeues the job
+        # when the lease ends unanswered); its result could not be delivered here, and this
+        # connection must be free to take new work.
+        if self._lease is not None:
+            self._lease.cancelled = True
+            self._lease = None
         # A new connection, a new grant key: a grant sealed for an earlier connection (which
         # another host on its route may also hold) never opens on this one, nor this one's there.
         self._grant_key = GrantKey.new()
@@ -229,9 +243,10 @@ class DriverAgent:
                 lease_id=grant.lease_id, job_id=grant.job_id, error="cancelled"
             )
             reply = link_pb.LinkMessage(failure=fail)
-        self._lease = None
+        if self._lease is lease:
+            self._lease = None
         with contextlib.suppress(zmq.ZMQError):
-            await self._send(sock, reply)
+            await self._send(sock, reply)  # on its own connection, which may be closed now
 
     async def _run_grant(self, grant: link_pb.LeaseGrant) -> link_pb.LinkMessage:
         digest = hashlib.sha256(grant.circuit_payload).hexdigest()

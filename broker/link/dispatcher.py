@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-import uuid
 
 from broker.access.clearance import ClearanceGate, Decision
 from broker.access.records import AccessRecords
@@ -184,7 +183,7 @@ class Dispatcher:
     ) -> bool:
         assert conn.attestation is not None
         lease = Lease(
-            lease_id=uuid.uuid4().hex,
+            lease_id=self._leases.new_lease_id(),
             device_id=job.device_id,
             expires_at=now + self._timing.lease_seconds,
             dispatch_nonce=secrets.token_bytes(32),
@@ -209,6 +208,7 @@ class Dispatcher:
         # Decide again on committed state: whatever another writer (a replica, an operator)
         # committed before this read is seen, and nothing is awaited from here to the send.
         await self._records.refresh()
+        await self._registry.refresh()  # a quarantine or revocation made through a replica
         left = self._clock.now()
         device = self._registry.get(job.device_id)
         if device is None or not (

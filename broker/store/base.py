@@ -98,6 +98,9 @@ class Store(Protocol):
     def queue_depths(self) -> dict[str, int]:
         """Number of QUEUED jobs per device (devices with none are absent)."""
 
+    def replica_alive(self, replica_id: str) -> bool:
+        """Whether another broker replica with this id is running on this store now."""
+
     def leased_jobs(self) -> list[Job]:
         """All DISPATCHED or RUNNING jobs (used to reap expired leases and on restart)."""
 
@@ -145,6 +148,10 @@ class RegistryStore(Protocol):
 
     def revocations(self) -> list[Revocation]:
         """All revocations, oldest first."""
+
+    def registry_fingerprint(self) -> tuple[int, int, int, int]:
+        """A value that changes whenever a device record, revocation or reference version is
+        written (cheap to poll: what a replica compares to see another's registry changes)."""
 
     def add_attestation(self, record: AttestationRecord, event: AuditEvent) -> None: ...
 

@@ -47,7 +47,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("driver", help="run a driver agent for one device")
     p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
-    p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
+    p.add_argument(
+        "--broker",
+        help="override the broker link endpoint (tcp://host:port); several, comma-separated,"
+        " to move to the next replica when one falls silent",
+    )
     p.set_defaults(handler=cmd_driver)
 
 
