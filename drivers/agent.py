@@ -4,8 +4,9 @@ It connects to the broker's ROUTER with a DEALER, announces the device, answers 
 challenges with signed evidence, heartbeats, runs leased jobs on its backend (in a worker
 thread, so heartbeats keep flowing) and returns each result with a receipt signed by the
 device key. When the broker falls silent it reconnects with a fresh routing id and attests
-again. Each connection makes its own grant key pair, held in memory only and announced in its
-Hello; lease grants arrive sealed to it and are opened before anything runs.
+again, to the next of its broker endpoints when it has several (replicas sharing one store).
+Each connection makes its own grant key pair, held in memory only and announced in its Hello;
+lease grants arrive sealed to it and are opened before anything runs.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class DriverAgent:
         self.attested = verdict.affirming
         if verdict.affirming:
             self.evidence_digest = self._pending_digest
-            log.info("attested for %.0fs", verdict.valid_for_seconds)
+            log.info("attested by %s for %.0fs", self.broker, verdict.valid_for_seconds)
         else:
             log.error("attestation refused: %s", "; ".join(verdict.reasons))
 
