@@ -79,7 +79,7 @@ class Load:
     jobs were acknowledged; keeps the ids of the acknowledged ones (a refused or failed call
     - its replica was just killed - acknowledges nothing)."""
 
-    def __init__(self, clients: list[Client], qasm: str, *, limit: int, every: float) -> None:
+    def __init__(self, clients: list[Client], qasm: bytes, *, limit: int, every: float) -> None:
         self._clients = clients
         self._qasm = qasm
         self._limit = limit

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_sigkill_of_a_replica_under_load_loses_no_job_and_completes_none_twice(
         facility.start_driver("sim-open", config=config, brokers=links[first:] + links[:first])
     logs = _driver_logs(facility)
     for log in logs:
-        eventually(lambda log=log: attestations(log), timeout=30, what="the drivers to attest")
+        eventually(partial(attestations, log), timeout=30, what="the drivers to attest")
     clients = [client_of(facility, "alice", r) for r in replicas]
     moves = 0
     with Load(clients, ghz_qasm2(3), limit=2000, every=0.1) as load:
