@@ -148,8 +148,12 @@ class PostgresStore(SqlStore):
 
     @property
     def backend_pid(self) -> int:
-        """The server process of this store's connection (its own notifications carry it)."""
-        return int(self._conn.info.backend_pid)
+        """The server process of this store's connection (its own notifications carry it);
+        0 while it is closed (reconnected at the next call)."""
+        try:
+            return int(self._conn.info.backend_pid)
+        except psycopg.Error:
+            return 0
 
     @property
     def dsn(self) -> str:

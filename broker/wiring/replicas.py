@@ -58,10 +58,14 @@ class ReplicaSync:
     # --- told by the listener (on the event loop) ---------------------------------------------
 
     def heard(self, change: Change) -> None:
-        if change.device_id:
+        if not change.device_id:
+            self._topics.add(change.topic)
+        elif self._registry.get(change.device_id) is not None:
             self._devices.add(change.device_id)
         else:
-            self._topics.add(change.topic)
+            # A device this replica does not know yet (or a payload anyone connected to the
+            # database could send): one registry check, never a set that grows per payload.
+            self._topics.add(DEVICES)
         self._wake.set()
 
     def gap(self) -> None:
@@ -122,5 +126,5 @@ class ReplicaSync:
             await self._connections.drop_device(device_id, "device certificate revoked")
         self._dropped = revoked
         if changed or newly:
-            for device in self._registry.all():  # a released quarantine moves its queue
-                self._wakeups.kick(device.device_id)
+            # A released quarantine moves its queue; a device new here may have jobs already.
+            await self._queues_changed(d.device_id for d in self._registry.all())
