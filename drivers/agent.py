@@ -101,18 +101,13 @@ class DriverAgent:
             self._ctx.term()
 
     async def _session(self, stop: asyncio.Event) -> None:
+        await self._abandon_lease()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, secrets.token_bytes(16))
         configure_client(sock, self.config.link_secret_key, self.config.broker_link_key)
         sock.connect(self.broker)
         self.attested = False
-        # A lease from the last connection is that broker's to recover (it requeues the job
-        # when the lease ends unanswered); its result could not be delivered here, and this
-        # connection must be free to take new work.
-        if self._lease is not None:
-            self._lease.cancelled = True
-            self._lease = None
         # A new connection, a new grant key: a grant sealed for an earlier connection (which
         # another host on its route may also hold) never opens on this one, nor this one's there.
         self._grant_key = GrantKey.new()
@@ -129,6 +124,16 @@ class DriverAgent:
                 with contextlib.suppress(zmq.ZMQError):
                     await sock.send(bye.SerializeToString(), flags=zmq.NOBLOCK)
             sock.close(linger=0)
+
+    async def _abandon_lease(self) -> None:
+        """A lease from the last connection is its broker's to recover (it, or a surviving
+        replica, requeues the job when the lease ends unanswered): its result cannot be
+        delivered on a new connection. The backend still finishes that run before a new
+        connection takes work, so a device runs one job at a time."""
+        if self._lease is not None:
+            self._lease.cancelled = True
+        if self._run_task is not None and not self._run_task.done():
+            await asyncio.wait([self._run_task])
 
     async def _converse(self, sock: zmq.asyncio.Socket, stop: asyncio.Event) -> None:
         beat = self.config.heartbeat_seconds

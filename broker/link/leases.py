@@ -89,7 +89,8 @@ class LeaseKeeper:
                 job.transition(JobState.QUEUED, now=now, reason=f"requeued: {cause}"),
                 attempts=max(0, job.attempts - 1),
             )
-            if await self.save(job, after, "job.requeued", {"cause": cause, "charged": False}):
+            detail = {"cause": cause, "attempts": after.attempts, "charged": False}
+            if await self.save(job, after, "job.requeued", detail):
                 self._metrics.lease_expiries.labels(job.device_id, metric_cause).inc()
             self._wakeups.kick(job.device_id)
             return
