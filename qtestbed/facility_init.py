@@ -343,6 +343,7 @@ def _driver_toml(link_port: int, desc: DeviceDescription, firmware: str) -> str:
     lines = [
         f"# Driver agent: qtestbed driver --config drivers/{desc.device_id}.toml",
         f'broker = "tcp://127.0.0.1:{link_port}"',
+        '# Replicas on PostgreSQL: broker = ["tcp://a:5555", "tcp://b:5555"] (tried in turn)',
         f'device_key = "../devices/{desc.device_id}.key"',
         f'device_certificate = "../devices/{desc.device_id}.pem"',
         f'link_secret_key = "{desc.device_id}-link.key_secret"',

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-import uuid
 
 from broker.access.clearance import Decision
 from broker.access.records import AccessRecords
@@ -175,7 +174,7 @@ class Dispatcher:
     ) -> bool:
         assert conn.attestation is not None
         lease = Lease(
-            lease_id=uuid.uuid4().hex,
+            lease_id=self._leases.new_lease_id(),
             device_id=job.device_id,
             expires_at=now + self._timing.lease_seconds,
             dispatch_nonce=secrets.token_bytes(32),
@@ -205,6 +204,7 @@ class Dispatcher:
         if not written:
             conn.leases.pop(lease.lease_id, None)
             return False
+        await self._registry.refresh()  # a quarantine or revocation made through a replica
         left = self._clock.now()
         device = self._registry.get(job.device_id)
         if device is None or not (

@@ -127,6 +127,9 @@ class Store(Protocol):
     def queue_position(self, job: Job) -> int | None:
         """The job's 1-based place in its device's run order; None when it is not queued."""
 
+    def replica_alive(self, replica_id: str) -> bool:
+        """Whether another broker replica with this id is running on this store now."""
+
     def leased_jobs(self) -> list[Job]:
         """All DISPATCHED or RUNNING jobs (used to reap expired leases and on restart)."""
 
@@ -174,6 +177,10 @@ class RegistryStore(Protocol):
 
     def revocations(self) -> list[Revocation]:
         """All revocations, oldest first."""
+
+    def registry_fingerprint(self) -> tuple[int, int, int, int]:
+        """A value that changes whenever a device record, revocation or reference version is
+        written (cheap to poll: what a replica compares to see another's registry changes)."""
 
     def add_attestation(self, record: AttestationRecord, event: AuditEvent) -> None: ...
 

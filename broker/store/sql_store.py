@@ -22,7 +22,7 @@ from broker.access.model import QuotaCheck, check_quota
 from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.model import AuditEntry, AuditEvent
 from broker.jobs.model import Job, JobResult, JobState, check_same_request
-from broker.store import rows, schema
+from broker.store import changes, rows, schema
 from broker.store.base import StoreError
 from broker.store.cursor import Cursor
 from broker.store.sql_access import SqlAccess
@@ -76,6 +76,9 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
     @abc.abstractmethod
     def _lock_audit(self, cur: Cursor) -> None:
         """Runs before reading the audit head: keep concurrent appends from forking the chain."""
+
+    def _announce(self, cur: Cursor, topic: str) -> None:
+        """Nothing to tell: no other process shares this store (PostgreSQL overrides this)."""
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -204,6 +207,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
         )
         cur.execute(sql, rows.job_to_row(job))
         if cur.rowcount == 1:
+            self._announce(cur, changes.jobs(job.device_id))
             # After the append: it holds the audit lock, which every job insert of every
             # replica takes, so the counts below see all other committed inserts.
             self._append(cur, event)
@@ -257,6 +261,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
                 before = JobState(found[0]) if found else None
             if not self._update(cur, job, expected_version):
                 return False
+            self._announce(cur, changes.jobs(job.device_id))
             if result is not None:
                 cur.execute(_INSERT_RESULT, rows.result_to_row(result))
             if event is not None:
@@ -319,6 +324,10 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
             f"SELECT {_JOB_FIELDS} FROM jobs WHERE state IN (?, ?) ORDER BY seq", _LEASED
         )
         return [rows.job_from_row(row) for row in found]
+
+    def replica_alive(self, replica_id: str) -> bool:
+        """False: no other process shares this store (PostgreSQL overrides this)."""
+        return False
 
     def get_result(self, job_id: str) -> JobResult | None:
         found = self._query(

@@ -55,12 +55,14 @@ from broker.link.fleet import Fleet
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
 from broker.link.port import LinkPort
+from broker.link.replicas import ReplicaRoster
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine
 from broker.policy.export_control import ExportProfile
 from broker.scrape.gate import ScrapeGate
 from broker.settings import BrokerSettings
 from broker.store.runner import StoreRunner
+from broker.wiring.replicas import ReplicaSync
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,6 +128,8 @@ class LinkParts:
     door: LinkDoor
     signer: CheckpointSigner
     gauges: DeviceGauges
+    replicas: ReplicaSync  # other replicas' changes on a shared store
+    roster: ReplicaRoster  # this replica's id, in the leases it writes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -155,6 +155,10 @@ class MemoryJobs(MemoryCore):
             ]
         return _in_order(rows)[:limit]
 
+    def replica_alive(self, replica_id: str) -> bool:
+        """False: a memory database belongs to one process (its stores are connections)."""
+        return False
+
     def leased_jobs(self) -> list[Job]:
         with self._read() as db:
             return _in_order([row for row in db.jobs.values() if row.job.state in _LEASED])
