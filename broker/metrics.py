@@ -197,6 +197,14 @@ class BrokerMetrics:
             ["reason"],
             registry=r,
         )
+        self.streams_ended = Counter(
+            "qtestbed_streams_ended",
+            "Open server streams ended because a new call would now be refused, by reason "
+            "(revoked, unknown_principal, role_required, not_found: the watched job is no "
+            "longer the caller's to see).",
+            ["reason"],
+            registry=r,
+        )
         self.concurrent_rpc_refusals = Counter(
             "qtestbed_concurrent_rpc_refusals",
             "Calls refused because the broker was serving [calls] max_concurrent_rpcs.",

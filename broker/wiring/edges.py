@@ -107,7 +107,9 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         await j.queue_sync.sync(d.device_id for d in r.devices.all())
 
     async def access_tick() -> None:
-        """Pick up changes other replicas made; move queues whose windows opened or closed."""
+        """Pick up changes other replicas made; move queues whose windows opened or closed;
+        end streams whose grant expired (no record changes when one does)."""
+        r.streams.recheck()
         if await r.records.refresh():
             return  # the reload already kicked every device
         for device_id in r.schedule.scheduled_devices(clock.now()):
