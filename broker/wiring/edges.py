@@ -57,6 +57,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         timing=timing,
         wakeups=r.wakeups,
         anomalies=r.anomalies,
+        door=door,
     )
     canary = CanaryRunner(base.settings.anomaly, r.anomalies, metrics)
     leases = LeaseKeeper(
