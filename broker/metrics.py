@@ -228,7 +228,8 @@ class BrokerMetrics:
             "qtestbed_link_refusals",
             "Driver-link handshakes and messages refused, by reason (unknown_key, "
             "malformed_frame, wrong_key, route_taken, hello_rate, too_many_connections, "
-            "hello_first, lease_not_held, duplicate_result, wrong_job, unsolicited_evidence).",
+            "hello_first, lease_not_held, duplicate_result, wrong_job, unsolicited_evidence, "
+            "unknown_device).",
             ["reason"],
             registry=r,
         )

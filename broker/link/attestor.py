@@ -123,8 +123,9 @@ class Attestor:
         # The label is fixed: unregistered ids are attacker-chosen and must not grow the metrics.
         self._metrics.attestations.labels("unregistered", "contraindicated", "UNKNOWN_DEVICE").inc()
         self._anomalies.attestation_failed(device_id[:128], registered=False)
-        detail = {"reasons": ["UNKNOWN_DEVICE"], "details": ["device is not registered"]}
-        await self._audit.record("attestation.failed", "broker", device_id[:128], detail)
+        # A key can say Hello again and again (up to its Hello allowance): audited in
+        # aggregate like every link refusal, one `link.refused` entry per window with the count.
+        self._door.refused(LinkRefusal.UNKNOWN_DEVICE, device_id[:128])
         goodbye = m.Goodbye(
             code=m.GoodbyeCode.UNKNOWN_DEVICE,
             reason=f"device {device_id!r} is not registered at this facility; an operator must "

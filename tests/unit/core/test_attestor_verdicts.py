@@ -41,15 +41,23 @@ async def test_hello_for_an_unregistered_device_gets_goodbye_unknown_device(core
         certificate_chain=b"",
         grant_key=new_keypair()[1],
     )
-    await core.parts.link.hub.route(identity, hello)
-    [goodbye] = core.link.take(identity)
-    assert isinstance(goodbye, m.Goodbye)
-    assert goodbye.code is m.GoodbyeCode.UNKNOWN_DEVICE
+    burst = core.parts.base.settings.timing.hello_burst
+    for _ in range(burst):
+        await core.parts.link.hub.route(identity, hello)
+        [goodbye] = core.link.take(identity)
+        assert isinstance(goodbye, m.Goodbye)
+        assert goodbye.code is m.GoodbyeCode.UNKNOWN_DEVICE
     assert core.parts.jobs.fleet.get(identity) is None
-    [failed] = events(core, "attestation.failed")
-    assert failed.subject == "ghost"
-    assert failed.detail["reasons"] == ["UNKNOWN_DEVICE"]
-    assert _verifications(core, "unregistered", "contraindicated", "UNKNOWN_DEVICE") == 1
+    assert _verifications(core, "unregistered", "contraindicated", "UNKNOWN_DEVICE") == burst
+    assert metric(core, "qtestbed_link_refusals_total", reason="unknown_device") == burst
+    # Audited in aggregate, like every link refusal: one entry with the count, not one a Hello.
+    assert events(core, "attestation.failed") == []
+    assert events(core, "link.refused") == []
+    await core.parts.link.door.flush(force=True)
+    [refused] = events(core, "link.refused")
+    assert refused.subject == "ghost"
+    assert refused.detail["reason"] == "unknown_device"
+    assert refused.detail["count"] == burst
 
 
 async def test_good_evidence_affirms_and_the_verdict_says_so(core: Core) -> None:
