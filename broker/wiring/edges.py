@@ -232,6 +232,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         wakeups=r.wakeups,
         clock=clock,
         metrics=base.metrics,
+        refusals=r.refusals,
     )
     cosignatures = CosignatureDesk(
         runner=base.runner,
