@@ -234,20 +234,20 @@ CREATE TABLE sessions (
 )
 """
 
-# Access changes (version 9): a counter every write to access_records moves, by trigger, so
+# Access changes (version 10): a counter every write to access_records moves, by trigger, so
 # the access fingerprint the replicas poll sees any change, even a direct edit that keeps a
 # record's version and time. One row; a statement-level trigger on PostgreSQL.
-_V9_BUMP = "UPDATE access_changes SET counter = counter + 1 WHERE id = 1"
-_V9_SQLITE_TRIGGERS = tuple(
+_V10_BUMP = "UPDATE access_changes SET counter = counter + 1 WHERE id = 1"
+_V10_SQLITE_TRIGGERS = tuple(
     f"CREATE TRIGGER access_records_{event.lower()} AFTER {event} ON access_records"
-    f" BEGIN {_V9_BUMP}; END"
+    f" BEGIN {_V10_BUMP}; END"
     for event in ("INSERT", "UPDATE", "DELETE")
 )
-_V9_POSTGRES_TRIGGER = (
+_V10_POSTGRES_TRIGGER = (
     # The store's schema, fixed when the function is made: an edit from a session whose
     # search_path differs (a DBA's psql) must still move this schema's counter.
     "CREATE FUNCTION access_records_changed() RETURNS trigger LANGUAGE plpgsql"
-    f" SET search_path FROM CURRENT AS $$ BEGIN {_V9_BUMP}; RETURN NULL; END $$",
+    f" SET search_path FROM CURRENT AS $$ BEGIN {_V10_BUMP}; RETURN NULL; END $$",
     "CREATE TRIGGER access_records_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE"
     " ON access_records FOR EACH STATEMENT EXECUTE FUNCTION access_records_changed()",
 )
@@ -334,18 +334,65 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE results ADD COLUMN memory_width INTEGER NOT NULL DEFAULT 0",
         ),
     ),
+)
+
+# Version 9: the queue book (broker.store.sql_queue). Existing queued jobs are given their place
+# and cost as a broker with the default settings would have (aging 300 s, 1 ms a shot, weight
+# 1), and each project's slots in submission order from virtual time 0, as a restart did.
+_V9_QUEUE = (
+    "ALTER TABLE jobs ADD COLUMN place_at {real} NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN queue_cost {real} NOT NULL DEFAULT 0",
+    "UPDATE jobs SET place_at = created_at - (priority - 1) * 300.0,"
+    " queue_cost = (CASE WHEN shots > 1 THEN shots ELSE 1 END) * 0.001",
+    "CREATE TABLE queue_lanes (device_id TEXT NOT NULL, project TEXT NOT NULL,"
+    " head {bigint} NOT NULL, tail {bigint} NOT NULL, last_tag {real} NOT NULL,"
+    " PRIMARY KEY (device_id, project))",
+    "CREATE TABLE queue_slots (device_id TEXT NOT NULL, project TEXT NOT NULL,"
+    " ordinal {bigint} NOT NULL, tag {real} NOT NULL, PRIMARY KEY (device_id, project, ordinal))",
+    "CREATE TABLE queue_clocks (device_id TEXT PRIMARY KEY, virtual_time {real} NOT NULL)",
+    # Counts the slots ahead of a slot (positions).
+    "CREATE INDEX queue_slots_order ON queue_slots (device_id, tag, project, ordinal)",
+    # A lane's jobs in place order, and a session's; queued jobs only.
+    "CREATE INDEX jobs_queue_place ON jobs (device_id, project, place_at, job_id)"
+    " WHERE state = 'QUEUED'",
+    "CREATE INDEX jobs_queue_session ON jobs (device_id, session_id, project, place_at, job_id)"
+    " WHERE state = 'QUEUED' AND session_id <> ''",
+    "INSERT INTO queue_slots (device_id, project, ordinal, tag)"
+    " SELECT device_id, project,"
+    " ROW_NUMBER() OVER (PARTITION BY device_id, project ORDER BY created_at, job_id) - 1,"
+    " SUM(queue_cost) OVER (PARTITION BY device_id, project ORDER BY created_at, job_id)"
+    " FROM jobs WHERE state = 'QUEUED'",
+    "INSERT INTO queue_lanes (device_id, project, head, tail, last_tag)"
+    " SELECT device_id, project, 0, COUNT(*), MAX(tag) FROM queue_slots"
+    " GROUP BY device_id, project",
+)
+
+MIGRATIONS = (
+    *MIGRATIONS,
     Migration(
         version=9,
+        description="the queue book: each project's fair-queueing slots per device, by index",
+        statements=_V9_QUEUE,
+    ),
+    Migration(
+        version=10,
         description="a change counter on access records, moved by trigger",
         statements=(
             "CREATE TABLE access_changes (id INTEGER PRIMARY KEY, counter {bigint} NOT NULL)",
             "INSERT INTO access_changes (id, counter) VALUES (1, 0)",
         ),
-        by_dialect={"sqlite": _V9_SQLITE_TRIGGERS, "postgresql": _V9_POSTGRES_TRIGGER},
+        by_dialect={"sqlite": _V10_SQLITE_TRIGGERS, "postgresql": _V10_POSTGRES_TRIGGER},
     ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+
+# What an operator runs to bring an existing store up to this code's schema.
+MIGRATE_COMMAND = "qtestbed migrate --config BROKER_TOML"
+
+
+class SchemaBehind(StoreError):
+    """The store holds data under an older schema: a broker does not upgrade it on its own."""
 
 
 def pending(current: int) -> list[Migration]:
@@ -356,3 +403,21 @@ def pending(current: int) -> list[Migration]:
             f"{LATEST_VERSION}; upgrade qtestbed instead of running an older broker on it"
         )
     return [m for m in MIGRATIONS if m.version > current]
+
+
+def to_serve(current: int) -> list[Migration]:
+    """What a starting broker applies to a database at `current`: the whole schema to an empty
+    one (version 0), nothing to one at this code's version; any other refuses.
+
+    An existing store is upgraded only by `qtestbed migrate`, a step of its own: migrations are
+    forward-only, so the operator backs the store up first, and every broker (replicas running
+    the previous release included) is stopped while the schema changes under it.
+    """
+    if current in (0, LATEST_VERSION):
+        return pending(current)
+    pending(current)  # refuses a newer schema, naming it
+    raise SchemaBehind(
+        f"database schema is version {current} but this broker needs version {LATEST_VERSION}; "
+        f"stop every broker on this store, back it up, then run `{MIGRATE_COMMAND}` "
+        "(see docs/operations.md, Upgrades)"
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from broker.access.model import QuotaCheck, check_quota
@@ -27,6 +27,7 @@ from broker.store.base import StoreError
 from broker.store.cursor import Cursor
 from broker.store.sql_access import SqlAccess
 from broker.store.sql_parts import by_id_of
+from broker.store.sql_queue import QUEUE_STATES, SqlQueue
 from broker.store.sql_registry import SqlRegistry
 from broker.store.sql_sessions import SqlSessions
 
@@ -48,7 +49,7 @@ _INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(9
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
 
-class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
+class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
     """Implements the `Store` and `RegistryStore` protocols on top of `_cursor()`; subclasses
     own the connection. The registry operations live in `broker.store.sql_registry`."""
 
@@ -143,12 +144,28 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
             return cur.fetchall()
 
     def migrate(self) -> None:
+        self.upgrade()
+
+    def upgrade(self) -> list[schema.Migration]:
+        """Apply every pending migration in one transaction; the ones applied, oldest first."""
+        return self._migrate_with(schema.pending)
+
+    def open_schema(self) -> None:
+        self._migrate_with(schema.to_serve)
+
+    def schema_version(self) -> int:
+        """The newest migration applied (0: an empty database)."""
         with self._transaction() as cur:
             self._before_migrate(cur)
-            cur.execute(schema.BOOTSTRAP.format_map(self._dialect.types))
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            current = int(cur.fetchone()[0])
-            for migration in schema.pending(current):
+            return self._current_version(cur)
+
+    def _migrate_with(
+        self, choose: Callable[[int], list[schema.Migration]]
+    ) -> list[schema.Migration]:
+        with self._transaction() as cur:
+            self._before_migrate(cur)
+            chosen = choose(self._current_version(cur))
+            for migration in chosen:
                 for stmt in migration.sql(self._dialect):
                     cur.execute(stmt)
                 cur.execute(
@@ -156,6 +173,12 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
                     " VALUES (?, ?, ?)",
                     (migration.version, migration.description, time.time()),
                 )
+            return chosen
+
+    def _current_version(self, cur: Cursor) -> int:
+        cur.execute(schema.BOOTSTRAP.format_map(self._dialect.types))
+        cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(cur.fetchone()[0])
 
     def insert_job(
         self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None
@@ -173,6 +196,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
     def _insert_one(
         self, cur: Cursor, job: Job, event: AuditEvent, quota: QuotaCheck | None
     ) -> tuple[Job, bool]:
+        self._serialize(cur, "queue")  # before the audit lock, as every serialized write
         sql = (
             f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
             f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"
@@ -185,6 +209,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
             self._append(cur, event)
             if quota is not None:
                 self._check_quota(quota, job.shots)
+            self._queue_change(cur, None, job)
             return job, True
         # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
         cur.execute(
@@ -221,12 +246,23 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         if result is not None and result.job_id != job.job_id:
             raise ValueError(f"result for {result.job_id} saved with job {job.job_id}")
         with self._transaction() as cur:
+            before = None
+            if job.state in QUEUE_STATES:  # the write may move a lane: read what it was
+                self._serialize(cur, "queue")
+                cur.execute(
+                    "SELECT state FROM jobs WHERE job_id = ? AND version = ?",
+                    (job.job_id, expected_version),
+                )
+                found = cur.fetchone()
+                before = JobState(found[0]) if found else None
             if not self._update(cur, job, expected_version):
                 return False
             if result is not None:
                 cur.execute(_INSERT_RESULT, rows.result_to_row(result))
             if event is not None:
                 self._append(cur, event)
+            if job.state in QUEUE_STATES:
+                self._queue_change(cur, before, job)
         return True
 
     def _update(self, cur: Cursor, job: Job, expected_version: int) -> bool:
@@ -277,12 +313,6 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
             (device_id, _QUEUED, limit),
         )
         return [rows.job_from_row(row) for row in found]
-
-    def queue_depths(self) -> dict[str, int]:
-        found = self._query(
-            "SELECT device_id, COUNT(*) FROM jobs WHERE state = ? GROUP BY device_id", (_QUEUED,)
-        )
-        return {str(device): int(count) for device, count in found}
 
     def leased_jobs(self) -> list[Job]:
         found = self._query(

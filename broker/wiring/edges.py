@@ -34,6 +34,7 @@ from broker.link.dispatcher import Dispatcher
 from broker.link.door import LinkDoor
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
+from broker.link.pipeline import DispatchDecisions, PendingLeases
 from broker.scrape.gate import ScrapeGate
 from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Services
 
@@ -75,11 +76,19 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         wakeups=r.wakeups,
         door=door,
     )
+    decisions = DispatchDecisions(gate=r.gate, leases=leases, metrics=metrics)
+    pending = PendingLeases(
+        fleet=j.fleet,
+        registry=r.devices,
+        schedule=r.schedule,
+        decisions=decisions,
+        leases=leases,
+        clock=clock,
+    )
     dispatcher = Dispatcher(
         link=base.link,
         fleet=j.fleet,
         registry=r.devices,
-        gate=r.gate,
         records=r.records,
         schedule=r.schedule,
         scheduler=j.scheduler,
@@ -91,6 +100,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         metrics=metrics,
         timing=timing,
         wakeups=r.wakeups,
+        decisions=decisions,
+        pending=pending,
     )
     signer = CheckpointSigner(
         key=base.audit_key, runner=base.runner, clock=clock, metrics=metrics, timing=timing
@@ -105,7 +116,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
     )
 
     async def sync_queues() -> None:  # other replicas queue and take jobs too
-        await j.queue_sync.sync(d.device_id for d in r.devices.all())
+        await j.scheduler.sync()
 
     async def access_tick() -> None:
         """Pick up changes other replicas made; move queues whose windows opened or closed;

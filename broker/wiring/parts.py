@@ -39,7 +39,6 @@ from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger
-from broker.jobs.queue_sync import QueueSync
 from broker.jobs.result_proofs import ResultProofService
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.service import JobService
@@ -114,7 +113,6 @@ class JobParts:
     usage: UsageTracker
     watchers: JobWatchers
     ledger: JobLedger
-    queue_sync: QueueSync
     decode_gate: DecodeGate
     admission: SubmissionAdmission
 

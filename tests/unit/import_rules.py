@@ -34,9 +34,11 @@ LAUNCHERS = frozenset(
     {
         "qtestbed.cli.audit",
         "qtestbed.cli.demo",
+        "qtestbed.cli.migrate",
         "qtestbed.cli.policy",
         "qtestbed.cli.processes",
         "qtestbed.cli.report",
+        "qtestbed.driver_check_setup",
         "qtestbed.facility_init",
         "qtestbed.testing",
     }

@@ -34,6 +34,7 @@ from broker.devices.registry import ReferenceInput
 from broker.jobs.circuits import CircuitDecoder, InProcessDecoder
 from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.model import Job
+from broker.jobs.scheduler import SchedulerSettings
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
 from broker.link.fake import FakeLink, make_peer
@@ -102,6 +103,7 @@ class Core:
         projects: tuple[Project, ...] = (Project(name="lab"), Project(name="ops")),
         decoder: CircuitDecoder | None = None,
         decoding: DecodingSettings | None = None,
+        scheduling: Mapping[str, Any] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.link = FakeLink()
@@ -132,6 +134,7 @@ class Core:
             calls=CallLimitSettings(**dict(calls or {})),
             decoding=decoding or DecodingSettings(),
             admission=dataclasses.replace(AdmissionSettings(), **dict(admission or {})),
+            scheduling=dataclasses.replace(SchedulerSettings(), **dict(scheduling or {})),
         )
         self.parts: Components = build(
             Foundation(
@@ -236,8 +239,9 @@ class Driver:
         """What the broker said to this connection since the last call."""
         return self.core.link.take(self.peer)
 
-    async def hello(self, *, grant_key: bytes | None = None) -> None:
-        """Say Hello with this connection's grant key (or `grant_key`, to play a bad one)."""
+    async def hello(self, *, grant_key: bytes | None = None, max_leases: int = 1) -> None:
+        """Say Hello with this connection's grant key (or `grant_key`, to play a bad one),
+        asking to hold up to `max_leases` leases at once."""
         await self.say(
             m.Hello(
                 device_id=self.kit.device_id,
@@ -248,6 +252,7 @@ class Driver:
                 driver_build="drv-1",
                 certificate_chain=self.kit.chain,
                 grant_key=self.grant_key if grant_key is None else grant_key,
+                max_leases=max_leases,
             )
         )
 
