@@ -197,6 +197,14 @@ class BrokerMetrics:
             ["reason"],
             registry=r,
         )
+        self.streams_ended = Counter(
+            "qtestbed_streams_ended",
+            "Open server streams ended because a new call would now be refused, by reason "
+            "(revoked, unknown_principal, role_required, not_found: the watched job is no "
+            "longer the caller's to see).",
+            ["reason"],
+            registry=r,
+        )
         self.concurrent_rpc_refusals = Counter(
             "qtestbed_concurrent_rpc_refusals",
             "Calls refused because the broker was serving [calls] max_concurrent_rpcs.",
@@ -220,7 +228,8 @@ class BrokerMetrics:
             "qtestbed_link_refusals",
             "Driver-link handshakes and messages refused, by reason (unknown_key, "
             "malformed_frame, wrong_key, route_taken, hello_rate, too_many_connections, "
-            "hello_first, lease_not_held, duplicate_result, wrong_job).",
+            "hello_first, lease_not_held, duplicate_result, wrong_job, unsolicited_evidence, "
+            "unknown_device).",
             ["reason"],
             registry=r,
         )

@@ -10,10 +10,11 @@ window), since a flood can multiply it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 
-from broker.access.open_streams import OpenStreams, StreamTicket
+from broker.access.open_streams import OpenStreams, StreamCheck, StreamTicket
 from broker.audit.log import AuditLog
 from broker.audit.refusals import RefusalLog
 from broker.clock import Clock
@@ -39,14 +40,11 @@ class CallLimits:
         self._streams = streams
         self._metrics = metrics
         self._in_flight = 0
-        self._log = RefusalLog(
-            kind="edge.call_limit",
-            what="calls over the edge's call limits",
-            audit=audit,
-            clock=clock,
-            logger=log,
-            window_seconds=window_seconds,
+        logs = functools.partial(
+            RefusalLog, audit=audit, clock=clock, logger=log, window_seconds=window_seconds
         )
+        self._log = logs(kind="edge.call_limit", what="calls over the edge's call limits")
+        self._ended = logs(kind="edge.stream_ended", what="open streams ended by an access change")
 
     @property
     def in_flight(self) -> int:
@@ -69,7 +67,7 @@ class CallLimits:
         finally:
             self._in_flight -= 1
 
-    def open_stream(self, principal: str, serial: str) -> StreamTicket:
+    def open_stream(self, principal: str, serial: str, *checks: StreamCheck) -> StreamTicket:
         """A ticket for a new stream, or RESOURCE_EXHAUSTED when the principal is at its cap
         (close it with `OpenStreams.close`)."""
         cap = self._settings.streams_per_principal
@@ -81,7 +79,12 @@ class CallLimits:
                 "one (or let a watched job finish)",
                 "calls.stream_cap",
             )
-        return self._streams.open(serial, principal)
+        return self._streams.open(serial, principal, *checks)
+
+    def stream_ended(self, reason: str, principal: str) -> None:
+        """Count and (in aggregate) audit a stream an access change ended."""
+        self._metrics.streams_ended.labels(reason).inc()
+        self._ended.tally(reason, principal)
 
     def _refusal(self, what: str, rule_id: str) -> BrokerError:
         return resource_exhausted(what, self._settings.retry_after_seconds, rule_id=rule_id)
@@ -90,3 +93,4 @@ class CallLimits:
         """Audit the window's refusals once it has run its length (on the tick; at shutdown
         with `force`)."""
         await self._log.flush(force=force)
+        await self._ended.flush(force=force)

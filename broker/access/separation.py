@@ -10,6 +10,10 @@ quotas, training, and clearance review: the policy tells researchers to ask an o
 check is made against the exact record version the edit replaces (the write is compare-and-set
 on that version); creating a principal counts as editing an empty record at the facility's
 lowest tier, so removing and re-creating cannot raise a tier.
+
+The same holds for a device's protection: re-registering a device cannot lower its tier (that
+would show it, and dispatch to it, to principals cleared only for the lower tier). Access to a
+device above a researcher's clearance comes through an approved, expiring device grant instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from broker.errors import BrokerError, ErrorCode
 
 RULE_SELF_EDIT = "access.self-edit"
 RULE_ELEVATION = "access.elevation"
+RULE_DEVICE_LOWERING = "access.device-lowering"
 
 
 def self_edit(caller: str, subject: str, verb: str) -> BrokerError | None:
@@ -95,3 +100,24 @@ def elevation_refusal(
 
 def _lowest(after: Principal, facility: Facility) -> Principal:
     return Principal(name=after.name, tier=facility.tiers[0], roles=after.roles)
+
+
+def device_lowering(
+    device_id: str, before_tier: str, after_tier: str, facility: Facility
+) -> BrokerError | None:
+    """The refusal of a re-registration that lowers a device's tier, naming what to do, or
+    None. A tier the facility no longer has ranks above every other: lowering from it is
+    refused too (fail closed)."""
+    tiers = facility.tiers
+    before = tiers.index(before_tier) if before_tier in tiers else len(tiers)
+    if after_tier not in tiers or tiers.index(after_tier) >= before:
+        return None
+    return BrokerError(
+        ErrorCode.PERMISSION_DENIED,
+        f"re-registering cannot lower device {device_id!r} from tier {before_tier!r} to "
+        f"{after_tier!r}: it would become visible and dispatchable to principals cleared only "
+        f"for {after_tier!r}. Register it again at tier {before_tier!r} (or higher); to let a "
+        f"researcher use it, they ask: 'qtestbed access request --device {device_id} --for 7d "
+        "--reason ...', and another principal with the approver role approves it",
+        rule_id=RULE_DEVICE_LOWERING,
+    )

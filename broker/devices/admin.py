@@ -11,6 +11,8 @@ from typing import Protocol
 
 from broker.access.clearance import ClearanceGate
 from broker.access.facility import FacilityRef
+from broker.access.refusals import AccessRefusals
+from broker.access.separation import RULE_DEVICE_LOWERING, device_lowering
 from broker.clock import Clock
 from broker.devices.model import (
     AttestationRecord,
@@ -43,8 +45,10 @@ class DeviceAdmin:
         wakeups: DispatchWakeups,
         clock: Clock,
         metrics: BrokerMetrics,
+        refusals: AccessRefusals,
     ) -> None:
         self._facility = facility
+        self._refusals = refusals
         self._registry = registry
         self._gate = gate
         self._connections = connections
@@ -58,7 +62,26 @@ class DeviceAdmin:
             raise BrokerError(
                 ErrorCode.INVALID_ARGUMENT, f"tier {tier!r} is not one of {', '.join(tiers)}"
             )
-        return await self._registry.register(caller, chain_pem, tier=tier, model=model)
+        facility = self._facility.current
+        lowered: list[str] = []  # the device a refused re-registration would have lowered
+
+        def protection(old: DeviceRecord, new_tier: str) -> BrokerError | None:
+            refusal = device_lowering(old.device_id, old.tier, new_tier, facility)
+            if refusal is not None:
+                lowered.append(old.device_id)
+            return refusal
+
+        try:
+            return await self._registry.register(
+                caller, chain_pem, tier=tier, model=model, protection=protection
+            )
+        except BrokerError as exc:
+            if exc.rule_id != RULE_DEVICE_LOWERING or not lowered:
+                raise
+            # Counted and audited one by one: only operators can try, and each is worth a look.
+            raise await self._refusals.refuse(
+                "device", caller, lowered[0], exc, tier=tier
+            ) from None
 
     def devices(self) -> list[DeviceRecord]:
         return list(self._registry.all())

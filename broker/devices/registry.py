@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from attestation.appraisal import ReferenceValues
@@ -167,8 +167,17 @@ class DeviceRegistry:
             ) from exc
 
     async def register(
-        self, actor: str, chain_pem: bytes, *, tier: str, model: str
+        self,
+        actor: str,
+        chain_pem: bytes,
+        *,
+        tier: str,
+        model: str,
+        protection: Callable[[DeviceRecord, str], BrokerError | None] | None = None,
     ) -> DeviceRecord:
+        """Register a device, or register it again (a new certificate, model or tier).
+        `protection(old, tier)` may refuse the change of an existing record; it is judged
+        against the very version replaced (the write is compare-and-set on it)."""
         verified = self._verify_chain(chain_pem)
         now = self._clock.now()
         old = self.devices.get(verified.device_id)
@@ -177,6 +186,9 @@ class DeviceRegistry:
                 ErrorCode.FAILED_PRECONDITION,
                 f"device {verified.device_id!r} is revoked; a revoked device id stays revoked",
             )
+        refusal = protection(old, tier) if old is not None and protection is not None else None
+        if refusal is not None:
+            raise refusal
         record = DeviceRecord(
             device_id=verified.device_id,
             tier=tier,

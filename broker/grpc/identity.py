@@ -24,6 +24,8 @@ from broker.access.facility import Facility
 from broker.access.front_door import FrontDoor
 from broker.access.grants import Grants
 from broker.access.model import Principal
+from broker.access.open_streams import REVOKED, StreamCheck, StreamEnding
+from broker.access.roles import authorize
 from broker.clock import Clock
 from broker.errors import BrokerError, ErrorCode
 
@@ -87,6 +89,33 @@ class EdgeIdentity:
                 f"{name!r} is not a registered principal of this facility",
             )
         return Caller(principal=principal, serial=verified.serial)
+
+    def stream_check(self, caller: Caller, method: str) -> StreamCheck:
+        """What a new call by this caller would be refused now, if anything: a revoked
+        credential, a principal no longer registered, a role (or the grant that gave it) gone.
+        Read from memory: run on every access change and tick for every open stream."""
+        name = caller.principal.name
+
+        def check() -> StreamEnding | None:
+            if caller.serial in self._credentials.revoked_serials():
+                return REVOKED
+            principal = self._grants.principal(name)
+            if principal is None:
+                return StreamEnding(
+                    "unknown_principal",
+                    BrokerError(
+                        ErrorCode.UNAUTHENTICATED,
+                        f"{name!r} is no longer a registered principal of this facility; "
+                        "the stream ends",
+                    ),
+                )
+            try:
+                authorize(method, principal)
+            except BrokerError as exc:
+                return StreamEnding("role_required", exc)
+            return None
+
+        return check
 
     def refused_role(self, caller: Caller) -> None:
         """Count a call refused by the roles table (the caller was authenticated)."""

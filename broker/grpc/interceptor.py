@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from broker.access.call_limits import CallLimits
-from broker.access.open_streams import OpenStreams, StreamTicket
+from broker.access.open_streams import CURRENT_STREAM, OpenStreams, StreamTicket
 from broker.access.roles import authorize
 from broker.errors import BrokerError, ErrorCode
 from broker.grpc.identity import Caller, EdgeIdentity, auth_context_of
@@ -29,8 +29,8 @@ _OPEN_METHODS = ("/grpc.health.v1.Health/",)
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates every call and applies the error table, in one place for all methods;
-    admits it within the call limits; ends a stream when the credential that opened it is
-    revoked."""
+    admits it within the call limits; ends a stream when a new call would be refused (its
+    credential revoked, its principal, role or grant gone: see `broker.access.open_streams`)."""
 
     def __init__(self, identity: EdgeIdentity, streams: OpenStreams, limits: CallLimits) -> None:
         self._identity = identity
@@ -94,9 +94,14 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 caller = await self._authenticate(method, context)
                 with self._limits.call(caller.principal.name):
-                    ticket = self._limits.open_stream(caller.principal.name, caller.serial)
+                    ticket = self._limits.open_stream(
+                        caller.principal.name,
+                        caller.serial,
+                        self._identity.stream_check(caller, method),
+                    )
+                    CURRENT_STREAM.set(ticket)  # a service may add a check of its own
                     try:
-                        async for item in _until_revoked(behaviour(request, context), ticket):
+                        async for item in _until_ended(behaviour(request, context), ticket):
                             yield item
                     finally:
                         self._streams.close(ticket)
@@ -108,9 +113,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return call
 
 
-async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> AsyncIterator[Any]:
-    """The stream's items until it ends, or until its credential is revoked (UNAUTHENTICATED)."""
-    revoked = asyncio.ensure_future(ticket.revoked.wait())
+async def _until_ended(items: AsyncIterator[Any], ticket: StreamTicket) -> AsyncIterator[Any]:
+    """The stream's items until it ends, or until an access change ends it (with the answer
+    a new call would get: UNAUTHENTICATED when revoked, PERMISSION_DENIED when a role went)."""
+    revoked = asyncio.ensure_future(ticket.ended.wait())
     following: asyncio.Future[Any] | None = None
     try:
         while True:
@@ -120,10 +126,7 @@ async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> Asy
                 following.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await following
-                raise BrokerError(
-                    ErrorCode.UNAUTHENTICATED,
-                    "this credential was revoked while the stream was open; the stream ends",
-                )
+                raise _ending_error(ticket)
             try:
                 item = following.result()
             except StopAsyncIteration:
@@ -141,3 +144,11 @@ async def _until_revoked(items: AsyncIterator[Any], ticket: StreamTicket) -> Asy
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _ending_error(ticket: StreamTicket) -> BrokerError:
+    why = ticket.why
+    if why is None:  # `ended` is set only with a reason; fail closed all the same
+        return BrokerError(ErrorCode.PERMISSION_DENIED, "this stream was ended by the broker")
+    # A fresh error per stream: one raised error object must not be shared between tasks.
+    return BrokerError(why.error.code, str(why.error), rule_id=why.error.rule_id)

@@ -2,7 +2,9 @@
 pool busy at once, and decoding waits run on a dedicated executor, never asyncio's default one.
 
 A principal past its share is refused at once (RESOURCE_EXHAUSTED with a retry delay) rather
-than queued: queued work would still delay everyone behind it. The refusal is counted
+than queued: queued work would still delay everyone behind it. A place in the share is held
+until the decode finishes, whether or not its caller is still waiting, so a principal's decodes
+running or waiting for a decoder child never number more than its share. The refusal is counted
 (`qtestbed_decode_refusals_total{reason}`) and audited in aggregate (`decode.refused`, one entry
 per principal per window), since a flood of them is exactly what a hostile caller produces.
 """
@@ -10,6 +12,7 @@ per principal per window), since a flood of them is exactly what a hostile calle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -104,19 +107,39 @@ class DecodeGate:
 
     async def run(self, principal: str, decode: Callable[[], T]) -> T:
         """Run `decode` for `principal` on the decode executor, or refuse it if the principal
-        already has its share of decodes in flight."""
+        already has its share of decodes in flight.
+
+        The share is held until the decode itself is done, not until this call stops waiting
+        for it: a caller that cancels (or whose deadline passes) while its payload is still
+        being decoded keeps that place taken, so cancelling and resubmitting cannot put more
+        than a share of one principal's payloads in the pool, or in the queue for it. A decode
+        cancelled before a thread took it never runs, and its place frees at once."""
         held = self._in_flight.get(principal, 0)
         if held >= self._share:
             raise self._refuse(principal, held)
         self._in_flight[principal] = held + 1
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, decode)
-        finally:
-            left = self._in_flight[principal] - 1
-            if left:
-                self._in_flight[principal] = left
-            else:
-                del self._in_flight[principal]
+            work = self._executor.submit(decode)
+        except BaseException:
+            self._release(principal)
+            raise
+        work.add_done_callback(lambda _: self._release_from(loop, principal))
+        # Cancelling this await cancels `work` too, which succeeds only if it has not started.
+        return await asyncio.wrap_future(work)
+
+    def _release_from(self, loop: asyncio.AbstractEventLoop, principal: str) -> None:
+        """From whichever thread finished the decode: free the place on the event loop."""
+        # A closed loop (the broker stopped) raises RuntimeError: then there is nothing to free.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._release, principal)
+
+    def _release(self, principal: str) -> None:
+        left = self._in_flight[principal] - 1
+        if left:
+            self._in_flight[principal] = left
+        else:
+            del self._in_flight[principal]
 
     async def flush(self, *, force: bool = False) -> None:
         """Audit the window's refusals (on the tick; at shutdown with `force`)."""

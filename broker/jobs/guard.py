@@ -48,6 +48,11 @@ class CallerGuard:
     def is_operator(self, name: str) -> bool:
         return Role.OPERATOR in self.principal(name).roles
 
+    def still_operator(self, name: str) -> bool:
+        """Whether `name` is an operator now (False, not an error, if no longer registered)."""
+        found = self._grants.principal(name)
+        return found is not None and Role.OPERATOR in found.roles
+
     def device(self, caller: str, device_id: str, now: float) -> DeviceRecord:
         """The device if it exists and the caller may see it; the same NOT_FOUND otherwise,
         after the same work: visibility is decided whether or not the device exists (see

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from attestation.dsse import Envelope
 from attestation.receipts import decode_receipt
+from broker.access.open_streams import StreamEnding, add_stream_check
 from broker.access.quota import Quotas, QuotaStatus
 from broker.audit.log import AuditLog
 from broker.clock import Clock
@@ -141,6 +142,12 @@ class JobService:
             raise not_found("project", chosen)
         return await self._quotas.status(principal, chosen, self._clock.now())
 
+    def _no_longer_operator(self, caller: str, job_id: str) -> StreamEnding | None:
+        """NOT_FOUND, as a new call would answer, once the caller is no operator."""
+        if self._guard.still_operator(caller):
+            return None
+        return StreamEnding("not_found", not_found("job", job_id))
+
     async def watch(self, caller: str, job_id: str) -> AsyncIterator[JobView]:
         """The current view, then each change (state or queue position) until terminal.
 
@@ -148,6 +155,8 @@ class JobService:
         version the ledger published and the scheduler's order (in memory for the front of the
         queue, counted by the store's index beyond it; see `watch`)."""
         job = await self._owned(caller, job_id)
+        if job.owner != caller:  # an operator's watch lasts only while they are one
+            add_stream_check(lambda: self._no_longer_operator(caller, job_id))
         with self._watchers.subscribe(job_id, job.device_id) as sub:
             view = await self.get(caller, job_id)
             sub.sent(view.queue_position, moved_only=False)

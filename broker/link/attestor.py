@@ -5,6 +5,11 @@ Only a connection whose latest result affirms and has not expired is dispatchabl
 verdict is audited and counted. Challenges are per connection: each connection has its own small
 nonce table, so an answer is accepted only from the connection that was challenged, and no
 other connection (another device's, or a flood of them) can push a nonce out of it.
+
+Evidence is appraised only in answer to a challenge outstanding on that connection, and only
+once per challenge: a driver sending Evidence nobody asked for (to grow the attestation history
+and the audit log, or to spend the broker's time on signature checks) is refused as a link
+refusal (`unsolicited_evidence`, counted and audited in aggregate), appraised and stored never.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from broker.devices.model import AttestationRecord, DeviceProfile, DeviceStatus
 from broker.devices.registry import DeviceRegistry
 from broker.jobs.wakeups import DispatchWakeups
 from broker.link import messages as m
+from broker.link.door import LinkDoor, LinkRefusal
 from broker.link.fleet import DriverConnection, Fleet, LinkState
 from broker.link.peer import Peer
 from broker.link.port import LinkPort
@@ -64,8 +70,10 @@ class Attestor:
         timing: TimingSettings,
         wakeups: DispatchWakeups,
         anomalies: AnomalyMonitor,
+        door: LinkDoor,
     ) -> None:
         self._link = link
+        self._door = door
         self._fleet = fleet
         self._registry = registry
         self._exports = exports
@@ -116,8 +124,9 @@ class Attestor:
         # The label is fixed: unregistered ids are attacker-chosen and must not grow the metrics.
         self._metrics.attestations.labels("unregistered", "contraindicated", "UNKNOWN_DEVICE").inc()
         self._anomalies.attestation_failed(device_id[:128], registered=False)
-        detail = {"reasons": ["UNKNOWN_DEVICE"], "details": ["device is not registered"]}
-        await self._audit.record("attestation.failed", "broker", device_id[:128], detail)
+        # A key can say Hello again and again (up to its Hello allowance): audited in
+        # aggregate like every link refusal, one `link.refused` entry per window with the count.
+        self._door.refused(LinkRefusal.UNKNOWN_DEVICE, device_id[:128])
         goodbye = m.Goodbye(
             code=m.GoodbyeCode.UNKNOWN_DEVICE,
             reason=f"device {device_id!r} is not registered at this facility; an operator must "
@@ -134,12 +143,22 @@ class Attestor:
         challenge = m.Challenge(nonce=nonce, deadline_seconds=self._timing.nonce_ttl_seconds)
         await self._link.send(conn.peer, challenge)
 
+    def _solicited(self, conn: DriverConnection) -> bool:
+        """Whether a challenge is outstanding on this connection and still answerable."""
+        sent = conn.challenge_sent_at
+        return bool(sent) and self._clock.now() - sent <= self._timing.nonce_ttl_seconds
+
     async def on_evidence(self, conn: DriverConnection, evidence: m.Evidence) -> None:
+        if not self._solicited(conn):
+            # Nothing is appraised, stored or answered: the refusal is only counted (and
+            # audited in aggregate), so a flood costs a comparison per frame.
+            self._door.refused(LinkRefusal.UNSOLICITED_EVIDENCE, conn.device_id)
+            return
+        conn.challenge_sent_at = 0.0  # one answer per challenge
         # The values this evidence is appraised against also decide whether its two-qubit
         # error may set the connection's export class (only if a window bounds it).
         reference = self._registry.reference_for(conn.device_id)
         result = self._appraise(conn, evidence.envelope, reference)
-        conn.challenge_sent_at = 0.0
         await self._record(conn, result, evidence.envelope)
         if result.authenticated and result.claims is not None:
             self._anomalies.measured(conn.device_id, self._measured(conn.device_id, result))

@@ -36,6 +36,8 @@ class LinkRefusal(enum.Enum):
     DUPLICATE_RESULT = "duplicate_result"  # a second result for a lease already answered
     WRONG_JOB = "wrong_job"  # the connection's own lease, but another job's id
     LEASE_WITHDRAWN = "lease_withdrawn"  # a start or result for a lease the broker took back
+    UNSOLICITED_EVIDENCE = "unsolicited_evidence"  # Evidence with no challenge outstanding
+    UNKNOWN_DEVICE = "unknown_device"  # a Hello for a device not registered (any more)
 
 
 _KNOWN = {r.value for r in LinkRefusal}

@@ -286,6 +286,15 @@ def _device_label(device: str, registered: set[str]) -> str:
     return device if device in registered else UNREGISTERED
 
 
+def _unknown_device_hellos(facts: Facts) -> Iterable[tuple[str, int]]:
+    """Hellos for unregistered devices, audited in aggregate (`link.refused`, reason
+    `unknown_device`, with the window's count): (device, count) per entry."""
+    for subject, detail in _events(facts, "link.refused"):
+        count = detail.get("count")
+        if detail.get("reason") == "unknown_device" and isinstance(count, int) and count > 0:
+            yield subject, count
+
+
 def _appraisals(facts: Facts, registered: set[str]) -> tuple[AppraisalRow, ...]:
     passed: Counter[str] = Counter()
     failed: Counter[str] = Counter()
@@ -294,6 +303,8 @@ def _appraisals(facts: Facts, registered: set[str]) -> tuple[AppraisalRow, ...]:
             passed[_device_label(event.subject, registered)] += 1
         elif event.kind == "attestation.failed":
             failed[_device_label(event.subject, registered)] += 1
+    for subject, count in _unknown_device_hellos(facts):
+        failed[_device_label(subject, registered)] += count
     return tuple(
         AppraisalRow(device=d, passed=passed[d], failed=failed[d])
         for d in sorted(set(passed) | set(failed))
@@ -306,6 +317,8 @@ def _failures(facts: Facts, registered: set[str]) -> tuple[FailureRow, ...]:
         device = _device_label(subject, registered)
         for code in reason_codes(detail.get("reasons")):
             counts[(device, code)] += 1
+    for subject, count in _unknown_device_hellos(facts):
+        counts[(_device_label(subject, registered), "UNKNOWN_DEVICE")] += count
     return tuple(
         FailureRow(device=device, reason_code=code, count=n)
         for (device, code), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0]))

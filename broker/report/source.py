@@ -46,6 +46,7 @@ PERIOD_KINDS = frozenset(
         "attestation.failed",
         "attestation.passed",
         "anomaly.raised",
+        "link.refused",  # Hellos for unregistered devices, in aggregate (reason unknown_device)
     }
 )
 # Device security state changes, read from the beginning of the log to rebuild quarantines.

@@ -9,7 +9,7 @@ this code: an older broker writing into a newer schema could silently corrupt it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker.store.base import StoreError
 
@@ -60,9 +60,13 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # Statements only one database needs (by `Dialect.name`), run after the shared ones and
+    # taken as written (no placeholders): triggers, whose syntax the two do not share.
+    by_dialect: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def sql(self, dialect: Dialect) -> list[str]:
-        return [stmt.format_map(dialect.types) for stmt in self.statements]
+        shared = [stmt.format_map(dialect.types) for stmt in self.statements]
+        return shared + list(self.by_dialect.get(dialect.name, ()))
 
 
 BOOTSTRAP = (
@@ -230,6 +234,24 @@ CREATE TABLE sessions (
 )
 """
 
+# Access changes (version 10): a counter every write to access_records moves, by trigger, so
+# the access fingerprint the replicas poll sees any change, even a direct edit that keeps a
+# record's version and time. One row; a statement-level trigger on PostgreSQL.
+_V10_BUMP = "UPDATE access_changes SET counter = counter + 1 WHERE id = 1"
+_V10_SQLITE_TRIGGERS = tuple(
+    f"CREATE TRIGGER access_records_{event.lower()} AFTER {event} ON access_records"
+    f" BEGIN {_V10_BUMP}; END"
+    for event in ("INSERT", "UPDATE", "DELETE")
+)
+_V10_POSTGRES_TRIGGER = (
+    # The store's schema, fixed when the function is made: an edit from a session whose
+    # search_path differs (a DBA's psql) must still move this schema's counter.
+    "CREATE FUNCTION access_records_changed() RETURNS trigger LANGUAGE plpgsql"
+    f" SET search_path FROM CURRENT AS $$ BEGIN {_V10_BUMP}; RETURN NULL; END $$",
+    "CREATE TRIGGER access_records_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE"
+    " ON access_records FOR EACH STATEMENT EXECUTE FUNCTION access_records_changed()",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -351,6 +373,15 @@ MIGRATIONS = (
         version=9,
         description="the queue book: each project's fair-queueing slots per device, by index",
         statements=_V9_QUEUE,
+    ),
+    Migration(
+        version=10,
+        description="a change counter on access records, moved by trigger",
+        statements=(
+            "CREATE TABLE access_changes (id INTEGER PRIMARY KEY, counter {bigint} NOT NULL)",
+            "INSERT INTO access_changes (id, counter) VALUES (1, 0)",
+        ),
+        by_dialect={"sqlite": _V10_SQLITE_TRIGGERS, "postgresql": _V10_POSTGRES_TRIGGER},
     ),
 )
 

@@ -113,12 +113,15 @@ class SqlAccess(SqlParts):
         return [_record(tuple(row)) for row in found]
 
     def access_fingerprint(self) -> tuple[int, int, float]:
-        """Changes whenever any access record is added, changed or deleted (cheap to poll)."""
+        """Changes whenever any access record is added, changed or deleted (cheap to poll):
+        (records, the change counter, latest update time). The counter is moved by a trigger
+        on every write to access_records, through the store or behind its back, so an edit
+        that keeps a record's version and time still changes it."""
         row = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(version), 0), COALESCE(MAX(updated_at), 0)"
-            " FROM access_records"
+            "SELECT COUNT(*), (SELECT counter FROM access_changes WHERE id = 1),"
+            " COALESCE(MAX(updated_at), 0) FROM access_records"
         )[0]
-        return int(row[0]), int(row[1]), float(row[2])
+        return int(row[0]), int(row[1] or 0), float(row[2])
 
     def job_usage(self, *, owner: str | None, project: str | None, since: float) -> Usage:
         """Active jobs and shots submitted since `since`, for one owner or one project."""

@@ -56,21 +56,22 @@ def registries(base: Foundation) -> Registries:
         on_crossing=anomalies.export_crossing,
     )
 
-    streams = OpenStreams()
+    streams = OpenStreams(on_end=lambda reason, who: call_limits.stream_ended(reason, who))
 
     def kick_all() -> None:  # an access change may let any queue move
         for device in devices.all():
             wakeups.kick(device.device_id)
 
-    def end_revoked_streams() -> None:  # a revocation, here or on another replica
+    def end_refused_streams() -> None:  # an access change, here or on another replica
         streams.end(credentials.revoked_serials())
+        streams.recheck()
 
     records = AccessRecords(
         runner=runner,
         clock=clock,
         audit=audit,
         metrics=metrics,
-        on_change=[kick_all, end_revoked_streams],
+        on_change=[kick_all, end_refused_streams],
     )
     refusals = AccessRefusals(
         audit=audit,
@@ -87,6 +88,14 @@ def registries(base: Foundation) -> Registries:
         client_ca=base.client_ca,
         facility=lambda: base.facility.current,
         access=access,
+    )
+    call_limits = CallLimits(
+        base.settings.calls,
+        streams=streams,
+        metrics=metrics,
+        audit=audit,
+        clock=clock,
+        window_seconds=base.settings.timing.front_door_audit_seconds,
     )
     schedule = DeviceSchedule(
         records, clock=clock, device_exists=lambda device_id: devices.get(device_id) is not None
@@ -112,14 +121,7 @@ def registries(base: Foundation) -> Registries:
         gate=gate,
         credentials=credentials,
         streams=streams,
-        call_limits=CallLimits(
-            base.settings.calls,
-            streams=streams,
-            metrics=metrics,
-            audit=audit,
-            clock=clock,
-            window_seconds=base.settings.timing.front_door_audit_seconds,
-        ),
+        call_limits=call_limits,
         front_door=FrontDoor(
             audit=audit,
             metrics=metrics,

@@ -60,6 +60,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         timing=timing,
         wakeups=r.wakeups,
         anomalies=r.anomalies,
+        door=door,
     )
     canary = CanaryRunner(base.settings.anomaly, r.anomalies, metrics)
     roster = ReplicaRoster(base.runner)
@@ -129,7 +130,9 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
     )
 
     async def schedule_tick() -> None:
-        """Move queues whose reservation or maintenance windows opened or closed."""
+        """Move queues whose reservation or maintenance windows opened or closed; end streams
+        whose grant expired (no record changes when one does)."""
+        r.streams.recheck()
         for device_id in r.schedule.scheduled_devices(clock.now()):
             r.wakeups.kick(device_id)
 
@@ -251,6 +254,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         wakeups=r.wakeups,
         clock=clock,
         metrics=base.metrics,
+        refusals=r.refusals,
     )
     cosignatures = CosignatureDesk(
         runner=base.runner,

@@ -17,7 +17,7 @@ from broker.store.base import BrokerStore
 from tests.contract.test_store_contract import T0, make_job
 
 if TYPE_CHECKING:
-    from tests.contract.conftest import Backend
+    from tests.contract.conftest import Backend, SqlBackend
 
 
 def event(kind: str, subject: str) -> AuditEvent:
@@ -209,3 +209,24 @@ def test_a_batch_over_quota_is_not_stored_at_all(store: BrokerStore) -> None:
     # A retried batch (new job ids, the same keys) returns the jobs already stored.
     again = store.insert_jobs(batch("3", ("a", "b")))
     assert [(job.job_id, created) for job, created in again] == [("a-2", False), ("b-2", False)]
+
+
+def test_the_fingerprint_changes_with_a_direct_edit_that_keeps_the_version(
+    sql_backend: SqlBackend,
+) -> None:
+    """Someone with direct database access changes a record's document and keeps its version
+    and time: the replicas' poll must still see it (they reload and decide on what is stored)."""
+    store = sql_backend.open()
+    store.migrate()
+    store.put_access(record("alice"), expected_version=None, event=event("c", "alice"))
+    before = store.access_fingerprint()
+    sql_backend.raw(
+        "UPDATE access_records SET doc = ? WHERE name = ?",
+        ('{"tier": "open", "roles": ["researcher", "operator"]}', "alice"),
+    )
+    [stored] = store.access_records()
+    assert stored.version == 1  # the version and time are as they were...
+    assert store.access_fingerprint() != before  # ...and the fingerprint moved all the same
+    after = store.access_fingerprint()
+    sql_backend.raw("DELETE FROM access_records WHERE name = ?", ("alice",))
+    assert store.access_fingerprint() != after

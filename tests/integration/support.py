@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from attestation.keys import KeyKind, SigningKey
-from drivers.config import load_driver_config
+from drivers.config import DriverConfig, load_driver_config
 from drivers.measure import measure
 from qtestbed.client import Client
 from qtestbed.testing import LocalFacility, eventually
@@ -107,6 +107,18 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def link_endpoint(facility: LocalFacility, device_id: str) -> tuple[LinkEndpoint, DriverConfig]:
+    """The driver link as `device_id`'s driver reaches it (its link key), and its config."""
+    assert facility.addresses is not None, "start the broker first"
+    config = load_driver_config(facility.root / "drivers" / f"{device_id}.toml")
+    endpoint = LinkEndpoint(
+        address=facility.addresses.link,
+        secret_key=config.link_secret_key,
+        broker_key=config.broker_link_key,
+    )
+    return endpoint, config
+
+
 def wait_broker_ticks(
     facility: LocalFacility, count: int, *, device_id: str, timeout: float = 30.0
 ) -> None:
@@ -124,13 +136,7 @@ def wait_broker_ticks(
     test does not watch, so its connection count is untouched) and never attested, so it is
     never dispatched to. Only ticks that begin after its Hello heartbeat it.
     """
-    assert facility.addresses is not None, "start the broker first"
-    config = load_driver_config(facility.root / "drivers" / f"{device_id}.toml")
-    endpoint = LinkEndpoint(
-        address=facility.addresses.link,
-        secret_key=config.link_secret_key,
-        broker_key=config.broker_link_key,
-    )
+    endpoint, config = link_endpoint(facility, device_id)
     clock = Attester(
         endpoint,
         device_id=device_id,

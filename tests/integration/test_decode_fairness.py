@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
 from qtestbed.cli.demo import ghz_qasm2, ghz_qpy
 from qtestbed.client import QtestbedError
 from qtestbed.testing import LocalFacility, eventually
+from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.integration.support import audit_entries, metric_value, scrape
 
 FLOOD = 8
@@ -34,13 +36,17 @@ DECODING = (
 )
 
 
-def _decoding(root: Path) -> None:
+# The same pool and share, but a deadline long enough that HEAVY is decoded to its end.
+PATIENT = DECODING.replace("deadline_base_seconds = 1.0", "deadline_base_seconds = 60.0")
+
+
+def _decoding(root: Path, section: str = DECODING) -> None:
     """Replace the generated [decoding] section with this test's (kept by `_write_timing`)."""
     path = root / "broker.toml"
     text = path.read_text()
     start = text.index("[decoding]")
     end = text.index("[", start + 1)
-    path.write_text(text[:start] + DECODING + text[end:])
+    path.write_text(text[:start] + section + text[end:])
 
 
 def _children(pid: int) -> set[int]:
@@ -133,3 +139,45 @@ def test_a_flooding_principal_is_refused_past_its_share_while_another_is_served(
         return sum(int(e.detail["count"]) for e in entries)
 
     eventually(lambda: audited() == len(refused), what="the refusals to be audited")
+
+
+@pytest.fixture
+def patient(tmp_path: Path) -> Iterator[LocalFacility]:
+    with LocalFacility(tmp_path / "patient") as fac:
+        _decoding(fac.root, PATIENT)
+        fac.start_broker_process()
+        yield fac
+
+
+def test_a_call_given_up_keeps_its_share_until_its_decode_is_done(patient: LocalFacility) -> None:
+    """alice's deadline passes while her payload is decoding, and she sends it again at once:
+    the decode still runs, so every resend is refused at once while bob is admitted; once the
+    abandoned decode has finished, she is admitted again."""
+    alice, bob = patient.client("alice"), patient.client("bob")
+    stub = jobs_pb2_grpc.JobServiceStub(alice.channel)
+
+    def send(timeout: float) -> str:
+        circuit = jobs_pb2.Circuit(format=jobs_pb2.CIRCUIT_FORMAT_OPENQASM3, payload=HEAVY)
+        request = jobs_pb2.SubmitJobRequest(device_id="sim-open", circuit=circuit, shots=10)
+        try:
+            stub.SubmitJob(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            return str(exc.code().name)
+        return "OK"
+
+    assert send(0.3) == "DEADLINE_EXCEEDED"  # given up; the broker is still decoding it
+    resent = [send(5.0) for _ in range(4)]
+    assert resent == ["RESOURCE_EXHAUSTED"] * 4
+    assert bob.submit(ghz_qasm2(2), device_id="sim-open", shots=10, fmt="qasm2").created
+    text = scrape(patient)
+    assert metric_value(text, "qtestbed_decode_refusals_total", reason="principal_share") == 4
+
+    def admitted() -> bool:
+        try:
+            return alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10, fmt="qasm2").created
+        except QtestbedError as exc:
+            if exc.code != "RESOURCE_EXHAUSTED":
+                raise
+            return False
+
+    eventually(admitted, timeout=120, every=0.5, what="alice's abandoned decode to finish")

@@ -281,6 +281,8 @@ def _workload() -> Facts:
             _event("quota.exceeded", "", T0 + 4, scope="principal", limit="active_jobs", max=1),
             _event("attestation.failed", "dev", T0 + 5, reasons=["NONCE_STALE: old"]),
             _event("attestation.failed", "$(evil)|x", T0 + 6, reasons=["UNKNOWN_DEVICE"]),
+            _event("link.refused", "ghost", T0 + 6, reason="unknown_device", count=3),
+            _event("link.refused", "dev", T0 + 6, reason="hello_rate", count=9),
             _event("attestation.passed", "dev", T0 + 7, reasons=[]),
             _event("anomaly.raised", "u1", T0 + 8, detector="rate_spike", device=""),
             _event("anomaly.raised", "dev", T0 + 9, detector="drift", device="dev"),
@@ -307,9 +309,11 @@ def test_a_whole_report_at_min_count_one() -> None:
         ("dispatch", "p/project", 1),
     ]
     assert report.denials[0].reason == "(this rule is not in the current policy set)"
-    assert [(f.device, f.reason_code) for f in report.failures] == [
-        ("(unregistered device)", "UNKNOWN_DEVICE"),
-        ("dev", "NONCE_STALE"),
+    # Hellos for unregistered devices: one entry from before they were audited in aggregate,
+    # and one aggregated `link.refused` entry counting 3.
+    assert [(f.device, f.reason_code, f.count) for f in report.failures] == [
+        ("(unregistered device)", "UNKNOWN_DEVICE", 4),
+        ("dev", "NONCE_STALE", 1),
     ]
     assert [(a.detector, a.device, a.count) for a in report.anomalies] == [
         ("drift", "dev", 1),

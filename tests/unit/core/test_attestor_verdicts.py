@@ -14,6 +14,8 @@ from broker.link.fleet import LinkState
 from tests.unit.core.harness import (
     Core,
     attested,
+    audit_mark,
+    audit_since,
     connection,
     events,
     metric,
@@ -39,15 +41,23 @@ async def test_hello_for_an_unregistered_device_gets_goodbye_unknown_device(core
         certificate_chain=b"",
         grant_key=new_keypair()[1],
     )
-    await core.parts.link.hub.route(identity, hello)
-    [goodbye] = core.link.take(identity)
-    assert isinstance(goodbye, m.Goodbye)
-    assert goodbye.code is m.GoodbyeCode.UNKNOWN_DEVICE
+    burst = core.parts.base.settings.timing.hello_burst
+    for _ in range(burst):
+        await core.parts.link.hub.route(identity, hello)
+        [goodbye] = core.link.take(identity)
+        assert isinstance(goodbye, m.Goodbye)
+        assert goodbye.code is m.GoodbyeCode.UNKNOWN_DEVICE
     assert core.parts.jobs.fleet.get(identity) is None
-    [failed] = events(core, "attestation.failed")
-    assert failed.subject == "ghost"
-    assert failed.detail["reasons"] == ["UNKNOWN_DEVICE"]
-    assert _verifications(core, "unregistered", "contraindicated", "UNKNOWN_DEVICE") == 1
+    assert _verifications(core, "unregistered", "contraindicated", "UNKNOWN_DEVICE") == burst
+    assert metric(core, "qtestbed_link_refusals_total", reason="unknown_device") == burst
+    # Audited in aggregate, like every link refusal: one entry with the count, not one a Hello.
+    assert events(core, "attestation.failed") == []
+    assert events(core, "link.refused") == []
+    await core.parts.link.door.flush(force=True)
+    [refused] = events(core, "link.refused")
+    assert refused.subject == "ghost"
+    assert refused.detail["reason"] == "unknown_device"
+    assert refused.detail["count"] == burst
 
 
 async def test_good_evidence_affirms_and_the_verdict_says_so(core: Core) -> None:
@@ -115,7 +125,9 @@ async def test_a_replayed_nonce_is_refused(core: Core) -> None:
     envelope = first.evidence(challenge.nonce)
     await first.say(m.Evidence(envelope=envelope))
     assert only(first.heard(), m.Verdict)[0].affirming
-    await first.say(m.Evidence(envelope=envelope))  # the same answer again
+    await core.parts.link.attestor.challenge(connection(first))  # a new challenge is out
+    only(first.heard(), m.Challenge)
+    await first.say(m.Evidence(envelope=envelope))  # answered with the old answer
     [verdict] = only(first.heard(), m.Verdict)
     assert not verdict.affirming
     assert any(r.startswith("NONCE_REPLAYED") for r in verdict.reasons)
@@ -124,6 +136,44 @@ async def test_a_replayed_nonce_is_refused(core: Core) -> None:
     record = core.parts.registries.devices.get("dev-open")
     assert record is not None
     assert record.status is DeviceStatus.ACTIVE  # not attributable: no quarantine
+
+
+async def test_evidence_nobody_asked_for_is_refused_unappraised_and_unstored(core: Core) -> None:
+    driver = await attested(core)
+    mark = audit_mark(core)
+    history = len(await core.parts.registries.devices.history("dev-open", 1000))
+    # Before any challenge is out: the answer already given, and fresh evidence on any nonce.
+    stale = driver.evidence(b"\x00" * 32)
+    for _ in range(50):
+        await driver.say(m.Evidence(envelope=stale))
+    assert only(driver.heard(), m.Verdict) == []  # nothing appraised, nothing answered
+    assert connection(driver).state is LinkState.ATTESTED
+    assert len(await core.parts.registries.devices.history("dev-open", 1000)) == history
+    assert metric(core, "qtestbed_link_refusals_total", reason="unsolicited_evidence") == 50
+    assert audit_since(core, mark) == []  # audited in aggregate, when the window closes
+    await core.parts.link.door.flush(force=True)
+    [refused] = [e for e in audit_since(core, mark) if e.kind == "link.refused"]
+    assert refused.subject == "dev-open"
+    assert refused.detail["reason"] == "unsolicited_evidence"
+    assert refused.detail["count"] == 50
+
+
+async def test_a_challenge_is_answered_once_and_only_before_it_lapses(core: Core) -> None:
+    await core.register()
+    driver = core.driver()
+    await driver.hello()
+    [challenge] = only(driver.heard(), m.Challenge)
+    core.clock.advance(core.parts.base.settings.timing.nonce_ttl_seconds + 1)
+    await driver.say(m.Evidence(envelope=driver.evidence(challenge.nonce)))
+    assert only(driver.heard(), m.Verdict) == []  # lapsed: no longer outstanding
+    assert metric(core, "qtestbed_link_refusals_total", reason="unsolicited_evidence") == 1
+    await core.parts.link.attestor.maintain(core.clock.now())  # re-challenged
+    [again] = only(driver.heard(), m.Challenge)
+    await driver.say(m.Evidence(envelope=driver.evidence(again.nonce)))
+    assert only(driver.heard(), m.Verdict)[0].affirming
+    await driver.say(m.Evidence(envelope=driver.evidence(again.nonce)))  # a second answer
+    assert only(driver.heard(), m.Verdict) == []
+    assert metric(core, "qtestbed_link_refusals_total", reason="unsolicited_evidence") == 2
 
 
 async def test_a_challenge_is_answered_only_on_the_connection_it_was_sent_to(core: Core) -> None:

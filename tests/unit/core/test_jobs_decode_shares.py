@@ -136,3 +136,35 @@ def test_the_pool_is_sized_to_the_machine_within_bounds_and_a_share_is_half_of_i
     ):
         with pytest.raises(ValueError, match=r"decoding|deadline"):
             DecodingSettings(**bad)
+
+
+async def test_cancelling_and_resubmitting_cannot_take_more_than_the_share(
+    held: tuple[Core, HeldDecoder],
+) -> None:
+    core, decoder = held
+    gate = core.parts.jobs.decode_gate
+    abandoned = _submit(core, "alice")
+    await decoder.entered()  # her payload is in the decoder
+    abandoned.cancel()  # she gives up on the call (a cancel, a deadline)...
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    for _ in range(5):  # ...and sends it again, and again
+        assert gate.in_flight("alice") == 1  # the decode is still running: the place is taken
+        again = _submit(core, "alice")
+        with pytest.raises(BrokerError) as refused:
+            await again
+        assert refused.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert metric(core, "qtestbed_decode_refusals_total", reason="principal_share") == 5
+
+    bobs = _submit(core, "bob")
+    await decoder.entered()  # bob is admitted beside her one decode
+    assert (gate.in_flight("alice"), gate.in_flight("bob")) == (1, 1)
+    decoder.release.set()
+    await bobs
+    for _ in range(100):  # her abandoned decode finishes in its thread, then frees the place
+        if not gate.in_flight("alice"):
+            break
+        await asyncio.sleep(0.01)
+    assert gate.in_flight("alice") == 0
+    assert [job.owner for job in stored_jobs(core)] == ["bob"]  # nothing of hers was queued
+    await core.parts.services.submission.submit_many("alice", [request()])
