@@ -5,6 +5,7 @@ replica does not know costs one registry check and grows nothing."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -12,9 +13,12 @@ from broker.store.changes import Change
 from tests.unit.core.harness import Core, attested, queued
 
 
-async def _settle(task_count: int = 50) -> None:
-    for _ in range(task_count):
-        await asyncio.sleep(0)
+async def _until(done: Callable[[], bool], rounds: int = 500) -> None:
+    """Let the sync task run (its store reads go through the store thread) until `done`."""
+    for _ in range(rounds):
+        if done():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_a_job_queued_by_another_replica_is_dispatched_when_heard(
@@ -36,7 +40,7 @@ async def test_a_job_queued_by_another_replica_is_dispatched_when_heard(
     try:
         sync.heard(Change("jobs", "device-nobody-registered"))
         sync.heard(Change("jobs", "dev-open"))
-        await _settle()
+        await _until(lambda: scheduler.depth("dev-open") == 1)
     finally:
         task.cancel()
     assert scheduler.depth("dev-open") == 1
