@@ -251,7 +251,11 @@ class DriverAgent:
         digest = hashlib.sha256(grant.circuit_payload).hexdigest()
         if digest != grant.circuit_digest:
             raise ValueError("circuit payload does not match its digest; refusing to run it")
-        circuit = decode_circuit(grant.circuit_format, grant.circuit_payload)
+        circuit = decode_circuit(
+            grant.circuit_format,
+            grant.circuit_payload,
+            device_qubits=self.watch.description.num_qubits,
+        )
         began = time.monotonic()
         # Prepared under the faithful contract: as sent, or translated at level 0 only.
         prepared = await asyncio.to_thread(self.backend.prepare, circuit)

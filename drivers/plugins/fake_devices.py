@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qiskit_aer import AerSimulator
-
+from drivers.plugins.aer_process import AerProcessRunner
 from drivers.plugins.api import API_VERSION
 from drivers.plugins.qiskit_backend import QiskitBackendPlugin, device_id_of, execution_of_table
 
@@ -66,12 +65,13 @@ class _Snapshot:
         make = getattr(fake_provider, model, None)
         if make is None or not model.startswith("Fake"):
             raise ValueError(f"model {model!r} is not a qiskit_ibm_runtime fake backend")
-        self._make: Any = make
         if method is not None and not isinstance(method, str):
             raise ValueError("method must be an Aer simulation method name")
+        self._model = model
         self._path = path
         self._method = method
         self._stamp = self._stat()
+        self._runner: AerProcessRunner | None = None
 
     def _stat(self) -> tuple[int, int] | None:
         if self._path is None:
@@ -82,22 +82,31 @@ class _Snapshot:
             raise ValueError(f"snapshot_file {self._path} cannot be read: {exc}") from exc
         return (info.st_mtime_ns, info.st_size)
 
-    def load(self) -> tuple[Any, AerSimulator]:
-        backend = self._make()
-        if self._path is not None:
-            # The fake reads its properties from this file (an absolute path wins the join).
-            backend.props_filename = str(self._path.resolve())
+    def load(self) -> tuple[Any, AerProcessRunner]:
+        backend = fake_backend(self._model, self._path)
         method = self._method or (
             "matrix_product_state" if backend.num_qubits > _MPS_ABOVE_QUBITS else "automatic"
         )
-        # One thread: the driver shares the machine with the broker.
-        runner = AerSimulator.from_backend(backend, method=method, max_parallel_threads=1)
-        return backend, runner
+        if self._runner is not None:
+            self._runner.close()
+        self._runner = AerProcessRunner(self._model, self._path, str(method))
+        return backend, self._runner
 
-    def changed(self) -> tuple[Any, AerSimulator] | None:
+    def changed(self) -> tuple[Any, AerProcessRunner] | None:
         """A new backend and simulator when the snapshot file changed since it was read."""
         stamp = self._stat()
         if stamp == self._stamp:
             return None
         self._stamp = stamp
         return self.load()
+
+
+def fake_backend(model: str, path: Path | None) -> Any:
+    """The fake backend `model`, with its properties read from `path` when given."""
+    from qiskit_ibm_runtime import fake_provider
+
+    backend = getattr(fake_provider, model)()
+    if path is not None:
+        # The fake reads its properties from this file (an absolute path wins the join).
+        backend.props_filename = str(path.resolve())
+    return backend

@@ -18,7 +18,7 @@ import importlib
 import threading
 from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from qiskit import QuantumCircuit
 
@@ -29,12 +29,13 @@ from drivers.plugins.qiskit_calibration import describe_target, device_target
 
 # A new (backend, runner) when the device's calibration source changed, else None: the fake
 # models re-read their snapshot file through it.
-Refresh = Callable[[], tuple[Any, Any] | None]
+Refresh = Callable[[], "tuple[Any, Runner] | None"]
 
 
 class QiskitBackendPlugin:
-    """Serves `source()`'s backend; `runner` (default: the backend itself) runs the circuits,
-    e.g. an Aer simulator built from the backend's noise."""
+    """Serves `backend`; `runner` (default: the backend itself) runs the circuits, e.g. an Aer
+    simulator built from the backend's noise; `refresh` offers a new pair when the device's
+    calibration source changed."""
 
     def __init__(
         self,
@@ -43,27 +44,25 @@ class QiskitBackendPlugin:
         device_id: str,
         backend: Any,
         execution: str = "translate",
-        runner: Any = None,
-        run_options: Mapping[str, Any] | None = None,
+        runner: Runner | None = None,
         simulated: bool = False,
         refresh: Refresh | None = None,
     ) -> None:
         self._name = name
         self._device_id = device_id
         self._execution = execution
-        self._run_options = dict(run_options or {})
         self._simulated = simulated
         self._refresh = refresh
         self._lock = threading.Lock()
-        self._job: Any = None
         self._use(backend, runner)
 
-    def _use(self, backend: Any, runner: Any) -> None:
+    def _use(self, backend: Any, runner: Runner | None) -> None:
         description = describe_target(
             backend.target, device_id=self._device_id, backend=self._name, execution=self._execution
         )
         with self._lock:
-            self._backend, self._runner = backend, runner if runner is not None else backend
+            self._backend = backend
+            self._runner = runner if runner is not None else BackendRunner(backend)
             self._description = description
             self._target = device_target(description, backend.target)
 
@@ -95,15 +94,9 @@ class QiskitBackendPlugin:
     ) -> Execution:
         if isinstance(shots, bool) or shots < 1:
             raise ValueError(f"shots must be a positive integer, got {shots!r}")
-        extra = {"seed_simulator": options.seed} if self._simulated else {}
         with self._lock:
             runner = self._runner
-        job = runner.run(prepared.circuit, shots=shots, memory=memory, **self._run_options, **extra)
-        self._job = job
-        try:
-            return execution_of(job.result(), memory)
-        finally:
-            self._job = None
+        return runner.execute(prepared.circuit, shots, memory=memory, seed=options.seed)
 
     def health(self) -> Health:
         status = getattr(self._backend, "status", None)
@@ -112,6 +105,40 @@ class QiskitBackendPlugin:
         report = status()
         ok = bool(getattr(report, "operational", True))
         return Health(ok=ok, detail=str(getattr(report, "status_msg", "")))
+
+    def cancel(self) -> bool:
+        with self._lock:
+            runner = self._runner
+        return runner.cancel()
+
+
+class Runner(Protocol):
+    """What runs the circuits of a Qiskit-described device."""
+
+    def execute(
+        self, circuit: QuantumCircuit, shots: int, *, memory: bool, seed: int | None
+    ) -> Execution: ...
+
+    def cancel(self) -> bool: ...
+
+
+class BackendRunner:
+    """Runs circuits on the Qiskit backend itself (a vendor's hardware through its provider);
+    `cancel` cancels the job in flight when the provider can."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self._job: Any = None
+
+    def execute(
+        self, circuit: QuantumCircuit, shots: int, *, memory: bool, seed: int | None
+    ) -> Execution:
+        job = self._backend.run(circuit, shots=shots, memory=memory)
+        self._job = job
+        try:
+            return execution_of(job.result(), memory)
+        finally:
+            self._job = None
 
     def cancel(self) -> bool:
         job = self._job

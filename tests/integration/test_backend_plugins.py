@@ -40,9 +40,7 @@ measure q -> c;
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFacility]:
     root = tmp_path_factory.mktemp("plugins") / "facility"
     with LocalFacility(root, timing={"max_attempts": 2}) as facility:
-        add_device(
-            root, facility.offline_ca, device_id="logic-1", tier="open", driver_tables=LOGIC
-        )
+        add_device(root, facility.offline_ca, device_id="logic-1", tier="open", driver_tables=LOGIC)
         facility.start_broker()
         facility.start_driver("logic-1")
         facility.wait_available(facility.client("alice"), "logic-1")
@@ -119,4 +117,5 @@ def test_an_unknown_backend_name_is_refused_naming_the_installed_ones(
     )
     assert done.returncode != 0
     assert "no backend plugin named 'no_such_device' is installed" in done.stderr
-    assert "fixture_logic" in done.stderr and "aer_noisy" in done.stderr
+    assert "fixture_logic" in done.stderr
+    assert "aer_noisy" in done.stderr
