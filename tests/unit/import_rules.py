@@ -37,6 +37,7 @@ LAUNCHERS = frozenset(
         "qtestbed.cli.policy",
         "qtestbed.cli.processes",
         "qtestbed.cli.report",
+        "qtestbed.facility_devices",
         "qtestbed.facility_init",
         "qtestbed.testing",
     }
