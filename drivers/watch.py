@@ -11,7 +11,7 @@ import logging
 import time
 
 from drivers.device import DeviceDescription
-from drivers.plugins.api import BackendPlugin
+from drivers.plugins.api import BackendPlugin, Health
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,13 @@ class DeviceWatch:
         if now < self._next_poll:
             return None
         self._next_poll = now + self._poll_seconds
-        health = await asyncio.to_thread(self.plugin.health)
+        health = await self._health()
         if not health.ok:
             return f"device unhealthy: {health.detail or 'no detail given'}"
-        current = await asyncio.to_thread(self.plugin.describe)
+        try:
+            current = await asyncio.to_thread(self.plugin.describe)
+        except Exception as exc:  # a plugin's fault must not stop the driver
+            return f"device unhealthy: describe() failed: {exc}"
         if current.device_id != self.description.device_id:
             return None  # a backend cannot become another device; keep the attested one
         if current.calibration_digest() == self.description.calibration_digest():
@@ -49,7 +52,7 @@ class DeviceWatch:
     async def wait_healthy(self, stop: asyncio.Event) -> None:
         """Return once the backend reports itself healthy (or the driver is stopping)."""
         while not stop.is_set():
-            health = await asyncio.to_thread(self.plugin.health)
+            health = await self._health()
             if health.ok:
                 return
             log.warning("device unhealthy, not connecting: %s", health.detail)
@@ -57,3 +60,10 @@ class DeviceWatch:
                 await asyncio.wait_for(stop.wait(), timeout=self._poll_seconds)
             except TimeoutError:
                 continue
+
+    async def _health(self) -> Health:
+        """The plugin's health; an exception from it is an unhealthy device, not a crash."""
+        try:
+            return await asyncio.to_thread(self.plugin.health)
+        except Exception as exc:
+            return Health(ok=False, detail=f"health() failed: {exc}")
