@@ -26,7 +26,16 @@ $(STAMP): pyproject.toml $(FIXTURE_PLUGIN)/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e $(FIXTURE_PLUGIN)
 	touch $(STAMP)
 
-setup: $(STAMP)
+# checkov (the IaC linter the tests run on deploy/kubernetes) in a virtualenv of its own: it pins
+# packaging and asteval below the versions the project's environment resolves to.
+CHECKOV := $(VENV)/checkov/bin/checkov
+CHECKOV_VERSION := 3.3.30
+
+$(CHECKOV): $(STAMP)
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+
+setup: $(STAMP) $(CHECKOV)
 	bash deploy/prometheus/install-promtool.sh $(BIN)
 
 demo: setup
@@ -54,6 +63,9 @@ bench: setup
 	$(BIN)/python bench/bench_hidden.py
 	$(BIN)/python bench/bench_streams.py
 	$(BIN)/python bench/bench_decode_fairness.py
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_hostile.py
+	$(BIN)/python bench/bench_goodput.py
 
 # Each fuzz target under atheris for FUZZ_SECONDS (not part of `make test`); non-zero on a crash.
 FUZZ_SECONDS ?= 20

@@ -22,6 +22,7 @@ at the end (and stops itself at its own time limit).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import subprocess
@@ -45,7 +46,22 @@ HEAVY = (
     + b"c = measure q;\n"
 )
 TARGET = 2.0
-PACE_S = 0.02  # bob starts a call every 20 ms at most
+PACE_S = 0.02
+
+
+def heavy_qpy() -> bytes:
+    """A large valid QPY circuit (four qubits, 4800 one-qubit gates, about the size of HEAVY):
+    the QPY parser's share of a parser-heavy load."""
+    from qiskit import QuantumCircuit, qpy
+
+    circuit = QuantumCircuit(4, 4, name="heavy")
+    for _ in range(1200):
+        for qubit in range(4):
+            circuit.h(qubit)
+    circuit.measure(range(4), range(4))
+    buffer = io.BytesIO()
+    qpy.dump(circuit, buffer)
+    return buffer.getvalue()  # bob starts a call every 20 ms at most
 
 
 def bob_p50(
@@ -69,11 +85,13 @@ def bob_p50(
     return statistics.median(every), n, {f: statistics.median(t) for f, t in times.items() if t}
 
 
-def alice_load(profile: Path, broker: str, limit_s: float) -> int:
+def alice_load(profile: Path, broker: str, limit_s: float, *, with_qpy: bool = False) -> int:
     """alice's side (its own process): 8 heavy submissions in flight until the time limit or
-    stdin closes; prints "ready" after her first answer, then her outcomes as JSON."""
+    stdin closes (all OpenQASM 3, or with `with_qpy` every other one a large QPY circuit);
+    prints "ready" after her first answer, then her outcomes as JSON."""
     import dataclasses
 
+    heavy = [("qasm3", HEAVY), ("qpy", heavy_qpy())] if with_qpy else [("qasm3", HEAVY)]
     client = Client(dataclasses.replace(Profile.load(profile), broker=broker))
     outcomes: Counter[str] = Counter()
     spent: dict[str, float] = {}
@@ -82,12 +100,15 @@ def alice_load(profile: Path, broker: str, limit_s: float) -> int:
     answered = threading.Event()
     deadline = time.monotonic() + limit_s
 
-    def worker() -> None:
+    def worker(first: int) -> None:
+        n = first
         while not stop.is_set() and time.monotonic() < deadline:
+            fmt, payload = heavy[n % len(heavy)]
+            n += 1
             began = time.perf_counter()
             pause = 0.0
             try:
-                client.submit(HEAVY, device_id="sim-open", shots=10, fmt="qasm3")
+                client.submit(payload, device_id="sim-open", shots=10, fmt=fmt)
                 outcome = "accepted"
             except QtestbedError as exc:
                 outcome = exc.code
@@ -104,8 +125,8 @@ def alice_load(profile: Path, broker: str, limit_s: float) -> int:
 
     threading.Thread(target=stdin_closed, daemon=True).start()
     with ThreadPoolExecutor(max_workers=ALICE_CALLS) as pool:
-        for _ in range(ALICE_CALLS):
-            pool.submit(worker)
+        for n in range(ALICE_CALLS):
+            pool.submit(worker, n)
         if answered.wait(limit_s):
             print("ready", flush=True)
     mean_ms = {k: round(spent[k] / n * 1e3, 1) for k, n in outcomes.items()}
@@ -118,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     parser.add_argument("--alice", nargs=3, metavar=("PROFILE", "BROKER", "SECONDS"))
+    parser.add_argument("--with-qpy", action="store_true", help="alice: half her load QPY")
     args = parser.parse_args(argv)
     if args.alice:
-        return alice_load(Path(args.alice[0]), args.alice[1], float(args.alice[2]))
+        profile, broker, seconds = args.alice
+        return alice_load(Path(profile), broker, float(seconds), with_qpy=args.with_qpy)
     # Each phase runs for its time (bob paced at one call per PACE_S) unless the count is hit:
     # the loaded phase then spans several of alice's parses and child replacements.
     count, quiet_s, loaded_s = (50, 2.0, 4.0) if args.quick else (5000, 20.0, 40.0)

@@ -118,6 +118,12 @@ def _stat_fields(pid: str) -> list[str] | None:
         return None  # gone meanwhile
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of one process (all its threads, not its children)."""
+    fields = _stat_fields(str(pid))
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU time so far of a process and its live descendants (all threads).
 

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health
 
 from attestation.keys import load_private_key
 from attestation.pki import cert_from_pem
@@ -18,6 +19,7 @@ from broker.audit.witnesses import WitnessKeys
 from broker.ca_keys import refuse_readable_ca_keys
 from broker.clock import Clock, SystemClock
 from broker.grpc.handshakes import HandshakeWatcher
+from broker.grpc.health_port import HealthPort
 from broker.grpc.server import Tls, start_server
 from broker.jobs.circuits import BrokerDecoder, DecoderPool
 from broker.link.socket import DriverLink
@@ -27,7 +29,7 @@ from broker.policy.export_control import load_profile
 from broker.scrape.server import MetricsEndpoint
 from broker.scrape.tls import server_context
 from broker.settings import BrokerSettings
-from broker.store import open_store
+from broker.store import StoreError, open_store
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
 
@@ -41,6 +43,7 @@ class BrokerAddresses:
     grpc: str
     link: str
     metrics: str
+    health: str = ""  # the plaintext health port (host:port), when health_listen is set
 
 
 class Broker:
@@ -67,12 +70,18 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload: asyncio.Task[bool] | None = None  # the latest SIGHUP reload
         self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._health_port: HealthPort | None = None
         self._link: DriverLink | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._handshakes: HandshakeWatcher | None = None
 
     async def start(self) -> BrokerAddresses:
-        await self.runner.call(self.runner.store.migrate)
+        try:  # an older schema is upgraded by `qtestbed migrate`, never by a starting broker
+            await self.runner.call(self.runner.store.open_schema)
+        except StoreError:
+            await self.stop()
+            raise
         await asyncio.to_thread(self.decoder.start)
         link = self._link = DriverLink(
             self.settings.link_listen,
@@ -86,6 +95,7 @@ class Broker:
             await self.stop()  # nothing is served yet: release the link, store and decoder
             raise
         grpc_address = await self._serve(parts)
+        health_address = await self._serve_health()
         metrics_url = self._serve_metrics(parts)
         hub = parts.link.hub
         for coro in (hub.receive_forever(), hub.tick_forever(), parts.link.dispatcher.run()):
@@ -94,6 +104,7 @@ class Broker:
             grpc=grpc_address,
             link=link.endpoint,
             metrics=metrics_url,
+            health=health_address,
         )
         a = self.addresses
         log.info("broker listening: grpc %s, link %s, metrics %s", a.grpc, a.link, a.metrics)
@@ -139,8 +150,18 @@ class Broker:
             servicers=parts.servicers,
             interceptor=parts.edge,
             max_message_bytes=s.max_message_bytes,
+            health_servicer=self._health,
         )
         host, _ = _split(s.listen)
+        return f"{host}:{port}"
+
+    async def _serve_health(self) -> str:
+        """The plaintext health port (broker.grpc.health_port), if the settings ask for one."""
+        if not self.settings.health_listen:
+            return ""
+        self._health_port = HealthPort(self._health)
+        port = await self._health_port.start(self.settings.health_listen)
+        host, _ = _split(self.settings.health_listen)
         return f"{host}:{port}"
 
     def _serve_metrics(self, parts: Components) -> str:
@@ -214,6 +235,8 @@ class Broker:
         return True
 
     async def stop(self, grace: float = 2.0) -> None:
+        if self._health_port is not None:  # probes see NOT_SERVING while the rest stops
+            await self._health_port.stop(grace)
         if self._server is not None:
             await self._server.stop(grace)
         if self._metrics_endpoint is not None:  # off the loop: scrapes in flight need it

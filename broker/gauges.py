@@ -51,7 +51,7 @@ class DeviceGauges:
             for attested in ("yes", "no"):
                 count = states.get((status.value, attested), 0)
                 self._metrics.device_states.labels(status.value, attested).set(count)
-        running = [c.leased for c in self._fleet if c.leased is not None and not c.running_canary]
+        running = [job for c in self._fleet for job in c.job_leases()]
         self._usage.refresh(now, [d.device_id for d in devices], running)
 
     def _zero_series(self, device_id: str) -> None:

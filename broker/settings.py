@@ -26,6 +26,11 @@ from broker.store import MEMORY_URL
 LARGEST_BATCH = 100
 
 
+# The most leases one driver connection may be allowed to hold: a connection remembers as many
+# of its withdrawn leases (broker.link.fleet), to tell its answers to a withdrawal apart.
+MAX_LEASES_PER_DRIVER = 64
+
+
 class SettingsError(ValueError):
     """A settings file or value is missing or wrong; the message names the key."""
 
@@ -56,14 +61,23 @@ class TimingSettings:
     connections_per_key: int = 4
     # Challenges outstanding per connection; older ones are forgotten (answers refused).
     nonces_per_connection: int = 4
+    # Leases one driver connection may hold at once (it asks for up to this many in its Hello:
+    # the next job is then ready when the device frees). Each waits in the driver's queue
+    # under its own lease clock, so a lease here must outlast the jobs granted before it.
+    max_leases_per_driver: int = 8
 
     def __post_init__(self) -> None:
         # These bound what one link key can make the broker do: none may be switched off.
-        for key in ("hello_burst", "connections_per_key", "nonces_per_connection"):
+        limits = ("hello_burst", "connections_per_key", "nonces_per_connection")
+        for key in (*limits, "max_leases_per_driver"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"[timing] {key} must be at least 1")
         if self.hello_every_seconds <= 0:
             raise SettingsError("[timing] hello_every_seconds must be positive")
+        if self.max_leases_per_driver > MAX_LEASES_PER_DRIVER:
+            raise SettingsError(
+                f"[timing] max_leases_per_driver must be at most {MAX_LEASES_PER_DRIVER}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -184,6 +198,9 @@ class BrokerSettings:
     listen: str = "127.0.0.1:50051"
     link_listen: str = "tcp://127.0.0.1:5555"
     metrics_listen: str = "127.0.0.1:9464"
+    # Plaintext gRPC health only (broker.grpc.health_port), for probes without a client
+    # certificate; "" serves none.
+    health_listen: str = ""
     max_message_bytes: int = 4 * 1024 * 1024
     limits: CircuitLimits = field(default_factory=CircuitLimits)
     timing: TimingSettings = field(default_factory=TimingSettings)
@@ -196,7 +213,7 @@ class BrokerSettings:
     witnesses: Mapping[str, Path] = field(default_factory=dict)
 
 
-_ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen")
+_ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen", "health_listen")
 
 
 def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> BrokerSettings:
@@ -229,6 +246,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             listen=str(top.get("listen", "127.0.0.1:50051")),
             link_listen=str(top.get("link_listen", "tcp://127.0.0.1:5555")),
             metrics_listen=str(top.get("metrics_listen", "127.0.0.1:9464")),
+            health_listen=str(top.get("health_listen", "")),
             max_message_bytes=int(top.get("max_message_bytes", 4 * 1024 * 1024)),
             limits=_section(CircuitLimits, top.get("limits", {}), "limits"),
             timing=_section(TimingSettings, top.get("timing", {}), "timing"),

@@ -5,7 +5,8 @@ challenges with signed evidence, heartbeats, runs leased jobs on its backend (in
 thread, so heartbeats keep flowing) and returns each result with a receipt signed by the
 device key. When the broker falls silent it reconnects with a fresh routing id and attests
 again. Each connection makes its own grant key pair, held in memory only and announced in its
-Hello; lease grants arrive sealed to it and are opened before anything runs.
+Hello; lease grants arrive sealed to it and are opened before anything runs. It may hold up to
+`max_leases` leases at once (`drivers.pipeline`), run one at a time in grant order.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import random
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
@@ -35,8 +35,10 @@ from drivers.config import DriverConfig
 from drivers.faithful import Prepared, executed_circuit_digest, executed_circuit_text
 from drivers.grants import GrantError, GrantKey, open_grant
 from drivers.measure import measure
+from drivers.pipeline import BusyClock, HeldLease, LeaseQueue
 from drivers.plugins.api import BackendPlugin, Execution, RunOptions
 from drivers.plugins.registry import plugin_source_root
+from drivers.status import StatusFile
 from drivers.watch import DeviceWatch
 from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.v1 import devices_pb2
@@ -58,12 +60,6 @@ _FATAL_GOODBYES = (
 )
 
 
-@dataclass(slots=True)
-class _Lease:
-    grant: link_pb.LeaseGrant
-    cancelled: bool = False
-
-
 class DriverAgent:
     def __init__(self, config: DriverConfig, key: SigningKey) -> None:
         self.config = config
@@ -81,9 +77,10 @@ class DriverAgent:
         self._link_key = z85.decode(link_public)  # lease grants are bound to it
         # This connection's grant key: a new one for every Hello, never reused or stored.
         self._grant_key = GrantKey.new()
-        self._lease: _Lease | None = None
-        self._run_task: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[bool] | None = None
+        self.busy = BusyClock()  # how much of the time the device spends running jobs
+        self._queue = LeaseQueue(self._execute, config.max_leases, self.busy)
+        self._status = StatusFile(config.status_file, config.device.device_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""
@@ -96,6 +93,7 @@ class DriverAgent:
                 if not stop.is_set():
                     await asyncio.sleep(min(1.0, self.config.heartbeat_seconds))
         finally:
+            await self._queue.stop()
             self._ctx.term()
 
     async def _session(self, stop: asyncio.Event) -> None:
@@ -119,6 +117,7 @@ class DriverAgent:
                 )
                 with contextlib.suppress(zmq.ZMQError):
                     await sock.send(bye.SerializeToString(), flags=zmq.NOBLOCK)
+            self._queue.end_connection(sock)  # the broker requeues what this connection held
             sock.close(linger=0)
 
     async def _converse(self, sock: zmq.asyncio.Socket, stop: asyncio.Event) -> str | None:
@@ -133,14 +132,14 @@ class DriverAgent:
             now = time.monotonic()
             if now >= next_beat:
                 seq += 1
-                active = self._lease.grant.lease_id if self._lease else ""
-                hb = link_pb.Heartbeat(seq=seq, active_lease_id=active)
+                hb = link_pb.Heartbeat(seq=seq, active_lease_id=self._queue.running_id)
                 await self._send(sock, link_pb.LinkMessage(heartbeat=hb))
                 next_beat = now + beat
+                self._status.beat(attested=self.attested, heard_seconds_ago=now - last_heard)
             if now - last_heard > silence:
                 log.warning("broker silent for %.1fs; reconnecting", silence)
                 return None
-            if self._lease is None and (changed := await self.watch.reason_to_reconnect()):
+            if self._queue.idle and (changed := await self.watch.reason_to_reconnect()):
                 log.warning("%s; reconnecting to attest again", changed)
                 return changed
             if await sock.poll(timeout=int(min(beat, 0.2) * 1000)):
@@ -160,10 +159,11 @@ class DriverAgent:
         elif kind == "lease":
             await self._on_lease(sock, message.lease)
         elif kind == "cancel":
-            if self._lease and self._lease.grant.lease_id == message.cancel.lease_id:
-                self._lease.cancelled = True
+            lease_id = message.cancel.lease_id
+            if lease_id and lease_id == self._queue.running_id:
                 # Hardware that can stop a run frees itself sooner; the result is dropped anyway.
                 self._cancelling = asyncio.create_task(asyncio.to_thread(self.backend.cancel))
+            self._queue.cancel(message.cancel.lease_id, sock)
         elif kind == "goodbye":
             reason = message.goodbye.reason
             if message.goodbye.code in _FATAL_GOODBYES:
@@ -183,6 +183,7 @@ class DriverAgent:
             driver_build=self._measurements().driver_build,
             certificate_chain=self.certificate_chain,
             grant_key=self._grant_key.public,
+            max_leases=self.config.max_leases,
         )
 
     def _evidence(self, challenge: link_pb.Challenge) -> link_pb.EvidenceMessage:
@@ -217,17 +218,21 @@ class DriverAgent:
         log.info(
             "lease %s received for job %s (%d shots)", grant.lease_id, grant.job_id, grant.shots
         )
-        if self._lease is not None:
+        if not self._queue.add(HeldLease(grant=grant, sock=sock)):
             failure = link_pb.LeaseFailure(
-                lease_id=grant.lease_id, job_id=grant.job_id, error="driver busy with another lease"
+                lease_id=grant.lease_id,
+                job_id=grant.job_id,
+                error=f"driver already holds its {self.config.max_leases} leases",
             )
             await self._send(sock, link_pb.LinkMessage(failure=failure))
-            return
-        self._lease = _Lease(grant=grant)
-        self._run_task = asyncio.create_task(self._execute(sock, self._lease))
 
-    async def _execute(self, sock: zmq.asyncio.Socket, lease: _Lease) -> None:
-        grant = lease.grant
+    async def _execute(self, lease: HeldLease) -> None:
+        grant, sock = lease.grant, lease.sock
+        if lease.cancelled:  # dropped before it started: it never runs
+            log.info("lease %s dropped before it started: the broker withdrew it", grant.lease_id)
+            await self._send(sock, _cancelled(grant))
+            return
+        log.info("running lease %s for job %s", grant.lease_id, grant.job_id)
         started = link_pb.LeaseStarted(lease_id=grant.lease_id, job_id=grant.job_id)
         await self._send(sock, link_pb.LinkMessage(started=started))
         try:
@@ -238,14 +243,9 @@ class DriverAgent:
                 lease_id=grant.lease_id, job_id=grant.job_id, error=str(exc), permanent=permanent
             )
             reply = link_pb.LinkMessage(failure=fail)
-        if lease.cancelled:
-            fail = link_pb.LeaseFailure(
-                lease_id=grant.lease_id, job_id=grant.job_id, error="cancelled"
-            )
-            reply = link_pb.LinkMessage(failure=fail)
-        self._lease = None
-        with contextlib.suppress(zmq.ZMQError):
-            await self._send(sock, reply)
+        if lease.cancelled:  # cancelled while it ran: the result is withheld
+            reply = _cancelled(grant)
+        await self._send(sock, reply)
 
     async def _run_grant(self, grant: link_pb.LeaseGrant) -> link_pb.LinkMessage:
         digest = hashlib.sha256(grant.circuit_payload).hexdigest()
@@ -273,7 +273,9 @@ class DriverAgent:
         pad = self.config.min_execution_seconds - (time.monotonic() - began)
         if pad > 0:
             await asyncio.sleep(pad)
-        elapsed = time.monotonic() - began
+        ended = time.monotonic()
+        elapsed = ended - began
+        self.busy.record(began, ended)
         claims = ReceiptClaims(
             job_id=grant.job_id,
             device_id=self.watch.description.device_id,
@@ -332,3 +334,8 @@ class DriverAgent:
 
     async def _send(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> None:
         await sock.send(message.SerializeToString())
+
+
+def _cancelled(grant: link_pb.LeaseGrant) -> link_pb.LinkMessage:
+    fail = link_pb.LeaseFailure(lease_id=grant.lease_id, job_id=grant.job_id, error="cancelled")
+    return link_pb.LinkMessage(failure=fail)

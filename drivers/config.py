@@ -18,6 +18,9 @@ from drivers.device import DeviceDescription
 from drivers.plugins.api import BackendPlugin
 from drivers.plugins.registry import PluginError, load_backend
 
+# The most leases a driver may ask to hold (the broker's own limit is usually lower).
+MAX_LEASES = 64
+
 
 class DriverConfigError(ValueError):
     """The driver's settings file is missing a key or has a bad value."""
@@ -48,15 +51,25 @@ class DriverConfig:
     # How often an idle driver asks its backend for the calibration; a changed one makes the
     # driver reconnect and attest again, so the broker re-appraises and re-classifies it.
     calibration_poll_seconds: float = 30.0
+    # Leases to hold at once: more than 1 has the next job here when the device frees (the
+    # broker grants at most its own [timing] max_leases_per_driver). Jobs still run one at a
+    # time; every held lease's clock runs while it waits.
+    max_leases: int = 1
+    # Rewritten every heartbeat for `qtestbed probe driver` (drivers.status); None: not written.
+    status_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.simulated_drift < 1.0:
             raise ValueError(f"simulated_drift must be in [0, 1), got {self.simulated_drift!r}")
         if not self.calibration_poll_seconds > 0:
             raise ValueError("calibration_poll_seconds must be > 0")
+        if not 1 <= self.max_leases <= MAX_LEASES:
+            raise ValueError(f"max_leases must be in [1, {MAX_LEASES}], got {self.max_leases!r}")
 
 
-def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig:
+def load_driver_config(
+    path: Path, *, broker: str | None = None, status_file: Path | None = None
+) -> DriverConfig:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -79,6 +92,8 @@ def load_driver_config(path: Path, *, broker: str | None = None) -> DriverConfig
             min_execution_seconds=float(raw.get("min_execution_seconds", 0.0)),
             simulated_drift=float(raw.get("simulated_drift", 0.0)),
             calibration_poll_seconds=float(raw.get("calibration_poll_seconds", 30.0)),
+            max_leases=int(raw.get("max_leases", 1)),
+            status_file=status_file or _optional(base, raw.get("status_file")),
         )
     except KeyError as exc:
         raise DriverConfigError(f"{path}: missing required key {exc.args[0]!r}") from exc
@@ -116,3 +131,7 @@ def _resolved(settings: Mapping[str, Any], base: Path) -> dict[str, Any]:
         k: str(_relative(base, v)) if k.endswith(paths) and isinstance(v, str) else v
         for k, v in settings.items()
     }
+
+
+def _optional(base: Path, value: object) -> Path | None:
+    return None if value is None else _relative(base, str(value))

@@ -17,6 +17,7 @@ the client package never loads the broker or a driver.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,10 +247,14 @@ def init_facility(
     metrics_port: int = 9464,
     now: dt.datetime | None = None,
     offline_ca: Path | None = None,
+    devices: Sequence[tuple[str, DeviceDescription]] | None = None,
+    firmware: str = FIRMWARE,
 ) -> Path:
     """Create the facility in `root` (which must be empty or absent) and its CA keys in
     `offline_ca` (default `default_offline_ca(root)`, also empty or absent, and never inside
-    `root`); returns the facility folder."""
+    `root`); returns the facility folder. `devices` (tier, description) replace the two demo
+    testbeds, all running `firmware` (`qtestbed driver check` makes a facility for the one
+    device it checks)."""
     offline = offline_ca or default_offline_ca(root)
     for folder in (root, offline):
         if folder.exists() and any(folder.iterdir()):
@@ -267,7 +272,7 @@ def init_facility(
     clients = ca.issuing_ca(
         out, "clients-ca", "qtestbed demo clients CA", [ExtendedKeyUsageOID.CLIENT_AUTH]
     )
-    devices = ca.issuing_ca(out, "devices-ca", "qtestbed demo devices CA", [])
+    issuer = ca.issuing_ca(out, "devices-ca", "qtestbed demo devices CA", [])
     broker_key = SigningKey.generate(KeyKind.ECDSA_P256)
     out.key("broker/broker.key", broker_key)
     out.text("broker/broker.pem", ca.issue("qtestbed-broker", broker_key, server=True))
@@ -282,7 +287,8 @@ def init_facility(
     create_keypair(root / "link", "broker")
     (root / "link" / "clients").mkdir(parents=True, exist_ok=True)
     device_entries = [
-        _write_device(out, devices, tier, desc, link_port) for tier, desc in demo_devices()
+        _write_device(out, issuer, tier, desc, link_port, firmware)
+        for tier, desc in (demo_devices() if devices is None else devices)
     ]
     out.text("facility.toml", _facility_toml(device_entries, now or dt.datetime.now(dt.UTC)))
     # The facility keeps its own copy of the export band table, so an operator can review and
@@ -307,16 +313,16 @@ def _write_ca(out: Writer, now: dt.datetime) -> Issuer:
 
 
 def _write_device(
-    out: Writer, ca: Issuer, tier: str, desc: DeviceDescription, link_port: int
+    out: Writer, ca: Issuer, tier: str, desc: DeviceDescription, link_port: int, firmware: str
 ) -> str:
     key = SigningKey.generate(KeyKind.ED25519)
     out.key(f"devices/{desc.device_id}.key", key)
     pem = ca.issue(desc.device_id, key, uris=[device_uri(desc.device_id)])
     out.text(f"devices/{desc.device_id}.pem", pem)
-    out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc))
+    out.text(f"drivers/{desc.device_id}.toml", _driver_toml(link_port, desc, firmware))
     public, _secret = create_keypair(out.root / "drivers", f"{desc.device_id}-link")
     authorize_client(public, out.root / "link" / "clients", device_id=desc.device_id)
-    return _device_toml(tier, desc)
+    return _device_toml(tier, desc, firmware)
 
 
 def _client_toml(grpc_port: int, name: str) -> str:
@@ -330,10 +336,10 @@ def _client_toml(grpc_port: int, name: str) -> str:
 
 
 def _toml_list(items: Iterable[object]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+    return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
 
 
-def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
+def _driver_toml(link_port: int, desc: DeviceDescription, firmware: str) -> str:
     lines = [
         f"# Driver agent: qtestbed driver --config drivers/{desc.device_id}.toml",
         f'broker = "tcp://127.0.0.1:{link_port}"',
@@ -341,7 +347,7 @@ def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
         f'device_certificate = "../devices/{desc.device_id}.pem"',
         f'link_secret_key = "{desc.device_id}-link.key_secret"',
         'broker_link_key = "../link/broker.key"',
-        f'firmware = "{FIRMWARE}"',
+        f"firmware = {json.dumps(firmware)}",
         "heartbeat_seconds = 1.0",
         "",
         "[device]",
@@ -360,10 +366,10 @@ def _driver_toml(link_port: int, desc: DeviceDescription) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _device_toml(tier: str, desc: DeviceDescription) -> str:
+def _device_toml(tier: str, desc: DeviceDescription, firmware: str) -> str:
     from drivers.measure import measure
 
-    m = measure(desc, FIRMWARE)
+    m = measure(desc, firmware)
     return "\n".join(
         [
             "[[devices]]",

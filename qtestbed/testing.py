@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -185,7 +185,12 @@ class LocalFacility:
         (self.root / "broker.toml").write_text(f"{text}[timing]\n{body}\n")
 
     def start_driver(
-        self, device_id: str, *, config: Path | None = None, extra_config: str = ""
+        self,
+        device_id: str,
+        *,
+        config: Path | None = None,
+        extra_config: str = "",
+        args: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         assert self.addresses is not None, "start the broker first"
         path = config or self.root / "drivers" / f"{device_id}.toml"
@@ -196,7 +201,7 @@ class LocalFacility:
         cmd = [sys.executable, "-m", "qtestbed", "driver", "--config", str(path)]
         with open(self.root / f"driver-{device_id}-{len(self.drivers)}.log", "ab") as log:
             proc = subprocess.Popen(
-                [*cmd, "--broker", self.addresses.link],
+                [*cmd, "--broker", self.addresses.link, *args],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

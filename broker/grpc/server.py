@@ -68,15 +68,17 @@ async def start_server(
     servicers: Servicers,
     interceptor: EdgeInterceptor,
     max_message_bytes: int,
+    health_servicer: health.aio.HealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Bind, start and report healthy; returns the server and the port it bound."""
+    """Bind, start and report healthy (on `health_servicer`, which a plaintext health port may
+    share: see `broker.grpc.health_port`); returns the server and the port it bound."""
     options: Sequence[tuple[str, Any]] = (
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     _add(server, servicers)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     creds = grpc.ssl_server_credentials(
         [(tls.key_pem, tls.cert_pem)],

@@ -105,6 +105,7 @@ class Attestor:
             ),
             grant_key=hello.grant_key,
             certificate_chain=hello.certificate_chain,
+            capacity=min(hello.max_leases, self._timing.max_leases_per_driver),
         )
         self._fleet.add(conn)
         self._metrics.drivers.labels(device_id).inc()

@@ -70,6 +70,7 @@ def _hello(h: pb.Hello) -> m.Hello:
         certificate_chain=h.certificate_chain,
         grant_key=h.grant_key,
         resuming_lease_id=h.resuming_lease_id,
+        max_leases=max(1, h.max_leases),
     )
 
 

@@ -8,20 +8,23 @@ store's compare-and-set on the job version decides who wins. Both checks run on 
 force when the job leaves: once before the lease write, and all of them again after it, on the
 access records as committed then (reloaded when another writer changed them), so a revocation,
 quarantine or clearance change committed meanwhile keeps the job home.
+
+A connection takes leases up to its capacity (its pipeline; see `broker.link.pipeline`), and
+before a device is given more, the leases it holds but has not started are decided again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
 import uuid
 
-from broker.access.clearance import ClearanceGate, Decision
+from broker.access.clearance import Decision
 from broker.access.records import AccessRecords
 from broker.anomaly.canary import CanaryRunner
 from broker.clock import Clock
-from broker.devices.model import DeviceRecord
 from broker.devices.operations import DeviceSchedule
 from broker.devices.registry import DeviceRegistry
 from broker.jobs.ledger import JobLedger
@@ -32,9 +35,9 @@ from broker.jobs.wakeups import DispatchWakeups
 from broker.link import messages as m
 from broker.link.fleet import DriverConnection, Fleet
 from broker.link.leases import LeaseKeeper
+from broker.link.pipeline import DispatchDecisions, PendingLeases
 from broker.link.port import LinkPort
 from broker.metrics import BrokerMetrics
-from broker.policy import Action, JobAttributes
 from broker.settings import TimingSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,6 @@ class Dispatcher:
         link: LinkPort,
         fleet: Fleet,
         registry: DeviceRegistry,
-        gate: ClearanceGate,
         records: AccessRecords,
         schedule: DeviceSchedule,
         scheduler: Scheduler,
@@ -59,11 +61,12 @@ class Dispatcher:
         metrics: BrokerMetrics,
         timing: TimingSettings,
         wakeups: DispatchWakeups,
+        decisions: DispatchDecisions,
+        pending: PendingLeases,
     ) -> None:
         self._link = link
         self._fleet = fleet
         self._registry = registry
-        self._gate = gate
         self._records = records
         self._schedule = schedule
         self._scheduler = scheduler
@@ -75,6 +78,8 @@ class Dispatcher:
         self._metrics = metrics
         self._timing = timing
         self._wakeups = wakeups
+        self._decisions = decisions
+        self._pending = pending
 
     async def run(self) -> None:
         while True:
@@ -88,7 +93,9 @@ class Dispatcher:
                     )
 
     async def fill(self, device_id: str) -> None:
-        """Lease the device's next jobs to its idle, attested connections."""
+        """Lease the device's next jobs to its attested connections with room, once the
+        leases they hold unstarted have been decided again."""
+        await self._pending.recheck(device_id)
         while True:
             now = self._clock.now()
             idle = self._idle(device_id, now)
@@ -129,32 +136,16 @@ class Dispatcher:
         if device is None:
             return idle[0]
         for conn in idle:
-            if self._decide(job, device, conn, now).allowed:
+            if self._decisions.decide(job, device, conn, now).allowed:
                 return conn
         busy = [
             c
             for c in self._fleet.for_device(job.device_id)
             if c not in idle and c.dispatchable_now(now)
         ]
-        if any(self._decide(job, device, c, now).allowed for c in busy):
+        if any(self._decisions.decide(job, device, c, now).allowed for c in busy):
             return None
         return idle[0]
-
-    def _decide(
-        self, job: Job, device: DeviceRecord, conn: DriverConnection, now: float
-    ) -> Decision:
-        """The gate's decision on `job` going to `conn`: with that connection's own export
-        class and attestation status, never another connection's."""
-        assert conn.attestation is not None  # dispatchable_now() checked it
-        return self._gate.check(
-            Action.DISPATCH_JOB,
-            job.owner,
-            device,
-            now=now,
-            job=JobAttributes(project=job.project, shots=job.shots, qubits=job.circuit.num_qubits),
-            attestation=conn.attestation.status.value,
-            export_class=conn.export_class.classification if conn.export_class else None,
-        )
 
     def _next(self, device_id: str, now: float) -> Job | None:
         # In a reservation window only the reserving project's jobs move, and while a
@@ -174,9 +165,9 @@ class Dispatcher:
                 JobState.FAILED, now=now, reason=f"device {job.device_id!r} was retired"
             )
             return await self._leases.save(job, failed, "job.failed", {"reason": failed.reason})
-        decision = self._decide(job, device, conn, now)
+        decision = self._decisions.decide(job, device, conn, now)
         if not decision.allowed:
-            return await self._deny(job, decision, now)
+            return await self._decisions.deny(job, decision, now, stage="dispatch")
         return await self._lease(job, conn, decision, now)
 
     async def _lease(
@@ -195,7 +186,7 @@ class Dispatcher:
             evidence_digest=conn.attestation.evidence_digest,
             calibration_digest=claims.measurements.calibration_digest if claims else "",
         )
-        conn.active_lease, conn.leased = lease.lease_id, leased
+        conn.leases[lease.lease_id] = leased
         detail: dict[str, object] = {
             "device": job.device_id,
             "lease": lease.lease_id,
@@ -203,12 +194,17 @@ class Dispatcher:
             "evidence_digest": conn.attestation.evidence_digest,
             "rule": decision.rule_id,
         }
-        if not await self._leases.save(job, leased, "job.dispatched", detail):
-            conn.active_lease, conn.leased = None, None
+        # Decide again on committed state: the access records are read after the lease write
+        # (queued behind it on the one store thread, so in its transaction or a later one),
+        # so whatever another writer (a replica, an operator) committed before that read is
+        # seen, and nothing is awaited from there to the send. Both calls are queued before
+        # either is awaited, so the store can commit them together.
+        written, _ = await asyncio.gather(
+            self._leases.save(job, leased, "job.dispatched", detail), self._records.refresh()
+        )
+        if not written:
+            conn.leases.pop(lease.lease_id, None)
             return False
-        # Decide again on committed state: whatever another writer (a replica, an operator)
-        # committed before this read is seen, and nothing is awaited from here to the send.
-        await self._records.refresh()
         left = self._clock.now()
         device = self._registry.get(job.device_id)
         if device is None or not (
@@ -217,39 +213,20 @@ class Dispatcher:
             and self._fleet.get(conn.peer) is conn  # not dropped while the lease was written
         ):
             # Revoked, quarantined or dropped while the lease was being written: it never leaves.
-            conn.active_lease, conn.leased = None, None
+            conn.leases.pop(lease.lease_id, None)
             await self._leases.release(
                 leased, "device stopped accepting work before dispatch", "gate"
             )
             return True
-        again = self._decide(leased, device, conn, left)
+        again = self._decisions.decide(leased, device, conn, left)
         if not again.allowed:
             # The clearance changed while the lease was being written: it never leaves.
-            conn.active_lease, conn.leased = None, None
-            return await self._deny(leased, again, left)
+            conn.leases.pop(lease.lease_id, None)
+            return await self._decisions.deny(leased, again, left, stage="dispatch")
         if leased.attempts == 1:
             self._metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
         if not await self._link.send(conn.peer, self._grant(conn, leased, lease)):
             await self._leases.disconnect(conn, "driver unreachable when the lease was sent")
-        return True
-
-    async def _deny(self, job: Job, decision: Decision, now: float) -> bool:
-        """The clearance changed since submit (or while its lease was being written, when the
-        job has one that was never sent): the job never leaves, and says why."""
-        denied = job.transition(
-            JobState.DENIED, now=now, reason=decision.reason, rule_id=decision.rule_id
-        )
-        detail = {
-            "stage": "dispatch",
-            "rule": decision.rule_id,
-            "device": job.device_id,
-            "reason": decision.reason,
-        }
-        if job.lease is not None:
-            detail["lease"] = job.lease.lease_id  # written, withdrawn before it was sent
-        if not await self._leases.save(job, denied, "clearance.denied", detail):
-            return False
-        self._metrics.denials.labels(decision.rule_id, "dispatch").inc()
         return True
 
     async def _send_canary(self, conn: DriverConnection, now: float) -> None:
@@ -257,11 +234,7 @@ class Dispatcher:
             conn.device_id, conn.profile.num_qubits, now, self._timing.lease_seconds
         )
         assert job.lease is not None
-        conn.active_lease, conn.leased, conn.canary_lease = (
-            job.lease.lease_id,
-            job,
-            job.lease.lease_id,
-        )
+        conn.leases[job.lease.lease_id], conn.canary_lease = job, job.lease.lease_id
         if not await self._link.send(conn.peer, self._grant(conn, job, job.lease)):
             await self._leases.disconnect(conn, "driver unreachable when a canary was sent")
 

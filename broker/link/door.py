@@ -35,6 +35,7 @@ class LinkRefusal(enum.Enum):
     LEASE_NOT_HELD = "lease_not_held"  # a lease message for a lease the connection lacks
     DUPLICATE_RESULT = "duplicate_result"  # a second result for a lease already answered
     WRONG_JOB = "wrong_job"  # the connection's own lease, but another job's id
+    LEASE_WITHDRAWN = "lease_withdrawn"  # a start or result for a lease the broker took back
 
 
 _KNOWN = {r.value for r in LinkRefusal}

@@ -18,12 +18,16 @@ from attestation.nonces import NonceIssuer
 from broker.devices.directory import ConnectionView
 from broker.devices.export_class import AttestedClass
 from broker.devices.model import DeviceProfile
-from broker.jobs.model import Job
+from broker.jobs.model import Job, JobState
 from broker.link.peer import Peer
+from broker.settings import MAX_LEASES_PER_DRIVER
 
 # Lease ids a connection remembers having answered, so a repeated result is told apart from
 # one for a lease it never held.
 _ANSWERED_KEPT = 8
+# Lease ids it remembers the broker withdrew, so the driver's "cancelled" answer is expected
+# and a start or result is refused as `lease_withdrawn`: a whole pipeline at its largest.
+_WITHDRAWN_KEPT = MAX_LEASES_PER_DRIVER
 
 
 class LinkState(enum.Enum):
@@ -56,19 +60,38 @@ class DriverConnection:
     # when the connection is offered a job.
     export_class: AttestedClass | None = None
     last_counter: tuple[str, int] | None = None
-    # The job as leased to this driver (kept so a result needs no store read; every write is
-    # still a compare-and-set, so a job cancelled or requeued meanwhile is never overwritten).
-    leased: Job | None = None
-    active_lease: str | None = None
+    # Each lease this driver holds, in grant order (the order its device runs them), with the
+    # job as leased (kept so a result needs no store read; every write is still a
+    # compare-and-set, so a job cancelled or requeued meanwhile is never overwritten).
+    leases: dict[str, Job] = field(default_factory=dict)
+    # How many leases it may hold at once: what its Hello asked for, within the broker's limit.
+    capacity: int = 1
     # The lease id of a canary circuit in flight (the broker's own probe, never stored).
     canary_lease: str | None = None
     heartbeat_seq: int = 0
     history: list[AttestationStatus] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)  # newest last, at most _ANSWERED_KEPT
+    # Leases the broker withdrew before their job started (a quarantine, a clearance change):
+    # the driver's "cancelled" answer is expected; a start or a result for one is refused.
+    withdrawn: list[str] = field(default_factory=list)  # newest last, at most _WITHDRAWN_KEPT
 
     def answer(self, lease_id: str) -> None:
-        """The lease ended with this connection's answer: forget it as active, remember it."""
+        """The lease ended with this connection's answer: forget it as held, remember it."""
+        self.leases.pop(lease_id, None)
         self.answered = [*self.answered[-(_ANSWERED_KEPT - 1) :], lease_id]
+
+    def withdraw(self, lease_id: str) -> None:
+        """The broker took the lease back before its job started: held no more, remembered."""
+        self.leases.pop(lease_id, None)
+        self.withdrawn = [*self.withdrawn[-(_WITHDRAWN_KEPT - 1) :], lease_id]
+
+    def pending(self) -> list[tuple[str, Job]]:
+        """Leases granted whose job has not started (no canary): the ones still withdrawable."""
+        return [
+            (lease_id, job)
+            for lease_id, job in self.leases.items()
+            if lease_id != self.canary_lease and job.state is JobState.DISPATCHED
+        ]
 
     def dispatchable_now(self, now: float) -> bool:
         """Attested with an affirming, unexpired result (whatever lease it holds)."""
@@ -80,11 +103,15 @@ class DriverConnection:
 
     @property
     def running_canary(self) -> bool:
-        return self.canary_lease is not None and self.canary_lease == self.active_lease
+        return self.canary_lease is not None and self.canary_lease in self.leases
+
+    def job_leases(self) -> list[Job]:
+        """The researchers' jobs this connection holds (not the broker's canary)."""
+        return [job for lease_id, job in self.leases.items() if lease_id != self.canary_lease]
 
     def dispatchable(self, now: float) -> bool:
-        """Attested now and idle: may be given a lease."""
-        return self.active_lease is None and self.dispatchable_now(now)
+        """Attested now with room in its pipeline: may be given a lease."""
+        return len(self.leases) < self.capacity and self.dispatchable_now(now)
 
 
 class Fleet:
@@ -123,7 +150,7 @@ class Fleet:
 
     def holding(self, lease_id: str) -> DriverConnection | None:
         for conn in self._by_peer.values():
-            if conn.active_lease == lease_id:
+            if lease_id in conn.leases:
                 return conn
         return None
 
@@ -155,21 +182,25 @@ class Fleet:
         ]
 
     def lanes(self, device_id: str, per_job: float, now: float) -> tuple[float, int]:
-        """(seconds until a busy device frees a driver, how many drivers it has): what the
-        ETA of a queued job waits for before its place in the queue counts."""
+        """(seconds until a busy device has run what its drivers hold, how many drivers it
+        has): what the ETA of a queued job waits for before its place in the queue counts.
+        A driver with room in its pipeline takes the job at once."""
         conns = self.for_device(device_id)
         running = [
-            max(0.0, per_job - (now - c.leased.dispatched_at))
+            max(0.0, per_job * len(c.leases) - (now - first.dispatched_at))
             for c in conns
-            if c.leased is not None and c.leased.dispatched_at is not None
+            if len(c.leases) >= c.capacity
+            and (first := next(iter(c.leases.values()), None)) is not None
+            and first.dispatched_at is not None
         ]
         busy = min(running) if running and len(running) >= len(conns) else 0.0
         return busy, len(conns)
 
     def runs_session(self, device_id: str, session_id: str) -> bool:
         return any(
-            c.leased is not None and c.leased.session_id == session_id
+            job.session_id == session_id
             for c in self.for_device(device_id)
+            for job in c.leases.values()
         )
 
     def device_ids(self) -> set[str]:

@@ -10,6 +10,7 @@ newcomer inherits nothing, and when its key is another key it is refused and cou
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -20,6 +21,7 @@ from broker.link.admission import HelloAdmission
 from broker.link.attestor import Attestor
 from broker.link.door import LinkDoor, LinkRefusal
 from broker.link.fleet import DriverConnection, Fleet
+from broker.link.lanes import LeaseLanes
 from broker.link.leases import LeaseKeeper
 from broker.link.peer import Peer
 from broker.link.port import LinkPort
@@ -29,6 +31,16 @@ from broker.settings import TimingSettings
 log = logging.getLogger(__name__)
 
 Tick = Callable[[], Awaitable[None]]
+
+# Lease messages handled side by side at most (past it, in line): a few per pipelined driver.
+_LANES = 256
+
+
+def _lease_of(message: m.Inbound) -> str:
+    """The lease a message is about; empty for messages about the connection."""
+    if isinstance(message, m.LeaseStarted | m.LeaseResult | m.LeaseFailure):
+        return message.lease_id
+    return ""
 
 
 class DriverHub:
@@ -58,15 +70,25 @@ class DriverHub:
         self._timing = timing
         self._wakeups = wakeups
         self._ticks = tuple(ticks)  # the broker's other periodic work, after the link's own
+        self._lanes = LeaseLanes(limit=_LANES)
         self._beat = 0
 
     async def receive_forever(self) -> None:
         while True:
             peer, message = await self._link.recv()
-            try:
-                await self.route(peer, message)
-            except Exception:
-                log.exception("handling a %s message failed", type(message).__name__)
+            lease_id = _lease_of(message)
+            conn = self._fleet.get(peer) if lease_id else None
+            if conn is not None and lease_id in conn.leases:
+                # A lease this connection holds: beside the other leases' messages, after
+                # this lease's earlier ones (see broker.link.lanes).
+                await self._lanes.submit(
+                    (peer, lease_id), functools.partial(self.route, peer, message)
+                )
+            else:
+                try:
+                    await self.route(peer, message)
+                except Exception:
+                    log.exception("handling a %s message failed", type(message).__name__)
             # A receive that finds a message waiting completes without suspending: yield, so
             # that a flood on the link cannot starve the gRPC edge or the tick of the loop.
             await asyncio.sleep(0)

@@ -3,12 +3,20 @@ stored), failure, a driver lost, a lease expired. Every job write is a compare-a
 late message from an old driver, a cancel or another replica can never make a job complete
 twice; a lease that ends without a result gives the job back, up to the retry limit.
 
+A driver may hold several leases at once (its pipeline); each lives and ends on its own. A
+lease's clock runs from its grant and starts again when its job starts, so a lease waiting in
+the driver's queue expires if the jobs ahead of it take too long. A lease the broker withdraws
+(expired, or taken back before its job started by `broker.link.pipeline`) is sent a
+LeaseCancel; the driver's "cancelled" answer is expected, and a start or result for it is
+refused (counted as `lease_withdrawn`), so its job's result is never accepted.
+
 A message about a lease the connection does not hold, a second answer for one it already
 answered, or one naming its own lease with another job's id, changes nothing: it is counted
 and audited in aggregate by the link door (never one log line each), and the lease stands."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 
@@ -90,49 +98,61 @@ class LeaseKeeper:
     def _leased_job(self, conn: DriverConnection, lease_id: str, job_id: str) -> Job | None:
         """The job only if this connection holds this lease and names the job it was given;
         anything else is refused (counted) and changes nothing."""
-        if conn.active_lease != lease_id:
-            answered = lease_id in conn.answered
-            reason = LinkRefusal.DUPLICATE_RESULT if answered else LinkRefusal.LEASE_NOT_HELD
+        job = conn.leases.get(lease_id)
+        if job is None:
+            if lease_id in conn.withdrawn:
+                reason = LinkRefusal.LEASE_WITHDRAWN
+            elif lease_id in conn.answered:
+                reason = LinkRefusal.DUPLICATE_RESULT
+            else:
+                reason = LinkRefusal.LEASE_NOT_HELD
             self._door.refused(reason, conn.device_id)
             return None
-        job = conn.leased
-        if job is None or job.job_id != job_id:
+        if job.job_id != job_id:
             self._door.refused(LinkRefusal.WRONG_JOB, conn.device_id)
             return None
         return job
 
-    def _end(self, conn: DriverConnection) -> None:
-        """The connection answered its lease: it holds none now, and remembers this one."""
-        if conn.active_lease is not None:
-            conn.answer(conn.active_lease)
-        conn.active_lease, conn.leased = None, None
-
     def _is_canary(self, conn: DriverConnection, lease_id: str) -> bool:
-        return conn.running_canary and conn.active_lease == lease_id
+        return conn.canary_lease == lease_id and lease_id in conn.leases
 
     def _end_canary(self, conn: DriverConnection) -> None:
-        self._end(conn)
+        if conn.canary_lease is not None:
+            conn.answer(conn.canary_lease)
         conn.canary_lease = None
         self._wakeups.kick(conn.device_id)
+
+    async def withdraw(self, conn: DriverConnection, lease_id: str) -> None:
+        """Take a lease back from the driver (expired, or its grant no longer stands): nothing
+        it sends about it is accepted from now on, and it is told to drop it."""
+        conn.withdraw(lease_id)
+        await self._link.send(conn.peer, m.LeaseCancel(lease_id=lease_id))
 
     async def on_started(self, conn: DriverConnection, msg: m.LeaseStarted) -> None:
         if self._is_canary(conn, msg.lease_id):
             return
         job = self._leased_job(conn, msg.lease_id, msg.job_id)
-        if job is not None and job.state is JobState.DISPATCHED:
-            running = job.transition(JobState.RUNNING, now=self._clock.now(), lease=job.lease)
-            if await self.save(job, running, "job.running", {"device": conn.device_id}):
-                conn.leased = running
+        if job is None or job.state is not JobState.DISPATCHED or job.lease is None:
+            return
+        now = self._clock.now()
+        # The lease's clock starts again with its job: the wait in the driver's queue is over.
+        lease = dataclasses.replace(job.lease, expires_at=now + self._timing.lease_seconds)
+        running = dataclasses.replace(job.transition(JobState.RUNNING, now=now), lease=lease)
+        saved = await self.save(job, running, "job.running", {"device": conn.device_id})
+        if saved and msg.lease_id in conn.leases:  # not withdrawn while the write was awaited
+            conn.leases[msg.lease_id] = running
 
     async def on_failure(self, conn: DriverConnection, msg: m.LeaseFailure) -> None:
         if self._is_canary(conn, msg.lease_id):
             self._end_canary(conn)
             self._canary.failed(conn.device_id)
             return
+        if msg.lease_id in conn.withdrawn and msg.lease_id not in conn.leases:
+            return  # the driver dropping a lease the broker withdrew, as it was told to
         job = self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is None:  # not this connection's lease (a late failure for an old one)
             return
-        self._end(conn)
+        conn.answer(msg.lease_id)
         if msg.permanent:
             failed = job.transition(
                 JobState.FAILED, now=self._clock.now(), reason=f"device error: {msg.error}"
@@ -149,7 +169,7 @@ class LeaseKeeper:
         job = self._leased_job(conn, msg.lease_id, msg.job_id)
         if job is None:
             return
-        self._end(conn)
+        conn.answer(msg.lease_id)
         problems = receipt_problems(self._registry, conn, job, msg)
         if problems:
             self._metrics.receipts.labels(conn.device_id, "rejected").inc()
@@ -157,8 +177,9 @@ class LeaseKeeper:
             await self.release(job, "result receipt failed verification", "bad_receipt")
             return
         self._metrics.receipts.labels(conn.device_id, "verified").inc()
-        await self._complete(conn, job, msg)
+        # The connection has room again: the next lease's write can join this result's.
         self._wakeups.kick(conn.device_id)
+        await self._complete(conn, job, msg)
 
     async def _complete(self, conn: DriverConnection, job: Job, msg: m.LeaseResult) -> None:
         now = self._clock.now()
@@ -183,7 +204,7 @@ class LeaseKeeper:
             log.info("result for job %s discarded: it was cancelled or requeued", job.job_id)
 
     async def _canary_result(self, conn: DriverConnection, msg: m.LeaseResult) -> None:
-        job = conn.leased
+        job = conn.leases.get(msg.lease_id)
         self._end_canary(conn)
         if job is None:
             return
@@ -199,25 +220,25 @@ class LeaseKeeper:
         self._attestor.reject(conn, result)
 
     async def disconnect(self, conn: DriverConnection, cause: str) -> None:
-        """Forget a driver; its lease, if any, goes back to the queue at once."""
+        """Forget a driver; every lease it held, started or not, goes back to the queue."""
         if self._fleet.remove(conn.peer) is None:
             return
         self._metrics.drivers.labels(conn.device_id).dec()
         log.warning("driver for %s lost: %s", conn.device_id, cause)
-        if conn.active_lease and conn.leased is not None and not conn.running_canary:
-            job = await self._ledger.get(conn.leased.job_id)
-            if (
-                job is not None
-                and job.lease is not None
-                and job.lease.lease_id == conn.active_lease
-            ):
+        held = conn.job_leases()
+        conn.leases.clear()
+        for leased in held:
+            assert leased.lease is not None
+            job = await self._ledger.get(leased.job_id)
+            lease_id = job.lease.lease_id if job is not None and job.lease is not None else None
+            if job is not None and lease_id == leased.lease.lease_id:
                 await self.release(job, f"driver lost ({cause})", "driver_lost")
 
     async def reap(self, now: float) -> None:
         """Requeue leases that expired, or whose driver is gone (e.g. after a broker restart)."""
         grace = self._timing.heartbeat_seconds * self._timing.heartbeat_misses
         for conn in self._fleet:
-            canary = conn.leased if conn.running_canary else None
+            canary = conn.leases.get(conn.canary_lease) if conn.canary_lease else None
             if canary is not None and canary.lease is not None and canary.lease.expires_at <= now:
                 self._end_canary(conn)
                 self._canary.failed(conn.device_id)
@@ -226,7 +247,7 @@ class LeaseKeeper:
             held = self._fleet.holding(job.lease.lease_id)
             if job.lease.expires_at <= now:
                 if held is not None:
-                    held.active_lease, held.leased = None, None
+                    await self.withdraw(held, job.lease.lease_id)
                 await self.release(job, "lease expired before the device answered", "expired")
             elif held is None and now - job.updated_at > grace:
                 await self.release(job, "no connected driver holds the lease", "orphaned")

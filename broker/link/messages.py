@@ -42,6 +42,7 @@ class Hello:
     certificate_chain: bytes
     grant_key: bytes
     resuming_lease_id: str = ""
+    max_leases: int = 1  # leases the driver asks to hold at once (the broker caps it)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -39,6 +39,10 @@ class Store(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema to the version this code expects; idempotent."""
 
+    def open_schema(self) -> None:
+        """What a starting broker calls: create the schema in an empty store; raise StoreError
+        for one at another version (`SchemaBehind` when `qtestbed migrate` would upgrade it)."""
+
     def close(self) -> None: ...
 
     def batch(self) -> AbstractContextManager[None]:

@@ -316,6 +316,13 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 LATEST_VERSION = MIGRATIONS[-1].version
 
+# What an operator runs to bring an existing store up to this code's schema.
+MIGRATE_COMMAND = "qtestbed migrate --config BROKER_TOML"
+
+
+class SchemaBehind(StoreError):
+    """The store holds data under an older schema: a broker does not upgrade it on its own."""
+
 
 def pending(current: int) -> list[Migration]:
     """Migrations still to apply to a database at `current`; refuses a newer database."""
@@ -325,3 +332,21 @@ def pending(current: int) -> list[Migration]:
             f"{LATEST_VERSION}; upgrade qtestbed instead of running an older broker on it"
         )
     return [m for m in MIGRATIONS if m.version > current]
+
+
+def to_serve(current: int) -> list[Migration]:
+    """What a starting broker applies to a database at `current`: the whole schema to an empty
+    one (version 0), nothing to one at this code's version; any other refuses.
+
+    An existing store is upgraded only by `qtestbed migrate`, a step of its own: migrations are
+    forward-only, so the operator backs the store up first, and every broker (replicas running
+    the previous release included) is stopped while the schema changes under it.
+    """
+    if current in (0, LATEST_VERSION):
+        return pending(current)
+    pending(current)  # refuses a newer schema, naming it
+    raise SchemaBehind(
+        f"database schema is version {current} but this broker needs version {LATEST_VERSION}; "
+        f"stop every broker on this store, back it up, then run `{MIGRATE_COMMAND}` "
+        "(see docs/operations.md, Upgrades)"
+    )

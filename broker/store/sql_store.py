@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from broker.access.model import QuotaCheck, check_quota
@@ -143,12 +143,28 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
             return cur.fetchall()
 
     def migrate(self) -> None:
+        self.upgrade()
+
+    def upgrade(self) -> list[schema.Migration]:
+        """Apply every pending migration in one transaction; the ones applied, oldest first."""
+        return self._migrate_with(schema.pending)
+
+    def open_schema(self) -> None:
+        self._migrate_with(schema.to_serve)
+
+    def schema_version(self) -> int:
+        """The newest migration applied (0: an empty database)."""
         with self._transaction() as cur:
             self._before_migrate(cur)
-            cur.execute(schema.BOOTSTRAP.format_map(self._dialect.types))
-            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            current = int(cur.fetchone()[0])
-            for migration in schema.pending(current):
+            return self._current_version(cur)
+
+    def _migrate_with(
+        self, choose: Callable[[int], list[schema.Migration]]
+    ) -> list[schema.Migration]:
+        with self._transaction() as cur:
+            self._before_migrate(cur)
+            chosen = choose(self._current_version(cur))
+            for migration in chosen:
                 for stmt in migration.sql(self._dialect):
                     cur.execute(stmt)
                 cur.execute(
@@ -156,6 +172,12 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
                     " VALUES (?, ?, ?)",
                     (migration.version, migration.description, time.time()),
                 )
+            return chosen
+
+    def _current_version(self, cur: Cursor) -> int:
+        cur.execute(schema.BOOTSTRAP.format_map(self._dialect.types))
+        cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(cur.fetchone()[0])
 
     def insert_job(
         self, job: Job, event: AuditEvent, quota: QuotaCheck | None = None

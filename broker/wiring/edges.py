@@ -34,6 +34,7 @@ from broker.link.dispatcher import Dispatcher
 from broker.link.door import LinkDoor
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
+from broker.link.pipeline import DispatchDecisions, PendingLeases
 from broker.scrape.gate import ScrapeGate
 from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Services
 
@@ -74,11 +75,19 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         wakeups=r.wakeups,
         door=door,
     )
+    decisions = DispatchDecisions(gate=r.gate, leases=leases, metrics=metrics)
+    pending = PendingLeases(
+        fleet=j.fleet,
+        registry=r.devices,
+        schedule=r.schedule,
+        decisions=decisions,
+        leases=leases,
+        clock=clock,
+    )
     dispatcher = Dispatcher(
         link=base.link,
         fleet=j.fleet,
         registry=r.devices,
-        gate=r.gate,
         records=r.records,
         schedule=r.schedule,
         scheduler=j.scheduler,
@@ -90,6 +99,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         metrics=metrics,
         timing=timing,
         wakeups=r.wakeups,
+        decisions=decisions,
+        pending=pending,
     )
     signer = CheckpointSigner(
         key=base.audit_key, runner=base.runner, clock=clock, metrics=metrics, timing=timing

@@ -12,9 +12,11 @@ from qtestbed.cli import (
     credentials,
     demo,
     facility,
+    migrate,
     operator,
     policy,
     principals,
+    probe,
     processes,
     projects,
     receipt,
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     processes.register(sub)
+    migrate.register(sub)
+    probe.register(sub)
     facility.register(sub)
     researcher.register(sub)
     sessions.register(sub)

@@ -41,13 +41,41 @@ def register(sub: Any) -> None:
         "--metrics-listen",
         help="address host:port of /metrics (HTTPS, mutual TLS, for the scraper role only)",
     )
+    p.add_argument(
+        "--health-listen",
+        help="address host:port of a plaintext port serving gRPC health only, for probes "
+        "without a client certificate (qtestbed probe broker, the kubelet); default none",
+    )
     p.add_argument("--store", help="store URL: sqlite:///path.db or postgresql://...")
     p.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON")
     p.set_defaults(handler=cmd_broker)
 
-    p = sub.add_parser("driver", help="run a driver agent for one device")
+    p = sub.add_parser(
+        "driver",
+        help="run a driver agent for one device; `driver check` runs the conformance battery "
+        "against the backend its settings select, with a local broker it starts",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "check"),
+        default="run",
+        help="run (default) or check",
+    )
     p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
+    p.add_argument("--json", action="store_true", help="check: print the report as JSON")
     p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
+    p.add_argument(
+        "--stats",
+        type=Path,
+        help="on exit, write how busy the device was as JSON here (jobs, busy_seconds, "
+        "span_seconds from the first job's start to the last one's end, busy_fraction)",
+    )
+    p.add_argument(
+        "--status-file",
+        type=Path,
+        help="rewrite this JSON file every heartbeat, for `qtestbed probe driver`",
+    )
     p.set_defaults(handler=cmd_driver)
 
 
@@ -95,12 +123,14 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from broker.app import Broker
     from broker.audit.signer import DamagedAuditLog
     from broker.settings import SettingsError, load_settings
+    from broker.store import StoreError
 
     _logging()
     overrides = {
         "listen": args.listen,
         "link_listen": args.link_listen,
         "metrics_listen": args.metrics_listen,
+        "health_listen": args.health_listen,
         "store": args.store,
     }
     try:
@@ -112,10 +142,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     async def serve(stop: asyncio.Event) -> int:
         try:
             addresses = await broker.start()
-        except DamagedAuditLog as exc:
+        except (DamagedAuditLog, StoreError) as exc:
             raise CommandError(f"broker cannot start: {exc}") from None
         broker.watch_handshakes()
         info = {"grpc": addresses.grpc, "link": addresses.link, "metrics": addresses.metrics}
+        if addresses.health:
+            info["health"] = addresses.health
         if args.ready_file is not None:
             _write_atomically(args.ready_file, json.dumps(info))
         print(f"qtestbed broker ready {json.dumps(info)}", flush=True)
@@ -137,13 +169,17 @@ def cmd_driver(args: argparse.Namespace) -> int:
     # Before Qiskit is imported: its Rust passes would otherwise take every core, competing
     # with the simulator and, on a shared host, with the broker.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    if args.action == "check":
+        from qtestbed.cli.driver_check import run_check
+
+        return run_check(args)
     from attestation.keys import KeyFileError, load_private_key
     from drivers.agent import DeviceNotAccepted, DriverAgent
     from drivers.config import DriverConfigError, load_driver_config
 
     _logging()
     try:
-        config = load_driver_config(args.config, broker=args.broker)
+        config = load_driver_config(args.config, broker=args.broker, status_file=args.status_file)
         agent = DriverAgent(config, load_private_key(config.device_key))
     except (DriverConfigError, KeyFileError, OSError, ValueError) as exc:
         raise CommandError(f"driver cannot start: {exc}") from exc
@@ -153,6 +189,9 @@ def cmd_driver(args: argparse.Namespace) -> int:
             await agent.run(stop)
         except DeviceNotAccepted as exc:
             raise CommandError(f"broker refused this device: {exc}") from exc
+        finally:
+            if args.stats is not None:
+                _write_atomically(args.stats, json.dumps(agent.busy.report()))
         return 0
 
     return run_until_signalled(serve)

@@ -26,7 +26,7 @@ from qtestbed.v1 import devices_pb2 as qtestbed_dot_v1_dot_devices__pb2
 from qtestbed.v1 import jobs_pb2 as qtestbed_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dqtestbed/v1/driver_link.proto\x12\x0bqtestbed.v1\x1a\x19qtestbed/v1/devices.proto\x1a\x16qtestbed/v1/jobs.proto\"\x81\x04\n\x0bLinkMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.qtestbed.v1.HelloH\x00\x12+\n\tchallenge\x18\x02 \x01(\x0b\x32\x16.qtestbed.v1.ChallengeH\x00\x12\x30\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x1c.qtestbed.v1.EvidenceMessageH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.qtestbed.v1.HeartbeatH\x00\x12(\n\x05lease\x18\x05 \x01(\x0b\x32\x17.qtestbed.v1.LeaseGrantH\x00\x12,\n\x07started\x18\x06 \x01(\x0b\x32\x19.qtestbed.v1.LeaseStartedH\x00\x12*\n\x06result\x18\x07 \x01(\x0b\x32\x18.qtestbed.v1.LeaseResultH\x00\x12,\n\x07\x66\x61ilure\x18\x08 \x01(\x0b\x32\x19.qtestbed.v1.LeaseFailureH\x00\x12*\n\x06\x63\x61ncel\x18\t \x01(\x0b\x32\x18.qtestbed.v1.LeaseCancelH\x00\x12\x32\n\x07verdict\x18\n \x01(\x0b\x32\x1f.qtestbed.v1.AttestationVerdictH\x00\x12\'\n\x07goodbye\x18\x0b \x01(\x0b\x32\x14.qtestbed.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\"\xe4\x01\n\x05Hello\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\nnum_qubits\x18\x02 \x01(\r\x12\x13\n\x0b\x62\x61sis_gates\x18\x03 \x03(\t\x12/\n\x0c\x63oupling_map\x18\x04 \x03(\x0b\x32\x19.qtestbed.v1.CouplingEdge\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x14\n\x0c\x64river_build\x18\x06 \x01(\t\x12\x19\n\x11resuming_lease_id\x18\x07 \x01(\t\x12\x19\n\x11\x63\x65rtificate_chain\x18\x08 \x01(\x0c\x12\x11\n\tgrant_key\x18\t \x01(\x0c\"4\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x01\"#\n\x0f\x45videnceMessage\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"S\n\x12\x41ttestationVerdict\x12\x11\n\taffirming\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x19\n\x11valid_for_seconds\x18\x03 \x01(\x01\"1\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0f\x61\x63tive_lease_id\x18\x02 \x01(\t\"\x86\x02\n\nLeaseGrant\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x32\n\x0e\x63ircuit_format\x18\x03 \x01(\x0e\x32\x1a.qtestbed.v1.CircuitFormat\x12\x17\n\x0f\x63ircuit_payload\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63ircuit_digest\x18\x05 \x01(\t\x12\r\n\x05shots\x18\x06 \x01(\r\x12\x16\n\x0e\x64ispatch_nonce\x18\x07 \x01(\x0c\x12\x15\n\rlease_seconds\x18\x08 \x01(\x01\x12#\n\x06sealed\x18\t \x01(\x0b\x32\x13.qtestbed.v1.Sealed\x12\x0e\n\x06memory\x18\x14 \x01(\x08\"E\n\x06Sealed\x12\x18\n\x10\x65phemeral_public\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"0\n\x0cLeaseStarted\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\x80\x02\n\x0bLeaseResult\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x34\n\x06\x63ounts\x18\x03 \x03(\x0b\x32$.qtestbed.v1.LeaseResult.CountsEntry\x12\x19\n\x11\x65xecution_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07receipt\x18\x05 \x01(\x0c\x12\x18\n\x10\x65xecuted_circuit\x18\x10 \x01(\x0c\x12\x0e\n\x06memory\x18\x14 \x01(\x0c\x12\x14\n\x0cmemory_width\x18\x15 \x01(\r\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"R\n\x0cLeaseFailure\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tpermanent\x18\x04 \x01(\x08\"\x1f\n\x0bLeaseCancel\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"A\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.qtestbed.v1.GoodbyeCode*\xa8\x02\n\x0bGoodbyeCode\x12\x1c\n\x18GOODBYE_CODE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGOODBYE_CODE_UNKNOWN_DEVICE\x10\x01\x12\x1c\n\x18GOODBYE_CODE_HELLO_FIRST\x10\x02\x12\x18\n\x14GOODBYE_CODE_REVOKED\x10\x03\x12\x1e\n\x1aGOODBYE_CODE_SHUTTING_DOWN\x10\x04\x12\x1a\n\x16GOODBYE_CODE_WRONG_KEY\x10\x05\x12 \n\x1cGOODBYE_CODE_TOO_MANY_HELLOS\x10\x06\x12%\n!GOODBYE_CODE_TOO_MANY_CONNECTIONS\x10\x07\x12\x1d\n\x19GOODBYE_CODE_NO_GRANT_KEY\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dqtestbed/v1/driver_link.proto\x12\x0bqtestbed.v1\x1a\x19qtestbed/v1/devices.proto\x1a\x16qtestbed/v1/jobs.proto\"\x81\x04\n\x0bLinkMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.qtestbed.v1.HelloH\x00\x12+\n\tchallenge\x18\x02 \x01(\x0b\x32\x16.qtestbed.v1.ChallengeH\x00\x12\x30\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x1c.qtestbed.v1.EvidenceMessageH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.qtestbed.v1.HeartbeatH\x00\x12(\n\x05lease\x18\x05 \x01(\x0b\x32\x17.qtestbed.v1.LeaseGrantH\x00\x12,\n\x07started\x18\x06 \x01(\x0b\x32\x19.qtestbed.v1.LeaseStartedH\x00\x12*\n\x06result\x18\x07 \x01(\x0b\x32\x18.qtestbed.v1.LeaseResultH\x00\x12,\n\x07\x66\x61ilure\x18\x08 \x01(\x0b\x32\x19.qtestbed.v1.LeaseFailureH\x00\x12*\n\x06\x63\x61ncel\x18\t \x01(\x0b\x32\x18.qtestbed.v1.LeaseCancelH\x00\x12\x32\n\x07verdict\x18\n \x01(\x0b\x32\x1f.qtestbed.v1.AttestationVerdictH\x00\x12\'\n\x07goodbye\x18\x0b \x01(\x0b\x32\x14.qtestbed.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\"\xf8\x01\n\x05Hello\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\nnum_qubits\x18\x02 \x01(\r\x12\x13\n\x0b\x62\x61sis_gates\x18\x03 \x03(\t\x12/\n\x0c\x63oupling_map\x18\x04 \x03(\x0b\x32\x19.qtestbed.v1.CouplingEdge\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x14\n\x0c\x64river_build\x18\x06 \x01(\t\x12\x19\n\x11resuming_lease_id\x18\x07 \x01(\t\x12\x19\n\x11\x63\x65rtificate_chain\x18\x08 \x01(\x0c\x12\x11\n\tgrant_key\x18\t \x01(\x0c\x12\x12\n\nmax_leases\x18\n \x01(\r\"4\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x01\"#\n\x0f\x45videnceMessage\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"S\n\x12\x41ttestationVerdict\x12\x11\n\taffirming\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x19\n\x11valid_for_seconds\x18\x03 \x01(\x01\"1\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x17\n\x0f\x61\x63tive_lease_id\x18\x02 \x01(\t\"\x86\x02\n\nLeaseGrant\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x32\n\x0e\x63ircuit_format\x18\x03 \x01(\x0e\x32\x1a.qtestbed.v1.CircuitFormat\x12\x17\n\x0f\x63ircuit_payload\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63ircuit_digest\x18\x05 \x01(\t\x12\r\n\x05shots\x18\x06 \x01(\r\x12\x16\n\x0e\x64ispatch_nonce\x18\x07 \x01(\x0c\x12\x15\n\rlease_seconds\x18\x08 \x01(\x01\x12#\n\x06sealed\x18\t \x01(\x0b\x32\x13.qtestbed.v1.Sealed\x12\x0e\n\x06memory\x18\x14 \x01(\x08\"E\n\x06Sealed\x12\x18\n\x10\x65phemeral_public\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"0\n\x0cLeaseStarted\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\x80\x02\n\x0bLeaseResult\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x34\n\x06\x63ounts\x18\x03 \x03(\x0b\x32$.qtestbed.v1.LeaseResult.CountsEntry\x12\x19\n\x11\x65xecution_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07receipt\x18\x05 \x01(\x0c\x12\x18\n\x10\x65xecuted_circuit\x18\x10 \x01(\x0c\x12\x0e\n\x06memory\x18\x14 \x01(\x0c\x12\x14\n\x0cmemory_width\x18\x15 \x01(\r\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"R\n\x0cLeaseFailure\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tpermanent\x18\x04 \x01(\x08\"\x1f\n\x0bLeaseCancel\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"A\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.qtestbed.v1.GoodbyeCode*\xa8\x02\n\x0bGoodbyeCode\x12\x1c\n\x18GOODBYE_CODE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGOODBYE_CODE_UNKNOWN_DEVICE\x10\x01\x12\x1c\n\x18GOODBYE_CODE_HELLO_FIRST\x10\x02\x12\x18\n\x14GOODBYE_CODE_REVOKED\x10\x03\x12\x1e\n\x1aGOODBYE_CODE_SHUTTING_DOWN\x10\x04\x12\x1a\n\x16GOODBYE_CODE_WRONG_KEY\x10\x05\x12 \n\x1cGOODBYE_CODE_TOO_MANY_HELLOS\x10\x06\x12%\n!GOODBYE_CODE_TOO_MANY_CONNECTIONS\x10\x07\x12\x1d\n\x19GOODBYE_CODE_NO_GRANT_KEY\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEASERESULT_COUNTSENTRY']._loaded_options = None
   _globals['_LEASERESULT_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_GOODBYECODE']._serialized_start=1901
-  _globals['_GOODBYECODE']._serialized_end=2197
+  _globals['_GOODBYECODE']._serialized_start=1921
+  _globals['_GOODBYECODE']._serialized_end=2217
   _globals['_LINKMESSAGE']._serialized_start=98
   _globals['_LINKMESSAGE']._serialized_end=611
   _globals['_HELLO']._serialized_start=614
-  _globals['_HELLO']._serialized_end=842
-  _globals['_CHALLENGE']._serialized_start=844
-  _globals['_CHALLENGE']._serialized_end=896
-  _globals['_EVIDENCEMESSAGE']._serialized_start=898
-  _globals['_EVIDENCEMESSAGE']._serialized_end=933
-  _globals['_ATTESTATIONVERDICT']._serialized_start=935
-  _globals['_ATTESTATIONVERDICT']._serialized_end=1018
-  _globals['_HEARTBEAT']._serialized_start=1020
-  _globals['_HEARTBEAT']._serialized_end=1069
-  _globals['_LEASEGRANT']._serialized_start=1072
-  _globals['_LEASEGRANT']._serialized_end=1334
-  _globals['_SEALED']._serialized_start=1336
-  _globals['_SEALED']._serialized_end=1405
-  _globals['_LEASESTARTED']._serialized_start=1407
-  _globals['_LEASESTARTED']._serialized_end=1455
-  _globals['_LEASERESULT']._serialized_start=1458
-  _globals['_LEASERESULT']._serialized_end=1714
-  _globals['_LEASERESULT_COUNTSENTRY']._serialized_start=1669
-  _globals['_LEASERESULT_COUNTSENTRY']._serialized_end=1714
-  _globals['_LEASEFAILURE']._serialized_start=1716
-  _globals['_LEASEFAILURE']._serialized_end=1798
-  _globals['_LEASECANCEL']._serialized_start=1800
-  _globals['_LEASECANCEL']._serialized_end=1831
-  _globals['_GOODBYE']._serialized_start=1833
-  _globals['_GOODBYE']._serialized_end=1898
+  _globals['_HELLO']._serialized_end=862
+  _globals['_CHALLENGE']._serialized_start=864
+  _globals['_CHALLENGE']._serialized_end=916
+  _globals['_EVIDENCEMESSAGE']._serialized_start=918
+  _globals['_EVIDENCEMESSAGE']._serialized_end=953
+  _globals['_ATTESTATIONVERDICT']._serialized_start=955
+  _globals['_ATTESTATIONVERDICT']._serialized_end=1038
+  _globals['_HEARTBEAT']._serialized_start=1040
+  _globals['_HEARTBEAT']._serialized_end=1089
+  _globals['_LEASEGRANT']._serialized_start=1092
+  _globals['_LEASEGRANT']._serialized_end=1354
+  _globals['_SEALED']._serialized_start=1356
+  _globals['_SEALED']._serialized_end=1425
+  _globals['_LEASESTARTED']._serialized_start=1427
+  _globals['_LEASESTARTED']._serialized_end=1475
+  _globals['_LEASERESULT']._serialized_start=1478
+  _globals['_LEASERESULT']._serialized_end=1734
+  _globals['_LEASERESULT_COUNTSENTRY']._serialized_start=1689
+  _globals['_LEASERESULT_COUNTSENTRY']._serialized_end=1734
+  _globals['_LEASEFAILURE']._serialized_start=1736
+  _globals['_LEASEFAILURE']._serialized_end=1818
+  _globals['_LEASECANCEL']._serialized_start=1820
+  _globals['_LEASECANCEL']._serialized_end=1851
+  _globals['_GOODBYE']._serialized_start=1853
+  _globals['_GOODBYE']._serialized_end=1918
 # @@protoc_insertion_point(module_scope)

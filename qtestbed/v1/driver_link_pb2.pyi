@@ -156,6 +156,7 @@ class Hello(_message.Message):
     RESUMING_LEASE_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_CHAIN_FIELD_NUMBER: _builtins.int
     GRANT_KEY_FIELD_NUMBER: _builtins.int
+    MAX_LEASES_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     num_qubits: _builtins.int
     backend: _builtins.str
@@ -171,6 +172,11 @@ class Hello(_message.Message):
     connection's lease grants to it. The driver makes a new pair for every Hello and keeps the
     secret half in memory, so another host holding the same link key cannot open them. A Hello
     without one is refused (Goodbye GOODBYE_CODE_NO_GRANT_KEY).
+    """
+    max_leases: _builtins.int
+    """How many leases the driver wants to hold at once (its pipeline: the next job is ready when
+    the device frees). 0 means 1. The broker grants at most its own [timing]
+    max_leases_per_driver; the device still runs one job at a time, in grant order.
     """
     @_builtins.property
     def basis_gates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -188,10 +194,11 @@ class Hello(_message.Message):
         resuming_lease_id: _builtins.str = ...,
         certificate_chain: _builtins.bytes = ...,
         grant_key: _builtins.bytes = ...,
+        max_leases: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "basis_gates", b"basis_gates", "certificate_chain", b"certificate_chain", "coupling_map", b"coupling_map", "device_id", b"device_id", "driver_build", b"driver_build", "grant_key", b"grant_key", "num_qubits", b"num_qubits", "resuming_lease_id", b"resuming_lease_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "basis_gates", b"basis_gates", "certificate_chain", b"certificate_chain", "coupling_map", b"coupling_map", "device_id", b"device_id", "driver_build", b"driver_build", "grant_key", b"grant_key", "max_leases", b"max_leases", "num_qubits", b"num_qubits", "resuming_lease_id", b"resuming_lease_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

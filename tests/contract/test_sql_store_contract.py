@@ -65,6 +65,47 @@ def test_migrate_refuses_a_newer_schema(sql_backend: SqlBackend, sql_store: SqlS
         sql_backend.open().migrate()
 
 
+def test_a_starting_broker_creates_an_empty_store_and_opens_a_current_one(
+    sql_backend: SqlBackend,
+) -> None:
+    first = sql_backend.open()
+    first.open_schema()
+    assert first.schema_version() == LATEST_VERSION
+    again = sql_backend.open()
+    again.open_schema()
+    versions = sql_backend.raw("SELECT version FROM schema_migrations ORDER BY version")
+    assert [row[0] for row in versions] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_a_starting_broker_refuses_an_older_schema_naming_qtestbed_migrate(
+    sql_backend: SqlBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = sql_backend.open()
+    with monkeypatch.context() as patch:  # the previous release's migrations
+        patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:-1])
+        patch.setattr(schema_module, "LATEST_VERSION", LATEST_VERSION - 1)
+        old.migrate()
+    starting = sql_backend.open()
+    with pytest.raises(schema_module.SchemaBehind, match="qtestbed migrate") as refused:
+        starting.open_schema()
+    assert f"version {LATEST_VERSION - 1}" in str(refused.value)
+    assert starting.schema_version() == LATEST_VERSION - 1  # nothing was applied
+    assert [m.version for m in starting.upgrade()] == [LATEST_VERSION]
+    starting.open_schema()
+
+
+def test_a_starting_broker_refuses_a_newer_schema(
+    sql_backend: SqlBackend, sql_store: SqlStore
+) -> None:
+    sql_backend.raw(
+        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+        (LATEST_VERSION + 1, "from the future", T0),
+    )
+    with pytest.raises(StoreError, match="upgrade qtestbed") as refused:
+        sql_backend.open().open_schema()
+    assert not isinstance(refused.value, schema_module.SchemaBehind)
+
+
 def test_reference_sets_are_stored_sorted(sql_backend: SqlBackend, sql_store: SqlStore) -> None:
     """Equal sets always store as equal text, whatever order the caller's set iterates in."""
     record = make_reference(ReferenceScope.MODEL, "m", firmware=frozenset({"fw-b", "fw-a", "fw-c"}))

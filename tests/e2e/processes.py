@@ -88,10 +88,17 @@ class Processes:
         self.grpc, self.link = info["grpc"], info["link"]
         return proc
 
-    def driver(self, device_id: str) -> subprocess.Popen[bytes]:
+    def driver(self, device_id: str, *options: str) -> subprocess.Popen[bytes]:
+        """`qtestbed driver` for `device_id` on this broker, with any further `options`."""
         config = self.root / "drivers" / f"{device_id}.toml"
         return self._start(
-            "driver", "--config", str(config), "--broker", self.link, log=f"{device_id}.log"
+            "driver",
+            "--config",
+            str(config),
+            "--broker",
+            self.link,
+            *options,
+            log=f"{device_id}.log",
         )
 
     def point_profile(self, profile: Path) -> Path:

@@ -34,10 +34,12 @@ LAUNCHERS = frozenset(
     {
         "qtestbed.cli.audit",
         "qtestbed.cli.demo",
+        "qtestbed.cli.migrate",
         "qtestbed.cli.policy",
         "qtestbed.cli.processes",
         "qtestbed.cli.report",
         "qtestbed.facility_devices",
+        "qtestbed.driver_check_setup",
         "qtestbed.facility_init",
         "qtestbed.testing",
     }

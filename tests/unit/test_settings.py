@@ -45,6 +45,8 @@ def test_a_relative_sqlite_path_is_relative_to_the_settings_file(tmp_path: Path)
         ("connections_per_key", 0),
         ("nonces_per_connection", 0),
         ("hello_every_seconds", 0.0),
+        ("max_leases_per_driver", 0),
+        ("max_leases_per_driver", 65),  # past what a connection remembers of its withdrawals
     ],
 )
 def test_link_limits_cannot_be_switched_off(key: str, value: float) -> None:

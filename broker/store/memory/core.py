@@ -90,6 +90,10 @@ class MemoryCore:
         with self._write(migrated=False) as db:
             db.meta.put(_SCHEMA, 1)
 
+    def open_schema(self) -> None:
+        """A memory database has one schema version, so starting on it is migrating it."""
+        self.migrate()
+
     def close(self) -> None:
         """Any later call on this store raises StoreError; the database keeps its data."""
         self._closed = True

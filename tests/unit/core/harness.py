@@ -236,8 +236,9 @@ class Driver:
         """What the broker said to this connection since the last call."""
         return self.core.link.take(self.peer)
 
-    async def hello(self, *, grant_key: bytes | None = None) -> None:
-        """Say Hello with this connection's grant key (or `grant_key`, to play a bad one)."""
+    async def hello(self, *, grant_key: bytes | None = None, max_leases: int = 1) -> None:
+        """Say Hello with this connection's grant key (or `grant_key`, to play a bad one),
+        asking to hold up to `max_leases` leases at once."""
         await self.say(
             m.Hello(
                 device_id=self.kit.device_id,
@@ -248,6 +249,7 @@ class Driver:
                 driver_build="drv-1",
                 certificate_chain=self.kit.chain,
                 grant_key=self.grant_key if grant_key is None else grant_key,
+                max_leases=max_leases,
             )
         )
 

@@ -58,7 +58,7 @@ async def test_a_second_hello_replaces_the_connection_and_requeues_its_job(core:
     await driver.hello()
     new = connection(driver)
     assert new is not old
-    assert new.active_lease is None
+    assert not new.leases
     assert only(driver.heard(), m.Challenge)  # the new connection must attest afresh
     job = await job_of(core, job_id)
     assert (job.state, job.attempts) == (JobState.QUEUED, 1)

@@ -65,7 +65,7 @@ async def test_an_expired_lease_requeues_the_job(short: Core) -> None:
     assert requeued.subject == grant.job_id
     assert requeued.detail["attempts"] == 1
     assert _requeues(core, "expired") == 1
-    assert connection(driver).active_lease is None
+    assert not connection(driver).leases
 
 
 async def test_the_hub_tick_reaps_the_expired_lease_of_a_live_driver(short: Core) -> None:
@@ -281,7 +281,7 @@ async def test_a_late_failure_for_an_expired_lease_is_ignored(short: Core) -> No
     await queued(core)
     late = m.LeaseFailure(lease_id=old.lease_id, job_id=old.job_id, error="late", permanent=False)
     await driver.say(late)
-    assert connection(driver).active_lease == current.lease_id
+    assert list(connection(driver).leases) == [current.lease_id]
     await core.pump()
     assert driver.grants() == []  # still busy with `current`: no second lease
     await driver.finish(current)
