@@ -30,10 +30,15 @@ from broker.scrape.server import MetricsEndpoint
 from broker.scrape.tls import server_context
 from broker.settings import BrokerSettings
 from broker.store import StoreError, open_store
+from broker.store.pg_events import ChangeListener
+from broker.store.postgres import PostgresStore
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
 
 log = logging.getLogger(__name__)
+
+# How long a broker on a shared store waits at start to hear other replicas before serving.
+_LISTEN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,6 +99,7 @@ class Broker:
         except DamagedAuditLog:
             await self.stop()  # nothing is served yet: release the link, store and decoder
             raise
+        await self._listen_to_replicas(parts)
         grpc_address = await self._serve(parts)
         health_address = await self._serve_health()
         metrics_url = self._serve_metrics(parts)
@@ -133,9 +139,29 @@ class Broker:
         await r.devices.seed(facility.seed_devices)
         await r.records.load()
         await r.access.seed(facility)
-        await parts.jobs.queue_sync.load()
+        await parts.jobs.scheduler.load()
         await parts.link.signer.start()
         await parts.jobs.sessions.load()
+
+    async def _listen_to_replicas(self, parts: Components) -> None:
+        """On a shared PostgreSQL store: hear other replicas' changes, and hold this replica's
+        liveness lock before any lease is written (survivors recover a dead one's leases)."""
+        store = self.runner.store
+        if not isinstance(store, PostgresStore):
+            return
+        sync = parts.link.replicas
+        listener = ChangeListener(
+            store,
+            replica_id=parts.link.roster.replica_id,
+            on_change=sync.heard,
+            on_gap=sync.gap,
+        )
+        sync.listening = lambda: listener.listening
+        self._tasks += [asyncio.create_task(listener.run()), asyncio.create_task(sync.run())]
+        try:
+            await asyncio.wait_for(listener.wait_listening(), _LISTEN_WAIT_S)
+        except TimeoutError:
+            log.warning("not yet hearing other replicas' changes; polling until it does")
 
     async def _serve(self, parts: Components) -> str:
         s = self.settings

@@ -48,6 +48,10 @@ class TimingSettings:
     max_clock_skew_seconds: float = 5.0
     attestation_ttl_seconds: float = 300.0
     tick_seconds: float = 0.5
+    # On a shared PostgreSQL store, replicas hear each other's changes at once (LISTEN/NOTIFY);
+    # they also re-read queues, access records and the registry this often, in case a
+    # notification was lost (every tick while the listener is down).
+    replica_poll_seconds: float = 5.0
     checkpoint_every_entries: int = 100
     checkpoint_every_seconds: float = 60.0
     # Front-door refusals are audited once per reason and identity per this many seconds.

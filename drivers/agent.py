@@ -4,9 +4,12 @@ It connects to the broker's ROUTER with a DEALER, announces the device, answers 
 challenges with signed evidence, heartbeats, runs leased jobs on its backend (in a worker
 thread, so heartbeats keep flowing) and returns each result with a receipt signed by the
 device key. When the broker falls silent it reconnects with a fresh routing id and attests
-again. Each connection makes its own grant key pair, held in memory only and announced in its
-Hello; lease grants arrive sealed to it and are opened before anything runs. It may hold up to
-`max_leases` leases at once (`drivers.pipeline`), run one at a time in grant order.
+again, to the next of its broker endpoints when it has several (replicas sharing one store).
+Each connection makes its own grant key pair, held in memory only and announced in its Hello;
+lease grants arrive sealed to it and are opened before anything runs. It may hold up to
+`max_leases` leases at once (`drivers.pipeline`), run one at a time in grant order: a run for a
+connection that ended still finishes before the next lease starts, so a device that moves to
+another replica never runs two jobs at once.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ class DriverAgent:
         self.busy = BusyClock()  # how much of the time the device spends running jobs
         self._queue = LeaseQueue(self._execute, config.max_leases, self.busy)
         self._status = StatusFile(config.status_file, config.device.device_id)
+        self._endpoint = 0  # which of config.brokers the next connection goes to
+
+    @property
+    def broker(self) -> str:
+        return self.config.brokers[self._endpoint % len(self.config.brokers)]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""
@@ -91,6 +99,9 @@ class DriverAgent:
                     break
                 await self._session(stop)
                 if not stop.is_set():
+                    # Its broker fell silent or let it go: try the next replica, if any.
+                    self._endpoint += 1
+                    log.warning("moving to broker %s", self.broker)
                     await asyncio.sleep(min(1.0, self.config.heartbeat_seconds))
         finally:
             await self._queue.stop()
@@ -101,7 +112,7 @@ class DriverAgent:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, secrets.token_bytes(16))
         configure_client(sock, self.config.link_secret_key, self.config.broker_link_key)
-        sock.connect(self.config.broker)
+        sock.connect(self.broker)
         self.attested = False
         # A new connection, a new grant key: a grant sealed for an earlier connection (which
         # another host on its route may also hold) never opens on this one, nor this one's there.
@@ -204,7 +215,7 @@ class DriverAgent:
         self.attested = verdict.affirming
         if verdict.affirming:
             self.evidence_digest = self._pending_digest
-            log.info("attested for %.0fs", verdict.valid_for_seconds)
+            log.info("attested by %s for %.0fs", self.broker, verdict.valid_for_seconds)
         else:
             log.error("attestation refused: %s", "; ".join(verdict.reasons))
 

@@ -28,7 +28,9 @@ class DriverConfigError(ValueError):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DriverConfig:
-    broker: str
+    # The broker link endpoints (tcp://host:port): one service address, or every replica's.
+    # The driver uses one at a time and moves to the next when its broker falls silent.
+    brokers: tuple[str, ...]
     device_key: Path
     # The device certificate and any intermediates (PEM), presented to the broker in Hello.
     device_certificate: Path
@@ -59,6 +61,8 @@ class DriverConfig:
     status_file: Path | None = None
 
     def __post_init__(self) -> None:
+        if not self.brokers or not all(self.brokers):
+            raise ValueError("broker must name at least one link endpoint (tcp://host:port)")
         if not 0.0 <= self.simulated_drift < 1.0:
             raise ValueError(f"simulated_drift must be in [0, 1), got {self.simulated_drift!r}")
         if not self.calibration_poll_seconds > 0:
@@ -79,7 +83,7 @@ def load_driver_config(
         key = Path(str(raw["device_key"]))
         plugin = _plugin(raw, base)
         return DriverConfig(
-            broker=broker or str(raw["broker"]),
+            brokers=broker_endpoints(broker if broker is not None else raw["broker"]),
             device_key=key if key.is_absolute() else base / key,
             device_certificate=_relative(base, str(raw["device_certificate"])),
             link_secret_key=_relative(base, str(raw["link_secret_key"])),
@@ -101,6 +105,12 @@ def load_driver_config(
         raise DriverConfigError(f"{path}: {exc}") from exc
     except ValueError as exc:
         raise DriverConfigError(f"{path}: {exc}") from exc
+
+
+def broker_endpoints(value: object) -> tuple[str, ...]:
+    """`broker` as written: one endpoint, several separated by commas, or a TOML list."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def _relative(base: Path, value: str) -> Path:

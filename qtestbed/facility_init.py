@@ -343,6 +343,7 @@ def _driver_toml(link_port: int, desc: DeviceDescription, firmware: str) -> str:
     lines = [
         f"# Driver agent: qtestbed driver --config drivers/{desc.device_id}.toml",
         f'broker = "tcp://127.0.0.1:{link_port}"',
+        '# Replicas on PostgreSQL: broker = ["tcp://a:5555", "tcp://b:5555"] (tried in turn)',
         f'device_key = "../devices/{desc.device_id}.key"',
         f'device_certificate = "../devices/{desc.device_id}.pem"',
         f'link_secret_key = "{desc.device_id}-link.key_secret"',
@@ -460,7 +461,8 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         "retry_after_seconds = 1.0  # the retry delay given past one's share\n\n"
         "[scheduling]\n"
         "aging_seconds = 300.0  # one priority class moves a job this far ahead in its project\n"
-        "session_max_seconds = 3600.0\nsession_idle_seconds = 300.0\n\n"
+        "session_max_seconds = 3600.0\nsession_idle_seconds = 300.0\n"
+        "window_jobs = 2048  # queued jobs per device and project held in memory; rest: store\n\n"
         "[anomaly]  # detector thresholds; methods in docs/anomalies.md\n"
         "rate_floor = 60\nvolume_floor = 2000\n"
         "denial_threshold = 10\nattestation_device_threshold = 3\n"

@@ -141,8 +141,18 @@ class LocalFacility:
         """The broker in its own process (so a test can SIGKILL it); fixed ports allow restarts."""
         if self.broker_process is not None and self.broker_process.poll() is None:
             raise RuntimeError("a broker process is already running; stop or kill it first")
+        self.broker_process, self.addresses = self.launch_broker(
+            grpc_port=grpc_port, link_port=link_port
+        )
+        return self.addresses
+
+    def launch_broker(
+        self, *, grpc_port: int = 0, link_port: int = 0, name: str = "broker"
+    ) -> tuple[subprocess.Popen[bytes], BrokerAddresses]:
+        """Start one more broker process on this facility's settings and wait until it is
+        ready (replicas on a shared store each have their own `name`); the caller stops it."""
         self._write_timing()
-        ready = self.root / "broker-ready.json"
+        ready = self.root / f"{name}-ready.json"
         ready.unlink(missing_ok=True)
         cmd = [
             sys.executable,
@@ -162,16 +172,18 @@ class LocalFacility:
         ]
         if self.store:
             cmd += ["--store", self.store]
-        with open(self.root / "broker.log", "ab") as log:
-            self.broker_process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-        proc = self.broker_process
+        with open(self.root / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         from broker.app import BrokerAddresses
 
-        info = eventually(lambda: _read_ready(ready, proc), what="the broker to report its ports")
-        self.addresses = BrokerAddresses(
-            grpc=info["grpc"], link=info["link"], metrics=info["metrics"]
-        )
-        return self.addresses
+        try:
+            info = eventually(lambda: _read_ready(ready, proc), what=f"{name} to report its ports")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        addresses = BrokerAddresses(grpc=info["grpc"], link=info["link"], metrics=info["metrics"])
+        return proc, addresses
 
     def _write_timing(self) -> None:
         from broker.settings import TimingSettings
@@ -191,8 +203,11 @@ class LocalFacility:
         config: Path | None = None,
         extra_config: str = "",
         args: Sequence[str] = (),
+        brokers: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
-        assert self.addresses is not None, "start the broker first"
+        """A driver process; on `brokers` (link endpoints, in order) instead of this broker."""
+        assert brokers or self.addresses is not None, "start the broker first"
+        endpoints = ",".join(brokers) if brokers else self.addresses.link if self.addresses else ""
         path = config or self.root / "drivers" / f"{device_id}.toml"
         if extra_config:
             text = path.read_text().replace("[device]", extra_config + "\n[device]", 1)
@@ -201,7 +216,7 @@ class LocalFacility:
         cmd = [sys.executable, "-m", "qtestbed", "driver", "--config", str(path)]
         with open(self.root / f"driver-{device_id}-{len(self.drivers)}.log", "ab") as log:
             proc = subprocess.Popen(
-                [*cmd, "--broker", self.addresses.link, *args],
+                [*cmd, "--broker", endpoints, *args],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

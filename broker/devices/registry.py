@@ -65,9 +65,12 @@ class DeviceRegistry:
         self.revoked_serials: frozenset[str] = frozenset()
         # Devices being revoked: refused by the dispatch gate before the revocation commits.
         self._revoking: set[str] = set()
+        self._fingerprint: tuple[int, int, int, int] | None = None
 
     async def load(self) -> None:
         store = self._runner.store
+        # Read first: a change committed while the rest is read makes the next refresh differ.
+        self._fingerprint = await self._runner.call(store.registry_fingerprint)
         self.devices = {d.device_id: d for d in await self._runner.call(store.list_devices)}
         revoked = await self._runner.call(store.revocations)
         self.revoked_serials = frozenset(r.serial for r in revoked)
@@ -77,6 +80,23 @@ class DeviceRegistry:
                 (ReferenceScope.MODEL, record.model),
             ):
                 await self._refresh_reference(scope, scope_id)
+
+    async def refresh(self) -> bool:
+        """Re-read everything if another writer (a broker replica sharing the store) changed
+        a device, a revocation or reference values; True if re-read. A store no other process
+        writes is never re-read: every change went through this object."""
+        if not self._runner.store.replicated:
+            return False
+        current = await self._runner.call(self._runner.store.registry_fingerprint)
+        if current == self._fingerprint:
+            return False
+        await self.load()
+        return True
+
+    def revoked_devices(self) -> frozenset[str]:
+        return frozenset(
+            d.device_id for d in self.devices.values() if d.status is DeviceStatus.REVOKED
+        )
 
     async def _refresh_reference(self, scope: ReferenceScope, scope_id: str) -> None:
         versions = await self._runner.call(self._runner.store.reference_values, scope, scope_id)

@@ -34,8 +34,11 @@ class JobLedger:
         metrics: BrokerMetrics,
         watchers: JobWatchers,
         observers: JobObservers,
+        price: Callable[[Job], Job] | None = None,
     ) -> None:
         self._runner = runner
+        # Fixes a new job's place and slot cost before it is stored (the scheduler's `price`).
+        self._price = price
         self._metrics = metrics
         self._watchers = watchers
         self._observers = observers
@@ -48,6 +51,8 @@ class JobLedger:
         self, items: list[tuple[Job, AuditEvent, QuotaCheck | None]]
     ) -> list[tuple[Job, bool]]:
         """Insert several jobs atomically (all or none); QuotaExceeded writes nothing."""
+        if self._price is not None:
+            items = [(self._price(job), event, quota) for job, event, quota in items]
         stored = await self._runner.call(self._runner.store.insert_jobs, items)
         for job, created in stored:
             if created:

@@ -131,6 +131,11 @@ class Job:
     calibration_digest: str = ""
     # The researcher asked for every shot's outcome (per-shot memory) as well as counts.
     memory: bool = False
+    # Fixed when the job is first queued (broker.jobs.scheduler.price): its place within its
+    # project (submission time less the priority's lead) and what its slot adds to its
+    # project's fair-share tag (expected device seconds over the project's weight).
+    place_at: float = 0.0
+    queue_cost: float = 0.0
 
     def transition(
         self,
@@ -209,3 +214,18 @@ def check_same_request(stored: Job, attempted: Job) -> Job:
     if not same:
         raise IdempotencyKeyReused(attempted.idempotency_key or "", stored.job_id)
     return stored
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueLane:
+    """One project's lane of a device's queue as the store keeps it (broker.store.sql_queue):
+    its slots carry ordinals head .. tail - 1, one per queued job."""
+
+    device_id: str
+    project: str
+    head: int
+    tail: int
+
+    @property
+    def depth(self) -> int:
+        return self.tail - self.head

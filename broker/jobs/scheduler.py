@@ -8,28 +8,35 @@ job's expected device time (its shots times the device's measured time per shot)
 always runs the project whose first slot has the smallest tag. Backlogged projects therefore
 share device time in proportion to their weights, and a project that was idle earns no credit.
 
-Within a project: jobs fill the project's slots in order of submission time minus
+Within a project: jobs fill the project's slots in order of their place, submission time minus
 (priority - 1) x `aging_seconds`. A high-priority job overtakes normal and low ones submitted up
 to that long before it, never a job that has waited longer: every job reaches the head.
 
-Tags are fixed when slots are made, so the order only changes when something new happens
-(a job arrives or leaves early, a weight changes): the position a researcher sees is the order
-the dispatcher follows. Holds (maintenance, reservations, sessions) are applied by the
-dispatcher when it picks, not in positions; `waiting_for` explains them.
+A job's place and cost are fixed when it is first queued (`price`), and the store keeps the
+slots with the job writes that change them (broker.store.sql_queue), so the order only changes
+when something new happens and is the same for every broker replica. This broker holds only the
+front of each (device, project) lane (broker.jobs.queue_window) and reads the rest by index:
+memory and restart time do not grow with the queue. A position is counted in memory when every
+slot ahead of the job is in a window, and by the store otherwise; either way it is the order the
+dispatcher follows. Holds (maintenance, reservations, sessions) are applied by the dispatcher
+when it picks, not in positions; `waiting_for` explains them.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from broker.jobs.model import Job, JobState
+from broker.jobs.model import Job, JobState, QueueLane
+from broker.jobs.pace import DevicePace
+from broker.jobs.queue_window import LaneWindow
+from broker.store.runner import StoreRunner
 
-# Until a device has finished a job, assume this long per shot (seconds).
-_DEFAULT_SECONDS_PER_SHOT = 1e-3
-_SMOOTHING = 0.2
+# A job leaving any of these states may have been queued: its lane changes.
+_LEAVING = frozenset({JobState.CANCELLED, JobState.DENIED, JobState.FAILED})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -42,228 +49,289 @@ class SchedulerSettings:
     # Sessions: the longest a session may stay open, and how long it may sit idle.
     session_max_seconds: float = 3600.0
     session_idle_seconds: float = 300.0
+    # Queued jobs (and slot tags) of each device's project held in memory; the rest are read
+    # from the store when the front runs low.
+    window_jobs: int = 2048
 
-
-def _place(job: Job, aging: float) -> tuple[float, str]:
-    return (job.created_at - (job.priority - 1) * aging, job.job_id)
-
-
-class _ProjectQueue:
-    """One project's queued jobs on one device: jobs in place order, slot tags ascending."""
-
-    __slots__ = ("jobs", "keys", "last_tag", "slots")
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[float, str]] = []
-        self.jobs: dict[str, Job] = {}
-        self.slots: list[float] = []
-        self.last_tag = 0.0
-
-
-class _DeviceState:
-    __slots__ = ("learned", "per_job", "per_shot", "projects", "virtual_time")
-
-    def __init__(self) -> None:
-        self.projects: dict[str, _ProjectQueue] = {}
-        self.virtual_time = 0.0
-        self.per_shot = _DEFAULT_SECONDS_PER_SHOT
-        self.per_job = 0.0  # measured seconds per job (for ETAs); 0 until learned
-        self.learned = False
+    def __post_init__(self) -> None:
+        if isinstance(self.window_jobs, bool) or not isinstance(self.window_jobs, int):
+            raise TypeError("window_jobs must be a whole number of jobs (at least 2)")
+        if self.window_jobs < 2:
+            raise TypeError(f"window_jobs must be at least 2, not {self.window_jobs}")
 
 
 class Scheduler:
-    def __init__(self, settings: SchedulerSettings, *, weight_of: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        *,
+        weight_of: Callable[[str], int],
+        runner: StoreRunner,
+    ) -> None:
         self.settings = settings
         self.weight_of = weight_of
-        self._devices: dict[str, _DeviceState] = {}
-        self._where: dict[str, tuple[str, str]] = {}  # job id -> (device, project) while queued
-        # Per device, the first 1-based position that changes since `take_moves` last ran:
-        # every job ahead of it kept its place (see `take_moves`).
+        self._runner = runner
+        self._window = settings.window_jobs
+        self._lanes: dict[str, dict[str, LaneWindow]] = {}  # device -> project -> lane
+        self._pace = DevicePace()
+        # Queued jobs of each open session, by (device, session): few, all held.
+        self._sessions: dict[tuple[str, str], set[str]] = {}
+        # Per device, the first 1-based position that changes since `take_moves` last ran.
         self._moved: dict[str, int] = {}
+        # A lane was reset: read every lane's extent again before the next use.
+        self._resync = False
 
-    # --- the queue book, fed with every job change ----------------------------------------
+    # --- the queue book ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read every lane's extent and the queued session jobs (not the jobs: windows fill
+        when first used), at start."""
+        store = self._runner.store
+        lanes = await self._runner.call(store.queue_lanes)
+        sessions = await self._runner.call(store.queued_sessions)
+        self._lanes.clear()
+        self._adopt(lanes)
+        self._sessions = {key: set(ids) for key, ids in sessions.items()}
+        self._resync = False
+
+    async def sync(self) -> None:
+        """Take up what other replicas changed: a lane whose extent differs from the store's
+        is read again when next used."""
+        if not self._runner.store.replicated:
+            return  # only this broker writes: every change was seen
+        lanes = await self._runner.call(self._runner.store.queue_lanes)
+        changed = self._adopt(lanes)
+        if changed:
+            sessions = await self._runner.call(self._runner.store.queued_sessions)
+            self._sessions = {key: set(ids) for key, ids in sessions.items()}
+        for device_id in changed:
+            self._note_move(device_id, 1)
+
+    def _adopt(self, lanes: Iterable[QueueLane]) -> set[str]:
+        changed = set()
+        for row in lanes:
+            lane = self._lanes.setdefault(row.device_id, {}).get(row.project)
+            if lane is None:
+                lane = LaneWindow(row.device_id, row.project, row.head, row.tail)
+                self._lanes[row.device_id][row.project] = lane
+                changed.add(row.device_id)
+            elif (lane.head, lane.tail) != (row.head, row.tail):
+                lane.reset(row.head, row.tail)
+                changed.add(row.device_id)
+        return changed
+
+    def price(self, job: Job) -> Job:
+        """The job with its place and slot cost fixed, as it is first queued."""
+        weight = max(1, self.weight_of(job.project))
+        return dataclasses.replace(
+            job,
+            place_at=job.created_at - (job.priority - 1) * self.settings.aging_seconds,
+            queue_cost=max(job.shots, 1) * self._pace.per_shot(job.device_id) / weight,
+        )
 
     def observe(self, job: Job) -> None:
-        """Keep the book in step with a job's new state (the ledger calls this on every write)."""
-        where = self._where.get(job.job_id)
-        if job.state is JobState.QUEUED:
-            if where is not None:
-                self._queue(job.device_id, job.project).jobs[job.job_id] = job  # same place
-                return
-            self._enqueue(job)
-        elif where is not None:
-            self._remove(job.job_id, dispatched=job.state is JobState.DISPATCHED)
+        """Follow a job write of this broker (the ledger calls this on every write)."""
+        state = job.state
+        if state not in _LEAVING and state not in (JobState.QUEUED, JobState.DISPATCHED):
+            return  # RUNNING, COMPLETED: never from QUEUED
+        lane = self._lane(job.device_id, job.project)
+        position = self._memory_position(job) if state is not JobState.QUEUED else None
+        if state is JobState.QUEUED:
+            lane.entered(job, self._window)
+            self._session_add(job)
+            self._note_move(job.device_id, self._memory_position(job) or self._entry_bound(job))
+            return
+        self._session_drop(job)
+        follows = lane.dispatched(job) if state is JobState.DISPATCHED else lane.left(job)
+        if not follows:
+            lane.reset(lane.head, lane.tail)
+            self._resync = True
+        first = 1 if state is JobState.DISPATCHED else position or 1
+        self._note_move(job.device_id, first)
 
-    def load(self, jobs: Iterable[Job]) -> None:
-        for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id)):
-            self.observe(job)
+    def forget(self, job: Job) -> None:
+        """Another writer changed this job behind our back: read its lane again."""
+        lane = self._lane(job.device_id, job.project)
+        lane.reset(lane.head, lane.tail)
+        self._resync = True
+        self._note_move(job.device_id, 1)
 
-    def forget(self, job_id: str) -> None:
-        if job_id in self._where:
-            self._remove(job_id, dispatched=False)
+    def _lane(self, device_id: str, project: str) -> LaneWindow:
+        lanes = self._lanes.setdefault(device_id, {})
+        lane = lanes.get(project)
+        if lane is None:  # new here; its extent is read with its windows
+            lane = lanes[project] = LaneWindow(device_id, project, 0, 0)
+        return lane
 
-    def replace_device(self, device_id: str, jobs: Iterable[Job]) -> None:
-        """Swap one device's queue for the store's (another replica changed it)."""
-        for job_id, (device, _) in list(self._where.items()):
-            if device == device_id:
-                self._remove(job_id, dispatched=False)
-        self.load(jobs)
-        self._moved[device_id] = 1
+    def _session_add(self, job: Job) -> None:
+        if job.session_id:
+            self._sessions.setdefault((job.device_id, job.session_id), set()).add(job.job_id)
+
+    def _session_drop(self, job: Job) -> None:
+        key = (job.device_id, job.session_id)
+        ids = self._sessions.get(key)
+        if ids is not None:
+            ids.discard(job.job_id)
+            if not ids:
+                del self._sessions[key]
 
     def take_moves(self) -> dict[str, int]:
         """Devices whose order changed since the last call, each with the first position that
-        can have changed. A job entering at position p moves only jobs now behind it; a job
-        leaving from p only jobs then behind it: slots are handed out per project in place
-        order, so a change touches its own project from its place on and other projects only
-        past the slot it added or freed, which lies behind it (test_scheduler checks this on
-        random queues)."""
+        can have changed (1 when it is not known from memory)."""
         moved, self._moved = self._moved, {}
         return moved
 
     def _note_move(self, device_id: str, position: int) -> None:
         self._moved[device_id] = min(position, self._moved.get(device_id, position))
 
-    def _queue(self, device_id: str, project: str) -> _ProjectQueue:
-        return self._device(device_id).projects.setdefault(project, _ProjectQueue())
-
-    def _device(self, device_id: str) -> _DeviceState:
-        state = self._devices.get(device_id)
-        if state is None:
-            state = self._devices[device_id] = _DeviceState()
-        return state
-
-    def _enqueue(self, job: Job) -> None:
-        state = self._device(job.device_id)
-        queue = self._queue(job.device_id, job.project)
-        cost = max(job.shots, 1) * state.per_shot
-        start = max(state.virtual_time, queue.last_tag)
-        queue.last_tag = start + cost / max(1, self.weight_of(job.project))
-        queue.slots.append(queue.last_tag)
-        bisect.insort(queue.keys, _place(job, self.settings.aging_seconds))
-        queue.jobs[job.job_id] = job
-        self._where[job.job_id] = (job.device_id, job.project)
-        self._note_move(job.device_id, self.position(job) or 1)
-
-    def _remove(self, job_id: str, *, dispatched: bool) -> None:
-        device_id, project = self._where[job_id]
-        state = self._devices[device_id]
-        queue = state.projects[project]
-        # A dispatch frees the project's head slot, so the move starts at its head's place.
-        first = queue.jobs[queue.keys[0][1]] if dispatched else queue.jobs[job_id]
-        self._note_move(device_id, self.position(first) or 1)
-        del self._where[job_id]
-        job = queue.jobs.pop(job_id)
-        key = _place(job, self.settings.aging_seconds)
-        index = bisect.bisect_left(queue.keys, key)
-        if index < len(queue.keys) and queue.keys[index] == key:
-            del queue.keys[index]
-        # The head slot goes with a dispatched job (and moves virtual time); a job that left
-        # early gives back its project's last slot, so the project is not charged for it.
-        if dispatched:
-            state.virtual_time = max(state.virtual_time, queue.slots.pop(0))
-        else:
-            queue.slots.pop()
-            queue.last_tag = queue.slots[-1] if queue.slots else state.virtual_time
-        if not queue.jobs:
-            # Keep the tag: a project that empties and refills at once is not served twice.
-            queue.slots.clear()
-
     def depth(self, device_id: str) -> int:
-        state = self._devices.get(device_id)
-        return sum(len(q.jobs) for q in state.projects.values()) if state else 0
+        return sum(lane.depth for lane in self._lanes.get(device_id, {}).values())
+
+    def held(self, device_id: str) -> int:
+        """Queued jobs of the device held in memory (diagnostics and tests)."""
+        return sum(len(lane.jobs) for lane in self._lanes.get(device_id, {}).values())
 
     def has_session_jobs(self, device_id: str, session_id: str) -> bool:
-        state = self._devices.get(device_id)
-        return state is not None and any(
-            job.session_id == session_id
-            for queue in state.projects.values()
-            for job in queue.jobs.values()
+        return bool(self._sessions.get((device_id, session_id)))
+
+    # --- reading windows ------------------------------------------------------------------
+
+    async def _ready(self, device_id: str) -> list[LaneWindow]:
+        """The device's non-empty lanes, each window read up to date."""
+        if self._resync:
+            self._resync = False
+            self._adopt(await self._runner.call(self._runner.store.queue_lanes))
+        lanes = [lane for lane in self._lanes.get(device_id, {}).values() if lane.depth > 0]
+        for lane in lanes:
+            for attempt in range(3):
+                if lane.depth == 0 or not lane.wants_read(self._window):
+                    break
+                if attempt == 1:  # a read added too little: take the lane afresh
+                    lane.reset(lane.head, lane.tail)
+                await self._read(lane)
+        return [lane for lane in lanes if lane.depth > 0 and lane.jobs and lane.tags]
+
+    async def _read(self, lane: LaneWindow) -> None:
+        if not lane.loaded:  # the extent too, in the same store call as the windows
+            found = await self._runner.call(
+                _read_lane, self._runner, lane.device_id, lane.project, self._window
+            )
+            head, tail, jobs, tags = found
+            lane.reset(head, tail)
+            lane.merge(jobs, head, tags, self._window)
+            return
+        after, first = lane.after_key(), lane.tags_end()
+        store = self._runner.store
+        jobs = await self._runner.call(
+            store.queue_jobs, lane.device_id, lane.project, after=after, limit=self._window
         )
+        tags = await self._runner.call(
+            store.queue_tags, lane.device_id, lane.project, first, self._window
+        )
+        lane.merge(jobs, first, tags, self._window)
+
+    # --- order ----------------------------------------------------------------------------
+
+    async def next_job(
+        self, device_id: str, projects: Collection[str] | None = None, session: str | None = None
+    ) -> Job | None:
+        """The job the device should run now, among the given projects (None: all) and, with
+        `session`, among that session's jobs only."""
+        if session is not None and not self.has_session_jobs(device_id, session):
+            return None
+        best: tuple[tuple[float, str], Job] | None = None
+        for lane in await self._ready(device_id):
+            if projects is not None and lane.project not in projects:
+                continue
+            found = await self._lane_head(lane, session)
+            if found is not None and (best is None or (found[0], lane.project) < best[0]):
+                best = ((found[0], lane.project), found[1])
+        return best[1] if best is not None else None
+
+    async def _lane_head(self, lane: LaneWindow, session: str | None) -> tuple[float, Job] | None:
+        if session is None:
+            return (lane.tags[0], lane.jobs[0]) if lane.jobs and lane.tags else None
+        for index, job in enumerate(lane.jobs):
+            if job.session_id == session:
+                if index < len(lane.tags):
+                    return lane.tags[index], job
+                break  # its slot lies past the tag window: the store has it
+        else:
+            if lane.jobs_complete():
+                return None
+        found = await self._runner.call(
+            self._runner.store.queue_session_head, lane.device_id, lane.project, session
+        )
+        return (found[1], found[0]) if found is not None else None
+
+    async def position(self, job: Job) -> int | None:
+        """1-based place of a queued job in its device's run order; None if not queued."""
+        if job.state is not JobState.QUEUED:
+            return None
+        await self._ready(job.device_id)
+        known = self._memory_position(job)
+        if known is not None:
+            return known
+        return await self._runner.call(self._runner.store.queue_position, job)
+
+    def _memory_position(self, job: Job) -> int | None:
+        """The job's position counted from the windows alone; None when some slot that may be
+        ahead of it lies outside them."""
+        lane = self._lanes.get(job.device_id, {}).get(job.project)
+        index = lane.index_of(job) if lane is not None and lane.loaded else None
+        if lane is None or index is None or index >= len(lane.tags):
+            return None
+        ahead = self._slots_ahead(lane, lane.tags[index], exact=True)
+        return None if ahead is None else index + ahead + 1
+
+    def _entry_bound(self, job: Job) -> int:
+        """A position the job just queued cannot be ahead of (1 when the windows cannot say):
+        when its slot is the one just added at its lane's tail, whose tag the store computed,
+        that tag is at least the lane's previous last tag."""
+        lane = self._lanes.get(job.device_id, {}).get(job.project)
+        index = lane.index_of(job) if lane is not None and lane.loaded else None
+        if lane is None or index is None or index != len(lane.tags) or index != lane.depth - 1:
+            return 1
+        ahead = self._slots_ahead(lane, lane.tags[-1] if lane.tags else 0.0, exact=False)
+        return 1 if ahead is None else index + ahead + 1
+
+    def _slots_ahead(self, lane: LaneWindow, tag: float, *, exact: bool) -> int | None:
+        """Other lanes' slots ordered before a slot of `lane` tagged `tag` (`exact`), or tagged
+        below `tag` (not exact: a lower bound); None when a window does not reach that far."""
+        ahead = 0
+        for other in self._lanes.get(lane.device_id, {}).values():
+            if other is lane or other.depth == 0:
+                continue
+            if not other.loaded or not (other.tags_complete() or other.tags[-1:] > [tag]):
+                return None
+            # Equal tags go to the project whose name sorts first, as in next_job.
+            if exact and other.project < lane.project:
+                ahead += bisect.bisect_right(other.tags, tag)
+            else:
+                ahead += bisect.bisect_left(other.tags, tag)
+        return ahead
 
     # --- measured pace ------------------------------------------------------------------
 
     def seconds_per_job(self, device_id: str) -> float:
-        state = self._device(device_id)
-        return state.per_job if state.learned else 1.0
+        return self._pace.seconds_per_job(device_id)
 
     def finished(self, job: Job) -> None:
         """Learn the device's pace from a completed job (used for new jobs' costs and ETAs)."""
-        if job.state is not JobState.COMPLETED or job.dispatched_at is None:
-            return
-        if job.finished_at is None:
-            return
-        took = max(0.0, job.finished_at - job.dispatched_at)
-        state = self._device(job.device_id)
-        per_shot = took / max(job.shots, 1)
-        if state.learned:
-            state.per_shot += _SMOOTHING * (per_shot - state.per_shot)
-            state.per_job += _SMOOTHING * (took - state.per_job)
-        else:
-            state.per_shot, state.per_job, state.learned = per_shot, took, True
+        self._pace.finished(job)
 
-    # --- order ----------------------------------------------------------------------------
 
-    def next_job(
-        self, device_id: str, projects: Iterable[str] | None = None, session: str | None = None
-    ) -> Job | None:
-        """The job the device should run now, among the given projects (None: all) and, with
-        `session`, among that session's jobs only."""
-        state = self._devices.get(device_id)
-        if state is None:
-            return None
-        allowed = None if projects is None else set(projects)
-        best: tuple[tuple[float, str], Job] | None = None
-        for project, queue in state.projects.items():
-            if not queue.jobs or (allowed is not None and project not in allowed):
-                continue
-            first = next(
-                (
-                    (index, queue.jobs[job_id])
-                    for index, (_, job_id) in enumerate(queue.keys)
-                    if session is None or queue.jobs[job_id].session_id == session
-                ),
-                None,
-            )
-            if first is None:
-                continue
-            tag = (queue.slots[first[0]], project)
-            if best is None or tag < best[0]:
-                best = (tag, first[1])
-        return best[1] if best is not None else None
-
-    def position(self, job: Job) -> int | None:
-        """1-based place of a queued job in its device's run order; None if not queued here."""
-        where = self._where.get(job.job_id)
-        if where is None:
-            return None
-        device_id, project = where
-        state = self._devices[device_id]
-        queue = state.projects[project]
-        place = _place(queue.jobs[job.job_id], self.settings.aging_seconds)
-        own = bisect.bisect_left(queue.keys, place)
-        tag = queue.slots[own]
-        ahead = own
-        for other, other_queue in state.projects.items():
-            if other == project:
-                continue
-            # Equal tags go to the project whose name sorts first, as in next_job.
-            if other < project:
-                ahead += bisect.bisect_right(other_queue.slots, tag)
-            else:
-                ahead += bisect.bisect_left(other_queue.slots, tag)
-        return ahead + 1
-
-    def order(self, device_id: str) -> list[Job]:
-        """Every queued job of the device in run order (tests and diagnostics)."""
-        state = self._devices.get(device_id)
-        if state is None:
-            return []
-        tagged = [
-            ((queue.slots[index], project), queue.jobs[job_id])
-            for project, queue in state.projects.items()
-            for index, (_, job_id) in enumerate(queue.keys)
-        ]
-        return [job for _, job in sorted(tagged, key=lambda pair: pair[0])]
+def _read_lane(
+    runner: StoreRunner, device_id: str, project: str, window: int
+) -> tuple[int, int, list[Job], list[float]]:
+    """On the store's thread: a lane's extent and the front of its jobs and tags, together."""
+    store = runner.store
+    head, tail = 0, 0
+    for lane in store.queue_lanes():
+        if (lane.device_id, lane.project) == (device_id, project):
+            head, tail = lane.head, lane.tail
+    jobs = store.queue_jobs(device_id, project, after=None, limit=window)
+    return head, tail, jobs, store.queue_tags(device_id, project, head, window)
 
 
 def eta_seconds(position: int, per_job: float, busy_remaining: float, drivers: int) -> float:

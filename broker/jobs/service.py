@@ -67,7 +67,7 @@ class JobService:
         return job
 
     async def get(self, caller: str, job_id: str) -> JobView:
-        return self._views.view(await self._owned(caller, job_id))
+        return await self._views.view(await self._owned(caller, job_id))
 
     async def cancel(self, caller: str, job_id: str, reason: str) -> JobView:
         for _ in range(5):  # retry the compare-and-set if the dispatcher moved the job meanwhile
@@ -83,7 +83,7 @@ class JobService:
             if await self._ledger.save(cancelled, expected_version=job.version, event=event):
                 if job.lease is not None:
                     await self._leases.cancel_lease(job.lease.lease_id)
-                return self._views.view(cancelled)
+                return await self._views.view(cancelled)
         raise BrokerError(ErrorCode.UNAVAILABLE, f"job {job_id} kept changing; try cancel again")
 
     async def list_jobs(
@@ -104,7 +104,7 @@ class JobService:
             limit=limit,
             before_seq=before_seq,
         )
-        return [(seq, self._views.view(job)) for seq, job in rows]
+        return [(seq, await self._views.view(job)) for seq, job in rows]
 
     async def result(self, caller: str, job_id: str) -> ResultView:
         job = await self._owned(caller, job_id)
@@ -145,7 +145,8 @@ class JobService:
         """The current view, then each change (state or queue position) until terminal.
 
         One store read when the stream opens; after that each view is built from the newest
-        version the ledger published and the scheduler's in-memory order (see `watch`)."""
+        version the ledger published and the scheduler's order (in memory for the front of the
+        queue, counted by the store's index beyond it; see `watch`)."""
         job = await self._owned(caller, job_id)
         with self._watchers.subscribe(job_id, job.device_id) as sub:
             view = await self.get(caller, job_id)
@@ -156,7 +157,7 @@ class JobService:
                 newer = await sub.next()
                 if newer is not None and newer.version > current.version:
                     current = newer
-                fresh = self._views.view(current)
+                fresh = await self._views.view(current)
                 if (fresh.job.version, fresh.queue_position) != (
                     view.job.version,
                     view.queue_position,

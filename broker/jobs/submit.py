@@ -131,20 +131,20 @@ class Submission:
             await self._over_quota(caller, exc)
         except IdempotencyKeyReused as exc:
             raise _key_reused(exc, requests) from exc
-        accepted = [self._accepted(job, created) for job, created in stored]
+        accepted = [await self._accepted(job, created) for job, created in stored]
         # Only what was accepted counts, once per call: a batch is one submission whose size
         # is a signal of its own, and a refused call (nothing queued) is a refusal, counted by
         # the denial detector, not a submission.
         self._d.anomalies.submission(caller, sum(created for _, created in stored))
         return accepted
 
-    def _accepted(self, job: Job, created: bool) -> tuple[JobView, bool]:
+    async def _accepted(self, job: Job, created: bool) -> tuple[JobView, bool]:
         if not created:  # a retry: the idempotency key named this same earlier request
-            return self._d.views.view(job), False
+            return await self._d.views.view(job), False
         if job.session_id:
             self._d.sessions.touch(job.session_id, submitted=True)
         self._d.wakeups.kick(job.device_id)
-        return self._d.views.queued(job), True
+        return await self._d.views.queued(job), True
 
     async def _prepare(
         self, caller: str, principal: Principal, request: SubmitRequest

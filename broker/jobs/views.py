@@ -45,14 +45,14 @@ class JobViews:
         self._sessions = sessions
         self._drivers = drivers
 
-    def view(self, job: Job) -> JobView:
+    async def view(self, job: Job) -> JobView:
         if job.state is not JobState.QUEUED:
             return JobView(job=job, queue_position=0)
-        return self.queued(job)
+        return await self.queued(job)
 
-    def queued(self, job: Job) -> JobView:
+    async def queued(self, job: Job) -> JobView:
         """Position and ETA from the scheduler's order: the order the dispatcher follows."""
-        position = self._scheduler.position(job) or 0
+        position = await self._scheduler.position(job) or 0
         now = self._clock.now()
         eta = None
         if position:

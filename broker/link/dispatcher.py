@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-import uuid
 
 from broker.access.clearance import Decision
 from broker.access.records import AccessRecords
@@ -104,7 +103,7 @@ class Dispatcher:
             if self._canary.due(device_id, now):
                 await self._send_canary(idle[0], now)
                 continue
-            head = self._next(device_id, now)
+            head = await self._next(device_id, now)
             if head is None:
                 return
             conn = self._connection_for(head, idle, now)
@@ -113,7 +112,7 @@ class Dispatcher:
             if not await self._dispatch_or_deny(head, conn, now):
                 # Another writer (a replica, a cancel) changed the job: take the store's word.
                 fresh = await self._ledger.get(head.job_id)
-                self._scheduler.forget(head.job_id)
+                self._scheduler.forget(head)
                 if fresh is not None:
                     self._scheduler.observe(fresh)
 
@@ -147,11 +146,11 @@ class Dispatcher:
             return None
         return idle[0]
 
-    def _next(self, device_id: str, now: float) -> Job | None:
+    async def _next(self, device_id: str, now: float) -> Job | None:
         # In a reservation window only the reserving project's jobs move, and while a
         # session holds the device only its jobs do; the rest wait and say why.
         session = self._sessions.active(device_id)
-        return self._scheduler.next_job(
+        return await self._scheduler.next_job(
             device_id,
             self._schedule.availability(device_id, now).projects,
             session=session.session_id if session is not None else None,
@@ -175,7 +174,7 @@ class Dispatcher:
     ) -> bool:
         assert conn.attestation is not None
         lease = Lease(
-            lease_id=uuid.uuid4().hex,
+            lease_id=self._leases.new_lease_id(),
             device_id=job.device_id,
             expires_at=now + self._timing.lease_seconds,
             dispatch_nonce=secrets.token_bytes(32),
@@ -205,6 +204,7 @@ class Dispatcher:
         if not written:
             conn.leases.pop(lease.lease_id, None)
             return False
+        await self._registry.refresh()  # a quarantine or revocation made through a replica
         left = self._clock.now()
         device = self._registry.get(job.device_id)
         if device is None or not (

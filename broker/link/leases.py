@@ -34,6 +34,7 @@ from broker.link.door import LinkDoor, LinkRefusal
 from broker.link.fleet import DriverConnection, Fleet
 from broker.link.port import LinkPort
 from broker.link.receipts import contraindicated, receipt_problems
+from broker.link.replicas import ReplicaRoster
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
 from broker.store.runner import StoreRunner
@@ -58,8 +59,10 @@ class LeaseKeeper:
         canary: CanaryRunner,
         wakeups: DispatchWakeups,
         door: LinkDoor,
+        replicas: ReplicaRoster,
     ) -> None:
         self._door = door
+        self._replicas = replicas
         self._link = link
         self._fleet = fleet
         self._registry = registry
@@ -78,9 +81,26 @@ class LeaseKeeper:
         event = self._audit.event(kind, "broker", before.job_id, detail)
         return await self._ledger.save(after, expected_version=before.version, event=event)
 
-    async def release(self, job: Job, cause: str, metric_cause: str) -> None:
-        """Give a leased job back to the queue, or fail it once its attempts are used up."""
+    def new_lease_id(self) -> str:
+        return self._replicas.new_lease_id()
+
+    async def release(
+        self, job: Job, cause: str, metric_cause: str, *, charge: bool = True
+    ) -> None:
+        """Give a leased job back to the queue, or fail it once its attempts are used up.
+        Without `charge` the attempt is given back too: the job did nothing wrong (the broker
+        replica that leased it died)."""
         now = self._clock.now()
+        if not charge:
+            after = dataclasses.replace(
+                job.transition(JobState.QUEUED, now=now, reason=f"requeued: {cause}"),
+                attempts=max(0, job.attempts - 1),
+            )
+            detail = {"cause": cause, "attempts": after.attempts, "charged": False}
+            if await self.save(job, after, "job.requeued", detail):
+                self._metrics.lease_expiries.labels(job.device_id, metric_cause).inc()
+            self._wakeups.kick(job.device_id)
+            return
         if job.attempts >= self._timing.max_attempts:
             after = job.transition(
                 JobState.FAILED,
@@ -242,8 +262,17 @@ class LeaseKeeper:
             if canary is not None and canary.lease is not None and canary.lease.expires_at <= now:
                 self._end_canary(conn)
                 self._canary.failed(conn.device_id)
+        alive: dict[str, bool] = {}
         for job in await self._runner.call(self._runner.store.leased_jobs):
             assert job.lease is not None
+            issuer = self._replicas.issuer(job.lease.lease_id)
+            if issuer is not None and issuer != self._replicas.replica_id:
+                if issuer not in alive:
+                    alive[issuer] = await self._replicas.alive(issuer)
+                if not alive[issuer]:
+                    cause = "the broker replica that leased it stopped"
+                    await self.release(job, cause, "replica_lost", charge=False)
+                continue  # a live replica answers for its own leases
             held = self._fleet.holding(job.lease.lease_id)
             if job.lease.expires_at <= now:
                 if held is not None:

@@ -21,7 +21,7 @@ from broker.devices.model import (
     ReferenceValuesRecord,
     Revocation,
 )
-from broker.jobs.model import Job, JobResult, JobState
+from broker.jobs.model import Job, JobResult, JobState, QueueLane
 from broker.jobs.session_model import Session
 
 
@@ -100,7 +100,35 @@ class Store(Protocol):
         """The device's QUEUED jobs in FIFO order (submission order), oldest first."""
 
     def queue_depths(self) -> dict[str, int]:
-        """Number of QUEUED jobs per device (devices with none are absent)."""
+        """Number of QUEUED jobs per device (devices with none are absent), from the lanes."""
+
+    # The queue book (broker.store.sql_queue): changed by every job write that queues a job
+    # or takes one out of the queue, in the same transaction; read by index.
+
+    def queue_lanes(self) -> list[QueueLane]:
+        """Every (device, project) lane with its slot ordinals."""
+
+    def queue_jobs(
+        self, device_id: str, project: str, *, after: tuple[float, str] | None, limit: int
+    ) -> list[Job]:
+        """A lane's QUEUED jobs in place order (place_at, job id), after the key `after`."""
+
+    def queue_tags(self, device_id: str, project: str, first: int, limit: int) -> list[float]:
+        """A lane's slot tags from ordinal `first` on, in ordinal order."""
+
+    def queued_sessions(self) -> dict[tuple[str, str], list[str]]:
+        """Ids of the QUEUED jobs that have a session, by (device, session)."""
+
+    def queue_session_head(
+        self, device_id: str, project: str, session_id: str
+    ) -> tuple[Job, float] | None:
+        """The lane's first QUEUED job of the session (place order) and its slot's tag."""
+
+    def queue_position(self, job: Job) -> int | None:
+        """The job's 1-based place in its device's run order; None when it is not queued."""
+
+    def replica_alive(self, replica_id: str) -> bool:
+        """Whether another broker replica with this id is running on this store now."""
 
     def leased_jobs(self) -> list[Job]:
         """All DISPATCHED or RUNNING jobs (used to reap expired leases and on restart)."""
@@ -149,6 +177,10 @@ class RegistryStore(Protocol):
 
     def revocations(self) -> list[Revocation]:
         """All revocations, oldest first."""
+
+    def registry_fingerprint(self) -> tuple[int, int, int, int]:
+        """A value that changes whenever a device record, revocation or reference version is
+        written (cheap to poll: what a replica compares to see another's registry changes)."""
 
     def add_attestation(self, record: AttestationRecord, event: AuditEvent) -> None: ...
 

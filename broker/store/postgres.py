@@ -56,6 +56,15 @@ def _lock_key(purpose: str, schema_name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def change_channel(schema_name: str) -> str:
+    """A channel name within PostgreSQL's 63-byte identifier limit, distinct per schema."""
+    return "qtestbed_" + hashlib.sha256(schema_name.encode()).hexdigest()[:24]
+
+
+def replica_lock_key(schema_name: str, replica_id: str) -> int:
+    return _lock_key(f"replica:{replica_id}", schema_name)
+
+
 class PostgresStore(SqlStore):
     """`Store` on PostgreSQL; see `broker.store.sql_store` for the operations."""
 
@@ -126,6 +135,44 @@ class PostgresStore(SqlStore):
         # Held until commit or rollback. Always taken before the audit lock, never after it,
         # so the two cannot deadlock.
         cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(purpose, self.schema),))
+
+    def _announce(self, cur: Cursor, topic: str) -> None:
+        # Delivered when the transaction commits, and not at all if it rolls back; a topic
+        # repeated within one transaction is delivered once.
+        cur.execute("SELECT pg_notify(?, ?)", (self.channel, topic))
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this schema (one per schema sharing the database)."""
+        return change_channel(self.schema)
+
+    @property
+    def backend_pid(self) -> int:
+        """The server process of this store's connection (its own notifications carry it);
+        0 while it is closed (reconnected at the next call)."""
+        try:
+            return int(self._conn.info.backend_pid)
+        except psycopg.Error:
+            return 0
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    @property
+    def connect_options(self) -> dict[str, Any]:
+        return dict(self._extra)
+
+    def replica_alive(self, replica_id: str) -> bool:
+        """Whether the replica holds its liveness lock (`broker.store.pg_events` takes it for
+        as long as that replica's listening session lasts). A replica that died lost it with
+        its session, so the try below takes it; it is given back at once."""
+        key = replica_lock_key(self.schema, replica_id)
+        rows = self._query("SELECT pg_try_advisory_lock(?)", (key,))
+        if not rows[0][0]:
+            return True
+        self._query("SELECT pg_advisory_unlock(?)", (key,))
+        return False
 
     def close(self) -> None:
         self._closed = True

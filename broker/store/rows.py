@@ -42,6 +42,8 @@ JOB_COLUMNS: tuple[str, ...] = (
     "evidence_digest",
     "calibration_digest",
     "memory",
+    "place_at",
+    "queue_cost",
 )
 JOB_SELECT = ", ".join(JOB_COLUMNS)
 
@@ -89,6 +91,8 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.evidence_digest,
         job.calibration_digest,
         int(job.memory),
+        job.place_at,
+        job.queue_cost,
     )
 
 
@@ -134,6 +138,8 @@ def job_from_row(row: Row) -> Job:
         evidence_digest=r["evidence_digest"],
         calibration_digest=r["calibration_digest"],
         memory=bool(r["memory"]),
+        place_at=r["place_at"],
+        queue_cost=r["queue_cost"],
     )
 
 

@@ -314,6 +314,46 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+# Version 9: the queue book (broker.store.sql_queue). Existing queued jobs are given their place
+# and cost as a broker with the default settings would have (aging 300 s, 1 ms a shot, weight
+# 1), and each project's slots in submission order from virtual time 0, as a restart did.
+_V9_QUEUE = (
+    "ALTER TABLE jobs ADD COLUMN place_at {real} NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN queue_cost {real} NOT NULL DEFAULT 0",
+    "UPDATE jobs SET place_at = created_at - (priority - 1) * 300.0,"
+    " queue_cost = (CASE WHEN shots > 1 THEN shots ELSE 1 END) * 0.001",
+    "CREATE TABLE queue_lanes (device_id TEXT NOT NULL, project TEXT NOT NULL,"
+    " head {bigint} NOT NULL, tail {bigint} NOT NULL, last_tag {real} NOT NULL,"
+    " PRIMARY KEY (device_id, project))",
+    "CREATE TABLE queue_slots (device_id TEXT NOT NULL, project TEXT NOT NULL,"
+    " ordinal {bigint} NOT NULL, tag {real} NOT NULL, PRIMARY KEY (device_id, project, ordinal))",
+    "CREATE TABLE queue_clocks (device_id TEXT PRIMARY KEY, virtual_time {real} NOT NULL)",
+    # Counts the slots ahead of a slot (positions).
+    "CREATE INDEX queue_slots_order ON queue_slots (device_id, tag, project, ordinal)",
+    # A lane's jobs in place order, and a session's; queued jobs only.
+    "CREATE INDEX jobs_queue_place ON jobs (device_id, project, place_at, job_id)"
+    " WHERE state = 'QUEUED'",
+    "CREATE INDEX jobs_queue_session ON jobs (device_id, session_id, project, place_at, job_id)"
+    " WHERE state = 'QUEUED' AND session_id <> ''",
+    "INSERT INTO queue_slots (device_id, project, ordinal, tag)"
+    " SELECT device_id, project,"
+    " ROW_NUMBER() OVER (PARTITION BY device_id, project ORDER BY created_at, job_id) - 1,"
+    " SUM(queue_cost) OVER (PARTITION BY device_id, project ORDER BY created_at, job_id)"
+    " FROM jobs WHERE state = 'QUEUED'",
+    "INSERT INTO queue_lanes (device_id, project, head, tail, last_tag)"
+    " SELECT device_id, project, 0, COUNT(*), MAX(tag) FROM queue_slots"
+    " GROUP BY device_id, project",
+)
+
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        version=9,
+        description="the queue book: each project's fair-queueing slots per device, by index",
+        statements=_V9_QUEUE,
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 # What an operator runs to bring an existing store up to this code's schema.

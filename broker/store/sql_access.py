@@ -16,6 +16,7 @@ from broker.access.documents import canonical
 from broker.access.model import AccessRecord, RecordKind, Usage
 from broker.audit.model import AuditEvent
 from broker.jobs.model import JobState
+from broker.store import changes
 from broker.store.sql_parts import SqlParts, columns, insert_sql
 
 ACCESS_COLUMNS = ("kind", "name", "doc", "version", "updated_at", "updated_by")
@@ -77,6 +78,7 @@ class SqlAccess(SqlParts):
             if cur.rowcount != 1:
                 return False
             self._append(cur, event)
+            self._announce(cur, changes.ACCESS)
         return True
 
     def delete_access(
@@ -90,6 +92,7 @@ class SqlAccess(SqlParts):
             if cur.rowcount != 1:
                 return False
             self._append(cur, event)
+            self._announce(cur, changes.ACCESS)
         return True
 
     def access_record(self, kind: RecordKind, name: str) -> AccessRecord | None:

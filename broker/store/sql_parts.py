@@ -52,3 +52,8 @@ class SqlParts(abc.ABC):
     def _serialize(self, cur: Cursor, purpose: str) -> None:
         """Runs first in a write transaction: other writers for the same `purpose` wait for
         this transaction to end, so a read-then-write inside it cannot race them."""
+
+    @abc.abstractmethod
+    def _announce(self, cur: Cursor, topic: str) -> None:
+        """Tell other broker replicas, when this transaction commits, that `topic` changed
+        (`broker.store.changes` names the topics)."""

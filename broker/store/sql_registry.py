@@ -21,6 +21,7 @@ from broker.devices.model import (
     ReferenceValuesRecord,
     Revocation,
 )
+from broker.store import changes
 from broker.store import registry_rows as rr
 from broker.store.base import StoreError
 from broker.store.sql_parts import SqlParts, columns, insert_sql
@@ -67,6 +68,7 @@ class SqlRegistry(SqlParts):
             if cur.rowcount != 1:
                 return False
             self._append(cur, event)
+            self._announce(cur, changes.DEVICES)
         return True
 
     def get_device(self, device_id: str) -> DeviceRecord | None:
@@ -93,6 +95,7 @@ class SqlRegistry(SqlParts):
             stored = dataclasses.replace(record, version=int(cur.fetchone()[0]) + 1)
             cur.execute(_INSERT_REFERENCE, rr.reference_to_row(stored))
             self._append(cur, event)
+            self._announce(cur, changes.DEVICES)
         return stored
 
     def reference_values(self, scope: ReferenceScope, scope_id: str) -> list[ReferenceValuesRecord]:
@@ -109,11 +112,20 @@ class SqlRegistry(SqlParts):
             if cur.rowcount != 1:
                 return False
             self._append(cur, event)
+            self._announce(cur, changes.DEVICES)
         return True
 
     def revocations(self) -> list[Revocation]:
         found = self._query(f"SELECT {_REVOCATIONS} FROM revocations ORDER BY revoked_at, serial")
         return [rr.revocation_from_row(row) for row in found]
+
+    def registry_fingerprint(self) -> tuple[int, int, int, int]:
+        row = self._query(
+            "SELECT (SELECT COUNT(*) FROM devices),"
+            " (SELECT COALESCE(SUM(version), 0) FROM devices),"
+            " (SELECT COUNT(*) FROM revocations), (SELECT COUNT(*) FROM reference_values)"
+        )[0]
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     def add_attestation(self, record: AttestationRecord, event: AuditEvent) -> None:
         with self._transaction() as cur:

@@ -22,11 +22,12 @@ from broker.access.model import QuotaCheck, check_quota
 from broker.audit.chain import GENESIS_HASH, chain_hash
 from broker.audit.model import AuditEntry, AuditEvent
 from broker.jobs.model import Job, JobResult, JobState, check_same_request
-from broker.store import rows, schema
+from broker.store import changes, rows, schema
 from broker.store.base import StoreError
 from broker.store.cursor import Cursor
 from broker.store.sql_access import SqlAccess
 from broker.store.sql_parts import by_id_of
+from broker.store.sql_queue import QUEUE_STATES, SqlQueue
 from broker.store.sql_registry import SqlRegistry
 from broker.store.sql_sessions import SqlSessions
 
@@ -48,7 +49,7 @@ _INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(9
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
 
-class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
+class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
     """Implements the `Store` and `RegistryStore` protocols on top of `_cursor()`; subclasses
     own the connection. The registry operations live in `broker.store.sql_registry`."""
 
@@ -75,6 +76,9 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
     @abc.abstractmethod
     def _lock_audit(self, cur: Cursor) -> None:
         """Runs before reading the audit head: keep concurrent appends from forking the chain."""
+
+    def _announce(self, cur: Cursor, topic: str) -> None:
+        """Nothing to tell: no other process shares this store (PostgreSQL overrides this)."""
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -195,6 +199,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
     def _insert_one(
         self, cur: Cursor, job: Job, event: AuditEvent, quota: QuotaCheck | None
     ) -> tuple[Job, bool]:
+        self._serialize(cur, "queue")  # before the audit lock, as every serialized write
         sql = (
             f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
             f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"
@@ -202,11 +207,13 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         )
         cur.execute(sql, rows.job_to_row(job))
         if cur.rowcount == 1:
+            self._announce(cur, changes.jobs(job.device_id))
             # After the append: it holds the audit lock, which every job insert of every
             # replica takes, so the counts below see all other committed inserts.
             self._append(cur, event)
             if quota is not None:
                 self._check_quota(quota, job.shots)
+            self._queue_change(cur, None, job)
             return job, True
         # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
         cur.execute(
@@ -243,12 +250,24 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         if result is not None and result.job_id != job.job_id:
             raise ValueError(f"result for {result.job_id} saved with job {job.job_id}")
         with self._transaction() as cur:
+            before = None
+            if job.state in QUEUE_STATES:  # the write may move a lane: read what it was
+                self._serialize(cur, "queue")
+                cur.execute(
+                    "SELECT state FROM jobs WHERE job_id = ? AND version = ?",
+                    (job.job_id, expected_version),
+                )
+                found = cur.fetchone()
+                before = JobState(found[0]) if found else None
             if not self._update(cur, job, expected_version):
                 return False
+            self._announce(cur, changes.jobs(job.device_id))
             if result is not None:
                 cur.execute(_INSERT_RESULT, rows.result_to_row(result))
             if event is not None:
                 self._append(cur, event)
+            if job.state in QUEUE_STATES:
+                self._queue_change(cur, before, job)
         return True
 
     def _update(self, cur: Cursor, job: Job, expected_version: int) -> bool:
@@ -300,17 +319,15 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions):
         )
         return [rows.job_from_row(row) for row in found]
 
-    def queue_depths(self) -> dict[str, int]:
-        found = self._query(
-            "SELECT device_id, COUNT(*) FROM jobs WHERE state = ? GROUP BY device_id", (_QUEUED,)
-        )
-        return {str(device): int(count) for device, count in found}
-
     def leased_jobs(self) -> list[Job]:
         found = self._query(
             f"SELECT {_JOB_FIELDS} FROM jobs WHERE state IN (?, ?) ORDER BY seq", _LEASED
         )
         return [rows.job_from_row(row) for row in found]
+
+    def replica_alive(self, replica_id: str) -> bool:
+        """False: no other process shares this store (PostgreSQL overrides this)."""
+        return False
 
     def get_result(self, job_id: str) -> JobResult | None:
         found = self._query(

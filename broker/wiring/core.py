@@ -25,7 +25,6 @@ from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger, JobObservers
 from broker.jobs.model import Job
-from broker.jobs.queue_sync import QueueSync
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.session_model import Session
 from broker.jobs.sessions import SessionManager
@@ -147,6 +146,7 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
     scheduler = Scheduler(
         settings.scheduling,
         weight_of=lambda project: p.weight if (p := r.access.project(project)) else 1,
+        runner=base.runner,
     )
     fleet = r.fleet
 
@@ -186,8 +186,7 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
         sessions=sessions,
         usage=usage,
         watchers=watchers,
-        ledger=JobLedger(base.runner, base.metrics, watchers, observers),
-        queue_sync=QueueSync(base.runner, scheduler),
+        ledger=JobLedger(base.runner, base.metrics, watchers, observers, price=scheduler.price),
         decode_gate=DecodeGate(
             settings=settings.decoding,
             metrics=base.metrics,

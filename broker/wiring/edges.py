@@ -35,8 +35,10 @@ from broker.link.door import LinkDoor
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
 from broker.link.pipeline import DispatchDecisions, PendingLeases
+from broker.link.replicas import ReplicaRoster
 from broker.scrape.gate import ScrapeGate
 from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Services
+from broker.wiring.replicas import ReplicaSync
 
 
 def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
@@ -60,6 +62,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         anomalies=r.anomalies,
     )
     canary = CanaryRunner(base.settings.anomaly, r.anomalies, metrics)
+    roster = ReplicaRoster(base.runner)
     leases = LeaseKeeper(
         link=base.link,
         fleet=j.fleet,
@@ -74,6 +77,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         canary=canary,
         wakeups=r.wakeups,
         door=door,
+        replicas=roster,
     )
     decisions = DispatchDecisions(gate=r.gate, leases=leases, metrics=metrics)
     pending = PendingLeases(
@@ -114,13 +118,18 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         metrics=metrics,
     )
 
-    async def sync_queues() -> None:  # other replicas queue and take jobs too
-        await j.queue_sync.sync(d.device_id for d in r.devices.all())
+    replicas = ReplicaSync(
+        scheduler=j.scheduler,
+        records=r.records,
+        registry=r.devices,
+        connections=attestor,
+        wakeups=r.wakeups,
+        clock=clock,
+        poll_seconds=timing.replica_poll_seconds,
+    )
 
-    async def access_tick() -> None:
-        """Pick up changes other replicas made; move queues whose windows opened or closed."""
-        if await r.records.refresh():
-            return  # the reload already kicked every device
+    async def schedule_tick() -> None:
+        """Move queues whose reservation or maintenance windows opened or closed."""
         for device_id in r.schedule.scheduled_devices(clock.now()):
             r.wakeups.kick(device_id)
 
@@ -137,9 +146,9 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         wakeups=r.wakeups,
         ticks=[
             gauges.refresh,
-            sync_queues,
+            replicas.poll,  # other replicas' changes, when no notification brought them
             signer.tick,
-            access_tick,
+            schedule_tick,
             r.requests.expire_due,
             j.sessions.expire,
             r.front_door.flush,
@@ -157,6 +166,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         door=door,
         signer=signer,
         gauges=gauges,
+        replicas=replicas,
+        roster=roster,
     )
 
 

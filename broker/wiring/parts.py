@@ -39,7 +39,6 @@ from broker.jobs.admission import SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.ledger import JobLedger
-from broker.jobs.queue_sync import QueueSync
 from broker.jobs.result_proofs import ResultProofService
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.service import JobService
@@ -56,12 +55,14 @@ from broker.link.fleet import Fleet
 from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
 from broker.link.port import LinkPort
+from broker.link.replicas import ReplicaRoster
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine
 from broker.policy.export_control import ExportProfile
 from broker.scrape.gate import ScrapeGate
 from broker.settings import BrokerSettings
 from broker.store.runner import StoreRunner
+from broker.wiring.replicas import ReplicaSync
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,7 +115,6 @@ class JobParts:
     usage: UsageTracker
     watchers: JobWatchers
     ledger: JobLedger
-    queue_sync: QueueSync
     decode_gate: DecodeGate
     admission: SubmissionAdmission
 
@@ -128,6 +128,8 @@ class LinkParts:
     door: LinkDoor
     signer: CheckpointSigner
     gauges: DeviceGauges
+    replicas: ReplicaSync  # other replicas' changes on a shared store
+    roster: ReplicaRoster  # this replica's id, in the leases it writes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

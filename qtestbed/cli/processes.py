@@ -64,7 +64,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="driver settings TOML")
     p.add_argument("--json", action="store_true", help="check: print the report as JSON")
-    p.add_argument("--broker", help="override the broker link endpoint (tcp://host:port)")
+    p.add_argument(
+        "--broker",
+        help="override the broker link endpoint (tcp://host:port); several, comma-separated,"
+        " to move to the next replica when one falls silent",
+    )
     p.add_argument(
         "--stats",
         type=Path,

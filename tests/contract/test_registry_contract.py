@@ -379,3 +379,21 @@ def test_registry_survives_close_and_reopen(backend: Backend, store: BrokerStore
     assert reopened.add_reference_values(again, event("ref", "dev-a")).version == 2
     with pytest.raises(StoreError, match="only grow"):
         reopened.add_checkpoint(make_checkpoint(4))
+
+
+def test_the_registry_fingerprint_moves_with_every_registry_write(store: BrokerStore) -> None:
+    """What a replica compares to see that another changed a device, a revocation or a
+    reference version; an attestation record is history, not registry state."""
+    seen = [store.registry_fingerprint()]
+    device = make_device("dev-a")
+    assert store.save_device(device, expected_version=None, event=event("device.added", "dev-a"))
+    seen.append(store.registry_fingerprint())
+    quarantined = dataclasses.replace(device, status=DeviceStatus.QUARANTINED, version=2)
+    store.save_device(quarantined, expected_version=1, event=event("device.quarantined", "dev-a"))
+    seen.append(store.registry_fingerprint())
+    store.add_revocation(make_revocation("0a"), event("certificate.revoked", "dev-a"))
+    seen.append(store.registry_fingerprint())
+    reference = make_reference(ReferenceScope.DEVICE, "dev-a")
+    store.add_reference_values(reference, event("reference.added", "dev-a"))
+    seen.append(store.registry_fingerprint())
+    assert len(set(seen)) == len(seen)

@@ -149,6 +149,8 @@ def test_a_version_1_database_upgrades_in_place(
         "evidence_digest",
         "calibration_digest",
         "memory",
+        "place_at",
+        "queue_cost",
     }
     v1_columns = [c for c in rows_module.JOB_COLUMNS if c not in later]
     values = dict(zip(rows_module.JOB_COLUMNS, rows_module.job_to_row(job), strict=True))
@@ -171,7 +173,12 @@ def test_a_version_1_database_upgrades_in_place(
     upgraded.migrate()
     versions = backend.raw("SELECT version FROM schema_migrations ORDER BY version")
     assert [row[0] for row in versions] == [m.version for m in schema_module.MIGRATIONS]
+    # Version 9 gives the queued job the place and slot cost of the default settings (aging
+    # 300 s, 1 ms a shot, weight 1) and its slot in the queue book.
+    job = dataclasses.replace(job, place_at=job.created_at - 300.0, queue_cost=100 * 0.001)
     assert upgraded.get_job("j-v1") == job
+    assert upgraded.queue_position(job) == 1
+    assert upgraded.queue_depths() == {job.device_id: 1}
     assert upgraded.insert_job(_v1_job(), event("x", "j-v1")) == (job, False)
     device = register(upgraded, "dev-a")
     assert upgraded.get_device("dev-a") == device

@@ -15,8 +15,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-PREVIOUS_RELEASE = "f74444c5c8aad754bd1ce431256e7f8b95a3cd69"
-PREVIOUS_SCHEMA = 7
+PREVIOUS_RELEASE = "6ac420213cbe273c55ca78d7a0a5697aa1ec1847"
+PREVIOUS_SCHEMA = 8
 # The packages and the data files they read from the repository (the export-control table).
 _PACKAGES = ("attestation", "broker", "drivers", "qtestbed", "deploy/policy")
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import psycopg
 import pytest
 
 from attestation.pki import cert_from_pem
@@ -18,16 +13,6 @@ from qtestbed.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc
 from tests.integration.support import state_name, wait_state
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_facility(tmp_path: Path, pg_dsn: str) -> Iterator[LocalFacility]:
-    schema = f"qtestbed_it_{uuid.uuid4().hex[:12]}"
-    joiner = "&" if "?" in pg_dsn else "?"
-    with LocalFacility(tmp_path / "facility", store=f"{pg_dsn}{joiner}schema={schema}") as fac:
-        yield fac
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_ghz_completes_on_postgres_and_survives_a_broker_restart(

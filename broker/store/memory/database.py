@@ -87,6 +87,11 @@ class MemoryDatabase:
         self.checkpoints: Table[int, Checkpoint] = Table(journal)  # by tree size
         self.access: Table[tuple[RecordKind, str], AccessRow] = Table(journal)
         self.sessions: Table[str, Session] = Table(journal)
+        # The queue book (broker.store.memory.queue): (device, project) -> (head, tail, last
+        # tag); (device, project, ordinal) -> tag; device -> virtual time.
+        self.queue_lanes: Table[tuple[str, str], tuple[int, int, float]] = Table(journal)
+        self.queue_slots: Table[tuple[str, str, int], float] = Table(journal)
+        self.queue_clocks: Table[str, float] = Table(journal)
 
     def next_value(self, sequence: str) -> int:
         """The next number of `sequence` (1 first), taken back if the transaction fails."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Sequence
 
 from broker.access.model import QuotaCheck, check_quota
@@ -13,6 +12,7 @@ from broker.store.base import StoreError
 from broker.store.memory.access import count_usage
 from broker.store.memory.core import MemoryCore, check_version_moves
 from broker.store.memory.database import JobRow, MemoryDatabase
+from broker.store.memory.queue import queue_change
 
 _LEASED = frozenset({JobState.DISPATCHED, JobState.RUNNING})
 
@@ -86,6 +86,7 @@ class MemoryJobs(MemoryCore):
         self._append(db, event)
         if quota is not None:  # counted with this job included, after its audit entry
             _check_quota(db, quota, job.shots)
+        queue_change(db, None, job)
         return job, True
 
     def save_job(
@@ -109,6 +110,7 @@ class MemoryJobs(MemoryCore):
                 _store_result(db, result)
             if event is not None:
                 self._append(db, event)
+            queue_change(db, row.job.state, job)
         return True
 
     def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
@@ -153,12 +155,9 @@ class MemoryJobs(MemoryCore):
             ]
         return _in_order(rows)[:limit]
 
-    def queue_depths(self) -> dict[str, int]:
-        with self._read() as db:
-            depths = Counter(
-                row.job.device_id for row in db.jobs.values() if row.job.state is JobState.QUEUED
-            )
-        return dict(depths)
+    def replica_alive(self, replica_id: str) -> bool:
+        """False: a memory database belongs to one process (its stores are connections)."""
+        return False
 
     def leased_jobs(self) -> list[Job]:
         with self._read() as db:

@@ -80,6 +80,15 @@ class MemoryRegistry(MemoryCore):
         with self._read() as db:
             return sorted(db.revocations.values(), key=lambda r: (r.revoked_at, r.serial))
 
+    def registry_fingerprint(self) -> tuple[int, int, int, int]:
+        with self._read() as db:
+            return (
+                len(db.devices),
+                sum(d.version for d in db.devices.values()),
+                len(db.revocations),
+                sum(len(versions) for versions in db.references.values()),
+            )
+
     def add_attestation(self, record: AttestationRecord, event: AuditEvent) -> None:
         with self._write() as db:
             stored = dataclasses.replace(record, reasons=tuple(record.reasons))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from broker.store.memory.access import MemoryAccess
 from broker.store.memory.jobs import MemoryJobs
+from broker.store.memory.queue import MemoryQueue
 from broker.store.memory.registry import MemoryRegistry
 from broker.store.memory.sessions import MemorySessions
 
 
-class MemoryStore(MemoryJobs, MemoryRegistry, MemoryAccess, MemorySessions):
+class MemoryStore(MemoryJobs, MemoryQueue, MemoryRegistry, MemoryAccess, MemorySessions):
     """A `BrokerStore` kept in memory, for fast tests of the services that use a store.
 
     It keeps every promise of the store protocols, checked by the same contract suites as

@@ -34,6 +34,7 @@ from broker.devices.registry import ReferenceInput
 from broker.jobs.circuits import CircuitDecoder, InProcessDecoder
 from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.model import Job
+from broker.jobs.scheduler import SchedulerSettings
 from broker.jobs.submit import SubmitRequest
 from broker.link import messages as m
 from broker.link.fake import FakeLink, make_peer
@@ -102,6 +103,7 @@ class Core:
         projects: tuple[Project, ...] = (Project(name="lab"), Project(name="ops")),
         decoder: CircuitDecoder | None = None,
         decoding: DecodingSettings | None = None,
+        scheduling: Mapping[str, Any] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.link = FakeLink()
@@ -132,6 +134,7 @@ class Core:
             calls=CallLimitSettings(**dict(calls or {})),
             decoding=decoding or DecodingSettings(),
             admission=dataclasses.replace(AdmissionSettings(), **dict(admission or {})),
+            scheduling=dataclasses.replace(SchedulerSettings(), **dict(scheduling or {})),
         )
         self.parts: Components = build(
             Foundation(
