@@ -15,10 +15,15 @@ endif
 
 .PHONY: setup demo test lint typecheck unit protos bench fuzz clean
 
-$(STAMP): pyproject.toml
+# The tests' third-party backend plugin (tests/fixtures/backend_plugin) is installed beside the
+# project, as a vendor's package would be.
+FIXTURE_PLUGIN := tests/fixtures/backend_plugin
+
+$(STAMP): pyproject.toml $(FIXTURE_PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -e $(FIXTURE_PLUGIN)
 	touch $(STAMP)
 
 # checkov (the IaC linter the tests run on deploy/kubernetes) in a virtualenv of its own: it pins

@@ -28,18 +28,21 @@ import zmq.asyncio
 from zmq.utils import z85
 
 from attestation.dsse import Envelope
-from attestation.evidence import EvidenceClaims, make_evidence
+from attestation.evidence import EvidenceClaims, Measurements, make_evidence
 from attestation.keys import SigningKey
 from attestation.receipts import ReceiptClaims, result_digest, sign_receipt
 from attestation.shot_memory import ShotMemory, ShotMemoryError, check_size
-from drivers.backends import Backend, flip_bits, make_backend
+from drivers.backends import flip_bits
 from drivers.circuits import decode_circuit
 from drivers.config import DriverConfig
 from drivers.faithful import Prepared, executed_circuit_digest, executed_circuit_text
 from drivers.grants import GrantError, GrantKey, open_grant
 from drivers.measure import measure
 from drivers.pipeline import BusyClock, HeldLease, LeaseQueue
+from drivers.plugins.api import BackendPlugin, Execution, RunOptions
+from drivers.plugins.registry import plugin_source_root
 from drivers.status import StatusFile
+from drivers.watch import DeviceWatch
 from qtestbed.shared.linkkeys import configure_client, load_keypair
 from qtestbed.v1 import devices_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
@@ -61,12 +64,12 @@ _FATAL_GOODBYES = (
 
 
 class DriverAgent:
-    def __init__(
-        self, config: DriverConfig, key: SigningKey, backend: Backend | None = None
-    ) -> None:
+    def __init__(self, config: DriverConfig, key: SigningKey) -> None:
         self.config = config
         self.key = key
-        self.backend = backend or make_backend(config.device)
+        self.backend: BackendPlugin = config.plugin
+        self.watch = DeviceWatch(config.plugin, config.device, config.calibration_poll_seconds)
+        self._plugin_root = plugin_source_root(config.plugin)
         self.certificate_chain = config.device_certificate.read_bytes()
         self.boot_epoch = uuid.uuid4().hex  # new per process: counters restart with it
         self.counter = 0
@@ -77,6 +80,7 @@ class DriverAgent:
         self._link_key = z85.decode(link_public)  # lease grants are bound to it
         # This connection's grant key: a new one for every Hello, never reused or stored.
         self._grant_key = GrantKey.new()
+        self._cancelling: asyncio.Task[bool] | None = None
         self.busy = BusyClock()  # how much of the time the device spends running jobs
         self._queue = LeaseQueue(self._execute, config.max_leases, self.busy)
         self._status = StatusFile(config.status_file, config.device.device_id)
@@ -90,6 +94,9 @@ class DriverAgent:
         """Stay connected until `stop` is set; reconnect whenever the broker goes quiet."""
         try:
             while not stop.is_set():
+                await self.watch.wait_healthy(stop)
+                if stop.is_set():
+                    break
                 await self._session(stop)
                 if not stop.is_set():
                     # Its broker fell silent or let it go: try the next replica, if any.
@@ -110,22 +117,23 @@ class DriverAgent:
         # A new connection, a new grant key: a grant sealed for an earlier connection (which
         # another host on its route may also hold) never opens on this one, nor this one's there.
         self._grant_key = GrantKey.new()
+        leaving = "driver shutting down"
         try:
             await self._send(sock, link_pb.LinkMessage(hello=self._hello()))
-            await self._converse(sock, stop)
+            leaving = await self._converse(sock, stop) or leaving
         finally:
-            if stop.is_set():
+            if stop.is_set() or leaving != "driver shutting down":
                 bye = link_pb.LinkMessage(
-                    goodbye=link_pb.Goodbye(
-                        reason="driver shutting down", code=link_pb.GOODBYE_CODE_SHUTTING_DOWN
-                    )
+                    goodbye=link_pb.Goodbye(reason=leaving, code=link_pb.GOODBYE_CODE_SHUTTING_DOWN)
                 )
                 with contextlib.suppress(zmq.ZMQError):
                     await sock.send(bye.SerializeToString(), flags=zmq.NOBLOCK)
             self._queue.end_connection(sock)  # the broker requeues what this connection held
             sock.close(linger=0)
 
-    async def _converse(self, sock: zmq.asyncio.Socket, stop: asyncio.Event) -> None:
+    async def _converse(self, sock: zmq.asyncio.Socket, stop: asyncio.Event) -> str | None:
+        """Talk until stopped, silenced or told goodbye (None), or until the device changed
+        (the reason, told to the broker before reconnecting)."""
         beat = self.config.heartbeat_seconds
         silence = beat * self.config.heartbeat_misses
         last_heard = time.monotonic()
@@ -141,13 +149,17 @@ class DriverAgent:
                 self._status.beat(attested=self.attested, heard_seconds_ago=now - last_heard)
             if now - last_heard > silence:
                 log.warning("broker silent for %.1fs; reconnecting", silence)
-                return
+                return None
+            if self._queue.idle and (changed := await self.watch.reason_to_reconnect()):
+                log.warning("%s; reconnecting to attest again", changed)
+                return changed
             if await sock.poll(timeout=int(min(beat, 0.2) * 1000)):
                 message = link_pb.LinkMessage()
                 message.ParseFromString(await sock.recv())
                 last_heard = time.monotonic()
                 if not await self._handle(sock, message):
-                    return
+                    return None
+        return None
 
     async def _handle(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> bool:
         kind = message.WhichOneof("body")
@@ -158,6 +170,10 @@ class DriverAgent:
         elif kind == "lease":
             await self._on_lease(sock, message.lease)
         elif kind == "cancel":
+            lease_id = message.cancel.lease_id
+            if lease_id and lease_id == self._queue.running_id:
+                # Hardware that can stop a run frees itself sooner; the result is dropped anyway.
+                self._cancelling = asyncio.create_task(asyncio.to_thread(self.backend.cancel))
             self._queue.cancel(message.cancel.lease_id, sock)
         elif kind == "goodbye":
             reason = message.goodbye.reason
@@ -168,14 +184,14 @@ class DriverAgent:
         return True
 
     def _hello(self) -> link_pb.Hello:
-        d = self.config.device
+        d = self.watch.description
         return link_pb.Hello(
             device_id=d.device_id,
             num_qubits=d.num_qubits,
             basis_gates=list(d.basis_gates),
             coupling_map=[devices_pb2.CouplingEdge(control=a, target=b) for a, b in d.coupling_map],
             backend=d.backend,
-            driver_build=measure(d, self.config.firmware).driver_build,
+            driver_build=self._measurements().driver_build,
             certificate_chain=self.certificate_chain,
             grant_key=self._grant_key.public,
             max_leases=self.config.max_leases,
@@ -184,12 +200,12 @@ class DriverAgent:
     def _evidence(self, challenge: link_pb.Challenge) -> link_pb.EvidenceMessage:
         self.counter += 1
         claims = EvidenceClaims(
-            device_id=self.config.device.device_id,
+            device_id=self.watch.description.device_id,
             nonce=challenge.nonce,
             issued_at=time.time(),
             boot_epoch=self.boot_epoch,
             counter=self.counter,
-            measurements=measure(self.config.device, self.config.firmware),
+            measurements=self._measurements(),
         )
         envelope = make_evidence(claims, self.key)
         self._pending_digest = envelope.digest()
@@ -246,7 +262,11 @@ class DriverAgent:
         digest = hashlib.sha256(grant.circuit_payload).hexdigest()
         if digest != grant.circuit_digest:
             raise ValueError("circuit payload does not match its digest; refusing to run it")
-        circuit = decode_circuit(grant.circuit_format, grant.circuit_payload)
+        circuit = decode_circuit(
+            grant.circuit_format,
+            grant.circuit_payload,
+            device_qubits=self.watch.description.num_qubits,
+        )
         began = time.monotonic()
         # Prepared under the faithful contract: as sent, or translated at level 0 only.
         prepared = await asyncio.to_thread(self.backend.prepare, circuit)
@@ -256,7 +276,7 @@ class DriverAgent:
             memory = await self._run_with_memory(prepared, grant.shots)
             counts = memory.histogram()  # the counts are exactly the memory's histogram
         else:
-            run = await asyncio.to_thread(self.backend.execute, prepared, grant.shots)
+            run = await asyncio.to_thread(self._run, prepared, grant.shots, False)
             counts = run.counts
         if self.config.simulated_drift and memory is None:
             # Noise simulation, not cryptography.
@@ -269,7 +289,7 @@ class DriverAgent:
         self.busy.record(began, ended)
         claims = ReceiptClaims(
             job_id=grant.job_id,
-            device_id=self.config.device.device_id,
+            device_id=self.watch.description.device_id,
             circuit_digest=digest,
             shots=grant.shots,
             result_digest=result_digest(counts),
@@ -299,7 +319,7 @@ class DriverAgent:
             check_size(shots, prepared.circuit.num_clbits)
         except ShotMemoryError as exc:
             raise ValueError(str(exc)) from None
-        execution = await asyncio.to_thread(self.backend.execute, prepared, shots, memory=True)
+        execution = await asyncio.to_thread(self._run, prepared, shots, True)
         if execution.memory is None or len(execution.memory) != shots:
             raise RuntimeError("the backend did not return one outcome per shot")
         bitstrings = execution.memory
@@ -310,6 +330,18 @@ class DriverAgent:
                 for bits in bitstrings
             ]
         return ShotMemory.from_bitstrings(bitstrings, prepared.circuit.num_clbits)
+
+    def _measurements(self) -> Measurements:
+        """What this device is now, as its evidence states it."""
+        return measure(
+            self.watch.description,
+            self.config.firmware,
+            control_software=self.backend.control_software,
+            plugin_root=self._plugin_root,
+        )
+
+    def _run(self, prepared: Prepared, shots: int, memory: bool) -> Execution:
+        return self.backend.run(prepared, shots, memory=memory, options=RunOptions())
 
     async def _send(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> None:
         await sock.send(message.SerializeToString())

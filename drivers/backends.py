@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qiskit import QuantumCircuit, transpile
@@ -26,17 +25,9 @@ from qiskit_aer import AerSimulator
 from drivers.device import DeviceDescription
 from drivers.faithful import DeviceTarget, Prepared, directed_edges, prepare
 from drivers.noise import build_noise_model, with_delay_relaxation
+from drivers.plugins.api import Execution
 
 _STANDARD = get_standard_gate_name_mapping()
-
-
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """What one run produced: counts, and each shot's bitstring in shot order when asked for
-    (same keys as the counts, whose histogram they are)."""
-
-    counts: dict[str, int]
-    memory: list[str] | None = None
 
 
 class Backend(Protocol):
@@ -82,14 +73,14 @@ class AerIdealBackend:
     def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
         # Running natively also skips the transpiler, which costs ~80 ms even for a 5-qubit
         # circuit (the simulation itself takes ~2 ms).
-        return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
+        return prepare_circuit(self.name, circuit, self._target, self._exact, self._simulator, seed)
 
     def execute(
         self, prepared: Prepared, shots: int, seed: int | None = None, *, memory: bool = False
     ) -> Execution:
         _check_shots(prepared.circuit, shots)
         job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed, memory=memory)
-        return _execution(job.result(), memory)
+        return execution_of(job.result(), memory)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
@@ -118,7 +109,7 @@ class AerNoisyBackend:
         )
 
     def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
-        return _prepare(
+        return prepare_circuit(
             self.name,
             circuit,
             self._target,
@@ -135,7 +126,7 @@ class AerNoisyBackend:
         _check_shots(prepared.circuit, shots)
         simulated = with_delay_relaxation(prepared.circuit, self._description)
         job = self._simulator.run(simulated, shots=shots, seed_simulator=seed, memory=memory)
-        return _execution(job.result(), memory)
+        return execution_of(job.result(), memory)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
@@ -154,14 +145,14 @@ class BasicSimulatorBackend:
         self._exact = exact
 
     def prepare(self, circuit: QuantumCircuit, seed: int | None = None) -> Prepared:
-        return _prepare(self.name, circuit, self._target, self._exact, self._simulator, seed)
+        return prepare_circuit(self.name, circuit, self._target, self._exact, self._simulator, seed)
 
     def execute(
         self, prepared: Prepared, shots: int, seed: int | None = None, *, memory: bool = False
     ) -> Execution:
         _check_shots(prepared.circuit, shots)
         job = self._simulator.run(prepared.circuit, shots=shots, seed_simulator=seed, memory=memory)
-        return _execution(job.result(), memory)
+        return execution_of(job.result(), memory)
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None = None) -> dict[str, int]:
         _check_shots(circuit, shots)
@@ -180,7 +171,7 @@ def make_backend(description: DeviceDescription) -> Backend:
     raise ValueError(f"unknown backend {description.backend!r}")
 
 
-def _prepare(
+def prepare_circuit(
     name: str,
     circuit: QuantumCircuit,
     target: DeviceTarget,
@@ -189,7 +180,8 @@ def _prepare(
     seed: int | None,
     **options: Any,
 ) -> Prepared:
-    """Width check, then the faithful contract; translation inlines impostor gates first."""
+    """Width check, then the faithful contract; translation (`transpile` at level 0 with
+    `backend` and `options`) inlines impostor gates first. Backend plugins use it too."""
     if circuit.num_qubits > target.num_qubits:
         raise ValueError(
             f"circuit needs {circuit.num_qubits} qubits but the {name} device has "
@@ -221,7 +213,8 @@ def _compile(name: str, circuit: QuantumCircuit, *args: Any, **options: Any) -> 
     return compiled
 
 
-def _execution(result: Any, memory: bool) -> Execution:
+def execution_of(result: Any, memory: bool) -> Execution:
+    """The counts (and per-shot memory) of a Qiskit `Result` for one circuit."""
     counts = _counts(result)
     if not memory:
         return Execution(counts)

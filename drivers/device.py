@@ -10,13 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
+# The simulators qtestbed ships (each a backend plugin, `drivers.plugins.simulators`); any other
+# backend name is a plugin found through the `qtestbed.backends` entry points.
 BACKEND_KINDS = frozenset({"aer", "aer_noisy", "basic"})
+# A backend name: what an entry point may be called (lower case, digits, _ . -).
+_BACKEND_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 ERROR_FIELDS = ("two_qubit_error", "one_qubit_error", "readout_error")
 # Uniform over the device's qubits: relaxation times in microseconds, gate durations in
 # nanoseconds. Left out of the calibration digest when absent, so the digests of devices that
@@ -27,6 +32,7 @@ PHYSICS_FIELDS = ("t1_us", "t2_us", "one_qubit_gate_ns", "two_qubit_gate_ns")
 # valid for the target as sent.
 EXECUTION_MODES = frozenset({"translate", "exact"})
 _REQUIRED = ("device_id", "num_qubits", "basis_gates", "coupling_map", "backend")
+_SNAPSHOT = re.compile(r"[0-9a-f]{64}")
 _DIGEST_SCHEMA = "qtestbed.calibration.v1"
 
 
@@ -47,7 +53,7 @@ class DeviceDescription:
     num_qubits: int
     basis_gates: tuple[str, ...]
     coupling_map: tuple[tuple[int, int], ...]
-    backend: str  # "aer" | "aer_noisy" | "basic"
+    backend: str  # the backend plugin's name: "aer" | "aer_noisy" | "basic" | any installed
     two_qubit_error: float | None = None
     one_qubit_error: float | None = None
     readout_error: float | None = None
@@ -56,14 +62,23 @@ class DeviceDescription:
     one_qubit_gate_ns: float | None = None
     two_qubit_gate_ns: float | None = None
     execution: str = "translate"
+    # SHA-256 hex of the device's full calibration snapshot (per-qubit and per-gate figures a
+    # plugin reads from hardware, `drivers.plugins.api.Calibration`): the figures above are its
+    # summary, so the digest must cover what they summarise. None for uniform simulators.
+    calibration_snapshot: str | None = None
 
     def __post_init__(self) -> None:
         if not self.device_id or not self.device_id.isprintable():
             raise ValueError("device_id must be a non-empty printable string")
-        if self.backend not in BACKEND_KINDS:
+        if not isinstance(self.backend, str) or not _BACKEND_NAME.fullmatch(self.backend):
             raise ValueError(
-                f"backend must be one of {sorted(BACKEND_KINDS)}, got {self.backend!r}"
+                f"backend must name a backend plugin (lower case letters, digits, _ . -; e.g. "
+                f"one of {sorted(BACKEND_KINDS)}), got {self.backend!r}"
             )
+        if self.calibration_snapshot is not None and not _SNAPSHOT.fullmatch(
+            self.calibration_snapshot
+        ):
+            raise ValueError("calibration_snapshot must be a SHA-256 hex digest")
         if isinstance(self.num_qubits, bool) or self.num_qubits < 1:
             raise ValueError(f"num_qubits must be a positive integer, got {self.num_qubits!r}")
         _check_basis_gates(self.basis_gates, needed=self.backend == "aer_noisy")
@@ -97,6 +112,8 @@ class DeviceDescription:
         }
         if self.execution != "translate":
             document["execution"] = self.execution
+        if self.calibration_snapshot is not None:
+            document["calibration_snapshot"] = self.calibration_snapshot
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
@@ -113,12 +130,14 @@ class DeviceDescription:
         data.update({n: getattr(self, n) for n in optional if getattr(self, n) is not None})
         if self.execution != "translate":
             data["execution"] = self.execution
+        if self.calibration_snapshot is not None:
+            data["calibration_snapshot"] = self.calibration_snapshot
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceDescription:
         """Build from a parsed TOML table; unknown, missing or mistyped fields raise ValueError."""
-        known = {*_REQUIRED, *ERROR_FIELDS, *PHYSICS_FIELDS, "execution"}
+        known = {*_REQUIRED, *ERROR_FIELDS, *PHYSICS_FIELDS, "execution", "calibration_snapshot"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown field {unknown[0]!r} in device description")
@@ -135,6 +154,11 @@ class DeviceDescription:
             backend=_typed(data, "backend", str),
             **{name: _error_figure(data, name) for name in (*ERROR_FIELDS, *PHYSICS_FIELDS)},
             execution=_typed(data, "execution", str) if "execution" in data else "translate",
+            calibration_snapshot=(
+                _typed(data, "calibration_snapshot", str)
+                if "calibration_snapshot" in data
+                else None
+            ),
         )
 
 

@@ -1,7 +1,9 @@
 """Measurements a driver reports in its evidence, taken from what actually runs.
 
-`driver_build` hashes the source of the driver and attestation packages as installed, so an
-edited driver reports a different measurement and the broker's appraisal keeps it out.
+`driver_build` hashes the source of the driver and attestation packages as installed, and of the
+backend plugin's own package when it comes from elsewhere, so an edited driver or plugin reports
+a different measurement and the broker's appraisal keeps it out. `control_software` is what the
+plugin reports its control stack to be (the shipped simulators: the Qiskit and Aer versions).
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ from attestation.evidence import Measurements
 from drivers.device import DeviceDescription
 
 
-def driver_build_digest() -> str:
+def driver_build_digest(plugin_root: Path | None = None) -> str:
+    """SHA-256 over the driver's, attestation's and (if outside them) the plugin's sources."""
     digest = hashlib.sha256()
+    roots = []
     for package in (drivers, attestation):
         assert package.__file__ is not None
-        root = Path(package.__file__).resolve().parent
+        roots.append(Path(package.__file__).resolve().parent)
+    if plugin_root is not None and not any(plugin_root.is_relative_to(r) for r in roots):
+        roots.append(plugin_root)
+    for root in roots:
         for source in sorted(root.rglob("*.py")):
             digest.update(str(source.relative_to(root.parent)).encode())
             digest.update(b"\0")
@@ -34,11 +41,19 @@ def control_software_version() -> str:
     return f"qiskit {metadata.version('qiskit')}; qiskit-aer {metadata.version('qiskit-aer')}"
 
 
-def measure(description: DeviceDescription, firmware: str) -> Measurements:
+def measure(
+    description: DeviceDescription,
+    firmware: str,
+    *,
+    control_software: str | None = None,
+    plugin_root: Path | None = None,
+) -> Measurements:
+    """The measurements of `description` served by a plugin whose control stack reports
+    `control_software` (default: the shipped simulators') and whose source is `plugin_root`."""
     return Measurements(
         firmware=firmware,
-        control_software=control_software_version(),
-        driver_build=driver_build_digest(),
+        control_software=control_software or control_software_version(),
+        driver_build=driver_build_digest(plugin_root),
         calibration_digest=description.calibration_digest(),
         num_qubits=description.num_qubits,
         two_qubit_error=description.two_qubit_error,

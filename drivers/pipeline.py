@@ -88,6 +88,11 @@ class LeaseQueue:
     def running_id(self) -> str:
         return self._running
 
+    @property
+    def idle(self) -> bool:
+        """No lease held: the device may be asked about its calibration and health."""
+        return not self._held
+
     def add(self, lease: HeldLease) -> bool:
         """Queue a lease; False when its connection already holds as many as allowed."""
         mine = [h for h in self._held.values() if h.sock is lease.sock and not h.cancelled]

@@ -38,6 +38,7 @@ LAUNCHERS = frozenset(
         "qtestbed.cli.policy",
         "qtestbed.cli.processes",
         "qtestbed.cli.report",
+        "qtestbed.facility_devices",
         "qtestbed.driver_check_setup",
         "qtestbed.facility_init",
         "qtestbed.testing",

@@ -78,7 +78,7 @@ def test_integer_error_figures_are_accepted_as_floats() -> None:
 @pytest.mark.parametrize(
     ("changes", "field", "fragment"),
     [
-        ({"backend": "ibm_real"}, "backend", "must be one of"),
+        ({"backend": "IBM Real!"}, "backend", "must name a backend plugin"),
         ({"num_qubits": 0}, "num_qubits", "positive integer"),
         ({"num_qubits": True}, "num_qubits", "int"),
         ({"num_qubits": "3"}, "num_qubits", "int"),
