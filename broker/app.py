@@ -60,6 +60,7 @@ class Broker:
         self.metrics = BrokerMetrics()
         self.facility = FacilityRef(settings.facility)
         self.runner = StoreRunner(open_store(settings.store))
+        self.runner.health.on_change(self._store_health_changed)
         # Refuse to start on a bad band table or policy set rather than decide wrongly.
         self.export_profile = load_profile(settings.export_control_profile)
         self.policy_engine = PolicyEngine.load_files(settings.policies)
@@ -80,6 +81,11 @@ class Broker:
         self._link: DriverLink | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._handshakes: HandshakeWatcher | None = None
+
+    def _store_health_changed(self, available: bool) -> None:
+        self.metrics.store_available.set(1 if available else 0)
+        if not available:
+            self.metrics.store_outages.inc()
 
     async def start(self) -> BrokerAddresses:
         try:  # an older schema is upgraded by `qtestbed migrate`, never by a starting broker

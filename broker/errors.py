@@ -67,11 +67,18 @@ def resource_exhausted(
     )
 
 
+# How long a caller refused during a store outage is told to wait: long enough not to hammer a
+# database that is restarting, short enough that a brief outage costs a caller little.
+STORE_RETRY_SECONDS = 2.0
+
+
 def store_unavailable() -> BrokerError:
     """The store could not be reached or failed mid-call. Nothing was acknowledged, so a retry
-    is safe (submissions carry an idempotency key); the database's own words stay in the log."""
+    is safe (submissions carry an idempotency key); the database's own words stay in the log.
+    The retry delay travels as google.rpc.RetryInfo, like a rate limit's."""
     return BrokerError(
         ErrorCode.UNAVAILABLE,
         "the broker's database is not answering; nothing was changed, try again in a few "
         "seconds (a retried submission with the same idempotency key is queued once)",
+        retry_after_seconds=STORE_RETRY_SECONDS,
     )

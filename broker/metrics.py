@@ -217,6 +217,23 @@ class BrokerMetrics:
             ["reason"],
             registry=r,
         )
+        self.store_available = Gauge(
+            "qtestbed_store_available",
+            "1 while the store (database) answers, 0 during an outage.",
+            registry=r,
+        )
+        self.store_outages = Counter(
+            "qtestbed_store_outages",
+            "Store outages begun: the database stopped answering (each also logged once).",
+            registry=r,
+        )
+        self.unavailable_refusals = Counter(
+            "qtestbed_unavailable_refusals",
+            "Calls answered UNAVAILABLE with retry advice, by reason (store_unavailable: the "
+            "database was not answering).",
+            ["reason"],
+            registry=r,
+        )
         self.access_refusals = Counter(
             "qtestbed_access_refusals",
             "Separation-of-duties refusals by rule (access.self-edit, access.elevation, "

@@ -19,6 +19,7 @@ from broker.access.roles import authorize
 from broker.errors import BrokerError, ErrorCode
 from broker.grpc.identity import Caller, EdgeIdentity, auth_context_of
 from broker.grpc.status import abort
+from broker.metrics import BrokerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,17 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     admits it within the call limits; ends a stream when a new call would be refused (its
     credential revoked, its principal, role or grant gone: see `broker.access.open_streams`)."""
 
-    def __init__(self, identity: EdgeIdentity, streams: OpenStreams, limits: CallLimits) -> None:
+    def __init__(
+        self,
+        identity: EdgeIdentity,
+        streams: OpenStreams,
+        limits: CallLimits,
+        metrics: BrokerMetrics,
+    ) -> None:
         self._identity = identity
         self._streams = streams
         self._limits = limits
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -83,7 +91,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
-                await abort(context, exc)
+                await abort(context, exc, self._metrics)
 
         return call
 
@@ -108,7 +116,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except (BrokerError, Exception) as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
-                await abort(context, exc)
+                await abort(context, exc, self._metrics)
 
         return call
 

@@ -15,6 +15,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from broker.errors import BrokerError, ErrorCode, store_unavailable
+from broker.metrics import BrokerMetrics
 from broker.store import StoreError
 from qtestbed.shared.wire import RULE_ID_METADATA, STATUS_DETAILS_METADATA
 
@@ -37,14 +38,22 @@ def as_broker_error(exc: BaseException) -> BrokerError | None:
     if isinstance(exc, BrokerError):
         return exc
     if isinstance(exc, StoreError):
-        log.warning("store unavailable: %s", exc)
+        # Logged once per outage by the store's health (broker.store.health), not per call.
+        log.debug("store unavailable: %s", exc)
         return store_unavailable()
     return None
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
-    """End the call with the status the catalog gives `exc` (this raises AbortError)."""
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    exc: Exception,
+    metrics: BrokerMetrics,
+) -> None:
+    """End the call with the status the catalog gives `exc` (this raises AbortError); a call
+    refused because the store is away is counted on `metrics`."""
     error = as_broker_error(exc)
+    if isinstance(exc, StoreError):
+        metrics.unavailable_refusals.labels("store_unavailable").inc()
     if error is not None:
         trailers: list[tuple[str, str | bytes]] = []
         if error.rule_id:

@@ -38,6 +38,7 @@ from broker.link.pipeline import DispatchDecisions, PendingLeases
 from broker.link.port import LinkPort
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
+from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class Dispatcher:
             while (device_id := self._wakeups.take()) is not None:
                 try:
                     await self.fill(device_id)
+                except StoreError:
+                    pass  # the store's health logs an outage once; the next tick kicks again
                 except Exception:
                     log.exception(
                         "filling device %s failed; will retry on the next tick", device_id
@@ -198,9 +201,16 @@ class Dispatcher:
         # so whatever another writer (a replica, an operator) committed before that read is
         # seen, and nothing is awaited from there to the send. Both calls are queued before
         # either is awaited, so the store can commit them together.
-        written, _ = await asyncio.gather(
-            self._leases.save(job, leased, "job.dispatched", detail), self._records.refresh()
-        )
+        try:
+            written, _ = await asyncio.gather(
+                self._leases.save(job, leased, "job.dispatched", detail), self._records.refresh()
+            )
+        except BaseException:
+            # The store is away (or this task was cancelled): the lease may not exist, so the
+            # connection must not hold it. Had the write committed after all, the lease reaper
+            # gives the job back, since no connection holds it.
+            conn.leases.pop(lease.lease_id, None)
+            raise
         if not written:
             conn.leases.pop(lease.lease_id, None)
             return False

@@ -27,6 +27,7 @@ from broker.link.peer import Peer
 from broker.link.port import LinkPort
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
+from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -160,22 +161,26 @@ class DriverHub:
             await asyncio.sleep(self._timing.tick_seconds)
             try:
                 await self.tick()
+            except StoreError:
+                pass  # the store's health logs an outage once; the next tick tries again
             except Exception:
                 log.exception("periodic maintenance failed; retrying next tick")
 
     async def tick(self) -> None:
         self._door.socket_refusals(self._link.take_refusals())
-        await self._door.flush()
         now = self._clock.now()
-        silence = self._timing.heartbeat_seconds * self._timing.heartbeat_misses
-        for conn in self._fleet:
-            if now - conn.last_seen > silence:
-                await self._leases.disconnect(conn, f"no heartbeat for {silence:.1f}s")
+        # Heartbeats first, from memory alone: during a store outage the drivers keep hearing
+        # the broker, so they do not reconnect and drop the jobs they are running.
         self._beat += 1
         beat = m.Heartbeat(seq=self._beat)
+        unreachable = [c for c in self._fleet if not await self._link.send(c.peer, beat)]
+        silence = self._timing.heartbeat_seconds * self._timing.heartbeat_misses
         for conn in self._fleet:
-            if not await self._link.send(conn.peer, beat):
+            if conn in unreachable:
                 await self._leases.disconnect(conn, "unreachable")
+            elif now - conn.last_seen > silence:
+                await self._leases.disconnect(conn, f"no heartbeat for {silence:.1f}s")
+        await self._door.flush()
         await self._attestor.maintain(now)
         await self._leases.reap(now)
         for device_id in self._fleet.device_ids():

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 from broker.anomaly.canary import CanaryRunner
 from broker.audit.log import AuditLog
+from broker.audit.model import AuditEvent
 from broker.clock import Clock
 from broker.devices.registry import DeviceRegistry
 from broker.jobs.ledger import JobLedger
@@ -37,9 +38,20 @@ from broker.link.receipts import contraindicated, receipt_problems
 from broker.link.replicas import ReplicaRoster
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
+from broker.store import StoreError
 from broker.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Completion:
+    """A verified result and the compare-and-set that stores it."""
+
+    done: Job
+    version: int  # the job's stored version the result answers
+    event: AuditEvent
+    result: JobResult
 
 
 class LeaseKeeper:
@@ -75,6 +87,8 @@ class LeaseKeeper:
         self._timing = timing
         self._canary = canary
         self._wakeups = wakeups
+        # Verified results that arrived while the store was away, by job id.
+        self._unsaved: dict[str, _Completion] = {}
 
     async def save(self, before: Job, after: Job, kind: str, detail: Mapping[str, object]) -> bool:
         """Compare-and-set `after` over `before` with a broker audit event."""
@@ -218,10 +232,32 @@ class LeaseKeeper:
         event = self._audit.event(
             "job.completed", "broker", job.job_id, completed_detail(result, job.shots)
         )
-        if await self._ledger.save(done, expected_version=job.version, event=event, result=result):
-            self._metrics.execution.labels(conn.device_id).observe(msg.execution_seconds)
+        completion = _Completion(done, job.version, event, result)
+        try:
+            await self._save_completion(completion)
+        except StoreError:
+            # The store is away: keep the verified result and write it once the store is back
+            # (each tick tries); until then the reaper leaves the job's lease alone, so the job
+            # is neither lost nor run a second time.
+            self._unsaved[job.job_id] = completion
+            log.info("result for job %s kept until the store answers again", job.job_id)
+
+    async def _save_completion(self, c: _Completion) -> None:
+        saved = await self._ledger.save(
+            c.done, expected_version=c.version, event=c.event, result=c.result
+        )
+        if saved:
+            self._metrics.execution.labels(c.result.device_id).observe(c.result.execution_seconds)
         else:
-            log.info("result for job %s discarded: it was cancelled or requeued", job.job_id)
+            log.info("result for job %s discarded: it was cancelled or requeued", c.done.job_id)
+
+    async def _save_unsaved(self) -> None:
+        """Write the results that arrived while the store was away (StoreError while it
+        still is)."""
+        for job_id, completion in list(self._unsaved.items()):
+            await self._save_completion(completion)
+            del self._unsaved[job_id]
+            self._wakeups.kick(completion.done.device_id)
 
     async def _canary_result(self, conn: DriverConnection, msg: m.LeaseResult) -> None:
         job = conn.leases.get(msg.lease_id)
@@ -262,9 +298,12 @@ class LeaseKeeper:
             if canary is not None and canary.lease is not None and canary.lease.expires_at <= now:
                 self._end_canary(conn)
                 self._canary.failed(conn.device_id)
+        await self._save_unsaved()
         alive: dict[str, bool] = {}
         for job in await self._runner.call(self._runner.store.leased_jobs):
             assert job.lease is not None
+            if job.job_id in self._unsaved:
+                continue  # its result is waiting to be written, not lost
             issuer = self._replicas.issuer(job.lease.lease_id)
             if issuer is not None and issuer != self._replicas.replica_id:
                 if issuer not in alive:

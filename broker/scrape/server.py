@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from broker.errors import BrokerError
 from broker.scrape.gate import ScrapeGate
 from broker.scrape.tls import handshake_reason
+from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,10 @@ class MetricsEndpoint:
             future.result(timeout=connection.remaining())
         except BrokerError as exc:
             return verdict(403, exc.detail)
+        except StoreError:
+            # Revocation could not be checked (a shared store is away): refuse, but as a
+            # moment's unavailability, not as a broken endpoint.
+            return verdict(503, "the broker's database is not answering; scrape again shortly")
         except TimeoutError:
             future.cancel()
             return verdict(503, "the broker is busy; scrape again shortly")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from broker.store.base import BrokerStore
+from broker.store.health import StoreHealth
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class StoreRunner:
 
     def __init__(self, store: BrokerStore) -> None:
         self.store = store
+        self.health = StoreHealth()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="qtestbed-store"
         )
@@ -79,6 +81,9 @@ class StoreRunner:
                         outcomes.append((False, exc))
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             outcomes = [(False, exc)] * len(batch)
+            self.health.failed(exc, len(batch))
+        else:
+            self.health.answered()
         self.batches += 1
         self.calls += len(batch)
         with self._lock:

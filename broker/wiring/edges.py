@@ -300,7 +300,7 @@ def servicers(base: Foundation, r: Registries, s: Services) -> Servicers:
 
 
 def edge(base: Foundation, r: Registries) -> EdgeInterceptor:
-    return EdgeInterceptor(edge_identity(base, r), r.streams, r.call_limits)
+    return EdgeInterceptor(edge_identity(base, r), r.streams, r.call_limits, base.metrics)
 
 
 def scrape_gate(base: Foundation, r: Registries) -> ScrapeGate:

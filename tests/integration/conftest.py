@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from qtestbed.testing import LocalFacility
+from tests.integration.pg_cluster import pg_cluster as pg_cluster  # a fixture, for any test
 
 
 @pytest.fixture
