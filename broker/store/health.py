@@ -9,12 +9,19 @@ Listeners (the gauge on /metrics) hear each change, not each call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndedOutage:
+    seconds: float
+    failed_calls: int  # store calls that failed during it
 
 
 class StoreHealth:
@@ -24,6 +31,7 @@ class StoreHealth:
         self._down_since: float | None = None
         self._failed_calls = 0  # store calls that failed during the current outage
         self.outages = 0
+        self._ended: list[EndedOutage] = []  # ended outages not yet audited (see `ended`)
         self._listeners: list[Callable[[bool], None]] = []
 
     @property
@@ -56,10 +64,21 @@ class StoreHealth:
                 return
             lasted = self._monotonic() - self._down_since
             failed, self._down_since, self._failed_calls = self._failed_calls, None, 0
+            self._ended.append(EndedOutage(seconds=lasted, failed_calls=failed))
         log.warning(
             "store outage ended after %.1f s (%d store calls failed meanwhile)", lasted, failed
         )
         self._tell(True)
+
+    def ended(self) -> list[EndedOutage]:
+        """Outages that ended and are not yet audited, oldest first."""
+        with self._lock:
+            return list(self._ended)
+
+    def audited(self, outage: EndedOutage) -> None:
+        """`outage` is in the audit log now: no need to keep it."""
+        with self._lock:
+            self._ended.remove(outage)
 
     def _tell(self, available: bool) -> None:
         for listener in self._listeners:

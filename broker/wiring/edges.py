@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from broker.anomaly.canary import CanaryRunner
 from broker.audit.consistency import ConsistencyProver
+from broker.audit.outages import OutageAudit
 from broker.audit.proofs import InclusionProofs
 from broker.audit.service import AuditReader
 from broker.audit.signer import CheckpointSigner
@@ -159,6 +160,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
             r.refusals.flush,
             j.decode_gate.flush,
             j.admission.flush,
+            OutageAudit(base.runner.health, r.audit).flush,
         ],
     )
     return LinkParts(

@@ -30,6 +30,7 @@ from tests.integration.outage_load import (
     assert_each_completed_once,
     assert_ran_once,
     assert_store_refusal,
+    stored_audit,
     wait_running,
 )
 from tests.integration.pg_cluster import PgCluster
@@ -64,6 +65,7 @@ def _refused_while_away(
         # refuses for the moment (503) rather than admit unchecked.
         with pytest.raises(urllib.error.HTTPError) as scrape:
             facility.scrape()
+        scrape.value.close()
         assert scrape.value.code == 503
     else:
         assert metric_value(facility.scrape(), "qtestbed_store_available") == 0
@@ -84,6 +86,13 @@ def _recovered(
         metrics, "qtestbed_unavailable_refusals_total", reason="store_unavailable"
     )
     assert refused >= len(researchers.refusals) + 1
+    audited = eventually(
+        lambda: [e.event for e in stored_audit(facility) if e.event.kind == "store.outage"],
+        what="the outage to be audited once it ended",
+    )
+    assert len(audited) == 1, audited
+    assert audited[0].detail["failed_calls"] > 0
+    assert audited[0].detail["seconds"] > 0
     began = [r for r in caplog.records if "store outage began" in r.getMessage()]
     ended = [r for r in caplog.records if "store outage ended" in r.getMessage()]
     assert (len(began), len(ended)) == (1, 1), "an outage is logged once as it starts and ends"
