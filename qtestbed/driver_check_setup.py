@@ -89,7 +89,10 @@ def prepare(source: Path, work: Path) -> CheckSetup:
         "heartbeat_seconds": config.heartbeat_seconds,
         "heartbeat_misses": config.heartbeat_misses,
     }
-    facility = LocalFacility(root, timing=timing)
+    # The broker passes a circuit one qubit wider than the device, so that it is refused for the
+    # device's size (what the too-large check is about), not by the broker's own limit.
+    limits = {"limits": {"max_qubits": config.device.num_qubits + 1}}
+    facility = LocalFacility(root, timing=timing, limits=limits)
     return CheckSetup(config=config, source=source.resolve(), facility=facility)
 
 

@@ -83,6 +83,8 @@ def test_driver_check_passes_for_every_shipped_backend(
     assert report["passed"] is True
     assert report["backend"] == (backend or ("aer" if device == "sim-open" else "aer_noisy"))
     assert [c["name"] for c in report["checks"]] == CHECKS
+    detail = {c["name"]: c["detail"] for c in report["checks"]}
+    assert "but device" in detail["too-large"]  # refused for the device's size
     assert not list(config.parent.glob(f".{config.stem}.check-*"))  # its copies removed
 
 
