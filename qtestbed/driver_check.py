@@ -2,8 +2,9 @@
 select, run against a real broker process it starts on 127.0.0.1 (see `driver_check_setup`)
 and real driver processes started from a copy of the settings.
 
-With the settings as given: the attestation round trip, GHZ correctness within the error
-figures the device describes (receipt verified offline), per-shot memory (as many shots as
+With the settings as given: the attestation round trip, correctness within the error
+figures the device describes (GHZ-3, or on a classical reversible device an X-CX chain:
+`driver_check_probe`) (receipt verified offline), per-shot memory (as many shots as
 asked, its histogram the counts, bound by the receipt), a circuit wider than the device and an
 invalid one refused with a message saying why. With each run padded past the broker's heartbeat
 window (`min_execution_seconds`): the driver keeps its lease through a long run by heartbeats,
@@ -22,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError, memory_of
+from qtestbed.driver_check_probe import Probe
 from qtestbed.driver_check_setup import CheckSetup
 from qtestbed.testing import eventually
 from qtestbed.v1 import jobs_pb2
 
-GHZ_SHOTS = 2000
+CORRECTNESS_SHOTS = 2000
 MEMORY_SHOTS = 200
 WAIT_S = 60.0
 INVALID_QASM = b'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nnot_a_gate q[0];\n'
@@ -64,10 +65,23 @@ def wait_for(client: Client, job_id: str, *states: str) -> jobs_pb2.Job:
         ) from None
 
 
+def refusal_in_logs(root: Path) -> str:
+    """The broker's reasons for refusing the driver, as the driver logged them in `root` (the
+    check's facility, logs and all, goes when the check ends), or what the driver said last."""
+    lines: list[str] = []
+    for log in sorted(root.glob("driver-*.log")):
+        lines += log.read_text(errors="replace").splitlines()
+    refused = [line for line in lines if "attestation refused:" in line]
+    if refused:
+        return refused[-1][refused[-1].index("attestation refused:") :]
+    return f"the driver's last words: {lines[-1]!r}" if lines else "the driver logged nothing"
+
+
 class Battery:
     def __init__(self, setup: CheckSetup) -> None:
         self.setup = setup
         self.device = setup.config.device
+        self.probe = Probe(self.device)  # the circuits this device can run
         # Longer than the broker's heartbeat window, so a run survives only by heartbeats.
         window = setup.config.heartbeat_seconds * setup.config.heartbeat_misses
         self.long_run = window + 1.0
@@ -103,7 +117,7 @@ class Battery:
 
     def _quick_checks(self) -> list[tuple[str, Callable[[], str]]]:
         return [
-            ("ghz", self.ghz),
+            ("correctness", self.correctness),
             ("memory", self.memory),
             ("too-large", self.too_large),
             ("invalid", self.invalid),
@@ -140,9 +154,9 @@ class Battery:
         try:
             self.setup.facility.wait_available(self.alice, self.device.device_id, timeout=WAIT_S)
         except TimeoutError:
+            refusal = refusal_in_logs(self.setup.facility.root)
             raise CheckFailed(
-                f"the driver did not attest within {WAIT_S:.0f} s: see its log in "
-                f"{self.setup.facility.root} (driver-*.log) for the verdict's reasons"
+                f"the driver did not attest within {WAIT_S:.0f} s: {refusal}"
             ) from None
         return f"attested to a local broker in {time.monotonic() - began:.1f} s"
 
@@ -161,31 +175,20 @@ class Battery:
             raise CheckFailed(f"the receipt does not verify: {'; '.join(problems)}")
         return job, result
 
-    def ghz(self) -> str:
+    def correctness(self) -> str:
         n = min(3, self.device.num_qubits)
-        _job, result = self._run(ghz_qasm2(n), GHZ_SHOTS)
-        counts = dict(result.counts)
-        zeros, ones = counts.get("0" * n, 0) / GHZ_SHOTS, counts.get("1" * n, 0) / GHZ_SHOTS
-        bound = self._ghz_bound(n)
-        seen = f"P({'0' * n})={zeros:.3f}, P({'1' * n})={ones:.3f} over {GHZ_SHOTS} shots"
-        if zeros + ones < bound or min(zeros, ones) < 0.3 * (zeros + ones):
+        _job, result = self._run(self.probe.qasm(n), CORRECTNESS_SHOTS)
+        right, seen, expected = self.probe.judge(dict(result.counts), n, CORRECTNESS_SHOTS)
+        if not right:
             raise CheckFailed(
-                f"GHZ-{n} is wrong beyond the device's own error figures: {seen}; expected "
-                f"the two together >= {bound:.3f}, each about half"
+                f"{self.probe.name(n)} is wrong beyond the device's own error figures: {seen}; "
+                f"expected {expected}"
             )
-        return f"GHZ-{n}: {seen} (>= {bound:.3f} expected); receipt verified"
-
-    def _ghz_bound(self, n: int) -> float:
-        """The least P(all 0) + P(all 1) the device's error figures allow, with slack."""
-        d = self.device
-        kept = (1 - (d.two_qubit_error or 0.0)) ** (n - 1)
-        kept *= (1 - (d.one_qubit_error or 0.0)) ** (3 * n)  # h and the translation's 1q gates
-        kept *= (1 - (d.readout_error or 0.0)) ** n
-        return max(0.0, 1 - 2 * (1 - kept) - 0.05)
+        return f"{self.probe.name(n)}: {seen} ({expected}); receipt verified"
 
     def memory(self) -> str:
         n = min(2, self.device.num_qubits)
-        _job, result = self._run(ghz_qasm2(n), MEMORY_SHOTS, memory=True)
+        _job, result = self._run(self.probe.qasm(n), MEMORY_SHOTS, memory=True)
         shots = memory_of(result)
         if shots is None:
             raise CheckFailed("asked for per-shot memory, the result has none")
@@ -200,7 +203,7 @@ class Battery:
 
     def too_large(self) -> str:
         wide = self.device.num_qubits + 1
-        return self._refused(ghz_qasm2(wide), f"a {wide}-qubit circuit", "qubit")
+        return self._refused(self.probe.qasm(wide), f"a {wide}-qubit circuit", "qubit")
 
     def invalid(self) -> str:
         return self._refused(INVALID_QASM, "a circuit with an unknown gate", "")
@@ -224,7 +227,7 @@ class Battery:
 
     def heartbeats(self) -> str:
         job_id = self.alice.submit(
-            ghz_qasm2(2), device_id=self.device.device_id, shots=10
+            self.probe.qasm(2), device_id=self.device.device_id, shots=10
         ).job.job_id
         wait_for(self.alice, job_id, "RUNNING")
         began = time.monotonic()
@@ -239,7 +242,7 @@ class Battery:
 
     def cancel(self) -> str:
         device = self.device.device_id
-        first = self.alice.submit(ghz_qasm2(2), device_id=device, shots=10).job.job_id
+        first = self.alice.submit(self.probe.qasm(2), device_id=device, shots=10).job.job_id
         wait_for(self.alice, first, "RUNNING")
         self.alice.cancel(first, "conformance check")
         cancelled = wait_for(self.alice, first, "CANCELLED", "COMPLETED")
@@ -251,12 +254,12 @@ class Battery:
             pass
         else:
             raise CheckFailed("a cancelled job has a result")
-        self._run(ghz_qasm2(2), 10)  # the driver takes the next job
+        self._run(self.probe.qasm(2), 10)  # the driver takes the next job
         return "a running job cancelled: CANCELLED, no result; the next job completed"
 
     def restart_mid_job(self, settings: Path) -> str:
         device = self.device.device_id
-        job_id = self.alice.submit(ghz_qasm2(2), device_id=device, shots=10).job.job_id
+        job_id = self.alice.submit(self.probe.qasm(2), device_id=device, shots=10).job.job_id
         wait_for(self.alice, job_id, "RUNNING")
         self._restart(settings, kill=True)
         job = wait_for(self.alice, job_id, "COMPLETED", "FAILED")

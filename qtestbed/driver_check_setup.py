@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtestbed.facility_init import init_facility
+from qtestbed.facility_devices import enroll_device
+from qtestbed.facility_init import calibration_windows, init_facility
+from qtestbed.offline_ca import default_offline_ca
 from qtestbed.testing import LocalFacility
 
 if TYPE_CHECKING:
@@ -69,7 +71,16 @@ def prepare(source: Path, work: Path) -> CheckSetup:
         raise CheckSetupError(str(exc)) from None
     root = work / "facility"
     try:
-        init_facility(root, devices=[("open", config.device)], firmware=config.firmware)
+        init_facility(root, devices=[])
+        # Reference values measured from the plugin the settings select, as installed here:
+        # its control software and source, not the shipped simulators'.
+        enroll_device(
+            root,
+            default_offline_ca(root),
+            config,
+            tier="open",
+            windows=calibration_windows(config.device),
+        )
     except (OSError, ValueError) as exc:
         detail = f"cannot make a facility for {config.device.device_id}: {exc}"
         raise CheckSetupError(detail) from None
@@ -78,7 +89,10 @@ def prepare(source: Path, work: Path) -> CheckSetup:
         "heartbeat_seconds": config.heartbeat_seconds,
         "heartbeat_misses": config.heartbeat_misses,
     }
-    facility = LocalFacility(root, timing=timing)
+    # The broker passes a circuit one qubit wider than the device, so that it is refused for the
+    # device's size (what the too-large check is about), not by the broker's own limit.
+    limits = {"limits": {"max_qubits": config.device.num_qubits + 1}}
+    facility = LocalFacility(root, timing=timing, limits=limits)
     return CheckSetup(config=config, source=source.resolve(), facility=facility)
 
 

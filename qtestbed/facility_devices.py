@@ -21,6 +21,7 @@ from qtestbed.facility_init import FIRMWARE, Issuer, Writer, _toml_list
 from qtestbed.shared.linkkeys import authorize_client, create_keypair
 
 if TYPE_CHECKING:
+    from drivers.config import DriverConfig
     from drivers.device import DeviceDescription
 
 
@@ -38,28 +39,54 @@ def add_device(
     `backend = ...`, `[device]` and `[backend_settings]`, as TOML) choose; returns what the
     plugin describes."""
     from drivers.config import load_driver_config
+
+    _issue_identity(root, offline_ca, device_id)
+    path = Writer(root, offline_ca).text(
+        f"drivers/{device_id}.toml", _driver_file(root, device_id, driver_tables)
+    )
+    config = load_driver_config(path)
+    register_device(
+        root,
+        config,
+        tier=tier,
+        windows=windows,
+        extra_calibration_digests=extra_calibration_digests,
+    )
+    return config.device
+
+
+def enroll_device(
+    root: Path,
+    offline_ca: Path,
+    config: DriverConfig,
+    *,
+    tier: str,
+    windows: Mapping[str, Sequence[float]] | None = None,
+) -> None:
+    """Give the device that `config` (driver settings loaded elsewhere) serves a key,
+    certificate and link key in this facility, and register it with reference values measured
+    from its plugin; the settings' own identity is not used."""
+    _issue_identity(root, offline_ca, config.device.device_id)
+    register_device(root, config, tier=tier, windows=windows)
+
+
+def register_device(
+    root: Path,
+    config: DriverConfig,
+    *,
+    tier: str,
+    windows: Mapping[str, Sequence[float]] | None = None,
+    extra_calibration_digests: Iterable[str] = (),
+) -> None:
+    """Append the registry entry for the device `config` serves: reference values measured
+    from the plugin it selects (control software and source as installed), its firmware."""
     from drivers.measure import measure
     from drivers.plugins.registry import plugin_source_root
 
-    out = Writer(root, offline_ca)
-    ca = offline_ca / "devices-ca"
-    issuer = Issuer(
-        load_private_key(ca.with_suffix(".key")),
-        cert_from_pem(ca.with_suffix(".pem").read_bytes()),
-        # Device certificates start a little in the past, as `init`'s do.
-        dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
-        intermediate=True,
-    )
-    key = SigningKey.generate(KeyKind.ED25519)
-    out.key(f"devices/{device_id}.key", key)
-    out.text(f"devices/{device_id}.pem", issuer.issue(device_id, key, uris=[device_uri(device_id)]))
-    public, _secret = create_keypair(root / "drivers", f"{device_id}-link")
-    authorize_client(public, root / "link" / "clients", device_id=device_id)
-    path = out.text(f"drivers/{device_id}.toml", _driver_file(root, device_id, driver_tables))
-    config = load_driver_config(path)
+    device_id = config.device.device_id
     m = measure(
         config.device,
-        FIRMWARE,
+        config.firmware,
         control_software=config.plugin.control_software,
         plugin_root=plugin_source_root(config.plugin),
     )
@@ -84,7 +111,24 @@ def add_device(
         entry.append(f"calibration = {{ {inner} }}")
     with open(root / "facility.toml", "a", encoding="utf-8") as facility:
         facility.write("\n".join(entry) + "\n")
-    return config.device
+
+
+def _issue_identity(root: Path, offline_ca: Path, device_id: str) -> None:
+    """The device's key and certificate (from the offline devices CA) and its link key."""
+    out = Writer(root, offline_ca)
+    ca = offline_ca / "devices-ca"
+    issuer = Issuer(
+        load_private_key(ca.with_suffix(".key")),
+        cert_from_pem(ca.with_suffix(".pem").read_bytes()),
+        # Device certificates start a little in the past, as `init`'s do.
+        dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
+        intermediate=True,
+    )
+    key = SigningKey.generate(KeyKind.ED25519)
+    out.key(f"devices/{device_id}.key", key)
+    out.text(f"devices/{device_id}.pem", issuer.issue(device_id, key, uris=[device_uri(device_id)]))
+    public, _secret = create_keypair(root / "drivers", f"{device_id}-link")
+    authorize_client(public, root / "link" / "clients", device_id=device_id)
 
 
 def _driver_file(root: Path, device_id: str, tables: str) -> str:

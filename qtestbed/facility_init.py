@@ -390,15 +390,19 @@ def _device_toml(tier: str, desc: DeviceDescription, firmware: str) -> str:
     )
 
 
-def _calibration_windows(desc: DeviceDescription) -> list[str]:
-    """Windows around the error figures and relaxation times the simulator is configured with
-    (half to double), so a driver claiming other figures beside the same calibration digest is
+def calibration_windows(desc: DeviceDescription) -> dict[str, list[float]]:
+    """Windows around the error figures and relaxation times the device describes (half to
+    double), so a driver claiming other figures beside the same calibration digest is
     refused."""
-    figures = {
+    return {
         name: [value / 2, min(1.0, value * 2) if name.endswith("_error") else value * 2]
         for name in ("two_qubit_error", "readout_error", "t1_us", "t2_us")
         if (value := getattr(desc, name))
     }
+
+
+def _calibration_windows(desc: DeviceDescription) -> list[str]:
+    figures = calibration_windows(desc)
     if not figures:
         return []
     inner = ", ".join(
