@@ -55,6 +55,20 @@ class BenchStore:
         else:
             self._fill_postgres(template_job_id, count, start_at)
 
+    def finish_times(self, since: float) -> list[float]:
+        """When each job COMPLETED after `since` (the broker's wall clock), oldest first."""
+        sql = "SELECT finished_at FROM jobs WHERE state = 'COMPLETED' AND finished_at > "
+        if self.sqlite_path is not None:
+            with sqlite3.connect(self.sqlite_path, timeout=30) as conn:
+                rows = conn.execute(sql + "? ORDER BY finished_at", (since,)).fetchall()
+                return [float(row[0]) for row in rows]
+        import psycopg
+
+        with psycopg.connect(self.pg_dsn, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{self.pg_schema}"')
+            found = conn.execute(sql + "%s ORDER BY finished_at", (since,)).fetchall()
+            return [float(row[0]) for row in found]
+
     def count_state(self, state: str) -> int:
         """Jobs in `state` as stored now (the (state, device_id) index answers it)."""
         sql = "SELECT COUNT(*) FROM jobs WHERE state = "
