@@ -1,7 +1,7 @@
 """How busy a fast device is kept, and how fast its queue drains, with 1 and N leases in flight.
 
     .venv/bin/python bench/bench_pipeline.py               # about 1 minute
-    .venv/bin/python bench/bench_pipeline.py --leases 8    # N (default 16)
+    .venv/bin/python bench/bench_pipeline.py --leases 8    # N (default 32)
     .venv/bin/python bench/bench_pipeline.py --quick       # a smoke run; its numbers mean nothing
 
 A broker process (`qtestbed broker`, the `qtestbed init` facility as shipped: SQLite) and, one
@@ -19,9 +19,9 @@ warm-up pays Qiskit's and Aer's one-time setup):
 Printed: both phases, `RATIO drain N/1` and whether the N-lease busy fraction reaches the
 target (0.9). Every wait is bounded in time; the drivers and the broker are stopped at the end.
 
-N defaults to 16: the pipeline has to cover the store's slowest commits, not its usual ones
+N defaults to 32: the pipeline has to cover the store's slowest commits, not its usual ones
 (the lease write is durable before its grant leaves). On a shared disk a commit now and then
-takes tens of milliseconds; 16 leases of a 2 ms device ride over about 40 ms of them.
+takes tens of milliseconds; 32 leases of a 2 ms device ride over about 80 ms of them.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def run(root: Path, plan: Plan, leases: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run; numbers mean nothing")
-    parser.add_argument("--leases", type=int, default=16, help="leases in flight (default 16)")
+    parser.add_argument("--leases", type=int, default=32, help="leases in flight (default 32)")
     args = parser.parse_args()
     if args.leases < 2:
         parser.error("--leases must be at least 2 (1 is the baseline)")
