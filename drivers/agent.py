@@ -22,9 +22,11 @@ import random
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
+from qiskit import QuantumCircuit
 from zmq.utils import z85
 
 from attestation.dsse import Envelope
@@ -38,7 +40,7 @@ from drivers.config import DriverConfig
 from drivers.faithful import Prepared, executed_circuit_digest, executed_circuit_text
 from drivers.grants import GrantError, GrantKey, open_grant
 from drivers.measure import measure
-from drivers.pipeline import BusyClock, HeldLease, LeaseQueue
+from drivers.pipeline import Answers, BusyClock, HeldLease, LeaseQueue
 from drivers.plugins.api import BackendPlugin, Execution, RunOptions
 from drivers.plugins.registry import plugin_source_root
 from drivers.status import StatusFile
@@ -48,6 +50,10 @@ from qtestbed.v1 import devices_pb2
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
 log = logging.getLogger(__name__)
+
+
+# How long a closing connection waits for the answers still being sent.
+_ANSWER_DRAIN_SECONDS = 1.0
 
 
 class DeviceNotAccepted(Exception):
@@ -61,6 +67,16 @@ _FATAL_GOODBYES = (
     link_pb.GOODBYE_CODE_WRONG_KEY,
     link_pb.GOODBYE_CODE_NO_GRANT_KEY,
 )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ran:
+    """What one device run gave, before its receipt is signed."""
+
+    counts: dict[str, int]
+    seconds: float
+    executed: bytes
+    memory: ShotMemory | None
 
 
 class DriverAgent:
@@ -85,6 +101,9 @@ class DriverAgent:
         self._queue = LeaseQueue(self._execute, config.max_leases, self.busy)
         self._status = StatusFile(config.status_file, config.device.device_id)
         self._endpoint = 0  # which of config.brokers the next connection goes to
+        self._answers = Answers()
+        # Each held lease's circuit, decoded on arrival (or why it cannot run), until it runs.
+        self._ahead: dict[str, QuantumCircuit | Exception] = {}
 
     @property
     def broker(self) -> str:
@@ -122,6 +141,8 @@ class DriverAgent:
             await self._send(sock, link_pb.LinkMessage(hello=self._hello()))
             leaving = await self._converse(sock, stop) or leaving
         finally:
+            with contextlib.suppress(TimeoutError):  # answers of leases that ran, if it can
+                await asyncio.wait_for(self._answers.drain(), _ANSWER_DRAIN_SECONDS)
             if stop.is_set() or leaving != "driver shutting down":
                 bye = link_pb.LinkMessage(
                     goodbye=link_pb.Goodbye(reason=leaving, code=link_pb.GOODBYE_CODE_SHUTTING_DOWN)
@@ -229,7 +250,10 @@ class DriverAgent:
         log.info(
             "lease %s received for job %s (%d shots)", grant.lease_id, grant.job_id, grant.shots
         )
-        if not self._queue.add(HeldLease(grant=grant, sock=sock)):
+        circuit = self._circuit_of(grant)
+        if self._queue.add(HeldLease(grant=grant, sock=sock)):
+            self._ahead[grant.lease_id] = circuit
+        else:
             failure = link_pb.LeaseFailure(
                 lease_id=grant.lease_id,
                 job_id=grant.job_id,
@@ -238,38 +262,71 @@ class DriverAgent:
             await self._send(sock, link_pb.LinkMessage(failure=failure))
 
     async def _execute(self, lease: HeldLease) -> None:
+        """Run one lease on the device; its answer is signed and sent beside the next one."""
         grant, sock = lease.grant, lease.sock
+        circuit = self._ahead.pop(grant.lease_id, None)
         if lease.cancelled:  # dropped before it started: it never runs
             log.info("lease %s dropped before it started: the broker withdrew it", grant.lease_id)
             await self._send(sock, _cancelled(grant))
             return
+        if circuit is None:
+            circuit = self._circuit_of(grant)
+        # The device starts first; the driver says so (and logs it) while it runs.
+        start = self._start(circuit) if isinstance(circuit, QuantumCircuit) else None
         log.info("running lease %s for job %s", grant.lease_id, grant.job_id)
         started = link_pb.LeaseStarted(lease_id=grant.lease_id, job_id=grant.job_id)
         await self._send(sock, link_pb.LinkMessage(started=started))
         try:
-            reply = await self._run_grant(grant)
+            if start is None:
+                assert isinstance(circuit, Exception)
+                raise circuit
+            ran = await self._run_grant(grant, *start)
         except Exception as exc:  # report every failure to the broker rather than die
             permanent = isinstance(exc, ValueError)
             fail = link_pb.LeaseFailure(
                 lease_id=grant.lease_id, job_id=grant.job_id, error=str(exc), permanent=permanent
             )
-            reply = link_pb.LinkMessage(failure=fail)
-        if lease.cancelled:  # cancelled while it ran: the result is withheld
-            reply = _cancelled(grant)
-        await self._send(sock, reply)
+            self._answers.post(self._answer(lease, link_pb.LinkMessage(failure=fail)))
+            return
+        self._answers.post(self._answer(lease, ran))
 
-    async def _run_grant(self, grant: link_pb.LeaseGrant) -> link_pb.LinkMessage:
-        digest = hashlib.sha256(grant.circuit_payload).hexdigest()
-        if digest != grant.circuit_digest:
-            raise ValueError("circuit payload does not match its digest; refusing to run it")
-        circuit = decode_circuit(
-            grant.circuit_format,
-            grant.circuit_payload,
-            device_qubits=self.watch.description.num_qubits,
-        )
+    def _start(self, circuit: QuantumCircuit) -> tuple[float, asyncio.Future[Prepared]]:
+        """Hand the circuit to the device now (no await before it): when, and its preparation
+        under the faithful contract (as sent, or translated at level 0 only)."""
         began = time.monotonic()
-        # Prepared under the faithful contract: as sent, or translated at level 0 only.
-        prepared = await asyncio.to_thread(self.backend.prepare, circuit)
+        loop = asyncio.get_running_loop()
+        return began, loop.run_in_executor(None, self.backend.prepare, circuit)
+
+    async def _answer(self, lease: HeldLease, ran: Ran | link_pb.LinkMessage) -> None:
+        """Sign and send the lease's result, or what stands in for it (cancelled while it ran:
+        the result is withheld)."""
+        if lease.cancelled:
+            reply = _cancelled(lease.grant)
+        elif isinstance(ran, Ran):
+            reply = link_pb.LinkMessage(result=self._result(lease.grant, ran))
+        else:
+            reply = ran
+        await self._send(lease.sock, reply)
+
+    def _circuit_of(self, grant: link_pb.LeaseGrant) -> QuantumCircuit | Exception:
+        """The grant's circuit, checked against its digest and decoded for the device as it is
+        now (on arrival, while the device runs an earlier lease), or why it cannot run (raised
+        when its turn comes)."""
+        try:
+            if hashlib.sha256(grant.circuit_payload).hexdigest() != grant.circuit_digest:
+                raise ValueError("circuit payload does not match its digest; refusing to run it")
+            return decode_circuit(
+                grant.circuit_format,
+                grant.circuit_payload,
+                device_qubits=self.watch.description.num_qubits,
+            )
+        except Exception as exc:
+            return exc
+
+    async def _run_grant(
+        self, grant: link_pb.LeaseGrant, began: float, preparing: asyncio.Future[Prepared]
+    ) -> Ran:
+        prepared = await preparing
         executed = executed_circuit_text(prepared)
         memory: ShotMemory | None = None
         if grant.memory:
@@ -285,32 +342,35 @@ class DriverAgent:
         if pad > 0:
             await asyncio.sleep(pad)
         ended = time.monotonic()
-        elapsed = ended - began
         self.busy.record(began, ended)
+        return Ran(counts=counts, seconds=ended - began, executed=executed, memory=memory)
+
+    def _result(self, grant: link_pb.LeaseGrant, ran: Ran) -> link_pb.LeaseResult:
+        digest = hashlib.sha256(grant.circuit_payload).hexdigest()  # checked before it ran
+        memory = ran.memory
         claims = ReceiptClaims(
             job_id=grant.job_id,
             device_id=self.watch.description.device_id,
             circuit_digest=digest,
             shots=grant.shots,
-            result_digest=result_digest(counts),
+            result_digest=result_digest(ran.counts),
             dispatch_nonce=grant.dispatch_nonce,
             evidence_digest=self.evidence_digest,
             issued_at=time.time(),
-            executed_circuit_digest=executed_circuit_digest(executed, digest),
+            executed_circuit_digest=executed_circuit_digest(ran.executed, digest),
             memory_digest=memory.digest() if memory is not None else "",
         )
         receipt: Envelope = sign_receipt(claims, self.key)
-        result = link_pb.LeaseResult(
+        return link_pb.LeaseResult(
             lease_id=grant.lease_id,
             job_id=grant.job_id,
-            counts=counts,
-            execution_seconds=elapsed,
+            counts=ran.counts,
+            execution_seconds=ran.seconds,
             receipt=receipt.to_json(),
-            executed_circuit=executed,
+            executed_circuit=ran.executed,
             memory=memory.packed if memory is not None else b"",
             memory_width=memory.width if memory is not None else 0,
         )
-        return link_pb.LinkMessage(result=result)
 
     async def _run_with_memory(self, prepared: Prepared, shots: int) -> ShotMemory:
         """Every shot's outcome in shot order (drift, if simulated, flips bits per shot).

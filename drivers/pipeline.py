@@ -7,6 +7,11 @@ connection ends (the broker requeues everything it held) or the broker cancels t
 (a researcher cancelled, the lease expired, or its grant no longer stands), the lease is marked
 cancelled and, if it has not started, is never run.
 
+While the device runs one lease, the driver does the rest of its work beside it: a grant's
+circuit is checked and decoded when the grant arrives, and the finished lease's receipt is
+signed and its answer sent while the next lease already runs (`Answers`). The device goes
+from one job to the next without waiting on the driver's own bookkeeping.
+
 The busy clock measures how much of the wall time between the first job's start and the last
 one's end the device spent running jobs: the figure pipelining exists to raise.
 """
@@ -15,14 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from qtestbed.v1 import driver_link_pb2 as link_pb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, eq=False)
@@ -133,3 +142,35 @@ class LeaseQueue:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+
+
+class Answers:
+    """Answers to leases whose device run ended, signed and sent while the device runs the
+    next lease. Each lease's own messages keep their order (its start went before its run;
+    its answer follows the run); answers about different leases may pass each other's starts,
+    which the broker handles side by side. At most one answer per lease held is in flight."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def post(self, answer: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._send(answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _send(answer: Coroutine[Any, Any, None]) -> None:
+        try:
+            with contextlib.suppress(zmq.ZMQError):  # its connection may have closed
+                await answer
+        except Exception:
+            log.exception("answering a lease failed; the broker requeues it when it expires")
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait for every answer in flight (before the connection closes)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))

@@ -80,6 +80,9 @@ class Scheduler:
         self._moved: dict[str, int] = {}
         # A lane was reset: read every lane's extent again before the next use.
         self._resync = False
+        # Jobs the dispatcher picked whose lease write is in flight: still queued (in the
+        # store and in the windows, so depths agree with the store), but not picked again.
+        self._claimed: set[str] = set()
 
     # --- the queue book ---------------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class Scheduler:
     def observe(self, job: Job) -> None:
         """Follow a job write of this broker (the ledger calls this on every write)."""
         state = job.state
+        if state is not JobState.QUEUED:
+            self._claimed.discard(job.job_id)
         if state not in _LEAVING and state not in (JobState.QUEUED, JobState.DISPATCHED):
             return  # RUNNING, COMPLETED: never from QUEUED
         lane = self._lane(job.device_id, job.project)
@@ -149,8 +154,18 @@ class Scheduler:
         first = 1 if state is JobState.DISPATCHED else position or 1
         self._note_move(job.device_id, first)
 
+    def claim(self, job_id: str) -> None:
+        """The dispatcher is writing a lease for this job: `next_job` passes over it until
+        its write is observed (it leaves the queue) or the claim is dropped."""
+        self._claimed.add(job_id)
+
+    def unclaim(self, job_id: str) -> None:
+        """The lease write failed: the job is next in line again, in its place."""
+        self._claimed.discard(job_id)
+
     def forget(self, job: Job) -> None:
         """Another writer changed this job behind our back: read its lane again."""
+        self._claimed.discard(job.job_id)
         lane = self._lane(job.device_id, job.project)
         lane.reset(lane.head, lane.tail)
         self._resync = True
@@ -249,16 +264,21 @@ class Scheduler:
         return best[1] if best is not None else None
 
     async def _lane_head(self, lane: LaneWindow, session: str | None) -> tuple[float, Job] | None:
-        if session is None:
-            return (lane.tags[0], lane.jobs[0]) if lane.jobs and lane.tags else None
+        """The lane's first job (of `session`, if given) not claimed, with its slot's tag. Each
+        claimed job ahead of it still holds its slot until its lease write is observed."""
         for index, job in enumerate(lane.jobs):
-            if job.session_id == session:
-                if index < len(lane.tags):
-                    return lane.tags[index], job
-                break  # its slot lies past the tag window: the store has it
+            if job.job_id in self._claimed or (session is not None and job.session_id != session):
+                continue
+            if index < len(lane.tags):
+                return lane.tags[index], job
+            break  # its slot lies past the tag window: the store has it
         else:
-            if lane.jobs_complete():
+            if session is None or lane.jobs_complete():
                 return None
+        if session is None or self._claimed:
+            # Past the windows, with claims in flight: the store cannot tell which slot is
+            # free, so the lane waits for the next pass.
+            return None
         found = await self._runner.call(
             self._runner.store.queue_session_head, lane.device_id, lane.project, session
         )

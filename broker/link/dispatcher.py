@@ -10,7 +10,9 @@ access records as committed then (reloaded when another writer changed them), so
 quarantine or clearance change committed meanwhile keeps the job home.
 
 A connection takes leases up to its capacity (its pipeline; see `broker.link.pipeline`), and
-before a device is given more, the leases it holds but has not started are decided again.
+before a device is given more, the leases it holds but has not started are decided again. One
+pass picks every lease the device's connections have room for (each job claimed on the
+scheduler, so the next pick passes over it), writes them together and sends them in order.
 """
 
 from __future__ import annotations
@@ -41,6 +43,33 @@ from broker.settings import TimingSettings
 from broker.store import StoreError
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class _Grant:
+    """A lease picked for a connection in one pass of `fill`, before and after its write."""
+
+    job: Job  # as it was queued
+    leased: Job  # as it is written
+    conn: DriverConnection
+    rule_id: str  # the rule that allowed it
+    at: float  # when it was picked
+
+    @property
+    def lease_id(self) -> str:
+        assert self.leased.lease is not None
+        return self.leased.lease.lease_id
+
+    def detail(self) -> dict[str, object]:
+        """The audit detail of its dispatch."""
+        assert self.conn.attestation is not None
+        return {
+            "device": self.leased.device_id,
+            "lease": self.lease_id,
+            "attempt": self.leased.attempts,
+            "evidence_digest": self.conn.attestation.evidence_digest,
+            "rule": self.rule_id,
+        }
 
 
 class Dispatcher:
@@ -96,28 +125,52 @@ class Dispatcher:
 
     async def fill(self, device_id: str) -> None:
         """Lease the device's next jobs to its attested connections with room, once the
-        leases they hold unstarted have been decided again."""
+        leases they hold unstarted have been decided again. Every lease there is room for is
+        picked in one pass and the lot written together (the store can commit them in one
+        transaction), then sent in queue order."""
         await self._pending.recheck(device_id)
         while True:
             now = self._clock.now()
-            idle = self._idle(device_id, now)
-            if not idle:
+            picked, step = await self._pick(device_id, now)
+            if picked:
+                await self._lease_all(picked)
+            elif isinstance(step, DriverConnection):
+                await self._send_canary(step, now)
+            elif step is not None and not await self._dispatch_or_deny(*step, now):
+                await self._resync(step[0])
+            elif step is None:
                 return
+
+    async def _pick(
+        self, device_id: str, now: float
+    ) -> tuple[list[_Grant], DriverConnection | tuple[Job, DriverConnection] | None]:
+        """The leases the device's connections have room for, in queue order, each reserved
+        (held by its connection, claimed on the queue book) but not yet written; and what stopped
+        the pass: a connection due a canary, a job to deny or fail in line, or None (no room,
+        no job, or the head waits for a busy connection)."""
+        picked: list[_Grant] = []
+        while idle := self._idle(device_id, now):
             if self._canary.due(device_id, now):
-                await self._send_canary(idle[0], now)
-                continue
+                return picked, idle[0]
             head = await self._next(device_id, now)
             if head is None:
-                return
+                break
             conn = self._connection_for(head, idle, now)
             if conn is None:
-                return  # only a busy connection's class allows the job: it waits for that one
-            if not await self._dispatch_or_deny(head, conn, now):
-                # Another writer (a replica, a cancel) changed the job: take the store's word.
-                fresh = await self._ledger.get(head.job_id)
-                self._scheduler.forget(head)
-                if fresh is not None:
-                    self._scheduler.observe(fresh)
+                break  # only a busy connection's class allows the job: it waits for that one
+            device = self._registry.get(head.device_id)
+            decision = self._decisions.decide(head, device, conn, now) if device else None
+            if decision is None or not decision.allowed:
+                return picked, (head, conn)
+            picked.append(self._reserve(head, conn, decision, now))
+        return picked, None
+
+    async def _resync(self, job: Job) -> None:
+        """Another writer (a replica, a cancel) changed the job: take the store's word."""
+        fresh = await self._ledger.get(job.job_id)
+        self._scheduler.forget(job)
+        if fresh is not None:
+            self._scheduler.observe(fresh)
 
     def _idle(self, device_id: str, now: float) -> list[DriverConnection]:
         """Connections that may take a job now; none while the device's queue is held."""
@@ -170,11 +223,12 @@ class Dispatcher:
         decision = self._decisions.decide(job, device, conn, now)
         if not decision.allowed:
             return await self._decisions.deny(job, decision, now, stage="dispatch")
-        return await self._lease(job, conn, decision, now)
+        await self._lease_all([self._reserve(job, conn, decision, now)])
+        return True
 
-    async def _lease(
-        self, job: Job, conn: DriverConnection, decision: Decision, now: float
-    ) -> bool:
+    def _reserve(self, job: Job, conn: DriverConnection, decision: Decision, now: float) -> _Grant:
+        """The job leased to `conn`, held by it and claimed on the queue book (so the pass
+        picks the next job), not yet written: `_lease_all` writes it or drops the claim."""
         assert conn.attestation is not None
         lease = Lease(
             lease_id=self._leases.new_lease_id(),
@@ -189,55 +243,84 @@ class Dispatcher:
             calibration_digest=claims.measurements.calibration_digest if claims else "",
         )
         conn.leases[lease.lease_id] = leased
-        detail: dict[str, object] = {
-            "device": job.device_id,
-            "lease": lease.lease_id,
-            "attempt": leased.attempts,
-            "evidence_digest": conn.attestation.evidence_digest,
-            "rule": decision.rule_id,
-        }
-        # Decide again on committed state: the access records are read after the lease write
-        # (queued behind it on the one store thread, so in its transaction or a later one),
-        # so whatever another writer (a replica, an operator) committed before that read is
-        # seen, and nothing is awaited from there to the send. Both calls are queued before
-        # either is awaited, so the store can commit them together.
+        self._scheduler.claim(job.job_id)
+        return _Grant(job=job, leased=leased, conn=conn, rule_id=decision.rule_id, at=now)
+
+    async def _lease_all(self, grants: list[_Grant]) -> None:
+        """Write the reserved leases together, then decide each again and send it, in order.
+
+        Decide again on committed state: the access records are read after the lease writes
+        (queued behind them on the one store thread, so in their transaction or a later one),
+        so whatever another writer (a replica, an operator) committed before that read is
+        seen. All the calls are queued before any is awaited, so the store can commit them
+        together. A write or read that failed (the store is away) stops the pass once the rest
+        of the lot is settled: the dispatcher retries on the next kick, no hot loop."""
+        writes = [self._leases.save(g.job, g.leased, "job.dispatched", g.detail()) for g in grants]
         try:
-            written, _ = await asyncio.gather(
-                self._leases.save(job, leased, "job.dispatched", detail), self._records.refresh()
+            *written, refreshed = await asyncio.gather(
+                *writes, self._records.refresh(), return_exceptions=True
             )
+            if any(outcome is True for outcome in written):
+                # A quarantine or revocation made through a replica.
+                await self._registry.refresh()
         except BaseException:
-            # The store is away (or this task was cancelled): the lease may not exist, so the
-            # connection must not hold it. Had the write committed after all, the lease reaper
-            # gives the job back, since no connection holds it.
-            conn.leases.pop(lease.lease_id, None)
+            # Cancelled, or the registry unreadable: no lease of the lot may stay with its
+            # connection. One whose write committed is given back by the lease reaper, since
+            # no connection holds it.
+            self._drop(grants)
             raise
-        if not written:
-            conn.leases.pop(lease.lease_id, None)
-            return False
-        await self._registry.refresh()  # a quarantine or revocation made through a replica
+        failures = [o for o in (*written, refreshed) if isinstance(o, BaseException)]
+        for grant, outcome in zip(grants, written, strict=True):
+            if outcome is True and not isinstance(refreshed, BaseException):
+                await self._send_lease(grant)
+                continue
+            grant.conn.leases.pop(grant.lease_id, None)
+            if outcome is False:
+                await self._resync(grant.job)
+            elif isinstance(outcome, BaseException):
+                # Nothing of a failed write is durable: the job is still queued as it was.
+                self._scheduler.unclaim(grant.job.job_id)
+            else:  # written, but the records could not be read again: it never leaves
+                await self._leases.release(
+                    grant.leased, "access records unreadable before dispatch", "gate"
+                )
+        if failures:
+            raise failures[0]
+
+    def _drop(self, grants: list[_Grant]) -> None:
+        for grant in grants:
+            grant.conn.leases.pop(grant.lease_id, None)
+            self._scheduler.unclaim(grant.job.job_id)
+
+    async def _send_lease(self, grant: _Grant) -> None:
+        conn, leased = grant.conn, grant.leased
         left = self._clock.now()
-        device = self._registry.get(job.device_id)
+        device = self._registry.get(leased.device_id)
         if device is None or not (
-            self._registry.accepts_work(job.device_id)
+            self._registry.accepts_work(leased.device_id)
             and conn.dispatchable_now(left)
             and self._fleet.get(conn.peer) is conn  # not dropped while the lease was written
+            and grant.lease_id in conn.leases  # not taken back while the lease was written
         ):
             # Revoked, quarantined or dropped while the lease was being written: it never leaves.
-            conn.leases.pop(lease.lease_id, None)
+            conn.leases.pop(grant.lease_id, None)
             await self._leases.release(
                 leased, "device stopped accepting work before dispatch", "gate"
             )
-            return True
+            return
         again = self._decisions.decide(leased, device, conn, left)
         if not again.allowed:
             # The clearance changed while the lease was being written: it never leaves.
-            conn.leases.pop(lease.lease_id, None)
-            return await self._decisions.deny(leased, again, left, stage="dispatch")
+            conn.leases.pop(grant.lease_id, None)
+            await self._decisions.deny(leased, again, left, stage="dispatch")
+            return
         if leased.attempts == 1:
-            self._metrics.queue_wait.labels(job.device_id).observe(now - job.created_at)
-        if not await self._link.send(conn.peer, self._grant(conn, leased, lease)):
+            self._metrics.queue_wait.labels(leased.device_id).observe(
+                grant.at - grant.job.created_at
+            )
+        assert leased.lease is not None
+        if not await self._link.send(conn.peer, self._grant(conn, leased, leased.lease)):
             await self._leases.disconnect(conn, "driver unreachable when the lease was sent")
-        return True
 
     async def _send_canary(self, conn: DriverConnection, now: float) -> None:
         job = self._canary.lease(

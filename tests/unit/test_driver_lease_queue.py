@@ -12,7 +12,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from drivers.pipeline import BusyClock, HeldLease, LeaseQueue
+from drivers.pipeline import Answers, BusyClock, HeldLease, LeaseQueue
 from qtestbed.v1 import driver_link_pb2 as link_pb
 
 
@@ -89,3 +89,35 @@ def test_the_busy_clock_reports_the_fraction_of_the_span_spent_running() -> None
     assert (report["jobs"], report["busy_seconds"], report["span_seconds"]) == (2, 1.5, 2.0)
     assert report["busy_fraction"] == 0.75
     assert report["runs"] == [[10.0, 11.0], [11.5, 12.0]]
+
+
+async def test_answers_are_sent_beside_the_next_lease_and_drained_before_the_connection_closes(
+    sockets: tuple[zmq.asyncio.Socket, zmq.asyncio.Socket],
+) -> None:
+    """The device goes on to the next lease while the last one's answer is signed and sent:
+    the runner returns before its answer is out, an answer that fails (its connection gone)
+    stops nothing, and a closing connection waits for the answers in flight."""
+    sock, _ = sockets
+    order: list[str] = []
+    answers = Answers()
+
+    async def answer(lease_id: str, fails: bool = False) -> None:
+        await asyncio.sleep(0.02)  # signing and sending take a while
+        if fails:
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+        order.append(f"answered {lease_id}")
+
+    async def run(lease: HeldLease) -> None:
+        order.append(f"ran {lease.grant.lease_id}")
+        answers.post(answer(lease.grant.lease_id, fails=lease.grant.lease_id == "b"))
+
+    queue = LeaseQueue(run, 4, BusyClock())
+    for name in ("a", "b", "c"):
+        queue.add(_lease(name, sock))
+    await asyncio.sleep(0.005)
+    assert order == ["ran a", "ran b", "ran c"]  # none waited for an answer
+    assert answers.in_flight == 3
+    await answers.drain()
+    assert order[3:] == ["answered a", "answered c"]
+    assert answers.in_flight == 0
+    await queue.stop()

@@ -17,7 +17,7 @@ from broker.jobs.model import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
 from broker.store.base import BrokerStore
 from broker.store.memory import MemoryStore
 from broker.store.sqlite import SqliteStore
-from tests.unit.scheduler_book import WEIGHTS, Book, job
+from tests.unit.scheduler_book import WEIGHTS, Book, dispatched, job
 
 PRIORITIES = [PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH]
 STORES: dict[str, Callable[[Path], BrokerStore]] = {
@@ -196,3 +196,52 @@ async def test_a_change_moves_no_job_ahead_of_the_position_take_moves_names(
             start = moves["dev"]
             assert all((before[i] or 0) >= start for i in changed), (step, start, changed)
         assert book.scheduler.take_moves() == {}
+
+
+@pytest.mark.parametrize("window", [2, 64])
+async def test_claimed_jobs_are_passed_over_in_run_order_but_stay_queued(
+    make_book: Callable[..., Book], window: int
+) -> None:
+    """One dispatch pass picks several leases before any is written: each pick claims its
+    job, so the next pick is the job that follows it in run order, while the lanes (and the
+    depth, which the queue sync compares with the store's) still count it as queued. A pick
+    whose slot lies past the windows waits for the next pass."""
+    book = make_book(window=window)
+    for n in range(6):
+        for project in WEIGHTS:
+            await book.submit(job(f"{project}{n}", project, float(n), shots=10 * (n + 1)))
+    s = book.scheduler
+    claimed = []
+    while (head := await s.next_job("dev")) is not None:
+        claimed.append(head.job_id)
+        s.claim(head.job_id)
+    assert s.depth("dev") == 18
+    assert len(claimed) == 18 if window == 64 else 3 <= len(claimed) < 18
+    s.unclaim(claimed[-1])  # its write failed: next in line again, in its place
+    head = await s.next_job("dev")
+    assert head is not None
+    assert head.job_id == claimed[-1]
+    s.claim(claimed[-1])
+    for picked in claimed:  # each write lands, in run order: the job leaves, claim and all
+        expected = book.reference.next_job("dev")
+        assert expected is not None
+        assert expected.job_id == picked
+        await book.save(book.queued[picked], dispatched(book.queued[picked], 100.0))
+    assert s.depth("dev") == 18 - len(claimed)
+    assert await book.positions() == book.reference_positions()
+
+
+async def test_a_forgotten_claim_is_picked_again_from_the_store(
+    make_book: Callable[..., Book],
+) -> None:
+    book = make_book(window=4)
+    for n in range(3):
+        await book.submit(job(f"a{n}", "a", float(n)))
+    s = book.scheduler
+    head = await s.next_job("dev")
+    assert head is not None
+    s.claim(head.job_id)
+    s.forget(head)  # another writer changed it: the store's word is taken afresh
+    again = await s.next_job("dev")
+    assert again is not None
+    assert again.job_id == head.job_id

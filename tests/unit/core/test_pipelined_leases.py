@@ -2,17 +2,22 @@
 leases as it asked for, within the broker's limit; each completes exactly once; a driver lost
 gives every lease it held back; and a lease granted but not started is withdrawn when its grant
 no longer stands (a quarantine, a clearance change): the driver is told to drop it, its job
-says why, and a start or result for it is refused."""
+says why, and a start or result for it is refused. Every slot a driver has room for is filled
+in one dispatch pass, in queue order: the lease writes are all queued on the store before any
+is awaited, and the access records are read again once, after all of them, before any grant
+leaves; a lease whose write loses to another writer is not sent and the rest of the pass is."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from broker.devices.model import DeviceStatus
 from broker.jobs.model import JobState
 from broker.link import messages as m
+from broker.store.base import StoreError
 from tests.unit.core.harness import (
     Core,
     Driver,
@@ -159,3 +164,84 @@ async def test_a_lease_waiting_in_the_pipeline_expires_on_its_own_clock(core: Co
     assert (await job_of(core, first.job_id)).state is JobState.RUNNING
     assert (await job_of(core, second.job_id)).state is JobState.QUEUED
     assert [c.lease_id for c in only(driver.heard(), m.LeaseCancel)] == [second.lease_id]
+
+
+def _record(core: Core, name: str, calls: list[str]) -> None:
+    """Note each call of the store's `name` (on the store thread), then make it."""
+    real: Callable[..., Any] = getattr(core.store, name)
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        job = args[0] if args else None
+        calls.append(f"{name}:{getattr(job, 'state', '')}")
+        return real(*args, **kwargs)
+
+    setattr(core.store, name, noted)
+
+
+async def test_one_pass_writes_every_free_slot_and_reads_the_records_once_after(
+    core: Core,
+) -> None:
+    driver = await _pipelined(core, asks=LIMIT)
+    ids = await _queue(core, LIMIT + 2)
+    calls: list[str] = []
+    _record(core, "save_job", calls)
+    _record(core, "access_fingerprint", calls)
+    await core.parts.link.dispatcher.fill("dev-open")
+    assert [g.job_id for g in driver.grants()] == ids[:LIMIT]  # queue order, every free slot
+    dispatched = f"save_job:{JobState.DISPATCHED}"
+    assert calls == [dispatched] * LIMIT + ["access_fingerprint:"]
+    assert len(events(core, "job.dispatched")) == LIMIT
+    for job_id in ids[LIMIT:]:
+        assert (await job_of(core, job_id)).state is JobState.QUEUED
+
+
+async def test_a_lease_that_loses_its_write_is_not_sent_and_the_rest_of_the_pass_is(
+    core: Core,
+) -> None:
+    driver = await _pipelined(core, asks=LIMIT)
+    ids = await _queue(core, LIMIT)
+    real = core.store.save_job
+    lost = ids[1]
+
+    def racing(job: Any, **kwargs: Any) -> bool:
+        if job.job_id == lost and job.state is JobState.DISPATCHED:
+            cancelled = core.store.get_job(lost)
+            assert cancelled is not None
+            real(  # another writer (a cancel) gets there first
+                cancelled.transition(JobState.CANCELLED, now=core.clock.now(), reason="x"),
+                expected_version=cancelled.version,
+                event=kwargs["event"],
+            )
+        return real(job, **kwargs)
+
+    core.store.save_job = racing  # type: ignore[method-assign]
+    await core.parts.link.dispatcher.fill("dev-open")
+    core.store.save_job = real  # type: ignore[method-assign]
+    assert [g.job_id for g in driver.grants()] == [ids[0], ids[2]]
+    assert (await job_of(core, lost)).state is JobState.CANCELLED
+    assert len(connection(driver).leases) == 2  # the lost one's slot is free again
+    assert await core.parts.jobs.scheduler.next_job("dev-open") is None  # nothing left to lease
+
+
+async def test_a_lease_write_that_fails_stops_the_pass_and_leaves_its_job_queued(
+    core: Core,
+) -> None:
+    driver = await _pipelined(core, asks=LIMIT)
+    ids = await _queue(core, LIMIT)
+    real = core.store.save_job
+
+    def failing(job: Any, **kwargs: Any) -> bool:
+        if job.job_id == ids[1] and job.state is JobState.DISPATCHED:
+            raise StoreError("disk full")
+        return real(job, **kwargs)
+
+    core.store.save_job = failing  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await core.parts.link.dispatcher.fill("dev-open")
+    core.store.save_job = real  # type: ignore[method-assign]
+    assert [g.job_id for g in driver.grants()] == [ids[0], ids[2]]  # the rest went out
+    assert (await job_of(core, ids[1])).state is JobState.QUEUED
+    assert len(connection(driver).leases) == 2  # its slot is free again
+    await core.parts.link.dispatcher.fill("dev-open")  # the next pass leases it
+    assert [g.job_id for g in driver.grants()][-1] == ids[1]
+    assert (await job_of(core, ids[1])).state is JobState.DISPATCHED
