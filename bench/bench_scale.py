@@ -131,8 +131,9 @@ def timed_start(facility: LocalFacility, limit_s: float) -> tuple[Client, float]
     ]
     cmd += ["--listen", f"127.0.0.1:{grpc_port}", "--link-listen", f"tcp://127.0.0.1:{link_port}"]
     cmd += ["--metrics-listen", "127.0.0.1:0", "--store", str(facility.store)]
-    profile = Profile.load(facility.root / "users" / "alice.toml")
-    alice = Client(replace(profile, broker=f"127.0.0.1:{grpc_port}"), timeout=2.0)
+    profile = replace(
+        Profile.load(facility.root / "users" / "alice.toml"), broker=f"127.0.0.1:{grpc_port}"
+    )
     with open(facility.root / "broker.log", "ab") as log:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
@@ -141,15 +142,18 @@ def timed_start(facility: LocalFacility, limit_s: float) -> tuple[Client, float]
         grpc=f"127.0.0.1:{grpc_port}", link=f"tcp://127.0.0.1:{link_port}", metrics=""
     )
     while time.monotonic() - started < limit_s and proc.poll() is None:
+        # A fresh client (channel) each try: a channel refused once waits out gRPC's reconnect
+        # backoff (1 s, then 1.6 s, ...), which would be measured instead of the broker.
+        alice = Client(profile, timeout=2.0)
         try:
             alice.devices()
         except QtestbedError:
+            alice.close()
             time.sleep(0.02)
             continue
         took = time.monotonic() - started
         alice.timeout = 30.0
         return alice, took
-    alice.close()
     facility.stop()
     return None
 

@@ -29,9 +29,7 @@ from broker.policy.export_control import load_profile
 from broker.scrape.server import MetricsEndpoint
 from broker.scrape.tls import server_context
 from broker.settings import BrokerSettings
-from broker.store import StoreError, open_store
-from broker.store.pg_events import ChangeListener
-from broker.store.postgres import PostgresStore
+from broker.store import StoreError, is_postgres_url, open_store
 from broker.store.runner import StoreRunner
 from broker.wiring import Components, Foundation, build
 
@@ -93,7 +91,6 @@ class Broker:
         except StoreError:
             await self.stop()
             raise
-        await asyncio.to_thread(self.decoder.start)
         link = self._link = DriverLink(
             self.settings.link_listen,
             secret_key=self.settings.link_secret_key,
@@ -107,6 +104,7 @@ class Broker:
             raise
         await self._listen_to_replicas(parts)
         grpc_address = await self._serve(parts)
+        self._warm_decoders()
         health_address = await self._serve_health()
         metrics_url = self._serve_metrics(parts)
         hub = parts.link.hub
@@ -121,6 +119,14 @@ class Broker:
         a = self.addresses
         log.info("broker listening: grpc %s, link %s, metrics %s", a.grpc, a.link, a.metrics)
         return self.addresses
+
+    def _warm_decoders(self) -> None:
+        """Once calls are served, start the decoder children (each imports Qiskit, a second
+        or more, at a lower priority): a submission that comes first waits for a child, and
+        is checked exactly as later ones are. The in-process OpenQASM 2 parser is imported by
+        the first such submission, on the decode executor: importing it here would hold the
+        interpreter while the first calls are answered."""
+        self.decoder.start_in_background()
 
     def _foundation(self, link: DriverLink) -> Foundation:
         return Foundation(
@@ -152,6 +158,11 @@ class Broker:
     async def _listen_to_replicas(self, parts: Components) -> None:
         """On a shared PostgreSQL store: hear other replicas' changes, and hold this replica's
         liveness lock before any lease is written (survivors recover a dead one's leases)."""
+        if not is_postgres_url(self.settings.store):
+            return  # and psycopg (a tenth of a second to import) is never loaded
+        from broker.store.pg_events import ChangeListener
+        from broker.store.postgres import PostgresStore
+
         store = self.runner.store
         if not isinstance(store, PostgresStore):
             return

@@ -25,12 +25,17 @@ def canonical_event_bytes(event: AuditEvent) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def chain_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
-    """entry_hash = SHA-256(prev_hash || seq || canonical event); links each entry to the last."""
+def chain_hash(
+    prev_hash: str, seq: int, event: AuditEvent, *, canonical: bytes | None = None
+) -> str:
+    """entry_hash = SHA-256(prev_hash || seq || canonical event); links each entry to the last.
+
+    `canonical`, when given, is `canonical_event_bytes(event)` already computed (a verifier
+    needs it twice per entry: here and in its Merkle leaf)."""
     digest = hashlib.sha256()
     digest.update(bytes.fromhex(prev_hash))
     digest.update(seq.to_bytes(8, "big"))
-    digest.update(canonical_event_bytes(event))
+    digest.update(canonical_event_bytes(event) if canonical is None else canonical)
     return digest.hexdigest()
 
 

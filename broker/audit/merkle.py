@@ -48,20 +48,21 @@ __all__ = [
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-def audit_leaf(entry: AuditEntry) -> bytes:
+def audit_leaf(entry: AuditEntry, *, canonical: bytes | None = None) -> bytes:
     """The leaf bytes of an audit entry: seq (8 bytes, big-endian) || prev_hash (32 raw bytes)
     || canonical event bytes.
 
     `entry_hash` is left out: it is a function of exactly these fields, so committing to them
     commits to it. Raises ValueError when seq or prev_hash cannot be encoded (a stored row an
-    honest broker never writes).
+    honest broker never writes). `canonical`: the event's canonical bytes, if already computed.
     """
     if not 0 <= entry.seq < 1 << 64:
         raise ValueError(f"seq {entry.seq} does not fit in 8 unsigned bytes")
     if not is_hash_hex(entry.prev_hash):
         raise ValueError(f"prev_hash of seq {entry.seq} is not 64 lower-case hex digits")
     prev = bytes.fromhex(entry.prev_hash)
-    return entry.seq.to_bytes(8, "big") + prev + canonical_event_bytes(entry.event)
+    event = canonical_event_bytes(entry.event) if canonical is None else canonical
+    return entry.seq.to_bytes(8, "big") + prev + event
 
 
 def is_hash_hex(value: str) -> bool:

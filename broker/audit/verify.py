@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from attestation.keys import VerifyKey
-from broker.audit.chain import GENESIS_HASH, chain_hash
+from broker.audit.chain import GENESIS_HASH, canonical_event_bytes, chain_hash
 from broker.audit.checkpoints import verify_checkpoint
 from broker.audit.merkle import MerkleBuilder, audit_leaf, is_hash_hex, leaf_hash
 from broker.audit.model import AuditEntry, Checkpoint
@@ -269,18 +269,19 @@ class LogVerifier:
     def add(self, entry: AuditEntry) -> None:
         self._count += 1
         self._last_seq = entry.seq
-        self._check_link(entry)
+        canonical = _canonical(entry)  # once: the chain hash and the Merkle leaf both hash it
+        self._check_link(entry, canonical)
         try:
-            leaf = leaf_hash(audit_leaf(entry))
+            leaf = leaf_hash(audit_leaf(entry, canonical=canonical))
         except ValueError:
             # Unencodable seq or prev_hash: the chain check has already named this entry.
             leaf = leaf_hash(b"unencodable entry " + repr(entry).encode())
         self._builder.append_hash(leaf)
         self._check_pending()
 
-    def _check_link(self, entry: AuditEntry) -> None:
+    def _check_link(self, entry: AuditEntry, canonical: bytes | None) -> None:
         state = self._chain
-        consistent = _written_as(entry, entry.seq)
+        consistent = _written_as(entry, entry.seq, canonical)
         if entry.seq != state.expected_seq or entry.prev_hash != state.prev_hash or not consistent:
             self._record_break(entry, consistent)
         state.expected_seq = entry.seq + 1
@@ -404,14 +405,24 @@ class LogVerifier:
         return None, 0
 
 
-def _written_as(entry: AuditEntry, seq: int) -> bool:
+def _written_as(entry: AuditEntry, seq: int, canonical: bytes | None = None) -> bool:
     """True iff the entry's stored hash says it was written with this seq and its prev_hash."""
     if not is_hash_hex(entry.prev_hash):
         return False
     try:
-        return chain_hash(entry.prev_hash, seq, entry.event) == entry.entry_hash
+        written = chain_hash(entry.prev_hash, seq, entry.event, canonical=canonical)
     except (ValueError, OverflowError):
         return False
+    return written == entry.entry_hash
+
+
+def _canonical(entry: AuditEntry) -> bytes | None:
+    """The entry's canonical event bytes, or None where they cannot be encoded (the checks that
+    use them then compute them again, and fail as they would have)."""
+    try:
+        return canonical_event_bytes(entry.event)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _seqs(low: int, high: int) -> str:

@@ -15,8 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from qiskit import QuantumCircuit
+from typing import TYPE_CHECKING
 
 from attestation.shot_memory import ShotMemoryError
 from attestation.shot_memory import check_size as check_memory_size
@@ -36,6 +35,9 @@ from qtestbed.shared.circuits import (
     check_size,
     decode_payload,
 )
+
+if TYPE_CHECKING:
+    from qiskit import QuantumCircuit
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -14,6 +14,7 @@ __all__ = [
     "Store",
     "StoreError",
     "chain_hash",
+    "is_postgres_url",
     "open_store",
     "verify_chain",
 ]
@@ -27,9 +28,14 @@ ACCEPTED_FORMS = (
 )
 
 
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names a PostgreSQL store (one that several replicas may share)."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(url: str) -> BrokerStore:
     """Open (but do not migrate) the store `url` names; ValueError for an unknown form."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         # Imported here so psycopg stays an optional dependency for SQLite-only installs.
         from broker.store.postgres import PostgresStore
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qtestbed.shared.circuits import DEFAULT_LIMITS, CircuitFormat, IsolatedDecoder
-from qtestbed.testing import LocalFacility
+from qtestbed.testing import LocalFacility, eventually
 from tests.integration.decoder_probe import ProbingDecoder, kernel_landlock_abi
 
 QASM3 = b'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nh q[0];\ncx q[0], q[1];\nc = measure q;\n'  # noqa: E501
@@ -93,6 +93,8 @@ def test_the_brokers_own_decoder_children_are_all_confined(facility: LocalFacili
     assert facility.embedded.broker is not None
     pool = facility.embedded.broker.decoder
     assert pool.size >= 2  # a pool, so that one principal cannot hold every child
+    # The broker answers while its children start: wait until every one is up.
+    eventually(lambda: all(m.running for m in pool.members), what="every decoder child to start")
     for _ in range(pool.size):  # each payload goes to some child; all of them must decode
         summary = pool.summarize(CircuitFormat.OPENQASM3, QASM3, DEFAULT_LIMITS)
         assert summary.num_qubits == 2

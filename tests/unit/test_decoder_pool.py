@@ -148,3 +148,34 @@ def test_a_closed_pool_wakes_its_waiting_callers_and_refuses_them() -> None:
         with pytest.raises(RuntimeError, match="closed"):
             waiting.result(timeout=30)
     assert members[0].starts == 1  # nothing restarted after close
+
+
+class SlowStartingMember(FakeMember):
+    """A member whose start waits until the test lets it finish (a child importing Qiskit)."""
+
+    def __init__(self, log: list[tuple[int, float | None]], hold: threading.Event) -> None:
+        super().__init__(log, hold)
+        self.may_start = threading.Event()
+
+    def start(self) -> None:
+        assert self.may_start.wait(timeout=30)
+        super().start()
+
+
+def test_a_pool_started_in_background_serves_a_payload_only_once_a_child_is_up() -> None:
+    calls: list[tuple[int, float | None]] = []
+    hold = threading.Event()
+    hold.set()
+    member = SlowStartingMember(calls, hold)
+    pool = DecoderPool(1, deadline=DecodeDeadline(base_s=1.0, per_kib_s=0.5), member=lambda: member)
+    pool.start_in_background()  # returns at once, the child still starting
+    with ThreadPoolExecutor(max_workers=1) as callers:
+        waiting = callers.submit(pool.summarize, QASM3, SMALL, DEFAULT_LIMITS)
+        assert not member.inside.acquire(timeout=0.3)  # nothing decoded before the child is up
+        assert calls == []
+        assert not waiting.done()
+        member.may_start.set()
+        assert waiting.result(timeout=30) == SUMMARY
+    assert member.starts == 1
+    assert len(calls) == 1
+    pool.close()

@@ -1,12 +1,14 @@
-"""Turning a payload into a checked circuit in the calling process, and the decoder port."""
+"""Turning a payload into a checked circuit in the calling process, and the decoder port.
+
+Qiskit (a second or more to import) is loaded by the first decode, not by importing this
+module: a broker answers its first call before it has parsed anything, and a decoder child
+imports it in its own process, after lowering its priority.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from qiskit import QuantumCircuit
-
-from qtestbed.shared.circuits.inspect import summarize_circuit
 from qtestbed.shared.circuits.model import (
     DEFAULT_LIMITS,
     CircuitFormat,
@@ -14,7 +16,9 @@ from qtestbed.shared.circuits.model import (
     CircuitSummary,
     check_size,
 )
-from qtestbed.shared.circuits.parse import parse_payload
+
+if TYPE_CHECKING:
+    from qiskit import QuantumCircuit
 
 
 class CircuitDecoder(Protocol):
@@ -33,6 +37,9 @@ def decode_payload(
     Every check runs, but the parsers run here: a QPY payload with a forged length field can
     still exhaust this process's memory or abort it (see `IsolatedDecoder`).
     """
+    from qtestbed.shared.circuits.inspect import summarize_circuit
+    from qtestbed.shared.circuits.parse import parse_payload
+
     check_size(payload, limits)
     circuit = parse_payload(fmt, payload, limits)
     return circuit, summarize_circuit(circuit, limits)

@@ -112,6 +112,19 @@ class DecoderPool:
         for member in self.members:
             self._idle.put(member)
 
+    def start_in_background(self) -> None:
+        """Start every child on a thread of its own and put each in service once it is up.
+
+        The caller goes on at once (a broker answers calls while its children import Qiskit);
+        a payload that comes first waits for a child as it waits for a busy one, and is never
+        decoded anywhere else. A child that does not start is logged and put in service all
+        the same: its first payload starts it again (`IsolatedDecoder` starts lazily).
+        """
+        for member in self.members:
+            threading.Thread(
+                target=self._bring_up, args=(member,), name="decoder-start", daemon=True
+            ).start()
+
     def close(self) -> None:
         """Stop every child; callers still waiting for one are woken and refused."""
         self._closed.set()
@@ -141,10 +154,16 @@ class DecoderPool:
                 ).start()
 
     def _replace(self, member: PoolMember) -> None:
+        self._bring_up(member, replacing=True)
+
+    def _bring_up(self, member: PoolMember, *, replacing: bool = False) -> None:
         try:
             member.start()
         except Exception:  # its next payload tries again (IsolatedDecoder starts lazily)
-            log.exception("a replacement circuit decoder child did not start")
-        with self._replaced_lock:
-            self._replaced += 1
+            log.exception("a circuit decoder child did not start")
+        if replacing:
+            with self._replaced_lock:
+                self._replaced += 1
+        if self._closed.is_set():
+            member.close()  # the pool closed while this child started: stop it too
         self._idle.put(member)
