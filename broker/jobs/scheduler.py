@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from broker.jobs.model import Job, JobState, QueueLane
 from broker.jobs.pace import DevicePace
 from broker.jobs.queue_window import LaneWindow
+from broker.jobs.store_positions import StorePositions
 from broker.store.runner import StoreRunner
 
 # A job leaving any of these states may have been queued: its lane changes.
@@ -71,6 +72,7 @@ class Scheduler:
         self.settings = settings
         self.weight_of = weight_of
         self._runner = runner
+        self._store_positions = StorePositions(runner)
         self._window = settings.window_jobs
         self._lanes: dict[str, dict[str, LaneWindow]] = {}  # device -> project -> lane
         self._pace = DevicePace()
@@ -292,7 +294,7 @@ class Scheduler:
         known = self._memory_position(job)
         if known is not None:
             return known
-        return await self._runner.call(self._runner.store.queue_position, job)
+        return await self._store_positions.position(job)
 
     def _memory_position(self, job: Job) -> int | None:
         """The job's position counted from the windows alone; None when some slot that may be

@@ -127,6 +127,9 @@ class Store(Protocol):
     def queue_position(self, job: Job) -> int | None:
         """The job's 1-based place in its device's run order; None when it is not queued."""
 
+    def queue_positions(self, device_id: str, jobs: Sequence[Job]) -> dict[str, int | None]:
+        """`queue_position` of each of these jobs of one device, by job id, read together."""
+
     def replica_alive(self, replica_id: str) -> bool:
         """Whether another broker replica with this id is running on this store now."""
 

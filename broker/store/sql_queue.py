@@ -16,6 +16,7 @@ near it, as new jobs are).
 from __future__ import annotations
 
 import abc
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ _AFTER_KEY = "(place_at, job_id) > (?, ?)"
 _BEFORE_KEY = "(place_at, job_id) < (?, ?)"
 _SLOT_AFTER = "device_id = ? AND (tag, project, ordinal) > (?, ?, ?)"
 _SLOT_BEFORE = "device_id = ? AND (tag, project, ordinal) < (?, ?, ?)"
+_JOB_KEY = "place_at, job_id"
+_SLOT_KEY = "tag, project, ordinal"
+# Rows one range read of `queue_positions` takes at most.
+_RANGE_CHUNK = 4096
 # Leaving QUEUED is one of these; the lane then changes in the same transaction.
 QUEUE_STATES = frozenset(
     {JobState.QUEUED, JobState.DISPATCHED, JobState.CANCELLED, JobState.DENIED, JobState.FAILED}
@@ -181,16 +186,96 @@ class SqlQueue(abc.ABC):
         return None if slot is None else (job, slot[0])
 
     def queue_position(self, job: Job) -> int | None:
-        slot = self._slot_of(job)
-        if slot is None:
-            return None
-        tag, ordinal = slot
-        (total,) = self._query(
-            "SELECT COALESCE(SUM(tail - head), 0) FROM queue_lanes WHERE device_id = ?",
-            (job.device_id,),
-        )[0]
-        params = (job.device_id, tag, job.project, ordinal)
-        return self._count_ahead(_SLOT_BEFORE, _SLOT_AFTER, "queue_slots", params, int(total)) + 1
+        return self.queue_positions(job.device_id, [job])[job.job_id]
+
+    def queue_positions(
+        self, device_id: str, jobs: Sequence[Job], *, chunk: int = _RANGE_CHUNK
+    ) -> dict[str, int | None]:
+        """Positions of many jobs of one device: per run of nearby jobs one count and one
+        range read (of at most `chunk` rows), not two counts per job, so the streams on a
+        deep queue cost the store a few reads per change however many they are."""
+        lanes = {
+            str(project): (int(head), int(tail))
+            for project, head, tail in self._query(
+                "SELECT project, head, tail FROM queue_lanes WHERE device_id = ?", (device_id,)
+            )
+        }
+        slots: dict[tuple[Any, ...], str] = {}
+        for project, group in _by_project(jobs).items():
+            head, tail = lanes.get(project, (0, 0))
+            keys = sorted((job.place_at, job.job_id) for job in group)
+            ranks = self._ranks("jobs", _LANE, (device_id, project), _JOB_KEY, keys, tail - head)
+            ordinals = sorted(head + rank for rank in ranks.values())
+            tags = self._lane_tags(device_id, project, ordinals, chunk)
+            for (_, job_id), rank in ranks.items():
+                tag = tags.get(head + rank)
+                if tag is not None:
+                    slots[(tag, project, head + rank)] = job_id
+        total = sum(tail - head for head, tail in lanes.values())
+        ahead = self._ranks(
+            "queue_slots", "device_id = ?", (device_id,), _SLOT_KEY, sorted(slots), total, chunk
+        )
+        found = {slots[key]: rank + 1 for key, rank in ahead.items()}
+        return {job.job_id: found.get(job.job_id) for job in jobs}
+
+    def _lane_tags(
+        self, device_id: str, project: str, ordinals: Sequence[int], chunk: int
+    ) -> dict[int, float]:
+        """Tags of a lane's slots at these (sorted) ordinals, by ranges of at most `chunk`."""
+        tags: dict[int, float] = {}
+        index = 0
+        while index < len(ordinals):
+            first = ordinals[index]
+            last = first + chunk - 1
+            for ordinal, tag in self._query(
+                "SELECT ordinal, tag FROM queue_slots WHERE device_id = ? AND project = ?"
+                " AND ordinal BETWEEN ? AND ?",
+                (device_id, project, first, last),
+            ):
+                tags[int(ordinal)] = float(tag)
+            index = bisect.bisect_right(ordinals, last, lo=index)
+        return tags
+
+    def _ranks(
+        self,
+        table: str,
+        where: str,
+        params: tuple[Any, ...],
+        columns: str,
+        keys: Sequence[tuple[Any, ...]],
+        total: int,
+        chunk: int = _RANGE_CHUNK,
+    ) -> dict[tuple[Any, ...], int]:
+        """0-based rank, among `table`'s rows matching `where` ordered by `columns` (`total`
+        of them), of each of the sorted `keys` that is such a row; keys that are not are left
+        out. Keys close together share one count and one range read."""
+        marks = ", ".join("?" * len(keys[0])) if keys else ""
+        ranks: dict[tuple[Any, ...], int] = {}
+        index = 0
+        while index < len(keys):
+            found = self._query(
+                f"SELECT {columns} FROM {table} WHERE {where} AND ({columns}) >= ({marks})"
+                f" ORDER BY {columns} LIMIT ?",
+                (*params, *keys[index], chunk),
+            )
+            if not found:
+                break  # every key left lies past the last row
+            rows = [_like(keys[index], row) for row in found]
+            start = self._count_ahead(
+                f"{where} AND ({columns}) < ({marks})",
+                f"{where} AND ({columns}) > ({marks})",
+                table,
+                (*params, *rows[0]),
+                total,
+            )
+            at = {row: start + offset for offset, row in enumerate(rows)}
+            while index < len(keys) and keys[index] <= rows[-1]:
+                if keys[index] in at:
+                    ranks[keys[index]] = at[keys[index]]
+                index += 1
+            if len(found) < chunk:
+                break  # the rows ran out: no key left is a row
+        return ranks
 
     def _slot_of(self, job: Job) -> tuple[float, int] | None:
         """(tag, ordinal) of the slot a queued job holds; None when it is not queued."""
@@ -226,3 +311,15 @@ class SqlQueue(abc.ABC):
             return max(0, total - 1 - int(behind))
         (ahead,) = self._query(f"SELECT COUNT(*) FROM {table} WHERE {before}", params)[0]
         return int(ahead)
+
+
+def _by_project(jobs: Sequence[Job]) -> dict[str, list[Job]]:
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.project, []).append(job)
+    return groups
+
+
+def _like(key: tuple[Any, ...], row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row's key with the key's types (a driver may hand back another numeric type)."""
+    return tuple(type(part)(value) for part, value in zip(key, row, strict=True))

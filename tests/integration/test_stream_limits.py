@@ -15,7 +15,7 @@ from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
-from tests.integration.support import with_calls_table
+from tests.integration.support import with_calls_table, with_table
 
 CAP = 4
 
@@ -135,6 +135,55 @@ def test_past_the_server_wide_call_limit_a_call_is_refused_with_retry_advice(
     assert float(counted.group(1)) >= 1
     for stream in held:
         stream.cancel()
+
+
+def test_streams_on_a_deep_queue_cannot_crowd_another_principals_submits_out(
+    facility: LocalFacility,
+) -> None:
+    """Streams whose jobs lie beyond the scheduler's in-memory window have their positions
+    counted by the store. Every submission of bob's moves all of alice's watched jobs; asked
+    one store call per stream, 1,500 streams once filled the store queue past admission's bound
+    and shed every submission, bob's included. Asked together, they cost one read per move."""
+    streams = 36
+    with_table(facility, "calls", f"streams_per_principal = {streams}\nposition_update_seconds = 0")
+    with_table(facility, "scheduling", "window_jobs = 2")
+    with_table(facility, "admission", "max_store_queue = 4")
+    facility.start_broker_process()
+    alice, bob = facility.client("alice"), facility.client("bob")
+    watched = [_submit(alice).job_id for _ in range(streams)]
+    seen: dict[str, list[jobs_pb2.Job]] = {job_id: [] for job_id in watched}
+    opened = [_watch(alice, job_id) for job_id in watched]
+    readers = [
+        threading.Thread(target=_collect, args=(stream, seen[job_id]))
+        for stream, job_id in zip(opened, watched, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
+    eventually(lambda: all(seen.values()), what="every stream's first view")
+    for _ in range(30):  # each one moves the watched jobs behind it; none may be shed
+        _submit(bob)
+    # Fair share between the projects put bob's jobs among alice's: her last is now last.
+    assert alice.get_job(watched[-1]).queue_position == streams + 30
+    for job_id in watched:
+        latest = alice.get_job(job_id).queue_position
+        eventually(
+            lambda j=job_id, p=latest: seen[j][-1].queue_position == p,
+            what=f"the stream on {job_id} to reach position {latest}",
+        )
+    assert 'reason="overload"' not in facility.scrape()
+    for stream in opened:
+        stream.cancel()
+    for reader in readers:
+        reader.join(timeout=30)
+
+
+def _collect(stream: Iterator[jobs_pb2.JobEvent], into: list[jobs_pb2.Job]) -> None:
+    """Every view a stream sends, until the test cancels it."""
+    try:
+        into.extend(event.job for event in stream)
+    except grpc.RpcError as err:
+        if err.code() is not grpc.StatusCode.CANCELLED:
+            raise
 
 
 def _admitted(client: Client) -> jobs_pb2.Job | None:

@@ -3,6 +3,7 @@ beside the all-in-memory reference scheduler fed the same changes: for the sched
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Collection
 
@@ -116,11 +117,23 @@ class Book:
         await self.save(old, dataclasses.replace(old.transition(JobState.QUEUED, now=at)))
 
     async def positions(self, scheduler: Scheduler | None = None) -> dict[str, int | None]:
+        """Every queued job's position, asked at once (as the streams on a moved queue ask)."""
         s = scheduler or self.scheduler
-        return {job_id: await s.position(j) for job_id, j in self.queued.items()}
+        ids = list(self.queued)
+        found = await asyncio.gather(*(s.position(self.queued[job_id]) for job_id in ids))
+        return dict(zip(ids, found, strict=True))
 
     def reference_positions(self) -> dict[str, int | None]:
         return {job_id: self.reference.position(j) for job_id, j in self.queued.items()}
+
+    def all_jobs_as_queued(self) -> list[Job]:
+        """Each queued job, and a stale queued version of each job that has left the queue."""
+        stale = [dataclasses.replace(j, state=JobState.QUEUED) for j in self.running.values()]
+        return [*self.queued.values(), *stale]
+
+    def reference_positions_of_all(self) -> dict[str, int | None]:
+        """`reference_positions`, and None for each job that has left the queue."""
+        return {**self.reference_positions(), **dict.fromkeys(self.running)}
 
     def close(self) -> None:
         self.runner.close()

@@ -16,6 +16,7 @@ import pytest
 from broker.jobs.model import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
 from broker.store.base import BrokerStore
 from broker.store.memory import MemoryStore
+from broker.store.sql_queue import SqlQueue
 from broker.store.sqlite import SqliteStore
 from tests.unit.scheduler_book import WEIGHTS, Book, dispatched, job
 
@@ -74,6 +75,9 @@ async def follow_random_workload(book: Book, rng: random.Random, steps: int) -> 
         await random_step(book, rng, step, now)
         assert await book.positions() == book.reference_positions(), step
         assert book.scheduler.depth("dev") == len(book.queued)
+        if step % 7 == 0:
+            for chunk in (1, 2, 5):
+                assert store_positions(book, chunk) == book.reference_positions_of_all(), step
     restarted = book.fresh_scheduler()
     await restarted.load()
     assert await book.positions(restarted) == book.reference_positions()
@@ -119,6 +123,28 @@ async def test_a_long_lane_is_read_a_window_at_a_time_in_order(
         assert book.scheduler.held("dev") <= 2 * 4
         assert await book.dispatch_next(100.0 + n) is not None
     assert await book.dispatch_next(200.0) is None
+
+
+def store_positions(book: Book, chunk: int) -> dict[str, int | None]:
+    """The store's positions for every queued job and for stale queued versions of jobs that
+    left the queue (None), read together in ranges of `chunk` rows."""
+    jobs = book.all_jobs_as_queued()
+    if isinstance(book.store, SqlQueue):
+        return book.store.queue_positions("dev", jobs, chunk=chunk)
+    return book.store.queue_positions("dev", jobs)
+
+
+async def test_positions_asked_together_cost_one_store_read(
+    make_book: Callable[..., Book],
+) -> None:
+    """Streams on a deep queue that ask together share one read, however many they are."""
+    book = make_book(window=2)
+    for n in range(60):
+        await book.submit(job(f"j{n}", "abc"[n % 3], float(n), rng_priority(n)))
+    assert await book.positions() == book.reference_positions()  # windows read
+    calls = book.runner.calls
+    assert await book.positions() == book.reference_positions()
+    assert book.runner.calls - calls == 1
 
 
 def rng_priority(n: int) -> int:

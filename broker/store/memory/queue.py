@@ -4,6 +4,8 @@ leaves them as they were), counted by scanning (a test store holds few jobs)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from broker.jobs.model import Job, JobState, QueueLane
 from broker.store.memory.core import MemoryCore
 from broker.store.memory.database import MemoryDatabase
@@ -111,6 +113,9 @@ class MemoryQueue(MemoryCore):
                     tag = db.queue_slots.get((device_id, project, head + rank))
                     return None if tag is None else (job, tag)
         return None
+
+    def queue_positions(self, device_id: str, jobs: Sequence[Job]) -> dict[str, int | None]:
+        return {job.job_id: self.queue_position(job) for job in jobs}
 
     def queue_position(self, job: Job) -> int | None:
         with self._read() as db:
