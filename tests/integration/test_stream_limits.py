@@ -165,16 +165,19 @@ def test_streams_on_a_deep_queue_cannot_crowd_another_principals_submits_out(
     # Fair share between the projects put bob's jobs among alice's: her last is now last.
     assert alice.get_job(watched[-1]).queue_position == streams + 30
     for job_id in watched:
-        latest = alice.get_job(job_id).queue_position
-        eventually(
-            lambda j=job_id, p=latest: seen[j][-1].queue_position == p,
-            what=f"the stream on {job_id} to reach position {latest}",
-        )
+        _reaches(seen[job_id], alice.get_job(job_id).queue_position)
     assert 'reason="overload"' not in facility.scrape()
     for stream in opened:
         stream.cancel()
     for reader in readers:
         reader.join(timeout=30)
+
+
+def _reaches(views: list[jobs_pb2.Job], position: int) -> None:
+    eventually(
+        lambda: views[-1].queue_position == position,
+        what=f"the stream on {views[0].job_id} to reach position {position}",
+    )
 
 
 def _collect(stream: Iterator[jobs_pb2.JobEvent], into: list[jobs_pb2.Job]) -> None:
