@@ -105,7 +105,7 @@ class Broker:
         await self._listen_to_replicas(parts)
         grpc_address = await self._serve(parts)
         self._warm_decoders()
-        health_address = await self._serve_health()
+        health_address = await self._serve_health(parts)
         metrics_url = self._serve_metrics(parts)
         hub = parts.link.hub
         for coro in (hub.receive_forever(), hub.tick_forever(), parts.link.dispatcher.run()):
@@ -198,11 +198,11 @@ class Broker:
         host, _ = _split(s.listen)
         return f"{host}:{port}"
 
-    async def _serve_health(self) -> str:
+    async def _serve_health(self, parts: Components) -> str:
         """The plaintext health port (broker.grpc.health_port), if the settings ask for one."""
         if not self.settings.health_listen:
             return ""
-        self._health_port = HealthPort(self._health)
+        self._health_port = HealthPort(self._health, parts.registries.front_door.refused)
         port = await self._health_port.start(self.settings.health_listen)
         host, _ = _split(self.settings.health_listen)
         return f"{host}:{port}"

@@ -186,7 +186,7 @@ class BrokerMetrics:
             "Connections and calls refused before any service ran, by reason (bad_chain, "
             "expired, not_yet_valid, no_certificate, wrong_issuer, wrong_usage, no_principal, "
             "revoked, unknown_principal, role_required, tls_other; at /metrics also busy and "
-            "deadline).",
+            "deadline; at the plaintext health port health_busy).",
             ["reason"],
             registry=r,
         )

@@ -32,36 +32,13 @@ def wait_state(client: Client, job_id: str, *states: str, timeout: float = 60.0)
 
 
 def with_calls_table(facility: LocalFacility, table: str) -> None:
-    """Put a `[calls]` table (its body: `key = value` lines) into the facility's broker.toml."""
-    with_table(facility, "calls", table)
-
-
-def with_table(facility: LocalFacility, name: str, body: str) -> None:
-    """Set `key = value` lines (`body`) in the `[name]` table of the facility's broker.toml:
-    in place where the table is written already, else as a new table before any [timing] table
-    (which `start_broker_process` rewrites)."""
+    """Put a `[calls]` table (its body: `key = value` lines) into the facility's broker.toml,
+    before any [timing] table (which `start_broker_process` rewrites)."""
     path = facility.root / "broker.toml"
-    lines = path.read_text().splitlines()
-    settings = [line.strip() for line in body.strip().splitlines()]
-    header = next((n for n, line in enumerate(lines) if _table_name(line) == name), None)
-    if header is None:
-        text = "\n".join(lines) + "\n"
-        table = f"[{name}]\n" + "\n".join(settings) + "\n"
-        head, timing, tail = text.partition("[timing]")
-        path.write_text(f"{head}{table}{timing}{tail}" if timing else f"{text}\n{table}")
-        return
-    end = next((n for n in range(header + 1, len(lines)) if _table_name(lines[n])), len(lines))
-    keys = {setting.split("=")[0].strip() for setting in settings}
-    kept = [line for line in lines[header + 1 : end] if line.split("=")[0].strip() not in keys]
-    path.write_text("\n".join([*lines[: header + 1], *settings, *kept, *lines[end:]]) + "\n")
-
-
-def _table_name(line: str) -> str | None:
-    """The name of the table a TOML line opens (`[name]  # comment`), else None."""
-    stripped = line.split("#")[0].strip()
-    if stripped.startswith("[") and stripped.endswith("]") and not stripped.startswith("[["):
-        return stripped[1:-1].strip()
-    return None
+    text = path.read_text()
+    calls = f"[calls]\n{table.strip()}\n"
+    head, timing, tail = text.partition("[timing]")
+    path.write_text(f"{head}{calls}{timing}{tail}" if timing else f"{text}\n{calls}")
 
 
 def db_path(facility: LocalFacility) -> Path:

@@ -15,7 +15,7 @@ from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import Client, QtestbedError
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
-from tests.integration.support import with_calls_table, with_table
+from tests.integration.support import with_calls_table
 
 CAP = 4
 
@@ -145,9 +145,9 @@ def test_streams_on_a_deep_queue_cannot_crowd_another_principals_submits_out(
     one store call per stream, 1,500 streams once filled the store queue past admission's bound
     and shed every submission, bob's included. Asked together, they cost one read per move."""
     streams = 36
-    with_table(facility, "calls", f"streams_per_principal = {streams}\nposition_update_seconds = 0")
-    with_table(facility, "scheduling", "window_jobs = 2")
-    with_table(facility, "admission", "max_store_queue = 4")
+    with_calls_table(facility, f"streams_per_principal = {streams}\nposition_update_seconds = 0")
+    facility.limits.setdefault("scheduling", {})["window_jobs"] = 2
+    facility.limits.setdefault("admission", {})["max_store_queue"] = 4
     facility.start_broker_process()
     alice, bob = facility.client("alice"), facility.client("bob")
     watched = [_submit(alice).job_id for _ in range(streams)]
