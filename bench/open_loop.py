@@ -36,7 +36,7 @@ import grpc
 
 from bench.harness import percentile
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import Profile, _translate
+from qtestbed.client import Profile, error_from
 from qtestbed.v1 import jobs_pb2, jobs_pb2_grpc
 
 CALL_TIMEOUT_S = 30.0
@@ -82,7 +82,7 @@ async def one_call(stub: jobs_pb2_grpc.JobServiceStub, device: str, step: Step) 
     try:
         await stub.SubmitJob(request, timeout=CALL_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
-        error = _translate(exc)
+        error = error_from(exc)
         if error.code == "RESOURCE_EXHAUSTED" and error.retry_after_seconds:
             step.refused_with_retry += 1
             step.retry_delays.append(error.retry_after_seconds)

@@ -91,7 +91,10 @@ def detect_format(payload: bytes, filename: str = "") -> str:
     return "qasm3" if "OPENQASM 3" in head else "qasm2"
 
 
-def _translate(exc: grpc.RpcError) -> QtestbedError:
+def error_from(exc: grpc.RpcError) -> QtestbedError:
+    """The QtestbedError a call's failure means: its status code and message, the rule that
+    refused it and the RetryInfo delay (for callers that drive a stub of their own, as a load
+    generator does)."""
     call = exc  # grpc raises objects that are both RpcError and Call
     code = call.code().name if hasattr(call, "code") else "UNKNOWN"
     details = call.details() if hasattr(call, "details") else str(exc)
@@ -207,7 +210,7 @@ class Client:
                 request, timeout=self.timeout
             )
         except grpc.RpcError as exc:
-            raise _translate(exc) from None
+            raise error_from(exc) from None
         return response
 
     @property
@@ -243,13 +246,13 @@ class Client:
         try:
             yield from method(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise _translate(exc) from None
+            raise error_from(exc) from None
 
     def _unary(self, method: object, request: object) -> object:
         try:
             return method(request, timeout=self.timeout)  # type: ignore[operator]
         except grpc.RpcError as exc:
-            raise _translate(exc) from None
+            raise error_from(exc) from None
 
     def get_job(self, job_id: str) -> jobs_pb2.Job:
         return self._unary(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))  # type: ignore[return-value]
@@ -335,7 +338,7 @@ class Client:
             for event in stream:
                 yield event.job
         except grpc.RpcError as exc:
-            raise _translate(exc) from None
+            raise error_from(exc) from None
 
     def verify_result(self, result: jobs_pb2.JobResult, job: jobs_pb2.Job) -> list[str]:
         """Problems with the result's receipt, checked offline; an empty list means valid."""
