@@ -36,6 +36,7 @@ from attestation.pki import (
 )
 from attestation.secretfile import private_folder, write_public
 from qtestbed.offline_ca import check_outside, default_offline_ca
+from qtestbed.server_names import split_names
 from qtestbed.shared.identity import principal_uri
 from qtestbed.shared.linkkeys import authorize_client, create_keypair
 
@@ -204,7 +205,11 @@ class Issuer:
         server: bool = False,
         client: bool = False,
         uris: Sequence[str] = (),
+        names: Sequence[str] = (),
     ) -> str:
+        """A certificate for `cn`; a server's names localhost, 127.0.0.1 and `names` (DNS
+        names or IP addresses)."""
+        dns, ips = split_names(["localhost", "127.0.0.1", *names]) if server else ([], [])
         cert = issue_certificate(
             ca_key=self.key,
             ca_cert=self.cert,
@@ -214,8 +219,8 @@ class Issuer:
             days=365,
             server=server,
             client=client,
-            dns_names=["localhost"] if server else (),
-            ip_addresses=["127.0.0.1"] if server else (),
+            dns_names=dns,
+            ip_addresses=ips,
             uris=uris,
         )
         chain = cert_to_pem(cert) + (cert_to_pem(self.cert) if self.intermediate else b"")
@@ -249,12 +254,15 @@ def init_facility(
     offline_ca: Path | None = None,
     devices: Sequence[tuple[str, DeviceDescription]] | None = None,
     firmware: str = FIRMWARE,
+    broker_names: Sequence[str] = (),
 ) -> Path:
     """Create the facility in `root` (which must be empty or absent) and its CA keys in
     `offline_ca` (default `default_offline_ca(root)`, also empty or absent, and never inside
     `root`); returns the facility folder. `devices` (tier, description) replace the two demo
     testbeds, all running `firmware` (`qtestbed driver check` makes a facility for the one
-    device it checks)."""
+    device it checks). The broker's certificate names localhost, 127.0.0.1 and `broker_names`
+    (the names clients and drivers reach it by: a Kubernetes Service's, a host's)."""
+    split_names(broker_names)  # a bad name is refused before anything is written
     offline = offline_ca or default_offline_ca(root)
     for folder in (root, offline):
         if folder.exists() and any(folder.iterdir()):
@@ -275,7 +283,10 @@ def init_facility(
     issuer = ca.issuing_ca(out, "devices-ca", "qtestbed demo devices CA", [])
     broker_key = SigningKey.generate(KeyKind.ECDSA_P256)
     out.key("broker/broker.key", broker_key)
-    out.text("broker/broker.pem", ca.issue("qtestbed-broker", broker_key, server=True))
+    out.text(
+        "broker/broker.pem",
+        ca.issue("qtestbed-broker", broker_key, server=True, names=broker_names),
+    )
     for person in PEOPLE:
         key = SigningKey.generate(KeyKind.ECDSA_P256)
         uri = principal_uri(FACILITY_ID, person.name)

@@ -26,6 +26,15 @@ def register(sub: Any) -> None:
     p.add_argument("--link-port", type=int, default=5555, help="driver link port (default 5555)")
     p.add_argument("--metrics-port", type=int, default=9464, help="metrics port (default 9464)")
     p.add_argument(
+        "--broker-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name or IP address clients and drivers reach the broker by, named in its "
+        "certificate besides localhost and 127.0.0.1 (repeat for each; e.g. the Kubernetes "
+        "Service qtestbed-broker.qtestbed.svc)",
+    )
+    p.add_argument(
         "--offline-ca",
         type=Path,
         help="folder for the CA private keys, outside DIR (default: DIR-offline-ca beside DIR); "
@@ -104,6 +113,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             link_port=args.link_port,
             metrics_port=args.metrics_port,
             offline_ca=offline,
+            broker_names=args.broker_name,
         )
     except (FileExistsError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
