@@ -238,9 +238,13 @@ class RequestState(enum.Enum):
     PENDING = "pending"  # waiting for its approval(s)
     GRANTED = "granted"  # approved; in force until expires_at
     DENIED = "denied"  # refused by a decider
-    EXPIRED = "expired"  # its grant ran out (sunset)
+    EXPIRED = "expired"  # its grant ran out (sunset), or it waited undecided past PENDING_SECONDS
     REVOKED = "revoked"  # its grant was withdrawn before it ran out
 
+
+# A request waits this long for its decision at most: one approved weeks later would grant on
+# a reason, and to a person, nobody looked at again. Past it the requester files a new one.
+PENDING_SECONDS = 14 * 86_400.0
 
 # Roles an edit cannot add: each widens what its holder sees or does (the scraper reads metrics
 # that name every device, hidden ones too), so each comes through an access request.
@@ -299,6 +303,15 @@ class AccessRequest:
     def open(self) -> bool:
         return self.state in (RequestState.PENDING, RequestState.GRANTED)
 
+    @property
+    def pending_until(self) -> float:
+        return self.created_at + PENDING_SECONDS
+
+    def waiting(self, now: float) -> bool:
+        """Pending and not yet past its time to be decided (a lapsed request, like an expired
+        grant, stops counting at its own time, before the tick writes it EXPIRED)."""
+        return self.state is RequestState.PENDING and now < self.pending_until
+
     def in_force(self, now: float) -> bool:
         """Granted and not yet expired, by the grant's own time: every check stops counting it
         the second it expires, before the broker's tick writes it as EXPIRED."""
@@ -333,6 +346,14 @@ class AccessRequest:
         return self._closed(RequestState.REVOKED, decider, at, reason)
 
     def expired(self, at: float) -> AccessRequest:
+        """A grant past its time, or a request left undecided past `pending_until`."""
+        if self.state is RequestState.PENDING:
+            return replace(
+                self,
+                state=RequestState.EXPIRED,
+                decided_at=at,
+                decision_reason=f"not decided within {PENDING_SECONDS / 86_400:g} days",
+            )
         self._require(RequestState.GRANTED, "expired")
         return replace(self, state=RequestState.EXPIRED, decided_at=at)
 

@@ -9,7 +9,9 @@ an access record (compare-and-set, its audit event in the same write), so every 
 
 Filing rules: a reason and a duration up to 90 days (one for break-glass); the elevation must
 be above the subject's record; only approvers, operators and security file for someone else;
-no duplicate of a pending request; at most `MAX_PENDING` pending per requester. A device the
+no duplicate of a pending request; at most `MAX_PENDING` pending per requester. A request left
+undecided for `PENDING_SECONDS` (14 days) lapses: it can no longer be decided, stops counting
+as pending, and the tick writes it EXPIRED. A device the
 requester may not see gets the same answer whether it exists or not: the request is filed, and
 only its decider learns that no such device is registered.
 """
@@ -25,6 +27,7 @@ from broker.access.documents import access_request_to_doc
 from broker.access.facility import Facility
 from broker.access.grants import Grants
 from broker.access.model import (
+    PENDING_SECONDS,
     AccessError,
     AccessRequest,
     Elevation,
@@ -116,7 +119,7 @@ class AccessRequests:
             raise not_found("principal", subject_name)
         request = self._request(caller, subject_name, filing, now)
         self._check_elevation(requester, subject, request, now)
-        self._check_pending(caller, request)
+        self._check_pending(caller, request, now)
         await self._write(caller, request, 0, "created")
         return request
 
@@ -179,10 +182,8 @@ class AccessRequests:
                 "record; a request is for more than the record gives",
             )
 
-    def _check_pending(self, caller: str, request: AccessRequest) -> None:
-        pending = [
-            r for r in self._records.snapshot.requests.values() if r.state is RequestState.PENDING
-        ]
+    def _check_pending(self, caller: str, request: AccessRequest, now: float) -> None:
+        pending = [r for r in self._records.snapshot.requests.values() if r.waiting(now)]
         for other in pending:
             if (other.principal, other.kind, other.value) == (
                 request.principal,
@@ -254,25 +255,42 @@ class AccessRequests:
             )
         if request.state is not RequestState.PENDING:
             raise _not_open(request, "decided")
+        if not request.waiting(self._clock.now()):
+            raise BrokerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"request {request_id} waited undecided past its {PENDING_SECONDS / 86_400:g} "
+                "days and has lapsed; it cannot be decided now: the requester files a new one",
+            )
         return request
 
     # --- expiry (the broker's tick) ------------------------------------------------------------
 
     async def expire_due(self) -> None:
-        """Write every grant past its time as EXPIRED (audited). A grant another replica wrote
-        first is skipped."""
+        """Write every grant past its time, and every request left undecided past its time, as
+        EXPIRED (audited). One another replica wrote first is skipped."""
         now = self._clock.now()
-        for grants in list(self._records.snapshot.grants.values()):
-            for grant in grants:
-                if grant.expires_at is None or grant.expires_at > now:
-                    continue
-                version = self._version(grant.request_id)
-                try:
-                    await self._write(SYSTEM_ACTOR, grant.expired(now), version, "expired")
-                except BrokerError as exc:
-                    if exc.code is not ErrorCode.ABORTED:
-                        raise
-                    continue  # another replica expired it first; the reload shows it
+        snapshot = self._records.snapshot
+        due = [
+            grant
+            for grants in snapshot.grants.values()
+            for grant in grants
+            if grant.state is RequestState.GRANTED
+            and grant.expires_at is not None
+            and grant.expires_at <= now
+        ]
+        due += [
+            r
+            for r in snapshot.requests.values()
+            if r.state is RequestState.PENDING and not r.waiting(now)
+        ]
+        for request in due:
+            version = self._version(request.request_id)
+            try:
+                await self._write(SYSTEM_ACTOR, request.expired(now), version, "expired")
+            except BrokerError as exc:
+                if exc.code is not ErrorCode.ABORTED:
+                    raise
+                continue  # another replica expired it first; the reload shows it
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -9,7 +9,14 @@ import dataclasses
 import pytest
 
 from broker.access.grants import Effective
-from broker.access.model import AccessRequest, Elevation, RecordKind, RequestState, Role
+from broker.access.model import (
+    PENDING_SECONDS,
+    AccessRequest,
+    Elevation,
+    RecordKind,
+    RequestState,
+    Role,
+)
 from broker.access.requests import MAX_PENDING, Filing
 from broker.errors import BrokerError, ErrorCode
 from broker.jobs.model import JobState
@@ -282,6 +289,35 @@ async def test_an_expired_device_grant_denies_the_next_dispatch(core: Core) -> N
     job = await job_of(core, job_id)
     assert (job.state, job.rule_id) == (JobState.DENIED, "researcher-dispatch/tier")
     assert only(driver.heard(), m.LeaseGrant) == []
+
+
+async def test_a_request_left_undecided_lapses_and_is_written_expired(core: Core) -> None:
+    requests = core.parts.registries.requests
+    for n in range(MAX_PENDING):
+        await _file(core, "alice", _filing(Elevation.LICENCE, f"LIC-{n}"))
+    stale = requests.list("alice")[0]
+    core.clock.advance(PENDING_SECONDS - 1)
+    assert (await _refused(core, _file(core, "alice", _filing()))).code is (
+        ErrorCode.RESOURCE_EXHAUSTED
+    )
+    core.clock.advance(1)
+    # At its own time it can no longer be decided, nor counts against the requester.
+    refused = await _refused(core, requests.approve("petra", stale.request_id, "fine"))
+    assert refused.code is ErrorCode.FAILED_PRECONDITION
+    assert "waited undecided past its 14 days and has lapsed" in refused.detail
+    fresh = await _file(core, "alice", _filing())
+    mark = audit_mark(core)
+    await requests.expire_due()
+    lapsed = [e for e in audit_since(core, mark) if e.kind == "access.request.expired"]
+    assert len(lapsed) == MAX_PENDING
+    stored = core.parts.registries.records.snapshot.requests
+    assert stored[stale.request_id].state is RequestState.EXPIRED
+    assert stored[stale.request_id].decision_reason == "not decided within 14 days"
+    assert stored[fresh.request_id].state is RequestState.PENDING
+    granted_now = await requests.approve("petra", fresh.request_id, "fine")
+    assert granted_now.state is RequestState.GRANTED
+    await requests.expire_due()  # written once
+    assert len(events(core, "access.request.expired")) == MAX_PENDING
 
 
 # --- removal -------------------------------------------------------------------------------------
