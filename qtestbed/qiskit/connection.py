@@ -1,7 +1,8 @@
 """One mutual-TLS connection to the broker, shared by a provider, its backends, jobs and sessions.
 
 Every call goes through `qtestbed.client.Client`; this adds retries of a batch submission on
-transient failures, under the same idempotency keys so that nothing is queued twice.
+transient failures and on limits the broker says will lift (RetryInfo), under the same
+idempotency keys so that nothing is queued twice.
 
 A connection is opened lazily and holds only what is needed to open it again (the profile: the
 broker's address and the paths of the CA certificate, the caller's certificate and key), so
@@ -25,7 +26,23 @@ ProfileSource = Path | str | Profile | Client
 # Worth another try with the same idempotency key: the broker returns the job an earlier
 # attempt created instead of queueing the circuit twice.
 _TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
-_SUBMIT_ATTEMPTS = 3
+_SUBMIT_ATTEMPTS = 6
+# A refusal the broker gives a retry delay for (a rate limit, load shedding, a store outage) is
+# waited out for at most this long in all; a longer one (a quota until next month) is raised.
+MAX_RETRY_WAIT_SECONDS = 60.0
+
+
+def retry_wait(error: QtestbedError, attempt: int, waited: float) -> float | None:
+    """Seconds to wait before attempt `attempt + 1` of a batch, having waited `waited` so far;
+    None: raise `error`. The broker's own delay when it gave one (never shorter than the
+    backoff), else the backoff for a transient failure; RESOURCE_EXHAUSTED only with a delay."""
+    given = error.retry_after_seconds or 0.0
+    if error.code not in _TRANSIENT and not (error.code == "RESOURCE_EXHAUSTED" and given):
+        return None
+    wait: float = max(0.2 * 2.0**attempt, given)
+    if attempt >= _SUBMIT_ATTEMPTS - 1 or waited + wait > MAX_RETRY_WAIT_SECONDS:
+        return None
+    return wait
 
 
 class Connection:
@@ -83,13 +100,16 @@ class Connection:
         """SubmitJobs (all or none), retried on transient failures under the same keys."""
         if not all(r.idempotency_key for r in requests):
             raise ValueError("every submission needs an idempotency key so that retries are safe")
+        waited = 0.0
         for attempt in range(_SUBMIT_ATTEMPTS):
             try:
                 answers = self.client.submit_many(requests)
             except QtestbedError as exc:
-                if exc.code not in _TRANSIENT or attempt == _SUBMIT_ATTEMPTS - 1:
+                wait = retry_wait(exc, attempt, waited)
+                if wait is None:
                     raise
-                time.sleep(0.2 * 2**attempt)
+                time.sleep(wait)
+                waited += wait
                 continue
             return [answer.job for answer in answers]
         raise AssertionError("unreachable")

@@ -5,8 +5,10 @@ refusals are counted by reason and audited in aggregate."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -16,9 +18,10 @@ from grpc_status import rpc_status
 
 from qtestbed.cli.demo import ghz_qasm2
 from qtestbed.client import QtestbedError, submit_request
+from qtestbed.qiskit.connection import Connection
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import jobs_pb2_grpc
-from tests.integration.support import audit_entries, metric_value, scrape
+from tests.integration.support import audit_entries, db_path, metric_value, scrape
 
 # A small burst that refills slowly: alice meets her limit in a few calls on any machine.
 ADMISSION = (
@@ -105,3 +108,26 @@ def test_a_principal_past_its_bucket_is_told_when_to_retry_while_another_is_admi
     )
     assert {(e.subject, e.detail["reason"]) for e in entries} == {("alice", "principal_rate")}
     assert sum(int(e.detail["count"]) for e in entries) == 2
+
+
+def test_the_qiskit_connection_waits_out_the_delay_the_broker_gives(
+    facility: LocalFacility,
+) -> None:
+    """A batch refused past the bucket is sent again, under the same idempotency keys, once the
+    broker's RetryInfo delay has passed: queued once, with no error for the researcher."""
+    alice = facility.client("alice")
+    sweep = [submit_request(ghz_qasm2(2), device_id="sim-open", shots=10) for _ in range(100)]
+    assert len(alice.submit_many(sweep)) == 100  # her whole burst
+    batch = [
+        submit_request(ghz_qasm2(2), device_id="sim-open", shots=10, idempotency_key=f"k{n}")
+        for n in range(3)
+    ]
+    jobs = Connection(alice).submit_batch(batch)
+    assert len({job.job_id for job in jobs}) == 3
+    refused = metric_value(
+        scrape(facility), "qtestbed_admission_refusals_total", reason="principal_rate"
+    )
+    assert refused == 1  # refused once, then sent again after the delay it was given
+    with closing(sqlite3.connect(db_path(facility))) as db:
+        [(queued,)] = db.execute("SELECT COUNT(*) FROM jobs WHERE owner = 'alice'").fetchall()
+    assert queued == 103  # each circuit of the batch once

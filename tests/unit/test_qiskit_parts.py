@@ -8,6 +8,8 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, qasm2, qa
 from qiskit.circuit import Parameter, Qubit
 from qiskit.providers import JobStatus
 
+from qtestbed.client import QtestbedError
+from qtestbed.qiskit.connection import retry_wait
 from qtestbed.qiskit.encoding import encode_circuit
 from qtestbed.qiskit.layout import ClassicalLayout, CountsFormatError
 from qtestbed.qiskit.status import batch_status
@@ -115,3 +117,23 @@ def test_batch_status() -> None:
     assert batch_status(jobs(done, done)) == JobStatus.DONE
     assert batch_status(jobs(done, jobs_pb2.JOB_STATE_DENIED)) == JobStatus.ERROR
     assert batch_status(jobs(queued, jobs_pb2.JOB_STATE_CANCELLED)) == JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("code", "given", "attempt", "waited", "expected"),
+    [
+        ("UNAVAILABLE", None, 0, 0.0, 0.2),  # transient: the backoff
+        ("UNAVAILABLE", 5.0, 0, 0.0, 5.0),  # the broker's delay when it gave one (an outage)
+        ("RESOURCE_EXHAUSTED", 0.05, 2, 0.0, 0.8),  # never shorter than the backoff
+        ("RESOURCE_EXHAUSTED", None, 0, 0.0, None),  # a limit with no delay: not waited out
+        ("RESOURCE_EXHAUSTED", 86_400.0, 0, 0.0, None),  # a quota until tomorrow: raised
+        ("RESOURCE_EXHAUSTED", 20.0, 1, 45.0, None),  # past a minute in all: raised
+        ("UNAVAILABLE", None, 5, 0.0, None),  # the last attempt
+        ("INVALID_ARGUMENT", 1.0, 0, 0.0, None),  # never retried
+    ],
+)
+def test_a_batch_is_retried_as_the_broker_advises(
+    code: str, given: float | None, attempt: int, waited: float, expected: float | None
+) -> None:
+    error = QtestbedError(code, "refused", retry_after_seconds=given)
+    assert retry_wait(error, attempt, waited) == expected
