@@ -204,7 +204,9 @@ class SqlQueue(abc.ABC):
         for project, group in _by_project(jobs).items():
             head, tail = lanes.get(project, (0, 0))
             keys = sorted((job.place_at, job.job_id) for job in group)
-            ranks = self._ranks("jobs", _LANE, (device_id, project), _JOB_KEY, keys, tail - head)
+            ranks = self._ranks(
+                "jobs", _LANE, (device_id, project), _JOB_KEY, keys, tail - head, chunk
+            )
             ordinals = sorted(head + rank for rank in ranks.values())
             tags = self._lane_tags(device_id, project, ordinals, chunk)
             for (_, job_id), rank in ranks.items():
