@@ -239,8 +239,15 @@ def test_a_reservation_runs_its_project_first_and_refuses_others(
     olivia, alice, bob = (facility.client(n) for n in ("olivia", "alice", "bob"))
     early = alice.submit(ghz_qasm2(3), device_id="sim-open", shots=50).job
     now = time.time()
-    _window(
-        olivia, "sim-open", access_pb2.WINDOW_KIND_RESERVATION, now - 1, now + 4, "quantum-sensing"
+    # A window far longer than the test: it ends when the operator removes it, not by the
+    # clock, so a slow machine cannot see it end before bob's job has run.
+    ops = _window(
+        olivia,
+        "sim-open",
+        access_pb2.WINDOW_KIND_RESERVATION,
+        now - 1,
+        now + 3600,
+        "quantum-sensing",
     )
     refused = _refused(
         lambda: alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10), "PERMISSION_DENIED"
@@ -255,8 +262,12 @@ def test_a_reservation_runs_its_project_first_and_refuses_others(
     waiting = alice.get_job(early.job_id)
     assert state_name(waiting) == "QUEUED"
     assert "reserved for project quantum-sensing" in waiting.waiting_for
+    [window] = ops.windows
+    ended = time.time()
+    request = access_pb2.RemoveDeviceWindowRequest(device_id="sim-open", window_id=window.window_id)
+    olivia.call(olivia.access.RemoveDeviceWindow, request)
     done = wait_state(alice, early.job_id, "COMPLETED")
-    assert done.finished_at.ToNanoseconds() / 1e9 >= now + 4
+    assert done.finished_at.ToNanoseconds() / 1e9 >= ended  # never inside the reservation
 
     # Overlapping reservations and unknown projects are refused with what to do.
     later = time.time() + 60
@@ -287,7 +298,11 @@ def test_a_reservation_runs_its_project_first_and_refuses_others(
         "INVALID_ARGUMENT",
     )
     kinds = [e.kind for e in audit_entries(facility) if e.kind.startswith("access.device.")]
-    assert kinds == ["access.device.reservation.added", "access.device.reservation.added"]
+    assert kinds == [
+        "access.device.reservation.added",
+        "access.device.window.removed",
+        "access.device.reservation.added",
+    ]
 
 
 def test_operators_manage_principals_with_versions_and_audit(facility: LocalFacility) -> None:
