@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import io
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -429,3 +431,33 @@ def test_slow_payload_times_out_and_the_decoder_recovers() -> None:
             validate_circuit(QASM3, slow, 10, LIMITS, decoder=decoder)
         assert caught.value.field == "payload"
         assert validate_circuit(QASM2, GHZ_PAYLOADS[QASM2], 10, LIMITS, decoder=decoder)
+
+
+_DECODES_ON_PASSING_THREADS = """
+import asyncio
+from broker.jobs.circuits import validate_circuit
+from qtestbed.shared.circuits import CircuitFormat
+SOURCE = b'OPENQASM 2.0;\\ninclude "qelib1.inc";\\nqreg q[3];\\ncreg c[3];\\n'
+SOURCE += b'h q[0];\\nmeasure q -> c;\\n'
+async def decode():
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, validate_circuit, CircuitFormat.OPENQASM2, SOURCE, 10)
+for _ in range(5):  # each loop's executor threads end when it closes
+    print(asyncio.run(decode()).num_qubits, flush=True)
+"""
+
+
+def test_decodes_on_threads_that_end_do_not_crash_the_process() -> None:
+    """Qiskit's allocator keeps state on the thread that first loaded it: imported on an
+    executor thread that then ended, the next thread's decode crashed the process (SIGSEGV,
+    qiskit 2.6.2). A fresh process, so that nothing here has imported Qiskit first."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODES_ON_PASSING_THREADS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["3"] * 5

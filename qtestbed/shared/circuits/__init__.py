@@ -53,6 +53,9 @@ _WHERE = {
     "DecoderPool": "pool",
 }
 
+# Modules that import Qiskit when they load.
+_WITH_QISKIT = frozenset({"inspect", "parse"})
+
 __all__ = [
     "DEFAULT_LIMITS",
     "CircuitDecoder",
@@ -77,6 +80,10 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module in _WITH_QISKIT:
+        from qtestbed.shared.circuits.qiskit_home import import_qiskit
+
+        import_qiskit()  # on a thread that outlives this one (see qiskit_home)
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # once loaded, a plain attribute
     return value

@@ -16,6 +16,7 @@ from qtestbed.shared.circuits.model import (
     CircuitSummary,
     check_size,
 )
+from qtestbed.shared.circuits.qiskit_home import import_qiskit
 
 if TYPE_CHECKING:
     from qiskit import QuantumCircuit
@@ -37,6 +38,7 @@ def decode_payload(
     Every check runs, but the parsers run here: a QPY payload with a forged length field can
     still exhaust this process's memory or abort it (see `IsolatedDecoder`).
     """
+    import_qiskit()  # before the codecs import it, on whatever thread this is
     from qtestbed.shared.circuits.inspect import summarize_circuit
     from qtestbed.shared.circuits.parse import parse_payload
 
