@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Callable
 
 from cryptography import x509
@@ -28,6 +29,9 @@ from qtestbed.shared.identity import principal_from_uri
 _MAX_SERIAL_DIGITS = 40
 
 
+# A pure function of its arguments, asked on every call with the caller's certificate's URIs:
+# kept for as many certificates as the edge keeps verified ones.
+@functools.lru_cache(maxsize=4096)
 def principal_named(uris: tuple[str, ...], facility_id: str) -> str | None:
     """The one principal the certificate's URI names at this facility (None: none, or two)."""
     names = {n for u in uris if (n := principal_from_uri(u, facility_id)) is not None}

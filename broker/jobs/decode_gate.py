@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -119,20 +119,43 @@ class DecodeGate:
             raise self._refuse(principal, held)
         self._in_flight[principal] = held + 1
         loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
         try:
             work = self._executor.submit(decode)
         except BaseException:
             self._release(principal)
             raise
-        work.add_done_callback(lambda _: self._release_from(loop, principal))
+        work.add_done_callback(lambda done: self._finish_from(loop, principal, done, answer))
         # Cancelling this await cancels `work` too, which succeeds only if it has not started.
-        return await asyncio.wrap_future(work)
+        answer.add_done_callback(lambda waited: work.cancel() if waited.cancelled() else None)
+        return await answer
 
-    def _release_from(self, loop: asyncio.AbstractEventLoop, principal: str) -> None:
-        """From whichever thread finished the decode: free the place on the event loop."""
+    def _finish_from(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        principal: str,
+        work: Future[T],
+        answer: asyncio.Future[T],
+    ) -> None:
+        """From whichever thread finished the decode: free the place and hand over the answer
+        on the event loop, in one wake-up of the loop (each wake-up from a decode thread
+        costs that thread a wait for the GIL while the loop is busy)."""
         # A closed loop (the broker stopped) raises RuntimeError: then there is nothing to free.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._release, principal)
+            loop.call_soon_threadsafe(self._finish, principal, work, answer)
+
+    def _finish(self, principal: str, work: Future[T], answer: asyncio.Future[T]) -> None:
+        self._release(principal)
+        if answer.done():  # the caller stopped waiting
+            return
+        if work.cancelled():
+            answer.cancel()
+            return
+        error = work.exception()
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(work.result())
 
     def _release(self, principal: str) -> None:
         left = self._in_flight[principal] - 1

@@ -296,6 +296,12 @@ class Scheduler:
             return known
         return await self._store_positions.position(job)
 
+    def placed_by_store(self, job: Job) -> bool:
+        """Whether a job entering its lane now lands past the lane's window, where only the
+        store can count its position (so the insert's own store call may count it too)."""
+        lane = self._lanes.get(job.device_id, {}).get(job.project)
+        return lane is not None and lane.loaded and lane.depth >= self._window
+
     def _memory_position(self, job: Job) -> int | None:
         """The job's position counted from the windows alone; None when some slot that may be
         ahead of it lies outside them."""

@@ -126,25 +126,29 @@ class Submission:
                     retry_after_seconds=exc.retry_after_seconds,
                 ) from exc
         try:
-            stored = await self._d.ledger.insert_many([(p.job, p.event, p.quota) for p in prepared])
+            stored = await self._d.ledger.insert_many(
+                [(p.job, p.event, p.quota) for p in prepared], place=self._d.views.placed_by_store
+            )
         except QuotaExceeded as exc:
             await self._over_quota(caller, exc)
         except IdempotencyKeyReused as exc:
             raise _key_reused(exc, requests) from exc
-        accepted = [await self._accepted(job, created) for job, created in stored]
+        accepted = [await self._accepted(job, created, at) for job, created, at in stored]
         # Only what was accepted counts, once per call: a batch is one submission whose size
         # is a signal of its own, and a refused call (nothing queued) is a refusal, counted by
         # the denial detector, not a submission.
-        self._d.anomalies.submission(caller, sum(created for _, created in stored))
+        self._d.anomalies.submission(caller, sum(created for _, created, _ in stored))
         return accepted
 
-    async def _accepted(self, job: Job, created: bool) -> tuple[JobView, bool]:
+    async def _accepted(
+        self, job: Job, created: bool, position: int | None
+    ) -> tuple[JobView, bool]:
         if not created:  # a retry: the idempotency key named this same earlier request
             return await self._d.views.view(job), False
         if job.session_id:
             self._d.sessions.touch(job.session_id, submitted=True)
         self._d.wakeups.kick(job.device_id)
-        return await self._d.views.queued(job), True
+        return await self._d.views.queued(job, position=position), True
 
     async def _prepare(
         self, caller: str, principal: Principal, request: SubmitRequest

@@ -50,9 +50,15 @@ class JobViews:
             return JobView(job=job, queue_position=0)
         return await self.queued(job)
 
-    async def queued(self, job: Job) -> JobView:
-        """Position and ETA from the scheduler's order: the order the dispatcher follows."""
-        position = await self._scheduler.position(job) or 0
+    def placed_by_store(self, job: Job) -> bool:
+        """Whether only the store can tell a job's position as it enters its queue."""
+        return self._scheduler.placed_by_store(job)
+
+    async def queued(self, job: Job, *, position: int | None = None) -> JobView:
+        """Position and ETA from the scheduler's order: the order the dispatcher follows.
+        `position`: the store's count of it, when the write that queued the job made one."""
+        if position is None:
+            position = await self._scheduler.position(job) or 0
         now = self._clock.now()
         eta = None
         if position:

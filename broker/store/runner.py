@@ -33,6 +33,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        _settle(future, ok, value)
+
+
 class StoreRunner:
     """`await runner.call(store.method, *args)` runs the method on the store's own thread."""
 
@@ -88,8 +93,15 @@ class StoreRunner:
         self.calls += len(batch)
         with self._lock:
             self._depth -= len(batch)
+        # One wake-up per event loop for the whole batch: each call_soon_threadsafe writes to
+        # the loop's self-pipe, which releases and retakes the GIL on this thread, and under
+        # load each retake waits for the busy event loop; per call, that wait is paid N times.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+        by_loop = {}
         for (_op, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     def close(self) -> None:
         self._executor.submit(self.store.close).result()

@@ -59,6 +59,9 @@ class SqlQueue(abc.ABC):
 
     def _lane_row(self, cur: Cursor, device_id: str, project: str) -> tuple[float, int, int, float]:
         """(virtual time, head, tail, last tag) of a lane, made empty when new."""
+        found = self._read_lane_row(cur, device_id, project)
+        if found is not None:  # the common case: one statement, not three
+            return found
         cur.execute(
             "INSERT INTO queue_clocks (device_id, virtual_time) VALUES (?, 0)"
             " ON CONFLICT (device_id) DO NOTHING",
@@ -69,13 +72,24 @@ class SqlQueue(abc.ABC):
             " VALUES (?, ?, 0, 0, 0) ON CONFLICT (device_id, project) DO NOTHING",
             (device_id, project),
         )
+        made = self._read_lane_row(cur, device_id, project)
+        if made is None:  # both rows exist now, inserted here or by another writer
+            raise RuntimeError(f"queue lane ({device_id}, {project}) missing after its insert")
+        return made
+
+    def _read_lane_row(
+        self, cur: Cursor, device_id: str, project: str
+    ) -> tuple[float, int, int, float] | None:
         cur.execute(
             "SELECT c.virtual_time, l.head, l.tail, l.last_tag FROM queue_lanes l"
             " JOIN queue_clocks c ON c.device_id = l.device_id"
             " WHERE l.device_id = ? AND l.project = ?",
             (device_id, project),
         )
-        vt, head, tail, last = cur.fetchone()
+        row = cur.fetchone()
+        if row is None:
+            return None
+        vt, head, tail, last = row
         return float(vt), int(head), int(tail), float(last)
 
     def _slot_push(self, cur: Cursor, job: Job) -> None:

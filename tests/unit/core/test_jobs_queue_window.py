@@ -5,7 +5,7 @@ same store shows the same positions."""
 
 from __future__ import annotations
 
-from broker.jobs.model import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
+from broker.jobs.model import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, Job
 from broker.jobs.scheduler import Scheduler
 from tests.unit.core.harness import Core, amend_principal, attested, queued, request
 
@@ -50,3 +50,27 @@ async def test_a_queue_past_the_window_runs_in_the_order_its_positions_show() ->
         await driver.finish(grant)
         await core.pump()
     assert granted == sorted(shown, key=shown.__getitem__)
+
+
+async def test_a_job_queued_past_the_window_is_placed_by_its_own_insert_call() -> None:
+    """Past its lane's window only the store can place a new job: the submit's answer then
+    carries the store's count, made in the insert's own store call (one store call per
+    submit, not a second one for the position), and it is the exact position."""
+    core = await Core(scheduling={"window_jobs": 4}).start()
+    try:
+        await core.register()
+        submission = core.parts.services.submission
+        shown, calls = [], []
+        for _ in range(10):
+            core.clock.advance(1.0)
+            before = core.runner.calls
+            [(view, created)] = await submission.submit_many("alice", [request()])
+            assert created
+            calls.append(core.runner.calls - before)
+            shown.append(view.queue_position)
+        assert shown == list(range(1, 11))
+        assert calls[4:] == [1] * 6  # the lane holds 4 or more: placed by the insert's call
+        lane: list[Job] = await core.runner.call(core.store.queued_jobs, "dev-open", 100)
+        assert [core.store.queue_position(job) for job in lane] == shown
+    finally:
+        core.close()
