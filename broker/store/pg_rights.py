@@ -52,7 +52,7 @@ class PgDispatchRights:
         if row is None or not row[0]:
             return False
         self._held.add(device_id)
-        log.info("holding the dispatch right of device %s", device_id)
+        log.info("holding the dispatch right of %s", device_id)
         return True
 
     async def review(self, keep: Callable[[str], bool]) -> None:
@@ -60,7 +60,7 @@ class PgDispatchRights:
             key = dispatch_lock_key(self._store.schema, device_id)
             self._held.discard(device_id)
             await self._one("SELECT pg_advisory_unlock(%s)", (key,))
-            log.info("gave back the dispatch right of device %s", device_id)
+            log.info("gave back the dispatch right of %s", device_id)
         rows = await self._all(_HELD)
         if rows is None:
             return  # the connection is down: nothing held here; the next review retries

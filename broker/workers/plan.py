@@ -19,6 +19,7 @@ per worker, summed by the scraper.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,17 @@ def plan_workers(
         )
         for index in range(settings.server.workers)
     ]
+
+
+def pinned(plan: WorkerPlan, report: dict[str, str]) -> WorkerPlan:
+    """The plan a worker is restarted with: the link endpoint and /metrics port it bound the
+    first time (where the configured port was 0), so drivers and the scraper find it again."""
+    host, _ = split_address(plan.metrics_listen)
+    metrics_port = int(report["metrics"].rsplit(":", 1)[1].split("/", 1)[0])
+    link = report["link"] if plan.link_listen.startswith("tcp://") else plan.link_listen
+    return dataclasses.replace(
+        plan, link_listen=link, metrics_listen=join_address(host, metrics_port)
+    )
 
 
 def reserve_port(address: str) -> tuple[socket.socket, int]:

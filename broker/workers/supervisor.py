@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from broker.workers.plan import WorkerPlan
+from broker.workers.plan import WorkerPlan, pinned
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class Supervisor:
         except BaseException:
             await self.stop()
             raise
+        # Restarted, a worker binds what it bound first: drivers and scrapers find it there.
+        self._plans = [pinned(p, report) for p, report in zip(self._plans, reports, strict=True)]
         self._watchers = [asyncio.create_task(self._keep(plan)) for plan in self._plans]
         return reports
 
