@@ -304,6 +304,7 @@ class Broker:
             await self.components.jobs.decode_gate.flush(force=True)
             # Nothing written before shutdown goes unsigned.
             await self.components.link.signer.tick(force=True)
+            await link.rights.close()  # another process may take its devices at once
         if self._link is not None:
             self._link.close()
         if self._handshakes is not None:

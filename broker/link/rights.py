@@ -33,6 +33,9 @@ class DispatchRights(Protocol):
         """Another process held the device's right at the last review: it has an attested
         driver there, so the device is available although no driver is connected here."""
 
+    async def close(self) -> None:
+        """Give back every right (the broker stops)."""
+
 
 class SoleRights:
     """The only broker on its store: every device is dispatched here, none elsewhere."""
@@ -45,6 +48,9 @@ class SoleRights:
 
     def elsewhere(self, device_id: str) -> bool:
         return False
+
+    async def close(self) -> None:
+        return None
 
 
 class SharedDriverView:

@@ -77,6 +77,14 @@ class PgDispatchRights:
     def elsewhere(self, device_id: str) -> bool:
         return device_id in self._elsewhere
 
+    async def close(self) -> None:
+        """Ends the session, and with it every right held here."""
+        async with self._lock:
+            self._held.clear()
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
     async def _one(self, sql: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
         rows = await self._all(sql, params)
         return rows[0] if rows else None
