@@ -1,6 +1,7 @@
 """The broker's own cost, as ratios to bare gRPC and to a direct Aer run, from one run here.
 
     .venv/bin/python bench/bench_broker.py [--quick] [--store postgresql --workers 1,2]
+        [--channels N]
 
 Phase 1, durable SubmitJob throughput: 64 calls in flight from bench/loadgen.py (grpc.aio, a few
 channels, each its own TCP connection) against, each in its own process and under the same
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
 import signal
@@ -389,7 +391,8 @@ def print_header(plan: Plan, quick: bool) -> None:
         f"  code: {code_under_test()}\n"
         f"  {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"grpcio {grpc.__version__}, load average {os.getloadavg()[0]:.2f} at start\n"
-        f"  per throughput run: warm-up {plan.warmup_requests} requests / {plan.warmup_seconds} s, "
+        f"  per throughput run: {plan.channels_per_process} connections per generator process, "
+        f"warm-up {plan.warmup_requests} requests / {plan.warmup_seconds} s, "
         f"then at most {plan.measure_requests} requests / {plan.measure_seconds} s",
         flush=True,
     )
@@ -428,8 +431,19 @@ def main(argv: list[str] | None = None) -> int:
         default="1,2",
         help="with --store postgresql: the worker counts to measure, comma-separated",
     )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        help="connections per load generator process, for every target alike (default 4; "
+        "2 with --quick): worker processes share a port by connection, so few connections "
+        "can land on one worker",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.channels is not None:
+        if args.channels < 1:
+            parser.error("--channels must be at least 1")
+        plan = dataclasses.replace(plan, channels_per_process=args.channels)
     workers = _workers(args.store, args.workers, parser)
     # Every process started from here on (broker, driver, load generators, echo servers)
     # imports the same tree as this script, whatever the venv's editable install points at.
