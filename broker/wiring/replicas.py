@@ -27,9 +27,6 @@ from broker.store.changes import ACCESS, DEVICES, Change
 
 log = logging.getLogger(__name__)
 
-# After a queue re-read taking d seconds, the next waits 3 d: re-reads take at most a quarter.
-_SPACING = 3.0
-
 
 class ReplicaSync:
     def __init__(
@@ -58,9 +55,6 @@ class ReplicaSync:
         self._wake = asyncio.Event()
         self._last_poll = float("-inf")
         self._dropped: frozenset[str] = frozenset()
-        # Queue re-reads from notifications are spaced (`_queues_in_turn`).
-        self._queues_free_at = float("-inf")
-        self._deferred = False
         # Set when a listener runs: True while it hears every change.
         self.listening: Callable[[], bool] = lambda: False
 
@@ -93,38 +87,17 @@ class ReplicaSync:
 
     async def _apply(self) -> None:
         topics, self._topics = self._topics, set()
+        devices, self._devices = self._devices, set()
         everything, self._everything = self._everything, False
         if everything:
-            self._devices = set()
             await self._reread_all()
             return
         if DEVICES in topics:
             await self._registry_changed()
         if ACCESS in topics:
             await self._records.refresh()  # a reload kicks every device itself
-        if self._devices:
-            await self._queues_in_turn()
-
-    async def _queues_in_turn(self) -> None:
-        """Re-read the queues other processes moved, spaced so that re-reading takes at most
-        a quarter of the time: under a stream of other processes' submissions each one would
-        otherwise re-read a lane per commit, on the store thread its own calls wait for. Idle,
-        a change is applied at once; busy, within three times the last re-read."""
-        loop = asyncio.get_running_loop()
-        wait = self._queues_free_at - loop.time()
-        if wait > 0:
-            if not self._deferred:
-                self._deferred = True
-                loop.call_later(wait, self._resume)
-            return  # self._devices keeps them for then
-        devices, self._devices = self._devices, set()
-        began = loop.time()
-        await self._queues_changed(devices)
-        self._queues_free_at = loop.time() + _SPACING * (loop.time() - began)
-
-    def _resume(self) -> None:
-        self._deferred = False
-        self._wake.set()
+        if devices:
+            await self._queues_changed(devices)
 
     # --- the fallback (on the broker's tick) --------------------------------------------------
 
