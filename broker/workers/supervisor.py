@@ -47,7 +47,6 @@ class Supervisor:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
-        self.restarts = 0
 
     async def start(self, within_seconds: float) -> list[dict[str, str]]:
         """Start every worker and wait until each is ready; what each reported (its ready
@@ -150,7 +149,6 @@ class Supervisor:
             pause = min(pause * 2, _MOST_PAUSE_S)
             if self._stopping:
                 return
-            self.restarts += 1
             await self._spawn(plan)
 
 
