@@ -1,6 +1,7 @@
 """The broker's own cost, as ratios to bare gRPC and to a direct Aer run, from one run here.
 
-    .venv/bin/python bench/bench_broker.py [--quick]
+    .venv/bin/python bench/bench_broker.py [--quick] [--store postgresql --workers 1,2]
+        [--channels N]
 
 Phase 1, durable SubmitJob throughput: 64 calls in flight from bench/loadgen.py (grpc.aio, a few
 channels, each its own TCP connection) against, each in its own process and under the same
@@ -11,7 +12,10 @@ mutual TLS (the facility's CA, server certificate and alice's client certificate
       synchronous=FULL as shipped, no driver attached, so every job is validated, decided,
       committed with its audit entry, and stays QUEUED; each broker run starts on an empty
       database, restarted, so no run inherits the previous run's queue).
-The same generator, sending the same SubmitJobRequest bytes, drives all three. It runs as one
+  (d) with `--store postgresql --workers 1,2`: the broker as `[server] workers = N` worker
+      processes sharing its gRPC port (SO_REUSEPORT), on a fresh schema of the PostgreSQL
+      database QTESTBED_TEST_PG_DSN names, for each N (bench/broker_workers.py).
+The same generator, sending the same SubmitJobRequest bytes, drives all of them. It runs as one
 and as two processes (the machine has 2 cores, shared by generator and server); the ratios use
 the process count at which the faster echo server peaked.
 
@@ -23,6 +27,7 @@ thread), and the sequential round trip of one unary call to the aio echo server.
 added time is latency p50 - direct Aer p50, printed in echo round trips. Also printed: the run
 time the driver itself reported (JobResult.execution_seconds, fetched after the clock stopped),
 which splits the added time into "outside the backend call" and "slower Aer in the driver".
+With --workers, phase 2 runs again on the PostgreSQL broker with the most workers asked for.
 
 Every loop stops at a count or a time limit, whichever comes first; everything listens on
 127.0.0.1 on OS-picked ports; every process started here is stopped on exit (also on Ctrl-C).
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
 import signal
@@ -57,6 +63,7 @@ from bench.broker_report import (
     report_latency,
     report_throughput,
 )
+from bench.broker_workers import fresh_schema, stop_broker, workers_broker
 from bench.harness import (
     BENCH_DIR,
     Children,
@@ -190,14 +197,27 @@ def fresh_broker(facility: LocalFacility) -> Target:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Workers:
+    """--store postgresql --workers N,...: the database and the worker counts to measure."""
+
+    dsn: str
+    counts: tuple[int, ...]
+
+
 def throughput_runs(
-    children: Children, echoes: list[Target], facility: LocalFacility, plan: Plan
+    children: Children,
+    echoes: list[Target],
+    facility: LocalFacility,
+    plan: Plan,
+    workers: Workers | None,
 ) -> list[Throughput]:
     runs: list[Throughput] = []
     timeout = plan.warmup_seconds + plan.measure_seconds + STARTUP_TIMEOUT_S
     for processes in plan.loadgen_processes:
         lanes = CONCURRENCY // processes
-        for target in [*echoes, fresh_broker(facility)]:
+
+        def measure(target: Target, lanes: int = lanes, processes: int = processes) -> None:
             config = load_config(
                 target,
                 facility.root,
@@ -208,6 +228,13 @@ def throughput_runs(
             run = run_load(children, target, [config] * processes, timeout)
             print_run(run)
             runs.append(run)
+
+        for target in [*echoes, fresh_broker(facility)]:
+            measure(target)
+        if workers is not None:
+            for count in workers.counts:
+                with workers_broker(facility, workers.dsn, count) as target:
+                    measure(target)
     return runs
 
 
@@ -278,7 +305,7 @@ def direct_aer(plan: Plan) -> tuple[list[float], float]:
 
 
 def phase1(
-    root: Path, children: Children, plan: Plan
+    root: Path, children: Children, plan: Plan, workers: Workers | None
 ) -> tuple[list[Throughput], Throughput, dict[str, Throughput]]:
     print(
         "[1] durable SubmitJob throughput, 64 calls in flight (broker: SQLite WAL, "
@@ -290,31 +317,41 @@ def phase1(
         broker = fresh_broker(facility)
         echoes = [echo_target(f"echo-{mode}", proc) for mode, proc in echo_procs.items()]
         submit_rtt = sequential(children, broker, root, plan)
-        runs = throughput_runs(children, echoes, facility, plan)
+        runs = throughput_runs(children, echoes, facility, plan, workers)
         echo_rtt = {t.name: sequential(children, t, root, plan) for t in echoes}
         for proc in echo_procs.values():
             children.stop(proc)
     return runs, submit_rtt, echo_rtt
 
 
-def phase2(root: Path, plan: Plan) -> Latency:
+def phase2(root: Path, plan: Plan, *, store: str | None = None, workers: int = 1) -> Latency:
+    where = f"PostgreSQL, {workers} worker(s)" if store else "SQLite"
     print(
-        "[2] submit-to-result latency: fresh broker and database, one sim-open driver (aer)",
+        f"[2] submit-to-result latency: fresh broker and database ({where}), one sim-open "
+        "driver (aer)",
         flush=True,
     )
     for name in DB_FILES:
         (root / name).unlink(missing_ok=True)
-    with LocalFacility(root, limits=UNLIMITED_ADMISSION) as facility:
+    limits = {**UNLIMITED_ADMISSION, "server": {"workers": workers}}
+    with LocalFacility(root, store=store, limits=limits) as facility:
         facility.start_broker_process()
         facility.start_driver(DEVICE)
         client = facility.client("alice")
         facility.wait_available(client, DEVICE, timeout=STARTUP_TIMEOUT_S)
-        return submit_to_result(client, plan)
+        latency = submit_to_result(client, plan)
+        stop_broker(facility)  # before its schema is dropped
+        return latency
 
 
-def run_bench(root: Path, children: Children, plan: Plan) -> Report:
-    runs, submit_rtt, echo_rtt = phase1(root, children, plan)
+def run_bench(root: Path, children: Children, plan: Plan, workers: Workers | None) -> Report:
+    runs, submit_rtt, echo_rtt = phase1(root, children, plan, workers)
     latency = phase2(root, plan)
+    latencies = {"broker": latency}
+    if workers is not None:
+        most = max(workers.counts)
+        with fresh_schema(workers.dsn) as store:
+            latencies[f"pg-w{most}"] = phase2(root, plan, store=store, workers=most)
     print("[3] direct Aer run of the same circuit in this process", flush=True)
     aer, aer_cores = direct_aer(plan)
     return Report(
@@ -322,6 +359,7 @@ def run_bench(root: Path, children: Children, plan: Plan) -> Report:
         submit_rtt=submit_rtt,
         echo_rtt=echo_rtt,
         latency=latency,
+        latencies=latencies,
         aer=aer,
         aer_machine_cores=aer_cores,
     )
@@ -353,7 +391,8 @@ def print_header(plan: Plan, quick: bool) -> None:
         f"  code: {code_under_test()}\n"
         f"  {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"grpcio {grpc.__version__}, load average {os.getloadavg()[0]:.2f} at start\n"
-        f"  per throughput run: warm-up {plan.warmup_requests} requests / {plan.warmup_seconds} s, "
+        f"  per throughput run: {plan.channels_per_process} connections per generator process, "
+        f"warm-up {plan.warmup_requests} requests / {plan.warmup_seconds} s, "
         f"then at most {plan.measure_requests} requests / {plan.measure_seconds} s",
         flush=True,
     )
@@ -380,8 +419,32 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="a few seconds per phase: a smoke test, not a bench"
     )
     parser.add_argument("--keep", type=Path, help="build the facility and logs here and keep them")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: also measure the broker as worker processes on the database "
+        "QTESTBED_TEST_PG_DSN names (a fresh schema per run, dropped after)",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="with --store postgresql: the worker counts to measure, comma-separated",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        help="connections per load generator process, for every target alike (default 4; "
+        "2 with --quick): worker processes share a port by connection, so few connections "
+        "can land on one worker",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.channels is not None:
+        if args.channels < 1:
+            parser.error("--channels must be at least 1")
+        plan = dataclasses.replace(plan, channels_per_process=args.channels)
+    workers = _workers(args.store, args.workers, parser)
     # Every process started from here on (broker, driver, load generators, echo servers)
     # imports the same tree as this script, whatever the venv's editable install points at.
     inherited = os.environ.get("PYTHONPATH")
@@ -392,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     with _workspace(args.keep) as folder:
         children = Children(folder)
         try:
-            report = run_bench(folder / "facility", children, plan)
+            report = run_bench(folder / "facility", children, plan, workers)
         except KeyboardInterrupt:
             print("interrupted: every process this bench started has been stopped", file=sys.stderr)
             return 130
@@ -406,6 +469,21 @@ def main(argv: list[str] | None = None) -> int:
     report_throughput(report.runs)
     report_latency(report)
     return 0
+
+
+def _workers(store: str, counts: str, parser: argparse.ArgumentParser) -> Workers | None:
+    if store != "postgresql":
+        return None
+    dsn = os.environ.get("QTESTBED_TEST_PG_DSN", "")
+    if not dsn:
+        parser.error("--store postgresql needs QTESTBED_TEST_PG_DSN=postgresql://USER@HOST/DB")
+    try:
+        numbers = tuple(int(n) for n in counts.split(","))
+    except ValueError:
+        parser.error(f"--workers takes counts like 1,2, not {counts!r}")
+    if not numbers or min(numbers) < 1:
+        parser.error("--workers counts must be at least 1")
+    return Workers(dsn=dsn, counts=numbers)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.harness import Throughput, percentile
 
@@ -32,6 +32,8 @@ class Report:
     latency: Latency
     aer: list[float]
     aer_machine_cores: float
+    # Submit-to-result per broker set-up measured ("broker": SQLite, one process; "pg-wN").
+    latencies: dict[str, Latency] = field(default_factory=dict)
 
 
 def _verdict(ok: bool) -> str:
@@ -55,22 +57,25 @@ def report_throughput(runs: list[Throughput]) -> None:
         f"(faster echo peaked at {tried} process(es)); it shares the "
         f"{os.cpu_count()} cores with the server under test"
     )
-    broker = run_of("broker", chosen)
     faster = max((run_of("echo-aio", chosen), run_of("echo-sync", chosen)), key=lambda r: r.rate)
-    for name in ("echo-aio", "echo-sync"):
-        echo = run_of(name, chosen)
-        ratio = broker.rate / echo.rate if echo.rate else 0.0
+    brokers = dict.fromkeys(r.target for r in runs if not r.target.startswith("echo"))
+    for name in brokers:  # "broker" (SQLite, one process), then "pg-wN" (N worker processes)
+        broker = run_of(name, chosen)
+        for echo_name in ("echo-aio", "echo-sync"):
+            echo = run_of(echo_name, chosen)
+            ratio = broker.rate / echo.rate if echo.rate else 0.0
+            print(
+                f"RATIO {name}/{echo_name:<9} = {ratio:6.3f}   "
+                f"({name} {broker.rate:.1f} req/s / {echo_name} {echo.rate:.1f} req/s)"
+            )
+        ratio = broker.rate / faster.rate if faster.rate else 0.0
         print(
-            f"RATIO broker/{name:<9} = {ratio:6.3f}   "
-            f"(broker {broker.rate:.1f} req/s / {name} {echo.rate:.1f} req/s)"
+            f"TARGET {name}: durable SubmitJob throughput >= {TARGET_THROUGHPUT_RATIO:.2f} x "
+            f"faster echo ({faster.target}): measured {ratio:.3f}   "
+            f"{_verdict(ratio >= TARGET_THROUGHPUT_RATIO)}"
         )
-    ratio = broker.rate / faster.rate if faster.rate else 0.0
-    print(
-        f"TARGET durable SubmitJob throughput >= {TARGET_THROUGHPUT_RATIO:.2f} x faster echo "
-        f"({faster.target}): measured {ratio:.3f}   {_verdict(ratio >= TARGET_THROUGHPUT_RATIO)}"
-    )
-    if broker.errors:
-        print(f"  WARNING: the broker refused calls: {broker.errors}")
+        if broker.errors:
+            print(f"  WARNING: {name} refused calls: {broker.errors}")
     busy = max(run.other_cpu for run in runs)
     if busy > BUSY_MACHINE_CORES:
         print(
@@ -80,7 +85,13 @@ def report_throughput(runs: list[Throughput]) -> None:
 
 
 def report_latency(report: Report) -> None:
-    total, submit = report.latency.total, report.latency.submit
+    for name, latency in (report.latencies or {"broker": report.latency}).items():
+        print(f"  -- {name}")
+        _report_one_latency(report, latency)
+
+
+def _report_one_latency(report: Report, latency: Latency) -> None:
+    total, submit = latency.total, latency.submit
     rtt = report.echo_rtt["echo-aio"]
     aer_p50 = percentile(report.aer, 0.5)
     added = percentile(total, 0.5) - aer_p50
@@ -89,17 +100,17 @@ def report_latency(report: Report) -> None:
         f"  submit-to-result (SubmitJob call -> WatchJob reports COMPLETED), n={len(total)}: "
         f"p50 {_ms(percentile(total, 0.5))}, p99 {_ms(percentile(total, 0.99))} "
         f"(of which the SubmitJob call: p50 {_ms(percentile(submit, 0.5))}); "
-        f"machine CPU busy meanwhile {report.latency.machine_cores:.2f} cores"
+        f"machine CPU busy meanwhile {latency.machine_cores:.2f} cores"
     )
     print(
         f"  direct Aer (AerIdealBackend.run: transpile + run, 1 thread), n={len(report.aer)}: "
         f"p50 {_ms(aer_p50)}, p99 {_ms(percentile(report.aer, 0.99))}; "
         f"machine CPU busy meanwhile {report.aer_machine_cores:.2f} cores"
     )
-    outside = [t - r for t, r in zip(total, report.latency.driver_run, strict=True)]
+    outside = [t - r for t, r in zip(total, latency.driver_run, strict=True)]
     print(
         f"  the driver's own timing of its backend call (JobResult.execution_seconds): "
-        f"p50 {_ms(percentile(report.latency.driver_run, 0.5))}; submit-to-result minus it, "
+        f"p50 {_ms(percentile(latency.driver_run, 0.5))}; submit-to-result minus it, "
         f"per job: p50 {_ms(percentile(outside, 0.5))}, p99 {_ms(percentile(outside, 0.99))}"
     )
     for name, run in report.echo_rtt.items():

@@ -216,7 +216,9 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 def print_run(run: Throughput) -> None:
     errors = f"; ERRORS {run.errors}" if run.errors else ""
     queue = (
-        f"; queue 0 -> {run.warmup_requests + run.requests} jobs" if run.target == "broker" else ""
+        f"; queue 0 -> {run.warmup_requests + run.requests} jobs"
+        if not run.target.startswith("echo")
+        else ""
     )
     print(
         f"  {run.target:<9} loadgen x{run.processes}: {run.rate:7.1f} req/s, "

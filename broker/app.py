@@ -194,6 +194,7 @@ class Broker:
             interceptor=parts.edge,
             max_message_bytes=s.max_message_bytes,
             health_servicer=self._health,
+            shared_port=s.server.workers > 1,
         )
         host, _ = _split(s.listen)
         return f"{host}:{port}"
@@ -203,7 +204,9 @@ class Broker:
         if not self.settings.health_listen:
             return ""
         self._health_port = HealthPort(self._health, parts.registries.front_door.refused)
-        port = await self._health_port.start(self.settings.health_listen)
+        port = await self._health_port.start(
+            self.settings.health_listen, shared_port=self.settings.server.workers > 1
+        )
         host, _ = _split(self.settings.health_listen)
         return f"{host}:{port}"
 
@@ -301,6 +304,7 @@ class Broker:
             await self.components.jobs.decode_gate.flush(force=True)
             # Nothing written before shutdown goes unsigned.
             await self.components.link.signer.tick(force=True)
+            await link.rights.close()  # another process may take its devices at once
         if self._link is not None:
             self._link.close()
         if self._handshakes is not None:

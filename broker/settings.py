@@ -20,7 +20,7 @@ from broker.jobs.decode_gate import DecodingSettings
 from broker.jobs.scheduler import SchedulerSettings
 from broker.policy.engine import DEFAULT_POLICIES
 from broker.policy.export_control import DEFAULT_PROFILE
-from broker.store import MEMORY_URL
+from broker.store import MEMORY_URL, is_postgres_url
 
 # The most jobs in one SubmitJobs call (broker.jobs.submit.MAX_BATCH, which imports this module).
 LARGEST_BATCH = 100
@@ -29,6 +29,10 @@ LARGEST_BATCH = 100
 # The most leases one driver connection may be allowed to hold: a connection remembers as many
 # of its withdrawn leases (broker.link.fleet), to tell its answers to a withdrawal apart.
 MAX_LEASES_PER_DRIVER = 64
+
+# The most worker processes one broker may run ([server] workers): each holds a few store
+# connections and its own decoder children.
+MAX_WORKERS = 64
 
 
 class SettingsError(ValueError):
@@ -182,6 +186,19 @@ class AdmissionSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ServerSettings:
+    """[server]: how many broker processes serve this broker.toml (`broker.workers`)."""
+
+    # Worker processes sharing the gRPC port (SO_REUSEPORT) under one supervising process,
+    # each a replica on the shared PostgreSQL store; 1 runs the broker in this process.
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise SettingsError(f"[server] workers must be between 1 and {MAX_WORKERS}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BrokerSettings:
     """Everything the broker process needs to start."""
 
@@ -215,6 +232,15 @@ class BrokerSettings:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     # Registered audit witnesses: name -> PEM public key file ([witnesses] in broker.toml).
     witnesses: Mapping[str, Path] = field(default_factory=dict)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+    def __post_init__(self) -> None:
+        # Workers are replicas: only a store several processes share keeps them one broker.
+        if self.server.workers > 1 and not is_postgres_url(self.store):
+            raise SettingsError(
+                f"[server] workers = {self.server.workers} needs a PostgreSQL store: a SQLite "
+                'file is for one broker process; set workers = 1, or store = "postgresql://..."'
+            )
 
 
 _ENV_KEYS = ("store", "listen", "link_listen", "metrics_listen", "health_listen")
@@ -260,6 +286,7 @@ def load_settings(path: Path, overrides: Mapping[str, Any] | None = None) -> Bro
             decoding=_section(DecodingSettings, top.get("decoding", {}), "decoding"),
             admission=_section(AdmissionSettings, top.get("admission", {}), "admission"),
             witnesses=_witnesses(base, top.get("witnesses", {})),
+            server=_section(ServerSettings, top.get("server", {}), "server"),
         )
     except KeyError as exc:
         raise SettingsError(f"{path}: missing required key {exc.args[0]!r}") from exc

@@ -467,6 +467,8 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         f'listen = "127.0.0.1:{grpc_port}"\n'
         f'link_listen = "tcp://127.0.0.1:{link_port}"\n'
         f'metrics_listen = "127.0.0.1:{metrics_port}"  # https: scraper role only\n\n'
+        "[server]\n"
+        "workers = 1  # processes sharing the gRPC port; more than 1 needs PostgreSQL\n\n"
         "[limits]\nmax_qubits = 32\nmax_shots = 100000\n\n"
         "[decoding]  # the circuit-decoder pool; see the README (circuit validation)\n"
         "processes = 0  # decoder children; 0: one per CPU, 2 to 16\n"

@@ -3,6 +3,7 @@ only for devices the caller may see (the same NOT_FOUND for hidden and absent on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +63,7 @@ class DeviceDirectory:
         runner: StoreRunner,
         clock: Clock,
         anomalies: AnomalyMonitor,
+        elsewhere: Callable[[str], bool] = lambda device_id: False,
     ) -> None:
         self._registry = registry
         self._exports = exports
@@ -71,6 +73,9 @@ class DeviceDirectory:
         self._runner = runner
         self._clock = clock
         self._anomalies = anomalies
+        # A device whose attested driver is connected to another process sharing the store
+        # (`broker.link.rights`) is available here too.
+        self._elsewhere = elsewhere
 
     async def list(self, caller: str) -> list[DeviceView]:
         depths = await self._runner.call(self._runner.store.queue_depths)
@@ -112,7 +117,8 @@ class DeviceDirectory:
             if best is not None
             else (),
             attested_until=best.expires_at if best is not None and best.affirming(now) else None,
-            available=device.status is DeviceStatus.ACTIVE and any(c.dispatchable for c in conns),
+            available=device.status is DeviceStatus.ACTIVE
+            and (any(c.dispatchable for c in conns) or self._elsewhere(device.device_id)),
             queue_depth=depth,
             operating_state=self._schedule.state(device).operating_state(now).value,
             operating_note=self._schedule.availability(device.device_id, now).why,

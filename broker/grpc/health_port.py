@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from broker.grpc.server import reuse_port_option
+
 # Probes call once every few seconds; more than this at once is not a probe.
 MAX_CONCURRENT_PROBES = 4
 BUSY = "health_busy"
@@ -29,9 +31,10 @@ class HealthPort:
         self._limited = _LimitedHealth(servicer, refused)
         self._server: grpc.aio.Server | None = None
 
-    async def start(self, listen: str) -> int:
-        """Bind `listen` (host:port, port 0 picks one) and serve; the bound port."""
-        server = grpc.aio.server()
+    async def start(self, listen: str, *, shared_port: bool = False) -> int:
+        """Bind `listen` (host:port, port 0 picks one) and serve; the bound port. With
+        `shared_port`, beside this broker's other worker processes (SO_REUSEPORT)."""
+        server = grpc.aio.server(options=reuse_port_option(shared_port))
         health_pb2_grpc.add_HealthServicer_to_server(self._limited, server)
         port: int = server.add_insecure_port(listen)
         await server.start()

@@ -61,6 +61,12 @@ def _add(server: grpc.aio.Server, servicers: Servicers) -> None:
     grants_pb2_grpc.add_AccessRequestServiceServicer_to_server(servicers.access_requests, server)
 
 
+def reuse_port_option(shared: bool) -> tuple[tuple[str, int], ...]:
+    """gRPC's SO_REUSEPORT switch, set only where worker processes share a port (left as
+    gRPC's default otherwise)."""
+    return (("grpc.so_reuseport", 1),) if shared else ()
+
+
 async def start_server(
     listen: str,
     *,
@@ -69,12 +75,16 @@ async def start_server(
     interceptor: EdgeInterceptor,
     max_message_bytes: int,
     health_servicer: health.aio.HealthServicer | None = None,
+    shared_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Bind, start and report healthy (on `health_servicer`, which a plaintext health port may
-    share: see `broker.grpc.health_port`); returns the server and the port it bound."""
+    share: see `broker.grpc.health_port`); returns the server and the port it bound.
+    `shared_port`: bind with SO_REUSEPORT, beside the other worker processes of this broker
+    (`broker.workers`), so the kernel spreads connections over them."""
     options: Sequence[tuple[str, Any]] = (
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        *reuse_port_option(shared_port),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     _add(server, servicers)

@@ -86,6 +86,16 @@ class JobLedger:
             self._observe(job)
         return saved
 
+    async def written_elsewhere(self, device_id: str) -> None:
+        """Another process sharing the store wrote jobs of this device (a replica, or a
+        sibling worker: its dispatcher leased and completed what was queued here): each job
+        of the device a WatchJob stream here watches is read again, and its stream sent the
+        store's version if it is newer. Nothing is counted: the writer counted it."""
+        for job_id in sorted(self._watchers.watched_on(device_id)):
+            job = await self.get(job_id)
+            if job is not None:
+                self._watchers.publish(job)
+
     def _observe(self, job: Job) -> None:
         self._metrics.jobs.labels(job.device_id, job.state.value).inc()
         for callback in self._observers.on_change:

@@ -107,6 +107,10 @@ class JobWatchers:
             _discard(self._by_job, job_id, sub)
             _discard(self._by_device, device_id, sub)
 
+    def watched_on(self, device_id: str) -> set[str]:
+        """The jobs of this device some stream watches."""
+        return {sub.job_id for sub in self._by_device.get(device_id, ())}
+
     def pending_for(self, job_id: str) -> bool:
         """Whether any stream on this job has news it has not taken (diagnostics, tests)."""
         return any(sub.pending for sub in self._by_job.get(job_id, ()))

@@ -38,6 +38,7 @@ from broker.link.fleet import DriverConnection, Fleet
 from broker.link.leases import LeaseKeeper
 from broker.link.pipeline import DispatchDecisions, PendingLeases
 from broker.link.port import LinkPort
+from broker.link.rights import DispatchRights
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
 from broker.store import StoreError
@@ -92,6 +93,7 @@ class Dispatcher:
         wakeups: DispatchWakeups,
         decisions: DispatchDecisions,
         pending: PendingLeases,
+        rights: DispatchRights,
     ) -> None:
         self._link = link
         self._fleet = fleet
@@ -109,6 +111,7 @@ class Dispatcher:
         self._wakeups = wakeups
         self._decisions = decisions
         self._pending = pending
+        self._rights = rights
 
     async def run(self) -> None:
         while True:
@@ -129,6 +132,8 @@ class Dispatcher:
         picked in one pass and the lot written together (the store can commit them in one
         transaction), then sent in queue order."""
         await self._pending.recheck(device_id)
+        if not await self._holds_right(device_id):
+            return
         while True:
             now = self._clock.now()
             picked, step = await self._pick(device_id, now)
@@ -140,6 +145,13 @@ class Dispatcher:
                 await self._resync(step[0])
             elif step is None:
                 return
+
+    async def _holds_right(self, device_id: str) -> bool:
+        """Only the process holding the device's dispatch right leases its jobs (see
+        `broker.link.rights`); it takes the right once it has an attested driver of it."""
+        if not self._fleet.attested(device_id, self._clock.now()):
+            return False  # no driver here to lease to
+        return await self._rights.claim(device_id)
 
     async def _pick(
         self, device_id: str, now: float

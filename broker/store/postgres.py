@@ -65,6 +65,11 @@ def replica_lock_key(schema_name: str, replica_id: str) -> int:
     return _lock_key(f"replica:{replica_id}", schema_name)
 
 
+def dispatch_lock_key(schema_name: str, device_id: str) -> int:
+    """The key of a device's dispatch right (`broker.store.pg_rights`)."""
+    return _lock_key(f"dispatch:{device_id}", schema_name)
+
+
 class PostgresStore(SqlStore):
     """`Store` on PostgreSQL; see `broker.store.sql_store` for the operations."""
 

@@ -37,9 +37,11 @@ from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
 from broker.link.pipeline import DispatchDecisions, PendingLeases
 from broker.link.replicas import ReplicaRoster
+from broker.link.rights import SharedDriverView
 from broker.scrape.gate import ScrapeGate
 from broker.wiring.parts import Foundation, JobParts, LinkParts, Registries, Services
 from broker.wiring.replicas import ReplicaSync
+from broker.wiring.rights import dispatch_rights
 
 
 def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
@@ -90,6 +92,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         leases=leases,
         clock=clock,
     )
+    rights = dispatch_rights(base, r.devices)
     dispatcher = Dispatcher(
         link=base.link,
         fleet=j.fleet,
@@ -107,6 +110,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         wakeups=r.wakeups,
         decisions=decisions,
         pending=pending,
+        rights=rights,
     )
     signer = CheckpointSigner(
         key=base.audit_key, runner=base.runner, clock=clock, metrics=metrics, timing=timing
@@ -126,6 +130,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         registry=r.devices,
         connections=attestor,
         wakeups=r.wakeups,
+        ledger=j.ledger,
         clock=clock,
         poll_seconds=timing.replica_poll_seconds,
     )
@@ -151,6 +156,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         ticks=[
             gauges.refresh,
             replicas.poll,  # other replicas' changes, when no notification brought them
+            # Rights of devices no longer attested here go back; see who holds the others.
+            lambda: rights.review(lambda device_id: j.fleet.attested(device_id, clock.now())),
             signer.tick,
             schedule_tick,
             r.requests.expire_due,
@@ -164,6 +171,7 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
         ],
     )
     return LinkParts(
+        rights=rights,
         attestor=attestor,
         leases=leases,
         dispatcher=dispatcher,
@@ -178,6 +186,8 @@ def link_parts(base: Foundation, r: Registries, j: JobParts) -> LinkParts:
 
 def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> Services:
     clock = base.clock
+    # Devices attested in another process sharing the store count as attested here too.
+    drivers = SharedDriverView(j.fleet, link.rights)
     guard = CallerGuard(
         grants=r.grants,
         registry=r.devices,
@@ -192,7 +202,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         registry=r.devices,
         schedule=r.schedule,
         sessions=j.sessions,
-        drivers=j.fleet,
+        drivers=drivers,
     )
     submission = Submission(
         SubmitDeps(
@@ -208,13 +218,13 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
                 schedule=r.schedule,
                 exports=r.exports,
                 scheduler=j.scheduler,
-                drivers=j.fleet,
+                drivers=drivers,
             ),
             sessions=j.sessions,
             quotas=r.quotas,
             ledger=j.ledger,
             views=views,
-            drivers=j.fleet,
+            drivers=drivers,
             wakeups=r.wakeups,
             anomalies=r.anomalies,
             decoder=base.decoder,
@@ -236,7 +246,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         leases=link.leases,
     )
     sessions = SessionService(
-        clock=clock, guard=guard, gate=r.gate, sessions=j.sessions, drivers=j.fleet
+        clock=clock, guard=guard, gate=r.gate, sessions=j.sessions, drivers=drivers
     )
     directory = DeviceDirectory(
         registry=r.devices,
@@ -244,6 +254,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
         schedule=r.schedule,
         gate=r.gate,
         drivers=j.fleet,
+        elsewhere=link.rights.elsewhere,
         runner=base.runner,
         clock=clock,
         anomalies=r.anomalies,

@@ -56,6 +56,7 @@ from broker.link.hub import DriverHub
 from broker.link.leases import LeaseKeeper
 from broker.link.port import LinkPort
 from broker.link.replicas import ReplicaRoster
+from broker.link.rights import DispatchRights
 from broker.metrics import BrokerMetrics
 from broker.policy.engine import PolicyEngine
 from broker.policy.export_control import ExportProfile
@@ -121,6 +122,7 @@ class JobParts:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LinkParts:
+    rights: DispatchRights
     attestor: Attestor
     leases: LeaseKeeper
     dispatcher: Dispatcher

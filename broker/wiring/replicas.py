@@ -20,6 +20,7 @@ from broker.access.records import AccessRecords
 from broker.clock import Clock
 from broker.devices.admin import Connections
 from broker.devices.registry import DeviceRegistry
+from broker.jobs.ledger import JobLedger
 from broker.jobs.scheduler import Scheduler
 from broker.jobs.wakeups import DispatchWakeups
 from broker.store.changes import ACCESS, DEVICES, Change
@@ -36,6 +37,7 @@ class ReplicaSync:
         registry: DeviceRegistry,
         connections: Connections,
         wakeups: DispatchWakeups,
+        ledger: JobLedger,
         clock: Clock,
         poll_seconds: float,
     ) -> None:
@@ -44,6 +46,7 @@ class ReplicaSync:
         self._registry = registry
         self._connections = connections
         self._wakeups = wakeups
+        self._ledger = ledger
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._topics: set[str] = set()
@@ -115,6 +118,8 @@ class ReplicaSync:
         await self._scheduler.sync()  # lanes whose extent moved in the store are read again
         for device_id in wanted:
             self._wakeups.kick(device_id)
+        for device_id in wanted:  # WatchJob streams here on jobs another process moved
+            await self._ledger.written_elsewhere(device_id)
 
     async def _registry_changed(self) -> None:
         changed = await self._registry.refresh()

@@ -57,6 +57,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--store", help="store URL: sqlite:///path.db or postgresql://...")
     p.add_argument("--ready-file", type=Path, help="write the bound addresses here as JSON")
+    p.add_argument(
+        "--worker",
+        type=int,
+        metavar="K",
+        help="run as worker K of a broker with [server] workers > 1; its supervising "
+        "`qtestbed broker` passes this, with each worker's addresses",
+    )
     p.set_defaults(handler=cmd_broker)
 
     p = sub.add_parser(
@@ -92,10 +99,12 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_driver)
 
 
-def _logging() -> None:
+def _logging(worker: int | None = None) -> None:
+    # A worker names itself in every line: its supervisor and siblings write to the same log.
+    who = "" if worker is None else f"worker {worker} pid {os.getpid()} "
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
         stream=sys.stderr,
     )
 
@@ -139,7 +148,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from broker.settings import SettingsError, load_settings
     from broker.store import StoreError
 
-    _logging()
+    _logging(args.worker)
     overrides = {
         "listen": args.listen,
         "link_listen": args.link_listen,
@@ -149,11 +158,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
     }
     try:
         settings = load_settings(args.config, overrides)
+        if settings.server.workers > 1 and args.worker is None:
+            return _supervise(args, settings)
         broker = Broker(settings)
     except (SettingsError, ValueError, OSError) as exc:
         raise CommandError(f"broker cannot start: {exc}") from exc
 
     async def serve(stop: asyncio.Event) -> int:
+        if args.worker is not None:
+            from broker.workers.run import watch_lifeline
+
+            watch_lifeline(stop)
         try:
             addresses = await broker.start()
         except (DamagedAuditLog, StoreError) as exc:
@@ -170,6 +185,29 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 0
 
     return run_until_signalled(serve, on_hangup=broker.reload_facility)
+
+
+def _supervise(args: argparse.Namespace, settings: Any) -> int:
+    """[server] workers > 1: this process supervises the workers (broker.workers)."""
+    from broker.workers.run import Supervising, supervise, worker_command
+    from broker.workers.supervisor import WorkerFailed
+
+    holder = Supervising()
+
+    def ready(info: dict[str, Any]) -> None:
+        if args.ready_file is not None:
+            _write_atomically(args.ready_file, json.dumps(info))
+        print(f"qtestbed broker ready {json.dumps(info)}", flush=True)
+
+    async def serve(stop: asyncio.Event) -> int:
+        command = worker_command(args.config, args.store)
+        try:
+            await supervise(settings, command, stop=stop, on_ready=ready, holder=holder)
+        except (WorkerFailed, OSError) as exc:
+            raise CommandError(f"broker cannot start: {exc}") from exc
+        return 0
+
+    return run_until_signalled(serve, on_hangup=holder.hang_up)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -51,8 +51,9 @@ _BROKER_EDGES = (
     "broker.app",
     "broker.wiring",
     "broker.gauges",
+    "broker.workers",
 )
-_BROKER_TOP = ("broker.app", "broker.wiring", "broker.gauges", "broker.embedded")
+_BROKER_TOP = ("broker.app", "broker.wiring", "broker.gauges", "broker.embedded", "broker.workers")
 _SERVICES = (
     "broker.jobs",
     "broker.access",
