@@ -59,7 +59,7 @@ POSTGRES = Dialect(
     begin="BEGIN",
     # A sequence, not MAX+1: several replicas insert concurrently.
     job_seq="DEFAULT",
-    # The planner's statistics show the partial index is the small one.
+    # No index hints in PostgreSQL: its planner chooses by the statistics it keeps.
     session_jobs="jobs",
 )
 
