@@ -59,7 +59,8 @@ POSTGRES = Dialect(
     begin="BEGIN",
     # A sequence, not MAX+1: several replicas insert concurrently.
     job_seq="DEFAULT",
-    # No index hints in PostgreSQL: its planner chooses by the statistics it keeps.
+    # No index hints in PostgreSQL: with its statistics the planner walks jobs_queue_session
+    # (an index-only scan with a million queued, measured after VACUUM ANALYZE).
     session_jobs="jobs",
 )
 
