@@ -6,7 +6,9 @@ through SubmitJob and stops; the store is then filled DIRECTLY (one bulk SQL ins
 bench/scale_store.py) with that many QUEUED copies on sim-open. Then, measured:
 
 - restart: from starting the broker process to its first successful RPC (alice's
-  ListDevices), waited on for at most `restart_limit_s`;
+  ListDevices), waited on for at most `restart_limit_s`: the first start after the fill, and,
+  once everything else is measured, `restarts` more starts of the same store (their median is
+  printed beside the first; the target is judged on the first);
 - RSS of the broker process (VmRSS after the restart, and after alice's submits: the higher);
 - alice's SubmitJob p50, sequential, to the same device (her jobs queue behind bob's share);
 - dispatch rate: jobs completed per second once a real driver (a fast simulated device, Aer)
@@ -60,6 +62,7 @@ class Plan:
     dispatched: int  # completions counted for the dispatch rate, at most
     dispatch_limit_s: float
     restart_limit_s: float
+    restarts: int  # starts after the first, for the median
 
 
 FULL = Plan(
@@ -71,6 +74,7 @@ FULL = Plan(
     dispatched=400,
     dispatch_limit_s=40.0,
     restart_limit_s=300.0,
+    restarts=3,
 )
 QUICK = Plan(
     small=100,
@@ -81,6 +85,7 @@ QUICK = Plan(
     dispatched=15,
     dispatch_limit_s=30.0,
     restart_limit_s=60.0,
+    restarts=2,
 )
 
 
@@ -92,6 +97,7 @@ class Figures:
     hwm_mib: float = 0.0
     submit_p50_ms: float = 0.0
     dispatch_per_s: float = 0.0
+    restarts_s: tuple[float, ...] = ()  # the later starts (a start that did not answer: absent)
 
 
 def free_port() -> int:
@@ -193,6 +199,19 @@ def dispatch_rate(facility: LocalFacility, alice: Client, store: BenchStore, pla
     return (len(timed) - 1) / (timed[-1] - timed[0])
 
 
+def restarts(facility: LocalFacility, plan: Plan) -> tuple[float, ...]:
+    """Stop the facility and time `plan.restarts` more starts of the broker on its store."""
+    took = []
+    for _ in range(plan.restarts):
+        facility.stop()
+        started = timed_start(facility, plan.restart_limit_s)
+        if started is not None:
+            started[0].close()
+            took.append(started[1])
+    facility.stop()
+    return tuple(took)
+
+
 def measure(root: Path, store: BenchStore, queued: int, plan: Plan) -> Figures:
     with LocalFacility(root, store=store.url, limits=UNLIMITED_ADMISSION) as facility:
         template = template_job(facility)
@@ -211,6 +230,7 @@ def measure(root: Path, store: BenchStore, queued: int, plan: Plan) -> Figures:
         rss, hwm = memory_mib(pid)
         rate = dispatch_rate(facility, alice, store, plan)
         alice.close()
+        again = restarts(facility, plan)
         return Figures(
             queued=queued,
             restart_s=restart_s,
@@ -218,6 +238,7 @@ def measure(root: Path, store: BenchStore, queued: int, plan: Plan) -> Figures:
             hwm_mib=hwm,
             submit_p50_ms=p50,
             dispatch_per_s=rate,
+            restarts_s=again,
         )
 
 
@@ -225,8 +246,11 @@ def show(kind: str, f: Figures) -> None:
     if f.restart_s is None:
         print(f"  {kind} {f.queued:>9,} queued: no answer within the restart limit")
         return
+    later = "/".join(f"{s:.2f}" for s in f.restarts_s)
+    median = f", median {statistics.median(f.restarts_s):.2f} s" if f.restarts_s else ""
     print(
-        f"  {kind} {f.queued:>9,} queued: restart {f.restart_s:.2f} s, RSS {f.rss_mib:.0f} MiB "
+        f"  {kind} {f.queued:>9,} queued: restart {f.restart_s:.2f} s (then {later or 'none'}"
+        f"{median}), load average then {os.getloadavg()[0]:.2f}, RSS {f.rss_mib:.0f} MiB "
         f"(peak {f.hwm_mib:.0f}), submit p50 {f.submit_p50_ms:.2f} ms, dispatch "
         f"{f.dispatch_per_s:.1f} jobs/s",
         flush=True,
@@ -253,9 +277,15 @@ def compare(kind: str, small: Figures, large: Figures, restart_limit_s: float) -
         ok = verdict(ratio <= TARGET_RATIO)
         print(f"RATIO {label} {name}: {ratio:.2f} (target <= {TARGET_RATIO}) {ok}")
     fast = large.restart_s < TARGET_RESTART_S
+    median = (
+        f"; the {len(large.restarts_s)} starts after it: median "
+        f"{statistics.median(large.restarts_s):.2f} s"
+        if large.restarts_s
+        else ""
+    )
     print(
-        f"RESTART {kind} {large.queued:,} queued: answered in {large.restart_s:.2f} s "
-        f"(target < {TARGET_RESTART_S:.0f} s) {verdict(fast)}"
+        f"RESTART {kind} {large.queued:,} queued: first start after the fill answered in "
+        f"{large.restart_s:.2f} s (target < {TARGET_RESTART_S:.0f} s) {verdict(fast)}{median}"
     )
 
 

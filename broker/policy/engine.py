@@ -24,6 +24,7 @@ import cedarpy
 
 from broker.policy.attributes import PolicyRequest
 from broker.policy.explain import Explanation, PolicyInfo, Probes, Requirement
+from broker.policy.second_cache import SecondCache
 from broker.policy.translate import render, to_cedar
 
 HERE = Path(__file__).resolve().parent
@@ -83,9 +84,10 @@ class PolicyEngine:
         # Decisions by the whole request (attributes, action, job, environment with `now` in
         # whole seconds). A decision is a pure function of the policy set and the request, so a
         # repeat within the same second is answered without Cedar; a reload builds a new engine.
-        self._decisions: dict[str, PolicyDecision] = {}
+        # Only the current seconds are kept: no later request can ask an earlier second's.
+        self._decisions: SecondCache[str, PolicyDecision] = SecondCache(_DECISION_CACHE_SIZE)
         # Verdicts by a digest of the whole request, filled by `verdict` alone (see there).
-        self._verdicts: dict[bytes, Verdict] = {}
+        self._verdicts: SecondCache[bytes, Verdict] = SecondCache(_VERDICT_CACHE_SIZE)
 
     @classmethod
     def load(cls, policy_text: str, schema_text: str) -> PolicyEngine:
@@ -139,13 +141,11 @@ class PolicyEngine:
         return handle
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
-        key = repr(request)
-        decision = self._decisions.get(key)
+        key, second = repr(request), request.environment.now
+        decision = self._decisions.get(second, key)
         if decision is None:
             decision = self.evaluate(request)
-            if len(self._decisions) >= _DECISION_CACHE_SIZE:
-                self._decisions.clear()
-            self._decisions[key] = decision
+            self._decisions.put(second, key, decision)
         return decision
 
     def verdict(self, request: PolicyRequest) -> Verdict:
@@ -162,7 +162,8 @@ class PolicyEngine:
         no memory; the cache is cleared when full, for every entry at once.
         """
         key = hashlib.blake2b(repr(request).encode(), digest_size=16).digest()
-        verdict = self._verdicts.get(key)
+        second = request.environment.now
+        verdict = self._verdicts.get(second, key)
         if verdict is None:
             cedar_request, entities = to_cedar(request)
             result = cedarpy.is_authorized(cedar_request, self._policies, entities, self._schema)
@@ -170,10 +171,13 @@ class PolicyEngine:
                 allowed=result.decision == cedarpy.Decision.Allow,
                 errors=tuple(str(e) for e in result.diagnostics.errors),
             )
-            if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
-                self._verdicts.clear()
-            self._verdicts[key] = verdict
+            self._verdicts.put(second, key, verdict)
         return verdict
+
+    @property
+    def cached_answers(self) -> int:
+        """Decisions and verdicts held for repeats (what the caches cost in memory)."""
+        return len(self._decisions) + len(self._verdicts)
 
     def evaluate(self, request: PolicyRequest) -> PolicyDecision:
         """Ask Cedar, always (`decide` answers repeats from its cache)."""

@@ -23,6 +23,7 @@ from typing import Any
 from broker.jobs.model import Job, JobState, QueueLane
 from broker.store import rows
 from broker.store.cursor import Cursor
+from broker.store.schema import Dialect
 
 # A count from the back stops here; past it the count from the front is the shorter one.
 _BACK_COUNT_LIMIT = 512
@@ -43,7 +44,17 @@ QUEUE_STATES = frozenset(
 )
 
 
+def queued_sessions_sql(dialect: Dialect) -> str:
+    """Every queued job in a session: the partial index jobs_queue_session holds just these."""
+    return (
+        f"SELECT device_id, session_id, job_id FROM {dialect.session_jobs}"
+        " WHERE state = 'QUEUED' AND session_id <> ''"
+    )
+
+
 class SqlQueue(abc.ABC):
+    _dialect: Dialect
+
     @abc.abstractmethod
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
@@ -176,10 +187,7 @@ class SqlQueue(abc.ABC):
         return [float(tag) for (tag,) in found]
 
     def queued_sessions(self) -> dict[tuple[str, str], list[str]]:
-        found = self._query(
-            "SELECT device_id, session_id, job_id FROM jobs"
-            " WHERE state = 'QUEUED' AND session_id <> ''"
-        )
+        found = self._query(queued_sessions_sql(self._dialect))
         ids: dict[tuple[str, str], list[str]] = {}
         for device_id, session_id, job_id in found:
             ids.setdefault((str(device_id), str(session_id)), []).append(str(job_id))

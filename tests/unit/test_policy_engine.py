@@ -240,3 +240,49 @@ def test_the_verdict_cache_is_bounded_and_forgets_everything_at_once(
     engine.verdict(asked[3])  # full: every entry goes, so all four questions cost the same
     engine.verdict(asked[0])
     assert calls.taken() == 2
+
+
+def _at(asked: PolicyRequest, now: int) -> PolicyRequest:
+    return dataclasses.replace(asked, environment=dataclasses.replace(asked.environment, now=now))
+
+
+def test_the_caches_hold_the_current_seconds_only_however_long_the_engine_runs() -> None:
+    """A request carries its whole second, so an answer kept past the next second is never
+    read again: under steady load the caches hold what two seconds ask, not every second's
+    answers up to their size limit (thousands of entries of about a kilobyte each)."""
+    engine = PolicyEngine.load_files()
+    for now in range(1_000, 1_300):
+        for project in ("p", "q"):
+            asked = _at(
+                dataclasses.replace(request(Action.SUBMIT_JOB), job=JobAttributes(project=project)),
+                now,
+            )
+            engine.decide(asked)
+            engine.verdict(asked)
+    assert engine.cached_answers == 2 * 2 * 2  # two seconds, two questions, decide and verdict
+
+
+def test_a_repeat_in_the_same_or_the_previous_second_is_answered_from_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = PolicyEngine.load_files()
+    calls = _CedarCalls(monkeypatch)
+    allowed = dataclasses.replace(
+        request(), device=dataclasses.replace(request().device, tier="open", tier_rank=0)
+    )
+    first = engine.decide(_at(allowed, 1_000))
+    engine.verdict(_at(allowed, 1_000))
+    calls.taken()
+    engine.decide(_at(allowed, 1_001))
+    engine.verdict(_at(allowed, 1_001))
+    assert calls.taken() == 2
+    # Decided just before the tick, asked again just after: still held.
+    assert engine.decide(_at(allowed, 1_000)) is first
+    engine.verdict(_at(allowed, 1_000))
+    assert calls.taken() == 0
+    engine.decide(_at(allowed, 1_002))  # two seconds on: 1,000's answers are gone
+    calls.taken()
+    assert engine.decide(_at(allowed, 1_000)) == first
+    assert calls.taken() == 1
+    # Decisions of 1,001 and 1,002 (the late 1,000 is not kept); verdicts of 1,000 and 1,001.
+    assert engine.cached_answers == 4
