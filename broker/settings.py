@@ -101,6 +101,11 @@ class CallLimitSettings:
     # A WatchJob stream sends a position-only update at most once per this many seconds (its
     # job's own changes go at once): a churning queue costs each stream a bounded rate.
     position_update_seconds: float = 1.0
+    # ... and all of one principal's streams together send at most this many position-only
+    # updates a second: 1,500 streams of one principal cost what 50 do, not 1,500 messages a
+    # second on the loop that serves everyone's calls (each stream is paced to
+    # max(position_update_seconds, streams / this)).
+    position_updates_per_principal: float = 50.0
 
     def __post_init__(self) -> None:
         # These bound what one principal can make the broker hold: none may be switched off.
@@ -111,6 +116,8 @@ class CallLimitSettings:
             raise SettingsError("[calls] retry_after_seconds must be positive")
         if self.position_update_seconds < 0:
             raise SettingsError("[calls] position_update_seconds must not be negative")
+        if not self.position_updates_per_principal > 0:
+            raise SettingsError("[calls] position_updates_per_principal must be positive")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

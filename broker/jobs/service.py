@@ -157,7 +157,7 @@ class JobService:
         job = await self._owned(caller, job_id)
         if job.owner != caller:  # an operator's watch lasts only while they are one
             add_stream_check(lambda: self._no_longer_operator(caller, job_id))
-        with self._watchers.subscribe(job_id, job.device_id) as sub:
+        with self._watchers.subscribe(job_id, job.device_id, caller) as sub:
             view = await self.get(caller, job_id)
             sub.sent(view.queue_position, moved_only=False)
             yield view

@@ -8,9 +8,11 @@ scheduler's in-memory order, never from the store: one change costs no store rea
 Slow consumers are coalesced, not queued: a subscription holds only the newest version of its
 job and a "news" flag, so a watcher that stops reading costs one job's memory however
 many changes it misses, never delays the publisher, and gets the latest state when it reads
-again (a job watcher only needs the latest state). Position-only updates are paced (at most
-one per `position_every` per stream; the job's own changes go at once), so a churning queue
-costs each stream a bounded message rate; every position sent is exact when sent."""
+again (a job watcher only needs the latest state). Position-only updates are paced (the job's
+own changes go at once): each stream sends at most one per `position_every`, and all of one
+principal's streams together at most `principal_rate` a second, so a churning queue costs a
+bounded message rate however many streams one principal opens; every position sent is exact
+when sent."""
 
 from __future__ import annotations
 
@@ -35,9 +37,9 @@ class Subscription:
 
     job_id: str
     device_id: str
-    # A stream sends a position-only update at most once per this many seconds: a queue that
-    # churns costs each watcher a bounded rate of messages, not one per change.
-    position_every: float = 0.0
+    # Seconds a stream waits after a position-only update before the next (a queue that churns
+    # costs each watcher a bounded rate of messages, not one per change); asked at each send.
+    position_every: Callable[[], float] = lambda: 0.0
     # The queue position this stream last sent (0 when its job is not queued).
     sent_position: int = _UNSENT
     _job: Job | None = None
@@ -62,7 +64,7 @@ class Subscription:
         """The stream sent a view with this position (`moved_only`: the job had not changed)."""
         self.sent_position = position
         if moved_only:
-            self._quiet_until = asyncio.get_running_loop().time() + self.position_every
+            self._quiet_until = asyncio.get_running_loop().time() + self.position_every()
 
     async def next(self) -> Job | None:
         """Wait for news; the newest version of the job if it changed, else None (it moved).
@@ -82,11 +84,15 @@ class Subscription:
 class JobWatchers:
     """Publishes saved jobs, and queue movements, to the streams they concern."""
 
-    def __init__(self, moves: QueueMoves, *, position_every: float = 0.0) -> None:
+    def __init__(
+        self, moves: QueueMoves, *, position_every: float = 0.0, principal_rate: float = 50.0
+    ) -> None:
         self._moves = moves
         self._position_every = position_every
+        self._principal_rate = principal_rate
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_device: dict[str, set[Subscription]] = {}
+        self._per_principal: dict[str, int] = {}  # open subscriptions by principal
 
     def publish(self, job: Job) -> None:
         for sub in self._by_job.get(job.job_id, ()):
@@ -97,15 +103,28 @@ class JobWatchers:
                     sub.offer_move()
 
     @contextlib.contextmanager
-    def subscribe(self, job_id: str, device_id: str) -> Iterator[Subscription]:
-        sub = Subscription(job_id=job_id, device_id=device_id, position_every=self._position_every)
+    def subscribe(self, job_id: str, device_id: str, principal: str) -> Iterator[Subscription]:
+        sub = Subscription(
+            job_id=job_id, device_id=device_id, position_every=lambda: self.pace_of(principal)
+        )
         self._by_job.setdefault(job_id, set()).add(sub)
         self._by_device.setdefault(device_id, set()).add(sub)
+        self._per_principal[principal] = self._per_principal.get(principal, 0) + 1
         try:
             yield sub
         finally:
             _discard(self._by_job, job_id, sub)
             _discard(self._by_device, device_id, sub)
+            left = self._per_principal[principal] - 1
+            if left:
+                self._per_principal[principal] = left
+            else:
+                del self._per_principal[principal]
+
+    def pace_of(self, principal: str) -> float:
+        """Seconds each of the principal's streams waits between position-only updates."""
+        streams = self._per_principal.get(principal, 0)
+        return max(self._position_every, streams / self._principal_rate)
 
     def watched_on(self, device_id: str) -> set[str]:
         """The jobs of this device some stream watches."""

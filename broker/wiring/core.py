@@ -176,7 +176,9 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
             sessions.touch(job.session_id)
 
     watchers = JobWatchers(
-        scheduler.take_moves, position_every=settings.calls.position_update_seconds
+        scheduler.take_moves,
+        position_every=settings.calls.position_update_seconds,
+        principal_rate=settings.calls.position_updates_per_principal,
     )
     observers = JobObservers(
         on_change=[scheduler.observe],

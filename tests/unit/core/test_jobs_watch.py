@@ -113,3 +113,32 @@ async def test_position_only_updates_are_paced_while_the_jobs_own_changes_go_at_
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         core.close()
+
+
+async def test_one_principals_streams_share_one_budget_of_position_updates() -> None:
+    """Each of a principal's streams is paced to max(position_update_seconds, its streams /
+    position_updates_per_principal): 1,500 streams of one principal cost the loop what a few
+    do, while the job's own changes still go at once."""
+    calls = {"position_update_seconds": 0.0, "position_updates_per_principal": 2.0}
+    core = await Core(calls=calls).start()
+    try:
+        await core.register()
+        ids = await _queue(core, 5)
+        watchers = core.parts.jobs.watchers
+        streams = [(await _watch(core, job_id))[0] for job_id in ids[2:]]
+        assert watchers.pace_of("alice") == 1.5  # three streams, two updates a second
+        assert watchers.pace_of("bob") == 0.0  # another principal's budget is untouched
+        await core.parts.services.jobs.cancel("alice", ids[0], "")
+        first = await asyncio.wait_for(anext(streams[-1]), 5)  # the first move goes at once
+        assert first.queue_position == 4
+        await core.parts.services.jobs.cancel("alice", ids[1], "")
+        following = asyncio.ensure_future(anext(streams[-1]))
+        done, _ = await asyncio.wait({following}, timeout=0.3)
+        assert not done  # the next move waits out the shared pace
+        moved = await asyncio.wait_for(following, 5)
+        assert moved.queue_position == 3  # and is exact when it goes
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert watchers.pace_of("alice") == 0.0
+    finally:
+        core.close()
