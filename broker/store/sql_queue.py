@@ -250,7 +250,7 @@ class SqlQueue(abc.ABC):
         index = 0
         while index < len(ordinals):
             first = ordinals[index]
-            last = first + chunk - 1
+            last = min(first + chunk - 1, ordinals[-1])
             for ordinal, tag in self._query(
                 "SELECT ordinal, tag FROM queue_slots WHERE device_id = ? AND project = ?"
                 " AND ordinal BETWEEN ? AND ?",
@@ -272,18 +272,20 @@ class SqlQueue(abc.ABC):
     ) -> dict[tuple[Any, ...], int]:
         """0-based rank, among `table`'s rows matching `where` ordered by `columns` (`total`
         of them), of each of the sorted `keys` that is such a row; keys that are not are left
-        out. Keys close together share one count and one range read."""
+        out. Keys close together share one count and one range read, which reads the rows
+        between them only."""
         marks = ", ".join("?" * len(keys[0])) if keys else ""
         ranks: dict[tuple[Any, ...], int] = {}
         index = 0
         while index < len(keys):
+            # From the first key not yet placed to the last key: a lone key reads one row.
             found = self._query(
                 f"SELECT {columns} FROM {table} WHERE {where} AND ({columns}) >= ({marks})"
-                f" ORDER BY {columns} LIMIT ?",
-                (*params, *keys[index], chunk),
+                f" AND ({columns}) <= ({marks}) ORDER BY {columns} LIMIT ?",
+                (*params, *keys[index], *keys[-1], chunk),
             )
             if not found:
-                break  # every key left lies past the last row
+                break  # no key left is a row
             rows = [_like(keys[index], row) for row in found]
             start = self._count_ahead(
                 f"{where} AND ({columns}) < ({marks})",
@@ -298,7 +300,7 @@ class SqlQueue(abc.ABC):
                     ranks[keys[index]] = at[keys[index]]
                 index += 1
             if len(found) < chunk:
-                break  # the rows ran out: no key left is a row
+                break  # every row up to the last key was read: the keys left are not rows
         return ranks
 
     def _slot_of(self, job: Job) -> tuple[float, int] | None:
