@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -62,7 +63,9 @@ class Subscription:
         if loop.time() >= self._quiet_until:
             self._ready.set()
         elif self._timer is None:
-            self._timer = loop.call_at(self._quiet_until, self._pace_over)
+            # On the whole second after the pace ends: streams whose paces end within the same
+            # second wake together, so their store-counted positions are read in one call.
+            self._timer = loop.call_at(math.ceil(self._quiet_until), self._pace_over)
 
     def _pace_over(self) -> None:
         self._timer = None
