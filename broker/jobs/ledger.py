@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from broker.access.model import QuotaCheck
 from broker.audit.model import AuditEvent
+from broker.jobs.job_reads import JobReads
 from broker.jobs.model import Job, JobResult
 from broker.jobs.watch import JobWatchers
 from broker.metrics import BrokerMetrics
@@ -38,6 +39,7 @@ class JobLedger:
         price: Callable[[Job], Job] | None = None,
     ) -> None:
         self._runner = runner
+        self._reads = JobReads(runner)
         # Fixes a new job's place and slot cost before it is stored (the scheduler's `price`).
         self._price = price
         self._metrics = metrics
@@ -46,7 +48,7 @@ class JobLedger:
 
     async def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
         """The job; with `owner`, None unless they own it (see `Store.get_job`)."""
-        return await self._runner.call(self._runner.store.get_job, job_id, owner=owner)
+        return await self._reads.get(job_id, owner)
 
     async def insert_many(
         self,
