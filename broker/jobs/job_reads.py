@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 
 from broker.jobs.model import Job
-from broker.store.base import BrokerStore
 from broker.store.runner import StoreRunner
 
 _Key = tuple[str, str | None]  # (job id, owner the read is limited to, or None)
@@ -43,7 +42,7 @@ class JobReads:
                 keys = list(batch)
                 self.calls += 1
                 try:
-                    found = await self._runner.call(_get_jobs, self._runner.store, keys)
+                    found = await self._runner.call(self._runner.store.get_jobs, keys)
                 except Exception as exc:  # e.g. the store is unavailable: each caller is told
                     for future in _futures(batch):
                         if not future.done():
@@ -60,11 +59,6 @@ class JobReads:
             raise
         finally:
             self._reader = None
-
-
-def _get_jobs(store: BrokerStore, keys: list[_Key]) -> list[Job | None]:
-    """On the store thread: each read as `get_job` would answer it alone."""
-    return [store.get_job(job_id, owner=owner) for job_id, owner in keys]
 
 
 def _futures(waiting: _Waiting) -> list[asyncio.Future[Job | None]]:

@@ -85,6 +85,9 @@ class Store(Protocol):
         """The job, or None; with `owner`, None also when someone else owns it, decided in the
         same read, so someone else's job costs what a missing one does (nothing is decoded)."""
 
+    def get_jobs(self, keys: Sequence[tuple[str, str | None]]) -> list[Job | None]:
+        """`get_job(job_id, owner=owner)` for each (job id, owner), read together."""
+
     def list_jobs(
         self,
         *,

@@ -280,6 +280,9 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
         )
         return rows.job_from_row(found[0]) if found else None
 
+    def get_jobs(self, keys: Sequence[tuple[str, str | None]]) -> list[Job | None]:
+        return [self.get_job(job_id, owner=owner) for job_id, owner in keys]
+
     def list_jobs(
         self,
         *,

@@ -113,6 +113,9 @@ class MemoryJobs(MemoryCore):
             queue_change(db, row.job.state, job)
         return True
 
+    def get_jobs(self, keys: Sequence[tuple[str, str | None]]) -> list[Job | None]:
+        return [self.get_job(job_id, owner=owner) for job_id, owner in keys]
+
     def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
         with self._read() as db:
             row = db.jobs.get(job_id)
