@@ -24,6 +24,7 @@ when it picks, not in positions; `waiting_for` explains them.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 import math
@@ -73,6 +74,7 @@ class Scheduler:
         self.weight_of = weight_of
         self._runner = runner
         self._store_positions = StorePositions(runner)
+        self._lane_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._window = settings.window_jobs
         self._lanes: dict[str, dict[str, LaneWindow]] = {}  # device -> project -> lane
         self._pace = DevicePace()
@@ -220,13 +222,25 @@ class Scheduler:
             self._adopt(await self._runner.call(self._runner.store.queue_lanes))
         lanes = [lane for lane in self._lanes.get(device_id, {}).values() if lane.depth > 0]
         for lane in lanes:
-            for attempt in range(3):
-                if lane.depth == 0 or not lane.wants_read(self._window):
-                    break
-                if attempt == 1:  # a read added too little: take the lane afresh
-                    lane.reset(lane.head, lane.tail)
-                await self._read(lane)
+            if lane.depth == 0 or not lane.wants_read(self._window):
+                continue
+            # One read of a lane at a time: the callers that find it short together (1,500
+            # streams opened at once) wait for that read instead of each making its own.
+            async with self._lane_lock(lane):
+                for attempt in range(3):
+                    if lane.depth == 0 or not lane.wants_read(self._window):
+                        break
+                    if attempt == 1:  # a read added too little: take the lane afresh
+                        lane.reset(lane.head, lane.tail)
+                    await self._read(lane)
         return [lane for lane in lanes if lane.depth > 0 and lane.jobs and lane.tags]
+
+    def _lane_lock(self, lane: LaneWindow) -> asyncio.Lock:
+        key = (lane.device_id, lane.project)
+        lock = self._lane_locks.get(key)
+        if lock is None:
+            lock = self._lane_locks[key] = asyncio.Lock()
+        return lock
 
     async def _read(self, lane: LaneWindow) -> None:
         if not lane.loaded:  # the extent too, in the same store call as the windows

@@ -147,6 +147,21 @@ async def test_positions_asked_together_cost_one_store_read(
     assert book.runner.calls - calls == 1
 
 
+async def test_callers_that_find_a_lane_short_together_share_one_read(
+    make_book: Callable[..., Book],
+) -> None:
+    """Streams opened at once on a restarted broker (windows not read yet) wait for one read
+    of each lane, not one each."""
+    book = make_book(window=2)
+    for n in range(60):
+        await book.submit(job(f"j{n}", "abc"[n % 3], float(n), rng_priority(n)))
+    restarted = book.fresh_scheduler()
+    await restarted.load()
+    calls = book.runner.calls
+    assert await book.positions(restarted) == book.reference_positions()
+    assert book.runner.calls - calls <= 3 + 1  # each lane's window once, then the positions
+
+
 def rng_priority(n: int) -> int:
     return PRIORITIES[n * 7 % 3]
 
