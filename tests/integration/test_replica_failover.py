@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from attestation.pki import cert_from_pem
@@ -77,6 +79,20 @@ def _kill_where_driver_is(
     return victim, len(seen)
 
 
+def _lease_out(dsn: str, schema: str, seconds: float = 5.0) -> None:
+    """Wait (a bounded time) until some job is leased and not yet finished."""
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            found = conn.execute(
+                f'SELECT COUNT(*) FROM "{schema}".jobs'  # noqa: S608
+                " WHERE state IN ('DISPATCHED', 'RUNNING')"
+            ).fetchone()
+            if found is not None and found[0]:
+                return
+            time.sleep(0.005)
+
+
 def test_sigkill_of_a_replica_under_load_loses_no_job_and_completes_none_twice(
     cluster: tuple[LocalFacility, list[Replica], str], pg_dsn: str
 ) -> None:
@@ -93,6 +109,9 @@ def test_sigkill_of_a_replica_under_load_loses_no_job_and_completes_none_twice(
     with Load(clients, ghz_qasm2(3), limit=2000, every=0.1) as load:
         for kill in range(KILLS):
             log = logs[kill % 2]
+            # Kill while a lease is out, so the dispatching replica dies holding one (only the
+            # replica with the device's dispatch right leases; the other driver waits).
+            _lease_out(pg_dsn, schema)
             victim, before = _kill_where_driver_is(facility, replicas, log)
 
             def moved(log: Path = log, before: int = before, gone: str = victim.link) -> bool:
