@@ -180,14 +180,7 @@ def load_config(
 
 def fresh_broker(facility: LocalFacility) -> Target:
     """(Re)start the broker process on an empty database, so no run inherits a long queue."""
-    proc = facility.broker_process
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    stop_broker(facility, grace=30.0)
     for name in DB_FILES:
         (facility.root / name).unlink(missing_ok=True)
     addresses = facility.start_broker_process()

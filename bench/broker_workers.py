@@ -21,13 +21,14 @@ def target_name(workers: int) -> str:
     return f"pg-w{workers}"
 
 
-def stop_broker(facility: LocalFacility) -> None:
-    """Stop the facility's broker process (and with it, its workers), if one runs."""
+def stop_broker(facility: LocalFacility, grace: float = 60.0) -> None:
+    """Stop the facility's broker process (and with it, its workers), if one runs: SIGTERM,
+    then SIGKILL after `grace` seconds."""
     proc = facility.broker_process
     if proc is not None and proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(60)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
