@@ -307,12 +307,14 @@ class Broker:
             await link.rights.close()  # another process may take its devices at once
         if self._link is not None:
             self._link.close()
-        if self._handshakes is not None:
-            self._handshakes.stop()
         self.runner.close()
         if self.components is not None:
             self.components.jobs.decode_gate.close()
         self.decoder.close()
+        # Last: the decoder's children inherited standard error (the watcher's pipe), and the
+        # pipe ends only when its last writer has gone.
+        if self._handshakes is not None:
+            self._handshakes.stop()
 
 
 def _split(address: str) -> tuple[str, int]:

@@ -11,10 +11,12 @@ broker`), never a broker embedded in another program, whose standard error is no
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 
 _FAILED = re.compile(rb"Handshake failed with error \S+: (.*)$")
 # The verifier's words (BoringSSL's) -> the refusal reason; first match wins.
@@ -25,6 +27,8 @@ _REASONS = (
     (b"CERTIFICATE_VERIFY_FAILED", "bad_chain"),
 )
 _MAX_LINE = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def handshake_reason(line: bytes) -> str | None:
@@ -45,6 +49,10 @@ class HandshakeWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        # multiprocessing's resource tracker (started with the first spawned child, the circuit
+        # decoder's) lives as long as this process: started after the switch, it would hold the
+        # pipe open past stop(). Started now, it keeps the standard error it had.
+        resource_tracker.ensure_running()
         saved = os.dup(2)
         read, write = os.pipe()
         os.dup2(write, 2)
@@ -63,6 +71,11 @@ class HandshakeWatcher:
         os.dup2(saved, 2)  # the pipe's last writer is gone: the thread drains it and ends
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():  # a child process still holds the pipe open
+                log.warning(
+                    "the TLS handshake watcher did not end: a child process of the broker "
+                    "still writes to its standard error"
+                )
         os.close(saved)
 
     def _pump(self, read: int, saved: int) -> None:
