@@ -48,8 +48,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Most tests wait on real processes and sockets rather than compute, so three pytest workers
+# keep two cores busy; each test file stays on one worker (its module fixtures are made once).
+# PYTEST_WORKERS=0 runs everything in this one process.
+PYTEST_WORKERS ?= 3
 unit: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck unit
 
