@@ -93,6 +93,8 @@ class JobLedger:
         sibling worker: its dispatcher leased and completed what was queued here): each job
         of the device a WatchJob stream here watches is read again, and its stream sent the
         store's version if it is newer. Nothing is counted: the writer counted it."""
+        if not self._runner.store.replicated:
+            return  # only this broker writes: every change was published as it was saved
         for job_id in sorted(self._watchers.watched_on(device_id)):
             job = await self.get(job_id)
             if job is not None:

@@ -43,6 +43,9 @@ class Subscription:
     position_every: Callable[[], float] = lambda: 0.0
     # The queue position this stream last sent (0 when its job is not queued).
     sent_position: int = _UNSENT
+    # The version of the job this stream last sent: a version no newer is no news (another
+    # replica's changes make the ledger publish every watched job of a device again).
+    sent_version: int = -1
     _job: Job | None = None
     _moved: bool = False
     _quiet_until: float = 0.0
@@ -50,6 +53,8 @@ class Subscription:
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer_job(self, job: Job) -> None:
+        if job.version <= self.sent_version:
+            return
         if self._job is None or job.version >= self._job.version:
             self._job = job
         self._ready.set()
@@ -73,12 +78,19 @@ class Subscription:
             self._ready.set()
 
     @property
+    def pending_job(self) -> bool:
+        """Whether a newer version of the job waits to be taken (diagnostics, tests)."""
+        return self._job is not None
+
+    @property
     def pending(self) -> bool:
         return self._ready.is_set() or self._moved
 
-    def sent(self, position: int, *, moved_only: bool) -> None:
-        """The stream sent a view with this position (`moved_only`: the job had not changed)."""
+    def sent(self, position: int, *, version: int, moved_only: bool) -> None:
+        """The stream sent a view of this version of its job, with this position
+        (`moved_only`: the job had not changed)."""
         self.sent_position = position
+        self.sent_version = version
         if moved_only:
             self._quiet_until = asyncio.get_running_loop().time() + self.position_every()
 
@@ -86,8 +98,18 @@ class Subscription:
         """Wait for news; the newest version of the job if it changed, else None (it moved)."""
         await self._ready.wait()
         self._ready.clear()
-        self._moved = False
         job, self._job = self._job, None
+        if self._timer is not None:  # the move it was armed for is taken now
+            self._timer.cancel()
+            self._timer = None
+        if job is None and self._moved:
+            # Woken by a move alone: the pace starts now, not when the new position is sent.
+            # Reading that position can take a while (the store counts a deep job's), and the
+            # moves arriving meanwhile must wait out the pace rather than wake the stream again
+            # the moment it is sent (each stream then re-read and re-sent its position after
+            # every read, paced by nothing but the store's speed).
+            self._quiet_until = asyncio.get_running_loop().time() + self.position_every()
+        self._moved = False
         return job
 
     def close(self) -> None:

@@ -4,13 +4,17 @@ exact, and a watcher that stops reading is coalesced to the latest state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from broker.jobs.views import JobView
+from broker.jobs.watch import Subscription
 from tests.unit.core.harness import Core, request
+from tests.unit.scheduler_book import job
 
 
 async def _queue(core: Core, n: int) -> list[str]:
@@ -110,6 +114,59 @@ async def test_position_only_updates_are_paced_while_the_jobs_own_changes_go_at_
         await core.parts.services.jobs.cancel("alice", ids[-1], "")
         final = await asyncio.wait_for(following, 5)  # the job's own change does not wait
         assert (final.job.state.value, final.queue_position) == ("CANCELLED", 0)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        core.close()
+
+
+async def test_moves_that_arrive_while_a_stream_reads_its_position_wait_out_the_pace() -> None:
+    """A deep job's position is counted by the store, which takes a while under load: the
+    queue keeps moving meanwhile, and those moves must not wake the stream again the moment
+    it has sent (1,500 streams then each re-read the store after every read, unpaced)."""
+    sub = Subscription(job_id="j", device_id="d", position_every=lambda: 3600.0)
+    sub.sent(7, version=1, moved_only=False)  # the first view
+    sub.offer_move()
+    assert await asyncio.wait_for(sub.next(), 1) is None  # the first move goes at once
+    sub.offer_move()  # the queue moves again while the stream reads its new position
+    sub.sent(8, version=1, moved_only=True)
+    waiting = asyncio.ensure_future(sub.next())
+    done, _ = await asyncio.wait({waiting}, timeout=0.2)
+    assert not done  # the pace (an hour here) runs from the wake-up
+    assert sub.pending  # the move is kept for when the pace ends
+    sub.offer_job(replace(job("j", "p", at=1.0), version=1))  # the version it sent: no news
+    assert not sub.pending_job
+    newer = replace(job("j", "p", at=1.0), version=2)
+    sub.offer_job(newer)  # the job's own change still goes at once
+    assert await asyncio.wait_for(waiting, 1) is newer
+    sub.close()
+
+
+async def test_a_broker_that_shares_its_store_with_nobody_wakes_no_stream_on_its_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tick's look for other replicas' changes finds none where no other process writes:
+    it must not re-read the watched jobs and hand them to their streams as news (on SQLite
+    that woke every stream twice a second, past its pace, and re-read every watched job)."""
+    calls = {"position_update_seconds": 3600.0}
+    core = await Core(calls=calls).start()
+    try:
+        await core.register()
+        ids = await _queue(core, 3)
+        stream, _ = await _watch(core, ids[-1])
+        await core.parts.services.jobs.cancel("alice", ids[0], "")
+        assert (await asyncio.wait_for(anext(stream), 5)).queue_position == 2
+        await core.parts.services.jobs.cancel("alice", ids[1], "")  # paced: an hour
+        store_calls = _count_store_calls(core, monkeypatch)
+        following = asyncio.ensure_future(anext(stream))
+        for _ in range(3):
+            core.clock.advance(1)
+            await core.parts.link.replicas.poll()
+        done, _ = await asyncio.wait({following}, timeout=0.2)
+        assert not done
+        assert not {"get_jobs", "get_job"} & set(store_calls), store_calls
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         core.close()
