@@ -311,10 +311,20 @@ class Scheduler:
         return await self._store_positions.position(job)
 
     def placed_by_store(self, job: Job) -> bool:
-        """Whether a job entering its lane now lands past the lane's window, where only the
-        store can count its position (so the insert's own store call may count it too)."""
+        """Whether only the store can count the position of a job entering its lane now (so
+        the insert's own store call counts it too, rather than a later one): it lands past its
+        lane's window, or past where another lane's window reaches (its tag is at least its
+        lane's last plus its own cost; a shallow lane behind a deep one, as a researcher's few
+        jobs behind another's thousands: counted later, its position waited for a gathered
+        store read)."""
         lane = self._lanes.get(job.device_id, {}).get(job.project)
-        return lane is not None and lane.loaded and lane.depth >= self._window
+        if lane is None or not lane.loaded:
+            return False
+        if lane.depth >= self._window:
+            return True
+        # The store tags it max(virtual time, last tag) + its cost: at least this.
+        at_least = (lane.tags[-1] if lane.tags else 0.0) + job.queue_cost
+        return self._slots_ahead(lane, at_least, exact=False) is None
 
     def _memory_position(self, job: Job) -> int | None:
         """The job's position counted from the windows alone; None when some slot that may be

@@ -74,3 +74,33 @@ async def test_a_job_queued_past_the_window_is_placed_by_its_own_insert_call() -
         assert [core.store.queue_position(job) for job in lane] == shown
     finally:
         core.close()
+
+
+async def test_a_shallow_lane_behind_a_deep_one_is_placed_by_its_own_insert_call() -> None:
+    """A researcher's few jobs behind another project's thousands: the new job's own lane is
+    short, but its slot lies past where the deep lane's window reaches, so only the store can
+    count the slots ahead of it. The insert's own store call counts it (before, a second store
+    call did, gathered with others after a wait: bench_hostile's bob waited ~5 ms each)."""
+    core = await Core(scheduling={"window_jobs": 4}).start()
+    try:
+        await core.register()
+        await amend_principal(core, "alice", projects=("lab", "ops"))
+        submission = core.parts.services.submission
+        for _ in range(12):  # the deep lane: ops, three windows long
+            core.clock.advance(1.0)
+            await queued(core, "alice", request(project="ops"))
+        core.clock.advance(1.0)
+        await queued(core, "bob", request(project="lab"))  # lab's first job: its lane is read
+        shown, calls = [], []
+        for _ in range(3):  # the shallow lane: lab, fair share places it among ops's slots
+            core.clock.advance(1.0)
+            before = core.runner.calls
+            [(view, created)] = await submission.submit_many("bob", [request(project="lab")])
+            assert created
+            calls.append(core.runner.calls - before)
+            shown.append((view.job, view.queue_position))
+        assert calls == [1, 1, 1]  # the insert's call, and no other
+        for job, position in shown:
+            assert core.store.queue_position(job) == position  # exact
+    finally:
+        core.close()
