@@ -320,7 +320,9 @@ class Scheduler:
         lane = self._lanes.get(job.device_id, {}).get(job.project)
         if lane is None or not lane.loaded:
             return False
-        if lane.depth >= self._window:
+        if lane.depth >= self._window or len(lane.tags) >= self._window // 2:
+            # Past the window; or its tag, which the store computes, will not be read back (a
+            # lane's tags are read again only when fewer than half a window are held).
             return True
         # The store tags it max(virtual time, last tag) + its cost: at least this.
         at_least = (lane.tags[-1] if lane.tags else 0.0) + job.queue_cost

@@ -104,3 +104,23 @@ async def test_a_shallow_lane_behind_a_deep_one_is_placed_by_its_own_insert_call
             assert core.store.queue_position(job) == position  # exact
     finally:
         core.close()
+
+
+async def test_a_job_whose_tag_will_not_be_read_back_is_placed_by_its_own_insert_call() -> None:
+    """A lane holding half a window of tags or more is not read again for the next job's tag
+    (which the store computes), so the windows cannot place that job: its insert counts it."""
+    core = await Core(scheduling={"window_jobs": 8}).start()
+    try:
+        await core.register()
+        submission = core.parts.services.submission
+        calls, shown = [], []
+        for _ in range(7):  # up to just short of the window
+            core.clock.advance(1.0)
+            before = core.runner.calls
+            [(view, _)] = await submission.submit_many("alice", [request()])
+            calls.append(core.runner.calls - before)
+            shown.append(view.queue_position)
+        assert shown == list(range(1, 8))
+        assert calls[4:] == [1, 1, 1]  # 4 tags held (half of 8): the insert's call alone
+    finally:
+        core.close()
