@@ -24,7 +24,7 @@ from broker.access.facility import Facility
 from broker.access.front_door import FrontDoor
 from broker.access.grants import Grants
 from broker.access.model import Principal
-from broker.access.open_streams import REVOKED, StreamCheck, StreamEnding
+from broker.access.open_streams import REVOKED, SharedCheck, StreamCheck, StreamEnding
 from broker.access.roles import authorize
 from broker.clock import Clock
 from broker.errors import BrokerError, ErrorCode
@@ -115,7 +115,9 @@ class EdgeIdentity:
                 return StreamEnding("role_required", exc)
             return None
 
-        return check
+        # The same answer for every stream of this credential on this method: asked once a
+        # recheck, however many such streams are open.
+        return SharedCheck(key=("edge", caller.serial, name, method), run=check)
 
     def refused_role(self, caller: Caller) -> None:
         """Count a call refused by the roles table (the caller was authenticated)."""
