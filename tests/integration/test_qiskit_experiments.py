@@ -83,13 +83,17 @@ def test_state_tomography_of_a_bell_pair(ideal: QtestbedBackend) -> None:
 
 
 def test_standard_rb_on_one_noisy_qubit(noisy: QtestbedBackend) -> None:
-    experiment = StandardRB((0,), lengths=[1, 10, 30, 60], num_samples=3, seed=13)
-    experiment.set_run_options(shots=200)
+    # Sequences long enough for the decay to show (about 0.5 survival at 500 Cliffords) and
+    # shots enough to fit it: with at most 60 Cliffords and 200 shots the curve stayed near 1,
+    # the fit traded the decay against the SPAM terms, and one run in many fitted 0.024. Here
+    # four runs fitted 1.0e-3 to 1.5e-3, each within +-1e-4.
+    experiment = StandardRB((0,), lengths=[1, 100, 250, 500], num_samples=4, seed=13)
+    experiment.set_run_options(shots=2000)
     data = finished(experiment.run(noisy))
     epc = data.analysis_results("EPC", dataframe=True).iloc[0]
-    # One-qubit depolarizing error 0.001 per gate and readout error in the SPAM terms: the
-    # error per Clifford is small and positive.
-    assert 0 < epc.value.nominal_value < 0.02
+    # One-qubit depolarizing error 0.001 per gate (readout error goes to the SPAM terms): an
+    # error per Clifford of that order, and not zero (the noise model is applied).
+    assert 0.0005 < epc.value.nominal_value < 0.005, epc.value
 
 
 def configured_t1(lab: LocalFacility, device: str) -> float:
