@@ -69,13 +69,11 @@ class StreamTicket:
         self.ended.set()
         return True
 
-    def failing(
-        self, answers: dict[Hashable, StreamEnding | None] | None = None
-    ) -> StreamEnding | None:
+    def failing(self, answers: dict[Hashable, StreamEnding | None]) -> StreamEnding | None:
         """The first check this stream fails; `answers` keeps shared checks' answers for the
         other streams of one recheck."""
         for check in self.checks:
-            if isinstance(check, SharedCheck) and answers is not None:
+            if isinstance(check, SharedCheck):
                 if check.key not in answers:
                     answers[check.key] = check()
                 found = answers[check.key]

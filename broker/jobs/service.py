@@ -159,7 +159,7 @@ class JobService:
             add_stream_check(lambda: self._no_longer_operator(caller, job_id))
         with self._watchers.subscribe(job_id, job.device_id, caller) as sub:
             view = await self.get(caller, job_id)
-            sub.sent(view.queue_position, version=view.job.version, moved_only=False)
+            sub.sent(view.queue_position, version=view.job.version)
             yield view
             current = view.job
             while not current.state.terminal:
@@ -171,10 +171,6 @@ class JobService:
                     view.job.version,
                     view.queue_position,
                 ):
-                    sub.sent(
-                        fresh.queue_position,
-                        version=fresh.job.version,
-                        moved_only=fresh.job.version == view.job.version,
-                    )
+                    sub.sent(fresh.queue_position, version=fresh.job.version)
                     view = fresh
                     yield view

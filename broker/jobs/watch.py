@@ -86,9 +86,10 @@ class Subscription:
     def pending(self) -> bool:
         return self._ready.is_set() or self._moved
 
-    def sent(self, position: int, *, version: int, moved_only: bool) -> None:
-        """The stream sent a view of this version of its job, with this position
-        (`moved_only`: the job had not changed)."""
+    def sent(self, position: int, *, version: int) -> None:
+        """The stream sent a view of this version of its job, with this position; a view of
+        the version it sent before is a position-only update, paced."""
+        moved_only = version == self.sent_version
         self.sent_position = position
         self.sent_version = version
         if moved_only:

@@ -124,11 +124,11 @@ async def test_moves_that_arrive_while_a_stream_reads_its_position_wait_out_the_
     queue keeps moving meanwhile, and those moves must not wake the stream again the moment
     it has sent (1,500 streams then each re-read the store after every read, unpaced)."""
     sub = Subscription(job_id="j", device_id="d", position_every=lambda: 3600.0)
-    sub.sent(7, version=1, moved_only=False)  # the first view
+    sub.sent(7, version=1)  # the first view
     sub.offer_move()
     assert await asyncio.wait_for(sub.next(), 1) is None  # the first move goes at once
     sub.offer_move()  # the queue moves again while the stream reads its new position
-    sub.sent(8, version=1, moved_only=True)
+    sub.sent(8, version=1)  # the same version: a position-only update
     waiting = asyncio.ensure_future(sub.next())
     done, _ = await asyncio.wait({waiting}, timeout=0.2)
     assert not done  # the pace (an hour here) runs from the wake-up
