@@ -170,6 +170,12 @@ class AdmissionSettings:
     max_tracked_principals: int = 10000
     # Shed new submissions while this many store calls wait for the store thread.
     max_store_queue: int = 1000
+    # Jobs queued on one device at most (0: no bound). The facility bucket bounds the rate
+    # into the store, not where it goes: a device slower than its share of that rate gathers
+    # a queue that grows for as long as the load lasts, while a faster one could have taken
+    # the calls shed for it. This bound refuses work for the device that cannot keep up (and
+    # only it), so each device is offered what it completes plus this much backlog.
+    max_queued_per_device: int = 0
     # The retry delay a shed submission is given.
     overload_retry_seconds: float = 1.0
     # Admission refusals are audited once per reason and principal per this many seconds.
@@ -185,6 +191,8 @@ class AdmissionSettings:
         for key in ("max_tracked_principals", "max_store_queue"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"[admission] {key} must be at least 1")
+        if self.max_queued_per_device < 0:
+            raise SettingsError("[admission] max_queued_per_device must be 0 (no bound) or more")
         for key in ("principal_jobs_per_second", "facility_jobs_per_second"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"[admission] {key} must be positive")

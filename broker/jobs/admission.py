@@ -3,6 +3,11 @@ store is overloaded (load shedding), when the caller's own token bucket is empty
 facility's is. Every refusal is RESOURCE_EXHAUSTED with the delay after which a retry can succeed,
 counted by reason at once and audited in aggregate (a flood cannot flood the audit log).
 
+A device may also bound its queue (`max_queued_per_device`): a job for a device already holding
+that many is refused, while jobs for other devices go on. That check runs once the device named
+is known to be visible to the caller (`device_room`, from submission), so a hidden device's
+queue answers exactly as an absent device does.
+
 A call costs the jobs it would queue (1 for SubmitJob, the batch size for SubmitJobs): the store
 writes one row per job, so a batch is charged what it costs the store. A call refused here takes
 no tokens; a call admitted here and refused later (bad circuit, clearance) keeps its cost, so a
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 PRINCIPAL_RATE = "principal_rate"
 FACILITY_RATE = "facility_rate"
 OVERLOAD = "overload"
+DEVICE_BACKLOG = "device_backlog"
 
 
 class SubmissionAdmission:
@@ -38,11 +44,13 @@ class SubmissionAdmission:
         metrics: BrokerMetrics,
         audit: AuditLog,
         store_depth: Callable[[], int],
+        device_depth: Callable[[str], int],
     ) -> None:
         self._s = settings
         self._clock = clock
         self._metrics = metrics
         self._store_depth = store_depth
+        self._device_depth = device_depth
         now = clock.now()
         self._principals = BucketTable(
             BucketShape(settings.principal_jobs_per_second, settings.principal_burst),
@@ -105,6 +113,25 @@ class SubmissionAdmission:
             )
         mine.take(cost, now)
         self._facility.take(cost, now)
+
+    def device_room(self, caller: str, device_id: str, ahead: int) -> None:
+        """Raise RESOURCE_EXHAUSTED when the device's queue, with the `ahead` jobs of the same
+        call already bound for it, holds the most jobs `max_queued_per_device` allows. Called
+        only for a device the caller may see."""
+        bound = self._s.max_queued_per_device
+        if not bound:
+            return
+        queued = self._device_depth(device_id)
+        if queued + ahead >= bound:
+            also = f" and this call puts {ahead} more before this job" if ahead else ""
+            raise self._refuse(
+                DEVICE_BACKLOG,
+                caller,
+                f"device {device_id!r} has {queued} jobs queued{also}, the most [admission] "
+                f"max_queued_per_device allows is {bound}; nothing was queued. It takes more as "
+                "its queue drains; other devices are not limited by it",
+                self._s.overload_retry_seconds,
+            )
 
     def _refuse(self, reason: str, caller: str, message: str, wait: float) -> BrokerError:
         self._metrics.admission_refusals.labels(reason).inc()

@@ -111,10 +111,10 @@ class Submission:
         principal = self._d.guard.principal(caller)
         # Before any parsing: a refused call costs the broker next to nothing.
         self._d.admission.admit(caller, len(requests))
-        prepared = []
+        prepared: list[_Prepared] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append(await self._prepare(caller, principal, request))
+                prepared.append(await self._prepare(caller, principal, request, prepared))
             except BrokerError as exc:
                 if len(requests) == 1:
                     raise
@@ -151,9 +151,14 @@ class Submission:
         return await self._d.views.queued(job, position=position), True
 
     async def _prepare(
-        self, caller: str, principal: Principal, request: SubmitRequest
+        self,
+        caller: str,
+        principal: Principal,
+        request: SubmitRequest,
+        earlier: Sequence[_Prepared],
     ) -> _Prepared:
-        """Everything short of storing: device, project, circuit, clearance, quota check."""
+        """Everything short of storing: device, project, circuit, clearance, quota check;
+        `earlier` are the jobs of the same call prepared before this one."""
         d = self._d
         now = d.clock.now()
         session = d.sessions.for_submit(caller, request.session_id) if request.session_id else None
@@ -164,8 +169,10 @@ class Submission:
             device = d.selection.select(
                 caller, request.selector, project, now, width=circuit.num_qubits
             )
+            self._device_room(caller, device, earlier)
         else:
             device, project = self._target(caller, principal, request, session, now)
+            self._device_room(caller, device, earlier)  # visible to the caller: may say so
             circuit = await self._parse(caller, request)
         if request.priority not in PRIORITIES:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
@@ -200,6 +207,10 @@ class Submission:
             event=d.audit.event("job.submitted", caller, job.job_id, _submitted(job)),
             quota=d.quotas.check(principal, project, now),
         )
+
+    def _device_room(self, caller: str, device: DeviceRecord, earlier: Sequence[_Prepared]) -> None:
+        ahead = sum(1 for p in earlier if p.job.device_id == device.device_id)
+        self._d.admission.device_room(caller, device.device_id, ahead)
 
     def _target(
         self,

@@ -209,5 +209,6 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
             metrics=base.metrics,
             audit=r.audit,
             store_depth=lambda: base.runner.depth,
+            device_depth=scheduler.depth,
         ),
     )

@@ -134,3 +134,40 @@ def test_the_qiskit_connection_waits_out_the_delay_the_broker_gives(
     with closing(sqlite3.connect(db_path(facility))) as db:
         [(queued,)] = db.execute("SELECT COUNT(*) FROM jobs WHERE owner = 'alice'").fetchall()
     assert queued == 103  # each circuit of the batch once
+
+
+def test_a_device_at_its_queue_bound_refuses_its_own_work_while_another_device_takes_more(
+    tmp_path: Path,
+) -> None:
+    """No driver runs, so every job stays queued: sim-open's third job meets the bound and is
+    refused with a retry delay; sim-restricted's queue is its own; cancelling makes room."""
+    admission = {"max_queued_per_device": 2, "refusal_audit_seconds": 1.0}
+    with LocalFacility(tmp_path / "facility", limits={"admission": admission}) as facility:
+        facility.start_broker_process()
+        alice, bob = facility.client("alice"), facility.client("bob")
+        first = alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10)
+        bob.submit(ghz_qasm2(2), device_id="sim-open", shots=10)
+        stub = jobs_pb2_grpc.JobServiceStub(alice.channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitJob(submit_request(ghz_qasm2(2), device_id="sim-open", shots=10), timeout=30)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "device 'sim-open' has 2 jobs queued" in info.value.details()
+        assert _retry_delay(info.value) > 0
+        assert bob.submit(ghz_qasm2(2), device_id="sim-restricted", shots=10).created
+        alice.cancel(first.job.job_id)
+        assert alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).created
+        assert (
+            metric_value(
+                scrape(facility), "qtestbed_admission_refusals_total", reason="device_backlog"
+            )
+            == 1
+        )
+        [entry] = eventually(
+            lambda: audit_entries(facility, kind="admission.refused") or None,
+            what="the aggregated admission.refused audit entry",
+        )
+        assert (entry.subject, entry.detail["reason"], entry.detail["count"]) == (
+            "alice",
+            "device_backlog",
+            1,
+        )

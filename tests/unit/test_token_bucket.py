@@ -71,3 +71,5 @@ def test_settings_refuse_a_burst_below_the_largest_batch() -> None:
         AdmissionSettings(facility_jobs_per_second=0)
     with pytest.raises(SettingsError, match="max_store_queue must be at least 1"):
         AdmissionSettings(max_store_queue=0)
+    with pytest.raises(SettingsError, match="max_queued_per_device must be 0"):
+        AdmissionSettings(max_queued_per_device=-1)

@@ -146,3 +146,55 @@ async def test_the_default_limits_admit_a_full_sweep_at_once(core: Core) -> None
     await _submit(core, "alice", 100)
     assert len(stored_jobs(core)) == 200
     assert sum(_refusals(core, r) for r in ("principal_rate", "facility_rate", "overload")) == 0
+
+
+async def _device_bound_core(bound: int) -> Core:
+    core = await _core({"max_queued_per_device": bound, "overload_retry_seconds": 2.0})
+    await core.register("dev-restricted", tier="restricted")
+    return core
+
+
+async def test_a_device_at_its_queue_bound_refuses_only_its_own_work() -> None:
+    core = await _device_bound_core(3)
+    try:
+        await _submit(core, "alice", 2)
+        # A batch reaching past the bound is refused whole, naming the job that would not fit.
+        refused = await _refused(core, "bob", 2)
+        assert refused.rule_id == "admission.device_backlog"
+        assert refused.retry_after_seconds == 2.0
+        assert "job 2 of 2" in refused.detail
+        assert "device 'dev-open' has 2 jobs queued and this call puts 1 more" in refused.detail
+        await _submit(core, "bob")  # the third fits
+        refused = await _refused(core, "alice")
+        assert "has 3 jobs queued, the most [admission] max_queued_per_device allows is 3" in (
+            refused.detail
+        )
+        # Another device's queue is its own: bob still queues there.
+        submission = core.parts.services.submission
+        await submission.submit_many("bob", [request("dev-restricted") for _ in range(3)])
+        assert len(stored_jobs(core)) == 6  # refused calls queued nothing
+        # The device takes more as its queue drains.
+        [oldest, *_] = stored_jobs(core)
+        await core.parts.services.jobs.cancel("alice", oldest.job_id, "making room")
+        await _submit(core, "alice")
+        assert _refusals(core, "device_backlog") == 2
+        assert _refusals(core, "facility_rate") == 0
+    finally:
+        core.close()
+
+
+async def test_a_hidden_device_at_its_bound_answers_as_an_absent_one() -> None:
+    core = await _device_bound_core(1)
+    try:
+        submission = core.parts.services.submission
+        await submission.submit_many("bob", [request("dev-restricted")])
+        answers = []
+        for device in ("dev-restricted", "dev-nowhere"):  # hidden from alice, and absent
+            with pytest.raises(BrokerError) as info:
+                await submission.submit_many("alice", [request(device)])
+            answers.append((info.value.code, info.value.detail.replace(device, "{id}")))
+        assert answers[0] == answers[1]
+        assert answers[0][0] is ErrorCode.NOT_FOUND
+        assert _refusals(core, "device_backlog") == 0
+    finally:
+        core.close()
