@@ -3,21 +3,26 @@
     .venv/bin/python bench/bench_goodput.py                  # 10 minutes at 2x, ~13 minutes in all
     .venv/bin/python bench/bench_goodput.py --seconds 120    # a shorter overload phase
     .venv/bin/python bench/bench_goodput.py --quick          # a smoke run; numbers mean nothing
+    .venv/bin/python bench/bench_goodput.py --facility-limit peak  # facility bucket at the peak
 
 A broker process (`qtestbed init` facility, SQLite as shipped) with real driver processes on both
 simulated devices (ideal Aer `sim-open`, noisy Aer `sim-restricted`, no execution padding). The
 per-principal token bucket's rate is raised, as only three researchers exist to make the load
 and this bench measures the broker, not one researcher's limit; the facility-wide bucket, the
-store-queue shedding and everything else are as shipped. `open_loop.py` (its own process) sends
-SubmitJob open-loop (GHZ-2, 10 shots) round-robin over alice -> sim-open, bob -> sim-restricted,
-olivia -> either.
+store-queue shedding and everything else are as shipped, except as (2) says. `open_loop.py`
+(its own process) sends SubmitJob open-loop (GHZ-2, 10 shots), each call on a lane drawn at
+random (seeded) from alice -> sim-open, bob -> sim-restricted, olivia -> either: see
+open_loop.py for why not in turn.
 
 1. **Peak**: offered load steps up (x1.4 a step) until goodput stops following it. Goodput is
    jobs completed per second over the step (the broker's `qtestbed_job_outcomes{outcome=
    "completed"}`, scraped every `SAMPLE_S`); the peak is the highest step's goodput.
-2. **Overload**: 2x the peak offered for `--seconds` (default 600), in one-minute windows.
-   Printed per window: offered, admitted, shed (RESOURCE_EXHAUSTED with a retry delay), other
-   errors, goodput, admitted calls' p50/p99, the queue depth and the broker's RSS.
+2. **Overload**: 2x the peak offered for `--seconds` (default 600), in one-minute windows, on
+   a fresh facility whose devices each bound their queue (`[admission] max_queued_per_device`
+   = DEVICE_BACKLOG_S of the peak; `--facility-limit peak` sizes the facility-wide bucket to
+   the peak instead, `shipped` leaves admission as shipped). Printed per window: offered,
+   admitted, shed (RESOURCE_EXHAUSTED with a retry delay), other errors, goodput, admitted
+   calls' p50/p99, the queue depth, the broker's RSS, and the admitted calls' share by device.
 Then: `RATIO goodput overload/peak` (target >= 0.9); the broker process's RSS (its own, the
 decoder children apart), first minute against last minute, and the least-squares slope over the
 phase; RSS is called flat when the last minute's mean is within 5% of the first minute's and the
@@ -59,6 +64,8 @@ RSS_TOLERANCE = 0.05
 SAMPLE_S = 2.0
 STEP_FACTOR = 1.4
 SATURATED = 0.85  # a step whose goodput is below this share of its offered load
+# The overload phase bounds each device's queue to this many seconds of the measured peak.
+DEVICE_BACKLOG_S = 10.0
 LANES = (
     ("alice", "sim-open"),
     ("bob", "sim-restricted"),
@@ -176,8 +183,13 @@ class Window:
             f"{self.goodput:6.1f}/s  admitted p50 {s['p50_ms']:6.1f} ms p99 {s['p99_ms']:7.1f} ms"
             f"  queued {self.last.queued:6.0f}  RSS {self.last.rss_mib:6.1f} MiB{others}"
             + (f" (not sent {s['not_sent']})" if s["not_sent"] else "")
-            + f"\n{'':16}{self.cores}"
+            + f"\n{'':16}admitted by device: {self.mix()}; {self.cores}"
         )
+
+    def mix(self) -> str:
+        by_device: dict[str, int] = self.step["admitted_by_device"]
+        total = sum(by_device.values()) or 1
+        return ", ".join(f"{d} {n / total:.0%}" for d, n in sorted(by_device.items()))
 
 
 def step(gen: Any, sampler: Sampler, rate: float, seconds: float) -> Window:
@@ -301,10 +313,14 @@ def facility_under_load(root: Path, admission: dict[str, float]) -> Iterator[tup
 
 
 def overload_limits(peak: float, facility_limit: str) -> dict[str, float]:
-    """[admission] for the overload phase: as shipped, or the facility-wide bucket sized to the
-    measured peak (rate = peak, burst = one second of it, at least the largest batch)."""
+    """[admission] for the overload phase: each device's queue bounded to DEVICE_BACKLOG_S of
+    the measured peak (the facility bucket as shipped); everything as shipped; or the
+    facility-wide bucket sized to the measured peak (rate = peak, burst = one second of it, at
+    least the largest batch)."""
     if facility_limit == "shipped":
         return PRINCIPAL_BUCKET
+    if facility_limit == "device":
+        return {**PRINCIPAL_BUCKET, "max_queued_per_device": max(1, round(peak * DEVICE_BACKLOG_S))}
     return {
         **PRINCIPAL_BUCKET,
         "facility_jobs_per_second": round(peak, 1),
@@ -321,7 +337,8 @@ def run(tmp: Path, plan: Plan, facility_limit: str) -> int:
         f"OVERLOAD at 2 x {peak:.1f} = {2 * peak:.1f}/s offered for {plan.overload_s:.0f} s, on a "
         f"fresh facility; [admission] facility_jobs_per_second "
         f"{limits.get('facility_jobs_per_second', 'as shipped')}, facility_burst "
-        f"{limits.get('facility_burst', 'as shipped')}",
+        f"{limits.get('facility_burst', 'as shipped')}, max_queued_per_device "
+        f"{limits.get('max_queued_per_device', 'as shipped')}",
         flush=True,
     )
     with facility_under_load(tmp / "overload", limits) as (gen, sampler):
@@ -338,9 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="the overload phase's length (default 600)")
     parser.add_argument(
         "--facility-limit",
-        choices=("peak", "shipped"),
-        default="peak",
-        help="the overload facility's facility-wide bucket: sized to the peak, or as shipped",
+        choices=("device", "peak", "shipped"),
+        default="device",
+        help=(
+            "the overload facility's admission: each device's queue bounded (device), the "
+            "facility-wide bucket sized to the peak (peak), or as shipped"
+        ),
     )
     args = parser.parse_args(argv)
     if args.quick:
