@@ -174,7 +174,8 @@ class AdmissionSettings:
     # into the store, not where it goes: a device slower than its share of that rate gathers
     # a queue that grows for as long as the load lasts, while a faster one could have taken
     # the calls shed for it. This bound refuses work for the device that cannot keep up (and
-    # only it), so each device is offered what it completes plus this much backlog.
+    # only it), so each device is offered what it completes plus this much backlog. Past it,
+    # each project still queues up to its fair-share-weighted part (broker.jobs.admission).
     max_queued_per_device: int = 0
     # The retry delay a shed submission is given.
     overload_retry_seconds: float = 1.0

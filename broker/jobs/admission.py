@@ -3,10 +3,12 @@ store is overloaded (load shedding), when the caller's own token bucket is empty
 facility's is. Every refusal is RESOURCE_EXHAUSTED with the delay after which a retry can succeed,
 counted by reason at once and audited in aggregate (a flood cannot flood the audit log).
 
-A device may also bound its queue (`max_queued_per_device`): a job for a device already holding
-that many is refused, while jobs for other devices go on. That check runs once the device named
-is known to be visible to the caller (`device_room`, from submission), so a hidden device's
-queue answers exactly as an absent device does.
+A device may also bound its queue (`max_queued_per_device`). Past the bound, a project may
+still queue there up to its share of the bound (by the same weights as fair-share dispatch,
+among the projects with jobs queued there), so one project filling a device cannot lock the
+others out of it; jobs for other devices are not limited at all. That check runs once the
+device named is known to be visible to the caller (`device_room`, from submission), so a
+hidden device's queue answers exactly as an absent device does.
 
 A call costs the jobs it would queue (1 for SubmitJob, the batch size for SubmitJobs): the store
 writes one row per job, so a batch is charged what it costs the store. A call refused here takes
@@ -17,7 +19,7 @@ flood of invalid submissions is limited like any other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from broker.audit.log import AuditLog
 from broker.audit.refusals import RefusalLog
@@ -44,13 +46,15 @@ class SubmissionAdmission:
         metrics: BrokerMetrics,
         audit: AuditLog,
         store_depth: Callable[[], int],
-        device_depth: Callable[[str], int],
+        lane_depths: Callable[[str], Mapping[str, int]],
+        weight_of: Callable[[str], int],
     ) -> None:
         self._s = settings
         self._clock = clock
         self._metrics = metrics
         self._store_depth = store_depth
-        self._device_depth = device_depth
+        self._lane_depths = lane_depths
+        self._weight_of = weight_of
         now = clock.now()
         self._principals = BucketTable(
             BucketShape(settings.principal_jobs_per_second, settings.principal_burst),
@@ -114,24 +118,39 @@ class SubmissionAdmission:
         mine.take(cost, now)
         self._facility.take(cost, now)
 
-    def device_room(self, caller: str, device_id: str, ahead: int) -> None:
-        """Raise RESOURCE_EXHAUSTED when the device's queue, with the `ahead` jobs of the same
-        call already bound for it, holds the most jobs `max_queued_per_device` allows. Called
+    def device_room(
+        self, caller: str, device_id: str, project: str, *, ahead: int, ahead_in_project: int
+    ) -> None:
+        """Raise RESOURCE_EXHAUSTED when the device's queue is at `max_queued_per_device` and
+        the project already holds its share of that bound there. `ahead` jobs of the same call
+        go before this one to the device (`ahead_in_project` of them for this project). Called
         only for a device the caller may see."""
         bound = self._s.max_queued_per_device
         if not bound:
             return
-        queued = self._device_depth(device_id)
-        if queued + ahead >= bound:
-            also = f" and this call puts {ahead} more before this job" if ahead else ""
-            raise self._refuse(
-                DEVICE_BACKLOG,
-                caller,
-                f"device {device_id!r} has {queued} jobs queued{also}, the most [admission] "
-                f"max_queued_per_device allows is {bound}; nothing was queued. It takes more as "
-                "its queue drains; other devices are not limited by it",
-                self._s.overload_retry_seconds,
-            )
+        depths = self._lane_depths(device_id)
+        queued = sum(depths.values())
+        if queued + ahead < bound:
+            return
+        weights = {p: self._weight(p) for p in {*depths, project}}
+        share = bound * weights[project] / sum(weights.values())
+        mine = depths.get(project, 0) + ahead_in_project
+        if mine < share:
+            return  # the device is full of other projects' work: this one's share is not
+        also = f" and this call puts {ahead} more before this job" if ahead else ""
+        raise self._refuse(
+            DEVICE_BACKLOG,
+            caller,
+            f"device {device_id!r} has {queued} jobs queued{also}, at or past [admission] "
+            f"max_queued_per_device ({bound}), and project {project!r} holds {mine} of them, "
+            f"its share of the bound among the {len(weights)} projects queued there "
+            f"({share:.0f}); nothing was queued. The project queues more there as its jobs "
+            "run; other projects and devices are not limited by it",
+            self._s.overload_retry_seconds,
+        )
+
+    def _weight(self, project: str) -> int:
+        return max(1, self._weight_of(project))
 
     def _refuse(self, reason: str, caller: str, message: str, wait: float) -> BrokerError:
         self._metrics.admission_refusals.labels(reason).inc()

@@ -206,6 +206,11 @@ class Scheduler:
     def depth(self, device_id: str) -> int:
         return sum(lane.depth for lane in self._lanes.get(device_id, {}).values())
 
+    def lane_depths(self, device_id: str) -> dict[str, int]:
+        """Queued jobs of the device by project, for the projects that have any."""
+        lanes = self._lanes.get(device_id, {})
+        return {project: lane.depth for project, lane in lanes.items() if lane.depth > 0}
+
     def held(self, device_id: str) -> int:
         """Queued jobs of the device held in memory (diagnostics and tests)."""
         return sum(len(lane.jobs) for lane in self._lanes.get(device_id, {}).values())

@@ -169,10 +169,10 @@ class Submission:
             device = d.selection.select(
                 caller, request.selector, project, now, width=circuit.num_qubits
             )
-            self._device_room(caller, device, earlier)
+            self._device_room(caller, device, project, earlier)
         else:
             device, project = self._target(caller, principal, request, session, now)
-            self._device_room(caller, device, earlier)  # visible to the caller: may say so
+            self._device_room(caller, device, project, earlier)  # visible to the caller
             circuit = await self._parse(caller, request)
         if request.priority not in PRIORITIES:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
@@ -208,9 +208,17 @@ class Submission:
             quota=d.quotas.check(principal, project, now),
         )
 
-    def _device_room(self, caller: str, device: DeviceRecord, earlier: Sequence[_Prepared]) -> None:
-        ahead = sum(1 for p in earlier if p.job.device_id == device.device_id)
-        self._d.admission.device_room(caller, device.device_id, ahead)
+    def _device_room(
+        self, caller: str, device: DeviceRecord, project: str, earlier: Sequence[_Prepared]
+    ) -> None:
+        here = [p.job for p in earlier if p.job.device_id == device.device_id]
+        self._d.admission.device_room(
+            caller,
+            device.device_id,
+            project,
+            ahead=len(here),
+            ahead_in_project=sum(1 for job in here if job.project == project),
+        )
 
     def _target(
         self,

@@ -209,6 +209,7 @@ def job_parts(base: Foundation, r: Registries) -> JobParts:
             metrics=base.metrics,
             audit=r.audit,
             store_depth=lambda: base.runner.depth,
-            device_depth=scheduler.depth,
+            lane_depths=scheduler.lane_depths,
+            weight_of=scheduler.weight_of,
         ),
     )

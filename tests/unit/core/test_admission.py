@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from broker.errors import BrokerError, ErrorCode
-from tests.unit.core.harness import Core, events, metric, request, stored_jobs
+from tests.unit.core.harness import Core, amend_principal, events, metric, request, stored_jobs
 
 SMALL = {"principal_burst": 100, "principal_jobs_per_second": 10.0}
 
@@ -164,11 +164,13 @@ async def test_a_device_at_its_queue_bound_refuses_only_its_own_work() -> None:
         assert refused.retry_after_seconds == 2.0
         assert "job 2 of 2" in refused.detail
         assert "device 'dev-open' has 2 jobs queued and this call puts 1 more" in refused.detail
+        assert "project 'lab' holds 3 of them" in refused.detail
         await _submit(core, "bob")  # the third fits
         refused = await _refused(core, "alice")
-        assert "has 3 jobs queued, the most [admission] max_queued_per_device allows is 3" in (
-            refused.detail
-        )
+        assert (
+            "has 3 jobs queued, at or past [admission] max_queued_per_device (3), and project "
+            "'lab' holds 3 of them, its share of the bound among the 1 projects queued there (3)"
+        ) in refused.detail
         # Another device's queue is its own: bob still queues there.
         submission = core.parts.services.submission
         await submission.submit_many("bob", [request("dev-restricted") for _ in range(3)])
@@ -179,6 +181,24 @@ async def test_a_device_at_its_queue_bound_refuses_only_its_own_work() -> None:
         await _submit(core, "alice")
         assert _refusals(core, "device_backlog") == 2
         assert _refusals(core, "facility_rate") == 0
+    finally:
+        core.close()
+
+
+async def test_past_the_bound_another_project_still_queues_its_share() -> None:
+    """One project filling a device does not lock the others out of it: each project may hold
+    its weighted share of the bound among the projects queued there."""
+    core = await _device_bound_core(4)
+    try:
+        await amend_principal(core, "bob", projects=("ops",))
+        await _submit(core, "alice", 4)  # project lab fills the device
+        assert "project 'lab' holds 4" in (await _refused(core, "alice")).detail
+        await _submit(core, "bob", 2)  # ops' share with lab queued: 4 x 1 / 2
+        refused = await _refused(core, "bob")
+        assert "project 'ops' holds 2 of them" in refused.detail
+        assert "among the 2 projects queued there (2)" in refused.detail
+        assert (await _refused(core, "alice")).rule_id == "admission.device_backlog"
+        assert len(stored_jobs(core)) == 6
     finally:
         core.close()
 
