@@ -29,7 +29,9 @@ class LiveDrivers(Protocol):
 class ConnectionView:
     profile: DeviceProfile
     attestation: AttestationResult | None
-    dispatchable: bool
+    # Attested with a current affirming result: takes work, whether or not its pipeline is
+    # full now (a device running jobs back to back is busy, not unavailable).
+    takes_work: bool
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -118,7 +120,7 @@ class DeviceDirectory:
             else (),
             attested_until=best.expires_at if best is not None and best.affirming(now) else None,
             available=device.status is DeviceStatus.ACTIVE
-            and (any(c.dispatchable for c in conns) or self._elsewhere(device.device_id)),
+            and (any(c.takes_work for c in conns) or self._elsewhere(device.device_id)),
             queue_depth=depth,
             operating_state=self._schedule.state(device).operating_state(now).value,
             operating_note=self._schedule.availability(device.device_id, now).why,

@@ -176,7 +176,7 @@ class Fleet:
         """The device's connections as the device directory shows them."""
         return [
             ConnectionView(
-                profile=c.profile, attestation=c.attestation, dispatchable=c.dispatchable(now)
+                profile=c.profile, attestation=c.attestation, takes_work=c.dispatchable_now(now)
             )
             for c in self.for_device(device_id)
         ]

@@ -76,7 +76,9 @@ class Device(_message.Message):
     attestation_status: Global___AttestationStatus.ValueType
     queue_depth: _builtins.int
     available: _builtins.bool
-    """Ready to accept work now: connected, attested and not busy elsewhere."""
+    """Takes work: ACTIVE, and a driver of it (here or on another replica) holds a current
+    affirming attestation result. A device busy running queued jobs is available.
+    """
     calibration_digest: _builtins.str
     status: _builtins.str
     """ACTIVE, QUARANTINED (held after a failed attestation until an operator releases it) or

@@ -204,3 +204,22 @@ async def test_a_session_holds_the_device_for_its_own_jobs(core: Core) -> None:
     await core.parts.services.sessions.close("alice", session.session_id, "done")
     await core.pump()
     assert [g.job_id for g in driver.grants()] == [bobs]
+
+
+async def test_a_device_whose_pipeline_is_full_is_busy_not_unavailable(core: Core) -> None:
+    """`available` says the device takes work: its one connection holding its one lease (a
+    device running a deep queue back to back, nearly always) is still available, and one whose
+    attestation lapsed is not."""
+    driver = await attested(core)
+    await queued(core)
+    await queued(core)
+    await core.pump()
+    assert len(driver.grants()) == 1  # its pipeline is full
+    directory = core.parts.services.directory
+    view = await directory.get("alice", "dev-open")
+    assert (view.available, view.queue_depth) == (True, 1)
+    assert [d.available for d in await directory.list("alice")] == [True]
+    conn = connection(driver)
+    assert conn.attestation is not None
+    core.clock.advance(conn.attestation.expires_at - core.clock.now() + 1)
+    assert not (await directory.get("alice", "dev-open")).available
