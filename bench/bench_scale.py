@@ -27,6 +27,7 @@ PostgreSQL runs need --pg-dsn or QTESTBED_TEST_PG_DSN (postgresql://postgres@127
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import socket
@@ -331,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         help="sqlite,postgresql (default: both, or SQLite alone without a DSN)",
     )
     parser.add_argument("--pg-dsn", default=os.environ.get("QTESTBED_TEST_PG_DSN", ""))
+    parser.add_argument(
+        "--keep", type=Path, help="build the facilities (broker and driver logs) here and keep them"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     default = "sqlite,postgresql" if args.pg_dsn else "sqlite"
@@ -353,9 +357,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.dispatch_limit_s:.0f} s for the dispatch rate",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="qtestbed-bench-scale-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True)
+            tmp = args.keep
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qtestbed-scale-")))
         for store_kind in kinds:
-            run_store(Path(tmp), store_kind, args.pg_dsn, plan)
+            run_store(tmp, store_kind, args.pg_dsn, plan)
     return 0
 
 
