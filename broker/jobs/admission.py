@@ -125,29 +125,46 @@ class SubmissionAdmission:
         the project already holds its share of that bound there. `ahead` jobs of the same call
         go before this one to the device (`ahead_in_project` of them for this project). Called
         only for a device the caller may see."""
+        backlog = self._backlog(device_id, project, ahead, ahead_in_project)
+        if backlog is None:
+            return
+        queued, mine, share, projects = backlog
         bound = self._s.max_queued_per_device
-        if not bound:
-            return
-        depths = self._lane_depths(device_id)
-        queued = sum(depths.values())
-        if queued + ahead < bound:
-            return
-        weights = {p: self._weight(p) for p in {*depths, project}}
-        share = bound * weights[project] / sum(weights.values())
-        mine = depths.get(project, 0) + ahead_in_project
-        if mine < share:
-            return  # the device is full of other projects' work: this one's share is not
         also = f" and this call puts {ahead} more before this job" if ahead else ""
         raise self._refuse(
             DEVICE_BACKLOG,
             caller,
             f"device {device_id!r} has {queued} jobs queued{also}, at or past [admission] "
             f"max_queued_per_device ({bound}), and project {project!r} holds {mine} of them, "
-            f"its share of the bound among the {len(weights)} projects queued there "
+            f"its share of the bound among the {projects} projects queued there "
             f"({share:.0f}); nothing was queued. The project queues more there as its jobs "
             "run; other projects and devices are not limited by it",
             self._s.overload_retry_seconds,
         )
+
+    def has_room(self, device_id: str, project: str) -> bool:
+        """Whether the device takes one more job of the project (device selection prefers
+        those that do)."""
+        return self._backlog(device_id, project, 0, 0) is None
+
+    def _backlog(
+        self, device_id: str, project: str, ahead: int, ahead_in_project: int
+    ) -> tuple[int, int, float, int] | None:
+        """None when the device takes the job; else (queued, the project's queued, its share,
+        the projects queued there)."""
+        bound = self._s.max_queued_per_device
+        if not bound:
+            return None
+        depths = self._lane_depths(device_id)
+        queued = sum(depths.values())
+        if queued + ahead < bound:
+            return None
+        weights = {p: self._weight(p) for p in {*depths, project}}
+        share = bound * weights[project] / sum(weights.values())
+        mine = depths.get(project, 0) + ahead_in_project
+        if mine < share:
+            return None  # the device is full of other projects' work: this one's share is not
+        return queued, mine, share, len(weights)
 
     def _weight(self, project: str) -> int:
         return max(1, self._weight_of(project))

@@ -1,8 +1,10 @@
 """Device selection: SubmitJob may describe a device instead of naming one; the broker picks,
-among attested devices the caller may use, the one with the shortest expected wait."""
+among attested devices the caller may use, the one with the shortest expected wait, preferring
+those whose queue bound takes the job ([admission] max_queued_per_device)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from broker.access.clearance import ClearanceGate
@@ -42,8 +44,10 @@ class DeviceSelection:
         exports: ExportClasses,
         scheduler: Scheduler,
         drivers: DriverView,
+        has_room: Callable[[str, str], bool],
     ) -> None:
         self._registry = registry
+        self._has_room = has_room
         self._gate = gate
         self._schedule = schedule
         self._exports = exports
@@ -54,8 +58,9 @@ class DeviceSelection:
         self, caller: str, selector: DeviceSelector, project: str, now: float, *, width: int = 0
     ) -> DeviceRecord:
         """The eligible device with the shortest expected wait, among those with at least
-        `width` qubits (the circuit's); NOT_FOUND (naming what was asked, never what exists)
-        when none the caller may use satisfies the selector."""
+        `width` qubits (the circuit's), one that takes the project's job first (a device at its
+        queue bound is picked only when all are, and then refuses); NOT_FOUND (naming what was
+        asked, never what exists) when none the caller may use satisfies the selector."""
         candidates = []
         for device in self._registry.all():
             if (self._registry.num_qubits(device.device_id) or 0) < width:
@@ -74,14 +79,15 @@ class DeviceSelection:
                 wait = self._scheduler.depth(device.device_id) * self._scheduler.seconds_per_job(
                     device.device_id
                 )
-                candidates.append((wait, device.device_id, device))
+                full = not self._has_room(device.device_id, project)
+                candidates.append((full, wait, device.device_id, device))
         if not candidates:
             raise BrokerError(
                 ErrorCode.NOT_FOUND,
                 f"no attested device you may use matches the selector now ({selector.describe()});"
                 " relax it or try later",
             )
-        return min(candidates, key=lambda c: (c[0], c[1]))[2]
+        return min(candidates, key=lambda c: (c[0], c[1], c[2]))[3]
 
     def _eligible(
         self, caller: str, device: DeviceRecord, selector: DeviceSelector, now: float

@@ -219,6 +219,7 @@ def services(base: Foundation, r: Registries, j: JobParts, link: LinkParts) -> S
                 exports=r.exports,
                 scheduler=j.scheduler,
                 drivers=drivers,
+                has_room=j.admission.has_room,
             ),
             sessions=j.sessions,
             quotas=r.quotas,

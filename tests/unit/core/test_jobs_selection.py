@@ -12,7 +12,7 @@ from broker.errors import BrokerError, ErrorCode
 from broker.jobs.selection import DeviceSelector
 from broker.jobs.submit import SubmitRequest
 from broker.jobs.views import JobView
-from tests.unit.core.harness import Core, attested, ghz, request, stored_jobs
+from tests.unit.core.harness import Core, amend_principal, attested, ghz, request, stored_jobs
 
 
 def _described(selector: DeviceSelector, **changes: Any) -> SubmitRequest:
@@ -95,3 +95,23 @@ async def test_a_selector_never_picks_a_device_too_small_for_the_circuit(core: C
     await attested(core, "dev-b", num_qubits=5)
     view = await _selected(core, DeviceSelector(), payload=ghz(3))
     assert view.job.device_id == "dev-b"
+
+
+async def test_a_selector_passes_over_a_device_at_its_queue_bound_for_the_project() -> None:
+    """dev-a and dev-b wait alike (4 queued each, the tie going to dev-a), but dev-a is at its
+    bound of 4 with lab's share of it (2) used: the job goes to dev-b, which takes it."""
+    core = await Core(admission={"max_queued_per_device": 4}).start()
+    try:
+        await attested(core, "dev-a")
+        await attested(core, "dev-b")
+        await amend_principal(core, "bob", projects=("ops",))
+        submission = core.parts.services.submission
+        await submission.submit_many("alice", [request("dev-a") for _ in range(2)])
+        await submission.submit_many("bob", [request("dev-a") for _ in range(2)])
+        await submission.submit_many("bob", [request("dev-b") for _ in range(4)])
+        assert (await _selected(core, DeviceSelector())).job.device_id == "dev-b"
+        await _selected(core, DeviceSelector())  # dev-b: lab's share of it (2) now used too
+        refused = await _refused(core, DeviceSelector())
+        assert refused.rule_id == "admission.device_backlog"
+    finally:
+        core.close()
