@@ -314,13 +314,14 @@ def facility_under_load(root: Path, admission: dict[str, float]) -> Iterator[tup
 
 def overload_limits(peak: float, facility_limit: str) -> dict[str, float]:
     """[admission] for the overload phase: each device's queue bounded to DEVICE_BACKLOG_S of
-    the measured peak (the facility bucket as shipped); everything as shipped; or the
-    facility-wide bucket sized to the measured peak (rate = peak, burst = one second of it, at
-    least the largest batch)."""
+    the measured peak, at least the largest batch (the facility bucket as shipped); everything
+    as shipped; or the facility-wide bucket sized to the measured peak (rate = peak, burst =
+    one second of it, at least the largest batch)."""
     if facility_limit == "shipped":
         return PRINCIPAL_BUCKET
     if facility_limit == "device":
-        return {**PRINCIPAL_BUCKET, "max_queued_per_device": max(1, round(peak * DEVICE_BACKLOG_S))}
+        bound = max(LARGEST_BATCH, round(peak * DEVICE_BACKLOG_S))  # the least a bound may be
+        return {**PRINCIPAL_BUCKET, "max_queued_per_device": bound}
     return {
         **PRINCIPAL_BUCKET,
         "facility_jobs_per_second": round(peak, 1),

@@ -192,8 +192,12 @@ class AdmissionSettings:
         for key in ("max_tracked_principals", "max_store_queue"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"[admission] {key} must be at least 1")
-        if self.max_queued_per_device < 0:
-            raise SettingsError("[admission] max_queued_per_device must be 0 (no bound) or more")
+        if self.max_queued_per_device and self.max_queued_per_device < LARGEST_BATCH:
+            # A smaller bound would refuse a full batch forever, even on an empty device.
+            raise SettingsError(
+                f"[admission] max_queued_per_device must be 0 (no bound) or at least "
+                f"{LARGEST_BATCH} (the largest batch)"
+            )
         for key in ("principal_jobs_per_second", "facility_jobs_per_second"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"[admission] {key} must be positive")

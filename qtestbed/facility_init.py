@@ -488,6 +488,6 @@ def _broker_toml(grpc_port: int, link_port: int, metrics_port: int) -> str:
         "principal_burst = 2000\nprincipal_jobs_per_second = 20.0\n"
         "facility_burst = 10000\nfacility_jobs_per_second = 500.0\n"
         "max_store_queue = 1000  # shed submissions while this many store calls wait\n"
-        "max_queued_per_device = 0  # jobs one device may hold queued (0: no bound)\n\n"
+        "max_queued_per_device = 0  # queued jobs per device (0: no bound; else >= 100)\n\n"
         "[timing]\nlease_seconds = 120.0\nmax_attempts = 3\nheartbeat_seconds = 1.0\n"
     )

@@ -18,8 +18,9 @@ flood of invalid submissions is limited like any other.
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from broker.audit.log import AuditLog
 from broker.audit.refusals import RefusalLog
@@ -35,6 +36,9 @@ PRINCIPAL_RATE = "principal_rate"
 FACILITY_RATE = "facility_rate"
 OVERLOAD = "overload"
 DEVICE_BACKLOG = "device_backlog"
+
+# A place held on a device's queue for a job being submitted: (device id, project).
+Held = tuple[str, str]
 
 
 class SubmissionAdmission:
@@ -55,6 +59,9 @@ class SubmissionAdmission:
         self._store_depth = store_depth
         self._lane_depths = lane_depths
         self._weight_of = weight_of
+        # Jobs past the bound check whose calls have not stored them yet, so concurrent calls
+        # decide on what is queued plus what is on its way, not on the store alone.
+        self._held: collections.Counter[Held] = collections.Counter()
         now = clock.now()
         self._principals = BucketTable(
             BucketShape(settings.principal_jobs_per_second, settings.principal_burst),
@@ -118,53 +125,59 @@ class SubmissionAdmission:
         mine.take(cost, now)
         self._facility.take(cost, now)
 
-    def device_room(
-        self, caller: str, device_id: str, project: str, *, ahead: int, ahead_in_project: int
-    ) -> None:
-        """Raise RESOURCE_EXHAUSTED when the device's queue is at `max_queued_per_device` and
-        the project already holds its share of that bound there. `ahead` jobs of the same call
-        go before this one to the device (`ahead_in_project` of them for this project). Called
-        only for a device the caller may see."""
-        backlog = self._backlog(device_id, project, ahead, ahead_in_project)
-        if backlog is None:
-            return
-        queued, mine, share, projects = backlog
-        bound = self._s.max_queued_per_device
-        also = f" and this call puts {ahead} more before this job" if ahead else ""
-        raise self._refuse(
-            DEVICE_BACKLOG,
-            caller,
-            f"device {device_id!r} has {queued} jobs queued{also}, at or past [admission] "
-            f"max_queued_per_device ({bound}), and project {project!r} holds {mine} of them, "
-            f"its share of the bound among the {projects} projects queued there "
-            f"({share:.0f}); nothing was queued. The project queues more there as its jobs "
-            "run; other projects and devices are not limited by it",
-            self._s.overload_retry_seconds,
-        )
+    def device_room(self, caller: str, device_id: str, project: str) -> Held:
+        """Hold a place for one job of `project` on the device, or raise RESOURCE_EXHAUSTED when
+        the device's queue (with the jobs held for calls not yet stored) is at
+        `max_queued_per_device` and the project already has its share of that bound there.
+        Called only for a device the caller may see and a project the caller belongs to; the
+        caller gives the place back (`release`) once the call has stored its jobs or failed."""
+        held = (device_id, project)
+        if not self._s.max_queued_per_device:
+            return held
+        backlog = self._backlog(device_id, project)
+        if backlog is not None:
+            queued, mine = backlog
+            raise self._refuse(
+                DEVICE_BACKLOG,
+                caller,
+                f"device {device_id!r} has {queued} jobs queued or being submitted, at or past "
+                f"[admission] max_queued_per_device ({self._s.max_queued_per_device}), and "
+                f"project {project!r} has {mine} of them, its share of the bound; nothing was "
+                "queued. The project queues more there as its jobs run; other projects and "
+                "devices are not limited by it",
+                self._s.overload_retry_seconds,
+            )
+        self._held[held] += 1
+        return held
+
+    def release(self, held: Sequence[Held]) -> None:
+        """Give back the places `device_room` held for one call."""
+        for place in held:
+            self._held[place] -= 1
+            if self._held[place] <= 0:
+                del self._held[place]
 
     def has_room(self, device_id: str, project: str) -> bool:
-        """Whether the device takes one more job of the project (device selection prefers
+        """Whether the device takes one more job of the project now (device selection prefers
         those that do)."""
-        return self._backlog(device_id, project, 0, 0) is None
+        return not self._s.max_queued_per_device or self._backlog(device_id, project) is None
 
-    def _backlog(
-        self, device_id: str, project: str, ahead: int, ahead_in_project: int
-    ) -> tuple[int, int, float, int] | None:
-        """None when the device takes the job; else (queued, the project's queued, its share,
-        the projects queued there)."""
+    def _backlog(self, device_id: str, project: str) -> tuple[int, int] | None:
+        """None when the device takes one more job of the project; else (jobs queued or held
+        there, the project's)."""
         bound = self._s.max_queued_per_device
-        if not bound:
-            return None
-        depths = self._lane_depths(device_id)
+        depths = collections.Counter(self._lane_depths(device_id))
+        for (device, held_project), count in self._held.items():
+            if device == device_id:
+                depths[held_project] += count
         queued = sum(depths.values())
-        if queued + ahead < bound:
+        if queued < bound:
             return None
         weights = {p: self._weight(p) for p in {*depths, project}}
-        share = bound * weights[project] / sum(weights.values())
-        mine = depths.get(project, 0) + ahead_in_project
-        if mine < share:
+        mine = depths[project]
+        if mine < bound * weights[project] / sum(weights.values()):
             return None  # the device is full of other projects' work: this one's share is not
-        return queued, mine, share, len(weights)
+        return queued, mine
 
     def _weight(self, project: str) -> int:
         return max(1, self._weight_of(project))

@@ -20,7 +20,7 @@ from broker.clock import Clock
 from broker.devices.model import DeviceRecord
 from broker.devices.registry import DeviceRegistry
 from broker.errors import BrokerError, ErrorCode
-from broker.jobs.admission import SubmissionAdmission
+from broker.jobs.admission import Held, SubmissionAdmission
 from broker.jobs.circuits import CircuitDecoder, CircuitLimits, CircuitRejected, validate_circuit
 from broker.jobs.decode_gate import DecodeGate
 from broker.jobs.guard import CallerGuard, project_of
@@ -111,10 +111,23 @@ class Submission:
         principal = self._d.guard.principal(caller)
         # Before any parsing: a refused call costs the broker next to nothing.
         self._d.admission.admit(caller, len(requests))
+        held: list[Held] = []  # places on devices' queues, given back however the call ends
+        try:
+            return await self._submit_admitted(caller, principal, requests, held)
+        finally:
+            self._d.admission.release(held)
+
+    async def _submit_admitted(
+        self,
+        caller: str,
+        principal: Principal,
+        requests: Sequence[SubmitRequest],
+        held: list[Held],
+    ) -> list[tuple[JobView, bool]]:
         prepared: list[_Prepared] = []
         for index, request in enumerate(requests):
             try:
-                prepared.append(await self._prepare(caller, principal, request, prepared))
+                prepared.append(await self._prepare(caller, principal, request, held))
             except BrokerError as exc:
                 if len(requests) == 1:
                     raise
@@ -155,10 +168,10 @@ class Submission:
         caller: str,
         principal: Principal,
         request: SubmitRequest,
-        earlier: Sequence[_Prepared],
+        held: list[Held],
     ) -> _Prepared:
-        """Everything short of storing: device, project, circuit, clearance, quota check;
-        `earlier` are the jobs of the same call prepared before this one."""
+        """Everything short of storing: device, project, circuit, clearance, quota check; a
+        place held on the device's queue is added to `held`."""
         d = self._d
         now = d.clock.now()
         session = d.sessions.for_submit(caller, request.session_id) if request.session_id else None
@@ -169,10 +182,10 @@ class Submission:
             device = d.selection.select(
                 caller, request.selector, project, now, width=circuit.num_qubits
             )
-            self._device_room(caller, device, project, earlier)
+            self._device_room(caller, principal, device, project, held)
         else:
             device, project = self._target(caller, principal, request, session, now)
-            self._device_room(caller, device, project, earlier)  # visible to the caller
+            self._device_room(caller, principal, device, project, held)
             circuit = await self._parse(caller, request)
         if request.priority not in PRIORITIES:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
@@ -209,16 +222,19 @@ class Submission:
         )
 
     def _device_room(
-        self, caller: str, device: DeviceRecord, project: str, earlier: Sequence[_Prepared]
+        self,
+        caller: str,
+        principal: Principal,
+        device: DeviceRecord,
+        project: str,
+        held: list[Held],
     ) -> None:
-        here = [p.job for p in earlier if p.job.device_id == device.device_id]
-        self._d.admission.device_room(
-            caller,
-            device.device_id,
-            project,
-            ahead=len(here),
-            ahead_in_project=sum(1 for job in here if job.project == project),
-        )
+        """The device's queue bound, asked only once the device is known visible to the caller
+        and only for a project the caller belongs to: what it answers about the device's queue
+        and the project's share must not reach anyone else. A project not the caller's is
+        refused by the clearance check that follows, as without a bound."""
+        if project in principal.projects:
+            held.append(self._d.admission.device_room(caller, device.device_id, project))
 
     def _target(
         self,

@@ -139,27 +139,26 @@ def test_the_qiskit_connection_waits_out_the_delay_the_broker_gives(
 def test_a_device_at_its_queue_bound_refuses_the_project_past_its_share_and_no_one_else(
     tmp_path: Path,
 ) -> None:
-    """No driver runs, so every job stays queued. sim-open at its bound of 2 (alice's project
-    and bob's one each) refuses alice's next with a retry delay; olivia's project, with none
-    queued there, still queues; sim-restricted's queue is its own; a cancel makes room."""
-    admission = {"max_queued_per_device": 2, "refusal_audit_seconds": 1.0}
+    """No driver runs, so every job stays queued. sim-open at its bound of 100 (alice's project
+    and bob's 50 each) refuses alice's next with a retry delay; olivia's project, with none
+    queued there, still queues; sim-restricted's queue is its own."""
+    admission = {"max_queued_per_device": 100, "refusal_audit_seconds": 1.0}
     with LocalFacility(tmp_path / "facility", limits={"admission": admission}) as facility:
         facility.start_broker_process()
         alice, bob = facility.client("alice"), facility.client("bob")
-        first = alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10)
-        bob.submit(ghz_qasm2(2), device_id="sim-open", shots=10)
+        for client in (alice, bob):
+            half = [submit_request(ghz_qasm2(2), device_id="sim-open", shots=10) for _ in range(50)]
+            assert sum(r.created for r in client.submit_many(half)) == 50
         stub = jobs_pb2_grpc.JobServiceStub(alice.channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.SubmitJob(submit_request(ghz_qasm2(2), device_id="sim-open", shots=10), timeout=30)
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "device 'sim-open' has 2 jobs queued" in info.value.details()
-        assert "project 'open-science' holds 1 of them" in info.value.details()
+        assert "device 'sim-open' has 100 jobs queued" in info.value.details()
+        assert "project 'open-science' has 50 of them" in info.value.details()
         assert _retry_delay(info.value) > 0
         olivia = facility.client("olivia")  # facility-ops: nothing queued there yet
         assert olivia.submit(ghz_qasm2(2), device_id="sim-open", shots=10).created
         assert bob.submit(ghz_qasm2(2), device_id="sim-restricted", shots=10).created
-        alice.cancel(first.job.job_id)
-        assert alice.submit(ghz_qasm2(2), device_id="sim-open", shots=10).created
         assert (
             metric_value(
                 scrape(facility), "qtestbed_admission_refusals_total", reason="device_backlog"

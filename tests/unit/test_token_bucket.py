@@ -72,4 +72,4 @@ def test_settings_refuse_a_burst_below_the_largest_batch() -> None:
     with pytest.raises(SettingsError, match="max_store_queue must be at least 1"):
         AdmissionSettings(max_store_queue=0)
     with pytest.raises(SettingsError, match="max_queued_per_device must be 0"):
-        AdmissionSettings(max_queued_per_device=-1)
+        AdmissionSettings(max_queued_per_device=99)

@@ -148,33 +148,32 @@ async def test_the_default_limits_admit_a_full_sweep_at_once(core: Core) -> None
     assert sum(_refusals(core, r) for r in ("principal_rate", "facility_rate", "overload")) == 0
 
 
-async def _device_bound_core(bound: int) -> Core:
+async def _device_bound_core(bound: int = 100) -> Core:
     core = await _core({"max_queued_per_device": bound, "overload_retry_seconds": 2.0})
     await core.register("dev-restricted", tier="restricted")
     return core
 
 
+async def _queue(core: Core, caller: str, jobs: int, device: str = "dev-open") -> None:
+    await core.parts.services.submission.submit_many(caller, [request(device)] * jobs)
+
+
 async def test_a_device_at_its_queue_bound_refuses_only_its_own_work() -> None:
-    core = await _device_bound_core(3)
+    core = await _device_bound_core()
     try:
-        await _submit(core, "alice", 2)
+        await _queue(core, "alice", 60)
         # A batch reaching past the bound is refused whole, naming the job that would not fit.
-        refused = await _refused(core, "bob", 2)
+        refused = await _refused(core, "bob", 50)
         assert refused.rule_id == "admission.device_backlog"
         assert refused.retry_after_seconds == 2.0
-        assert "job 2 of 2" in refused.detail
-        assert "device 'dev-open' has 2 jobs queued and this call puts 1 more" in refused.detail
-        assert "project 'lab' holds 3 of them" in refused.detail
-        await _submit(core, "bob")  # the third fits
-        refused = await _refused(core, "alice")
-        assert (
-            "has 3 jobs queued, at or past [admission] max_queued_per_device (3), and project "
-            "'lab' holds 3 of them, its share of the bound among the 1 projects queued there (3)"
-        ) in refused.detail
+        assert "job 41 of 50" in refused.detail
+        assert "device 'dev-open' has 100 jobs queued or being submitted" in refused.detail
+        assert "project 'lab' has 100 of them, its share of the bound" in refused.detail
+        await _queue(core, "bob", 40)  # these fit
+        assert "max_queued_per_device (100)" in (await _refused(core, "alice")).detail
         # Another device's queue is its own: bob still queues there.
-        submission = core.parts.services.submission
-        await submission.submit_many("bob", [request("dev-restricted") for _ in range(3)])
-        assert len(stored_jobs(core)) == 6  # refused calls queued nothing
+        await _queue(core, "bob", 3, "dev-restricted")
+        assert len(stored_jobs(core)) == 103  # refused calls queued nothing
         # The device takes more as its queue drains.
         [oldest, *_] = stored_jobs(core)
         await core.parts.services.jobs.cancel("alice", oldest.job_id, "making room")
@@ -188,26 +187,61 @@ async def test_a_device_at_its_queue_bound_refuses_only_its_own_work() -> None:
 async def test_past_the_bound_another_project_still_queues_its_share() -> None:
     """One project filling a device does not lock the others out of it: each project may hold
     its weighted share of the bound among the projects queued there."""
-    core = await _device_bound_core(4)
+    core = await _device_bound_core()
     try:
         await amend_principal(core, "bob", projects=("ops",))
-        await _submit(core, "alice", 4)  # project lab fills the device
-        assert "project 'lab' holds 4" in (await _refused(core, "alice")).detail
-        await _submit(core, "bob", 2)  # ops' share with lab queued: 4 x 1 / 2
+        await _queue(core, "alice", 100)  # project lab fills the device
+        assert "project 'lab' has 100" in (await _refused(core, "alice")).detail
+        await _queue(core, "bob", 50)  # ops' share with lab queued: 100 x 1 / 2
         refused = await _refused(core, "bob")
-        assert "project 'ops' holds 2 of them" in refused.detail
-        assert "among the 2 projects queued there (2)" in refused.detail
+        assert "has 150 jobs queued" in refused.detail
+        assert "project 'ops' has 50 of them" in refused.detail
         assert (await _refused(core, "alice")).rule_id == "admission.device_backlog"
-        assert len(stored_jobs(core)) == 6
+        assert len(stored_jobs(core)) == 150
+    finally:
+        core.close()
+
+
+async def test_concurrent_calls_decide_on_the_jobs_on_their_way_too() -> None:
+    """Calls in flight together (each parsing its circuits off the event loop) cannot all pass
+    the bound on the same queue depth: the places held for calls not yet stored count."""
+    core = await _device_bound_core()
+    try:
+        await _queue(core, "alice", 90)
+        # alice's and bob's (both project lab) interleave: each checks a job, then parses it.
+        calls = [_queue(core, "alice", 10), _queue(core, "bob", 10)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        refusals = [r for r in results if isinstance(r, BrokerError)]
+        assert refusals, results  # deciding on the store alone let both through: 110 queued
+        assert {r.rule_id for r in refusals} == {"admission.device_backlog"}
+        assert len(stored_jobs(core)) <= 100
+    finally:
+        core.close()
+
+
+async def test_the_bound_says_nothing_about_a_project_the_caller_is_not_in() -> None:
+    """Naming another project on a full device gets the clearance refusal it would get without
+    a bound, never that project's count or share."""
+    core = await _device_bound_core()
+    try:
+        await amend_principal(core, "bob", projects=("ops",))
+        await _queue(core, "bob", 100)
+        with pytest.raises(BrokerError) as info:
+            await core.parts.services.submission.submit_many(
+                "alice", [request("dev-open", project="ops")]
+            )
+        assert info.value.code is ErrorCode.PERMISSION_DENIED
+        assert "ops" not in info.value.detail or "100" not in info.value.detail
+        assert _refusals(core, "device_backlog") == 0
     finally:
         core.close()
 
 
 async def test_a_hidden_device_at_its_bound_answers_as_an_absent_one() -> None:
-    core = await _device_bound_core(1)
+    core = await _device_bound_core()
     try:
         submission = core.parts.services.submission
-        await submission.submit_many("bob", [request("dev-restricted")])
+        await _queue(core, "bob", 100, "dev-restricted")
         answers = []
         for device in ("dev-restricted", "dev-nowhere"):  # hidden from alice, and absent
             with pytest.raises(BrokerError) as info:
