@@ -156,6 +156,15 @@ def test_a_device_at_its_queue_bound_refuses_the_project_past_its_share_and_no_o
         assert "device 'sim-open' has 100 jobs queued" in info.value.details()
         assert "project 'open-science' has 50 of them" in info.value.details()
         assert _retry_delay(info.value) > 0
+        # Naming bob's project instead tells alice nothing of it: clearance refuses, as ever.
+        theirs = submit_request(
+            ghz_qasm2(2), device_id="sim-open", shots=10, project="quantum-sensing"
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitJob(theirs, timeout=30)
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "of them" not in info.value.details()
+        assert "share" not in info.value.details()
         olivia = facility.client("olivia")  # facility-ops: nothing queued there yet
         assert olivia.submit(ghz_qasm2(2), device_id="sim-open", shots=10).created
         assert bob.submit(ghz_qasm2(2), device_id="sim-restricted", shots=10).created
