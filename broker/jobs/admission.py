@@ -125,15 +125,16 @@ class SubmissionAdmission:
         mine.take(cost, now)
         self._facility.take(cost, now)
 
-    def device_room(self, caller: str, device_id: str, project: str) -> Held:
+    def device_room(self, caller: str, device_id: str, project: str) -> Held | None:
         """Hold a place for one job of `project` on the device, or raise RESOURCE_EXHAUSTED when
         the device's queue (with the jobs held for calls not yet stored) is at
         `max_queued_per_device` and the project already has its share of that bound there.
         Called only for a device the caller may see and a project the caller belongs to; the
-        caller gives the place back (`release`) once the call has stored its jobs or failed."""
+        caller gives the place back (`release`) once the call has stored its jobs or failed.
+        None when there is no bound: nothing is held."""
         held = (device_id, project)
         if not self._s.max_queued_per_device:
-            return held
+            return None
         backlog = self._backlog(device_id, project)
         if backlog is not None:
             queued, mine = backlog

@@ -233,8 +233,11 @@ class Submission:
         and only for a project the caller belongs to: what it answers about the device's queue
         and the project's share must not reach anyone else. A project not the caller's is
         refused by the clearance check that follows, as without a bound."""
-        if project in principal.projects:
-            held.append(self._d.admission.device_room(caller, device.device_id, project))
+        if project not in principal.projects:
+            return
+        place = self._d.admission.device_room(caller, device.device_id, project)
+        if place is not None:
+            held.append(place)
 
     def _target(
         self,
