@@ -55,12 +55,21 @@ class DeviceSelection:
         self._drivers = drivers
 
     def select(
-        self, caller: str, selector: DeviceSelector, project: str, now: float, *, width: int = 0
+        self,
+        caller: str,
+        selector: DeviceSelector,
+        project: str,
+        now: float,
+        *,
+        width: int = 0,
+        own_project: bool = True,
     ) -> DeviceRecord:
         """The eligible device with the shortest expected wait, among those with at least
         `width` qubits (the circuit's), one that takes the project's job first (a device at its
         queue bound is picked only when all are, and then refuses); NOT_FOUND (naming what was
-        asked, never what exists) when none the caller may use satisfies the selector."""
+        asked, never what exists) when none the caller may use satisfies the selector. A project
+        the caller does not belong to (`own_project` False) is never asked about: which device is
+        picked must not tell how full another project is."""
         candidates = []
         for device in self._registry.all():
             if (self._registry.num_qubits(device.device_id) or 0) < width:
@@ -79,7 +88,7 @@ class DeviceSelection:
                 wait = self._scheduler.depth(device.device_id) * self._scheduler.seconds_per_job(
                     device.device_id
                 )
-                full = not self._has_room(device.device_id, project)
+                full = own_project and not self._has_room(device.device_id, project)
                 candidates.append((full, wait, device.device_id, device))
         if not candidates:
             raise BrokerError(
@@ -87,7 +96,7 @@ class DeviceSelection:
                 f"no attested device you may use matches the selector now ({selector.describe()});"
                 " relax it or try later",
             )
-        return min(candidates, key=lambda c: (c[0], c[1], c[2]))[3]
+        return min(candidates, key=lambda c: c[:3])[3]
 
     def _eligible(
         self, caller: str, device: DeviceRecord, selector: DeviceSelector, now: float

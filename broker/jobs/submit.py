@@ -180,7 +180,12 @@ class Submission:
             circuit = await self._parse(caller, request)
             project = project_of(principal, request.project)
             device = d.selection.select(
-                caller, request.selector, project, now, width=circuit.num_qubits
+                caller,
+                request.selector,
+                project,
+                now,
+                width=circuit.num_qubits,
+                own_project=project in principal.projects,
             )
             self._device_room(caller, principal, device, project, held)
         else:
