@@ -50,6 +50,10 @@ class JobLedger:
         """The job; with `owner`, None unless they own it (see `Store.get_job`)."""
         return await self._reads.get(job_id, owner)
 
+    async def by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        """The owner's job stored under `key`, if any (a retry names it)."""
+        return await self._runner.call(self._runner.store.job_by_idempotency_key, owner, key)
+
     async def insert_many(
         self,
         items: list[tuple[Job, AuditEvent, QuotaCheck | None]],

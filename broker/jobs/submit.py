@@ -187,10 +187,10 @@ class Submission:
                 width=circuit.num_qubits,
                 own_project=project in principal.projects,
             )
-            self._device_room(caller, principal, device, project, held)
+            await self._device_room(caller, principal, request, device, project, held)
         else:
             device, project = self._target(caller, principal, request, session, now)
-            self._device_room(caller, principal, device, project, held)
+            await self._device_room(caller, principal, request, device, project, held)
             circuit = await self._parse(caller, request)
         if request.priority not in PRIORITIES:
             raise BrokerError(ErrorCode.INVALID_ARGUMENT, "priority must be LOW, NORMAL or HIGH")
@@ -226,10 +226,11 @@ class Submission:
             quota=d.quotas.check(principal, project, now),
         )
 
-    def _device_room(
+    async def _device_room(
         self,
         caller: str,
         principal: Principal,
+        request: SubmitRequest,
         device: DeviceRecord,
         project: str,
         held: list[Held],
@@ -237,10 +238,23 @@ class Submission:
         """The device's queue bound, asked only once the device is known visible to the caller
         and only for a project the caller belongs to: what it answers about the device's queue
         and the project's share must not reach anyone else. A project not the caller's is
-        refused by the clearance check that follows, as without a bound."""
+        refused by the clearance check that follows, as without a bound.
+
+        The bound limits new jobs only: a retry whose idempotency key names a job the caller
+        already stored is let through (no place held), and the insert answers it with that job
+        (or refuses it as a different request), so a client whose answer was lost learns its
+        job id even while the device is full."""
         if project not in principal.projects:
             return
-        place = self._d.admission.device_room(caller, device.device_id, project)
+        admission = self._d.admission
+        key = request.idempotency_key
+        if (
+            key
+            and not admission.has_room(device.device_id, project)
+            and await self._d.ledger.by_idempotency_key(caller, key) is not None
+        ):
+            return
+        place = admission.device_room(caller, device.device_id, project)
         if place is not None:
             held.append(place)
 

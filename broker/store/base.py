@@ -88,6 +88,9 @@ class Store(Protocol):
     def get_jobs(self, keys: Sequence[tuple[str, str | None]]) -> list[Job | None]:
         """`get_job(job_id, owner=owner)` for each (job id, owner), read together."""
 
+    def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        """The owner's job stored under the idempotency key, or None."""
+
     def list_jobs(
         self,
         *,

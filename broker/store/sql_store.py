@@ -283,6 +283,12 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
     def get_jobs(self, keys: Sequence[tuple[str, str | None]]) -> list[Job | None]:
         return [self.get_job(job_id, owner=owner) for job_id, owner in keys]
 
+    def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        found = self._query(
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
+        )
+        return rows.job_from_row(found[0]) if found else None
+
     def list_jobs(
         self,
         *,

@@ -151,6 +151,16 @@ def test_idempotency_key_returns_existing_job_and_writes_nothing(store: BrokerSt
     assert audit_count(store) == len(entries_before) + 1
 
 
+def test_a_job_is_found_by_its_owner_and_idempotency_key(store: BrokerStore) -> None:
+    first = submit(store, "j1", key="k-1")
+    submit(store, "j2", owner="bob", key="k-1")
+    submit(store, "j3")  # no key
+    assert store.job_by_idempotency_key("alice", "k-1") == first
+    assert store.job_by_idempotency_key("bob", "k-1") == store.get_job("j2")
+    assert store.job_by_idempotency_key("alice", "k-2") is None
+    assert store.job_by_idempotency_key("carol", "k-1") is None
+
+
 def test_a_key_reused_for_another_request_refuses_the_whole_batch(store: BrokerStore) -> None:
     submit(store, "j1", key="k-1")
     entries_before = store.audit_entries()

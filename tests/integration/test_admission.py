@@ -147,9 +147,16 @@ def test_a_device_at_its_queue_bound_refuses_the_project_past_its_share_and_no_o
         facility.start_broker_process()
         alice, bob = facility.client("alice"), facility.client("bob")
         for client in (alice, bob):
-            half = [submit_request(ghz_qasm2(2), device_id="sim-open", shots=10) for _ in range(50)]
+            half = [
+                submit_request(ghz_qasm2(2), device_id="sim-open", shots=10, idempotency_key=f"{n}")
+                for n in range(50)
+            ]
             assert sum(r.created for r in client.submit_many(half)) == 50
         stub = jobs_pb2_grpc.JobServiceStub(alice.channel)
+        # A retry whose answer was lost gets its job back at the bound; it is not refused.
+        retry = stub.SubmitJob(half[0], timeout=30)
+        assert not retry.created
+        assert retry.job.owner == "alice"  # her key "0", her job
         with pytest.raises(grpc.RpcError) as info:
             stub.SubmitJob(submit_request(ghz_qasm2(2), device_id="sim-open", shots=10), timeout=30)
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -116,6 +116,12 @@ class MemoryJobs(MemoryCore):
     def get_jobs(self, keys: Sequence[tuple[str, str | None]]) -> list[Job | None]:
         return [self.get_job(job_id, owner=owner) for job_id, owner in keys]
 
+    def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        with self._read() as db:
+            job_id = db.job_keys.get((owner, key))
+            row = db.jobs.get(job_id) if job_id is not None else None
+        return row.job if row is not None else None
+
     def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
         with self._read() as db:
             row = db.jobs.get(job_id)

@@ -252,3 +252,33 @@ async def test_a_hidden_device_at_its_bound_answers_as_an_absent_one() -> None:
         assert _refusals(core, "device_backlog") == 0
     finally:
         core.close()
+
+
+async def test_a_retry_of_a_stored_job_is_answered_while_the_device_is_full() -> None:
+    """The bound limits new jobs: a client whose answer was lost retries with the same key and
+    gets its job back even at the bound, while a new key, or the same key for a different
+    request, is still refused."""
+    core = await _device_bound_core()
+    try:
+        submission = core.parts.services.submission
+        keyed = request(idempotency_key="lost-answer")
+        [(first, created)] = await submission.submit_many("alice", [keyed])
+        assert created
+        await _queue(core, "alice", 99)
+        [(again, created)] = await submission.submit_many("alice", [keyed])
+        assert (again.job.job_id, created) == (first.job.job_id, False)
+        fresh = request(idempotency_key="new-job")
+        with pytest.raises(BrokerError) as info:
+            await submission.submit_many("alice", [fresh])
+        assert info.value.rule_id == "admission.device_backlog"
+        # Another principal's key is not alice's: bob's retry of "lost-answer" is a new job.
+        with pytest.raises(BrokerError) as info:
+            await submission.submit_many("bob", [keyed])
+        assert info.value.rule_id == "admission.device_backlog"
+        with pytest.raises(BrokerError) as info:
+            await submission.submit_many("alice", [request(shots=7, idempotency_key="lost-answer")])
+        assert info.value.code is ErrorCode.FAILED_PRECONDITION  # same key, another request
+        assert len(stored_jobs(core)) == 100
+        assert _refusals(core, "device_backlog") == 2
+    finally:
+        core.close()
