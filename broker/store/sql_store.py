@@ -199,7 +199,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
     def _insert_one(
         self, cur: Cursor, job: Job, event: AuditEvent, quota: QuotaCheck | None
     ) -> tuple[Job, bool]:
-        self._serialize(cur, "queue")  # before the audit lock, as every serialized write
+        self._serialize(cur, "queue")  # with the audit lock (PostgreSQL), as every serialized write
         sql = (
             f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
             f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"

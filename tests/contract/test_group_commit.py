@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from broker.audit.chain import verify_chain
 from broker.audit.model import AuditEvent, Checkpoint
-from broker.store import StoreError
+from broker.jobs.model import JobState
+from broker.store import CheckpointSuperseded
 from broker.store.base import BrokerStore
 from broker.store.runner import StoreRunner
-from tests.contract.conftest import Backend
+from tests.contract.conftest import Backend, SqlBackend, _open_sql_backend
 from tests.contract.test_store_contract import audit_count, event, make_job
 
 
@@ -24,7 +28,7 @@ def test_a_failing_write_rolls_back_alone(store: BrokerStore) -> None:
     with store.batch():
         store.insert_job(make_job("a"), event("job.submitted", "a"))
         store.add_checkpoint(_checkpoint(5))
-        with pytest.raises(StoreError):
+        with pytest.raises(CheckpointSuperseded):
             store.add_checkpoint(_checkpoint(5))  # tree sizes must grow: refused
         store.insert_job(make_job("b"), event("job.submitted", "b"))
     assert store.get_job("a") is not None
@@ -118,3 +122,65 @@ def test_runner_groups_concurrent_writes_and_all_are_durable(
     reopened = backend.open()
     assert len(reopened.list_jobs(limit=500)) == 200
     assert verify_chain(reopened.audit_entries(limit=500)) is None
+
+
+def _waiting_on_advisory_locks(backend: SqlBackend, keys: list[int]) -> bool:
+    """Whether a session waits for one of these advisory locks (64-bit keys: classid holds the
+    high 32 bits, objid the low)."""
+    wanted = {((k & (2**64 - 1)) >> 32, k & 0xFFFFFFFF) for k in keys}
+    rows = backend.raw(
+        "SELECT classid::bigint, objid::bigint FROM pg_locks"
+        " WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
+    )
+    return any((int(c), int(o)) in wanted for c, o in rows)
+
+
+@pytest.mark.postgres
+def test_two_batches_mixing_audited_and_queue_writes_do_not_deadlock(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Group commit puts several writes in one transaction, so one worker's batch can take the
+    audit lock (a job's result) before the queue lock (a submission) while another worker's
+    takes them the other way round (a requeue, then an audited write). Seen under load with
+    two worker processes: PostgreSQL broke the cycle by failing one of the writes ("deadlock
+    detected"), and a submission was answered UNAVAILABLE. Every batch must take them in one
+    order."""
+    from broker.store.postgres import _lock_key
+
+    with _open_sql_backend("postgres", request, tmp_path) as backend:
+        first, second = backend.open(), backend.open()
+        first.migrate()
+        schema = first.schema  # type: ignore[attr-defined]
+        x, _ = first.insert_job(make_job("x"), event("job.submitted", "x"))
+        y, _ = first.insert_job(make_job("y"), event("job.submitted", "y"))
+        errors: list[BaseException] = []
+
+        def requeue_then_audit() -> None:
+            try:
+                with second.batch():
+                    requeued = dataclasses.replace(y, version=y.version + 1, attempts=1)
+                    second.save_job(requeued, expected_version=y.version)  # queue lock
+                    second.append_audit(event("job.requeued", "y"))  # audit lock
+            except BaseException as exc:
+                errors.append(exc)
+
+        other = threading.Thread(target=requeue_then_audit)
+        with first.batch():
+            running = dataclasses.replace(x, state=JobState.RUNNING, version=x.version + 1)
+            first.save_job(running, expected_version=x.version, event=event("job.running", "x"))
+            other.start()
+            keys = [_lock_key(purpose, schema) for purpose in ("audit", "queue")]
+            deadline = time.monotonic() + 10
+            while not _waiting_on_advisory_locks(backend, keys):
+                assert time.monotonic() < deadline, "the other batch never waited for a lock"
+                time.sleep(0.01)
+            first.insert_job(make_job("z"), event("job.submitted", "z"))  # queue, then audit
+        other.join(30)
+        assert not other.is_alive()
+        assert errors == []
+        assert first.get_job("z") is not None
+        assert first.get_job("y").attempts == 1  # type: ignore[union-attr]
+        entries = first.audit_entries()
+        kinds = [e.event.kind for e in entries][-3:]
+        assert kinds == ["job.running", "job.submitted", "job.requeued"]
+        assert verify_chain(entries) is None
