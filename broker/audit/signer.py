@@ -12,7 +12,7 @@ from broker.audit.stored import iter_stored
 from broker.clock import Clock
 from broker.metrics import BrokerMetrics
 from broker.settings import TimingSettings
-from broker.store import StoreError
+from broker.store import CheckpointSuperseded, StoreError
 from broker.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ class CheckpointSigner:
         try:
             return await self._runner.call(self._step, False)
         except StoreError as exc:
-            # A replica starting beside others (or restarted while they run) may find that
-            # one of them signed this tree size first: the log is covered either way.
-            log.warning("checkpoint not stored (%s); the next one will cover these entries", exc)
+            _not_stored(exc)
             return None
 
     async def tick(self, *, force: bool = False) -> None:
@@ -87,9 +85,7 @@ class CheckpointSigner:
             log.error("audit log integrity check failed, not checkpointing: %s", exc)
             return
         except StoreError as exc:
-            # With several replicas on one database another may have signed this tree size
-            # first; the log is covered either way, and the next checkpoint will be larger.
-            log.warning("checkpoint not stored (%s); the next one will cover these entries", exc)
+            _not_stored(exc)
             return
         if made is not None:
             self._metrics.checkpoints.inc()
@@ -108,3 +104,14 @@ class CheckpointSigner:
         checkpoint = checkpointer.make(now)
         store.add_checkpoint(checkpoint)
         return checkpoint
+
+
+def _not_stored(exc: StoreError) -> None:
+    """A checkpoint the store did not take. With several broker processes on one database,
+    another one signing this tree size first is routine (every process checkpoints the one
+    log), and the entries are covered either way: not worth a warning each time, several a
+    second under load. Anything else (the store away) is."""
+    if isinstance(exc, CheckpointSuperseded):
+        log.debug("checkpoint not stored (%s): another process signed first", exc)
+    else:
+        log.warning("checkpoint not stored (%s); the next one will cover these entries", exc)

@@ -6,11 +6,12 @@ import urllib.parse
 from pathlib import Path
 
 from broker.audit.chain import GENESIS_HASH, chain_hash, verify_chain
-from broker.store.base import BrokerStore, Store, StoreError
+from broker.store.base import BrokerStore, CheckpointSuperseded, Store, StoreError
 
 __all__ = [
     "GENESIS_HASH",
     "BrokerStore",
+    "CheckpointSuperseded",
     "Store",
     "StoreError",
     "chain_hash",

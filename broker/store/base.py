@@ -29,6 +29,11 @@ class StoreError(Exception):
     """The store could not do what was asked (connection lost, schema too new, ...)."""
 
 
+class CheckpointSuperseded(StoreError):
+    """A checkpoint was not stored because one of the same or a larger tree size already was
+    (another broker process signed first): the entries are covered either way."""
+
+
 class Store(Protocol):
     """Durable jobs, results and the audit chain."""
 

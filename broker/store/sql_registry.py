@@ -23,7 +23,7 @@ from broker.devices.model import (
 )
 from broker.store import changes
 from broker.store import registry_rows as rr
-from broker.store.base import StoreError
+from broker.store.base import CheckpointSuperseded
 from broker.store.sql_parts import SqlParts, columns, insert_sql
 
 _DEVICES = columns(rr.DEVICE_COLUMNS)
@@ -149,7 +149,7 @@ class SqlRegistry(SqlParts):
             cur.execute("SELECT MAX(tree_size) FROM audit_checkpoints")
             latest = cur.fetchone()[0]
             if latest is not None and checkpoint.tree_size <= int(latest):
-                raise StoreError(
+                raise CheckpointSuperseded(
                     f"checkpoint tree size {checkpoint.tree_size} does not exceed the latest"
                     f" checkpoint's, {latest}: tree sizes only grow"
                 )

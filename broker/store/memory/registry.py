@@ -13,7 +13,7 @@ from broker.devices.model import (
     ReferenceValuesRecord,
     Revocation,
 )
-from broker.store.base import StoreError
+from broker.store.base import CheckpointSuperseded
 from broker.store.memory.core import MemoryCore, check_version_moves, version_allows
 
 
@@ -108,7 +108,7 @@ class MemoryRegistry(MemoryCore):
         with self._write() as db:
             latest = max(db.checkpoints.keys(), default=None)
             if latest is not None and checkpoint.tree_size <= latest:
-                raise StoreError(
+                raise CheckpointSuperseded(
                     f"checkpoint tree size {checkpoint.tree_size} does not exceed the latest"
                     f" checkpoint's, {latest}: tree sizes only grow"
                 )
