@@ -79,6 +79,16 @@ class Ran:
     memory: ShotMemory | None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Executed:
+    """A lease's run on the device: the circuit as prepared, what the result reports as the
+    executed circuit (empty when it ran as sent), and the backend's answer."""
+
+    prepared: Prepared
+    text: bytes
+    execution: Execution
+
+
 class DriverAgent:
     def __init__(self, config: DriverConfig, key: SigningKey) -> None:
         self.config = config
@@ -272,7 +282,7 @@ class DriverAgent:
         if circuit is None:
             circuit = self._circuit_of(grant)
         # The device starts first; the driver says so (and logs it) while it runs.
-        start = self._start(circuit) if isinstance(circuit, QuantumCircuit) else None
+        start = self._start(circuit, grant) if isinstance(circuit, QuantumCircuit) else None
         log.info("running lease %s for job %s", grant.lease_id, grant.job_id)
         started = link_pb.LeaseStarted(lease_id=grant.lease_id, job_id=grant.job_id)
         await self._send(sock, link_pb.LinkMessage(started=started))
@@ -290,12 +300,29 @@ class DriverAgent:
             return
         self._answers.post(self._answer(lease, ran))
 
-    def _start(self, circuit: QuantumCircuit) -> tuple[float, asyncio.Future[Prepared]]:
-        """Hand the circuit to the device now (no await before it): when, and its preparation
-        under the faithful contract (as sent, or translated at level 0 only)."""
+    def _start(
+        self, circuit: QuantumCircuit, grant: link_pb.LeaseGrant
+    ) -> tuple[float, asyncio.Future[_Executed]]:
+        """Hand the circuit to the device now (no await before it): when, and its run."""
         began = time.monotonic()
         loop = asyncio.get_running_loop()
-        return began, loop.run_in_executor(None, self.backend.prepare, circuit)
+        run = loop.run_in_executor(None, self._prepare_and_run, circuit, grant.shots, grant.memory)
+        return began, run
+
+    def _prepare_and_run(self, circuit: QuantumCircuit, shots: int, memory: bool) -> _Executed:
+        """On a worker thread, in one hop (each hop between threads costs the run's latency):
+        the circuit prepared under the faithful contract (as sent, or translated at level 0
+        only), then run, unless what ran could not be reported or its shot memory would be
+        over its bound (ValueError, permanent: no device could)."""
+        prepared = self.backend.prepare(circuit)
+        executed = executed_circuit_text(prepared)
+        if memory:
+            try:
+                check_size(shots, prepared.circuit.num_clbits)
+            except ShotMemoryError as exc:
+                raise ValueError(str(exc)) from None
+        execution = self.backend.run(prepared, shots, memory=memory, options=RunOptions())
+        return _Executed(prepared=prepared, text=executed, execution=execution)
 
     async def _answer(self, lease: HeldLease, ran: Ran | link_pb.LinkMessage) -> None:
         """Sign and send the lease's result, or what stands in for it (cancelled while it ran:
@@ -324,17 +351,16 @@ class DriverAgent:
             return exc
 
     async def _run_grant(
-        self, grant: link_pb.LeaseGrant, began: float, preparing: asyncio.Future[Prepared]
+        self, grant: link_pb.LeaseGrant, began: float, running: asyncio.Future[_Executed]
     ) -> Ran:
-        prepared = await preparing
-        executed = executed_circuit_text(prepared)
+        done = await running
+        executed = done.text
         memory: ShotMemory | None = None
         if grant.memory:
-            memory = await self._run_with_memory(prepared, grant.shots)
+            memory = self._memory_of(done, grant.shots)
             counts = memory.histogram()  # the counts are exactly the memory's histogram
         else:
-            run = await asyncio.to_thread(self._run, prepared, grant.shots, False)
-            counts = run.counts
+            counts = done.execution.counts
         if self.config.simulated_drift and memory is None:
             # Noise simulation, not cryptography.
             counts = flip_bits(counts, self.config.simulated_drift, random.Random())  # noqa: S311
@@ -372,14 +398,9 @@ class DriverAgent:
             memory_width=memory.width if memory is not None else 0,
         )
 
-    async def _run_with_memory(self, prepared: Prepared, shots: int) -> ShotMemory:
-        """Every shot's outcome in shot order (drift, if simulated, flips bits per shot).
-        ValueError (permanent: no device could) when the memory would exceed its bound."""
-        try:
-            check_size(shots, prepared.circuit.num_clbits)
-        except ShotMemoryError as exc:
-            raise ValueError(str(exc)) from None
-        execution = await asyncio.to_thread(self._run, prepared, shots, True)
+    def _memory_of(self, done: _Executed, shots: int) -> ShotMemory:
+        """Every shot's outcome in shot order (drift, if simulated, flips bits per shot)."""
+        execution, prepared = done.execution, done.prepared
         if execution.memory is None or len(execution.memory) != shots:
             raise RuntimeError("the backend did not return one outcome per shot")
         bitstrings = execution.memory
@@ -399,9 +420,6 @@ class DriverAgent:
             control_software=self.backend.control_software,
             plugin_root=self._plugin_root,
         )
-
-    def _run(self, prepared: Prepared, shots: int, memory: bool) -> Execution:
-        return self.backend.run(prepared, shots, memory=memory, options=RunOptions())
 
     async def _send(self, sock: zmq.asyncio.Socket, message: link_pb.LinkMessage) -> None:
         await sock.send(message.SerializeToString())
