@@ -76,6 +76,36 @@ async def test_a_job_queued_past_the_window_is_placed_by_its_own_insert_call() -
         core.close()
 
 
+async def test_a_batch_past_the_window_is_placed_exactly_in_one_insert_call() -> None:
+    """A SubmitJobs batch over two projects and two devices, lab's lanes past their windows:
+    the store counts the batch's jobs of a device together, in the insert's own call, and
+    every position answered is the one the job then has."""
+    core = await Core(scheduling={"window_jobs": 4}).start()
+    try:
+        await core.register()
+        await core.register("dev-b")
+        await amend_principal(core, "alice", projects=("lab", "ops"))
+        submission = core.parts.services.submission
+        for _ in range(6):  # past the window of lab's lane on both devices
+            core.clock.advance(1.0)
+            await submission.submit_many(
+                "alice", [request(project="lab"), request("dev-b", project="lab")]
+            )
+        core.clock.advance(1.0)
+        batch = [
+            request(d, project=p) for p in ("lab", "ops", "lab") for d in ("dev-open", "dev-b")
+        ]
+        answered = await submission.submit_many("alice", batch)
+        for view, created in answered:
+            assert created
+            assert view.queue_position == core.store.queue_position(view.job)
+        for device in ("dev-open", "dev-b"):
+            shown = [v.queue_position for v, _ in answered if v.job.device_id == device]
+            assert len(set(shown)) == 3  # ops' job takes its fair place among lab's
+    finally:
+        core.close()
+
+
 async def test_a_shallow_lane_behind_a_deep_one_is_placed_by_its_own_insert_call() -> None:
     """A researcher's few jobs behind another project's thousands: the new job's own lane is
     short, but its slot lies past where the deep lane's window reaches, so only the store can
