@@ -137,13 +137,8 @@ class PostgresStore(SqlStore):
         cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("audit", self.schema),))
 
     def _serialize(self, cur: Cursor, purpose: str) -> None:
-        # Held until commit or rollback, after the audit lock (taken again here if this
-        # transaction holds it already). Group commit runs many writes in one transaction, in
-        # whatever order they were called: a batch that appended an audit entry and then
-        # serialized a write would hold the audit lock and wait for the purpose lock, while
-        # another worker's batch, holding that purpose lock, waited for the audit lock. With
-        # the audit lock always first, no transaction holds a purpose lock without it.
-        self._lock_audit(cur)
+        # Held until commit or rollback; taken inside a write, after the audit lock that every
+        # write takes first (`SqlStore._transaction` says why), so it cannot deadlock.
         cur.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(purpose, self.schema),))
 
     def _announce(self, cur: Cursor, topic: str) -> None:

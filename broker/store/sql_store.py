@@ -118,6 +118,13 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
         """One write transaction: committed on normal exit, rolled back on any exception.
 
         Inside `batch()` it is a savepoint of the batch's transaction instead.
+
+        Every write takes the audit lock before it touches a row or takes a lock of its own
+        (PostgreSQL; SQLite's single writer needs none): group commit puts many writes in one
+        transaction in call order, so a write that locked a row (or a queue's book) before
+        waiting for the audit lock could wait for another process's transaction that holds
+        the audit lock and waits for that row. With the audit lock first, a transaction
+        holding any other lock of these holds the audit lock too, and none can wait in a cycle.
         """
         with self._errors():
             cur = self._cursor()
@@ -130,6 +137,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
                 )
             cur.execute(begin)
             try:
+                self._lock_audit(cur)
                 yield cur
                 cur.execute(commit)
             except BaseException:
@@ -199,7 +207,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
     def _insert_one(
         self, cur: Cursor, job: Job, event: AuditEvent, quota: QuotaCheck | None
     ) -> tuple[Job, bool]:
-        self._serialize(cur, "queue")  # with the audit lock (PostgreSQL), as every serialized write
+        self._serialize(cur, "queue")  # after the audit lock, as every serialized write
         sql = (
             f"INSERT INTO jobs (seq, {_JOB_FIELDS})"
             f" VALUES ({self._dialect.job_seq}, {_marks(len(rows.JOB_COLUMNS))})"

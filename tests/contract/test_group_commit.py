@@ -184,3 +184,51 @@ def test_two_batches_mixing_audited_and_queue_writes_do_not_deadlock(
         kinds = [e.event.kind for e in entries][-3:]
         assert kinds == ["job.running", "job.submitted", "job.requeued"]
         assert verify_chain(entries) is None
+
+
+@pytest.mark.postgres
+def test_two_processes_writing_one_job_do_not_deadlock_on_its_row_and_the_audit_lock(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """One worker's batch holds the audit lock (an audited write first) and then writes a job
+    that another worker is writing at the same moment (a cancel through one, the job's result
+    through the other). The other write must wait for the audit lock before it locks the
+    job's row, or each waits for the other: PostgreSQL then fails one of them."""
+    from broker.store.postgres import _lock_key
+
+    with _open_sql_backend("postgres", request, tmp_path) as backend:
+        first, second = backend.open(), backend.open()
+        first.migrate()
+        schema = first.schema  # type: ignore[attr-defined]
+        job, _ = first.insert_job(make_job("j"), event("job.submitted", "j"))
+        outcomes: list[object] = []
+
+        def complete() -> None:
+            try:
+                done = dataclasses.replace(job, state=JobState.COMPLETED, version=job.version + 1)
+                with second.batch():
+                    outcomes.append(
+                        second.save_job(
+                            done, expected_version=job.version, event=event("job.completed", "j")
+                        )
+                    )
+            except BaseException as exc:
+                outcomes.append(exc)
+
+        other = threading.Thread(target=complete)
+        with first.batch():
+            first.append_audit(event("denied", "k"))  # the audit lock, held until commit
+            other.start()
+            deadline = time.monotonic() + 10
+            while not _waiting_on_advisory_locks(backend, [_lock_key("audit", schema)]):
+                assert time.monotonic() < deadline, "the other write never waited"
+                time.sleep(0.01)
+            cancelled = dataclasses.replace(job, state=JobState.CANCELLED, version=job.version + 1)
+            assert first.save_job(
+                cancelled, expected_version=job.version, event=event("job.cancelled", "j")
+            )
+        other.join(30)
+        assert not other.is_alive()
+        assert outcomes == [False]  # the cancel won; the result's write lost its compare-and-set
+        assert first.get_job("j").state is JobState.CANCELLED  # type: ignore[union-attr]
+        assert verify_chain(first.audit_entries()) is None
