@@ -7,7 +7,7 @@ import pytest
 from attestation.pki import cert_from_pem
 from broker.embedded import EmbeddedBroker
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import Client, Profile, QtestbedError
+from qtestbed.client import Client, Profile, QtestbedError, submit_request
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc
 from tests.integration.support import state_name, wait_state
@@ -133,4 +133,44 @@ def test_a_revocation_through_one_replica_holds_on_the_other_at_the_next_call(
         assert "revoked" in ended.value.message
     finally:
         alice_b.close()
+        second.stop()
+
+
+def test_positions_answered_by_two_replicas_are_the_queue_order(
+    pg_facility: LocalFacility,
+) -> None:
+    """Submissions through two replicas, singly and in batches, with no driver to move the
+    queue: each answer's position is where the job then stands (counted by the store, which
+    sees the other replica's inserts), so the answers together are 1..N and each job still
+    reads back at the position it was given."""
+    pg_facility.start_broker()
+    second = EmbeddedBroker(pg_facility.settings())
+    second_address = second.start().grpc
+    try:
+        root = pg_facility.root
+        alice_a = pg_facility.client("alice")
+        alice_b = Client(
+            Profile(
+                broker=second_address,
+                ca_cert=root / "ca" / "ca.pem",
+                cert=root / "users" / "alice.pem",
+                key=root / "users" / "alice.key",
+            )
+        )
+        answered: dict[str, int] = {}
+        for round_ in range(4):
+            for client in (alice_a, alice_b):
+                one = client.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
+                answered[one.job_id] = one.queue_position
+                batch = [
+                    submit_request(ghz_qasm2(2), device_id="sim-open", shots=10 + round_)
+                    for _ in range(5)
+                ]
+                for response in client.submit_many(batch):
+                    answered[response.job.job_id] = response.job.queue_position
+        assert sorted(answered.values()) == list(range(1, len(answered) + 1))
+        for job_id, position in answered.items():
+            assert alice_b.get_job(job_id).queue_position == position
+        alice_b.close()
+    finally:
         second.stop()
