@@ -224,10 +224,13 @@ class LocalFacility:
         self.drivers.append(proc)
         return proc
 
-    def client(self, name: str) -> Client:
-        assert self.addresses is not None
+    def client(self, name: str, *, broker: str | None = None) -> Client:
+        """`name`'s client of this facility's broker, or of the replica at `broker`."""
+        if broker is None:
+            assert self.addresses is not None
+            broker = self.addresses.grpc
         profile = Profile.load(self.root / "users" / f"{name}.toml")
-        client = Client(dataclasses.replace(profile, broker=self.addresses.grpc))
+        client = Client(dataclasses.replace(profile, broker=broker))
         self._clients.append(client)
         return client
 

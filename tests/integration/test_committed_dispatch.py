@@ -27,7 +27,7 @@ import pytest
 
 from broker.embedded import EmbeddedBroker
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import Client, Profile
+from qtestbed.client import Client
 from qtestbed.testing import LocalFacility
 from tests.integration.support import (
     audit_entries,
@@ -162,15 +162,7 @@ def test_a_clearance_expired_during_the_lease_write_stops_the_job_on_postgres(
     facility.start_broker()
     second = EmbeddedBroker(facility.settings())
     second_address = second.start().grpc
-    root = facility.root
-    alice_b = Client(
-        Profile(
-            broker=second_address,
-            ca_cert=root / "ca" / "ca.pem",
-            cert=root / "users" / "alice.pem",
-            key=root / "users" / "alice.key",
-        )
-    )
+    alice_b = facility.client("alice", broker=second_address)
     try:
         job = alice_b.submit(ghz_qasm2(3), device_id="sim-open", shots=100).job
         with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -7,7 +7,7 @@ import pytest
 from attestation.pki import cert_from_pem
 from broker.embedded import EmbeddedBroker
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import Client, Profile, QtestbedError, submit_request
+from qtestbed.client import Client, QtestbedError, submit_request
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import access_pb2, credentials_pb2, credentials_pb2_grpc
 from tests.integration.support import state_name, wait_state
@@ -41,17 +41,9 @@ def test_two_broker_replicas_share_queues_access_and_sessions(
     second = EmbeddedBroker(pg_facility.settings())
     second_address = second.start().grpc
     try:
-        root = pg_facility.root
 
         def via_second(name: str) -> Client:
-            return Client(
-                Profile(
-                    broker=second_address,
-                    ca_cert=root / "ca" / "ca.pem",
-                    cert=root / "users" / f"{name}.pem",
-                    key=root / "users" / f"{name}.key",
-                )
-            )
+            return pg_facility.client(name, broker=second_address)
 
         alice_b = via_second("alice")
         assert first.grpc != second_address
@@ -102,22 +94,13 @@ def test_a_revocation_through_one_replica_holds_on_the_other_at_the_next_call(
     pg_facility.start_broker()
     second = EmbeddedBroker(pg_facility.settings())
     second_address = second.start().grpc
-    root = pg_facility.root
-    alice_b = Client(
-        Profile(
-            broker=second_address,
-            ca_cert=root / "ca" / "ca.pem",
-            cert=root / "users" / "alice.pem",
-            key=root / "users" / "alice.key",
-        )
-    )
+    alice_b = pg_facility.client("alice", broker=second_address)
     try:
         job = alice_b.submit(ghz_qasm2(2), device_id="sim-open", shots=10).job
         stream = alice_b.watch(job.job_id, timeout=30)
         assert next(stream).job_id == job.job_id  # open on the second replica
-        serial = format(
-            cert_from_pem((root / "users" / "alice.pem").read_bytes()).serial_number, "x"
-        )
+        certificate = cert_from_pem((pg_facility.root / "users" / "alice.pem").read_bytes())
+        serial = format(certificate.serial_number, "x")
         sam = pg_facility.client("sam")  # the first replica
         sam.call(
             credentials_pb2_grpc.CredentialServiceStub(sam.channel).RevokeCredential,
@@ -147,16 +130,8 @@ def test_positions_answered_by_two_replicas_are_the_queue_order(
     second = EmbeddedBroker(pg_facility.settings())
     second_address = second.start().grpc
     try:
-        root = pg_facility.root
         alice_a = pg_facility.client("alice")
-        alice_b = Client(
-            Profile(
-                broker=second_address,
-                ca_cert=root / "ca" / "ca.pem",
-                cert=root / "users" / "alice.pem",
-                key=root / "users" / "alice.key",
-            )
-        )
+        alice_b = pg_facility.client("alice", broker=second_address)
         answered: dict[str, int] = {}
         for round_ in range(4):
             for client in (alice_a, alice_b):

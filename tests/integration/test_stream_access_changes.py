@@ -16,7 +16,7 @@ import pytest
 
 from broker.embedded import EmbeddedBroker
 from qtestbed.cli.demo import ghz_qasm2
-from qtestbed.client import Client, Profile, QtestbedError
+from qtestbed.client import Client, QtestbedError
 from qtestbed.testing import LocalFacility, eventually
 from qtestbed.v1 import access_pb2, admin_pb2
 from tests.integration.support import audit_entries, metric_value, scrape
@@ -117,15 +117,7 @@ def test_a_role_taken_away_on_one_replica_ends_the_stream_on_the_other(
 def _across_replicas(fac: LocalFacility) -> None:
     second = EmbeddedBroker(fac.settings())
     address = second.start().grpc
-    users = fac.root / "users"
-    sam_b = Client(
-        Profile(
-            broker=address,
-            ca_cert=fac.root / "ca" / "ca.pem",
-            cert=users / "sam.pem",
-            key=users / "sam.key",
-        )
-    )
+    sam_b = fac.client("sam", broker=address)
     try:
         stream = _follow_audit(sam_b)
         assert next(stream).seq >= 1  # open on the second replica
