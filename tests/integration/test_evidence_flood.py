@@ -35,7 +35,12 @@ ROGUE = "sim-restricted"  # the driver host holds this device's link key and dev
 
 @pytest.fixture
 def facility(tmp_path: Path) -> Iterator[LocalFacility]:
-    with LocalFacility(tmp_path / "facility", timing={"link_refusal_audit_seconds": 0.5}) as fac:
+    # The rogue never heartbeats. With the tests' fast heartbeats (silent for 1.2 s: dropped),
+    # a loaded machine that stalls this process between the rogue's answer and its flood had
+    # the broker drop the rogue's connection, and the rest of the flood was refused as
+    # hello_first instead (seen once in a full parallel run). Silence allowed for 30 s here.
+    timing = {"link_refusal_audit_seconds": 0.5, "heartbeat_misses": 100}
+    with LocalFacility(tmp_path / "facility", timing=timing) as fac:
         fac.start_broker_process()
         fac.start_driver("sim-open")
         fac.wait_available(fac.client("bob"), "sim-open")
