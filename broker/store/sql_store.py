@@ -45,6 +45,7 @@ _UPDATE_JOB = (
     + ", ".join(f"{col} = ?" for col in rows.JOB_COLUMNS[1:])
     + " WHERE job_id = ? AND version = ?"
 )
+_JOB_BY_KEY = f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?"
 _INSERT_RESULT = f"INSERT INTO results ({rows.RESULT_COLUMNS}) VALUES ({_marks(9)})"
 _INSERT_AUDIT = f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS}) VALUES ({_marks(8)})"
 
@@ -75,7 +76,8 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
 
     @abc.abstractmethod
     def _lock_audit(self, cur: Cursor) -> None:
-        """Runs before reading the audit head: keep concurrent appends from forking the chain."""
+        """Runs first in every write (`_transaction`), so before any audit head is read: keeps
+        concurrent appends from forking the chain."""
 
     def _announce(self, cur: Cursor, topic: str) -> None:
         """Nothing to tell: no other process shares this store (PostgreSQL overrides this)."""
@@ -224,10 +226,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
             self._queue_change(cur, None, job)
             return job, True
         # Only a duplicate (owner, idempotency_key) skips the insert; a NULL key never does.
-        cur.execute(
-            f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
-            (job.owner, job.idempotency_key),
-        )
+        cur.execute(_JOB_BY_KEY, (job.owner, job.idempotency_key))
         return check_same_request(rows.job_from_row(cur.fetchone()), job), False
 
     def _check_quota(self, quota: QuotaCheck, shots: int) -> None:
@@ -292,9 +291,7 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
         return [self.get_job(job_id, owner=owner) for job_id, owner in keys]
 
     def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        found = self._query(
-            f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND idempotency_key = ?", (owner, key)
-        )
+        found = self._query(_JOB_BY_KEY, (owner, key))
         return rows.job_from_row(found[0]) if found else None
 
     def list_jobs(
@@ -375,8 +372,8 @@ class SqlStore(SqlRegistry, SqlAccess, SqlSessions, SqlQueue):
         return [tuple(row) for row in found]
 
     def _append(self, cur: Cursor, event: AuditEvent) -> AuditEntry:
-        """Link `event` after the current head, inside the caller's transaction."""
-        self._lock_audit(cur)
+        """Link `event` after the current head, inside the caller's write transaction, which
+        took the audit lock first (`_transaction`): the head read here stays the head."""
         cur.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         head = cur.fetchone()
         prev_seq, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)

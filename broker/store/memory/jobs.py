@@ -74,10 +74,8 @@ class MemoryJobs(MemoryCore):
         self, db: MemoryDatabase, job: Job, event: AuditEvent, quota: QuotaCheck | None
     ) -> tuple[Job, bool]:
         key = job.idempotency_key
-        if key is not None and (existing := db.job_keys.get((job.owner, key))) is not None:
-            row = db.jobs.get(existing)
-            assert row is not None, "the idempotency index names a stored job"
-            return check_same_request(row.job, job), False
+        if key is not None and (existing := _by_key(db, job.owner, key)) is not None:
+            return check_same_request(existing, job), False
         if job.job_id in db.jobs:
             raise StoreError(f"memory store: job id {job.job_id} is already taken")
         db.jobs.put(job.job_id, JobRow(seq=db.next_value("jobs"), job=job))
@@ -118,9 +116,7 @@ class MemoryJobs(MemoryCore):
 
     def job_by_idempotency_key(self, owner: str, key: str) -> Job | None:
         with self._read() as db:
-            job_id = db.job_keys.get((owner, key))
-            row = db.jobs.get(job_id) if job_id is not None else None
-        return row.job if row is not None else None
+            return _by_key(db, owner, key)
 
     def get_job(self, job_id: str, *, owner: str | None = None) -> Job | None:
         with self._read() as db:
@@ -178,3 +174,13 @@ class MemoryJobs(MemoryCore):
         if stored is None:
             return None
         return dataclasses.replace(stored, counts=dict(stored.counts))
+
+
+def _by_key(db: MemoryDatabase, owner: str, key: str) -> Job | None:
+    """The owner's job stored under the idempotency key, if any."""
+    job_id = db.job_keys.get((owner, key))
+    if job_id is None:
+        return None
+    row = db.jobs.get(job_id)
+    assert row is not None, "the idempotency index names a stored job"
+    return row.job
